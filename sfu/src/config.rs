@@ -1,0 +1,305 @@
+//! Server configuration: one struct, filled from (lowest to highest
+//! precedence) built-in defaults, a TOML file (`--config`), `SFU_*`
+//! environment variables and command-line flags.
+//!
+//! clap resolves flag-over-environment for every option; the file fills in
+//! whatever neither set. [`Config::validate`] rejects unsafe or inconsistent
+//! settings with a message that names the offending key.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use signaling::IceServer;
+
+/// The development API key pair, usable only on loopback.
+pub const DEV_API_KEY: &str = "devkey";
+pub const DEV_API_SECRET: &str = "secret";
+
+/// Options shared by the `serve` flags and the TOML file. Every field is
+/// optional here; [`Config`] holds the resolved values.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigArgs {
+    /// HTTP listen address (WHIP, WHEP, web client, /metrics). [default: 127.0.0.1:8080]
+    #[arg(long, env = "SFU_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+
+    /// IP address the media UDP sockets bind to. [default: 127.0.0.1]
+    #[arg(long, env = "SFU_MEDIA_ADDR")]
+    pub media_addr: Option<IpAddr>,
+
+    /// First UDP port; worker N binds port+N. 0 picks free ports. [default: 0]
+    #[arg(long, env = "SFU_MEDIA_PORT")]
+    pub media_port: Option<u16>,
+
+    /// Address advertised in ICE candidates instead of the bind address (1:1 NAT, cloud VMs).
+    #[arg(long, env = "SFU_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+
+    /// Number of media worker threads. [default: number of CPU cores]
+    #[arg(long, env = "SFU_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// API key accepted for tokens (with --api-secret). [default: devkey, loopback only]
+    #[arg(long, env = "SFU_API_KEY")]
+    #[serde(skip)]
+    pub api_key: Option<String>,
+
+    /// Secret of --api-key.
+    #[arg(long, env = "SFU_API_SECRET", hide_env_values = true)]
+    #[serde(skip)]
+    pub api_secret: Option<String>,
+
+    /// A session without any received traffic for this long is removed (ICE consent). [default: 30]
+    #[arg(long, env = "SFU_SESSION_TIMEOUT_SECS")]
+    pub session_timeout_secs: Option<u64>,
+
+    /// Most rooms this server hosts at once (503 above). [default: 1000]
+    #[arg(long, env = "SFU_MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
+
+    /// Most participants (publishers and viewers) per room (503 above). [default: 500]
+    #[arg(long, env = "SFU_MAX_PARTICIPANTS_PER_ROOM")]
+    pub max_participants_per_room: Option<usize>,
+
+    /// Largest HTTP request body in bytes (413 above). [default: 65536]
+    #[arg(long, env = "SFU_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Log filter (tracing EnvFilter syntax). [default: info]
+    #[arg(long, env = "SFU_LOG")]
+    pub log: Option<String>,
+
+    /// API key -> secret table (file only: `[api_keys]`). Several keys allow rotation.
+    #[arg(skip)]
+    #[serde(default)]
+    pub api_keys: BTreeMap<String, String>,
+
+    /// STUN/TURN servers announced to clients (file only: `[[ice_servers]]`).
+    #[arg(skip)]
+    #[serde(default)]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub media_addr: IpAddr,
+    pub media_port: u16,
+    pub public_ip: Option<IpAddr>,
+    pub workers: usize,
+    #[serde(serialize_with = "redact_keys")]
+    pub api_keys: BTreeMap<String, String>,
+    pub session_timeout: Duration,
+    pub max_rooms: usize,
+    pub max_participants_per_room: usize,
+    pub max_body_bytes: usize,
+    pub log: String,
+    pub ice_servers: Vec<IceServer>,
+}
+
+fn redact_keys<S: serde::Serializer>(
+    keys: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let redacted: BTreeMap<&str, &str> = keys.keys().map(|k| (k.as_str(), "<redacted>")).collect();
+    redacted.serialize(s)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl ConfigArgs {
+    /// Read a TOML file into the same shape as the flags.
+    pub fn from_file(path: &std::path::Path) -> Result<ConfigArgs, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl Config {
+    /// Resolve flags/environment (`args`) over the file (`file`) over defaults.
+    pub fn resolve(args: ConfigArgs, file: ConfigArgs) -> Result<Config, ConfigError> {
+        let mut api_keys = file.api_keys;
+        match (args.api_key, args.api_secret) {
+            (Some(k), Some(s)) => {
+                api_keys.insert(k, s);
+            }
+            (None, None) => {}
+            (Some(_), None) => return Err(invalid("api_secret", "--api-key needs --api-secret")),
+            (None, Some(_)) => return Err(invalid("api_key", "--api-secret needs --api-key")),
+        }
+        if api_keys.is_empty() {
+            api_keys.insert(DEV_API_KEY.into(), DEV_API_SECRET.into());
+        }
+        let workers = args.workers.or(file.workers).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let config = Config {
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
+            media_addr: args
+                .media_addr
+                .or(file.media_addr)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            media_port: args.media_port.or(file.media_port).unwrap_or(0),
+            public_ip: args.public_ip.or(file.public_ip),
+            workers,
+            api_keys,
+            session_timeout: Duration::from_secs(
+                args.session_timeout_secs
+                    .or(file.session_timeout_secs)
+                    .unwrap_or(30),
+            ),
+            max_rooms: args.max_rooms.or(file.max_rooms).unwrap_or(1000),
+            max_participants_per_room: args
+                .max_participants_per_room
+                .or(file.max_participants_per_room)
+                .unwrap_or(500),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(64 * 1024),
+            log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            ice_servers: if args.ice_servers.is_empty() {
+                file.ice_servers
+            } else {
+                args.ice_servers
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// True when the development key pair is among the accepted keys.
+    pub fn uses_dev_credentials(&self) -> bool {
+        self.api_keys.get(DEV_API_KEY).map(String::as_str) == Some(DEV_API_SECRET)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 || self.workers > 256 {
+            return Err(invalid("workers", "must be between 1 and 256"));
+        }
+        if self.session_timeout < Duration::from_secs(1) {
+            return Err(invalid("session_timeout_secs", "must be at least 1"));
+        }
+        if self.max_rooms == 0 {
+            return Err(invalid("max_rooms", "must be at least 1"));
+        }
+        if self.max_participants_per_room == 0 {
+            return Err(invalid("max_participants_per_room", "must be at least 1"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        if self.media_port != 0 && usize::from(self.media_port) + self.workers > 65536 {
+            return Err(invalid("media_port", "media_port + workers exceeds 65535"));
+        }
+        for (k, s) in &self.api_keys {
+            if k.is_empty() || s.is_empty() {
+                return Err(invalid("api_keys", "keys and secrets must not be empty"));
+            }
+        }
+        if self.media_addr.is_unspecified() && self.public_ip.is_none() {
+            return Err(invalid(
+                "public_ip",
+                "media_addr is a wildcard address; set public_ip to the address clients reach",
+            ));
+        }
+        if self.uses_dev_credentials() {
+            let exposed = [
+                ("http_addr", self.http_addr.ip()),
+                ("media_addr", self.media_addr),
+            ]
+            .into_iter()
+            .find(|(_, ip)| !ip.is_loopback());
+            if let Some((key, ip)) = exposed {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{ip} is not a loopback address and the development credentials \
+                         ({DEV_API_KEY}/{DEV_API_SECRET}) are enabled; configure real API keys \
+                         (--api-key/--api-secret or [api_keys]) before exposing the server"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_dev() -> Result<(), ConfigError> {
+        let c = Config::resolve(ConfigArgs::default(), ConfigArgs::default())?;
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert!(c.uses_dev_credentials());
+        Ok(())
+    }
+
+    #[test]
+    fn flags_override_file() -> Result<(), Box<dyn std::error::Error>> {
+        let file: ConfigArgs = toml::from_str(
+            "http_addr = \"127.0.0.1:9000\"\nworkers = 3\n[api_keys]\nk1 = \"s1\"\n",
+        )?;
+        let args = ConfigArgs {
+            workers: Some(1),
+            ..Default::default()
+        };
+        let c = Config::resolve(args, file)?;
+        assert_eq!(c.http_addr.port(), 9000);
+        assert_eq!(c.workers, 1);
+        assert!(!c.uses_dev_credentials());
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_public_bind_with_dev_credentials() {
+        let args = ConfigArgs {
+            http_addr: Some("0.0.0.0:8080".parse().unwrap_or(SocketAddr::from(([0; 4], 0)))),
+            ..Default::default()
+        };
+        let err = Config::resolve(args, ConfigArgs::default()).err();
+        assert!(matches!(err, Some(ConfigError::Invalid { key: "http_addr", .. })));
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let err = toml::from_str::<ConfigArgs>("http_adr = \"x\"").err();
+        assert!(err.is_some_and(|e| e.to_string().contains("http_adr")));
+    }
+}

@@ -1,0 +1,111 @@
+//! Keyframe request throttling per publisher track.
+//!
+//! Subscribers send PLI/FIR often (each new subscriber, each loss burst),
+//! and a publisher that gets a request per subscriber would send nothing but
+//! keyframes. A [`KeyframeThrottle`] lets at most one request through per
+//! interval and coalesces the ones in between into a single deferred request,
+//! so no subscriber's request is lost: it is answered at most one interval late.
+
+use std::time::{Duration, Instant};
+
+/// Default minimum gap between two keyframe requests to one publisher track.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct KeyframeThrottle {
+    interval: Duration,
+    last_sent: Option<Instant>,
+    pending: bool,
+}
+
+impl Default for KeyframeThrottle {
+    fn default() -> Self {
+        KeyframeThrottle::new(KEYFRAME_REQUEST_INTERVAL)
+    }
+}
+
+impl KeyframeThrottle {
+    pub fn new(interval: Duration) -> Self {
+        KeyframeThrottle {
+            interval,
+            last_sent: None,
+            pending: false,
+        }
+    }
+
+    /// A keyframe is wanted. Returns true when the request should be sent now;
+    /// otherwise it is remembered and [`poll`](Self::poll) releases it later.
+    pub fn request(&mut self, now: Instant) -> bool {
+        if self.may_send(now) {
+            self.last_sent = Some(now);
+            self.pending = false;
+            true
+        } else {
+            self.pending = true;
+            false
+        }
+    }
+
+    /// A keyframe arrived from the publisher: deferred requests are satisfied.
+    pub fn keyframe_received(&mut self) {
+        self.pending = false;
+    }
+
+    /// Returns true when a deferred request is due now.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        if self.pending && self.may_send(now) {
+            self.last_sent = Some(now);
+            self.pending = false;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When a deferred request becomes due, if one is waiting.
+    pub fn deadline(&self) -> Option<Instant> {
+        match (self.pending, self.last_sent) {
+            (true, Some(t)) => Some(t + self.interval),
+            _ => None,
+        }
+    }
+
+    fn may_send(&self, now: Instant) -> bool {
+        self.last_sent
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.interval)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_one_request_per_interval() {
+        let t0 = Instant::now();
+        let mut k = KeyframeThrottle::default();
+        assert!(k.request(t0));
+        // 20 subscribers ask within 400 ms: none goes through at once...
+        for i in 0..20 {
+            assert!(!k.request(t0 + Duration::from_millis(20 * i)));
+        }
+        assert_eq!(k.deadline(), Some(t0 + KEYFRAME_REQUEST_INTERVAL));
+        assert!(!k.poll(t0 + Duration::from_millis(499)));
+        // ...and exactly one deferred request is released at 500 ms.
+        assert!(k.poll(t0 + Duration::from_millis(500)));
+        assert!(!k.poll(t0 + Duration::from_millis(501)));
+        assert_eq!(k.deadline(), None);
+        // After the interval, a new request goes straight through.
+        assert!(k.request(t0 + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn keyframe_cancels_deferred_request() {
+        let t0 = Instant::now();
+        let mut k = KeyframeThrottle::default();
+        assert!(k.request(t0));
+        assert!(!k.request(t0 + Duration::from_millis(100)));
+        k.keyframe_received();
+        assert!(!k.poll(t0 + Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,14 @@
+//! The sans-IO forwarding core: which subscriber gets which publisher's
+//! media, which payload type it is written with, when a publisher is asked
+//! for a keyframe, and what is wrong with a publisher's stream.
+//!
+//! Everything here is plain data with time passed in; no sockets, threads or
+//! tokio. The worker executes the decisions these types return.
+
+pub mod keyframe;
+pub mod payload_map;
+pub mod reorder;
+pub mod router;
+
+/// Identifies a participant (one `Rtc`) within a worker.
+pub type ParticipantId = u64;

@@ -1,0 +1,160 @@
+//! Prometheus metrics of the server, registered once and shared by every
+//! worker.
+//!
+//! Gauges and counters are atomics, so workers update them without locks.
+//! Per-packet counts are accumulated per worker ([`PacketCounts`]) and
+//! flushed periodically, so the packet path touches no shared cache line.
+
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    pub rooms: IntGauge,
+    pub participants: IntGaugeVec,
+    pub rtc_instances: IntGauge,
+    pub registry_entries: IntGauge,
+    pub tracks: IntGaugeVec,
+    pub sessions: IntGaugeVec,
+    pub sessions_created: IntCounterVec,
+    pub sessions_ended: IntCounterVec,
+    pub packets_received: IntCounter,
+    pub packets_sent: IntCounter,
+    pub bytes_received: IntCounter,
+    pub bytes_sent: IntCounter,
+    pub frames_forwarded: IntCounterVec,
+    pub nacks_received: IntCounter,
+    pub plis_received: IntCounter,
+    pub firs_received: IntCounter,
+    pub keyframe_requests_sent: IntCounterVec,
+    pub reordered_frames: IntCounterVec,
+    pub publishers_with_bframes: IntGaugeVec,
+    pub alive_tasks: IntGauge,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        Ok(Metrics {
+            rooms: gauge(&r, "sfu_rooms", "Rooms currently hosted")?,
+            participants: gauge_vec(&r, "sfu_participants", "Participants by kind", &["kind"])?,
+            rtc_instances: gauge(&r, "sfu_rtc_instances", "Live str0m Rtc instances")?,
+            registry_entries: gauge(
+                &r,
+                "sfu_registry_entries",
+                "Entries in the resource and room registries",
+            )?,
+            tracks: gauge_vec(&r, "sfu_tracks", "Published tracks by kind", &["kind"])?,
+            sessions: gauge_vec(&r, "sfu_sessions", "Sessions by state", &["state"])?,
+            sessions_created: counter_vec(
+                &r,
+                "sfu_sessions_created_total",
+                "Sessions created",
+                &["kind"],
+            )?,
+            sessions_ended: counter_vec(
+                &r,
+                "sfu_sessions_ended_total",
+                "Sessions ended, by reason",
+                &["reason"],
+            )?,
+            packets_received: counter(&r, "sfu_packets_received_total", "UDP datagrams received")?,
+            packets_sent: counter(&r, "sfu_packets_sent_total", "UDP datagrams sent")?,
+            bytes_received: counter(&r, "sfu_bytes_received_total", "UDP bytes received")?,
+            bytes_sent: counter(&r, "sfu_bytes_sent_total", "UDP bytes sent")?,
+            frames_forwarded: counter_vec(
+                &r,
+                "sfu_frames_forwarded_total",
+                "Media frames written to subscribers",
+                &["kind"],
+            )?,
+            nacks_received: counter(&r, "sfu_nacks_received_total", "NACKs from subscribers")?,
+            plis_received: counter(&r, "sfu_plis_received_total", "PLIs from subscribers")?,
+            firs_received: counter(&r, "sfu_firs_received_total", "FIRs from subscribers")?,
+            keyframe_requests_sent: counter_vec(
+                &r,
+                "sfu_keyframe_requests_sent_total",
+                "Keyframe requests sent to publishers, by cause",
+                &["cause"],
+            )?,
+            reordered_frames: counter_vec(
+                &r,
+                "sfu_publisher_reordered_frames_total",
+                "Video frames whose RTP timestamp went backwards (B-frames), by room",
+                &["room"],
+            )?,
+            publishers_with_bframes: gauge_vec(
+                &r,
+                "sfu_publisher_bframes",
+                "1 for a publisher whose H.264 stream carries B-frames (breaks browser playback)",
+                &["room", "identity"],
+            )?,
+            alive_tasks: gauge(&r, "sfu_tokio_alive_tasks", "Tasks alive on the HTTP runtime")?,
+            registry: r,
+        })
+    }
+
+    /// Text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Per-worker packet counters, flushed into [`Metrics`] now and then.
+#[derive(Debug, Default)]
+pub struct PacketCounts {
+    pub packets_received: u64,
+    pub packets_sent: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+}
+
+impl PacketCounts {
+    pub fn flush(&mut self, m: &Metrics) {
+        m.packets_received.inc_by(self.packets_received);
+        m.packets_sent.inc_by(self.packets_sent);
+        m.bytes_received.inc_by(self.bytes_received);
+        m.bytes_sent.inc_by(self.bytes_sent);
+        *self = PacketCounts::default();
+    }
+}

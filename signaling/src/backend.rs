@@ -1,0 +1,107 @@
+//! The seam between the HTTP front door and the media server.
+//!
+//! Handlers authenticate and validate, then ask a [`MediaBackend`] to act.
+//! The backend (the `sfu` crate's worker pool) owns every `Rtc`; this crate
+//! never touches one. Keeping the seam a trait lets signaling be tested and
+//! reasoned about without media, and lets the media side stay free of HTTP.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::sdpfrag::SdpFrag;
+
+/// Which WHIP/WHEP flavour a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionKind {
+    /// WHIP ingest: the client publishes.
+    Whip,
+    /// WHEP playback: the client plays the room.
+    Whep,
+}
+
+impl SessionKind {
+    pub fn path_prefix(self) -> &'static str {
+        match self {
+            SessionKind::Whip => "whip",
+            SessionKind::Whep => "whep",
+        }
+    }
+}
+
+/// A request to create a session from an SDP offer.
+#[derive(Debug, Clone)]
+pub struct CreateSession {
+    pub kind: SessionKind,
+    pub room: String,
+    pub identity: String,
+    pub offer_sdp: String,
+}
+
+/// A created session.
+#[derive(Debug, Clone)]
+pub struct SessionCreated {
+    /// Opaque, unguessable resource id (used in the `Location` URL).
+    pub id: String,
+    pub answer_sdp: String,
+    /// Entity tag of the ICE session (changes on ICE restart).
+    pub etag: String,
+}
+
+/// Result of a PATCH.
+#[derive(Debug, Clone)]
+pub enum PatchOutcome {
+    /// Trickled candidates were added (204).
+    Trickled,
+    /// ICE restarted: the server's new fragment and the new entity tag (200).
+    Restarted { answer_frag: String, etag: String },
+}
+
+/// Errors a backend reports; [`crate::errors`] maps them to HTTP statuses.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    /// The offer could not be parsed (400).
+    #[error("malformed SDP: {0}")]
+    MalformedSdp(String),
+    /// The offer parsed but nothing in it can be served (422).
+    #[error("unusable SDP: {0}")]
+    UnusableSdp(String),
+    /// No such session (404).
+    #[error("no such session")]
+    NotFound,
+    /// `If-Match` did not match the current entity tag (412).
+    #[error("entity tag does not match the session's current ICE session")]
+    PreconditionFailed,
+    /// A configured limit is reached (503 with Retry-After).
+    #[error("{what} limit reached")]
+    OverCapacity { what: String, retry_after: Duration },
+    /// Something on our side failed (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What the front door needs from the media server.
+pub trait MediaBackend: Clone + Send + Sync + 'static {
+    fn create_session(
+        &self,
+        req: CreateSession,
+    ) -> impl Future<Output = Result<SessionCreated, BackendError>> + Send;
+
+    fn patch_session(
+        &self,
+        kind: SessionKind,
+        room: &str,
+        id: &str,
+        if_match: Option<String>,
+        frag: SdpFrag,
+    ) -> impl Future<Output = Result<PatchOutcome, BackendError>> + Send;
+
+    fn delete_session(
+        &self,
+        kind: SessionKind,
+        room: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Prometheus text exposition of the server's metrics.
+    fn render_metrics(&self) -> String;
+}

@@ -1,0 +1,158 @@
+//! The SFU's HTTP front door (axum): WHIP ingest, WHEP playback, the embedded
+//! web client, `/metrics` and `/healthz`.
+//!
+//! This crate authenticates and validates requests and turns them into calls
+//! on a [`MediaBackend`]; the media server (the `sfu` crate) implements that
+//! trait. Nothing here touches media or a WebRTC state machine.
+
+pub mod auth;
+pub mod backend;
+pub mod errors;
+pub mod sdpfrag;
+pub mod sessions;
+pub mod web;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use auth::KeySet;
+pub use backend::{BackendError, MediaBackend, SessionKind};
+
+/// A STUN or TURN server advertised to clients (`Link: rel="ice-server"`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// RFC 9725 section 4.6 link header values, one per URL.
+    pub fn link_values(&self) -> Vec<String> {
+        self.urls
+            .iter()
+            .map(|url| {
+                let mut v = format!("<{url}>; rel=\"ice-server\"");
+                if let (Some(u), Some(c)) = (&self.username, &self.credential) {
+                    v.push_str(&format!(
+                        "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+                    ));
+                }
+                v
+            })
+            .collect()
+    }
+}
+
+/// Settings of the front door.
+#[derive(Debug, Clone)]
+pub struct FrontDoorConfig {
+    pub keys: KeySet,
+    /// API key whose secret signs `/dev/token` tokens; `None` disables it.
+    pub dev_token_key: Option<String>,
+    pub ice_servers: Vec<IceServer>,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+}
+
+/// Shared, read-only state of every handler.
+pub struct AppState<B> {
+    pub backend: B,
+    pub keys: Arc<KeySet>,
+    pub dev_token_key: Option<Arc<str>>,
+    pub ice_server_links: Arc<[HeaderValue]>,
+}
+
+impl<B: Clone> Clone for AppState<B> {
+    fn clone(&self) -> Self {
+        AppState {
+            backend: self.backend.clone(),
+            keys: self.keys.clone(),
+            dev_token_key: self.dev_token_key.clone(),
+            ice_server_links: self.ice_server_links.clone(),
+        }
+    }
+}
+
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            HeaderName::from_static("accept-patch"),
+            header::RETRY_AFTER,
+        ])
+}
+
+/// Build the complete HTTP router.
+pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
+    let links: Vec<HeaderValue> = config
+        .ice_servers
+        .iter()
+        .flat_map(IceServer::link_values)
+        .filter_map(|v| HeaderValue::from_str(&v).ok())
+        .collect();
+    let state = AppState {
+        backend,
+        keys: Arc::new(config.keys),
+        dev_token_key: config.dev_token_key.map(Arc::from),
+        ice_server_links: links.into(),
+    };
+
+    let mut app = Router::new();
+    for kind in [SessionKind::Whip, SessionKind::Whep] {
+        let p = kind.path_prefix();
+        app = app
+            .route(
+                &format!("/{p}/{{room}}"),
+                post(
+                    move |s, path, h, b| sessions::create::<B>(kind, s, path, h, b),
+                ),
+            )
+            .route(
+                &format!("/{p}/{{room}}/{{id}}"),
+                axum::routing::patch(move |s, path, h, b| sessions::patch::<B>(kind, s, path, h, b))
+                    .delete(move |s, path, h| sessions::delete::<B>(kind, s, path, h)),
+            );
+    }
+    for asset in web::ASSETS {
+        app = app.route(asset.path, get(move || async move { web::asset_response(asset) }));
+    }
+    app.route("/dev/token", get(web::dev_token::<B>))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(|axum::extract::State(s): axum::extract::State<AppState<B>>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    s.backend.render_metrics(),
+                )
+            }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(cors())
+        .with_state(state)
+}
