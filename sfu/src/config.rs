@@ -290,11 +290,21 @@ mod tests {
     #[test]
     fn refuses_public_bind_with_dev_credentials() {
         let args = ConfigArgs {
-            http_addr: Some("0.0.0.0:8080".parse().unwrap_or(SocketAddr::from(([0; 4], 0)))),
+            http_addr: Some(
+                "0.0.0.0:8080"
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([0; 4], 0))),
+            ),
             ..Default::default()
         };
         let err = Config::resolve(args, ConfigArgs::default()).err();
-        assert!(matches!(err, Some(ConfigError::Invalid { key: "http_addr", .. })));
+        assert!(matches!(
+            err,
+            Some(ConfigError::Invalid {
+                key: "http_addr",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -1,6 +1,109 @@
 //! The SFU media server: media workers that own str0m `Rtc`s, the sans-IO
-//! forwarding core, configuration and metrics. `run` starts everything.
+//! forwarding core, configuration and metrics. [`run`] starts everything and
+//! returns when `shutdown` is cancelled.
 
+pub mod backend;
 pub mod config;
 pub mod forward;
 pub mod metrics;
+pub mod registry;
+pub mod room;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use signaling::{FrontDoorConfig, KeySet};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::SfuBackend;
+use crate::config::{Config, DEV_API_KEY};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::worker::core::WorkerContext;
+use crate::worker::{spawn_workers, WorkerSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot bind HTTP listener on {addr}: {source}")]
+    HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start media workers: {0}")]
+    Workers(std::io::Error),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// A started server: where it listens.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub http_addr: SocketAddr,
+    pub media_addrs: Vec<SocketAddr>,
+}
+
+/// Start the server; `on_started` is told the bound addresses (tests use
+/// port 0). Returns after `shutdown` is cancelled and everything stopped.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    on_started: impl FnOnce(Started),
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new()?);
+    let registry = Arc::new(Registry::default());
+    let context = WorkerContext {
+        index: 0,
+        local_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        advertised_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        metrics: metrics.clone(),
+        registry: registry.clone(),
+        max_participants_per_room: config.max_participants_per_room,
+        session_timeout: config.session_timeout,
+    };
+    let (workers, threads) = spawn_workers(
+        WorkerSettings {
+            count: config.workers,
+            bind_ip: config.media_addr,
+            first_port: config.media_port,
+            public_ip: config.public_ip,
+            context,
+        },
+        shutdown.clone(),
+    )
+    .map_err(RunError::Workers)?;
+    let media_addrs = workers.iter().map(|w| w.media_addr).collect();
+
+    let backend = SfuBackend::new(workers, registry, metrics, config.max_rooms);
+    let front_door = FrontDoorConfig {
+        keys: KeySet::new(config.api_keys.clone()),
+        dev_token_key: config
+            .uses_dev_credentials()
+            .then(|| DEV_API_KEY.to_string()),
+        ice_servers: config.ice_servers.clone(),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let app = signaling::router(front_door, backend);
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| RunError::HttpBind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(RunError::Http)?;
+    tracing::info!(%http_addr, "HTTP listening (WHIP /whip/{{room}}, WHEP /whep/{{room}}, web client /)");
+    on_started(Started {
+        http_addr,
+        media_addrs,
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    for t in threads {
+        let _ = t.join();
+    }
+    served.map_err(RunError::Http)
+}

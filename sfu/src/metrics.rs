@@ -125,9 +125,30 @@ impl Metrics {
                 "1 for a publisher whose H.264 stream carries B-frames (breaks browser playback)",
                 &["room", "identity"],
             )?,
-            alive_tasks: gauge(&r, "sfu_tokio_alive_tasks", "Tasks alive on the HTTP runtime")?,
+            alive_tasks: gauge(
+                &r,
+                "sfu_tokio_alive_tasks",
+                "Tasks alive on the HTTP runtime",
+            )?,
             registry: r,
-        })
+        }
+        .init_series())
+    }
+
+    /// Make labelled series visible at zero before the first event.
+    fn init_series(self) -> Self {
+        for kind in ["whip", "whep"] {
+            self.participants.with_label_values(&[kind]).set(0);
+            self.sessions_created.with_label_values(&[kind]).inc_by(0);
+        }
+        for kind in ["audio", "video"] {
+            self.tracks.with_label_values(&[kind]).set(0);
+            self.frames_forwarded.with_label_values(&[kind]).inc_by(0);
+        }
+        for state in ["connecting", "connected"] {
+            self.sessions.with_label_values(&[state]).set(0);
+        }
+        self
     }
 
     /// Text exposition format.

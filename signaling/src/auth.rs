@@ -146,8 +146,9 @@ impl KeySet {
         peek.insecure_disable_signature_validation();
         peek.validate_exp = false;
         peek.required_spec_claims.clear();
-        let unverified = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&[]), &peek)
-            .map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let unverified =
+            jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&[]), &peek)
+                .map_err(|e| AuthError::Malformed(e.to_string()))?;
         let key = unverified.claims.iss;
         let secret = self
             .secret(&key)
@@ -270,8 +271,12 @@ mod tests {
         let g = ks.verify(&t)?;
         assert_eq!(g.identity, "alice");
         g.require("r1", Permission::Publish)?;
-        assert!(g.require("r1", Permission::Subscribe).is_err_and(|e| e.is_forbidden()));
-        assert!(g.require("r2", Permission::Publish).is_err_and(|e| e.is_forbidden()));
+        assert!(g
+            .require("r1", Permission::Subscribe)
+            .is_err_and(|e| e.is_forbidden()));
+        assert!(g
+            .require("r2", Permission::Publish)
+            .is_err_and(|e| e.is_forbidden()));
         // key rotation: the second key verifies too
         let t2 = ks.mint("newkey", "bob", grant("r1"), Duration::from_secs(60))?;
         assert_eq!(ks.verify(&t2)?.identity, "bob");
@@ -284,11 +289,20 @@ mod tests {
         let t = mint_with_secret("devkey", "wrong", "a", grant("r"), Duration::from_secs(60))?;
         assert_eq!(ks.verify(&t).err(), Some(AuthError::BadSignature));
         let t = mint_with_secret("nokey", "x", "a", grant("r"), Duration::from_secs(60))?;
-        assert_eq!(ks.verify(&t).err(), Some(AuthError::UnknownKey("nokey".into())));
+        assert_eq!(
+            ks.verify(&t).err(),
+            Some(AuthError::UnknownKey("nokey".into()))
+        );
         assert!(matches!(ks.verify("abc.def"), Err(AuthError::Malformed(_))));
         let t = ks.mint("devkey", "a", grant("r"), Duration::from_secs(60))?;
-        assert_eq!(ks.verify_at(&t, unix_now() + 3600).err(), Some(AuthError::Expired));
-        assert_eq!(ks.verify_at(&t, unix_now() - 3600).err(), Some(AuthError::NotYetValid));
+        assert_eq!(
+            ks.verify_at(&t, unix_now() + 3600).err(),
+            Some(AuthError::Expired)
+        );
+        assert_eq!(
+            ks.verify_at(&t, unix_now() - 3600).err(),
+            Some(AuthError::NotYetValid)
+        );
         // within the skew allowance
         assert!(ks.verify_at(&t, unix_now() + 65).is_ok());
         Ok(())

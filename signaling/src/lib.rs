@@ -127,29 +127,34 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
         app = app
             .route(
                 &format!("/{p}/{{room}}"),
-                post(
-                    move |s, path, h, b| sessions::create::<B>(kind, s, path, h, b),
-                ),
+                post(move |s, path, h, b| sessions::create::<B>(kind, s, path, h, b)),
             )
             .route(
                 &format!("/{p}/{{room}}/{{id}}"),
-                axum::routing::patch(move |s, path, h, b| sessions::patch::<B>(kind, s, path, h, b))
-                    .delete(move |s, path, h| sessions::delete::<B>(kind, s, path, h)),
+                axum::routing::patch(move |s, path, h, b| {
+                    sessions::patch::<B>(kind, s, path, h, b)
+                })
+                .delete(move |s, path, h| sessions::delete::<B>(kind, s, path, h)),
             );
     }
     for asset in web::ASSETS {
-        app = app.route(asset.path, get(move || async move { web::asset_response(asset) }));
+        app = app.route(
+            asset.path,
+            get(move || async move { web::asset_response(asset) }),
+        );
     }
     app.route("/dev/token", get(web::dev_token::<B>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/metrics",
-            get(|axum::extract::State(s): axum::extract::State<AppState<B>>| async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    s.backend.render_metrics(),
-                )
-            }),
+            get(
+                |axum::extract::State(s): axum::extract::State<AppState<B>>| async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        s.backend.render_metrics(),
+                    )
+                },
+            ),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))

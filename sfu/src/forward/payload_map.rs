@@ -16,13 +16,13 @@ fn h264_rank(profile_level_id: u32) -> u8 {
     let profile_idc = (profile_level_id >> 16) as u8;
     let constraints = (profile_level_id >> 8) as u8;
     match profile_idc {
-        0x42 => 1,                                      // (constrained) baseline
-        0x4d if constraints & 0x40 != 0 => 1,           // main with set1 = constrained baseline
-        0x4d => 2,                                      // main
-        0x58 => 2,                                      // extended
-        0x64 if constraints & 0x0c == 0x0c => 3,        // constrained high
-        0x64 => 4,                                      // high
-        _ => 5,                                         // high 10/4:2:2/4:4:4 and beyond
+        0x42 => 1,                               // (constrained) baseline
+        0x4d if constraints & 0x40 != 0 => 1,    // main with set1 = constrained baseline
+        0x4d => 2,                               // main
+        0x58 => 2,                               // extended
+        0x64 if constraints & 0x0c == 0x0c => 3, // constrained high
+        0x64 => 4,                               // high
+        _ => 5,                                  // high 10/4:2:2/4:4:4 and beyond
     }
 }
 
@@ -54,10 +54,12 @@ pub fn compatibility(src: &PayloadParams, dst: &PayloadParams) -> Option<u32> {
             // Prefer the closest profile, then the same profile with another level.
             Some(90 - 10 * u32::from(dr - sr))
         }
-        Codec::Vp9 => (s.format.profile_id.unwrap_or(0) == d.format.profile_id.unwrap_or(0))
-            .then_some(100),
-        Codec::Av1 => (s.format.profile.unwrap_or(0) == d.format.profile.unwrap_or(0))
-            .then_some(100),
+        Codec::Vp9 => {
+            (s.format.profile_id.unwrap_or(0) == d.format.profile_id.unwrap_or(0)).then_some(100)
+        }
+        Codec::Av1 => {
+            (s.format.profile.unwrap_or(0) == d.format.profile.unwrap_or(0)).then_some(100)
+        }
         Codec::Opus => Some(100),
         _ => (s.format == d.format).then_some(100).or(Some(50)),
     }
@@ -117,8 +119,22 @@ mod tests {
     fn chrome_video() -> Vec<PayloadParams> {
         vec![
             params(96, Codec::Vp8, FormatParams::default()),
-            params(98, Codec::Vp9, FormatParams { profile_id: Some(0), ..Default::default() }),
-            params(100, Codec::Vp9, FormatParams { profile_id: Some(2), ..Default::default() }),
+            params(
+                98,
+                Codec::Vp9,
+                FormatParams {
+                    profile_id: Some(0),
+                    ..Default::default()
+                },
+            ),
+            params(
+                100,
+                Codec::Vp9,
+                FormatParams {
+                    profile_id: Some(2),
+                    ..Default::default()
+                },
+            ),
             h264(102, 0x42001f, 1),
             h264(104, 0x42001f, 0),
             h264(106, 0x42e01f, 1),
@@ -163,9 +179,23 @@ mod tests {
     #[test]
     fn vp9_profile_must_match() {
         let sub = chrome_video();
-        let p2 = params(1, Codec::Vp9, FormatParams { profile_id: Some(2), ..Default::default() });
+        let p2 = params(
+            1,
+            Codec::Vp9,
+            FormatParams {
+                profile_id: Some(2),
+                ..Default::default()
+            },
+        );
         assert_eq!(select(&p2, &sub), Some(100.into()));
-        let p1 = params(1, Codec::Vp9, FormatParams { profile_id: Some(1), ..Default::default() });
+        let p1 = params(
+            1,
+            Codec::Vp9,
+            FormatParams {
+                profile_id: Some(1),
+                ..Default::default()
+            },
+        );
         assert_eq!(select(&p1, &sub), None);
     }
 }

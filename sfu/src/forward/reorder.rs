@@ -54,7 +54,10 @@ mod tests {
         let mut m = FrameOrderMonitor::default();
         let order = [0u64, 3, 1, 2, 6, 4, 5];
         let warnings: Vec<bool> = order.iter().map(|f| m.observe(f * 3000)).collect();
-        assert_eq!(warnings, vec![false, false, true, false, false, false, false]);
+        assert_eq!(
+            warnings,
+            vec![false, false, true, false, false, false, false]
+        );
         assert_eq!(m.reordered(), 4);
         assert!(m.has_bframes());
     }

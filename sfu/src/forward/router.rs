@@ -66,7 +66,10 @@ impl KeyframeCause {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouterAction {
     /// Ask the publisher of `track` for a keyframe.
-    RequestKeyframe { track: TrackKey, cause: KeyframeCause },
+    RequestKeyframe {
+        track: TrackKey,
+        cause: KeyframeCause,
+    },
     /// `down` now receives `track`.
     Bound { down: DownTrackKey, track: TrackKey },
     /// `down` lost its source and nothing replaced it.
@@ -102,6 +105,15 @@ impl Router {
         self.tracks.len()
     }
 
+    /// The kinds of the tracks `publisher` has.
+    pub fn track_kinds_of(&self, publisher: ParticipantId) -> Vec<MediaKind> {
+        self.tracks
+            .iter()
+            .filter(|(k, _)| k.publisher == publisher)
+            .map(|(_, t)| t.kind)
+            .collect()
+    }
+
     pub fn source_of(&self, down: DownTrackKey) -> Option<TrackKey> {
         self.down_tracks.get(&down).and_then(|d| d.source)
     }
@@ -131,7 +143,9 @@ impl Router {
         let waiting: Vec<DownTrackKey> = self
             .down_tracks
             .iter()
-            .filter(|(d, dt)| dt.source.is_none() && dt.kind == kind && d.subscriber != key.publisher)
+            .filter(|(d, dt)| {
+                dt.source.is_none() && dt.kind == kind && d.subscriber != key.publisher
+            })
             .map(|(d, _)| *d)
             .collect();
         let mut actions = vec![];
@@ -142,7 +156,12 @@ impl Router {
     }
 
     /// A subscriber added a media line that follows the room.
-    pub fn add_down_track(&mut self, down: DownTrackKey, kind: MediaKind, now: Instant) -> Vec<RouterAction> {
+    pub fn add_down_track(
+        &mut self,
+        down: DownTrackKey,
+        kind: MediaKind,
+        now: Instant,
+    ) -> Vec<RouterAction> {
         self.down_tracks.insert(
             down,
             DownTrack {
@@ -232,7 +251,9 @@ impl Router {
             receivers.push(*down);
         }
         let cause = want_keyframe?;
-        t.keyframes.request(now).then_some(RouterAction::RequestKeyframe { track, cause })
+        t.keyframes
+            .request(now)
+            .then_some(RouterAction::RequestKeyframe { track, cause })
     }
 
     /// A subscriber asked for a keyframe on one of its down-tracks.
@@ -261,7 +282,10 @@ impl Router {
 
     /// The earliest time a deferred keyframe request becomes due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.tracks.values().filter_map(|t| t.keyframes.deadline()).min()
+        self.tracks
+            .values()
+            .filter_map(|t| t.keyframes.deadline())
+            .min()
     }
 
     fn oldest_track(&self, kind: MediaKind, exclude: ParticipantId) -> Option<TrackKey> {
@@ -273,7 +297,11 @@ impl Router {
     }
 
     fn unbind(&mut self, down: DownTrackKey) {
-        let Some(source) = self.down_tracks.get_mut(&down).and_then(|d| d.source.take()) else {
+        let Some(source) = self
+            .down_tracks
+            .get_mut(&down)
+            .and_then(|d| d.source.take())
+        else {
             return;
         };
         if let Some(t) = self.tracks.get_mut(&source) {
@@ -281,9 +309,16 @@ impl Router {
         }
     }
 
-    fn bind(&mut self, down: DownTrackKey, track: TrackKey, now: Instant, actions: &mut Vec<RouterAction>) {
+    fn bind(
+        &mut self,
+        down: DownTrackKey,
+        track: TrackKey,
+        now: Instant,
+        actions: &mut Vec<RouterAction>,
+    ) {
         self.unbind(down);
-        let (Some(dt), Some(t)) = (self.down_tracks.get_mut(&down), self.tracks.get_mut(&track)) else {
+        let (Some(dt), Some(t)) = (self.down_tracks.get_mut(&down), self.tracks.get_mut(&track))
+        else {
             return;
         };
         dt.source = Some(track);
@@ -308,10 +343,16 @@ mod tests {
         Mid::from(s)
     }
     fn track(p: u64, m: &str) -> TrackKey {
-        TrackKey { publisher: p, mid: mid(m) }
+        TrackKey {
+            publisher: p,
+            mid: mid(m),
+        }
     }
     fn down(s: u64, m: &str) -> DownTrackKey {
-        DownTrackKey { subscriber: s, mid: mid(m) }
+        DownTrackKey {
+            subscriber: s,
+            mid: mid(m),
+        }
     }
     fn keyframe_requests(actions: &[RouterAction]) -> usize {
         actions
@@ -324,13 +365,30 @@ mod tests {
     fn viewer_before_publisher_binds_when_publisher_arrives() {
         let t0 = Instant::now();
         let mut r = Router::default();
-        assert!(r.add_down_track(down(2, "1"), MediaKind::Video, t0).is_empty());
-        assert!(r.add_down_track(down(2, "0"), MediaKind::Audio, t0).is_empty());
+        assert!(r
+            .add_down_track(down(2, "1"), MediaKind::Video, t0)
+            .is_empty());
+        assert!(r
+            .add_down_track(down(2, "0"), MediaKind::Audio, t0)
+            .is_empty());
         let a = r.add_track(track(1, "0"), MediaKind::Audio, t0);
-        assert_eq!(a, vec![RouterAction::Bound { down: down(2, "0"), track: track(1, "0") }]);
+        assert_eq!(
+            a,
+            vec![RouterAction::Bound {
+                down: down(2, "0"),
+                track: track(1, "0")
+            }]
+        );
         let v = r.add_track(track(1, "1"), MediaKind::Video, t0);
-        assert!(v.contains(&RouterAction::Bound { down: down(2, "1"), track: track(1, "1") }));
-        assert_eq!(keyframe_requests(&v), 1, "a new video subscriber asks for a keyframe");
+        assert!(v.contains(&RouterAction::Bound {
+            down: down(2, "1"),
+            track: track(1, "1")
+        }));
+        assert_eq!(
+            keyframe_requests(&v),
+            1,
+            "a new video subscriber asks for a keyframe"
+        );
     }
 
     #[test]
@@ -342,12 +400,30 @@ mod tests {
         r.add_down_track(down(3, "v"), MediaKind::Video, t0);
         let mut rx = vec![];
         // Deltas before a keyframe reach nobody (and the request is throttled).
-        let a = r.route_frame(track(1, "v"), false, true, t0 + Duration::from_millis(10), &mut rx);
+        let a = r.route_frame(
+            track(1, "v"),
+            false,
+            true,
+            t0 + Duration::from_millis(10),
+            &mut rx,
+        );
         assert!(rx.is_empty());
         assert!(a.is_none(), "throttled: a request went out at bind time");
-        r.route_frame(track(1, "v"), true, true, t0 + Duration::from_millis(40), &mut rx);
+        r.route_frame(
+            track(1, "v"),
+            true,
+            true,
+            t0 + Duration::from_millis(40),
+            &mut rx,
+        );
         assert_eq!(rx.len(), 2);
-        r.route_frame(track(1, "v"), false, true, t0 + Duration::from_millis(70), &mut rx);
+        r.route_frame(
+            track(1, "v"),
+            false,
+            true,
+            t0 + Duration::from_millis(70),
+            &mut rx,
+        );
         assert_eq!(rx.len(), 2);
     }
 
@@ -361,14 +437,32 @@ mod tests {
         r.route_frame(track(1, "v"), true, true, t0, &mut rx);
         let t1 = t0 + Duration::from_secs(2);
         let a = r.route_frame(track(1, "v"), false, false, t1, &mut rx);
-        assert!(rx.is_empty(), "a frame after an unrepaired gap is not forwarded");
+        assert!(
+            rx.is_empty(),
+            "a frame after an unrepaired gap is not forwarded"
+        );
         assert_eq!(
             a,
-            Some(RouterAction::RequestKeyframe { track: track(1, "v"), cause: KeyframeCause::PublisherGap })
+            Some(RouterAction::RequestKeyframe {
+                track: track(1, "v"),
+                cause: KeyframeCause::PublisherGap
+            })
         );
-        r.route_frame(track(1, "v"), false, true, t1 + Duration::from_millis(30), &mut rx);
+        r.route_frame(
+            track(1, "v"),
+            false,
+            true,
+            t1 + Duration::from_millis(30),
+            &mut rx,
+        );
         assert!(rx.is_empty(), "stays closed until the keyframe");
-        r.route_frame(track(1, "v"), true, true, t1 + Duration::from_millis(60), &mut rx);
+        r.route_frame(
+            track(1, "v"),
+            true,
+            true,
+            t1 + Duration::from_millis(60),
+            &mut rx,
+        );
         assert_eq!(rx, vec![down(2, "v")]);
     }
 
@@ -379,7 +473,9 @@ mod tests {
         r.add_track(track(1, "a"), MediaKind::Audio, t0);
         r.add_down_track(down(2, "a"), MediaKind::Audio, t0);
         let mut rx = vec![];
-        assert!(r.route_frame(track(1, "a"), false, false, t0, &mut rx).is_none());
+        assert!(r
+            .route_frame(track(1, "a"), false, false, t0, &mut rx)
+            .is_none());
         assert_eq!(rx, vec![down(2, "a")]);
     }
 
@@ -399,7 +495,11 @@ mod tests {
         assert_eq!(r.next_deadline(), Some(t1 + Duration::from_millis(500)));
         let mut actions = vec![];
         r.poll_keyframes(t1 + Duration::from_millis(500), &mut actions);
-        assert_eq!(keyframe_requests(&actions), 1, "the coalesced request is released once");
+        assert_eq!(
+            keyframe_requests(&actions),
+            1,
+            "the coalesced request is released once"
+        );
     }
 
     #[test]
@@ -409,13 +509,23 @@ mod tests {
         r.add_track(track(1, "v"), MediaKind::Video, t0);
         r.add_track(track(5, "v"), MediaKind::Video, t0);
         r.add_down_track(down(2, "v"), MediaKind::Video, t0);
-        assert_eq!(r.source_of(down(2, "v")), Some(track(1, "v")), "oldest publisher first");
+        assert_eq!(
+            r.source_of(down(2, "v")),
+            Some(track(1, "v")),
+            "oldest publisher first"
+        );
         let a = r.remove_participant(1, t0);
-        assert!(a.contains(&RouterAction::Bound { down: down(2, "v"), track: track(5, "v") }));
+        assert!(a.contains(&RouterAction::Bound {
+            down: down(2, "v"),
+            track: track(5, "v")
+        }));
         let a = r.remove_participant(5, t0);
         assert_eq!(
             a,
-            vec![RouterAction::Unbound { down: down(2, "v"), track: track(5, "v") }]
+            vec![RouterAction::Unbound {
+                down: down(2, "v"),
+                track: track(5, "v")
+            }]
         );
         assert_eq!(r.track_count(), 0);
         r.remove_participant(2, t0);

@@ -1,0 +1,175 @@
+//! The media side of the front door's [`MediaBackend`] seam: places rooms on
+//! workers, sends them commands and awaits their answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use signaling::backend::{BackendError, CreateSession, PatchOutcome, SessionCreated};
+use signaling::sdpfrag::SdpFrag;
+use signaling::{MediaBackend, SessionKind};
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::worker::core::CreateRequest;
+use crate::worker::{Command, WorkerHandle};
+
+/// How long signaling waits for a worker's answer.
+const WORKER_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct SfuBackend {
+    workers: Arc<[WorkerHandle]>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    max_rooms: usize,
+}
+
+impl SfuBackend {
+    pub fn new(
+        workers: Vec<WorkerHandle>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        max_rooms: usize,
+    ) -> Self {
+        SfuBackend {
+            workers: workers.into(),
+            registry,
+            metrics,
+            max_rooms,
+        }
+    }
+
+    fn least_loaded(&self) -> usize {
+        self.workers
+            .iter()
+            .min_by_key(|w| w.load())
+            .map(|w| w.index)
+            .unwrap_or(0)
+    }
+
+    fn worker(&self, index: usize) -> Result<&WorkerHandle, BackendError> {
+        self.workers
+            .get(index)
+            .ok_or_else(|| BackendError::Internal(format!("no worker {index}")))
+    }
+
+    async fn ask<T>(
+        &self,
+        worker: usize,
+        cmd: Command,
+        rx: oneshot::Receiver<Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        self.worker(worker)?.send(cmd).await?;
+        match tokio::time::timeout(WORKER_REPLY_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(BackendError::Internal(
+                "media worker dropped the request".into(),
+            )),
+            Err(_) => Err(BackendError::Internal(
+                "media worker did not answer in time".into(),
+            )),
+        }
+    }
+
+    /// The resource `id` of `kind` in `room`, or 404.
+    fn resource_worker(
+        &self,
+        kind: SessionKind,
+        room: &str,
+        id: &str,
+    ) -> Result<usize, BackendError> {
+        match self.registry.resource(id) {
+            Some(e) if e.kind == kind && e.room == room => Ok(e.worker),
+            _ => Err(BackendError::NotFound),
+        }
+    }
+}
+
+fn new_resource_id() -> String {
+    // 128 random bits: resource URLs are capabilities, so they must not be guessable.
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl MediaBackend for SfuBackend {
+    async fn create_session(&self, req: CreateSession) -> Result<SessionCreated, BackendError> {
+        // A room emptied and re-placed between our lookup and the worker's
+        // claim is retried; the loop is bounded.
+        let mut last_err = BackendError::Internal("placement failed".into());
+        for _ in 0..3 {
+            let Some(worker) = self
+                .registry
+                .place_room(&req.room, self.max_rooms, || self.least_loaded())
+            else {
+                return Err(BackendError::OverCapacity {
+                    what: format!("rooms ({})", self.max_rooms),
+                    retry_after: Duration::from_secs(10),
+                });
+            };
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Create {
+                req: CreateRequest {
+                    kind: req.kind,
+                    room: req.room.clone(),
+                    identity: req.identity.clone(),
+                    resource_id: new_resource_id(),
+                    offer_sdp: req.offer_sdp.clone(),
+                },
+                reply,
+            };
+            match self.ask(worker, cmd, rx).await {
+                Err(BackendError::Internal(msg)) if msg.contains("retry") => {
+                    last_err = BackendError::Internal(msg);
+                }
+                other => return other,
+            }
+        }
+        Err(last_err)
+    }
+
+    async fn patch_session(
+        &self,
+        kind: SessionKind,
+        room: &str,
+        id: &str,
+        if_match: Option<String>,
+        frag: SdpFrag,
+    ) -> Result<PatchOutcome, BackendError> {
+        let worker = self.resource_worker(kind, room, id)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Patch {
+            resource_id: id.to_string(),
+            if_match,
+            frag,
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    async fn delete_session(
+        &self,
+        kind: SessionKind,
+        room: &str,
+        id: &str,
+    ) -> Result<(), BackendError> {
+        let worker = self.resource_worker(kind, room, id)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Delete {
+            resource_id: id.to_string(),
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    fn render_metrics(&self) -> String {
+        self.metrics
+            .registry_entries
+            .set(self.registry.len() as i64);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            self.metrics
+                .alive_tasks
+                .set(handle.metrics().num_alive_tasks() as i64);
+        }
+        self.metrics.render()
+    }
+}

@@ -1,0 +1,135 @@
+//! Offer and answer checks that turn "str0m accepted something" into a clear
+//! answer for the client: a WHIP offer must send audio or video, a WHEP
+//! offer must receive it, the number of media lines is bounded, and an
+//! answer that would carry nothing is rejected (422) instead of returned.
+
+use signaling::SessionKind;
+
+/// Most media sections accepted in one offer.
+pub const MAX_MEDIA_SECTIONS: usize = 16;
+
+/// One media section of an SDP, as far as these checks need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSection {
+    pub kind: String,
+    pub port_zero: bool,
+    pub direction: String,
+}
+
+impl MediaSection {
+    fn is_av(&self) -> bool {
+        self.kind == "audio" || self.kind == "video"
+    }
+    fn sends(&self) -> bool {
+        matches!(self.direction.as_str(), "sendonly" | "sendrecv")
+    }
+    fn receives(&self) -> bool {
+        matches!(self.direction.as_str(), "recvonly" | "sendrecv")
+    }
+}
+
+/// Split an SDP into its media sections (direction defaults to sendrecv).
+pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
+    let mut sections: Vec<MediaSection> = vec![];
+    let mut session_direction = "sendrecv".to_string();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut parts = m.split_ascii_whitespace();
+            let kind = parts.next().unwrap_or("").to_string();
+            let port_zero = parts.next() == Some("0");
+            sections.push(MediaSection {
+                kind,
+                port_zero,
+                direction: session_direction.clone(),
+            });
+        } else if let Some(attr) = line.strip_prefix("a=") {
+            if matches!(attr, "sendonly" | "recvonly" | "sendrecv" | "inactive") {
+                match sections.last_mut() {
+                    Some(s) => s.direction = attr.to_string(),
+                    None => session_direction = attr.to_string(),
+                }
+            }
+        }
+    }
+    sections
+}
+
+/// Check an offer before it is applied. The error text goes to the client.
+pub fn check_offer(kind: SessionKind, sdp: &str) -> Result<(), String> {
+    let sections = media_sections(sdp);
+    if sections.is_empty() {
+        return Err("the offer has no media sections (m= lines)".into());
+    }
+    if sections.len() > MAX_MEDIA_SECTIONS {
+        return Err(format!(
+            "the offer has {} media sections; at most {MAX_MEDIA_SECTIONS} are accepted",
+            sections.len()
+        ));
+    }
+    let usable = sections.iter().filter(|s| s.is_av() && !s.port_zero);
+    let ok = match kind {
+        SessionKind::Whip => usable.clone().any(MediaSection::sends),
+        SessionKind::Whep => usable.clone().any(MediaSection::receives),
+    };
+    if !ok {
+        return Err(match kind {
+            SessionKind::Whip => {
+                "a WHIP offer must send audio or video (sendonly or sendrecv)".into()
+            }
+            SessionKind::Whep => {
+                "a WHEP offer must receive audio or video (recvonly or sendrecv)".into()
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Check the answer: at least one audio/video section must be active,
+/// otherwise none of the offered codecs is supported.
+pub fn check_answer(answer: &str) -> Result<(), String> {
+    let active = media_sections(answer)
+        .iter()
+        .any(|s| s.is_av() && !s.port_zero && s.direction != "inactive");
+    if active {
+        Ok(())
+    } else {
+        Err(
+            "none of the offered codecs is supported (supported: Opus, VP8, VP9, H.264, AV1)"
+                .into(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WHIP_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n";
+
+    #[test]
+    fn whip_needs_sending_media() {
+        assert!(check_offer(SessionKind::Whip, WHIP_OFFER).is_ok());
+        assert!(check_offer(SessionKind::Whep, WHIP_OFFER).is_err());
+        let recv = WHIP_OFFER.replace("sendonly", "recvonly");
+        assert!(check_offer(SessionKind::Whep, &recv).is_ok());
+        assert!(check_offer(SessionKind::Whip, &recv).is_err());
+    }
+
+    #[test]
+    fn rejects_empty_and_oversized() {
+        assert!(check_offer(SessionKind::Whip, "v=0\r\n").is_err());
+        let many = "m=audio 9 X 0\r\na=sendonly\r\n".repeat(MAX_MEDIA_SECTIONS + 1);
+        assert!(check_offer(SessionKind::Whip, &many).is_err_and(|e| e.contains("at most")));
+        let data_only = "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+        assert!(check_offer(SessionKind::Whip, data_only).is_err());
+    }
+
+    #[test]
+    fn answer_must_carry_media() {
+        assert!(check_answer(WHIP_OFFER).is_ok());
+        assert!(check_answer(&WHIP_OFFER.replace("sendonly", "inactive")).is_err());
+        assert!(check_answer(&WHIP_OFFER.replace(" 9 ", " 0 ")).is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! One participant: a str0m `Rtc` plus what the worker knows about it
+//! (identity, resource id, liveness, payload-type cache).
+//!
+//! `Participant` feeds input into its `Rtc`, drains its output, sends
+//! transmits through the callback it is given, and hands the events the rest
+//! of the worker cares about back as [`ParticipantEvent`] values.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signaling::SessionKind;
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaAdded, MediaData, Mid, Pt, Rid};
+use str0m::net::Transmit;
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::forward::payload_map;
+use crate::forward::reorder::FrameOrderMonitor;
+use crate::forward::ParticipantId;
+
+/// What a participant's `Rtc` told the worker.
+// Media frames dominate; they live briefly in a reused Vec, and boxing them
+// would allocate once per frame on the packet path.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum ParticipantEvent {
+    Connected,
+    MediaAdded(MediaAdded),
+    Media(MediaData),
+    KeyframeRequest(KeyframeRequest),
+    /// Counters from the subscriber side (deltas since the last report).
+    EgressFeedback {
+        nacks: u64,
+        plis: u64,
+        firs: u64,
+    },
+    Closed,
+}
+
+/// Outcome of writing a frame to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// The subscriber has no payload type its decoder could use for this frame.
+    NoCompatibleCodec,
+    /// The media line is gone or the session is closed.
+    NotWritable,
+}
+
+pub struct Participant {
+    pub id: ParticipantId,
+    pub room: Arc<str>,
+    pub identity: String,
+    pub kind: SessionKind,
+    pub resource_id: String,
+    pub etag: String,
+    pub local_ufrag: String,
+    /// The last remote offer (used to apply an ICE restart from a PATCH).
+    pub remote_offer: String,
+    pub remote_ufrag: Option<String>,
+    rtc: Rtc,
+    pub created_at: Instant,
+    pub last_receive: Instant,
+    pub connected: bool,
+    pub closed: bool,
+    next_timeout: Instant,
+    pt_cache: HashMap<(Mid, Pt), Option<Pt>>,
+    pub frame_order: HashMap<(Mid, Option<Rid>), FrameOrderMonitor>,
+    egress_totals: HashMap<(Mid, Option<Rid>), (u64, u64, u64)>,
+}
+
+/// Constructor arguments (kept together to stay readable).
+pub struct NewParticipant {
+    pub id: ParticipantId,
+    pub room: Arc<str>,
+    pub identity: String,
+    pub kind: SessionKind,
+    pub resource_id: String,
+    pub etag: String,
+    pub local_ufrag: String,
+    pub remote_offer: String,
+    pub remote_ufrag: Option<String>,
+    pub rtc: Rtc,
+    pub now: Instant,
+}
+
+impl Participant {
+    pub fn new(p: NewParticipant) -> Participant {
+        Participant {
+            id: p.id,
+            room: p.room,
+            identity: p.identity,
+            kind: p.kind,
+            resource_id: p.resource_id,
+            etag: p.etag,
+            local_ufrag: p.local_ufrag,
+            remote_offer: p.remote_offer,
+            remote_ufrag: p.remote_ufrag,
+            rtc: p.rtc,
+            created_at: p.now,
+            last_receive: p.now,
+            connected: false,
+            closed: false,
+            next_timeout: p.now,
+            pt_cache: HashMap::new(),
+            frame_order: HashMap::new(),
+            egress_totals: HashMap::new(),
+        }
+    }
+
+    pub fn rtc_mut(&mut self) -> &mut Rtc {
+        &mut self.rtc
+    }
+
+    pub fn next_timeout(&self) -> Instant {
+        self.next_timeout
+    }
+
+    pub fn is_alive(&self) -> bool {
+        !self.closed && self.rtc.is_alive()
+    }
+
+    /// Would this participant's `Rtc` take this datagram?
+    pub fn accepts(&self, input: &Input) -> bool {
+        self.is_alive() && self.rtc.accepts(input)
+    }
+
+    /// Feed network input or a timeout.
+    pub fn handle_input(&mut self, input: Input) {
+        if !self.is_alive() {
+            return;
+        }
+        if let Input::Receive(t, _) = &input {
+            self.last_receive = *t;
+        }
+        if let Err(e) = self.rtc.handle_input(input) {
+            tracing::info!(participant = self.id, error = %e, "rtc input failed; closing session");
+            self.close();
+        }
+    }
+
+    /// Drain the `Rtc`: transmits go to `transmit`, events to `events`.
+    pub fn poll(
+        &mut self,
+        transmit: &mut dyn FnMut(Transmit),
+        events: &mut Vec<(ParticipantId, ParticipantEvent)>,
+    ) {
+        // Bounded: str0m returns a Timeout once its queues are empty.
+        for _ in 0..100_000 {
+            if !self.rtc.is_alive() {
+                if !self.closed {
+                    self.closed = true;
+                    events.push((self.id, ParticipantEvent::Closed));
+                }
+                return;
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => transmit(t),
+                Ok(Output::Event(e)) => self.on_event(e, events),
+                Err(e) => {
+                    tracing::info!(participant = self.id, error = %e, "rtc failed; closing session");
+                    self.close();
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event, events: &mut Vec<(ParticipantId, ParticipantEvent)>) {
+        let id = self.id;
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                events.push((id, ParticipantEvent::Connected));
+            }
+            Event::IceConnectionStateChange(state) => {
+                tracing::debug!(participant = id, ?state, "ice state");
+                if state == IceConnectionState::Disconnected {
+                    tracing::info!(
+                        participant = id,
+                        "ICE disconnected; waiting for consent or timeout"
+                    );
+                }
+            }
+            Event::MediaAdded(m) => events.push((id, ParticipantEvent::MediaAdded(m))),
+            Event::MediaData(d) => events.push((id, ParticipantEvent::Media(d))),
+            Event::KeyframeRequest(r) => events.push((id, ParticipantEvent::KeyframeRequest(r))),
+            Event::MediaEgressStats(s) => {
+                let totals = self.egress_totals.entry((s.mid, s.rid)).or_default();
+                let delta = (
+                    s.nacks.saturating_sub(totals.0),
+                    s.plis.saturating_sub(totals.1),
+                    s.firs.saturating_sub(totals.2),
+                );
+                *totals = (s.nacks, s.plis, s.firs);
+                if delta != (0, 0, 0) {
+                    events.push((
+                        id,
+                        ParticipantEvent::EgressFeedback {
+                            nacks: delta.0,
+                            plis: delta.1,
+                            firs: delta.2,
+                        },
+                    ));
+                }
+            }
+            Event::Closed => {
+                self.closed = true;
+                events.push((id, ParticipantEvent::Closed));
+            }
+            _ => {}
+        }
+    }
+
+    /// Write a publisher's frame to this subscriber's media line `mid`.
+    pub fn write_frame(&mut self, mid: Mid, data: &MediaData) -> WriteOutcome {
+        if !self.is_alive() || !self.connected {
+            return WriteOutcome::NotWritable;
+        }
+        let Some(writer) = self.rtc.writer(mid) else {
+            return WriteOutcome::NotWritable;
+        };
+        let pt = *self
+            .pt_cache
+            .entry((mid, data.pt))
+            .or_insert_with(|| payload_map::select(&data.params, writer.payload_params()));
+        let Some(pt) = pt else {
+            return WriteOutcome::NoCompatibleCodec;
+        };
+        let mut writer = writer;
+        if let Some(level) = data.ext_vals.audio_level {
+            writer = writer.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false));
+        }
+        match writer.write(pt, data.network_time, data.time, data.data.clone()) {
+            Ok(()) => WriteOutcome::Written,
+            Err(e) => {
+                tracing::debug!(participant = self.id, error = %e, "write failed");
+                WriteOutcome::NotWritable
+            }
+        }
+    }
+
+    /// Ask this publisher for a keyframe on `mid`.
+    pub fn request_keyframe(&mut self, mid: Mid, rid: Option<Rid>) -> bool {
+        let Some(mut writer) = self.rtc.writer(mid) else {
+            return false;
+        };
+        let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+            KeyframeRequestKind::Pli
+        } else {
+            KeyframeRequestKind::Fir
+        };
+        writer.request_keyframe(rid, kind).is_ok()
+    }
+
+    /// Payload parameters negotiated on `mid` (for diagnostics).
+    pub fn payload_params(&mut self, mid: Mid) -> Vec<PayloadParams> {
+        self.rtc
+            .writer(mid)
+            .map(|w| w.payload_params().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Close the session: str0m sends DTLS close_notify and RTCP BYE.
+    pub fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            let _ = self.rtc.close();
+        }
+    }
+
+    /// Time since the last datagram from the peer.
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_receive)
+    }
+}

@@ -1,0 +1,790 @@
+//! The state a media worker owns and the logic that drives it, without IO:
+//! rooms, participants and their `Rtc`s, the demultiplexing index.
+//!
+//! The event loop ([`super::event_loop`]) feeds it datagrams, commands and
+//! timeouts together with the current time, and sends the transmits it
+//! returns through the `transmit` callback. Forwarding inside a room is a
+//! plain function call: no locks, no channels on the packet path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signaling::backend::{BackendError, PatchOutcome, SessionCreated};
+use signaling::sdpfrag::SdpFrag;
+use signaling::SessionKind;
+use str0m::change::SdpOffer;
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, IceCreds, Input, Rtc, RtcConfig};
+
+use super::demux::{Demux, Route};
+use super::Command;
+use crate::forward::router::{DownTrackKey, RouterAction, TrackKey};
+use crate::forward::ParticipantId;
+use crate::metrics::{Metrics, PacketCounts};
+use crate::registry::{Registry, ResourceEntry};
+use crate::room::offer::{check_answer, check_offer};
+use crate::room::participant::{NewParticipant, Participant, ParticipantEvent, WriteOutcome};
+use crate::room::Room;
+
+/// How often liveness is checked and counters are flushed.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a worker needs to know about its place in the server.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub index: usize,
+    /// The address the socket is bound to.
+    pub local_addr: SocketAddr,
+    /// The address advertised in ICE candidates.
+    pub advertised_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub max_participants_per_room: usize,
+    pub session_timeout: Duration,
+}
+
+/// Why a participant was removed (a metric label and a log field).
+#[derive(Debug, Clone, Copy)]
+pub enum RemoveReason {
+    Deleted,
+    Closed,
+    IceTimeout,
+    Timeout,
+    Shutdown,
+}
+
+impl RemoveReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            RemoveReason::Deleted => "deleted",
+            RemoveReason::Closed => "closed",
+            RemoveReason::IceTimeout => "ice_timeout",
+            RemoveReason::Timeout => "timeout",
+            RemoveReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A create request as the worker receives it.
+#[derive(Debug)]
+pub struct CreateRequest {
+    pub kind: SessionKind,
+    pub room: String,
+    pub identity: String,
+    pub resource_id: String,
+    pub offer_sdp: String,
+}
+
+pub struct WorkerCore {
+    ctx: WorkerContext,
+    participants: HashMap<ParticipantId, Participant>,
+    by_resource: HashMap<String, ParticipantId>,
+    rooms: HashMap<Arc<str>, Room>,
+    demux: Demux,
+    next_id: ParticipantId,
+    /// Participants whose `Rtc` got input and must be polled.
+    dirty: Vec<ParticipantId>,
+    events: Vec<(ParticipantId, ParticipantEvent)>,
+    receivers: Vec<DownTrackKey>,
+    pub counts: PacketCounts,
+    next_housekeeping: Instant,
+}
+
+/// The `Rtc` configuration every participant gets.
+fn rtc_config(creds: IceCreds) -> RtcConfig {
+    let mut config = RtcConfig::new()
+        .set_ice_lite(true)
+        .set_local_ice_credentials(creds)
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_vp9(true)
+        .enable_h264(true)
+        .enable_av1(true)
+        .set_stats_interval(Some(Duration::from_secs(1)));
+    // Constrained High, which OBS/x264 and Chrome offer, next to str0m's defaults.
+    config
+        .codec_config()
+        .add_h264(110.into(), Some(111.into()), true, 0x640c1f);
+    config
+}
+
+fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .find_map(|a| a.strip_prefix(name))
+        .map(str::trim)
+}
+
+fn random_token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+impl WorkerCore {
+    pub fn new(ctx: WorkerContext, now: Instant) -> WorkerCore {
+        WorkerCore {
+            ctx,
+            participants: HashMap::new(),
+            by_resource: HashMap::new(),
+            rooms: HashMap::new(),
+            demux: Demux::default(),
+            next_id: 1,
+            dirty: Vec::new(),
+            events: Vec::new(),
+            receivers: Vec::new(),
+            counts: PacketCounts::default(),
+            next_housekeeping: now + HOUSEKEEPING_INTERVAL,
+        }
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// When the worker must be woken even if nothing arrives.
+    pub fn next_timeout(&self) -> Instant {
+        let participants = self.participants.values().map(Participant::next_timeout);
+        let rooms = self.rooms.values().filter_map(|r| r.router.next_deadline());
+        participants
+            .chain(rooms)
+            .fold(self.next_housekeeping, Instant::min)
+    }
+
+    /// A datagram arrived on the worker's socket.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        data: &[u8],
+        transmit: &mut dyn FnMut(Transmit),
+    ) {
+        self.counts.packets_received += 1;
+        self.counts.bytes_received += data.len() as u64;
+        let Ok(contents) = data.try_into() else {
+            return; // not a datagram kind WebRTC uses
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.ctx.local_addr,
+                contents,
+            },
+        );
+        let id = match self.demux.route(source, data) {
+            Route::Participant(id) => id,
+            Route::Drop => return,
+            Route::AskConnecting => {
+                let found = self
+                    .participants
+                    .values()
+                    .filter(|p| !p.connected)
+                    .find(|p| p.accepts(&input))
+                    .map(|p| p.id);
+                let Some(id) = found else {
+                    return;
+                };
+                self.demux.learn_addr(source, id);
+                id
+            }
+        };
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        p.handle_input(input);
+        self.dirty.push(id);
+        self.process(now, transmit);
+    }
+
+    /// Time passed: drive timers, liveness and deferred keyframe requests.
+    pub fn handle_timeout(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
+        for p in self.participants.values_mut() {
+            if p.next_timeout() <= now {
+                p.handle_input(Input::Timeout(now));
+                self.dirty.push(p.id);
+            }
+        }
+        let mut actions = vec![];
+        for room in self.rooms.values_mut() {
+            room.router.poll_keyframes(now, &mut actions);
+        }
+        for action in actions {
+            self.execute(action);
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            self.housekeeping(now, transmit);
+        }
+        self.process(now, transmit);
+    }
+
+    /// A command from the HTTP side.
+    pub fn handle_command(
+        &mut self,
+        now: Instant,
+        cmd: Command,
+        transmit: &mut dyn FnMut(Transmit),
+    ) {
+        match cmd {
+            Command::Create { req, reply } => {
+                let room = req.room.clone();
+                let result = self.create(now, req);
+                if result.is_err() && !self.rooms.contains_key(room.as_str()) {
+                    // The placement made for this request must not outlive it.
+                    self.ctx.registry.release_room(&room, self.ctx.index);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Patch {
+                resource_id,
+                if_match,
+                frag,
+                reply,
+            } => {
+                let result = self.patch(&resource_id, if_match, frag);
+                let _ = reply.send(result);
+            }
+            Command::Delete { resource_id, reply } => {
+                let result = match self.by_resource.get(&resource_id).copied() {
+                    Some(id) => {
+                        self.remove(now, id, RemoveReason::Deleted, transmit);
+                        Ok(())
+                    }
+                    None => Err(BackendError::NotFound),
+                };
+                let _ = reply.send(result);
+            }
+        }
+        self.process(now, transmit);
+    }
+
+    /// Close every session (server shutdown).
+    pub fn shutdown(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
+        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for id in ids {
+            self.remove(now, id, RemoveReason::Shutdown, transmit);
+        }
+        self.counts.flush(&self.ctx.metrics);
+    }
+
+    fn create(&mut self, now: Instant, req: CreateRequest) -> Result<SessionCreated, BackendError> {
+        let offer = SdpOffer::from_sdp_string(&req.offer_sdp)
+            .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
+        check_offer(req.kind, &req.offer_sdp).map_err(BackendError::UnusableSdp)?;
+        let room_name: Arc<str> = Arc::from(req.room.as_str());
+        if let Some(room) = self.rooms.get(&room_name) {
+            if room.participants.len() >= self.ctx.max_participants_per_room {
+                return Err(BackendError::OverCapacity {
+                    what: format!(
+                        "participants per room ({})",
+                        self.ctx.max_participants_per_room
+                    ),
+                    retry_after: Duration::from_secs(5),
+                });
+            }
+        }
+
+        let creds = IceCreds::new();
+        let local_ufrag = creds.ufrag.clone();
+        let mut rtc: Rtc = rtc_config(creds).build(now);
+        let candidate = Candidate::host(self.ctx.advertised_addr, "udp")
+            .map_err(|e| BackendError::Internal(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| BackendError::UnusableSdp(e.to_string()))?;
+        let answer_sdp = answer.to_sdp_string();
+        check_answer(&answer_sdp).map_err(BackendError::UnusableSdp)?;
+
+        if !self.rooms.contains_key(&room_name) {
+            if !self.ctx.registry.claim_room(&req.room, self.ctx.index) {
+                return Err(BackendError::Internal(
+                    "room moved to another worker; retry".into(),
+                ));
+            }
+            self.rooms
+                .insert(room_name.clone(), Room::new(room_name.clone()));
+            self.ctx.metrics.rooms.inc();
+            tracing::info!(room = %room_name, worker = self.ctx.index, "room created");
+        }
+
+        let id = self.next_id;
+        self.next_id += 1;
+        let etag = random_token();
+        let participant = Participant::new(NewParticipant {
+            id,
+            room: room_name.clone(),
+            identity: req.identity.clone(),
+            kind: req.kind,
+            resource_id: req.resource_id.clone(),
+            etag: etag.clone(),
+            local_ufrag: local_ufrag.clone(),
+            remote_ufrag: sdp_attr(&req.offer_sdp, "ice-ufrag:").map(str::to_string),
+            remote_offer: req.offer_sdp,
+            rtc,
+            now,
+        });
+        self.demux.insert_ufrag(&local_ufrag, id);
+        self.by_resource.insert(req.resource_id.clone(), id);
+        self.participants.insert(id, participant);
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            room.participants.insert(id);
+        }
+        self.ctx.registry.insert_resource(
+            req.resource_id.clone(),
+            ResourceEntry {
+                worker: self.ctx.index,
+                kind: req.kind,
+                room: req.room.clone(),
+            },
+        );
+        let m = &self.ctx.metrics;
+        m.participants
+            .with_label_values(&[kind_label(req.kind)])
+            .inc();
+        m.rtc_instances.inc();
+        m.sessions.with_label_values(&["connecting"]).inc();
+        m.sessions_created
+            .with_label_values(&[kind_label(req.kind)])
+            .inc();
+        self.dirty.push(id);
+        tracing::info!(room = %room_name, identity = %req.identity, participant = id,
+            resource = %req.resource_id, kind = ?req.kind, "participant joined");
+        Ok(SessionCreated {
+            id: req.resource_id,
+            answer_sdp,
+            etag,
+        })
+    }
+
+    fn patch(
+        &mut self,
+        resource_id: &str,
+        if_match: Option<String>,
+        frag: SdpFrag,
+    ) -> Result<PatchOutcome, BackendError> {
+        let id = *self
+            .by_resource
+            .get(resource_id)
+            .ok_or(BackendError::NotFound)?;
+        let p = self
+            .participants
+            .get_mut(&id)
+            .ok_or(BackendError::NotFound)?;
+        if let Some(tag) = &if_match {
+            if tag != "*" && *tag != p.etag {
+                return Err(BackendError::PreconditionFailed);
+            }
+        }
+        let restart = match (&frag.ice_ufrag, &p.remote_ufrag) {
+            (Some(new), Some(old)) => new != old,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !restart {
+            for line in &frag.candidates {
+                let c = Candidate::from_sdp_string(line)
+                    .map_err(|e| BackendError::MalformedSdp(format!("bad candidate: {e}")))?;
+                p.rtc_mut().add_remote_candidate(c);
+            }
+            self.dirty.push(id);
+            return Ok(PatchOutcome::Trickled);
+        }
+        // ICE restart: re-apply the remote offer with the new credentials;
+        // str0m restarts ICE and answers with fresh local credentials.
+        if if_match.is_none() {
+            return Err(BackendError::MalformedSdp(
+                "an ICE restart needs an If-Match header with the session's ETag".into(),
+            ));
+        }
+        let (Some(ufrag), Some(pwd)) = (&frag.ice_ufrag, &frag.ice_pwd) else {
+            return Err(BackendError::MalformedSdp(
+                "ICE restart without credentials".into(),
+            ));
+        };
+        let offer_text = restart_offer(&p.remote_offer, ufrag, pwd, &frag.candidates);
+        let offer = SdpOffer::from_sdp_string(&offer_text)
+            .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
+        let answer = p
+            .rtc_mut()
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| BackendError::UnusableSdp(e.to_string()))?
+            .to_sdp_string();
+        let (Some(new_ufrag), Some(new_pwd)) = (
+            sdp_attr(&answer, "ice-ufrag:"),
+            sdp_attr(&answer, "ice-pwd:"),
+        ) else {
+            return Err(BackendError::Internal(
+                "answer lacks ICE credentials".into(),
+            ));
+        };
+        let mut fragment = format!("a=ice-ufrag:{new_ufrag}\r\na=ice-pwd:{new_pwd}\r\n");
+        for c in answer.lines().filter(|l| l.starts_with("a=candidate:")) {
+            fragment.push_str(c.trim_end());
+            fragment.push_str("\r\n");
+        }
+        fragment.push_str("a=end-of-candidates\r\n");
+        let old_ufrag = std::mem::replace(&mut p.local_ufrag, new_ufrag.to_string());
+        p.remote_ufrag = Some(ufrag.clone());
+        p.remote_offer = offer_text;
+        p.etag = random_token();
+        let etag = p.etag.clone();
+        self.demux.remove_ufrag(&old_ufrag);
+        self.demux.insert_ufrag(new_ufrag, id);
+        self.dirty.push(id);
+        tracing::info!(participant = id, "ICE restart");
+        Ok(PatchOutcome::Restarted {
+            answer_frag: fragment,
+            etag,
+        })
+    }
+
+    /// Poll dirty participants and act on their events until quiet.
+    fn process(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
+        // Bounded: each round is caused by events of the previous one.
+        for _ in 0..64 {
+            if self.dirty.is_empty() {
+                break;
+            }
+            self.dirty.sort_unstable();
+            self.dirty.dedup();
+            for id in std::mem::take(&mut self.dirty) {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.poll(transmit, &mut self.events);
+                }
+            }
+            let events = std::mem::take(&mut self.events);
+            for (id, event) in events {
+                self.on_event(now, id, event);
+            }
+        }
+        let closed: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.closed)
+            .map(|p| p.id)
+            .collect();
+        for id in closed {
+            self.remove(now, id, RemoveReason::Closed, transmit);
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, id: ParticipantId, event: ParticipantEvent) {
+        let Some(p) = self.participants.get(&id) else {
+            return;
+        };
+        let room_name = p.room.clone();
+        let kind = p.kind;
+        match event {
+            ParticipantEvent::Connected => {
+                let m = &self.ctx.metrics;
+                m.sessions.with_label_values(&["connecting"]).dec();
+                m.sessions.with_label_values(&["connected"]).inc();
+                tracing::info!(participant = id, room = %room_name,
+                    after_ms = now.saturating_duration_since(p.created_at).as_millis() as u64,
+                    "connected");
+            }
+            ParticipantEvent::MediaAdded(added) => {
+                let Some(room) = self.rooms.get_mut(&room_name) else {
+                    return;
+                };
+                let receives = matches!(added.direction, Direction::RecvOnly | Direction::SendRecv);
+                let sends = matches!(added.direction, Direction::SendOnly | Direction::SendRecv);
+                let actions = match kind {
+                    SessionKind::Whip if receives => {
+                        self.ctx
+                            .metrics
+                            .tracks
+                            .with_label_values(&[media_label(added.kind)])
+                            .inc();
+                        tracing::info!(participant = id, mid = %added.mid, kind = ?added.kind, "track published");
+                        room.router.add_track(
+                            TrackKey {
+                                publisher: id,
+                                mid: added.mid,
+                            },
+                            added.kind,
+                            now,
+                        )
+                    }
+                    SessionKind::Whep if sends => room.router.add_down_track(
+                        DownTrackKey {
+                            subscriber: id,
+                            mid: added.mid,
+                        },
+                        added.kind,
+                        now,
+                    ),
+                    _ => vec![],
+                };
+                for action in actions {
+                    self.execute(action);
+                }
+            }
+            ParticipantEvent::Media(data) => self.forward(now, id, &room_name, data),
+            ParticipantEvent::KeyframeRequest(req) => {
+                let action = self.rooms.get_mut(&room_name).and_then(|room| {
+                    room.router.keyframe_requested(
+                        DownTrackKey {
+                            subscriber: id,
+                            mid: req.mid,
+                        },
+                        now,
+                    )
+                });
+                if let Some(action) = action {
+                    self.execute(action);
+                }
+            }
+            ParticipantEvent::EgressFeedback { nacks, plis, firs } => {
+                let m = &self.ctx.metrics;
+                m.nacks_received.inc_by(nacks);
+                m.plis_received.inc_by(plis);
+                m.firs_received.inc_by(firs);
+            }
+            ParticipantEvent::Closed => {}
+        }
+    }
+
+    /// The packet path: one publisher frame to every subscriber of its track.
+    fn forward(
+        &mut self,
+        now: Instant,
+        publisher: ParticipantId,
+        room_name: &Arc<str>,
+        data: str0m::media::MediaData,
+    ) {
+        let is_video = data.params.spec().codec.is_video();
+        if is_video {
+            self.watch_frame_order(publisher, room_name, &data);
+        }
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let track = TrackKey {
+            publisher,
+            mid: data.mid,
+        };
+        let is_keyframe = is_video && data.is_keyframe();
+        let action = room.router.route_frame(
+            track,
+            is_keyframe,
+            data.contiguous,
+            now,
+            &mut self.receivers,
+        );
+        let receivers = std::mem::take(&mut self.receivers);
+        let mut written = 0u64;
+        for down in &receivers {
+            let Some(sub) = self.participants.get_mut(&down.subscriber) else {
+                continue;
+            };
+            match sub.write_frame(down.mid, &data) {
+                WriteOutcome::Written => {
+                    written += 1;
+                    self.dirty.push(down.subscriber);
+                }
+                WriteOutcome::NoCompatibleCodec => {
+                    tracing::debug!(subscriber = down.subscriber, pt = %data.pt, "no compatible codec");
+                }
+                WriteOutcome::NotWritable => {}
+            }
+        }
+        self.receivers = receivers;
+        if written > 0 {
+            self.ctx
+                .metrics
+                .frames_forwarded
+                .with_label_values(&[if is_video { "video" } else { "audio" }])
+                .inc_by(written);
+        }
+        if let Some(action) = action {
+            self.execute(action);
+        }
+    }
+
+    fn watch_frame_order(
+        &mut self,
+        publisher: ParticipantId,
+        room: &Arc<str>,
+        data: &str0m::media::MediaData,
+    ) {
+        let Some(p) = self.participants.get_mut(&publisher) else {
+            return;
+        };
+        let monitor = p.frame_order.entry((data.mid, data.rid)).or_default();
+        let before = monitor.reordered();
+        let first = monitor.observe(data.time.numer());
+        if monitor.reordered() > before {
+            self.ctx
+                .metrics
+                .reordered_frames
+                .with_label_values(&[room])
+                .inc();
+        }
+        if first {
+            tracing::warn!(room = %room, identity = %p.identity, codec = ?data.params.spec().codec,
+                "publisher sends B-frames (frames out of presentation order); browsers will stutter. \
+                 Disable B-frames in the encoder (OBS: Output -> Encoder settings, bframes=0 / profile baseline)");
+            self.ctx
+                .metrics
+                .publishers_with_bframes
+                .with_label_values(&[&**room, p.identity.as_str()])
+                .set(1);
+        }
+    }
+
+    fn execute(&mut self, action: RouterAction) {
+        match action {
+            RouterAction::RequestKeyframe { track, cause } => {
+                if let Some(p) = self.participants.get_mut(&track.publisher) {
+                    if p.request_keyframe(track.mid, None) {
+                        self.dirty.push(track.publisher);
+                        self.ctx
+                            .metrics
+                            .keyframe_requests_sent
+                            .with_label_values(&[cause.as_str()])
+                            .inc();
+                    }
+                }
+            }
+            RouterAction::Bound { down, track } => {
+                tracing::debug!(?down, ?track, "down-track bound");
+            }
+            RouterAction::Unbound { down, track } => {
+                tracing::info!(subscriber = down.subscriber, mid = %down.mid, publisher = track.publisher,
+                    "track ended; down-track has no source");
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
+        let timeout = self.ctx.session_timeout;
+        let expired: Vec<(ParticipantId, RemoveReason)> = self
+            .participants
+            .values()
+            .filter_map(|p| {
+                if !p.is_alive() {
+                    Some((p.id, RemoveReason::Closed))
+                } else if p.idle_for(now) >= timeout {
+                    Some((
+                        p.id,
+                        if p.connected {
+                            RemoveReason::Timeout
+                        } else {
+                            RemoveReason::IceTimeout
+                        },
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, reason) in expired {
+            self.remove(now, id, reason, transmit);
+        }
+        self.counts.flush(&self.ctx.metrics);
+    }
+
+    fn remove(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        reason: RemoveReason,
+        transmit: &mut dyn FnMut(Transmit),
+    ) {
+        let Some(mut p) = self.participants.remove(&id) else {
+            return;
+        };
+        p.close();
+        let mut ignored = vec![];
+        p.poll(transmit, &mut ignored); // flush DTLS close_notify / RTCP BYE
+        self.demux.remove_participant(id);
+        self.by_resource.remove(&p.resource_id);
+        self.ctx.registry.remove_resource(&p.resource_id);
+
+        let m = &self.ctx.metrics;
+        m.participants
+            .with_label_values(&[kind_label(p.kind)])
+            .dec();
+        m.rtc_instances.dec();
+        m.sessions
+            .with_label_values(&[if p.connected {
+                "connected"
+            } else {
+                "connecting"
+            }])
+            .dec();
+        m.sessions_ended.with_label_values(&[reason.as_str()]).inc();
+        if p.frame_order.values().any(|f| f.has_bframes()) {
+            let _ = m
+                .publishers_with_bframes
+                .remove_label_values(&[&*p.room, p.identity.as_str()]);
+        }
+        tracing::info!(participant = id, room = %p.room, identity = %p.identity,
+            reason = reason.as_str(), "participant left");
+
+        let mut actions = vec![];
+        let mut room_empty = false;
+        if let Some(room) = self.rooms.get_mut(&p.room) {
+            for kind in room.router.track_kinds_of(id) {
+                m.tracks.with_label_values(&[media_label(kind)]).dec();
+            }
+            actions = room.router.remove_participant(id, now);
+            room.participants.remove(&id);
+            room_empty = room.participants.is_empty();
+        }
+        if room_empty {
+            self.rooms.remove(&p.room);
+            self.ctx.registry.release_room(&p.room, self.ctx.index);
+            m.rooms.dec();
+            tracing::info!(room = %p.room, "room closed (empty)");
+        }
+        for action in actions {
+            self.execute(action);
+        }
+    }
+}
+
+/// The remote offer with new ICE credentials (and trickled candidates).
+fn restart_offer(offer: &str, ufrag: &str, pwd: &str, candidates: &[String]) -> String {
+    let mut out = String::with_capacity(offer.len() + 256);
+    for line in offer.lines() {
+        let l = line.trim_end();
+        if l.starts_with("a=ice-ufrag:") {
+            out.push_str(&format!("a=ice-ufrag:{ufrag}\r\n"));
+        } else if l.starts_with("a=ice-pwd:") {
+            out.push_str(&format!("a=ice-pwd:{pwd}\r\n"));
+        } else if l.starts_with("a=candidate:") || l == "a=end-of-candidates" {
+            continue;
+        } else {
+            out.push_str(l);
+            out.push_str("\r\n");
+            if l.starts_with("m=") {
+                for c in candidates {
+                    out.push_str(&format!("a={c}\r\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn kind_label(kind: SessionKind) -> &'static str {
+    match kind {
+        SessionKind::Whip => "whip",
+        SessionKind::Whep => "whep",
+    }
+}
+
+fn media_label(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}

@@ -1,0 +1,199 @@
+//! Datagram demultiplexing: which participant a UDP datagram belongs to.
+//!
+//! All participants of a worker share one UDP socket. Once a peer's ICE has
+//! settled, its datagrams are found by source address in O(1). Before that,
+//! STUN binding requests carry `USERNAME = <our ufrag>:<their ufrag>`, and
+//! our ufrag is unique per participant. Non-STUN datagrams from a new address
+//! (DTLS right after ICE nominated a pair) are offered to the participants
+//! that are still connecting, whose `Rtc` decides; the answer is remembered.
+//! No linear scan over all participants happens on the packet path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::forward::ParticipantId;
+
+const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+const STUN_ATTR_USERNAME: u16 = 0x0006;
+const STUN_HEADER_LEN: usize = 20;
+
+/// True when `data` looks like a STUN message (RFC 5389 section 6, RFC 7983).
+pub fn is_stun(data: &[u8]) -> bool {
+    data.len() >= STUN_HEADER_LEN && data[0] < 2 && data[4..8] == STUN_MAGIC_COOKIE
+}
+
+/// The USERNAME attribute of a STUN message, if present and well formed.
+pub fn stun_username(data: &[u8]) -> Option<&str> {
+    if !is_stun(data) {
+        return None;
+    }
+    let body_len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+    let end = STUN_HEADER_LEN.checked_add(body_len)?.min(data.len());
+    let mut at = STUN_HEADER_LEN;
+    while at + 4 <= end {
+        let kind = u16::from_be_bytes([data[at], data[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
+        let value = data.get(at + 4..at + 4 + len)?;
+        if kind == STUN_ATTR_USERNAME {
+            return std::str::from_utf8(value).ok();
+        }
+        // Attributes are padded to a multiple of four bytes.
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// The receiver's (our) ufrag in a binding request's USERNAME.
+pub fn local_ufrag(data: &[u8]) -> Option<&str> {
+    stun_username(data).and_then(|u| u.split(':').next())
+}
+
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Known participant.
+    Participant(ParticipantId),
+    /// Unknown address, not STUN: ask the connecting participants.
+    AskConnecting,
+    /// Nobody: drop.
+    Drop,
+}
+
+/// The demultiplexing index of one worker.
+#[derive(Debug, Default)]
+pub struct Demux {
+    by_ufrag: HashMap<String, ParticipantId>,
+    by_addr: HashMap<SocketAddr, ParticipantId>,
+    addrs_of: HashMap<ParticipantId, Vec<SocketAddr>>,
+}
+
+impl Demux {
+    pub fn route(&self, source: SocketAddr, data: &[u8]) -> Route {
+        if is_stun(data) {
+            // STUN from a known address can be a consent check after an ICE
+            // restart, so the ufrag wins when present.
+            if let Some(id) = local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
+                return Route::Participant(*id);
+            }
+        }
+        match self.by_addr.get(&source) {
+            Some(id) => Route::Participant(*id),
+            None if is_stun(data) => Route::Drop,
+            None => Route::AskConnecting,
+        }
+    }
+
+    pub fn insert_ufrag(&mut self, ufrag: &str, id: ParticipantId) {
+        self.by_ufrag.insert(ufrag.to_string(), id);
+    }
+
+    pub fn remove_ufrag(&mut self, ufrag: &str) {
+        self.by_ufrag.remove(ufrag);
+    }
+
+    /// Remember that `source` belongs to `id` (its `Rtc` accepted traffic from it).
+    pub fn learn_addr(&mut self, source: SocketAddr, id: ParticipantId) {
+        if let Some(previous) = self.by_addr.insert(source, id) {
+            if previous != id {
+                if let Some(list) = self.addrs_of.get_mut(&previous) {
+                    list.retain(|a| *a != source);
+                }
+            }
+        }
+        let list = self.addrs_of.entry(id).or_default();
+        if !list.contains(&source) {
+            list.push(source);
+        }
+    }
+
+    pub fn remove_participant(&mut self, id: ParticipantId) {
+        self.by_ufrag.retain(|_, v| *v != id);
+        for addr in self.addrs_of.remove(&id).unwrap_or_default() {
+            if self.by_addr.get(&addr) == Some(&id) {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_ufrag.len() + self.by_addr.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding_request(username: &str) -> Vec<u8> {
+        let mut attrs = vec![];
+        // A leading attribute of odd length exercises padding.
+        attrs.extend_from_slice(&0x8022u16.to_be_bytes()); // SOFTWARE
+        attrs.extend_from_slice(&3u16.to_be_bytes());
+        attrs.extend_from_slice(b"abc\0");
+        attrs.extend_from_slice(&STUN_ATTR_USERNAME.to_be_bytes());
+        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(username.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut msg = vec![0x00, 0x01];
+        msg.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&STUN_MAGIC_COOKIE);
+        msg.extend_from_slice(&[7; 12]);
+        msg.extend_from_slice(&attrs);
+        msg
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn parses_username() {
+        let m = binding_request("srvfrag:clientfrag");
+        assert!(is_stun(&m));
+        assert_eq!(stun_username(&m), Some("srvfrag:clientfrag"));
+        assert_eq!(local_ufrag(&m), Some("srvfrag"));
+    }
+
+    #[test]
+    fn malformed_stun_does_not_panic() {
+        let m = binding_request("u:v");
+        for cut in 0..m.len() {
+            let _ = stun_username(&m[..cut]);
+        }
+        let mut lying = m.clone();
+        lying[2] = 0xff; // body length beyond the datagram
+        let _ = stun_username(&lying);
+        let mut bad_attr = m;
+        let last = bad_attr.len() - 1;
+        bad_attr[last - 10] = 0xff;
+        let _ = stun_username(&bad_attr);
+        assert_eq!(stun_username(&[0x80; 40]), None, "RTP is not STUN");
+    }
+
+    #[test]
+    fn routes_by_ufrag_then_address() {
+        let mut d = Demux::default();
+        d.insert_ufrag("aaaa", 1);
+        d.insert_ufrag("bbbb", 2);
+        assert_eq!(
+            d.route(addr(5000), &binding_request("bbbb:x")),
+            Route::Participant(2)
+        );
+        assert_eq!(d.route(addr(5000), &binding_request("zzzz:x")), Route::Drop);
+        let dtls = [22u8, 0xfe, 0xfd, 0, 0];
+        assert_eq!(d.route(addr(5000), &dtls), Route::AskConnecting);
+        d.learn_addr(addr(5000), 2);
+        assert_eq!(d.route(addr(5000), &dtls), Route::Participant(2));
+        d.remove_participant(2);
+        assert_eq!(d.route(addr(5000), &dtls), Route::AskConnecting);
+        assert_eq!(d.route(addr(5000), &binding_request("bbbb:x")), Route::Drop);
+        d.remove_participant(1);
+        assert!(d.is_empty());
+    }
+}

@@ -1,0 +1,121 @@
+//! Media workers: one OS thread per core, each owning a UDP socket and the
+//! rooms placed on it (every participant `Rtc` of those rooms).
+//!
+//! The HTTP side talks to a worker only through [`Command`]s on a bounded
+//! channel and awaits the reply; nothing else crosses the thread boundary
+//! except the shared [`Registry`](crate::registry::Registry) and metrics.
+
+pub mod core;
+pub mod demux;
+mod event_loop;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use signaling::backend::{BackendError, PatchOutcome, SessionCreated};
+use signaling::sdpfrag::SdpFrag;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use self::core::{CreateRequest, WorkerContext};
+
+/// Commands a worker accepts.
+#[derive(Debug)]
+pub enum Command {
+    Create {
+        req: CreateRequest,
+        reply: oneshot::Sender<Result<SessionCreated, BackendError>>,
+    },
+    Patch {
+        resource_id: String,
+        if_match: Option<String>,
+        frag: SdpFrag,
+        reply: oneshot::Sender<Result<PatchOutcome, BackendError>>,
+    },
+    Delete {
+        resource_id: String,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+}
+
+/// Depth of a worker's command queue (back-pressure on signaling).
+pub const COMMAND_QUEUE: usize = 256;
+
+/// The HTTP side's handle on a worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    pub index: usize,
+    pub media_addr: SocketAddr,
+    commands: mpsc::Sender<Command>,
+    load: Arc<AtomicUsize>,
+}
+
+impl WorkerHandle {
+    /// Participants currently on this worker (for placement).
+    pub fn load(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
+    }
+
+    pub async fn send(&self, cmd: Command) -> Result<(), BackendError> {
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| BackendError::Internal(format!("media worker {} stopped", self.index)))
+    }
+}
+
+/// Everything needed to start the workers.
+pub struct WorkerSettings {
+    pub count: usize,
+    pub bind_ip: IpAddr,
+    pub first_port: u16,
+    pub public_ip: Option<IpAddr>,
+    pub context: WorkerContext,
+}
+
+/// Bind sockets and start the worker threads.
+pub fn spawn_workers(
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<(Vec<WorkerHandle>, Vec<JoinHandle<()>>)> {
+    let mut handles = Vec::with_capacity(settings.count);
+    let mut threads = Vec::with_capacity(settings.count);
+    for index in 0..settings.count {
+        let port = if settings.first_port == 0 {
+            0
+        } else {
+            settings.first_port + index as u16
+        };
+        let socket = UdpSocket::bind(SocketAddr::new(settings.bind_ip, port))?;
+        socket.set_nonblocking(true)?;
+        let local_addr = socket.local_addr()?;
+        let advertised_addr = SocketAddr::new(
+            settings.public_ip.unwrap_or(local_addr.ip()),
+            local_addr.port(),
+        );
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let load = Arc::new(AtomicUsize::new(0));
+        let ctx = WorkerContext {
+            index,
+            local_addr,
+            advertised_addr,
+            ..settings.context.clone()
+        };
+        let thread_load = load.clone();
+        let thread_shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("media-worker-{index}"))
+            .spawn(move || event_loop::run(ctx, socket, rx, thread_load, thread_shutdown))?;
+        tracing::info!(worker = index, %local_addr, %advertised_addr, "media worker started");
+        handles.push(WorkerHandle {
+            index,
+            media_addr: local_addr,
+            commands: tx,
+            load,
+        });
+        threads.push(thread);
+    }
+    Ok((handles, threads))
+}

@@ -1,0 +1,396 @@
+//! Test harness: the real server started in-process on loopback, and str0m
+//! client peers (an independent WebRTC stack in the same process) that
+//! publish over WHIP and play over WHEP through real UDP sockets.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use sfu::config::{Config, ConfigArgs};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio_util::sync::CancellationToken;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// A server running on a background runtime; stopped on drop.
+pub struct TestServer {
+    pub base: String,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(session_timeout_secs: u64) -> TestServer {
+        Self::start_with(ConfigArgs {
+            session_timeout_secs: Some(session_timeout_secs),
+            ..Default::default()
+        })
+    }
+
+    pub fn start_with(mut args: ConfigArgs) -> TestServer {
+        args.http_addr
+            .get_or_insert(SocketAddr::from(([127, 0, 0, 1], 0)));
+        args.workers.get_or_insert(2);
+        let config = Config::resolve(args, ConfigArgs::default()).expect("valid test config");
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let token = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let result = sfu::run(config, token, |s| {
+                    let _ = tx.send(s.http_addr);
+                })
+                .await;
+                if let Err(e) = result {
+                    eprintln!("server failed: {e}");
+                }
+            });
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server started");
+        TestServer {
+            base: format!("http://{addr}"),
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn token(&self, room: &str, identity: &str, publish: bool, subscribe: bool) -> String {
+        use signaling::auth::{mint_with_secret, VideoGrant};
+        let grant = VideoGrant {
+            room: Some(room.into()),
+            room_join: true,
+            can_publish: Some(publish),
+            can_subscribe: Some(subscribe),
+            ..Default::default()
+        };
+        mint_with_secret(
+            "devkey",
+            "secret",
+            identity,
+            grant,
+            Duration::from_secs(600),
+        )
+        .expect("token")
+    }
+
+    /// One metric's value summed over its labels.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Wait until `name` equals `value`, bounded.
+    pub async fn wait_metric(&self, name: &str, value: f64, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if self.metric(name).await == value {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Result of POSTing an offer.
+pub struct Posted {
+    pub status: u16,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+    pub body: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+pub async fn post_sdp(url: &str, token: &str, sdp: &str) -> Posted {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(sdp.to_string())
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let get = |h: &str| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Posted {
+        status,
+        location: get("location"),
+        etag: get("etag"),
+        body: resp.text().await.unwrap_or_default(),
+        headers,
+    }
+}
+
+/// What a peer saw.
+#[derive(Debug, Default, Clone)]
+pub struct PeerStats {
+    pub connected_after: Option<Duration>,
+    pub audio_frames: u64,
+    pub video_frames: u64,
+    pub video_keyframes: u64,
+    pub first_video_after: Option<Duration>,
+    pub keyframe_requests: u64,
+    pub video_codecs: Vec<Codec>,
+    pub video_sizes: Vec<usize>,
+}
+
+/// A str0m peer with its own UDP socket.
+pub struct TestPeer {
+    pub rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    pub mids: Vec<(Mid, MediaKind)>,
+    pub stats: PeerStats,
+    started: Instant,
+    frame_no: u64,
+    audio_no: u64,
+    next_video: Instant,
+    next_audio: Instant,
+    force_keyframe: bool,
+    /// When false the peer stops sending media (but keeps ICE alive).
+    pub send_media: bool,
+}
+
+/// A minimal but valid VP8 frame: a keyframe carries the start code and a size.
+pub fn vp8_frame(keyframe: bool, n: u64) -> Vec<u8> {
+    let mut f = if keyframe {
+        vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]
+    } else {
+        vec![0x11, 0x02, 0x00]
+    };
+    let size = if keyframe { 3000 } else { 800 };
+    f.extend((0..size).map(|i| (i as u64 ^ n) as u8));
+    f
+}
+
+impl TestPeer {
+    /// `config` lets a test number codecs differently from the server.
+    pub fn new(config: RtcConfig, media: &[(MediaKind, Direction)]) -> (TestPeer, String) {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("timeout");
+        let local = socket.local_addr().expect("addr");
+        let now = Instant::now();
+        let mut rtc = config.build(now);
+        rtc.add_local_candidate(Candidate::host(local, "udp").expect("candidate"));
+        let mut api = rtc.sdp_api();
+        let mut mids = vec![];
+        for (kind, dir) in media {
+            mids.push((api.add_media(*kind, *dir, None, None, None), *kind));
+        }
+        let (offer, pending) = api.apply().expect("offer");
+        let sdp = offer.to_sdp_string();
+        (
+            TestPeer {
+                rtc,
+                socket,
+                local,
+                pending: Some(pending),
+                mids,
+                stats: PeerStats::default(),
+                started: now,
+                frame_no: 0,
+                audio_no: 0,
+                next_video: now,
+                next_audio: now,
+                force_keyframe: true,
+                send_media: true,
+            },
+            sdp,
+        )
+    }
+
+    pub fn publisher() -> (TestPeer, String) {
+        Self::new(
+            RtcConfig::new(),
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+        )
+    }
+
+    pub fn viewer(config: RtcConfig) -> (TestPeer, String) {
+        Self::new(
+            config,
+            &[
+                (MediaKind::Audio, Direction::RecvOnly),
+                (MediaKind::Video, Direction::RecvOnly),
+            ],
+        )
+    }
+
+    pub fn accept_answer(&mut self, sdp: &str) -> TestResult {
+        let answer = SdpAnswer::from_sdp_string(sdp)?;
+        let pending = self.pending.take().ok_or("no pending offer")?;
+        self.rtc.sdp_api().accept_answer(pending, answer)?;
+        Ok(())
+    }
+
+    fn write_media(&mut self, now: Instant) {
+        if !self.send_media || !self.rtc.is_connected() {
+            return;
+        }
+        for (mid, kind) in self.mids.clone() {
+            let Some(writer) = self.rtc.writer(mid) else {
+                continue;
+            };
+            match kind {
+                MediaKind::Video if now >= self.next_video => {
+                    let Some(pt) = writer
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Vp8)
+                        .map(|p| p.pt())
+                    else {
+                        continue;
+                    };
+                    let key = self.force_keyframe || self.frame_no.is_multiple_of(60);
+                    self.force_keyframe = false;
+                    let data = vp8_frame(key, self.frame_no);
+                    let t = MediaTime::from_90khz(self.frame_no * 3000);
+                    let _ = writer.write(pt, now, t, data);
+                    self.frame_no += 1;
+                    self.next_video = now + Duration::from_millis(33);
+                }
+                MediaKind::Audio if now >= self.next_audio => {
+                    let Some(pt) = writer
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Opus)
+                        .map(|p| p.pt())
+                    else {
+                        continue;
+                    };
+                    let t = MediaTime::new(
+                        self.audio_no * 960,
+                        str0m::media::Frequency::FORTY_EIGHT_KHZ,
+                    );
+                    let _ = writer.write(pt, now, t, vec![0xfc; 120]);
+                    self.audio_no += 1;
+                    self.next_audio = now + Duration::from_millis(20);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Run the peer's IO for `duration`.
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = Instant::now() + duration;
+        let mut buf = vec![0u8; 2000];
+        while Instant::now() < end && self.rtc.is_alive() {
+            let now = Instant::now();
+            self.write_media(now);
+            let timeout = loop {
+                match self.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => break t,
+                    Ok(Output::Transmit(t)) => {
+                        let _ = self.socket.send_to(&t.contents, t.destination);
+                    }
+                    Ok(Output::Event(e)) => self.on_event(e),
+                    Err(_) => return,
+                }
+            };
+            let wait = timeout
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), Duration::from_millis(5));
+            let _ = self.socket.set_read_timeout(Some(wait));
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, source)) => {
+                    let Ok(contents) = buf[..n].try_into() else {
+                        continue;
+                    };
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: self.local,
+                            contents,
+                        },
+                    );
+                    let _ = self.rtc.handle_input(input);
+                }
+                Err(_) => {
+                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        let since = self.started.elapsed();
+        match e {
+            Event::Connected => {
+                self.stats.connected_after.get_or_insert(since);
+            }
+            Event::MediaData(d) => {
+                if d.params.spec().codec.is_video() {
+                    self.stats.video_frames += 1;
+                    self.stats.first_video_after.get_or_insert(since);
+                    if d.is_keyframe() {
+                        self.stats.video_keyframes += 1;
+                    }
+                    if !self.stats.video_codecs.contains(&d.params.spec().codec) {
+                        self.stats.video_codecs.push(d.params.spec().codec);
+                    }
+                    if self.stats.video_sizes.len() < 100 {
+                        self.stats.video_sizes.push(d.data.len());
+                    }
+                } else {
+                    self.stats.audio_frames += 1;
+                }
+            }
+            Event::KeyframeRequest(_) => {
+                self.stats.keyframe_requests += 1;
+                self.force_keyframe = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Run on a thread; returns the peer when done.
+    pub fn spawn_for(mut self, duration: Duration) -> std::thread::JoinHandle<TestPeer> {
+        std::thread::spawn(move || {
+            self.run_for(duration);
+            self
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! End-to-end media through the real server with str0m client peers:
+//! WHIP publish, WHEP play (including a viewer that arrives first and one
+//! that numbers its payload types differently), keyframe requests, DELETE,
+//! the inactivity timeout, and that nothing leaks afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{post_sdp, TestPeer, TestResult, TestServer};
+use str0m::format::{Codec, FormatParams};
+use str0m::media::Frequency;
+use str0m::RtcConfig;
+
+/// A viewer whose codec numbering differs from the server's and the publisher's.
+fn renumbered_viewer_config() -> RtcConfig {
+    let mut config = RtcConfig::new().clear_codecs();
+    let codecs = config.codec_config();
+    codecs.add_config(
+        123.into(),
+        Some(124.into()),
+        Codec::Vp8,
+        Frequency::NINETY_KHZ,
+        None,
+        FormatParams::default(),
+    );
+    codecs.add_config(
+        109.into(),
+        None,
+        Codec::Opus,
+        Frequency::FORTY_EIGHT_KHZ,
+        Some(2),
+        FormatParams {
+            min_p_time: Some(10),
+            use_inband_fec: Some(true),
+            ..Default::default()
+        },
+    );
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_play_delete_timeout_and_no_leaks() -> TestResult {
+    let server = TestServer::start(2);
+    let room = "media-test";
+
+    // A viewer that arrives before the publisher, and one with other payload types.
+    let mut viewers = vec![];
+    for (i, config) in [RtcConfig::new(), renumbered_viewer_config()]
+        .into_iter()
+        .enumerate()
+    {
+        let (mut viewer, offer) = TestPeer::viewer(config);
+        let token = server.token(room, &format!("viewer-{i}"), false, true);
+        let posted = post_sdp(&format!("{}/whep/{room}", server.base), &token, &offer).await;
+        assert_eq!(posted.status, 201, "WHEP POST: {}", posted.body);
+        viewer.accept_answer(&posted.body)?;
+        viewers.push(viewer.spawn_for(Duration::from_secs(6)));
+    }
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut publisher, offer) = TestPeer::publisher();
+    let token = server.token(room, "publisher", true, false);
+    let posted = post_sdp(&format!("{}/whip/{room}", server.base), &token, &offer).await;
+    assert_eq!(posted.status, 201, "WHIP POST: {}", posted.body);
+    assert_eq!(
+        posted
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/sdp")
+    );
+    let location = posted.location.clone().ok_or("201 without Location")?;
+    assert!(
+        location.starts_with(&format!("/whip/{room}/")),
+        "{location}"
+    );
+    assert!(posted.etag.is_some(), "201 without ETag");
+    publisher.accept_answer(&posted.body)?;
+    let publisher = publisher.spawn_for(Duration::from_secs(5));
+
+    let publisher = publisher.join().map_err(|_| "publisher thread panicked")?;
+    let mut seen = vec![];
+    for v in viewers {
+        seen.push(v.join().map_err(|_| "viewer thread panicked")?.stats);
+    }
+    for (i, s) in seen.iter().enumerate() {
+        eprintln!("viewer {i}: {s:?}");
+        assert!(s.video_keyframes >= 1, "viewer {i} got no keyframe: {s:?}");
+        assert!(
+            s.video_frames >= 60,
+            "viewer {i} got too few video frames: {s:?}"
+        );
+        assert!(
+            s.audio_frames >= 100,
+            "viewer {i} got too few audio frames: {s:?}"
+        );
+        assert_eq!(s.video_codecs, vec![Codec::Vp8]);
+        assert!(
+            s.video_sizes.contains(&3010),
+            "frames arrive unchanged (keyframe is 3010 B)"
+        );
+    }
+    eprintln!("publisher: {:?}", publisher.stats);
+    assert!(
+        publisher.stats.keyframe_requests >= 1,
+        "viewers waiting for a picture make the server ask for a keyframe"
+    );
+    assert!(server.metric("sfu_frames_forwarded_total").await > 0.0);
+
+    // DELETE ends the session: 200, then 404.
+    let client = reqwest::Client::new();
+    let url = format!("{}{location}", server.base);
+    let del = client.delete(&url).bearer_auth(&token).send().await?;
+    assert_eq!(del.status().as_u16(), 200);
+    let del = client.delete(&url).bearer_auth(&token).send().await?;
+    assert_eq!(del.status().as_u16(), 404);
+
+    // The viewers stopped sending without DELETE: the inactivity timeout
+    // removes them, and with them the room. Nothing is left behind.
+    for name in [
+        "sfu_rooms",
+        "sfu_participants",
+        "sfu_rtc_instances",
+        "sfu_registry_entries",
+    ] {
+        assert!(
+            server.wait_metric(name, 0.0, Duration::from_secs(10)).await,
+            "{name} did not return to 0 (is {})",
+            server.metric(name).await
+        );
+    }
+    assert!(server.metric("sfu_sessions_ended_total").await >= 3.0);
+    Ok(())
+}
