@@ -1,0 +1,237 @@
+//! Every client error the front door can answer, against the real server:
+//! the right status, a reason in the body, and no harm to other sessions.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{post_sdp, TestPeer, TestResult, TestServer};
+use reqwest::{Client, Method, StatusCode};
+use sfu::config::ConfigArgs;
+use signaling::auth::{mint_with_secret, VideoGrant};
+
+fn client() -> Client {
+    Client::new()
+}
+
+async fn send(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let mut req = client().request(method, url).body(body.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_content_type_and_sdp_errors() -> TestResult {
+    let server = TestServer::start(5);
+    let whip = format!("{}/whip/edge", server.base);
+    let (_peer, offer) = TestPeer::publisher();
+    let sdp = Some("application/sdp");
+    let publish = server.token("edge", "p", true, false);
+
+    // No token, garbage token, expired token, token for another key.
+    let (s, h, body) = send(Method::POST, &whip, None, sdp, &offer, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(h.get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+    assert!(body.contains("Bearer"), "{body}");
+    let (s, _, body) = send(Method::POST, &whip, Some("not.a.jwt"), sdp, &offer, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("malformed token"), "{body}");
+    let grant = VideoGrant { room: Some("edge".into()), room_join: true, ..Default::default() };
+    let expired = {
+        use jsonwebtoken::{encode, EncodingKey, Header};
+        let claims = serde_json::json!({"iss":"devkey","sub":"p","exp":1000,"nbf":0,"video":grant});
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(b"secret"))?
+    };
+    let (s, _, body) = send(Method::POST, &whip, Some(&expired), sdp, &offer, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("expired"), "{body}");
+    let foreign = mint_with_secret("otherkey", "x", "p", grant.clone(), Duration::from_secs(60))?;
+    let (s, _, body) = send(Method::POST, &whip, Some(&foreign), sdp, &offer, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("unknown API key"), "{body}");
+
+    // Valid token, wrong grant: another room, or subscribe-only for WHIP.
+    let other_room = server.token("other", "p", true, true);
+    let (s, _, body) = send(Method::POST, &whip, Some(&other_room), sdp, &offer, &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let subscribe_only = server.token("edge", "p", false, true);
+    let (s, _, body) = send(Method::POST, &whip, Some(&subscribe_only), sdp, &offer, &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(body.contains("canPublish"), "{body}");
+    let whep = format!("{}/whep/edge", server.base);
+    let (s, _, body) = send(Method::POST, &whep, Some(&publish), sdp, &offer, &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(body.contains("canSubscribe"), "{body}");
+
+    // Content type, body, room name.
+    let (s, _, _) = send(Method::POST, &whip, Some(&publish), Some("text/plain"), &offer, &[]).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _, _) = send(Method::POST, &whip, Some(&publish), None, &offer, &[]).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _, body) = send(Method::POST, &whip, Some(&publish), sdp, "", &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, _, body) = send(Method::POST, &whip, Some(&publish), sdp, "this is not sdp", &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("SDP"), "{body}");
+    let bad_room = format!("{}/whip/bad%20room", server.base);
+    let (s, _, body) = send(Method::POST, &bad_room, Some(&publish), sdp, &offer, &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("room name"), "{body}");
+    let huge = "a".repeat(200_000);
+    let (s, _, _) = send(Method::POST, &whip, Some(&publish), sdp, &huge, &[]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Valid SDP that cannot be served: WHIP that only receives, no usable codec.
+    let recv_only = offer.replace("a=sendonly", "a=recvonly");
+    let (s, _, body) = send(Method::POST, &whip, Some(&publish), sdp, &recv_only, &[]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("must send"), "{body}");
+    let (_v, viewer_offer) = TestPeer::viewer(
+        str0m::RtcConfig::new().clear_codecs().enable_pcmu(true, false),
+    );
+    let subscribe = server.token("edge", "v", false, true);
+    let (s, _, body) = send(Method::POST, &whep, Some(&subscribe), sdp, &viewer_offer, &[]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "PCMU-only viewer: {body}");
+    assert!(body.contains("codec"), "{body}");
+
+    // After all that, a good request still works and nothing leaked.
+    let ok = post_sdp(&whip, &publish, &offer).await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    assert_eq!(server.metric("sfu_rooms").await, 1.0);
+    assert_eq!(server.metric("sfu_rtc_instances").await, 1.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_patch_delete_and_cors() -> TestResult {
+    let server = TestServer::start(5);
+    let whip = format!("{}/whip/res", server.base);
+    let (_peer, offer) = TestPeer::publisher();
+    let token = server.token("res", "p", true, false);
+    let created = post_sdp(&whip, &token, &offer).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(
+        created.headers.get("accept-patch").and_then(|v| v.to_str().ok()),
+        Some("application/trickle-ice-sdpfrag")
+    );
+    let resource = format!("{}{}", server.base, created.location.ok_or("no Location")?);
+    let etag = created.etag.ok_or("no ETag")?;
+    let frag_ct = Some("application/trickle-ice-sdpfrag");
+
+    // Trickle: 204. Wrong content type: 415. Garbage fragment: 400.
+    let trickle = "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n";
+    let (s, _, body) = send(Method::PATCH, &resource, Some(&token), frag_ct, trickle, &[]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let (s, _, _) = send(Method::PATCH, &resource, Some(&token), sdp_ct(), trickle, &[]).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _, body) = send(Method::PATCH, &resource, Some(&token), frag_ct, "garbage", &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+
+    // ICE restart: If-Match mismatch 412; matching ETag 200 with new credentials and ETag.
+    let restart = "a=ice-ufrag:newfrag1\r\na=ice-pwd:newpasswordnewpassword12\r\n";
+    let (s, _, _) = send(
+        Method::PATCH, &resource, Some(&token), frag_ct, restart, &[("if-match", "\"stale\"")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    let (s, h, body) =
+        send(Method::PATCH, &resource, Some(&token), frag_ct, restart, &[("if-match", &etag)]).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("a=ice-ufrag:") && body.contains("a=ice-pwd:"), "{body}");
+    assert!(body.contains("a=candidate:"), "{body}");
+    let new_etag = h.get("etag").and_then(|v| v.to_str().ok()).ok_or("no new ETag")?;
+    assert_ne!(new_etag, etag);
+    assert_eq!(
+        h.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/trickle-ice-sdpfrag")
+    );
+
+    // Unknown resource: 404 for PATCH and DELETE; a WHEP path for a WHIP id is unknown too.
+    let unknown = format!("{whip}/0123456789abcdef");
+    let (s, _, _) = send(Method::PATCH, &unknown, Some(&token), frag_ct, trickle, &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = send(Method::DELETE, &unknown, Some(&token), None, "", &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let as_whep = resource.replace("/whip/", "/whep/");
+    let sub = server.token("res", "v", false, true);
+    let (s, _, _) = send(Method::DELETE, &as_whep, Some(&sub), None, "", &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // DELETE needs the token too.
+    let (s, _, _) = send(Method::DELETE, &resource, None, None, "", &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // CORS preflight and headers for a page on another origin.
+    let pre = client()
+        .request(Method::OPTIONS, &whip)
+        .header("origin", "https://studio.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .await?;
+    assert!(pre.status().is_success(), "preflight: {}", pre.status());
+    let allow = pre.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok());
+    assert_eq!(allow, Some("*"));
+    let methods = pre
+        .headers()
+        .get("access-control-allow-methods")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    for m in ["POST", "PATCH", "DELETE"] {
+        assert!(methods.contains(m), "allow-methods: {methods}");
+    }
+    let (s, _, _) = send(Method::DELETE, &resource, Some(&token), None, "", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = send(Method::DELETE, &resource, Some(&token), None, "", &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(server.wait_metric("sfu_rooms", 0.0, Duration::from_secs(5)).await);
+    Ok(())
+}
+
+fn sdp_ct() -> Option<&'static str> {
+    Some("application/sdp")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_503_with_retry_after() -> TestResult {
+    let server = TestServer::start_with(ConfigArgs {
+        max_rooms: Some(1),
+        max_participants_per_room: Some(2),
+        ..Default::default()
+    });
+    let (_p, offer) = TestPeer::publisher();
+    let url = |room: &str| format!("{}/whip/{room}", server.base);
+    for i in 0..2 {
+        let t = server.token("full", &format!("p{i}"), true, false);
+        assert_eq!(post_sdp(&url("full"), &t, &offer).await.status, 201);
+    }
+    let t = server.token("full", "p2", true, false);
+    let third = post_sdp(&url("full"), &t, &offer).await;
+    assert_eq!(third.status, 503, "{}", third.body);
+    assert!(third.headers.get("retry-after").is_some());
+    assert!(third.body.contains("participants per room"), "{}", third.body);
+    let t = server.token("second-room", "p", true, false);
+    let other = post_sdp(&url("second-room"), &t, &offer).await;
+    assert_eq!(other.status, 503, "{}", other.body);
+    assert!(other.body.contains("rooms"), "{}", other.body);
+    assert!(other.headers.get("retry-after").is_some());
+    Ok(())
+}
