@@ -49,16 +49,27 @@ async fn auth_content_type_and_sdp_errors() -> TestResult {
     // No token, garbage token, expired token, token for another key.
     let (s, h, body) = send(Method::POST, &whip, None, sdp, &offer, &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
-    assert_eq!(h.get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
+    assert_eq!(
+        h.get("www-authenticate").and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
     assert!(body.contains("Bearer"), "{body}");
     let (s, _, body) = send(Method::POST, &whip, Some("not.a.jwt"), sdp, &offer, &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(body.contains("malformed token"), "{body}");
-    let grant = VideoGrant { room: Some("edge".into()), room_join: true, ..Default::default() };
+    let grant = VideoGrant {
+        room: Some("edge".into()),
+        room_join: true,
+        ..Default::default()
+    };
     let expired = {
         use jsonwebtoken::{encode, EncodingKey, Header};
         let claims = serde_json::json!({"iss":"devkey","sub":"p","exp":1000,"nbf":0,"video":grant});
-        encode(&Header::default(), &claims, &EncodingKey::from_secret(b"secret"))?
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"secret"),
+        )?
     };
     let (s, _, body) = send(Method::POST, &whip, Some(&expired), sdp, &offer, &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -82,13 +93,29 @@ async fn auth_content_type_and_sdp_errors() -> TestResult {
     assert!(body.contains("canSubscribe"), "{body}");
 
     // Content type, body, room name.
-    let (s, _, _) = send(Method::POST, &whip, Some(&publish), Some("text/plain"), &offer, &[]).await;
+    let (s, _, _) = send(
+        Method::POST,
+        &whip,
+        Some(&publish),
+        Some("text/plain"),
+        &offer,
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (s, _, _) = send(Method::POST, &whip, Some(&publish), None, &offer, &[]).await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (s, _, body) = send(Method::POST, &whip, Some(&publish), sdp, "", &[]).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
-    let (s, _, body) = send(Method::POST, &whip, Some(&publish), sdp, "this is not sdp", &[]).await;
+    let (s, _, body) = send(
+        Method::POST,
+        &whip,
+        Some(&publish),
+        sdp,
+        "this is not sdp",
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("SDP"), "{body}");
     let bad_room = format!("{}/whip/bad%20room", server.base);
@@ -105,11 +132,25 @@ async fn auth_content_type_and_sdp_errors() -> TestResult {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body.contains("must send"), "{body}");
     let (_v, viewer_offer) = TestPeer::viewer(
-        str0m::RtcConfig::new().clear_codecs().enable_pcmu(true, false),
+        str0m::RtcConfig::new()
+            .clear_codecs()
+            .enable_pcmu(true, false),
     );
     let subscribe = server.token("edge", "v", false, true);
-    let (s, _, body) = send(Method::POST, &whep, Some(&subscribe), sdp, &viewer_offer, &[]).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "PCMU-only viewer: {body}");
+    let (s, _, body) = send(
+        Method::POST,
+        &whep,
+        Some(&subscribe),
+        sdp,
+        &viewer_offer,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "PCMU-only viewer: {body}"
+    );
     assert!(body.contains("codec"), "{body}");
 
     // After all that, a good request still works and nothing leaked.
@@ -129,7 +170,10 @@ async fn resource_patch_delete_and_cors() -> TestResult {
     let created = post_sdp(&whip, &token, &offer).await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(
-        created.headers.get("accept-patch").and_then(|v| v.to_str().ok()),
+        created
+            .headers
+            .get("accept-patch")
+            .and_then(|v| v.to_str().ok()),
         Some("application/trickle-ice-sdpfrag")
     );
     let resource = format!("{}{}", server.base, created.location.ok_or("no Location")?);
@@ -138,26 +182,68 @@ async fn resource_patch_delete_and_cors() -> TestResult {
 
     // Trickle: 204. Wrong content type: 415. Garbage fragment: 400.
     let trickle = "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n";
-    let (s, _, body) = send(Method::PATCH, &resource, Some(&token), frag_ct, trickle, &[]).await;
+    let (s, _, body) = send(
+        Method::PATCH,
+        &resource,
+        Some(&token),
+        frag_ct,
+        trickle,
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
-    let (s, _, _) = send(Method::PATCH, &resource, Some(&token), sdp_ct(), trickle, &[]).await;
+    let (s, _, _) = send(
+        Method::PATCH,
+        &resource,
+        Some(&token),
+        sdp_ct(),
+        trickle,
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let (s, _, body) = send(Method::PATCH, &resource, Some(&token), frag_ct, "garbage", &[]).await;
+    let (s, _, body) = send(
+        Method::PATCH,
+        &resource,
+        Some(&token),
+        frag_ct,
+        "garbage",
+        &[],
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
 
     // ICE restart: If-Match mismatch 412; matching ETag 200 with new credentials and ETag.
     let restart = "a=ice-ufrag:newfrag1\r\na=ice-pwd:newpasswordnewpassword12\r\n";
     let (s, _, _) = send(
-        Method::PATCH, &resource, Some(&token), frag_ct, restart, &[("if-match", "\"stale\"")],
+        Method::PATCH,
+        &resource,
+        Some(&token),
+        frag_ct,
+        restart,
+        &[("if-match", "\"stale\"")],
     )
     .await;
     assert_eq!(s, StatusCode::PRECONDITION_FAILED);
-    let (s, h, body) =
-        send(Method::PATCH, &resource, Some(&token), frag_ct, restart, &[("if-match", &etag)]).await;
+    let (s, h, body) = send(
+        Method::PATCH,
+        &resource,
+        Some(&token),
+        frag_ct,
+        restart,
+        &[("if-match", &etag)],
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    assert!(body.contains("a=ice-ufrag:") && body.contains("a=ice-pwd:"), "{body}");
+    assert!(
+        body.contains("a=ice-ufrag:") && body.contains("a=ice-pwd:"),
+        "{body}"
+    );
     assert!(body.contains("a=candidate:"), "{body}");
-    let new_etag = h.get("etag").and_then(|v| v.to_str().ok()).ok_or("no new ETag")?;
+    let new_etag = h
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no new ETag")?;
     assert_ne!(new_etag, etag);
     assert_eq!(
         h.get("content-type").and_then(|v| v.to_str().ok()),
@@ -183,11 +269,17 @@ async fn resource_patch_delete_and_cors() -> TestResult {
         .request(Method::OPTIONS, &whip)
         .header("origin", "https://studio.example")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization, content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
         .send()
         .await?;
     assert!(pre.status().is_success(), "preflight: {}", pre.status());
-    let allow = pre.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok());
+    let allow = pre
+        .headers()
+        .get("access-control-allow-origin")
+        .and_then(|v| v.to_str().ok());
     assert_eq!(allow, Some("*"));
     let methods = pre
         .headers()
@@ -202,7 +294,11 @@ async fn resource_patch_delete_and_cors() -> TestResult {
     assert_eq!(s, StatusCode::OK);
     let (s, _, _) = send(Method::DELETE, &resource, Some(&token), None, "", &[]).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(server.wait_metric("sfu_rooms", 0.0, Duration::from_secs(5)).await);
+    assert!(
+        server
+            .wait_metric("sfu_rooms", 0.0, Duration::from_secs(5))
+            .await
+    );
     Ok(())
 }
 
@@ -227,7 +323,11 @@ async fn limits_answer_503_with_retry_after() -> TestResult {
     let third = post_sdp(&url("full"), &t, &offer).await;
     assert_eq!(third.status, 503, "{}", third.body);
     assert!(third.headers.get("retry-after").is_some());
-    assert!(third.body.contains("participants per room"), "{}", third.body);
+    assert!(
+        third.body.contains("participants per room"),
+        "{}",
+        third.body
+    );
     let t = server.token("second-room", "p", true, false);
     let other = post_sdp(&url("second-room"), &t, &offer).await;
     assert_eq!(other.status, 503, "{}", other.body);

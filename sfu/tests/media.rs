@@ -133,3 +133,64 @@ async fn publish_play_delete_timeout_and_no_leaks() -> TestResult {
     assert!(server.metric("sfu_sessions_ended_total").await >= 3.0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_with_bframes_is_flagged_and_publisher_change_keeps_viewer() -> TestResult {
+    let server = TestServer::start(2);
+    let room = "h264";
+    let (mut viewer, offer) = TestPeer::viewer(RtcConfig::new());
+    let token = server.token(room, "viewer", false, true);
+    let posted = post_sdp(&format!("{}/whep/{room}", server.base), &token, &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    viewer.accept_answer(&posted.body)?;
+    let viewer = viewer.spawn_for(Duration::from_secs(8));
+
+    // First publisher: H.264 with B-frames, as an OBS profile with bframes=2 sends.
+    let (mut first, offer) = TestPeer::publisher();
+    first.video_codec = Codec::H264;
+    first.bframes = true;
+    let token = server.token(room, "obs-with-bframes", true, false);
+    let posted = post_sdp(&format!("{}/whip/{room}", server.base), &token, &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    first.accept_answer(&posted.body)?;
+    let first = first.spawn_for(Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        server.metric("sfu_publisher_bframes").await,
+        1.0,
+        "B-frames flagged per publisher"
+    );
+    assert!(server.metric("sfu_publisher_reordered_frames_total").await > 0.0);
+    let location = posted.location.ok_or("no Location")?;
+    let del = reqwest::Client::new()
+        .delete(format!("{}{location}", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(del.status().as_u16(), 200);
+    first.join().map_err(|_| "publisher thread panicked")?;
+    assert_eq!(
+        server.metric("sfu_publisher_bframes").await,
+        0.0,
+        "flag leaves with the publisher"
+    );
+
+    // A second publisher (VP8) takes over; the same WHEP viewer keeps playing
+    // without a new offer.
+    let (mut second, offer) = TestPeer::publisher();
+    let token = server.token(room, "second", true, false);
+    let posted = post_sdp(&format!("{}/whip/{room}", server.base), &token, &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    second.accept_answer(&posted.body)?;
+    second
+        .spawn_for(Duration::from_secs(4))
+        .join()
+        .map_err(|_| "publisher thread panicked")?;
+
+    let stats = viewer.join().map_err(|_| "viewer thread panicked")?.stats;
+    eprintln!("viewer: {stats:?}");
+    assert!(stats.video_codecs.contains(&Codec::H264), "{stats:?}");
+    assert!(stats.video_codecs.contains(&Codec::Vp8), "{stats:?}");
+    assert!(stats.video_frames >= 100, "{stats:?}");
+    Ok(())
+}

@@ -186,6 +186,41 @@ pub struct TestPeer {
     force_keyframe: bool,
     /// When false the peer stops sending media (but keeps ICE alive).
     pub send_media: bool,
+    /// Codec the publisher sends video with.
+    pub video_codec: Codec,
+    /// Send H.264 in decode order with B-frames (IPBB...).
+    pub bframes: bool,
+}
+
+/// A minimal H.264 access unit in Annex B form: SPS+PPS+IDR or a non-IDR slice.
+pub fn h264_frame(keyframe: bool, n: u64) -> Vec<u8> {
+    let mut f = vec![];
+    if keyframe {
+        f.extend_from_slice(&[
+            0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x1e, 0xd0,
+        ]);
+        f.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
+        f.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0x84]);
+    } else {
+        f.extend_from_slice(&[0, 0, 0, 1, 0x41, 0x9a, 0x02]);
+    }
+    let size = if keyframe { 3000 } else { 800 };
+    // Avoid emulating start codes in the filler.
+    f.extend((0..size).map(|i| ((i as u64 ^ n) as u8) | 0x10));
+    f
+}
+
+/// Presentation index of the n-th frame in IPBB decode order: 0 3 1 2 6 4 5 9 7 8 ...
+fn bframe_order(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let group = (n - 1) / 3;
+    match (n - 1) % 3 {
+        0 => group * 3 + 3,
+        1 => group * 3 + 1,
+        _ => group * 3 + 2,
+    }
 }
 
 /// A minimal but valid VP8 frame: a keyframe carries the start code and a size.
@@ -233,6 +268,8 @@ impl TestPeer {
                 next_audio: now,
                 force_keyframe: true,
                 send_media: true,
+                video_codec: Codec::Vp8,
+                bframes: false,
             },
             sdp,
         )
@@ -275,17 +312,26 @@ impl TestPeer {
             };
             match kind {
                 MediaKind::Video if now >= self.next_video => {
+                    let codec = self.video_codec;
                     let Some(pt) = writer
                         .payload_params()
-                        .find(|p| p.spec().codec == Codec::Vp8)
+                        .find(|p| p.spec().codec == codec)
                         .map(|p| p.pt())
                     else {
                         continue;
                     };
                     let key = self.force_keyframe || self.frame_no.is_multiple_of(60);
                     self.force_keyframe = false;
-                    let data = vp8_frame(key, self.frame_no);
-                    let t = MediaTime::from_90khz(self.frame_no * 3000);
+                    let data = match codec {
+                        Codec::H264 => h264_frame(key, self.frame_no),
+                        _ => vp8_frame(key, self.frame_no),
+                    };
+                    let presentation = if self.bframes {
+                        bframe_order(self.frame_no)
+                    } else {
+                        self.frame_no
+                    };
+                    let t = MediaTime::from_90khz(presentation * 3000 + 90_000);
                     let _ = writer.write(pt, now, t, data);
                     self.frame_no += 1;
                     self.next_video = now + Duration::from_millis(33);
