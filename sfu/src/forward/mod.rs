@@ -9,6 +9,7 @@ pub mod keyframe;
 pub mod payload_map;
 pub mod reorder;
 pub mod router;
+pub mod timeline;
 
 /// Identifies a participant (one `Rtc`) within a worker.
 pub type ParticipantId = u64;

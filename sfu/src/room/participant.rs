@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 
 use signaling::SessionKind;
 use str0m::format::PayloadParams;
-use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaAdded, MediaData, Mid, Pt, Rid};
+use str0m::media::{
+    KeyframeRequest, KeyframeRequestKind, MediaAdded, MediaData, MediaTime, Mid, Pt, Rid,
+};
 use str0m::net::Transmit;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::forward::payload_map;
 use crate::forward::reorder::FrameOrderMonitor;
+use crate::forward::router::TrackKey;
+use crate::forward::timeline::Timeline;
 use crate::forward::ParticipantId;
 
 /// What a participant's `Rtc` told the worker.
@@ -66,6 +70,7 @@ pub struct Participant {
     pub closed: bool,
     next_timeout: Instant,
     pt_cache: HashMap<(Mid, Pt), Option<Pt>>,
+    timelines: HashMap<Mid, Timeline>,
     pub frame_order: HashMap<(Mid, Option<Rid>), FrameOrderMonitor>,
     egress_totals: HashMap<(Mid, Option<Rid>), (u64, u64, u64)>,
 }
@@ -104,6 +109,7 @@ impl Participant {
             closed: false,
             next_timeout: p.now,
             pt_cache: HashMap::new(),
+            timelines: HashMap::new(),
             frame_order: HashMap::new(),
             egress_totals: HashMap::new(),
         }
@@ -216,8 +222,8 @@ impl Participant {
         }
     }
 
-    /// Write a publisher's frame to this subscriber's media line `mid`.
-    pub fn write_frame(&mut self, mid: Mid, data: &MediaData) -> WriteOutcome {
+    /// Write a frame of `source` to this subscriber's media line `mid`.
+    pub fn write_frame(&mut self, mid: Mid, source: TrackKey, data: &MediaData) -> WriteOutcome {
         if !self.is_alive() || !self.connected {
             return WriteOutcome::NotWritable;
         }
@@ -235,7 +241,15 @@ impl Participant {
         if let Some(level) = data.ext_vals.audio_level {
             writer = writer.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false));
         }
-        match writer.write(pt, data.network_time, data.time, data.data.clone()) {
+        let clock = data.time.frequency();
+        let time = self.timelines.entry(mid).or_default().map(
+            source,
+            data.time.numer(),
+            clock.get(),
+            data.network_time,
+        );
+        let time = MediaTime::new(time, clock);
+        match writer.write(pt, data.network_time, time, data.data.clone()) {
             Ok(()) => WriteOutcome::Written,
             Err(e) => {
                 tracing::debug!(participant = self.id, error = %e, "write failed");

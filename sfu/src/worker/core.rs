@@ -584,7 +584,7 @@ impl WorkerCore {
             let Some(sub) = self.participants.get_mut(&down.subscriber) else {
                 continue;
             };
-            match sub.write_frame(down.mid, &data) {
+            match sub.write_frame(down.mid, track, &data) {
                 WriteOutcome::Written => {
                     written += 1;
                     self.dirty.push(down.subscriber);
