@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod dtls;
 pub mod forward;
 pub mod metrics;
 pub mod registry;

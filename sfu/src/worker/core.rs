@@ -96,6 +96,7 @@ pub struct WorkerCore {
 /// The `Rtc` configuration every participant gets.
 fn rtc_config(creds: IceCreds) -> RtcConfig {
     let mut config = RtcConfig::new()
+        .set_crypto_provider(crate::dtls::crypto_provider())
         .set_ice_lite(true)
         .set_local_ice_credentials(creds)
         .enable_opus(true, false)
