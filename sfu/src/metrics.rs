@@ -24,6 +24,7 @@ pub struct Metrics {
     pub packets_sent: IntCounter,
     pub bytes_received: IntCounter,
     pub bytes_sent: IntCounter,
+    pub frames_received: IntCounterVec,
     pub frames_forwarded: IntCounterVec,
     pub nacks_received: IntCounter,
     pub plis_received: IntCounter,
@@ -98,6 +99,12 @@ impl Metrics {
             packets_sent: counter(&r, "sfu_packets_sent_total", "UDP datagrams sent")?,
             bytes_received: counter(&r, "sfu_bytes_received_total", "UDP bytes received")?,
             bytes_sent: counter(&r, "sfu_bytes_sent_total", "UDP bytes sent")?,
+            frames_received: counter_vec(
+                &r,
+                "sfu_frames_received_total",
+                "Media frames received from publishers",
+                &["kind"],
+            )?,
             frames_forwarded: counter_vec(
                 &r,
                 "sfu_frames_forwarded_total",
@@ -144,6 +151,7 @@ impl Metrics {
         for kind in ["audio", "video"] {
             self.tracks.with_label_values(&[kind]).set(0);
             self.frames_forwarded.with_label_values(&[kind]).inc_by(0);
+            self.frames_received.with_label_values(&[kind]).inc_by(0);
         }
         for state in ["connecting", "connected"] {
             self.sessions.with_label_values(&[state]).set(0);

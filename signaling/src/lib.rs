@@ -145,6 +145,7 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
     }
     app.route("/dev/token", get(web::dev_token::<B>))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route(
             "/metrics",
             get(

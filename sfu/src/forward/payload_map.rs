@@ -171,6 +171,21 @@ mod tests {
         assert_eq!(select(&h264(96, 0x4d0032, 1), &sub), Some(39.into()));
         // Mode 0 stays mode 0.
         assert_eq!(select(&h264(96, 0x42e01f, 0), &sub), Some(108.into()));
+        // Debian's Chromium offers no High (64) but High 4:4:4 (f4), whose
+        // decoder takes High: OBS's default x264 profile must still play.
+        let debian_chromium = [
+            h264(102, 0x42e01f, 1),
+            h264(104, 0x4d001f, 1),
+            h264(106, 0xf4001f, 1),
+        ];
+        assert_eq!(
+            select(&h264(96, 0x64001e, 1), &debian_chromium),
+            Some(106.into())
+        );
+        assert_eq!(
+            select(&h264(96, 0x4d0028, 1), &debian_chromium),
+            Some(104.into())
+        );
         // A subscriber with only baseline cannot take High.
         let baseline_only = [h264(100, 0x42e01f, 1)];
         assert_eq!(select(&h264(96, 0x640028, 1), &baseline_only), None);

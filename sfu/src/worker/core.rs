@@ -105,10 +105,12 @@ fn rtc_config(creds: IceCreds) -> RtcConfig {
         .enable_h264(true)
         .enable_av1(true)
         .set_stats_interval(Some(Duration::from_secs(1)));
-    // Constrained High, which OBS/x264 and Chrome offer, next to str0m's defaults.
-    config
-        .codec_config()
-        .add_h264(110.into(), Some(111.into()), true, 0x640c1f);
+    // Next to str0m's defaults (baseline, constrained baseline, main, high):
+    // constrained high, and High 4:4:4 Predictive, the only profile above main
+    // that some Chromium builds offer to receive (their decoder takes High).
+    let codecs = config.codec_config();
+    codecs.add_h264(112.into(), Some(113.into()), true, 0x640c1f);
+    codecs.add_h264(116.into(), Some(117.into()), true, 0xf4001f);
     config
 }
 
@@ -272,6 +274,7 @@ impl WorkerCore {
     }
 
     fn create(&mut self, now: Instant, req: CreateRequest) -> Result<SessionCreated, BackendError> {
+        tracing::debug!(room = %req.room, offer = %req.offer_sdp, "offer");
         let offer = SdpOffer::from_sdp_string(&req.offer_sdp)
             .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
         check_offer(req.kind, &req.offer_sdp).map_err(BackendError::UnusableSdp)?;
@@ -561,6 +564,11 @@ impl WorkerCore {
         data: str0m::media::MediaData,
     ) {
         let is_video = data.params.spec().codec.is_video();
+        self.ctx
+            .metrics
+            .frames_received
+            .with_label_values(&[if is_video { "video" } else { "audio" }])
+            .inc();
         if is_video {
             self.watch_frame_order(publisher, room_name, &data);
         }

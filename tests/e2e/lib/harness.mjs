@@ -1,0 +1,144 @@
+// Shared helpers of the end-to-end tests: start the real server binary,
+// launch Debian's Chromium through playwright-core, read getStats() and
+// /metrics, and wait for conditions with a bound on every loop.
+
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const artifacts = join(here, '..', 'artifacts');
+mkdirSync(artifacts, { recursive: true });
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Poll `fn` until it returns a truthy value; throw with `what` after `timeoutMs`. */
+export async function waitFor(what, fn, timeoutMs = 15000, intervalMs = 100) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last) return last;
+    await sleep(intervalMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Start the server binary; it is killed when the test ends. */
+export async function startServer(t, name, extraArgs = []) {
+  const port = await freePort();
+  const bin = process.env.SFU_BIN;
+  if (!bin) throw new Error('SFU_BIN is not set (run through tests/e2e/run.sh)');
+  const log = createWriteStream(join(artifacts, `${name}-server.log`));
+  const proc = spawn(bin, ['serve', '--http-addr', `127.0.0.1:${port}`, '--session-timeout-secs', '5', ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1', RUST_LOG_STYLE: 'never' },
+  });
+  proc.stdout.pipe(log);
+  proc.stderr.pipe(log);
+  const base = `http://127.0.0.1:${port}`;
+  t.after(() => { proc.kill('SIGKILL'); });
+  await waitFor('server /healthz', async () => {
+    try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
+  }, 15000, 100);
+  return { base, pid: proc.pid, proc };
+}
+
+/** Launch Chromium; closed when the test ends. */
+export async function launchBrowser(t) {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  t.after(() => browser.close());
+  return browser;
+}
+
+/** A page in its own context, with console errors kept for diagnosis. */
+export async function openPage(browser, url, label) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') console.log(`[${label}] console: ${m.text()}`); });
+  page.on('pageerror', (e) => console.log(`[${label}] page error: ${e.message}`));
+  await page.goto(url);
+  return page;
+}
+
+/** getStats() of the page's window.sfu.pc, reduced to what tests check. */
+export async function rtpStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.sfu && window.sfu.pc;
+    if (!pc) return null;
+    const out = { state: pc.connectionState, inbound: {}, outbound: {} };
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp') {
+        out.inbound[r.kind] = {
+          framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0,
+          packetsReceived: r.packetsReceived || 0, packetsLost: r.packetsLost || 0,
+          totalSamplesReceived: r.totalSamplesReceived || 0, freezeCount: r.freezeCount || 0,
+          nackCount: r.nackCount || 0, pliCount: r.pliCount || 0,
+        };
+      } else if (r.type === 'outbound-rtp') {
+        const prev = out.outbound[r.kind];
+        if (!prev || (r.frameWidth || 0) >= (prev.frameWidth || 0)) {
+          out.outbound[r.kind] = { frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0, packetsSent: r.packetsSent || 0 };
+        }
+      }
+    });
+    return out;
+  });
+}
+
+/** /metrics as { name: sum over labels }. */
+export async function metrics(base) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const out = {};
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const name = line.split(/[{ ]/)[0];
+    const value = Number(line.slice(line.lastIndexOf(' ') + 1));
+    out[name] = (out[name] || 0) + value;
+  }
+  return out;
+}
+
+/** Gauges that must all be zero once every session has ended. */
+export const LEAK_GAUGES = ['sfu_rooms', 'sfu_participants', 'sfu_rtc_instances', 'sfu_registry_entries', 'sfu_tracks'];
+
+export async function waitForNoSessions(base, timeoutMs = 15000) {
+  return waitFor('all sessions, rooms and registry entries gone', async () => {
+    const m = await metrics(base);
+    return LEAK_GAUGES.every((g) => m[g] === 0) ? m : false;
+  }, timeoutMs, 250);
+}
+
+export async function mintToken(base, room, identity, { publish = false, subscribe = false } = {}) {
+  const q = new URLSearchParams({ room, identity, publish: publish ? '1' : '0', subscribe: subscribe ? '1' : '0' });
+  const resp = await fetch(`${base}/dev/token?${q}`);
+  if (!resp.ok) throw new Error(`dev token: ${resp.status}`);
+  return (await resp.json()).token;
+}
+
+/** Report a measured figure (collected by the closing note). */
+export function reportMetric(name, value, unit) {
+  console.log(`METRIC ${name}=${value}${unit ? ' ' + unit : ''}`);
+}
