@@ -19,6 +19,16 @@ export function parseIceServers(linkHeader) {
   return servers;
 }
 
+/** The WHEP server-sent-events URL announced in a Link header, if any. */
+export function parseEventsLink(linkHeader, base) {
+  if (!linkHeader) return null;
+  for (const part of linkHeader.split(/,(?=\s*<)/)) {
+    const m = part.match(/<([^>]+)>/);
+    if (m && /server-sent-events/.test(part)) return new URL(m[1], base).toString();
+  }
+  return null;
+}
+
 /** Get a token: ?token=..., else the server's /dev/token (development mode only). */
 export async function obtainToken({ room, identity, publish, subscribe }) {
   const fromUrl = new URLSearchParams(location.search).get('token');
@@ -51,6 +61,7 @@ export class Session {
     this.onState = opts.onState || (() => {});
     this.pc = null;
     this.resource = null;
+    this.eventsUrl = null;
   }
 
   /** Publish `stream` (WHIP) or start receiving (WHEP). Resolves once the answer is applied. */
@@ -81,6 +92,7 @@ export class Session {
       throw new Error(`${resp.status}: ${body.trim() || resp.statusText}`);
     }
     this.resource = new URL(resp.headers.get('location'), url).toString();
+    this.eventsUrl = parseEventsLink(resp.headers.get('link'), url);
     const servers = parseIceServers(resp.headers.get('link'));
     if (servers.length) pc.setConfiguration({ iceServers: servers, bundlePolicy: 'max-bundle' });
     await pc.setRemoteDescription({ type: 'answer', sdp: body });

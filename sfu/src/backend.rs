@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use signaling::backend::{BackendError, CreateSession, PatchOutcome, SessionCreated};
+use signaling::backend::{
+    BackendError, CreateSession, PatchOutcome, SessionCreated, SessionEvents,
+};
 use signaling::sdpfrag::SdpFrag;
 use signaling::{MediaBackend, SessionKind};
 use tokio::sync::oneshot;
@@ -155,6 +157,21 @@ impl MediaBackend for SfuBackend {
         let worker = self.resource_worker(kind, room, id)?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Delete {
+            resource_id: id.to_string(),
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    async fn session_events(
+        &self,
+        kind: SessionKind,
+        room: &str,
+        id: &str,
+    ) -> Result<SessionEvents, BackendError> {
+        let worker = self.resource_worker(kind, room, id)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Events {
             resource_id: id.to_string(),
             reply,
         };

@@ -194,3 +194,87 @@ async fn h264_with_bframes_is_flagged_and_publisher_change_keeps_viewer() -> Tes
     assert!(stats.video_frames >= 100, "{stats:?}");
     Ok(())
 }
+
+/// Read server-sent events until `name` arrives (bounded).
+async fn next_event(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    name: &str,
+) -> Result<(), String> {
+    let needle = format!("event: {name}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(i) = buf.find(&needle) {
+            buf.drain(..i + needle.len());
+            return Ok(());
+        }
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .map_err(|_| format!("no '{name}' event within 10 s (got {buf:?})"))?
+            .map_err(|e| e.to_string())?
+            .ok_or(format!("event stream ended before '{name}'"))?;
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_viewer_learns_when_tracks_start_and_end() -> TestResult {
+    let server = TestServer::start(2);
+    let room = "events";
+    let (mut viewer, offer) = TestPeer::viewer(RtcConfig::new());
+    let token = server.token(room, "viewer", false, true);
+    let posted = post_sdp(&format!("{}/whep/{room}", server.base), &token, &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    let location = posted.location.clone().ok_or("no Location")?;
+    let links: Vec<&str> = posted
+        .headers
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        links.iter().any(
+            |l| l.contains(&format!("<{location}/events>")) && l.contains("server-sent-events")
+        ),
+        "WHEP 201 announces the event stream: {links:?}"
+    );
+    viewer.accept_answer(&posted.body)?;
+    let viewer = viewer.spawn_for(Duration::from_secs(6));
+
+    let mut events = reqwest::get(format!("{}{location}/events", server.base)).await?;
+    assert_eq!(events.status().as_u16(), 200);
+    let mut buf = String::new();
+    next_event(&mut events, &mut buf, "inactive").await?;
+
+    let (mut publisher, offer) = TestPeer::publisher();
+    let ptoken = server.token(room, "publisher", true, false);
+    let posted = post_sdp(&format!("{}/whip/{room}", server.base), &ptoken, &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    publisher.accept_answer(&posted.body)?;
+    let publisher = publisher.spawn_for(Duration::from_secs(2));
+    next_event(&mut events, &mut buf, "active").await?;
+    publisher.join().map_err(|_| "publisher thread panicked")?;
+
+    // The publisher ends (DELETE): the viewer is told its tracks ended.
+    let del = reqwest::Client::new()
+        .delete(format!(
+            "{}{}",
+            server.base,
+            posted.location.ok_or("no Location")?
+        ))
+        .bearer_auth(&ptoken)
+        .send()
+        .await?;
+    assert_eq!(del.status().as_u16(), 200);
+    next_event(&mut events, &mut buf, "inactive").await?;
+
+    // Unknown session: 404.
+    let missing = reqwest::get(format!(
+        "{}/whep/{room}/ffffffffffffffff/events",
+        server.base
+    ))
+    .await?;
+    assert_eq!(missing.status().as_u16(), 404);
+    viewer.join().map_err(|_| "viewer thread panicked")?;
+    Ok(())
+}

@@ -56,6 +56,27 @@ pub enum PatchOutcome {
     Restarted { answer_frag: String, etag: String },
 }
 
+/// What a WHEP viewer is told about its session (server-sent events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A publisher's media flows to this viewer.
+    Active,
+    /// The publisher's tracks ended; the viewer waits for the next publisher.
+    Inactive,
+}
+
+impl SessionEvent {
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionEvent::Active => "active",
+            SessionEvent::Inactive => "inactive",
+        }
+    }
+}
+
+/// Events of one session; the stream ends when the session ends.
+pub type SessionEvents = tokio::sync::mpsc::Receiver<SessionEvent>;
+
 /// Errors a backend reports; [`crate::errors`] maps them to HTTP statuses.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BackendError {
@@ -101,6 +122,14 @@ pub trait MediaBackend: Clone + Send + Sync + 'static {
         room: &str,
         id: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Subscribe to a session's events (current state first).
+    fn session_events(
+        &self,
+        kind: SessionKind,
+        room: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<SessionEvents, BackendError>> + Send;
 
     /// Prometheus text exposition of the server's metrics.
     fn render_metrics(&self) -> String;

@@ -137,6 +137,7 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
                 .delete(move |s, path, h| sessions::delete::<B>(kind, s, path, h)),
             );
     }
+    app = app.route("/whep/{room}/{id}/events", get(sessions::events::<B>));
     for asset in web::ASSETS {
         app = app.route(
             asset.path,

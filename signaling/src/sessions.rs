@@ -129,6 +129,14 @@ pub async fn create<B: MediaBackend>(
     for link in state.ice_server_links.iter() {
         h.append(header::LINK, link.clone());
     }
+    if kind == SessionKind::Whep {
+        let events = format!(
+            "<{location}/events>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; events=\"active,inactive\""
+        );
+        if let Ok(v) = HeaderValue::from_str(&events) {
+            h.append(header::LINK, v);
+        }
+    }
     Ok(resp)
 }
 
@@ -178,4 +186,27 @@ pub async fn delete<B: MediaBackend>(
     state.backend.delete_session(kind, &room, &id).await?;
     tracing::info!(%room, %id, ?kind, "session deleted");
     Ok(StatusCode::OK.into_response())
+}
+
+/// `GET /whep/{room}/{id}/events`: the session's events as `text/event-stream`
+/// (`active` when a publisher's media flows, `inactive` when its tracks end).
+/// The unguessable resource URL is the capability, so browsers' `EventSource`
+/// (which cannot send an Authorization header) can use it.
+pub async fn events<B: MediaBackend>(
+    State(state): State<AppState<B>>,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio_stream::StreamExt;
+
+    validate_room(&room)?;
+    let rx = state
+        .backend
+        .session_events(SessionKind::Whep, &room, &id)
+        .await?;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|e| Ok::<_, std::convert::Infallible>(Event::default().event(e.name()).data("{}")));
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

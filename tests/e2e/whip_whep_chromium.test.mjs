@@ -80,11 +80,16 @@ test('a player waiting before the publisher starts plays without reloading', asy
   const before = await rtpStats(player);
   assert.equal(before.inbound.video?.framesDecoded ?? 0, 0, 'nothing to decode before the publisher');
   assert.match(await player.textContent('#waiting'), /waiting for publisher/);
+  assert.equal(await player.evaluate(() => window.sfu.publisher), 'offline', 'the server said: no publisher');
   const publisher = await openPage(browser, `${server.base}/?room=${room}&autostart=1&resolution=640x360`, 'publisher');
   await assertPlaying(player, 'player', publisher);
-  // The publisher leaves and a new one takes over: the same player keeps playing.
+  assert.equal(await player.evaluate(() => window.sfu.publisher), 'live');
+  // The publisher leaves: the player is told; a new one takes over and the
+  // same player keeps playing without a new offer.
   await publisher.context().close();
-  await sleep(1000);
+  await waitFor('player told the publisher left', async () =>
+    (await player.evaluate(() => window.sfu.publisher)) === 'offline', 10000, 100);
+  assert.match(await player.textContent('#publisher'), /no publisher/);
   const next = await openPage(browser, `${server.base}/?room=${room}&autostart=1&resolution=640x360`, 'publisher-2');
   const afterSwitch = (await rtpStats(player)).inbound.video.framesDecoded;
   await waitFor('player decodes the second publisher', async () =>

@@ -114,6 +114,13 @@ impl Router {
             .collect()
     }
 
+    /// Whether any down-track of `subscriber` has a source.
+    pub fn is_receiving(&self, subscriber: ParticipantId) -> bool {
+        self.down_tracks
+            .iter()
+            .any(|(d, dt)| d.subscriber == subscriber && dt.source.is_some())
+    }
+
     pub fn source_of(&self, down: DownTrackKey) -> Option<TrackKey> {
         self.down_tracks.get(&down).and_then(|d| d.source)
     }

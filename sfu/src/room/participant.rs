@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use signaling::backend::SessionEvent;
 use signaling::SessionKind;
 use str0m::format::PayloadParams;
 use str0m::media::{
@@ -16,6 +17,7 @@ use str0m::media::{
 };
 use str0m::net::Transmit;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use tokio::sync::mpsc;
 
 use crate::forward::payload_map;
 use crate::forward::reorder::FrameOrderMonitor;
@@ -73,7 +75,13 @@ pub struct Participant {
     timelines: HashMap<Mid, Timeline>,
     pub frame_order: HashMap<(Mid, Option<Rid>), FrameOrderMonitor>,
     egress_totals: HashMap<(Mid, Option<Rid>), (u64, u64, u64)>,
+    /// Subscribers of this session's events (WHEP server-sent events).
+    event_senders: Vec<mpsc::Sender<SessionEvent>>,
+    last_event: Option<SessionEvent>,
 }
+
+/// Most concurrent event streams per session.
+pub const MAX_EVENT_STREAMS: usize = 4;
 
 /// Constructor arguments (kept together to stay readable).
 pub struct NewParticipant {
@@ -112,6 +120,8 @@ impl Participant {
             timelines: HashMap::new(),
             frame_order: HashMap::new(),
             egress_totals: HashMap::new(),
+            event_senders: Vec::new(),
+            last_event: None,
         }
     }
 
@@ -277,6 +287,35 @@ impl Participant {
             .writer(mid)
             .map(|w| w.payload_params().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Add an event stream; it first receives the current state.
+    pub fn subscribe_events(
+        &mut self,
+        current: SessionEvent,
+    ) -> Option<mpsc::Receiver<SessionEvent>> {
+        self.event_senders.retain(|tx| !tx.is_closed());
+        if self.event_senders.len() >= MAX_EVENT_STREAMS {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let _ = tx.try_send(current);
+        self.last_event = Some(current);
+        self.event_senders.push(tx);
+        Some(rx)
+    }
+
+    /// Tell event subscribers about a state change (deduplicated; a slow
+    /// reader misses intermediate states rather than blocking the worker).
+    pub fn notify(&mut self, event: SessionEvent) {
+        if self.last_event == Some(event) {
+            return;
+        }
+        self.last_event = Some(event);
+        self.event_senders.retain(|tx| !tx.is_closed());
+        for tx in &self.event_senders {
+            let _ = tx.try_send(event);
+        }
     }
 
     /// Close the session: str0m sends DTLS close_notify and RTCP BYE.

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use signaling::backend::{BackendError, PatchOutcome, SessionCreated};
+use signaling::backend::{BackendError, PatchOutcome, SessionCreated, SessionEvent};
 use signaling::sdpfrag::SdpFrag;
 use signaling::SessionKind;
 use str0m::change::SdpOffer;
@@ -250,6 +250,10 @@ impl WorkerCore {
                 let result = self.patch(&resource_id, if_match, frag);
                 let _ = reply.send(result);
             }
+            Command::Events { resource_id, reply } => {
+                let result = self.subscribe_events(&resource_id);
+                let _ = reply.send(result);
+            }
             Command::Delete { resource_id, reply } => {
                 let result = match self.by_resource.get(&resource_id).copied() {
                     Some(id) => {
@@ -363,6 +367,50 @@ impl WorkerCore {
             answer_sdp,
             etag,
         })
+    }
+
+    fn activity(&self, id: ParticipantId) -> SessionEvent {
+        let receiving = self
+            .participants
+            .get(&id)
+            .and_then(|p| self.rooms.get(&p.room))
+            .is_some_and(|room| room.router.is_receiving(id));
+        if receiving {
+            SessionEvent::Active
+        } else {
+            SessionEvent::Inactive
+        }
+    }
+
+    fn subscribe_events(
+        &mut self,
+        resource_id: &str,
+    ) -> Result<signaling::backend::SessionEvents, BackendError> {
+        let id = *self
+            .by_resource
+            .get(resource_id)
+            .ok_or(BackendError::NotFound)?;
+        let current = self.activity(id);
+        let p = self
+            .participants
+            .get_mut(&id)
+            .ok_or(BackendError::NotFound)?;
+        p.subscribe_events(current)
+            .ok_or_else(|| BackendError::OverCapacity {
+                what: format!(
+                    "event streams per session ({})",
+                    crate::room::participant::MAX_EVENT_STREAMS
+                ),
+                retry_after: Duration::from_secs(5),
+            })
+    }
+
+    /// A down-track of `subscriber` gained or lost its source.
+    fn notify_activity(&mut self, subscriber: ParticipantId) {
+        let event = self.activity(subscriber);
+        if let Some(p) = self.participants.get_mut(&subscriber) {
+            p.notify(event);
+        }
     }
 
     fn patch(
@@ -664,10 +712,12 @@ impl WorkerCore {
             }
             RouterAction::Bound { down, track } => {
                 tracing::debug!(?down, ?track, "down-track bound");
+                self.notify_activity(down.subscriber);
             }
             RouterAction::Unbound { down, track } => {
                 tracing::info!(subscriber = down.subscriber, mid = %down.mid, publisher = track.publisher,
                     "track ended; down-track has no source");
+                self.notify_activity(down.subscriber);
             }
         }
     }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use signaling::backend::{BackendError, PatchOutcome, SessionCreated};
+use signaling::backend::{BackendError, PatchOutcome, SessionCreated, SessionEvents};
 use signaling::sdpfrag::SdpFrag;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +37,10 @@ pub enum Command {
     Delete {
         resource_id: String,
         reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+    Events {
+        resource_id: String,
+        reply: oneshot::Sender<Result<SessionEvents, BackendError>>,
     },
 }
 
