@@ -278,3 +278,54 @@ async fn whep_viewer_learns_when_tracks_start_and_end() -> TestResult {
     viewer.join().map_err(|_| "viewer thread panicked")?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtls_close_removes_the_session_at_once() -> TestResult {
+    // A long inactivity timeout, so only the close can explain the removal.
+    let server = TestServer::start(60);
+    let tasks_at_start = server.metric("sfu_tokio_alive_tasks").await;
+    let (mut publisher, offer) = TestPeer::publisher();
+    let token = server.token("close", "p", true, false);
+    let posted = post_sdp(&format!("{}/whip/close", server.base), &token, &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    publisher.accept_answer(&posted.body)?;
+    let mut publisher = tokio::task::spawn_blocking(move || {
+        publisher.run_for(Duration::from_secs(1));
+        publisher
+    })
+    .await?;
+    assert!(publisher.stats.connected_after.is_some());
+    assert_eq!(server.metric("sfu_rtc_instances").await, 1.0);
+    tokio::task::spawn_blocking(move || publisher.close()).await?;
+    for name in ["sfu_rtc_instances", "sfu_rooms", "sfu_registry_entries"] {
+        assert!(
+            server.wait_metric(name, 0.0, Duration::from_secs(3)).await,
+            "{name} after close"
+        );
+    }
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        text.contains("sfu_sessions_ended_total{reason=\"closed\"} 1"),
+        "ended by DTLS close: {}",
+        text.lines()
+            .filter(|l| l.contains("ended"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // No task outlives the session (HTTP connections of this test included).
+    assert!(
+        server
+            .wait_metric(
+                "sfu_tokio_alive_tasks",
+                tasks_at_start,
+                Duration::from_secs(10)
+            )
+            .await,
+        "alive tasks {} (at start {tasks_at_start})",
+        server.metric("sfu_tokio_alive_tasks").await
+    );
+    Ok(())
+}

@@ -75,6 +75,8 @@ pub struct Participant {
     timelines: HashMap<Mid, Timeline>,
     pub frame_order: HashMap<(Mid, Option<Rid>), FrameOrderMonitor>,
     egress_totals: HashMap<(Mid, Option<Rid>), (u64, u64, u64)>,
+    /// Log span of this session (room, identity, resource, kind).
+    pub span: tracing::Span,
     /// Subscribers of this session's events (WHEP server-sent events).
     event_senders: Vec<mpsc::Sender<SessionEvent>>,
     last_event: Option<SessionEvent>,
@@ -100,7 +102,10 @@ pub struct NewParticipant {
 
 impl Participant {
     pub fn new(p: NewParticipant) -> Participant {
+        let span = tracing::info_span!("session", room = %p.room, identity = %p.identity,
+            resource = %p.resource_id, kind = ?p.kind, participant = p.id);
         Participant {
+            span,
             id: p.id,
             room: p.room,
             identity: p.identity,
@@ -151,7 +156,8 @@ impl Participant {
             self.last_receive = *t;
         }
         if let Err(e) = self.rtc.handle_input(input) {
-            tracing::info!(participant = self.id, error = %e, "rtc input failed; closing session");
+            let _span = self.span.clone().entered();
+            tracing::info!(error = %e, "rtc input failed; closing session");
             self.close();
         }
     }
@@ -179,7 +185,8 @@ impl Participant {
                 Ok(Output::Transmit(t)) => transmit(t),
                 Ok(Output::Event(e)) => self.on_event(e, events),
                 Err(e) => {
-                    tracing::info!(participant = self.id, error = %e, "rtc failed; closing session");
+                    let _span = self.span.clone().entered();
+                    tracing::info!(error = %e, "rtc failed; closing session");
                     self.close();
                 }
             }

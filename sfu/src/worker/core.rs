@@ -360,8 +360,9 @@ impl WorkerCore {
             .with_label_values(&[kind_label(req.kind)])
             .inc();
         self.dirty.push(id);
-        tracing::info!(room = %room_name, identity = %req.identity, participant = id,
-            resource = %req.resource_id, kind = ?req.kind, "participant joined");
+        if let Some(p) = self.participants.get(&id) {
+            p.span.in_scope(|| tracing::info!("participant joined"));
+        }
         Ok(SessionCreated {
             id: req.resource_id,
             answer_sdp,
@@ -532,14 +533,18 @@ impl WorkerCore {
         };
         let room_name = p.room.clone();
         let kind = p.kind;
+        // Media frames are the packet path: no span work for them.
+        let _span =
+            (!matches!(event, ParticipantEvent::Media(_))).then(|| p.span.clone().entered());
         match event {
             ParticipantEvent::Connected => {
                 let m = &self.ctx.metrics;
                 m.sessions.with_label_values(&["connecting"]).dec();
                 m.sessions.with_label_values(&["connected"]).inc();
-                tracing::info!(participant = id, room = %room_name,
+                tracing::info!(
                     after_ms = now.saturating_duration_since(p.created_at).as_millis() as u64,
-                    "connected");
+                    "connected"
+                );
             }
             ParticipantEvent::MediaAdded(added) => {
                 let Some(room) = self.rooms.get_mut(&room_name) else {
@@ -554,7 +559,7 @@ impl WorkerCore {
                             .tracks
                             .with_label_values(&[media_label(added.kind)])
                             .inc();
-                        tracing::info!(participant = id, mid = %added.mid, kind = ?added.kind, "track published");
+                        tracing::info!(mid = %added.mid, media = ?added.kind, "track published");
                         room.router.add_track(
                             TrackKey {
                                 publisher: id,
@@ -760,6 +765,7 @@ impl WorkerCore {
         let Some(mut p) = self.participants.remove(&id) else {
             return;
         };
+        let _span = p.span.clone().entered();
         p.close();
         let mut ignored = vec![];
         p.poll(transmit, &mut ignored); // flush DTLS close_notify / RTCP BYE
@@ -785,8 +791,7 @@ impl WorkerCore {
                 .publishers_with_bframes
                 .remove_label_values(&[&*p.room, p.identity.as_str()]);
         }
-        tracing::info!(participant = id, room = %p.room, identity = %p.identity,
-            reason = reason.as_str(), "participant left");
+        tracing::info!(reason = reason.as_str(), "participant left");
 
         let mut actions = vec![];
         let mut room_empty = false;

@@ -432,6 +432,12 @@ impl TestPeer {
         }
     }
 
+    /// Close the peer connection (DTLS close_notify, RTCP BYE) and flush it.
+    pub fn close(&mut self) {
+        let _ = self.rtc.close();
+        self.run_for(Duration::from_millis(300));
+    }
+
     /// Run on a thread; returns the peer when done.
     pub fn spawn_for(mut self, duration: Duration) -> std::thread::JoinHandle<TestPeer> {
         std::thread::spawn(move || {
