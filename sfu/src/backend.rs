@@ -74,15 +74,20 @@ impl SfuBackend {
         }
     }
 
-    /// The resource `id` of `kind` in `room`, or 404.
+    /// The worker of resource `id` of `kind` in `room` (404), checking that
+    /// `identity`, when given, owns it (403).
     fn resource_worker(
         &self,
         kind: SessionKind,
         room: &str,
         id: &str,
+        identity: Option<&str>,
     ) -> Result<usize, BackendError> {
         match self.registry.resource(id) {
-            Some(e) if e.kind == kind && e.room == room => Ok(e.worker),
+            Some(e) if e.kind == kind && e.room == room => match identity {
+                Some(who) if who != e.identity => Err(BackendError::NotOwner),
+                _ => Ok(e.worker),
+            },
             _ => Err(BackendError::NotFound),
         }
     }
@@ -134,10 +139,11 @@ impl MediaBackend for SfuBackend {
         kind: SessionKind,
         room: &str,
         id: &str,
+        identity: &str,
         if_match: Option<String>,
         frag: SdpFrag,
     ) -> Result<PatchOutcome, BackendError> {
-        let worker = self.resource_worker(kind, room, id)?;
+        let worker = self.resource_worker(kind, room, id, Some(identity))?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Patch {
             resource_id: id.to_string(),
@@ -153,8 +159,9 @@ impl MediaBackend for SfuBackend {
         kind: SessionKind,
         room: &str,
         id: &str,
+        identity: &str,
     ) -> Result<(), BackendError> {
-        let worker = self.resource_worker(kind, room, id)?;
+        let worker = self.resource_worker(kind, room, id, Some(identity))?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Delete {
             resource_id: id.to_string(),
@@ -169,7 +176,8 @@ impl MediaBackend for SfuBackend {
         room: &str,
         id: &str,
     ) -> Result<SessionEvents, BackendError> {
-        let worker = self.resource_worker(kind, room, id)?;
+        // The unguessable resource URL is the capability for its event stream.
+        let worker = self.resource_worker(kind, room, id, None)?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Events {
             resource_id: id.to_string(),

@@ -15,6 +15,8 @@ pub struct ResourceEntry {
     pub worker: usize,
     pub kind: SessionKind,
     pub room: String,
+    /// The identity whose token created the session.
+    pub identity: String,
 }
 
 #[derive(Debug, Default)]

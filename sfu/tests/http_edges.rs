@@ -260,9 +260,22 @@ async fn resource_patch_delete_and_cors() -> TestResult {
     let sub = server.token("res", "v", false, true);
     let (s, _, _) = send(Method::DELETE, &as_whep, Some(&sub), None, "", &[]).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    // DELETE needs the token too.
+    // DELETE needs the token too, and the token of the session's own identity.
     let (s, _, _) = send(Method::DELETE, &resource, None, None, "", &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let intruder = server.token("res", "someone-else", true, false);
+    let (s, _, body) = send(Method::DELETE, &resource, Some(&intruder), None, "", &[]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, _, _) = send(
+        Method::PATCH,
+        &resource,
+        Some(&intruder),
+        frag_ct,
+        trickle,
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
 
     // CORS preflight and headers for a page on another origin.
     let pre = client()
@@ -333,5 +346,46 @@ async fn limits_answer_503_with_retry_after() -> TestResult {
     assert_eq!(other.status, 503, "{}", other.body);
     assert!(other.body.contains("rooms"), "{}", other.body);
     assert!(other.headers.get("retry-after").is_some());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_ice_servers_are_announced_in_link_headers() -> TestResult {
+    let server = TestServer::start_with(ConfigArgs {
+        ice_servers: vec![
+            signaling::IceServer {
+                urls: vec!["stun:stun.example.net:3478".into()],
+                username: None,
+                credential: None,
+            },
+            signaling::IceServer {
+                urls: vec!["turn:turn.example.net:3478?transport=udp".into()],
+                username: Some("user".into()),
+                credential: Some("pass".into()),
+            },
+        ],
+        ..Default::default()
+    });
+    let (_p, offer) = TestPeer::publisher();
+    let token = server.token("links", "p", true, false);
+    let created = post_sdp(&format!("{}/whip/links", server.base), &token, &offer).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let links: Vec<&str> = created
+        .headers
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        links.contains(&"<stun:stun.example.net:3478>; rel=\"ice-server\""),
+        "{links:?}"
+    );
+    assert!(
+        links.iter().any(|l| l
+            .starts_with("<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"")
+            && l.contains("username=\"user\"")
+            && l.contains("credential=\"pass\"")),
+        "{links:?}"
+    );
     Ok(())
 }

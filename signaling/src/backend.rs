@@ -89,6 +89,9 @@ pub enum BackendError {
     /// No such session (404).
     #[error("no such session")]
     NotFound,
+    /// The session belongs to another identity (403).
+    #[error("this session belongs to another identity")]
+    NotOwner,
     /// `If-Match` did not match the current entity tag (412).
     #[error("entity tag does not match the session's current ICE session")]
     PreconditionFailed,
@@ -112,15 +115,18 @@ pub trait MediaBackend: Clone + Send + Sync + 'static {
         kind: SessionKind,
         room: &str,
         id: &str,
+        identity: &str,
         if_match: Option<String>,
         frag: SdpFrag,
     ) -> impl Future<Output = Result<PatchOutcome, BackendError>> + Send;
 
+    /// End a session; only its own identity may (`NotOwner` otherwise).
     fn delete_session(
         &self,
         kind: SessionKind,
         room: &str,
         id: &str,
+        identity: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Subscribe to a session's events (current state first).

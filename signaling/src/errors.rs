@@ -36,6 +36,7 @@ impl ApiError {
                 BackendError::MalformedSdp(_) => StatusCode::BAD_REQUEST,
                 BackendError::UnusableSdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 BackendError::NotFound => StatusCode::NOT_FOUND,
+                BackendError::NotOwner => StatusCode::FORBIDDEN,
                 BackendError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
                 BackendError::OverCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 BackendError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

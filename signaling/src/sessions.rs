@@ -149,7 +149,7 @@ pub async fn patch<B: MediaBackend>(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     validate_room(&room)?;
-    authorize(&state, &headers, &room, kind)?;
+    let grant = authorize(&state, &headers, &room, kind)?;
     require_content_type(&headers, SDPFRAG)?;
     let frag = SdpFrag::parse(utf8(&body)?)?;
     let if_match = headers
@@ -158,7 +158,7 @@ pub async fn patch<B: MediaBackend>(
         .map(|v| v.trim().trim_matches('"').to_string());
     match state
         .backend
-        .patch_session(kind, &room, &id, if_match, frag)
+        .patch_session(kind, &room, &id, &grant.identity, if_match, frag)
         .await?
     {
         PatchOutcome::Trickled => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -182,8 +182,11 @@ pub async fn delete<B: MediaBackend>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     validate_room(&room)?;
-    authorize(&state, &headers, &room, kind)?;
-    state.backend.delete_session(kind, &room, &id).await?;
+    let grant = authorize(&state, &headers, &room, kind)?;
+    state
+        .backend
+        .delete_session(kind, &room, &id, &grant.identity)
+        .await?;
     tracing::info!(%room, %id, ?kind, "session deleted");
     Ok(StatusCode::OK.into_response())
 }

@@ -54,17 +54,24 @@ pub enum WriteOutcome {
     NotWritable,
 }
 
+/// The negotiated state a PATCH (trickle, ICE restart) works on.
+#[derive(Debug, Clone)]
+pub struct Negotiation {
+    /// Entity tag of the current ICE session.
+    pub etag: String,
+    pub local_ufrag: String,
+    pub remote_ufrag: Option<String>,
+    /// The last remote offer (an ICE restart re-applies it with new credentials).
+    pub remote_offer: String,
+}
+
 pub struct Participant {
     pub id: ParticipantId,
     pub room: Arc<str>,
     pub identity: String,
     pub kind: SessionKind,
     pub resource_id: String,
-    pub etag: String,
-    pub local_ufrag: String,
-    /// The last remote offer (used to apply an ICE restart from a PATCH).
-    pub remote_offer: String,
-    pub remote_ufrag: Option<String>,
+    pub negotiation: Negotiation,
     rtc: Rtc,
     pub created_at: Instant,
     pub last_receive: Instant,
@@ -92,10 +99,7 @@ pub struct NewParticipant {
     pub identity: String,
     pub kind: SessionKind,
     pub resource_id: String,
-    pub etag: String,
-    pub local_ufrag: String,
-    pub remote_offer: String,
-    pub remote_ufrag: Option<String>,
+    pub negotiation: Negotiation,
     pub rtc: Rtc,
     pub now: Instant,
 }
@@ -111,10 +115,7 @@ impl Participant {
             identity: p.identity,
             kind: p.kind,
             resource_id: p.resource_id,
-            etag: p.etag,
-            local_ufrag: p.local_ufrag,
-            remote_offer: p.remote_offer,
-            remote_ufrag: p.remote_ufrag,
+            negotiation: p.negotiation,
             rtc: p.rtc,
             created_at: p.now,
             last_receive: p.now,

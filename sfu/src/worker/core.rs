@@ -26,7 +26,9 @@ use crate::forward::ParticipantId;
 use crate::metrics::{Metrics, PacketCounts};
 use crate::registry::{Registry, ResourceEntry};
 use crate::room::offer::{check_answer, check_offer};
-use crate::room::participant::{NewParticipant, Participant, ParticipantEvent, WriteOutcome};
+use crate::room::participant::{
+    Negotiation, NewParticipant, Participant, ParticipantEvent, WriteOutcome,
+};
 use crate::room::Room;
 
 /// How often liveness is checked and counters are flushed.
@@ -329,10 +331,12 @@ impl WorkerCore {
             identity: req.identity.clone(),
             kind: req.kind,
             resource_id: req.resource_id.clone(),
-            etag: etag.clone(),
-            local_ufrag: local_ufrag.clone(),
-            remote_ufrag: sdp_attr(&req.offer_sdp, "ice-ufrag:").map(str::to_string),
-            remote_offer: req.offer_sdp,
+            negotiation: Negotiation {
+                etag: etag.clone(),
+                local_ufrag: local_ufrag.clone(),
+                remote_ufrag: sdp_attr(&req.offer_sdp, "ice-ufrag:").map(str::to_string),
+                remote_offer: req.offer_sdp,
+            },
             rtc,
             now,
         });
@@ -348,6 +352,7 @@ impl WorkerCore {
                 worker: self.ctx.index,
                 kind: req.kind,
                 room: req.room.clone(),
+                identity: req.identity.clone(),
             },
         );
         let m = &self.ctx.metrics;
@@ -429,11 +434,11 @@ impl WorkerCore {
             .get_mut(&id)
             .ok_or(BackendError::NotFound)?;
         if let Some(tag) = &if_match {
-            if tag != "*" && *tag != p.etag {
+            if tag != "*" && *tag != p.negotiation.etag {
                 return Err(BackendError::PreconditionFailed);
             }
         }
-        let restart = match (&frag.ice_ufrag, &p.remote_ufrag) {
+        let restart = match (&frag.ice_ufrag, &p.negotiation.remote_ufrag) {
             (Some(new), Some(old)) => new != old,
             (Some(_), None) => true,
             (None, _) => false,
@@ -459,7 +464,7 @@ impl WorkerCore {
                 "ICE restart without credentials".into(),
             ));
         };
-        let offer_text = restart_offer(&p.remote_offer, ufrag, pwd, &frag.candidates);
+        let offer_text = restart_offer(&p.negotiation.remote_offer, ufrag, pwd, &frag.candidates);
         let offer = SdpOffer::from_sdp_string(&offer_text)
             .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
         let answer = p
@@ -482,11 +487,12 @@ impl WorkerCore {
             fragment.push_str("\r\n");
         }
         fragment.push_str("a=end-of-candidates\r\n");
-        let old_ufrag = std::mem::replace(&mut p.local_ufrag, new_ufrag.to_string());
-        p.remote_ufrag = Some(ufrag.clone());
-        p.remote_offer = offer_text;
-        p.etag = random_token();
-        let etag = p.etag.clone();
+        let n = &mut p.negotiation;
+        let old_ufrag = std::mem::replace(&mut n.local_ufrag, new_ufrag.to_string());
+        n.remote_ufrag = Some(ufrag.clone());
+        n.remote_offer = offer_text;
+        n.etag = random_token();
+        let etag = n.etag.clone();
         self.demux.remove_ufrag(&old_ufrag);
         self.demux.insert_ufrag(new_ufrag, id);
         self.dirty.push(id);
