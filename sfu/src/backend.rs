@@ -121,6 +121,7 @@ impl MediaBackend for SfuBackend {
                     identity: req.identity.clone(),
                     resource_id: new_resource_id(),
                     offer_sdp: req.offer_sdp.clone(),
+                    max_width: req.max_width,
                 },
                 reply,
             };

@@ -6,7 +6,8 @@
 //! flushed periodically, so the packet path touches no shared cache line.
 
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the server exports.
@@ -33,6 +34,10 @@ pub struct Metrics {
     pub reordered_frames: IntCounterVec,
     pub publishers_with_bframes: IntGaugeVec,
     pub alive_tasks: IntGauge,
+    pub subscriber_estimate: Histogram,
+    pub layer_switches: IntCounterVec,
+    pub video_down_tracks: IntGaugeVec,
+    pub paused_seconds: IntCounter,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
@@ -137,6 +142,36 @@ impl Metrics {
                 "sfu_tokio_alive_tasks",
                 "Tasks alive on the HTTP runtime",
             )?,
+            subscriber_estimate: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sfu_subscriber_bandwidth_estimate_bps",
+                        "Viewers' downlink estimates (TWCC), sampled at each update",
+                    )
+                    .buckets(vec![
+                        100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6,
+                    ]),
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
+            layer_switches: counter_vec(
+                &r,
+                "sfu_layer_switches_total",
+                "Simulcast layer target changes, by direction",
+                &["direction"],
+            )?,
+            video_down_tracks: gauge_vec(
+                &r,
+                "sfu_video_down_tracks",
+                "Viewers' video by the layer they receive (low/mid/high, single, paused, waiting), per worker",
+                &["worker", "layer"],
+            )?,
+            paused_seconds: counter(
+                &r,
+                "sfu_video_paused_seconds_total",
+                "Viewer-seconds of video paused because not even the lowest layer fit",
+            )?,
             registry: r,
         }
         .init_series())
@@ -152,6 +187,11 @@ impl Metrics {
             self.tracks.with_label_values(&[kind]).set(0);
             self.frames_forwarded.with_label_values(&[kind]).inc_by(0);
             self.frames_received.with_label_values(&[kind]).inc_by(0);
+        }
+        for direction in ["up", "down"] {
+            self.layer_switches
+                .with_label_values(&[direction])
+                .inc_by(0);
         }
         for state in ["connecting", "connected"] {
             self.sessions.with_label_values(&[state]).set(0);

@@ -35,6 +35,8 @@ pub struct CreateSession {
     pub room: String,
     pub identity: String,
     pub offer_sdp: String,
+    /// WHEP: the viewer wants video at most this wide (`?maxWidth=640`).
+    pub max_width: Option<u32>,
 }
 
 /// A created session.

@@ -127,7 +127,7 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
         app = app
             .route(
                 &format!("/{p}/{{room}}"),
-                post(move |s, path, h, b| sessions::create::<B>(kind, s, path, h, b)),
+                post(move |s, path, q, h, b| sessions::create::<B>(kind, s, path, q, h, b)),
             )
             .route(
                 &format!("/{p}/{{room}}/{{id}}"),

@@ -6,7 +6,8 @@
 //! validate and hand the work to the [`MediaBackend`]; they never see media.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -89,15 +90,26 @@ fn etag_value(etag: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("\"{etag}\"")).ok()
 }
 
-/// `POST /whip/{room}` and `POST /whep/{room}`.
+/// Query parameters of a WHIP/WHEP POST.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CreateQuery {
+    /// WHEP layer selection: the widest video the viewer wants.
+    #[serde(rename = "maxWidth", alias = "max_width")]
+    max_width: Option<u32>,
+}
+
+/// `POST /whip/{room}` and `POST /whep/{room}` (`?maxWidth=640` for WHEP).
 pub async fn create<B: MediaBackend>(
     kind: SessionKind,
     State(state): State<AppState<B>>,
     Path(room): Path<String>,
+    query: Result<Query<CreateQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     validate_room(&room)?;
+    let Query(query) =
+        query.map_err(|e| ApiError::BadRequest(format!("bad query parameters: {e}")))?;
     let grant = authorize(&state, &headers, &room, kind)?;
     require_content_type(&headers, SDP)?;
     let offer_sdp = utf8(&body)?.to_string();
@@ -111,6 +123,7 @@ pub async fn create<B: MediaBackend>(
             room: room.clone(),
             identity: grant.identity.clone(),
             offer_sdp,
+            max_width: query.max_width,
         })
         .await?;
     tracing::info!(%room, identity = %grant.identity, id = %created.id, ?kind, "session created");

@@ -5,7 +5,9 @@
 //! Everything here is plain data with time passed in; no sockets, threads or
 //! tokio. The worker executes the decisions these types return.
 
+pub mod bitstream;
 pub mod keyframe;
+pub mod layers;
 pub mod payload_map;
 pub mod reorder;
 pub mod router;

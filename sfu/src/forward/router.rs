@@ -15,6 +15,10 @@
 //! when the publisher's stream has an unrepaired gap: frames are
 //! re-packetized per subscriber, so a decoder would not notice the loss and
 //! would show corrupt pictures instead of waiting for a keyframe.
+//!
+//! Simulcast: a video down-track receives one layer of its track, chosen by
+//! its [`LayerSelector`] from the subscriber's estimate and wishes; frames of
+//! other layers are dropped and switches happen at the target's keyframes.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -22,6 +26,7 @@ use std::time::Instant;
 use str0m::media::{MediaKind, Mid};
 
 use super::keyframe::KeyframeThrottle;
+use super::layers::{FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers};
 use super::ParticipantId;
 
 /// One published media line.
@@ -68,6 +73,7 @@ pub enum RouterAction {
     /// Ask the publisher of `track` for a keyframe.
     RequestKeyframe {
         track: TrackKey,
+        layer: LayerId,
         cause: KeyframeCause,
     },
     /// `down` now receives `track`.
@@ -76,20 +82,69 @@ pub enum RouterAction {
     Unbound { down: DownTrackKey, track: TrackKey },
 }
 
+/// One frame as the router needs to know it.
+#[derive(Debug, Clone)]
+pub struct FrameInfo {
+    /// Simulcast layer (rid) of the frame; None without simulcast.
+    pub layer: LayerId,
+    pub keyframe: bool,
+    /// False after packets were lost and not repaired.
+    pub contiguous: bool,
+    pub size: usize,
+    /// Picture size when the bitstream tells (keyframes).
+    pub dims: Option<(u32, u32)>,
+}
+
+impl FrameInfo {
+    /// An audio frame, or a video frame without simulcast.
+    pub fn simple(keyframe: bool, contiguous: bool) -> FrameInfo {
+        FrameInfo {
+            layer: None,
+            keyframe,
+            contiguous,
+            size: 0,
+            dims: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Track {
     kind: MediaKind,
     created_seq: u64,
-    keyframes: KeyframeThrottle,
+    keyframes: HashMap<LayerId, KeyframeThrottle>,
+    layers: PublishedLayers,
     down_tracks: Vec<DownTrackKey>,
+}
+
+impl Track {
+    fn request_keyframe(
+        &mut self,
+        key: TrackKey,
+        layer: LayerId,
+        cause: KeyframeCause,
+        now: Instant,
+    ) -> Option<RouterAction> {
+        self.keyframes
+            .entry(layer)
+            .or_default()
+            .request(now)
+            .then_some(RouterAction::RequestKeyframe {
+                track: key,
+                layer,
+                cause,
+            })
+    }
 }
 
 #[derive(Debug)]
 struct DownTrack {
     kind: MediaKind,
     source: Option<TrackKey>,
-    /// Video: waiting for a keyframe before frames may flow.
+    /// Video: the publisher's stream had an unrepaired gap; wait for a keyframe.
     closed: bool,
+    /// Video: which layer this subscriber gets.
+    selector: LayerSelector,
 }
 
 /// The routing table of one room.
@@ -97,6 +152,10 @@ struct DownTrack {
 pub struct Router {
     tracks: HashMap<TrackKey, Track>,
     down_tracks: HashMap<DownTrackKey, DownTrack>,
+    /// Subscribers' downlink estimates (bits per second).
+    estimates: HashMap<ParticipantId, u64>,
+    /// Layer switches (up, down) since the last [`Router::take_switch_counts`].
+    switches: (u64, u64),
     next_seq: u64,
 }
 
@@ -143,7 +202,8 @@ impl Router {
             Track {
                 kind,
                 created_seq: self.next_seq,
-                keyframes: KeyframeThrottle::default(),
+                keyframes: HashMap::new(),
+                layers: PublishedLayers::default(),
                 down_tracks: vec![],
             },
         );
@@ -162,11 +222,13 @@ impl Router {
         actions
     }
 
-    /// A subscriber added a media line that follows the room.
+    /// A subscriber added a media line that follows the room; video may
+    /// carry the subscriber's maximum width.
     pub fn add_down_track(
         &mut self,
         down: DownTrackKey,
         kind: MediaKind,
+        max_width: Option<u32>,
         now: Instant,
     ) -> Vec<RouterAction> {
         self.down_tracks.insert(
@@ -174,7 +236,8 @@ impl Router {
             DownTrack {
                 kind,
                 source: None,
-                closed: kind == MediaKind::Video,
+                closed: false,
+                selector: LayerSelector::with_max_width(max_width),
             },
         );
         let mut actions = vec![];
@@ -187,6 +250,7 @@ impl Router {
     /// A participant left: its tracks end (their down-tracks move on or go
     /// unbound) and its down-tracks are dropped.
     pub fn remove_participant(&mut self, id: ParticipantId, now: Instant) -> Vec<RouterAction> {
+        self.estimates.remove(&id);
         let mut actions = vec![];
         let own_downs: Vec<DownTrackKey> = self
             .down_tracks
@@ -221,68 +285,157 @@ impl Router {
         actions
     }
 
-    /// Who receives a frame of `track` now. `is_keyframe` opens closed video
-    /// down-tracks. Returns an action when a keyframe should be requested.
+    /// Who receives `frame` of `track` now. Video down-tracks get frames of
+    /// their selected layer only, switch layers at keyframes, and close after
+    /// an unrepaired gap until a keyframe. Returns a keyframe request when one
+    /// is needed (throttled per layer).
     pub fn route_frame(
         &mut self,
         track: TrackKey,
-        is_keyframe: bool,
-        contiguous: bool,
+        frame: &FrameInfo,
         now: Instant,
         receivers: &mut Vec<DownTrackKey>,
     ) -> Option<RouterAction> {
         receivers.clear();
         let t = self.tracks.get_mut(&track)?;
-        let is_video = t.kind == MediaKind::Video;
-        if is_keyframe {
-            t.keyframes.keyframe_received();
+        if t.kind == MediaKind::Audio {
+            receivers.extend_from_slice(&t.down_tracks);
+            return None;
         }
-        let mut want_keyframe = None;
+        t.layers.observe(frame.layer, frame.size, frame.dims, now);
+        if frame.keyframe {
+            t.keyframes
+                .entry(frame.layer)
+                .or_default()
+                .keyframe_received();
+        }
+        let mut want: Option<(LayerId, KeyframeCause)> = None;
+        let mut ranked: Option<Vec<LayerView>> = None;
         for down in &t.down_tracks {
             let Some(dt) = self.down_tracks.get_mut(down) else {
                 continue;
             };
-            if is_video {
-                if !contiguous && !is_keyframe {
-                    dt.closed = true;
-                    want_keyframe = Some(KeyframeCause::PublisherGap);
+            if dt.selector.target().is_none() && !dt.selector.is_paused() {
+                // First frames for this down-track: choose a layer now.
+                let layers = ranked.get_or_insert_with(|| t.layers.ranked(now));
+                dt.selector
+                    .update(now, layers, self.estimates.get(&down.subscriber).copied());
+            }
+            match dt.selector.on_frame(&frame.layer, frame.keyframe) {
+                FrameVerdict::Drop => {}
+                FrameVerdict::DropNeedKeyframe => {
+                    want.get_or_insert((frame.layer, KeyframeCause::NewSubscriber));
                 }
-                if is_keyframe {
+                FrameVerdict::SwitchTo => {
                     dt.closed = false;
+                    receivers.push(*down);
                 }
-                if dt.closed {
-                    want_keyframe.get_or_insert(KeyframeCause::NewSubscriber);
-                    continue;
+                FrameVerdict::Forward => {
+                    if !frame.contiguous && !frame.keyframe {
+                        dt.closed = true;
+                        want = Some((frame.layer, KeyframeCause::PublisherGap));
+                    }
+                    if frame.keyframe {
+                        dt.closed = false;
+                    }
+                    if dt.closed {
+                        want.get_or_insert((frame.layer, KeyframeCause::PublisherGap));
+                        continue;
+                    }
+                    receivers.push(*down);
                 }
             }
-            receivers.push(*down);
         }
-        let cause = want_keyframe?;
-        t.keyframes
-            .request(now)
-            .then_some(RouterAction::RequestKeyframe { track, cause })
+        let (layer, cause) = want?;
+        t.request_keyframe(track, layer, cause, now)
+    }
+
+    /// A subscriber's downlink estimate changed.
+    pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64) {
+        self.estimates.insert(subscriber, bps);
+    }
+
+    pub fn estimate(&self, subscriber: ParticipantId) -> Option<u64> {
+        self.estimates.get(&subscriber).copied()
+    }
+
+    /// Re-evaluate every video down-track's layer (estimates move, layers
+    /// start and stop). Returns what each subscriber should probe for.
+    pub fn poll_layers(&mut self, now: Instant, probes: &mut Vec<(ParticipantId, Option<u64>)>) {
+        for t in self
+            .tracks
+            .values_mut()
+            .filter(|t| t.kind == MediaKind::Video)
+        {
+            let ranked = t.layers.ranked(now);
+            for down in &t.down_tracks {
+                let Some(dt) = self.down_tracks.get_mut(down) else {
+                    continue;
+                };
+                let estimate = self.estimates.get(&down.subscriber).copied();
+                let before = (dt.selector.switches_up, dt.selector.switches_down);
+                dt.selector.update(now, &ranked, estimate);
+                self.switches.0 += dt.selector.switches_up - before.0;
+                self.switches.1 += dt.selector.switches_down - before.1;
+                probes.push((down.subscriber, dt.selector.probe_target_bps(&ranked)));
+            }
+        }
+    }
+
+    /// Layer switches (up, down) since the last call.
+    pub fn take_switch_counts(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.switches)
+    }
+
+    /// The selector state of a down-track (metrics, tests).
+    pub fn selector(&self, down: DownTrackKey) -> Option<&LayerSelector> {
+        self.down_tracks.get(&down).map(|d| &d.selector)
+    }
+
+    /// Rank (0 = lowest) of the layer a video down-track receives, with the
+    /// number of layers; None when nothing flows.
+    pub fn layer_rank(&self, down: DownTrackKey, now: Instant) -> Option<(usize, usize)> {
+        let dt = self.down_tracks.get(&down)?;
+        let t = self.tracks.get(&dt.source?)?;
+        let current = dt.selector.current()?;
+        let ranked = t.layers.ranked(now);
+        let rank = ranked.iter().position(|l| l.id == *current)?;
+        Some((rank, ranked.len()))
+    }
+
+    /// Video down-tracks (for metrics).
+    pub fn video_down_tracks(&self) -> impl Iterator<Item = DownTrackKey> + '_ {
+        self.down_tracks
+            .iter()
+            .filter(|(_, d)| d.kind == MediaKind::Video && d.source.is_some())
+            .map(|(k, _)| *k)
     }
 
     /// A subscriber asked for a keyframe on one of its down-tracks.
     pub fn keyframe_requested(&mut self, down: DownTrackKey, now: Instant) -> Option<RouterAction> {
-        let track = self.source_of(down)?;
+        let dt = self.down_tracks.get(&down)?;
+        let track = dt.source?;
+        let layer = dt
+            .selector
+            .current()
+            .or(dt.selector.target())
+            .cloned()
+            .unwrap_or(None);
         let t = self.tracks.get_mut(&track)?;
-        t.keyframes
-            .request(now)
-            .then_some(RouterAction::RequestKeyframe {
-                track,
-                cause: KeyframeCause::SubscriberRequest,
-            })
+        t.request_keyframe(track, layer, KeyframeCause::SubscriberRequest, now)
     }
 
     /// Release deferred keyframe requests that are due.
     pub fn poll_keyframes(&mut self, now: Instant, actions: &mut Vec<RouterAction>) {
         for (key, t) in &mut self.tracks {
-            if t.keyframes.poll(now) {
-                actions.push(RouterAction::RequestKeyframe {
-                    track: *key,
-                    cause: KeyframeCause::Deferred,
-                });
+            for (layer, throttle) in &mut t.keyframes {
+                if throttle.poll(now) {
+                    actions.push(RouterAction::RequestKeyframe {
+                        track: *key,
+                        layer: *layer,
+                        cause: KeyframeCause::Deferred,
+                    });
+                }
             }
         }
     }
@@ -291,7 +444,8 @@ impl Router {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.tracks
             .values()
-            .filter_map(|t| t.keyframes.deadline())
+            .flat_map(|t| t.keyframes.values())
+            .filter_map(|k| k.deadline())
             .min()
     }
 
@@ -329,222 +483,21 @@ impl Router {
             return;
         };
         dt.source = Some(track);
-        dt.closed = dt.kind == MediaKind::Video;
+        dt.closed = false;
+        // A new source: the selector starts over (no current layer).
+        dt.selector = LayerSelector::with_max_width(dt.selector.max_width);
         t.down_tracks.push(down);
         actions.push(RouterAction::Bound { down, track });
-        if dt.kind == MediaKind::Video && t.keyframes.request(now) {
-            actions.push(RouterAction::RequestKeyframe {
-                track,
-                cause: KeyframeCause::NewSubscriber,
-            });
+        if dt.kind == MediaKind::Video {
+            // Ask for a keyframe of the layer this subscriber will most likely start on.
+            let layer = t.layers.ranked(now).first().map(|l| l.id).unwrap_or(None);
+            if let Some(a) = t.request_keyframe(track, layer, KeyframeCause::NewSubscriber, now) {
+                actions.push(a);
+            }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn mid(s: &str) -> Mid {
-        Mid::from(s)
-    }
-    fn track(p: u64, m: &str) -> TrackKey {
-        TrackKey {
-            publisher: p,
-            mid: mid(m),
-        }
-    }
-    fn down(s: u64, m: &str) -> DownTrackKey {
-        DownTrackKey {
-            subscriber: s,
-            mid: mid(m),
-        }
-    }
-    fn keyframe_requests(actions: &[RouterAction]) -> usize {
-        actions
-            .iter()
-            .filter(|a| matches!(a, RouterAction::RequestKeyframe { .. }))
-            .count()
-    }
-
-    #[test]
-    fn viewer_before_publisher_binds_when_publisher_arrives() {
-        let t0 = Instant::now();
-        let mut r = Router::default();
-        assert!(r
-            .add_down_track(down(2, "1"), MediaKind::Video, t0)
-            .is_empty());
-        assert!(r
-            .add_down_track(down(2, "0"), MediaKind::Audio, t0)
-            .is_empty());
-        let a = r.add_track(track(1, "0"), MediaKind::Audio, t0);
-        assert_eq!(
-            a,
-            vec![RouterAction::Bound {
-                down: down(2, "0"),
-                track: track(1, "0")
-            }]
-        );
-        let v = r.add_track(track(1, "1"), MediaKind::Video, t0);
-        assert!(v.contains(&RouterAction::Bound {
-            down: down(2, "1"),
-            track: track(1, "1")
-        }));
-        assert_eq!(
-            keyframe_requests(&v),
-            1,
-            "a new video subscriber asks for a keyframe"
-        );
-    }
-
-    #[test]
-    fn video_flows_only_from_a_keyframe() {
-        let t0 = Instant::now();
-        let mut r = Router::default();
-        r.add_track(track(1, "v"), MediaKind::Video, t0);
-        r.add_down_track(down(2, "v"), MediaKind::Video, t0);
-        r.add_down_track(down(3, "v"), MediaKind::Video, t0);
-        let mut rx = vec![];
-        // Deltas before a keyframe reach nobody (and the request is throttled).
-        let a = r.route_frame(
-            track(1, "v"),
-            false,
-            true,
-            t0 + Duration::from_millis(10),
-            &mut rx,
-        );
-        assert!(rx.is_empty());
-        assert!(a.is_none(), "throttled: a request went out at bind time");
-        r.route_frame(
-            track(1, "v"),
-            true,
-            true,
-            t0 + Duration::from_millis(40),
-            &mut rx,
-        );
-        assert_eq!(rx.len(), 2);
-        r.route_frame(
-            track(1, "v"),
-            false,
-            true,
-            t0 + Duration::from_millis(70),
-            &mut rx,
-        );
-        assert_eq!(rx.len(), 2);
-    }
-
-    #[test]
-    fn publisher_gap_closes_video_and_requests_keyframe() {
-        let t0 = Instant::now();
-        let mut r = Router::default();
-        r.add_track(track(1, "v"), MediaKind::Video, t0);
-        r.add_down_track(down(2, "v"), MediaKind::Video, t0);
-        let mut rx = vec![];
-        r.route_frame(track(1, "v"), true, true, t0, &mut rx);
-        let t1 = t0 + Duration::from_secs(2);
-        let a = r.route_frame(track(1, "v"), false, false, t1, &mut rx);
-        assert!(
-            rx.is_empty(),
-            "a frame after an unrepaired gap is not forwarded"
-        );
-        assert_eq!(
-            a,
-            Some(RouterAction::RequestKeyframe {
-                track: track(1, "v"),
-                cause: KeyframeCause::PublisherGap
-            })
-        );
-        r.route_frame(
-            track(1, "v"),
-            false,
-            true,
-            t1 + Duration::from_millis(30),
-            &mut rx,
-        );
-        assert!(rx.is_empty(), "stays closed until the keyframe");
-        r.route_frame(
-            track(1, "v"),
-            true,
-            true,
-            t1 + Duration::from_millis(60),
-            &mut rx,
-        );
-        assert_eq!(rx, vec![down(2, "v")]);
-    }
-
-    #[test]
-    fn audio_is_never_gated() {
-        let t0 = Instant::now();
-        let mut r = Router::default();
-        r.add_track(track(1, "a"), MediaKind::Audio, t0);
-        r.add_down_track(down(2, "a"), MediaKind::Audio, t0);
-        let mut rx = vec![];
-        assert!(r
-            .route_frame(track(1, "a"), false, false, t0, &mut rx)
-            .is_none());
-        assert_eq!(rx, vec![down(2, "a")]);
-    }
-
-    #[test]
-    fn subscriber_requests_are_throttled_per_track() {
-        let t0 = Instant::now();
-        let mut r = Router::default();
-        r.add_track(track(1, "v"), MediaKind::Video, t0);
-        for s in 2..12 {
-            r.add_down_track(down(s, "v"), MediaKind::Video, t0);
-        }
-        let t1 = t0 + Duration::from_secs(1);
-        let sent: usize = (2..12)
-            .filter_map(|s| r.keyframe_requested(down(s, "v"), t1))
-            .count();
-        assert_eq!(sent, 1, "ten PLIs within one interval -> one request");
-        assert_eq!(r.next_deadline(), Some(t1 + Duration::from_millis(500)));
-        let mut actions = vec![];
-        r.poll_keyframes(t1 + Duration::from_millis(500), &mut actions);
-        assert_eq!(
-            keyframe_requests(&actions),
-            1,
-            "the coalesced request is released once"
-        );
-    }
-
-    #[test]
-    fn publisher_leaving_moves_viewers_to_the_next_or_unbinds() {
-        let t0 = Instant::now();
-        let mut r = Router::default();
-        r.add_track(track(1, "v"), MediaKind::Video, t0);
-        r.add_track(track(5, "v"), MediaKind::Video, t0);
-        r.add_down_track(down(2, "v"), MediaKind::Video, t0);
-        assert_eq!(
-            r.source_of(down(2, "v")),
-            Some(track(1, "v")),
-            "oldest publisher first"
-        );
-        let a = r.remove_participant(1, t0);
-        assert!(a.contains(&RouterAction::Bound {
-            down: down(2, "v"),
-            track: track(5, "v")
-        }));
-        let a = r.remove_participant(5, t0);
-        assert_eq!(
-            a,
-            vec![RouterAction::Unbound {
-                down: down(2, "v"),
-                track: track(5, "v")
-            }]
-        );
-        assert_eq!(r.track_count(), 0);
-        r.remove_participant(2, t0);
-        assert!(r.down_tracks.is_empty());
-    }
-
-    #[test]
-    fn a_participant_never_receives_its_own_track() {
-        let t0 = Instant::now();
-        let mut r = Router::default();
-        r.add_down_track(down(1, "x"), MediaKind::Audio, t0);
-        r.add_track(track(1, "a"), MediaKind::Audio, t0);
-        assert_eq!(r.source_of(down(1, "x")), None);
-    }
-}
+#[path = "router_tests.rs"]
+mod tests;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use signaling::backend::SessionEvent;
 use signaling::SessionKind;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::format::PayloadParams;
 use str0m::media::{
     KeyframeRequest, KeyframeRequestKind, MediaAdded, MediaData, MediaTime, Mid, Pt, Rid,
@@ -35,6 +36,8 @@ pub enum ParticipantEvent {
     MediaAdded(MediaAdded),
     Media(MediaData),
     KeyframeRequest(KeyframeRequest),
+    /// The subscriber's downlink estimate (TWCC), bits per second.
+    BandwidthEstimate(u64),
     /// Counters from the subscriber side (deltas since the last report).
     EgressFeedback {
         nacks: u64,
@@ -72,6 +75,8 @@ pub struct Participant {
     pub kind: SessionKind,
     pub resource_id: String,
     pub negotiation: Negotiation,
+    /// WHEP viewer's wish: video at most this wide.
+    pub max_width: Option<u32>,
     rtc: Rtc,
     pub created_at: Instant,
     pub last_receive: Instant,
@@ -87,6 +92,7 @@ pub struct Participant {
     /// Subscribers of this session's events (WHEP server-sent events).
     event_senders: Vec<mpsc::Sender<SessionEvent>>,
     last_event: Option<SessionEvent>,
+    probe_target: Option<u64>,
 }
 
 /// Most concurrent event streams per session.
@@ -100,6 +106,7 @@ pub struct NewParticipant {
     pub kind: SessionKind,
     pub resource_id: String,
     pub negotiation: Negotiation,
+    pub max_width: Option<u32>,
     pub rtc: Rtc,
     pub now: Instant,
 }
@@ -116,6 +123,7 @@ impl Participant {
             kind: p.kind,
             resource_id: p.resource_id,
             negotiation: p.negotiation,
+            max_width: p.max_width,
             rtc: p.rtc,
             created_at: p.now,
             last_receive: p.now,
@@ -128,6 +136,7 @@ impl Participant {
             egress_totals: HashMap::new(),
             event_senders: Vec::new(),
             last_event: None,
+            probe_target: None,
         }
     }
 
@@ -232,6 +241,9 @@ impl Participant {
                     ));
                 }
             }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                events.push((id, ParticipantEvent::BandwidthEstimate(estimate.as_u64())));
+            }
             Event::Closed => {
                 self.closed = true;
                 events.push((id, ParticipantEvent::Closed));
@@ -324,6 +336,17 @@ impl Participant {
         for tx in &self.event_senders {
             let _ = tx.try_send(event);
         }
+    }
+
+    /// Tell the bandwidth estimator what to probe for (`None`: nothing above
+    /// what flows). Padding probes discover headroom before an upgrade.
+    pub fn set_probe_target(&mut self, desired_bps: Option<u64>) {
+        if self.probe_target == desired_bps {
+            return;
+        }
+        self.probe_target = desired_bps;
+        let desired = Bitrate::bps(desired_bps.unwrap_or(0));
+        self.rtc.bwe().set_bitrate(Bitrate::kbps(100), desired);
     }
 
     /// Close the session: str0m sends DTLS close_notify and RTCP BYE.

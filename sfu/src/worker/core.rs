@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use signaling::backend::{BackendError, PatchOutcome, SessionCreated, SessionEvent};
 use signaling::sdpfrag::SdpFrag;
 use signaling::SessionKind;
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive, Transmit};
@@ -21,7 +22,8 @@ use str0m::{Candidate, IceCreds, Input, Rtc, RtcConfig};
 
 use super::demux::{Demux, Route};
 use super::Command;
-use crate::forward::router::{DownTrackKey, RouterAction, TrackKey};
+use crate::forward::bitstream::picture_size;
+use crate::forward::router::{DownTrackKey, FrameInfo, RouterAction, TrackKey};
 use crate::forward::ParticipantId;
 use crate::metrics::{Metrics, PacketCounts};
 use crate::registry::{Registry, ResourceEntry};
@@ -78,6 +80,7 @@ pub struct CreateRequest {
     pub identity: String,
     pub resource_id: String,
     pub offer_sdp: String,
+    pub max_width: Option<u32>,
 }
 
 pub struct WorkerCore {
@@ -93,10 +96,14 @@ pub struct WorkerCore {
     receivers: Vec<DownTrackKey>,
     pub counts: PacketCounts,
     next_housekeeping: Instant,
+    next_layer_poll: Instant,
+    probes: Vec<(ParticipantId, Option<u64>)>,
+    paused_ms: u64,
 }
 
-/// The `Rtc` configuration every participant gets.
-fn rtc_config(creds: IceCreds) -> RtcConfig {
+/// The `Rtc` configuration every participant gets; viewers also estimate
+/// their downlink (TWCC), which drives simulcast layer selection.
+fn rtc_config(creds: IceCreds, kind: SessionKind) -> RtcConfig {
     let mut config = RtcConfig::new()
         .set_crypto_provider(crate::dtls::crypto_provider())
         .set_ice_lite(true)
@@ -113,8 +120,16 @@ fn rtc_config(creds: IceCreds) -> RtcConfig {
     let codecs = config.codec_config();
     codecs.add_h264(112.into(), Some(113.into()), true, 0x640c1f);
     codecs.add_h264(116.into(), Some(117.into()), true, 0xf4001f);
+    if kind == SessionKind::Whep {
+        config = config.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
+    }
     config
 }
+
+/// A viewer's bandwidth estimate before any feedback arrived.
+const INITIAL_ESTIMATE_KBPS: u64 = 1_000;
+/// How often simulcast layer choices are re-evaluated.
+const LAYER_INTERVAL: Duration = Duration::from_millis(250);
 
 fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
     sdp.lines()
@@ -141,6 +156,9 @@ impl WorkerCore {
             receivers: Vec::new(),
             counts: PacketCounts::default(),
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
+            next_layer_poll: now + LAYER_INTERVAL,
+            probes: Vec::new(),
+            paused_ms: 0,
         }
     }
 
@@ -152,9 +170,10 @@ impl WorkerCore {
     pub fn next_timeout(&self) -> Instant {
         let participants = self.participants.values().map(Participant::next_timeout);
         let rooms = self.rooms.values().filter_map(|r| r.router.next_deadline());
-        participants
-            .chain(rooms)
-            .fold(self.next_housekeeping, Instant::min)
+        participants.chain(rooms).fold(
+            self.next_housekeeping.min(self.next_layer_poll),
+            Instant::min,
+        )
     }
 
     /// A datagram arrived on the worker's socket.
@@ -218,6 +237,10 @@ impl WorkerCore {
         }
         for action in actions {
             self.execute(action);
+        }
+        if now >= self.next_layer_poll {
+            self.next_layer_poll = now + LAYER_INTERVAL;
+            self.poll_layers(now);
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
@@ -299,7 +322,7 @@ impl WorkerCore {
 
         let creds = IceCreds::new();
         let local_ufrag = creds.ufrag.clone();
-        let mut rtc: Rtc = rtc_config(creds).build(now);
+        let mut rtc: Rtc = rtc_config(creds, req.kind).build(now);
         let candidate = Candidate::host(self.ctx.advertised_addr, "udp")
             .map_err(|e| BackendError::Internal(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -331,6 +354,7 @@ impl WorkerCore {
             identity: req.identity.clone(),
             kind: req.kind,
             resource_id: req.resource_id.clone(),
+            max_width: req.max_width,
             negotiation: Negotiation {
                 etag: etag.clone(),
                 local_ufrag: local_ufrag.clone(),
@@ -539,6 +563,7 @@ impl WorkerCore {
         };
         let room_name = p.room.clone();
         let kind = p.kind;
+        let max_width = p.max_width;
         // Media frames are the packet path: no span work for them.
         let _span =
             (!matches!(event, ParticipantEvent::Media(_))).then(|| p.span.clone().entered());
@@ -581,6 +606,7 @@ impl WorkerCore {
                             mid: added.mid,
                         },
                         added.kind,
+                        max_width,
                         now,
                     ),
                     _ => vec![],
@@ -603,6 +629,12 @@ impl WorkerCore {
                 if let Some(action) = action {
                     self.execute(action);
                 }
+            }
+            ParticipantEvent::BandwidthEstimate(bps) => {
+                if let Some(room) = self.rooms.get_mut(&room_name) {
+                    room.router.set_estimate(id, bps);
+                }
+                self.ctx.metrics.subscriber_estimate.observe(bps as f64);
             }
             ParticipantEvent::EgressFeedback { nacks, plis, firs } => {
                 let m = &self.ctx.metrics;
@@ -638,14 +670,19 @@ impl WorkerCore {
             publisher,
             mid: data.mid,
         };
-        let is_keyframe = is_video && data.is_keyframe();
-        let action = room.router.route_frame(
-            track,
-            is_keyframe,
-            data.contiguous,
-            now,
-            &mut self.receivers,
-        );
+        let keyframe = is_video && data.is_keyframe();
+        let frame = FrameInfo {
+            layer: data.rid,
+            keyframe,
+            contiguous: data.contiguous,
+            size: data.data.len(),
+            dims: keyframe
+                .then(|| picture_size(data.params.spec().codec, &data.data))
+                .flatten(),
+        };
+        let action = room
+            .router
+            .route_frame(track, &frame, now, &mut self.receivers);
         let receivers = std::mem::take(&mut self.receivers);
         let mut written = 0u64;
         for down in &receivers {
@@ -709,9 +746,13 @@ impl WorkerCore {
 
     fn execute(&mut self, action: RouterAction) {
         match action {
-            RouterAction::RequestKeyframe { track, cause } => {
+            RouterAction::RequestKeyframe {
+                track,
+                layer,
+                cause,
+            } => {
                 if let Some(p) = self.participants.get_mut(&track.publisher) {
-                    if p.request_keyframe(track.mid, None) {
+                    if p.request_keyframe(track.mid, layer) {
                         self.dirty.push(track.publisher);
                         self.ctx
                             .metrics
@@ -731,6 +772,63 @@ impl WorkerCore {
                 self.notify_activity(down.subscriber);
             }
         }
+    }
+
+    /// Where viewers' video stands: layer distribution and paused time.
+    fn layer_metrics(&mut self, now: Instant) {
+        const LABELS: [&str; 6] = ["low", "mid", "high", "single", "paused", "waiting"];
+        let mut counts = [0i64; 6];
+        for room in self.rooms.values() {
+            for down in room.router.video_down_tracks() {
+                let paused = room.router.selector(down).is_some_and(|s| s.is_paused());
+                let slot = match room.router.layer_rank(down, now) {
+                    _ if paused => 4,
+                    None => 5,
+                    Some((_, 1)) => 3,
+                    Some((0, _)) => 0,
+                    Some((r, n)) if r + 1 == n => 2,
+                    Some(_) => 1,
+                };
+                counts[slot] += 1;
+            }
+        }
+        let worker = self.ctx.index.to_string();
+        for (label, count) in LABELS.iter().zip(counts) {
+            self.ctx
+                .metrics
+                .video_down_tracks
+                .with_label_values(&[worker.as_str(), label])
+                .set(count);
+        }
+        // Paused viewer time, in housekeeping intervals turned into seconds.
+        self.paused_ms += counts[4] as u64 * HOUSEKEEPING_INTERVAL.as_millis() as u64;
+        self.ctx
+            .metrics
+            .paused_seconds
+            .inc_by(self.paused_ms / 1000);
+        self.paused_ms %= 1000;
+    }
+
+    /// Re-evaluate simulcast layers and tell viewers' estimators what to probe for.
+    fn poll_layers(&mut self, now: Instant) {
+        let mut probes = std::mem::take(&mut self.probes);
+        probes.clear();
+        for room in self.rooms.values_mut() {
+            room.router.poll_layers(now, &mut probes);
+        }
+        let m = &self.ctx.metrics;
+        for room in self.rooms.values_mut() {
+            let (up, down) = room.router.take_switch_counts();
+            m.layer_switches.with_label_values(&["up"]).inc_by(up);
+            m.layer_switches.with_label_values(&["down"]).inc_by(down);
+        }
+        for (subscriber, target) in probes.drain(..) {
+            if let Some(p) = self.participants.get_mut(&subscriber) {
+                p.set_probe_target(target);
+                self.dirty.push(subscriber);
+            }
+        }
+        self.probes = probes;
     }
 
     fn housekeeping(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
@@ -758,6 +856,7 @@ impl WorkerCore {
         for (id, reason) in expired {
             self.remove(now, id, reason, transmit);
         }
+        self.layer_metrics(now);
         self.counts.flush(&self.ctx.metrics);
     }
 

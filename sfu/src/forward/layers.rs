@@ -1,0 +1,529 @@
+//! Simulcast layers: what a publisher sends ([`PublishedLayers`]) and which
+//! layer each subscriber gets ([`LayerSelector`]).
+//!
+//! Layers are ranked by what they carry (frame width from the bitstream,
+//! then measured bitrate), never by their rid names, because encoders name
+//! and order rids differently. A layer that stops sending drops out of the
+//! ranking within [`LAYER_STALE_AFTER`].
+//!
+//! The selector picks a target from the subscriber's bandwidth estimate,
+//! its maximum width and the layers that are flowing. It goes down at once
+//! and up carefully: only after the estimate has allowed the next layer for
+//! a hold time, which doubles when an upgrade had to be undone soon after
+//! (so a fluctuating estimate cannot make it oscillate). When not even the
+//! lowest layer fits, video pauses; it resumes with a margin.
+
+use std::time::{Duration, Instant};
+
+use str0m::media::Rid;
+
+/// A layer without frames for this long is treated as stopped.
+pub const LAYER_STALE_AFTER: Duration = Duration::from_millis(700);
+/// Estimate needed before upgrading, relative to the next layer's bitrate.
+const UPGRADE_MARGIN: f64 = 1.15;
+/// Estimate needed to resume a paused video, relative to the lowest layer.
+const RESUME_MARGIN: f64 = 1.3;
+/// Share of the estimate video may use (the rest: audio, RTCP, headroom).
+const VIDEO_SHARE: f64 = 0.9;
+const AUDIO_RESERVE_BPS: u64 = 64_000;
+const MIN_UPGRADE_HOLD: Duration = Duration::from_secs(2);
+const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(30);
+/// An upgrade undone within this time counts as oscillation.
+const OSCILLATION_WINDOW: Duration = Duration::from_secs(10);
+const BITRATE_WINDOW: Duration = Duration::from_millis(500);
+
+/// Identifies a layer of a track: its rid (None for a non-simulcast track).
+pub type LayerId = Option<Rid>;
+
+#[derive(Debug, Clone)]
+struct Layer {
+    id: LayerId,
+    width: u32,
+    height: u32,
+    last_frame: Instant,
+    window_start: Instant,
+    window_bytes: u64,
+    bitrate_bps: u64,
+}
+
+/// One layer as the selector sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerView {
+    pub id: LayerId,
+    pub width: u32,
+    pub height: u32,
+    pub bitrate_bps: u64,
+}
+
+/// The layers of one published video track.
+#[derive(Debug, Clone, Default)]
+pub struct PublishedLayers {
+    layers: Vec<Layer>,
+}
+
+impl PublishedLayers {
+    /// A frame of layer `id` arrived (`size` bytes; `dims` when the frame tells).
+    pub fn observe(&mut self, id: LayerId, size: usize, dims: Option<(u32, u32)>, now: Instant) {
+        let index = match self.layers.iter().position(|l| l.id == id) {
+            Some(i) => i,
+            None => {
+                self.layers.push(Layer {
+                    id,
+                    width: 0,
+                    height: 0,
+                    last_frame: now,
+                    window_start: now,
+                    window_bytes: 0,
+                    bitrate_bps: 0,
+                });
+                self.layers.len() - 1
+            }
+        };
+        let layer = &mut self.layers[index];
+        layer.last_frame = now;
+        layer.window_bytes += size as u64;
+        let elapsed = now.saturating_duration_since(layer.window_start);
+        if elapsed >= BITRATE_WINDOW {
+            layer.bitrate_bps =
+                layer.window_bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
+            layer.window_bytes = 0;
+            layer.window_start = now;
+        }
+        if let Some((w, h)) = dims {
+            layer.width = w;
+            layer.height = h;
+        }
+    }
+
+    /// Flowing layers, lowest first (by width, then bitrate).
+    pub fn ranked(&self, now: Instant) -> Vec<LayerView> {
+        let mut v: Vec<LayerView> = self
+            .layers
+            .iter()
+            .filter(|l| now.saturating_duration_since(l.last_frame) < LAYER_STALE_AFTER)
+            .map(|l| LayerView {
+                id: l.id,
+                width: l.width,
+                height: l.height,
+                bitrate_bps: l.bitrate_bps,
+            })
+            .collect();
+        v.sort_by_key(|l| (l.width, l.bitrate_bps));
+        v
+    }
+
+    /// How many layers the publisher has sent at all.
+    pub fn count(&self) -> usize {
+        self.layers.len()
+    }
+}
+
+/// Per-down-track layer choice.
+#[derive(Debug, Clone)]
+pub struct LayerSelector {
+    /// Subscriber's wish: at most this many pixels wide.
+    pub max_width: Option<u32>,
+    /// The layer whose frames flow now (`None`: nothing flows yet).
+    current: Option<LayerId>,
+    /// The layer wanted (`None`: video paused for bandwidth).
+    target: Option<LayerId>,
+    paused: bool,
+    upgrade_ok_since: Option<Instant>,
+    upgrade_hold: Duration,
+    last_upgrade: Option<Instant>,
+    pub switches_up: u64,
+    pub switches_down: u64,
+}
+
+/// What to do with a frame of some layer, for one down-track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameVerdict {
+    Forward,
+    /// Forward it: it is the keyframe the switch waited for.
+    SwitchTo,
+    Drop,
+    /// Drop it, and a keyframe of this layer is needed to switch.
+    DropNeedKeyframe,
+}
+
+impl Default for LayerSelector {
+    fn default() -> Self {
+        LayerSelector {
+            max_width: None,
+            current: None,
+            target: None,
+            paused: false,
+            upgrade_ok_since: None,
+            upgrade_hold: MIN_UPGRADE_HOLD,
+            last_upgrade: None,
+            switches_up: 0,
+            switches_down: 0,
+        }
+    }
+}
+
+fn position(layers: &[LayerView], id: &LayerId) -> Option<usize> {
+    layers.iter().position(|l| l.id == *id)
+}
+
+impl LayerSelector {
+    pub fn with_max_width(max_width: Option<u32>) -> Self {
+        LayerSelector {
+            max_width,
+            ..Default::default()
+        }
+    }
+
+    pub fn current(&self) -> Option<&LayerId> {
+        self.current.as_ref()
+    }
+
+    pub fn target(&self) -> Option<&LayerId> {
+        self.target.as_ref()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Recompute the target. `estimate_bps` is the subscriber's downlink
+    /// estimate (None when it has no congestion feedback: take the best).
+    /// Returns true when the target changed.
+    pub fn update(
+        &mut self,
+        now: Instant,
+        layers: &[LayerView],
+        estimate_bps: Option<u64>,
+    ) -> bool {
+        let before = self.target;
+        if layers.is_empty() {
+            self.target = None;
+            return before.is_some();
+        }
+        // Layers the subscriber accepts; if all are too wide, the narrowest.
+        let allowed: Vec<LayerView> = match self.max_width {
+            Some(max) => {
+                let fit: Vec<LayerView> =
+                    layers.iter().filter(|l| l.width <= max).copied().collect();
+                if fit.is_empty() {
+                    vec![layers[0]]
+                } else {
+                    fit
+                }
+            }
+            None => layers.to_vec(),
+        };
+        let top = allowed.len() - 1;
+        let Some(estimate) = estimate_bps.filter(|_| allowed.len() > 1) else {
+            // Single layer or no estimate: nothing to choose by bandwidth.
+            self.paused = false;
+            self.target = Some(allowed[top].id);
+            return before != self.target;
+        };
+        let budget = ((estimate.saturating_sub(AUDIO_RESERVE_BPS)) as f64 * VIDEO_SHARE) as u64;
+        let fits = |l: &LayerView, margin: f64| (l.bitrate_bps as f64 * margin) as u64 <= budget;
+        let best_fit = allowed.iter().rposition(|l| fits(l, 1.0));
+
+        // Paused: resume only with a margin on the lowest layer.
+        if self.paused || self.target.is_none() && self.current.is_some() {
+            if fits(&allowed[0], RESUME_MARGIN) {
+                self.paused = false;
+                self.target = Some(allowed[0].id);
+                self.upgrade_ok_since = None;
+            }
+            return before != self.target;
+        }
+        let current_index = self.target.as_ref().and_then(|t| position(&allowed, t));
+        let Some(current_index) = current_index else {
+            // New down-track, or its layer stopped/was excluded: take the best fit now.
+            match best_fit {
+                Some(i) => self.target = Some(allowed[i].id),
+                None => self.pause(),
+            }
+            self.upgrade_ok_since = None;
+            return before != self.target;
+        };
+        match best_fit {
+            None => {
+                self.pause();
+                self.switches_down += 1;
+            }
+            Some(i) if i < current_index => {
+                // Down at once.
+                self.target = Some(allowed[i].id);
+                self.switches_down += 1;
+                self.upgrade_ok_since = None;
+                if self
+                    .last_upgrade
+                    .is_some_and(|t| now.saturating_duration_since(t) < OSCILLATION_WINDOW)
+                {
+                    self.upgrade_hold = (self.upgrade_hold * 2).min(MAX_UPGRADE_HOLD);
+                }
+            }
+            Some(_) if current_index < top && fits(&allowed[current_index + 1], UPGRADE_MARGIN) => {
+                // Up one step, after the estimate allowed it for the hold time.
+                let since = *self.upgrade_ok_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= self.upgrade_hold {
+                    self.target = Some(allowed[current_index + 1].id);
+                    self.switches_up += 1;
+                    self.upgrade_ok_since = None;
+                    self.last_upgrade = Some(now);
+                }
+            }
+            Some(_) => {
+                self.upgrade_ok_since = None;
+                if self
+                    .last_upgrade
+                    .is_none_or(|t| now.saturating_duration_since(t) > OSCILLATION_WINDOW * 3)
+                {
+                    self.upgrade_hold = MIN_UPGRADE_HOLD;
+                }
+            }
+        }
+        before != self.target
+    }
+
+    fn pause(&mut self) {
+        self.paused = true;
+        self.target = None;
+        self.upgrade_ok_since = None;
+    }
+
+    /// The bitrate worth probing for: the next layer up (None at the top).
+    pub fn probe_target_bps(&self, layers: &[LayerView]) -> Option<u64> {
+        let allowed_top = match self.max_width {
+            Some(max) => layers.iter().rposition(|l| l.width <= max).unwrap_or(0),
+            None => layers.len().checked_sub(1)?,
+        };
+        let next = match &self.target {
+            Some(t) => position(layers, t)? + 1,
+            None => 0,
+        };
+        (next <= allowed_top)
+            .then(|| layers.get(next))
+            .flatten()
+            .map(|l| (l.bitrate_bps as f64 * UPGRADE_MARGIN) as u64 + AUDIO_RESERVE_BPS)
+    }
+
+    /// Decide about one frame of layer `id`.
+    pub fn on_frame(&mut self, id: &LayerId, is_keyframe: bool) -> FrameVerdict {
+        let Some(target) = &self.target else {
+            // Paused: nothing flows.
+            self.current = None;
+            return FrameVerdict::Drop;
+        };
+        if self.current.as_ref() == Some(target) {
+            return if id == target {
+                FrameVerdict::Forward
+            } else {
+                FrameVerdict::Drop
+            };
+        }
+        // Switching (or starting): wait for the target's keyframe, keep the
+        // current layer flowing meanwhile so the picture never freezes.
+        if id == target {
+            if is_keyframe {
+                self.current = Some(*target);
+                return FrameVerdict::SwitchTo;
+            }
+            return FrameVerdict::DropNeedKeyframe;
+        }
+        if self.current.as_ref() == Some(id) {
+            return FrameVerdict::Forward;
+        }
+        FrameVerdict::Drop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rid(s: &str) -> LayerId {
+        Some(Rid::from(s))
+    }
+
+    /// A Chrome-like 3-layer publisher: q 320 wide 150 kbps, h 640/500k, f 1280/2.5M.
+    fn chrome_layers() -> Vec<LayerView> {
+        vec![
+            LayerView {
+                id: rid("q"),
+                width: 320,
+                height: 180,
+                bitrate_bps: 150_000,
+            },
+            LayerView {
+                id: rid("h"),
+                width: 640,
+                height: 360,
+                bitrate_bps: 500_000,
+            },
+            LayerView {
+                id: rid("f"),
+                width: 1280,
+                height: 720,
+                bitrate_bps: 2_500_000,
+            },
+        ]
+    }
+
+    #[test]
+    fn ranks_by_content_not_by_rid_names() {
+        let t0 = Instant::now();
+        let mut p = PublishedLayers::default();
+        // An encoder that names its layers 0 (full), 1 (half), 2 (quarter).
+        for i in 0..20u64 {
+            let t = t0 + Duration::from_millis(i * 33);
+            p.observe(rid("0"), 10_000, Some((1280, 720)), t);
+            p.observe(rid("1"), 2_000, Some((640, 360)), t);
+            p.observe(rid("2"), 600, Some((320, 180)), t);
+        }
+        let ranked = p.ranked(t0 + Duration::from_millis(700));
+        let ids: Vec<LayerId> = ranked.iter().map(|l| l.id).collect();
+        assert_eq!(ids, vec![rid("2"), rid("1"), rid("0")]);
+        assert!(ranked[2].bitrate_bps > 2_000_000, "{ranked:?}");
+        // The top layer stops: it leaves the ranking within LAYER_STALE_AFTER.
+        let later = t0 + Duration::from_millis(660) + LAYER_STALE_AFTER;
+        for i in 0..10u64 {
+            let t = later - Duration::from_millis(300) + Duration::from_millis(i * 30);
+            p.observe(rid("1"), 2_000, None, t);
+            p.observe(rid("2"), 600, None, t);
+        }
+        let ids: Vec<LayerId> = p.ranked(later).iter().map(|l| l.id).collect();
+        assert_eq!(ids, vec![rid("2"), rid("1")]);
+    }
+
+    #[test]
+    fn picks_by_bandwidth_and_max_width() {
+        let t0 = Instant::now();
+        let layers = chrome_layers();
+        let mut s = LayerSelector::default();
+        s.update(t0, &layers, Some(5_000_000));
+        assert_eq!(s.target(), Some(&rid("f")));
+        let mut s = LayerSelector::default();
+        s.update(t0, &layers, Some(400_000));
+        assert_eq!(
+            s.target(),
+            Some(&rid("q")),
+            "400 kbit/s carries only the low layer"
+        );
+        let mut s = LayerSelector::with_max_width(Some(640));
+        s.update(t0, &layers, Some(5_000_000));
+        assert_eq!(s.target(), Some(&rid("h")), "at most 640 wide");
+        let mut s = LayerSelector::default();
+        s.update(t0, &layers, None);
+        assert_eq!(s.target(), Some(&rid("f")), "no feedback: the best layer");
+    }
+
+    #[test]
+    fn downgrades_at_once_upgrades_after_hold() {
+        let t0 = Instant::now();
+        let layers = chrome_layers();
+        let mut s = LayerSelector::default();
+        s.update(t0, &layers, Some(5_000_000));
+        assert_eq!(s.target(), Some(&rid("f")));
+        // Bandwidth falls: down immediately.
+        assert!(s.update(t0 + Duration::from_millis(100), &layers, Some(700_000)));
+        assert_eq!(s.target(), Some(&rid("h")));
+        // Bandwidth returns: not at once...
+        let mut t = t0 + Duration::from_millis(200);
+        s.update(t, &layers, Some(5_000_000));
+        assert_eq!(s.target(), Some(&rid("h")));
+        // ...but after the hold, one step up.
+        for _ in 0..30 {
+            t += Duration::from_millis(100);
+            s.update(t, &layers, Some(5_000_000));
+        }
+        assert_eq!(s.target(), Some(&rid("f")));
+    }
+
+    #[test]
+    fn fluctuating_estimate_does_not_oscillate() {
+        let t0 = Instant::now();
+        let layers = chrome_layers();
+        let mut s = LayerSelector::default();
+        let mut t = t0;
+        // The estimate alternates between "top fits" and "top does not fit"
+        // every 3 s for two minutes.
+        for step in 0..1200 {
+            t += Duration::from_millis(100);
+            let estimate = if (step / 30) % 2 == 0 {
+                3_500_000
+            } else {
+                2_000_000
+            };
+            s.update(t, &layers, Some(estimate));
+        }
+        let switches = s.switches_up + s.switches_down;
+        assert!(switches <= 12, "{switches} switches in 2 minutes");
+    }
+
+    #[test]
+    fn pauses_when_nothing_fits_and_resumes_with_margin() {
+        let t0 = Instant::now();
+        let layers = chrome_layers();
+        let mut s = LayerSelector::default();
+        s.update(t0, &layers, Some(400_000));
+        assert_eq!(s.on_frame(&rid("q"), true), FrameVerdict::SwitchTo);
+        s.update(t0 + Duration::from_millis(100), &layers, Some(150_000));
+        assert!(s.is_paused());
+        assert_eq!(s.on_frame(&rid("q"), false), FrameVerdict::Drop);
+        // Just enough for the layer is not enough to resume.
+        s.update(t0 + Duration::from_millis(200), &layers, Some(260_000));
+        assert!(s.is_paused());
+        s.update(t0 + Duration::from_millis(300), &layers, Some(400_000));
+        assert!(!s.is_paused());
+        assert_eq!(s.target(), Some(&rid("q")));
+    }
+
+    #[test]
+    fn switches_only_at_a_keyframe_of_the_target_without_a_gap() {
+        let t0 = Instant::now();
+        let layers = chrome_layers();
+        let mut s = LayerSelector::default();
+        s.update(t0, &layers, Some(700_000));
+        assert_eq!(s.on_frame(&rid("h"), false), FrameVerdict::DropNeedKeyframe);
+        assert_eq!(s.on_frame(&rid("h"), true), FrameVerdict::SwitchTo);
+        assert_eq!(s.on_frame(&rid("h"), false), FrameVerdict::Forward);
+        assert_eq!(s.on_frame(&rid("q"), false), FrameVerdict::Drop);
+        // Down to q: h keeps flowing until q's keyframe arrives.
+        s.update(t0 + Duration::from_millis(100), &layers, Some(300_000));
+        assert_eq!(s.target(), Some(&rid("q")));
+        assert_eq!(s.on_frame(&rid("q"), false), FrameVerdict::DropNeedKeyframe);
+        assert_eq!(s.on_frame(&rid("h"), false), FrameVerdict::Forward);
+        assert_eq!(s.on_frame(&rid("q"), true), FrameVerdict::SwitchTo);
+        assert_eq!(s.on_frame(&rid("h"), false), FrameVerdict::Drop);
+    }
+
+    #[test]
+    fn falls_back_when_its_layer_stops() {
+        let t0 = Instant::now();
+        let mut s = LayerSelector::default();
+        s.update(t0, &chrome_layers(), Some(5_000_000));
+        assert_eq!(s.target(), Some(&rid("f")));
+        let without_top = &chrome_layers()[..2];
+        assert!(s.update(
+            t0 + Duration::from_millis(800),
+            without_top,
+            Some(5_000_000)
+        ));
+        assert_eq!(s.target(), Some(&rid("h")));
+    }
+
+    #[test]
+    fn probes_toward_the_next_layer() {
+        let t0 = Instant::now();
+        let layers = chrome_layers();
+        let mut s = LayerSelector::default();
+        s.update(t0, &layers, Some(700_000));
+        let probe = s.probe_target_bps(&layers);
+        assert!(probe.is_some_and(|b| b > 2_500_000), "{probe:?}");
+        let mut capped = LayerSelector::with_max_width(Some(640));
+        capped.update(t0, &layers, Some(700_000));
+        assert_eq!(
+            capped.probe_target_bps(&layers),
+            None,
+            "no probing beyond the wish"
+        );
+    }
+}

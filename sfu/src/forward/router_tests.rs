@@ -1,0 +1,202 @@
+//! Unit tests of the room router (simulated time, no sockets).
+
+use super::*;
+use std::time::Duration;
+
+fn mid(s: &str) -> Mid {
+    Mid::from(s)
+}
+fn track(p: u64, m: &str) -> TrackKey {
+    TrackKey {
+        publisher: p,
+        mid: mid(m),
+    }
+}
+fn down(s: u64, m: &str) -> DownTrackKey {
+    DownTrackKey {
+        subscriber: s,
+        mid: mid(m),
+    }
+}
+fn keyframe_requests(actions: &[RouterAction]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, RouterAction::RequestKeyframe { .. }))
+        .count()
+}
+
+#[test]
+fn viewer_before_publisher_binds_when_publisher_arrives() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    assert!(r
+        .add_down_track(down(2, "1"), MediaKind::Video, None, t0)
+        .is_empty());
+    assert!(r
+        .add_down_track(down(2, "0"), MediaKind::Audio, None, t0)
+        .is_empty());
+    let a = r.add_track(track(1, "0"), MediaKind::Audio, t0);
+    assert_eq!(
+        a,
+        vec![RouterAction::Bound {
+            down: down(2, "0"),
+            track: track(1, "0")
+        }]
+    );
+    let v = r.add_track(track(1, "1"), MediaKind::Video, t0);
+    assert!(v.contains(&RouterAction::Bound {
+        down: down(2, "1"),
+        track: track(1, "1")
+    }));
+    assert_eq!(
+        keyframe_requests(&v),
+        1,
+        "a new video subscriber asks for a keyframe"
+    );
+}
+
+#[test]
+fn video_flows_only_from_a_keyframe() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.add_track(track(1, "v"), MediaKind::Video, t0);
+    r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
+    r.add_down_track(down(3, "v"), MediaKind::Video, None, t0);
+    let mut rx = vec![];
+    // Deltas before a keyframe reach nobody (and the request is throttled).
+    let a = r.route_frame(
+        track(1, "v"),
+        &FrameInfo::simple(false, true),
+        t0 + Duration::from_millis(10),
+        &mut rx,
+    );
+    assert!(rx.is_empty());
+    assert!(a.is_none(), "throttled: a request went out at bind time");
+    r.route_frame(
+        track(1, "v"),
+        &FrameInfo::simple(true, true),
+        t0 + Duration::from_millis(40),
+        &mut rx,
+    );
+    assert_eq!(rx.len(), 2);
+    r.route_frame(
+        track(1, "v"),
+        &FrameInfo::simple(false, true),
+        t0 + Duration::from_millis(70),
+        &mut rx,
+    );
+    assert_eq!(rx.len(), 2);
+}
+
+#[test]
+fn publisher_gap_closes_video_and_requests_keyframe() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.add_track(track(1, "v"), MediaKind::Video, t0);
+    r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
+    let mut rx = vec![];
+    r.route_frame(track(1, "v"), &FrameInfo::simple(true, true), t0, &mut rx);
+    let t1 = t0 + Duration::from_secs(2);
+    let a = r.route_frame(track(1, "v"), &FrameInfo::simple(false, false), t1, &mut rx);
+    assert!(
+        rx.is_empty(),
+        "a frame after an unrepaired gap is not forwarded"
+    );
+    assert_eq!(
+        a,
+        Some(RouterAction::RequestKeyframe {
+            track: track(1, "v"),
+            layer: None,
+            cause: KeyframeCause::PublisherGap
+        })
+    );
+    r.route_frame(
+        track(1, "v"),
+        &FrameInfo::simple(false, true),
+        t1 + Duration::from_millis(30),
+        &mut rx,
+    );
+    assert!(rx.is_empty(), "stays closed until the keyframe");
+    r.route_frame(
+        track(1, "v"),
+        &FrameInfo::simple(true, true),
+        t1 + Duration::from_millis(60),
+        &mut rx,
+    );
+    assert_eq!(rx, vec![down(2, "v")]);
+}
+
+#[test]
+fn audio_is_never_gated() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.add_track(track(1, "a"), MediaKind::Audio, t0);
+    r.add_down_track(down(2, "a"), MediaKind::Audio, None, t0);
+    let mut rx = vec![];
+    assert!(r
+        .route_frame(track(1, "a"), &FrameInfo::simple(false, false), t0, &mut rx)
+        .is_none());
+    assert_eq!(rx, vec![down(2, "a")]);
+}
+
+#[test]
+fn subscriber_requests_are_throttled_per_track() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.add_track(track(1, "v"), MediaKind::Video, t0);
+    for s in 2..12 {
+        r.add_down_track(down(s, "v"), MediaKind::Video, None, t0);
+    }
+    let t1 = t0 + Duration::from_secs(1);
+    let sent: usize = (2..12)
+        .filter_map(|s| r.keyframe_requested(down(s, "v"), t1))
+        .count();
+    assert_eq!(sent, 1, "ten PLIs within one interval -> one request");
+    assert_eq!(r.next_deadline(), Some(t1 + Duration::from_millis(500)));
+    let mut actions = vec![];
+    r.poll_keyframes(t1 + Duration::from_millis(500), &mut actions);
+    assert_eq!(
+        keyframe_requests(&actions),
+        1,
+        "the coalesced request is released once"
+    );
+}
+
+#[test]
+fn publisher_leaving_moves_viewers_to_the_next_or_unbinds() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.add_track(track(1, "v"), MediaKind::Video, t0);
+    r.add_track(track(5, "v"), MediaKind::Video, t0);
+    r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
+    assert_eq!(
+        r.source_of(down(2, "v")),
+        Some(track(1, "v")),
+        "oldest publisher first"
+    );
+    let a = r.remove_participant(1, t0);
+    assert!(a.contains(&RouterAction::Bound {
+        down: down(2, "v"),
+        track: track(5, "v")
+    }));
+    let a = r.remove_participant(5, t0);
+    assert_eq!(
+        a,
+        vec![RouterAction::Unbound {
+            down: down(2, "v"),
+            track: track(5, "v")
+        }]
+    );
+    assert_eq!(r.track_count(), 0);
+    r.remove_participant(2, t0);
+    assert!(r.down_tracks.is_empty());
+}
+
+#[test]
+fn a_participant_never_receives_its_own_track() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.add_down_track(down(1, "x"), MediaKind::Audio, None, t0);
+    r.add_track(track(1, "a"), MediaKind::Audio, t0);
+    assert_eq!(r.source_of(down(1, "x")), None);
+}
