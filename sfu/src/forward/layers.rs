@@ -55,15 +55,41 @@ pub struct LayerView {
     pub bitrate_bps: u64,
 }
 
+/// Time after a track's first frame within which all its layers are
+/// expected to have shown up (before that, no initial choice is made).
+pub const LAYERS_SETTLE: Duration = Duration::from_millis(800);
+
 /// The layers of one published video track.
 #[derive(Debug, Clone, Default)]
 pub struct PublishedLayers {
     layers: Vec<Layer>,
+    /// Layers announced in the SDP (`a=simulcast`); 1 without simulcast.
+    expected: usize,
+    first_frame: Option<Instant>,
 }
 
 impl PublishedLayers {
+    pub fn new(expected: usize) -> Self {
+        PublishedLayers {
+            expected: expected.max(1),
+            ..Default::default()
+        }
+    }
+
+    /// True once an initial layer choice is meaningful: every announced
+    /// layer has been seen with its picture size, or enough time passed.
+    pub fn settled(&self, now: Instant) -> bool {
+        let all_known = self.layers.len() >= self.expected.max(1)
+            && (self.layers.len() == 1 || self.layers.iter().all(|l| l.width > 0));
+        all_known
+            || self
+                .first_frame
+                .is_some_and(|t| now.saturating_duration_since(t) >= LAYERS_SETTLE)
+    }
+
     /// A frame of layer `id` arrived (`size` bytes; `dims` when the frame tells).
     pub fn observe(&mut self, id: LayerId, size: usize, dims: Option<(u32, u32)>, now: Instant) {
+        self.first_frame.get_or_insert(now);
         let index = match self.layers.iter().position(|l| l.id == id) {
             Some(i) => i,
             None => {
@@ -241,6 +267,9 @@ impl LayerSelector {
                 None => self.pause(),
             }
             self.upgrade_ok_since = None;
+            if before.is_some() && before != self.target {
+                self.switches_down += 1; // fallback from a layer that stopped
+            }
             return before != self.target;
         };
         match best_fit {
@@ -391,6 +420,28 @@ mod tests {
         }
         let ids: Vec<LayerId> = p.ranked(later).iter().map(|l| l.id).collect();
         assert_eq!(ids, vec![rid("2"), rid("1")]);
+    }
+
+    #[test]
+    fn settles_when_all_announced_layers_were_seen() {
+        let t0 = Instant::now();
+        let mut p = PublishedLayers::new(3);
+        p.observe(rid("f"), 5000, Some((1280, 720)), t0);
+        assert!(!p.settled(t0), "only one of three layers seen");
+        p.observe(rid("h"), 2000, Some((640, 360)), t0);
+        p.observe(rid("q"), 500, None, t0);
+        assert!(!p.settled(t0), "q's size is unknown yet");
+        p.observe(rid("q"), 500, Some((320, 180)), t0);
+        assert!(p.settled(t0));
+        let mut slow = PublishedLayers::new(3);
+        slow.observe(rid("f"), 5000, Some((1280, 720)), t0);
+        assert!(
+            slow.settled(t0 + LAYERS_SETTLE),
+            "a layer that never comes does not block"
+        );
+        let mut single = PublishedLayers::new(1);
+        single.observe(None, 5000, None, t0);
+        assert!(single.settled(t0));
     }
 
     #[test]

@@ -192,7 +192,14 @@ impl Router {
     }
 
     /// A publisher added a media line. Unbound down-tracks of that kind bind to it.
-    pub fn add_track(&mut self, key: TrackKey, kind: MediaKind, now: Instant) -> Vec<RouterAction> {
+    /// `layers` is the number of simulcast layers the SDP announced (1 without).
+    pub fn add_track(
+        &mut self,
+        key: TrackKey,
+        kind: MediaKind,
+        layers: usize,
+        now: Instant,
+    ) -> Vec<RouterAction> {
         if self.tracks.contains_key(&key) {
             return vec![];
         }
@@ -203,7 +210,7 @@ impl Router {
                 kind,
                 created_seq: self.next_seq,
                 keyframes: HashMap::new(),
-                layers: PublishedLayers::default(),
+                layers: PublishedLayers::new(layers),
                 down_tracks: vec![],
             },
         );
@@ -316,6 +323,9 @@ impl Router {
                 continue;
             };
             if dt.selector.target().is_none() && !dt.selector.is_paused() {
+                if !t.layers.settled(now) {
+                    continue; // wait until every layer showed up before choosing
+                }
                 // First frames for this down-track: choose a layer now.
                 let layers = ranked.get_or_insert_with(|| t.layers.ranked(now));
                 dt.selector

@@ -35,7 +35,7 @@ fn viewer_before_publisher_binds_when_publisher_arrives() {
     assert!(r
         .add_down_track(down(2, "0"), MediaKind::Audio, None, t0)
         .is_empty());
-    let a = r.add_track(track(1, "0"), MediaKind::Audio, t0);
+    let a = r.add_track(track(1, "0"), MediaKind::Audio, 1, t0);
     assert_eq!(
         a,
         vec![RouterAction::Bound {
@@ -43,7 +43,7 @@ fn viewer_before_publisher_binds_when_publisher_arrives() {
             track: track(1, "0")
         }]
     );
-    let v = r.add_track(track(1, "1"), MediaKind::Video, t0);
+    let v = r.add_track(track(1, "1"), MediaKind::Video, 1, t0);
     assert!(v.contains(&RouterAction::Bound {
         down: down(2, "1"),
         track: track(1, "1")
@@ -59,7 +59,7 @@ fn viewer_before_publisher_binds_when_publisher_arrives() {
 fn video_flows_only_from_a_keyframe() {
     let t0 = Instant::now();
     let mut r = Router::default();
-    r.add_track(track(1, "v"), MediaKind::Video, t0);
+    r.add_track(track(1, "v"), MediaKind::Video, 1, t0);
     r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
     r.add_down_track(down(3, "v"), MediaKind::Video, None, t0);
     let mut rx = vec![];
@@ -92,7 +92,7 @@ fn video_flows_only_from_a_keyframe() {
 fn publisher_gap_closes_video_and_requests_keyframe() {
     let t0 = Instant::now();
     let mut r = Router::default();
-    r.add_track(track(1, "v"), MediaKind::Video, t0);
+    r.add_track(track(1, "v"), MediaKind::Video, 1, t0);
     r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
     let mut rx = vec![];
     r.route_frame(track(1, "v"), &FrameInfo::simple(true, true), t0, &mut rx);
@@ -130,7 +130,7 @@ fn publisher_gap_closes_video_and_requests_keyframe() {
 fn audio_is_never_gated() {
     let t0 = Instant::now();
     let mut r = Router::default();
-    r.add_track(track(1, "a"), MediaKind::Audio, t0);
+    r.add_track(track(1, "a"), MediaKind::Audio, 1, t0);
     r.add_down_track(down(2, "a"), MediaKind::Audio, None, t0);
     let mut rx = vec![];
     assert!(r
@@ -143,7 +143,7 @@ fn audio_is_never_gated() {
 fn subscriber_requests_are_throttled_per_track() {
     let t0 = Instant::now();
     let mut r = Router::default();
-    r.add_track(track(1, "v"), MediaKind::Video, t0);
+    r.add_track(track(1, "v"), MediaKind::Video, 1, t0);
     for s in 2..12 {
         r.add_down_track(down(s, "v"), MediaKind::Video, None, t0);
     }
@@ -166,8 +166,8 @@ fn subscriber_requests_are_throttled_per_track() {
 fn publisher_leaving_moves_viewers_to_the_next_or_unbinds() {
     let t0 = Instant::now();
     let mut r = Router::default();
-    r.add_track(track(1, "v"), MediaKind::Video, t0);
-    r.add_track(track(5, "v"), MediaKind::Video, t0);
+    r.add_track(track(1, "v"), MediaKind::Video, 1, t0);
+    r.add_track(track(5, "v"), MediaKind::Video, 1, t0);
     r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
     assert_eq!(
         r.source_of(down(2, "v")),
@@ -197,6 +197,6 @@ fn a_participant_never_receives_its_own_track() {
     let t0 = Instant::now();
     let mut r = Router::default();
     r.add_down_track(down(1, "x"), MediaKind::Audio, None, t0);
-    r.add_track(track(1, "a"), MediaKind::Audio, t0);
+    r.add_track(track(1, "a"), MediaKind::Audio, 1, t0);
     assert_eq!(r.source_of(down(1, "x")), None);
 }

@@ -590,13 +590,19 @@ impl WorkerCore {
                             .tracks
                             .with_label_values(&[media_label(added.kind)])
                             .inc();
-                        tracing::info!(mid = %added.mid, media = ?added.kind, "track published");
+                        let layers = added
+                            .simulcast
+                            .as_ref()
+                            .map(|s| s.recv.len().max(s.send.len()))
+                            .unwrap_or(1);
+                        tracing::info!(mid = %added.mid, media = ?added.kind, layers, "track published");
                         room.router.add_track(
                             TrackKey {
                                 publisher: id,
                                 mid: added.mid,
                             },
                             added.kind,
+                            layers,
                             now,
                         )
                     }

@@ -168,6 +168,10 @@ pub struct PeerStats {
     pub keyframe_requests: u64,
     pub video_codecs: Vec<Codec>,
     pub video_sizes: Vec<usize>,
+    /// (time since start, width) of every VP8 keyframe received.
+    pub keyframe_widths: Vec<(Duration, u32)>,
+    /// Video frames that arrived after a gap the receiver could not repair.
+    pub discontinuities: u64,
 }
 
 /// A str0m peer with its own UDP socket.
@@ -190,6 +194,52 @@ pub struct TestPeer {
     pub video_codec: Codec,
     /// Send H.264 in decode order with B-frames (IPBB...).
     pub bframes: bool,
+    /// Simulcast layers sent (rid, width, height, bytes per frame); empty: one stream.
+    pub layers: Vec<SimLayer>,
+}
+
+/// One simulcast layer a test publisher sends.
+#[derive(Debug, Clone)]
+pub struct SimLayer {
+    pub rid: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub frame_bytes: usize,
+    /// Stop sending this layer (as when the publisher's uplink degrades).
+    pub stopped: bool,
+    keyframe_wanted: bool,
+}
+
+impl SimLayer {
+    pub fn new(rid: &'static str, width: u32, height: u32, frame_bytes: usize) -> Self {
+        SimLayer {
+            rid,
+            width,
+            height,
+            frame_bytes,
+            stopped: false,
+            keyframe_wanted: true,
+        }
+    }
+}
+
+/// A VP8 frame of a given picture size and length.
+pub fn vp8_frame_sized(keyframe: bool, n: u64, width: u32, height: u32, len: usize) -> Vec<u8> {
+    let mut f = if keyframe {
+        let w = (width as u16).to_le_bytes();
+        let h = (height as u16).to_le_bytes();
+        vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, w[0], w[1], h[0], h[1]]
+    } else {
+        vec![0x11, 0x02, 0x00]
+    };
+    f.extend((f.len()..len.max(f.len())).map(|i| (i as u64 ^ n) as u8));
+    f
+}
+
+/// Picture width of a received VP8 keyframe.
+pub fn vp8_width(frame: &[u8]) -> Option<u32> {
+    (frame.len() >= 10 && frame[0] & 1 == 0 && frame[3..6] == [0x9d, 0x01, 0x2a])
+        .then(|| u32::from(u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff))
 }
 
 /// A minimal H.264 access unit in Annex B form: SPS+PPS+IDR or a non-IDR slice.
@@ -238,6 +288,15 @@ pub fn vp8_frame(keyframe: bool, n: u64) -> Vec<u8> {
 impl TestPeer {
     /// `config` lets a test number codecs differently from the server.
     pub fn new(config: RtcConfig, media: &[(MediaKind, Direction)]) -> (TestPeer, String) {
+        Self::build(config, media, None)
+    }
+
+    /// `simulcast` applies to the video media line.
+    fn build(
+        config: RtcConfig,
+        media: &[(MediaKind, Direction)],
+        simulcast: Option<str0m::media::Simulcast>,
+    ) -> (TestPeer, String) {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
         socket
             .set_read_timeout(Some(Duration::from_millis(5)))
@@ -249,7 +308,10 @@ impl TestPeer {
         let mut api = rtc.sdp_api();
         let mut mids = vec![];
         for (kind, dir) in media {
-            mids.push((api.add_media(*kind, *dir, None, None, None), *kind));
+            let sim = (*kind == MediaKind::Video)
+                .then(|| simulcast.clone())
+                .flatten();
+            mids.push((api.add_media(*kind, *dir, None, None, sim), *kind));
         }
         let (offer, pending) = api.apply().expect("offer");
         let sdp = offer.to_sdp_string();
@@ -270,6 +332,7 @@ impl TestPeer {
                 send_media: true,
                 video_codec: Codec::Vp8,
                 bframes: false,
+                layers: vec![],
             },
             sdp,
         )
@@ -283,6 +346,24 @@ impl TestPeer {
                 (MediaKind::Video, Direction::SendOnly),
             ],
         )
+    }
+
+    /// A publisher sending VP8 simulcast with `layers` (and Opus).
+    pub fn simulcast_publisher(layers: Vec<SimLayer>) -> (TestPeer, String) {
+        let mut simulcast = str0m::media::Simulcast::new();
+        for l in &layers {
+            simulcast.add_send_layer(str0m::media::SimulcastLayer::new(l.rid));
+        }
+        let (mut peer, offer) = Self::build(
+            RtcConfig::new(),
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+            Some(simulcast),
+        );
+        peer.layers = layers;
+        (peer, offer)
     }
 
     pub fn viewer(config: RtcConfig) -> (TestPeer, String) {
@@ -311,6 +392,34 @@ impl TestPeer {
                 continue;
             };
             match kind {
+                MediaKind::Video if now >= self.next_video && !self.layers.is_empty() => {
+                    let Some(pt) = writer
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Vp8)
+                        .map(|p| p.pt())
+                    else {
+                        continue;
+                    };
+                    drop(writer);
+                    let periodic = self.frame_no.is_multiple_of(90);
+                    let t = MediaTime::from_90khz(self.frame_no * 3000 + 90_000);
+                    for layer in self.layers.iter_mut().filter(|l| !l.stopped) {
+                        let key = layer.keyframe_wanted || periodic;
+                        layer.keyframe_wanted = false;
+                        let data = vp8_frame_sized(
+                            key,
+                            self.frame_no,
+                            layer.width,
+                            layer.height,
+                            layer.frame_bytes,
+                        );
+                        if let Some(w) = self.rtc.writer(mid) {
+                            let _ = w.rid(layer.rid.into()).write(pt, now, t, data);
+                        }
+                    }
+                    self.frame_no += 1;
+                    self.next_video = now + Duration::from_millis(33);
+                }
                 MediaKind::Video if now >= self.next_video => {
                     let codec = self.video_codec;
                     let Some(pt) = writer
@@ -409,6 +518,12 @@ impl TestPeer {
             }
             Event::MediaData(d) => {
                 if d.params.spec().codec.is_video() {
+                    if !d.contiguous && self.stats.video_frames > 0 {
+                        self.stats.discontinuities += 1;
+                    }
+                    if let Some(w) = vp8_width(&d.data) {
+                        self.stats.keyframe_widths.push((since, w));
+                    }
                     self.stats.video_frames += 1;
                     self.stats.first_video_after.get_or_insert(since);
                     if d.is_keyframe() {
@@ -424,9 +539,14 @@ impl TestPeer {
                     self.stats.audio_frames += 1;
                 }
             }
-            Event::KeyframeRequest(_) => {
+            Event::KeyframeRequest(req) => {
                 self.stats.keyframe_requests += 1;
                 self.force_keyframe = true;
+                for layer in &mut self.layers {
+                    if req.rid.is_none() || req.rid == Some(layer.rid.into()) {
+                        layer.keyframe_wanted = true;
+                    }
+                }
             }
             _ => {}
         }
