@@ -53,9 +53,14 @@ function waitForIceGathering(pc, timeoutMs) {
 
 /** A WHIP (publish) or WHEP (play) session. */
 export class Session {
-  /** @param {{kind: 'whip'|'whep', room: string, token: string, onState?: (s: string) => void}} opts */
+  /**
+   * @param {{kind: 'whip'|'whep', room: string, token: string, onState?: (s: string) => void,
+   *          simulcast?: boolean, maxWidth?: number}} opts
+   */
   constructor(opts) {
     this.kind = opts.kind;
+    this.simulcast = !!opts.simulcast;
+    this.maxWidth = opts.maxWidth || null;
     this.room = opts.room;
     this.token = opts.token;
     this.onState = opts.onState || (() => {});
@@ -71,7 +76,16 @@ export class Session {
     pc.addEventListener('connectionstatechange', () => this.onState(pc.connectionState));
     if (this.kind === 'whip') {
       for (const track of stream.getTracks()) {
-        pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+        const init = { direction: 'sendonly', streams: [stream] };
+        if (track.kind === 'video' && this.simulcast) {
+          // Three layers, listed high to low as libwebrtc expects.
+          init.sendEncodings = [
+            { rid: 'f', maxBitrate: 2_500_000 },
+            { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+            { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+          ];
+        }
+        pc.addTransceiver(track, init);
       }
     } else {
       pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -80,6 +94,7 @@ export class Session {
     await pc.setLocalDescription(await pc.createOffer());
     await waitForIceGathering(pc, 2000);
     const url = new URL(`/${this.kind}/${encodeURIComponent(this.room)}`, location.href);
+    if (this.maxWidth) url.searchParams.set('maxWidth', String(this.maxWidth));
     const resp = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/sdp', authorization: `Bearer ${this.token}` },

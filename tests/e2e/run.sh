@@ -10,10 +10,13 @@ export SFU_BIN="${SFU_BIN:-$root/target/release/sfu}"
 [ -x "$SFU_BIN" ] || { echo "server binary $SFU_BIN missing: cargo build --release -p sfu" >&2; exit 1; }
 
 ns="sfue2e-$$-$RANDOM"
+export SFU_E2E_NS="$ns"   # tests name extra namespaces "$ns-<suffix>"
 cleanup() {
-  # Kill anything still running in the namespace, then remove it.
-  for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-  ip netns del "$ns" 2>/dev/null || true
+  # Kill anything still running in our namespaces, then remove them.
+  for n in $(ip netns list | awk '{print $1}' | grep -E "^$ns(-|\$)" || true); do
+    for pid in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    ip netns del "$n" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 ip netns add "$ns"

@@ -4,30 +4,53 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { startServer, metricTotal } from './lib/server.mjs';
 import {
-  startServer, launchBrowser, openPage, rtpStats, waitFor, waitForNoSessions, reportMetric, sleep,
-} from './lib/harness.mjs';
+  launchBrowser, openPage, closePage, poll, waitFor, inboundVideoStats, inboundAudioStats, outboundVideoStats,
+  sfuState, framesDecoded, reportMetric, sleep,
+} from './lib/browser.mjs';
 
-async function assertPlaying(page, label, publisher) {
-  const first = await waitFor(`${label} decodes video`, async () => {
-    const s = await rtpStats(page);
-    return s?.inbound.video?.framesDecoded > 0 ? s : false;
-  }, 20000);
+/** Gauges that must all read 0 (summed over labels) once every page is closed. */
+const GAUGES_ZERO_WHEN_EMPTY = ['sfu_rooms', 'sfu_participants', 'sfu_rtc_instances', 'sfu_registry_entries', 'sfu_tracks'];
+/** How long the server may take to notice closed pages (DELETE, or the 5 s session timeout). */
+const EMPTY_WITHIN_MS = 10000;
+const PUBLISH_QUERY = 'autostart=1&resolution=640x360';
+
+async function assertServerEmpty(server) {
+  return poll(`${GAUGES_ZERO_WHEN_EMPTY.join(', ')} all 0 within ${EMPTY_WITHIN_MS} ms`, async () => {
+    const m = await server.metrics();
+    for (const g of GAUGES_ZERO_WHEN_EMPTY) {
+      if (metricTotal(m, g) === undefined) throw new Error(`/metrics has no ${g} (names changed? edit GAUGES_ZERO_WHEN_EMPTY)`);
+    }
+    return GAUGES_ZERO_WHEN_EMPTY.every((g) => metricTotal(m, g) === 0) ? m : false;
+  }, EMPTY_WITHIN_MS, 250);
+}
+
+const decodes = (page, label, timeoutMs = 20000, intervalMs = 100) =>
+  waitFor(page, async (p) => ((await framesDecoded(p)) > 0 ? Date.now() : false), timeoutMs, { what: `${label} decodes a frame`, intervalMs });
+
+/** Video keeps decoding (two samples 2 s apart) at the publisher's current
+ * send resolution, and audio arrives and is played out. */
+async function assertPlaying(player, label, publisher) {
+  const first = await waitFor(player, async (p) => {
+    const v = await inboundVideoStats(p);
+    return v?.framesDecoded > 0 ? v : false;
+  }, 20000, { what: `${label} decodes video` });
   await sleep(2000);
-  const later = await rtpStats(page);
-  assert.ok(later.inbound.video.framesDecoded > first.inbound.video.framesDecoded + 20,
-    `${label}: frames keep being decoded (${first.inbound.video.framesDecoded} -> ${later.inbound.video.framesDecoded})`);
-  assert.ok(later.inbound.audio?.packetsReceived > 50, `${label}: audio packets arrive`);
-  assert.ok(later.inbound.audio?.totalSamplesReceived > 0, `${label}: audio samples are played out`);
-  // The viewer decodes what the publisher currently sends (Chrome adapts
-  // the send resolution to bandwidth, so compare both sides, with retries).
-  await waitFor(`${label} resolution equals the publisher's`, async () => {
-    const [p, v] = [await rtpStats(publisher), await rtpStats(page)];
-    const out = p.outbound.video;
-    const inn = v.inbound.video;
-    return out.frameWidth > 0 && out.frameWidth === inn.frameWidth && out.frameHeight === inn.frameHeight
+  const later = await inboundVideoStats(player);
+  assert.ok(later.framesDecoded > first.framesDecoded + 20,
+    `${label}: frames keep being decoded (${first.framesDecoded} -> ${later.framesDecoded})`);
+  const audio = await inboundAudioStats(player);
+  assert.ok(audio?.packetsReceived > 50, `${label}: audio packets arrive (${JSON.stringify(audio)})`);
+  assert.ok(audio.totalSamplesReceived > 0, `${label}: audio samples are played out`);
+  // Chrome adapts its send resolution to bandwidth and CPU: compare both
+  // sides as they are now, retrying until they agree.
+  const size = await waitFor(player, async (p) => {
+    const [out, inn] = [await outboundVideoStats(publisher), await inboundVideoStats(p)];
+    return out?.frameWidth > 0 && out.frameWidth === inn.frameWidth && out.frameHeight === inn.frameHeight
       ? `${inn.frameWidth}x${inn.frameHeight}` : false;
-  }, 15000, 250);
+  }, 15000, { what: `${label} resolution equals the publisher's`, intervalMs: 250 });
+  console.log(`${label}: ${size}, video ${JSON.stringify(later)}, audio ${JSON.stringify(audio)}`);
   return later;
 }
 
@@ -39,35 +62,40 @@ test('browser publishes over WHIP, browsers play over WHEP, nothing leaks', asyn
   // Two players arrive before the publisher and wait.
   const playerB = await openPage(browser, `${server.base}/play?room=${room}&autostart=1`, 'B');
   const playerC = await openPage(browser, `${server.base}/play?room=${room}&autostart=1`, 'C');
-  await waitFor('players connected', async () =>
-    (await rtpStats(playerB))?.state === 'connected' && (await rtpStats(playerC))?.state === 'connected');
+  for (const [p, l] of [[playerB, 'B'], [playerC, 'C']]) {
+    await waitFor(p, async (pg) => (await sfuState(pg))?.pc === 'connected', 15000, { what: `player ${l} connected` });
+  }
 
-  // The publisher starts; measure WHIP POST -> first decoded frame at B.
+  // Publisher A starts: time from its navigation (and from its WHIP POST) to B's first frame.
   let whipPostAt = 0;
-  const publisherContext = await browser.newContext();
-  const publisher = await publisherContext.newPage();
-  publisher.on('request', (r) => { if (r.method() === 'POST' && r.url().includes('/whip/')) whipPostAt = Date.now(); });
-  await publisher.goto(`${server.base}/?room=${room}&autostart=1&resolution=640x360`);
-  await waitFor('B decodes the first frame', async () => (await rtpStats(playerB))?.inbound.video?.framesDecoded > 0, 20000, 20);
-  reportMetric('whip_post_to_first_decoded_frame_ms', Date.now() - whipPostAt, 'ms');
-  assert.equal(await publisher.evaluate(() => window.sfu.state), 'connected');
+  const navAt = Date.now();
+  const publisher = await openPage(browser, `${server.base}/?room=${room}&${PUBLISH_QUERY}`, 'A', {
+    beforeGoto: (p) => p.on('request', (r) => { if (r.method() === 'POST' && r.url().includes('/whip/')) whipPostAt = Date.now(); }),
+  });
+  const firstFrameAt = await decodes(playerB, 'B', 20000, 20);
+  reportMetric('publisher_nav_to_first_decoded_frame_ms', firstFrameAt - navAt, 'ms');
+  reportMetric('whip_post_to_first_decoded_frame_ms', firstFrameAt - whipPostAt, 'ms');
+  assert.equal((await sfuState(publisher)).state, 'connected');
 
-  const b = await assertPlaying(playerB, 'player B', publisher);
+  await assertPlaying(playerB, 'player B', publisher);
   await assertPlaying(playerC, 'player C', publisher);
-  console.log('player B stats', JSON.stringify(b.inbound));
 
   // A player joining a running broadcast gets its first picture fast.
-  const joinAt = Date.now();
   const playerD = await openPage(browser, `${server.base}/play?room=${room}&autostart=1`, 'D');
-  await waitFor('D decodes the first frame', async () => (await rtpStats(playerD))?.inbound.video?.framesDecoded > 0, 20000, 20);
-  reportMetric('whep_join_to_first_decoded_frame_ms', Date.now() - joinAt, 'ms');
+  reportMetric('whep_join_to_first_decoded_frame_ms', (await decodes(playerD, 'D', 20000, 20)) - playerD.navigatedAt, 'ms');
   await assertPlaying(playerD, 'player D', publisher);
 
+  const live = await server.metrics();
+  assert.equal(metricTotal(live, 'sfu_rooms'), 1, 'one room while playing');
+  assert.equal(metricTotal(live, 'sfu_participants'), 4, 'one publisher + three players');
+
   // Everyone leaves (pages close: DELETE on pagehide, or the session timeout).
-  for (const p of [publisher, playerB, playerC, playerD]) await p.context().close();
-  const m = await waitForNoSessions(server.base);
-  assert.ok(m.sfu_frames_forwarded_total > 0);
-  assert.ok(m.sfu_keyframe_requests_sent_total > 0, 'new viewers made the server request keyframes');
+  const closedAt = Date.now();
+  for (const p of [publisher, playerB, playerC, playerD]) await closePage(p);
+  const m = await assertServerEmpty(server);
+  reportMetric('pages_closed_to_server_empty_ms', Date.now() - closedAt, 'ms');
+  assert.ok(metricTotal(m, 'sfu_frames_forwarded_total') > 0);
+  assert.ok(metricTotal(m, 'sfu_keyframe_requests_sent_total') > 0, 'new viewers made the server request keyframes');
 });
 
 test('a player waiting before the publisher starts plays without reloading', async (t) => {
@@ -75,26 +103,27 @@ test('a player waiting before the publisher starts plays without reloading', asy
   const browser = await launchBrowser(t);
   const room = 'waiting-room';
   const player = await openPage(browser, `${server.base}/play?room=${room}&autostart=1`, 'player');
-  await waitFor('player connected', async () => (await rtpStats(player))?.state === 'connected');
+  await waitFor(player, async (p) => (await sfuState(p))?.pc === 'connected', 15000, { what: 'player connected' });
   await sleep(3000);
-  const before = await rtpStats(player);
-  assert.equal(before.inbound.video?.framesDecoded ?? 0, 0, 'nothing to decode before the publisher');
+  assert.equal(await framesDecoded(player), 0, 'nothing to decode before the publisher');
   assert.match(await player.textContent('#waiting'), /waiting for publisher/);
   assert.equal(await player.evaluate(() => window.sfu.publisher), 'offline', 'the server said: no publisher');
-  const publisher = await openPage(browser, `${server.base}/?room=${room}&autostart=1&resolution=640x360`, 'publisher');
+
+  const publisher = await openPage(browser, `${server.base}/?room=${room}&${PUBLISH_QUERY}`, 'publisher');
+  reportMetric('late_publisher_nav_to_first_decoded_frame_ms', (await decodes(player, 'player', 20000, 20)) - publisher.navigatedAt, 'ms');
   await assertPlaying(player, 'player', publisher);
   assert.equal(await player.evaluate(() => window.sfu.publisher), 'live');
+
   // The publisher leaves: the player is told; a new one takes over and the
   // same player keeps playing without a new offer.
-  await publisher.context().close();
-  await waitFor('player told the publisher left', async () =>
-    (await player.evaluate(() => window.sfu.publisher)) === 'offline', 10000, 100);
+  await closePage(publisher);
+  await waitFor(player, (p) => p.evaluate(() => window.sfu.publisher === 'offline'), 10000, { what: 'player told the publisher left' });
   assert.match(await player.textContent('#publisher'), /no publisher/);
-  const next = await openPage(browser, `${server.base}/?room=${room}&autostart=1&resolution=640x360`, 'publisher-2');
-  const afterSwitch = (await rtpStats(player)).inbound.video.framesDecoded;
-  await waitFor('player decodes the second publisher', async () =>
-    (await rtpStats(player)).inbound.video.framesDecoded > afterSwitch + 30, 20000, 200);
-  await next.context().close();
-  await player.context().close();
-  await waitForNoSessions(server.base);
+  const next = await openPage(browser, `${server.base}/?room=${room}&${PUBLISH_QUERY}`, 'publisher-2');
+  const afterSwitch = await framesDecoded(player);
+  await waitFor(player, async (p) => (await framesDecoded(p)) > afterSwitch + 30, 20000,
+    { what: 'player decodes the second publisher', intervalMs: 200 });
+  await closePage(next);
+  await closePage(player);
+  await assertServerEmpty(server);
 });

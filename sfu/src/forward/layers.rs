@@ -20,17 +20,37 @@ use str0m::media::Rid;
 /// A layer without frames for this long is treated as stopped.
 pub const LAYER_STALE_AFTER: Duration = Duration::from_millis(700);
 /// Estimate needed before upgrading, relative to the next layer's bitrate.
-const UPGRADE_MARGIN: f64 = 1.15;
+const UPGRADE_MARGIN: f64 = 1.25;
 /// Estimate needed to resume a paused video, relative to the lowest layer.
-const RESUME_MARGIN: f64 = 1.3;
+const RESUME_MARGIN: f64 = 1.1;
+/// The lowest layer may exceed the budget by this much before video pauses:
+/// a slightly congested picture beats a frozen one.
+const PAUSE_TOLERANCE: f64 = 1.25;
+/// After a downgrade, no upgrade or probe for at least this long.
+const MIN_SETTLE_AFTER_DOWNGRADE: Duration = Duration::from_secs(10);
 /// Share of the estimate video may use (the rest: audio, RTCP, headroom).
 const VIDEO_SHARE: f64 = 0.9;
-const AUDIO_RESERVE_BPS: u64 = 64_000;
+const AUDIO_RESERVE_BPS: u64 = 40_000;
 const MIN_UPGRADE_HOLD: Duration = Duration::from_secs(2);
 const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(30);
 /// An upgrade undone within this time counts as oscillation.
 const OSCILLATION_WINDOW: Duration = Duration::from_secs(10);
 const BITRATE_WINDOW: Duration = Duration::from_millis(500);
+
+/// Receiver-reported loss above which the estimate is capped by what got through.
+const HEAVY_LOSS: f32 = 0.1;
+
+/// The estimate corrected by loss the subscriber reports (RTCP RR): a link
+/// that drops over 10% of what we send carries at most what got through,
+/// whatever the delay-based estimate says. This makes downgrades on a
+/// policed or shaped link (drops without long queues) fast.
+pub fn loss_adjusted(estimate: Option<u64>, loss: f32, sending_bps: u64) -> Option<u64> {
+    if loss <= HEAVY_LOSS || sending_bps == 0 {
+        return estimate;
+    }
+    let delivered = (sending_bps as f64 * (1.0 - f64::from(loss.min(1.0)))).round() as u64;
+    Some(estimate.map_or(delivered, |e| e.min(delivered)))
+}
 
 /// Identifies a layer of a track: its rid (None for a non-simulcast track).
 pub type LayerId = Option<Rid>;
@@ -157,6 +177,7 @@ pub struct LayerSelector {
     upgrade_ok_since: Option<Instant>,
     upgrade_hold: Duration,
     last_upgrade: Option<Instant>,
+    last_downgrade: Option<Instant>,
     pub switches_up: u64,
     pub switches_down: u64,
 }
@@ -182,6 +203,7 @@ impl Default for LayerSelector {
             upgrade_ok_since: None,
             upgrade_hold: MIN_UPGRADE_HOLD,
             last_upgrade: None,
+            last_downgrade: None,
             switches_up: 0,
             switches_down: 0,
         }
@@ -248,7 +270,11 @@ impl LayerSelector {
         };
         let budget = ((estimate.saturating_sub(AUDIO_RESERVE_BPS)) as f64 * VIDEO_SHARE) as u64;
         let fits = |l: &LayerView, margin: f64| (l.bitrate_bps as f64 * margin) as u64 <= budget;
-        let best_fit = allowed.iter().rposition(|l| fits(l, 1.0));
+        // The lowest layer is kept unless it is far over budget (then pause).
+        let best_fit = allowed
+            .iter()
+            .rposition(|l| fits(l, 1.0))
+            .or_else(|| fits(&allowed[0], 1.0 / PAUSE_TOLERANCE).then_some(0));
 
         // Paused: resume only with a margin on the lowest layer.
         if self.paused || self.target.is_none() && self.current.is_some() {
@@ -269,6 +295,7 @@ impl LayerSelector {
             self.upgrade_ok_since = None;
             if before.is_some() && before != self.target {
                 self.switches_down += 1; // fallback from a layer that stopped
+                self.last_downgrade = Some(now);
             }
             return before != self.target;
         };
@@ -276,20 +303,27 @@ impl LayerSelector {
             None => {
                 self.pause();
                 self.switches_down += 1;
+                self.last_downgrade = Some(now);
             }
             Some(i) if i < current_index => {
-                // Down at once.
+                // Down at once; congestion that repeats makes later upgrades wait longer.
                 self.target = Some(allowed[i].id);
                 self.switches_down += 1;
                 self.upgrade_ok_since = None;
-                if self
-                    .last_upgrade
-                    .is_some_and(|t| now.saturating_duration_since(t) < OSCILLATION_WINDOW)
-                {
+                let recent_change = [self.last_upgrade, self.last_downgrade]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| now.saturating_duration_since(t) < OSCILLATION_WINDOW * 3);
+                if recent_change {
                     self.upgrade_hold = (self.upgrade_hold * 2).min(MAX_UPGRADE_HOLD);
                 }
+                self.last_downgrade = Some(now);
             }
-            Some(_) if current_index < top && fits(&allowed[current_index + 1], UPGRADE_MARGIN) => {
+            Some(_)
+                if current_index < top
+                    && fits(&allowed[current_index + 1], UPGRADE_MARGIN)
+                    && self.settled_since_downgrade(now) =>
+            {
                 // Up one step, after the estimate allowed it for the hold time.
                 let since = *self.upgrade_ok_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= self.upgrade_hold {
@@ -312,14 +346,26 @@ impl LayerSelector {
         before != self.target
     }
 
+    /// No upgrade (or probe) for twice the hold after a downgrade.
+    fn settled_since_downgrade(&self, now: Instant) -> bool {
+        let settle = (self.upgrade_hold * 2).max(MIN_SETTLE_AFTER_DOWNGRADE);
+        self.last_downgrade
+            .is_none_or(|t| now.saturating_duration_since(t) >= settle)
+    }
+
     fn pause(&mut self) {
         self.paused = true;
         self.target = None;
         self.upgrade_ok_since = None;
     }
 
-    /// The bitrate worth probing for: the next layer up (None at the top).
-    pub fn probe_target_bps(&self, layers: &[LayerView]) -> Option<u64> {
+    /// The bitrate worth probing for: the next layer up (None at the top,
+    /// and for a while after a downgrade: probing a link that just proved
+    /// too small only congests it further; the wait grows with oscillation).
+    pub fn probe_target_bps(&self, now: Instant, layers: &[LayerView]) -> Option<u64> {
+        if !self.settled_since_downgrade(now) {
+            return None;
+        }
         let allowed_top = match self.max_width {
             Some(max) => layers.iter().rposition(|l| l.width <= max).unwrap_or(0),
             None => layers.len().checked_sub(1)?,
@@ -423,6 +469,20 @@ mod tests {
     }
 
     #[test]
+    fn heavy_loss_caps_the_estimate() {
+        assert_eq!(
+            loss_adjusted(Some(2_000_000), 0.02, 1_000_000),
+            Some(2_000_000)
+        );
+        assert_eq!(
+            loss_adjusted(Some(2_000_000), 0.5, 1_000_000),
+            Some(500_000)
+        );
+        assert_eq!(loss_adjusted(Some(300_000), 0.5, 1_000_000), Some(300_000));
+        assert_eq!(loss_adjusted(None, 0.3, 1_000_000), Some(700_000));
+    }
+
+    #[test]
     fn settles_when_all_announced_layers_were_seen() {
         let t0 = Instant::now();
         let mut p = PublishedLayers::new(3);
@@ -480,7 +540,13 @@ mod tests {
         let mut t = t0 + Duration::from_millis(200);
         s.update(t, &layers, Some(5_000_000));
         assert_eq!(s.target(), Some(&rid("h")));
-        // ...but after the hold, one step up.
+        // ...nor while the link settles after the downgrade...
+        for _ in 0..95 {
+            t += Duration::from_millis(100);
+            s.update(t, &layers, Some(5_000_000));
+        }
+        assert_eq!(s.target(), Some(&rid("h")));
+        // ...but then, after the estimate held for the hold time, one step up.
         for _ in 0..30 {
             t += Duration::from_millis(100);
             s.update(t, &layers, Some(5_000_000));
@@ -520,7 +586,7 @@ mod tests {
         assert!(s.is_paused());
         assert_eq!(s.on_frame(&rid("q"), false), FrameVerdict::Drop);
         // Just enough for the layer is not enough to resume.
-        s.update(t0 + Duration::from_millis(200), &layers, Some(260_000));
+        s.update(t0 + Duration::from_millis(200), &layers, Some(200_000));
         assert!(s.is_paused());
         s.update(t0 + Duration::from_millis(300), &layers, Some(400_000));
         assert!(!s.is_paused());
@@ -567,12 +633,12 @@ mod tests {
         let layers = chrome_layers();
         let mut s = LayerSelector::default();
         s.update(t0, &layers, Some(700_000));
-        let probe = s.probe_target_bps(&layers);
+        let probe = s.probe_target_bps(t0, &layers);
         assert!(probe.is_some_and(|b| b > 2_500_000), "{probe:?}");
         let mut capped = LayerSelector::with_max_width(Some(640));
         capped.update(t0, &layers, Some(700_000));
         assert_eq!(
-            capped.probe_target_bps(&layers),
+            capped.probe_target_bps(t0, &layers),
             None,
             "no probing beyond the wish"
         );

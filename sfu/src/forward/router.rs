@@ -26,7 +26,9 @@ use std::time::Instant;
 use str0m::media::{MediaKind, Mid};
 
 use super::keyframe::KeyframeThrottle;
-use super::layers::{FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers};
+use super::layers::{
+    loss_adjusted, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
+};
 use super::ParticipantId;
 
 /// One published media line.
@@ -154,6 +156,8 @@ pub struct Router {
     down_tracks: HashMap<DownTrackKey, DownTrack>,
     /// Subscribers' downlink estimates (bits per second).
     estimates: HashMap<ParticipantId, u64>,
+    /// Subscribers' reported loss of what we send them (0..1).
+    losses: HashMap<ParticipantId, f32>,
     /// Layer switches (up, down) since the last [`Router::take_switch_counts`].
     switches: (u64, u64),
     next_seq: u64,
@@ -258,6 +262,7 @@ impl Router {
     /// unbound) and its down-tracks are dropped.
     pub fn remove_participant(&mut self, id: ParticipantId, now: Instant) -> Vec<RouterAction> {
         self.estimates.remove(&id);
+        self.losses.remove(&id);
         let mut actions = vec![];
         let own_downs: Vec<DownTrackKey> = self
             .down_tracks
@@ -365,6 +370,11 @@ impl Router {
         self.estimates.insert(subscriber, bps);
     }
 
+    /// A subscriber's receiver reports said this fraction of our packets was lost.
+    pub fn set_loss(&mut self, subscriber: ParticipantId, loss: f32) {
+        self.losses.insert(subscriber, loss);
+    }
+
     pub fn estimate(&self, subscriber: ParticipantId) -> Option<u64> {
         self.estimates.get(&subscriber).copied()
     }
@@ -382,12 +392,24 @@ impl Router {
                 let Some(dt) = self.down_tracks.get_mut(down) else {
                     continue;
                 };
-                let estimate = self.estimates.get(&down.subscriber).copied();
+                let sending = dt
+                    .selector
+                    .current()
+                    .and_then(|c| ranked.iter().find(|l| l.id == *c))
+                    .map_or(0, |l| l.bitrate_bps);
+                let estimate = loss_adjusted(
+                    self.estimates.get(&down.subscriber).copied(),
+                    self.losses.get(&down.subscriber).copied().unwrap_or(0.0),
+                    sending,
+                );
                 let before = (dt.selector.switches_up, dt.selector.switches_down);
-                dt.selector.update(now, &ranked, estimate);
+                if dt.selector.update(now, &ranked, estimate) {
+                    tracing::debug!(subscriber = down.subscriber, target = ?dt.selector.target(),
+                        paused = dt.selector.is_paused(), ?estimate, layers = ?ranked, "layer target changed");
+                }
                 self.switches.0 += dt.selector.switches_up - before.0;
                 self.switches.1 += dt.selector.switches_down - before.1;
-                probes.push((down.subscriber, dt.selector.probe_target_bps(&ranked)));
+                probes.push((down.subscriber, dt.selector.probe_target_bps(now, &ranked)));
             }
         }
     }

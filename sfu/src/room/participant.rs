@@ -38,6 +38,8 @@ pub enum ParticipantEvent {
     KeyframeRequest(KeyframeRequest),
     /// The subscriber's downlink estimate (TWCC), bits per second.
     BandwidthEstimate(u64),
+    /// The subscriber's receiver reports: fraction of our packets lost.
+    EgressLoss(f32),
     /// Counters from the subscriber side (deltas since the last report).
     EgressFeedback {
         nacks: u64,
@@ -223,6 +225,9 @@ impl Participant {
             Event::MediaData(d) => events.push((id, ParticipantEvent::Media(d))),
             Event::KeyframeRequest(r) => events.push((id, ParticipantEvent::KeyframeRequest(r))),
             Event::MediaEgressStats(s) => {
+                if let Some(loss) = s.loss.filter(|_| self.kind == SessionKind::Whep) {
+                    events.push((id, ParticipantEvent::EgressLoss(loss)));
+                }
                 let totals = self.egress_totals.entry((s.mid, s.rid)).or_default();
                 let delta = (
                     s.nacks.saturating_sub(totals.0),

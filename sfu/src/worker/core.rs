@@ -637,10 +637,16 @@ impl WorkerCore {
                 }
             }
             ParticipantEvent::BandwidthEstimate(bps) => {
+                tracing::debug!(bps, "downlink estimate");
                 if let Some(room) = self.rooms.get_mut(&room_name) {
                     room.router.set_estimate(id, bps);
                 }
                 self.ctx.metrics.subscriber_estimate.observe(bps as f64);
+            }
+            ParticipantEvent::EgressLoss(loss) => {
+                if let Some(room) = self.rooms.get_mut(&room_name) {
+                    room.router.set_loss(id, loss);
+                }
             }
             ParticipantEvent::EgressFeedback { nacks, plis, firs } => {
                 let m = &self.ctx.metrics;

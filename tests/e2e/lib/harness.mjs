@@ -2,7 +2,9 @@
 // launch Debian's Chromium through playwright-core, read getStats() and
 // /metrics, and wait for conditions with a bound on every loop.
 
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { writeFileSync, chmodSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -38,19 +40,20 @@ async function freePort() {
   });
 }
 
-/** Start the server binary; it is killed when the test ends. */
-export async function startServer(t, name, extraArgs = []) {
+/** Start the server binary; it is killed when the test ends. `host` other
+ * than 127.0.0.1 needs real API keys (pass --api-key/--api-secret). */
+export async function startServer(t, name, extraArgs = [], host = '127.0.0.1') {
   const port = await freePort();
   const bin = process.env.SFU_BIN;
   if (!bin) throw new Error('SFU_BIN is not set (run through tests/e2e/run.sh)');
   const log = createWriteStream(join(artifacts, `${name}-server.log`));
-  const proc = spawn(bin, ['serve', '--http-addr', `127.0.0.1:${port}`, '--session-timeout-secs', '5', ...extraArgs], {
+  const proc = spawn(bin, ['serve', '--http-addr', `${host}:${port}`, '--session-timeout-secs', '5', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NO_COLOR: '1', RUST_LOG_STYLE: 'never' },
   });
   proc.stdout.pipe(log);
   proc.stderr.pipe(log);
-  const base = `http://127.0.0.1:${port}`;
+  const base = `http://${host}:${port}`;
   t.after(() => { proc.kill('SIGKILL'); });
   await waitFor('server /healthz', async () => {
     try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
@@ -58,15 +61,24 @@ export async function startServer(t, name, extraArgs = []) {
   return { base, pid: proc.pid, proc };
 }
 
-/** Launch Chromium; closed when the test ends. */
-export async function launchBrowser(t) {
+/** Launch Chromium (in network namespace `netns` if given); closed when the
+ * test ends. `origin`: a non-loopback server origin that must count as
+ * secure (getUserMedia needs a secure context). */
+export async function launchBrowser(t, netns = null, origin = null) {
+  let executablePath = '/usr/bin/chromium';
+  if (netns) {
+    executablePath = join(artifacts, `chromium-in-${netns}.sh`);
+    writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${netns} /usr/bin/chromium "$@"\n`);
+    chmodSync(executablePath, 0o755);
+  }
   const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
+    executablePath,
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+      ...(origin ? [`--unsafely-treat-insecure-origin-as-secure=${origin}`] : []),
     ],
   });
   t.after(() => browser.close());
@@ -95,9 +107,14 @@ export async function rtpStats(page) {
           framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0,
           packetsReceived: r.packetsReceived || 0, packetsLost: r.packetsLost || 0,
           totalSamplesReceived: r.totalSamplesReceived || 0, freezeCount: r.freezeCount || 0,
-          nackCount: r.nackCount || 0, pliCount: r.pliCount || 0,
+          nackCount: r.nackCount || 0, pliCount: r.pliCount || 0, framesDropped: r.framesDropped || 0,
+          totalFreezesDuration: r.totalFreezesDuration || 0,
         };
       } else if (r.type === 'outbound-rtp') {
+        if (r.kind === 'video') {
+          out.layers = out.layers || {};
+          out.layers[r.rid || '-'] = { frameWidth: r.frameWidth || 0, bytesSent: r.bytesSent || 0 };
+        }
         const prev = out.outbound[r.kind];
         if (!prev || (r.frameWidth || 0) >= (prev.frameWidth || 0)) {
           out.outbound[r.kind] = { frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0, packetsSent: r.packetsSent || 0 };
@@ -141,4 +158,58 @@ export async function mintToken(base, room, identity, { publish = false, subscri
 /** Report a measured figure (collected by the closing note). */
 export function reportMetric(name, value, unit) {
   console.log(`METRIC ${name}=${value}${unit ? ' ' + unit : ''}`);
+}
+
+/** Run a command (argv) and return its output; throws on failure. */
+export function sh(...argv) {
+  return execFileSync(argv[0], argv.slice(1), { encoding: 'utf8' });
+}
+
+/**
+ * A second host: a network namespace joined to this one by a veth pair.
+ * This side gets 10.213.0.1/30, the peer 10.213.0.2/30. `hostIf` is this
+ * side's interface: shape it with tc (egress = the peer's downlink).
+ */
+export function createPeerHost(t, suffix) {
+  const base = process.env.SFU_E2E_NS || `sfue2e-${process.pid}`;
+  const ns = `${base}-${suffix}`;
+  const tag = `${process.pid % 10000}${suffix}`.slice(0, 8);
+  const hostIf = `va${tag}`;
+  const peerIf = `vb${tag}`;
+  sh('ip', 'netns', 'add', ns);
+  t.after(() => { try { sh('ip', 'netns', 'del', ns); } catch { /* already gone */ } });
+  sh('ip', 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', peerIf);
+  sh('ip', 'link', 'set', peerIf, 'netns', ns);
+  sh('ip', 'addr', 'add', '10.213.0.1/30', 'dev', hostIf);
+  sh('ip', 'link', 'set', hostIf, 'up');
+  sh('ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', '10.213.0.2/30', 'dev', peerIf);
+  sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', peerIf, 'up');
+  sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
+  return {
+    ns, hostIf, hostIp: '10.213.0.1', peerIp: '10.213.0.2',
+    /** Cap the peer's downlink (tbf), or lift the cap with null. */
+    capDownlink(kbit) {
+      try { sh('tc', 'qdisc', 'del', 'dev', hostIf, 'root'); } catch { /* no qdisc yet */ }
+      if (kbit) sh('tc', 'qdisc', 'add', 'dev', hostIf, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '20kb', 'latency', '300ms');
+    },
+    /** Random loss of packets arriving at the peer (iptables statistic), or none. */
+    loss(probability) {
+      try { sh('ip', 'netns', 'exec', ns, 'iptables', '-F', 'INPUT'); } catch { /* empty */ }
+      if (probability) {
+        sh('ip', 'netns', 'exec', ns, 'iptables', '-A', 'INPUT', '-p', 'udp', '-m', 'statistic',
+          '--mode', 'random', '--probability', String(probability), '-j', 'DROP');
+      }
+    },
+  };
+}
+
+/** An HS256 LiveKit-style access token, as `sfu token` mints it. */
+export function signToken(key, secret, room, identity, { publish = false, subscribe = false } = {}) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({
+    iss: key, sub: identity, nbf: now, exp: now + 3600,
+    video: { room, roomJoin: true, canPublish: publish, canSubscribe: subscribe },
+  })}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
 }
