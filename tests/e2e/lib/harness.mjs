@@ -162,7 +162,7 @@ export function reportMetric(name, value, unit) {
 
 /** Run a command (argv) and return its output; throws on failure. */
 export function sh(...argv) {
-  return execFileSync(argv[0], argv.slice(1), { encoding: 'utf8' });
+  return execFileSync(argv[0], argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /**
