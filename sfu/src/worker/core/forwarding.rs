@@ -1,0 +1,196 @@
+//! The worker's packet path and its control loop: forwarding a
+//! publisher's frame to the subscribers the router names, carrying out
+//! router decisions (keyframe requests), and the periodic simulcast layer
+//! evaluation with its metrics.
+
+use super::*;
+
+/// How often simulcast layer choices are re-evaluated.
+pub(super) const LAYER_INTERVAL: Duration = Duration::from_millis(250);
+
+impl WorkerCore {
+    /// The packet path: one publisher frame to every subscriber of its track.
+    pub(super) fn forward(
+        &mut self,
+        now: Instant,
+        publisher: ParticipantId,
+        room_name: &Arc<str>,
+        data: str0m::media::MediaData,
+    ) {
+        let is_video = data.params.spec().codec.is_video();
+        self.ctx
+            .metrics
+            .frames_received
+            .with_label_values(&[if is_video { "video" } else { "audio" }])
+            .inc();
+        if is_video {
+            self.watch_frame_order(publisher, room_name, &data);
+        }
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let track = TrackKey {
+            publisher,
+            mid: data.mid,
+        };
+        let keyframe = is_video && data.is_keyframe();
+        let frame = FrameInfo {
+            layer: data.rid,
+            keyframe,
+            contiguous: data.contiguous,
+            size: data.data.len(),
+            dims: keyframe
+                .then(|| picture_size(data.params.spec().codec, &data.data))
+                .flatten(),
+        };
+        let action = room
+            .router
+            .route_frame(track, &frame, now, &mut self.receivers);
+        let receivers = std::mem::take(&mut self.receivers);
+        let mut written = 0u64;
+        for down in &receivers {
+            let Some(sub) = self.participants.get_mut(&down.subscriber) else {
+                continue;
+            };
+            match sub.write_frame(down.mid, track, &data) {
+                WriteOutcome::Written => {
+                    written += 1;
+                    self.dirty.push(down.subscriber);
+                }
+                WriteOutcome::NoCompatibleCodec => {
+                    tracing::debug!(subscriber = down.subscriber, pt = %data.pt, "no compatible codec");
+                }
+                WriteOutcome::NotWritable => {}
+            }
+        }
+        self.receivers = receivers;
+        if written > 0 {
+            self.ctx
+                .metrics
+                .frames_forwarded
+                .with_label_values(&[if is_video { "video" } else { "audio" }])
+                .inc_by(written);
+        }
+        if let Some(action) = action {
+            self.execute(action);
+        }
+    }
+
+    pub(super) fn watch_frame_order(
+        &mut self,
+        publisher: ParticipantId,
+        room: &Arc<str>,
+        data: &str0m::media::MediaData,
+    ) {
+        let Some(p) = self.participants.get_mut(&publisher) else {
+            return;
+        };
+        let monitor = p.frame_order.entry((data.mid, data.rid)).or_default();
+        let before = monitor.reordered();
+        let first = monitor.observe(data.time.numer());
+        if monitor.reordered() > before {
+            self.ctx
+                .metrics
+                .reordered_frames
+                .with_label_values(&[room])
+                .inc();
+        }
+        if first {
+            tracing::warn!(room = %room, identity = %p.identity, codec = ?data.params.spec().codec,
+                "publisher sends B-frames (frames out of presentation order); browsers will stutter. \
+                 Disable B-frames in the encoder (OBS: Output -> Encoder settings, bframes=0 / profile baseline)");
+            self.ctx
+                .metrics
+                .publishers_with_bframes
+                .with_label_values(&[&**room, p.identity.as_str()])
+                .set(1);
+        }
+    }
+
+    pub(super) fn execute(&mut self, action: RouterAction) {
+        match action {
+            RouterAction::RequestKeyframe {
+                track,
+                layer,
+                cause,
+            } => {
+                if let Some(p) = self.participants.get_mut(&track.publisher) {
+                    if p.request_keyframe(track.mid, layer) {
+                        self.dirty.push(track.publisher);
+                        self.ctx
+                            .metrics
+                            .keyframe_requests_sent
+                            .with_label_values(&[cause.as_str()])
+                            .inc();
+                    }
+                }
+            }
+            RouterAction::Bound { down, track } => {
+                tracing::debug!(?down, ?track, "down-track bound");
+                self.notify_activity(down.subscriber);
+            }
+            RouterAction::Unbound { down, track } => {
+                tracing::info!(subscriber = down.subscriber, mid = %down.mid, publisher = track.publisher,
+                    "track ended; down-track has no source");
+                self.notify_activity(down.subscriber);
+            }
+        }
+    }
+
+    /// Where viewers' video stands: layer distribution and paused time.
+    pub(super) fn layer_metrics(&mut self, now: Instant) {
+        const LABELS: [&str; 6] = ["low", "mid", "high", "single", "paused", "waiting"];
+        let mut counts = [0i64; 6];
+        for room in self.rooms.values() {
+            for down in room.router.video_down_tracks() {
+                let paused = room.router.selector(down).is_some_and(|s| s.is_paused());
+                let slot = match room.router.layer_rank(down, now) {
+                    _ if paused => 4,
+                    None => 5,
+                    Some((_, 1)) => 3,
+                    Some((0, _)) => 0,
+                    Some((r, n)) if r + 1 == n => 2,
+                    Some(_) => 1,
+                };
+                counts[slot] += 1;
+            }
+        }
+        let worker = self.ctx.index.to_string();
+        for (label, count) in LABELS.iter().zip(counts) {
+            self.ctx
+                .metrics
+                .video_down_tracks
+                .with_label_values(&[worker.as_str(), label])
+                .set(count);
+        }
+        // Paused viewer time, in housekeeping intervals turned into seconds.
+        self.paused_ms += counts[4] as u64 * HOUSEKEEPING_INTERVAL.as_millis() as u64;
+        self.ctx
+            .metrics
+            .paused_seconds
+            .inc_by(self.paused_ms / 1000);
+        self.paused_ms %= 1000;
+    }
+
+    /// Re-evaluate simulcast layers and tell viewers' estimators what to probe for.
+    pub(super) fn poll_layers(&mut self, now: Instant) {
+        let mut probes = std::mem::take(&mut self.probes);
+        probes.clear();
+        for room in self.rooms.values_mut() {
+            room.router.poll_layers(now, &mut probes);
+        }
+        let m = &self.ctx.metrics;
+        for room in self.rooms.values_mut() {
+            let (up, down) = room.router.take_switch_counts();
+            m.layer_switches.with_label_values(&["up"]).inc_by(up);
+            m.layer_switches.with_label_values(&["down"]).inc_by(down);
+        }
+        for (subscriber, target) in probes.drain(..) {
+            if let Some(p) = self.participants.get_mut(&subscriber) {
+                p.set_probe_target(target);
+                self.dirty.push(subscriber);
+            }
+        }
+        self.probes = probes;
+    }
+}

@@ -1,0 +1,504 @@
+//! The state a media worker owns and the logic that drives it, without IO:
+//! rooms, participants and their `Rtc`s, the demultiplexing index.
+//!
+//! The event loop ([`super::event_loop`]) feeds it datagrams, commands and
+//! timeouts together with the current time, and sends the transmits it
+//! returns through the `transmit` callback. Forwarding inside a room is a
+//! plain function call: no locks, no channels on the packet path.
+//!
+//! This file holds the entry points, event dispatch, liveness and removal;
+//! `negotiation` sets sessions up and renegotiates them, `forwarding` is the
+//! packet path and the simulcast control loop.
+
+mod forwarding;
+mod negotiation;
+
+use forwarding::LAYER_INTERVAL;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signaling::backend::{BackendError, PatchOutcome, SessionCreated, SessionEvent};
+use signaling::sdpfrag::SdpFrag;
+use signaling::SessionKind;
+use str0m::bwe::Bitrate;
+use str0m::change::SdpOffer;
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, IceCreds, Input, Rtc, RtcConfig};
+
+use super::demux::{Demux, Route};
+use super::Command;
+use crate::forward::bitstream::picture_size;
+use crate::forward::router::{DownTrackKey, FrameInfo, RouterAction, TrackKey};
+use crate::forward::ParticipantId;
+use crate::metrics::{Metrics, PacketCounts};
+use crate::registry::{Registry, ResourceEntry};
+use crate::room::offer::{check_answer, check_offer};
+use crate::room::participant::{
+    Negotiation, NewParticipant, Participant, ParticipantEvent, WriteOutcome,
+};
+use crate::room::Room;
+
+/// How often liveness is checked and counters are flushed.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a worker needs to know about its place in the server.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub index: usize,
+    /// The address the socket is bound to.
+    pub local_addr: SocketAddr,
+    /// The address advertised in ICE candidates.
+    pub advertised_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub max_participants_per_room: usize,
+    pub session_timeout: Duration,
+}
+
+/// Why a participant was removed (a metric label and a log field).
+#[derive(Debug, Clone, Copy)]
+pub enum RemoveReason {
+    Deleted,
+    Closed,
+    IceTimeout,
+    Timeout,
+    Shutdown,
+}
+
+impl RemoveReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            RemoveReason::Deleted => "deleted",
+            RemoveReason::Closed => "closed",
+            RemoveReason::IceTimeout => "ice_timeout",
+            RemoveReason::Timeout => "timeout",
+            RemoveReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A create request as the worker receives it.
+#[derive(Debug)]
+pub struct CreateRequest {
+    pub kind: SessionKind,
+    pub room: String,
+    pub identity: String,
+    pub resource_id: String,
+    pub offer_sdp: String,
+    pub max_width: Option<u32>,
+}
+
+pub struct WorkerCore {
+    ctx: WorkerContext,
+    participants: HashMap<ParticipantId, Participant>,
+    by_resource: HashMap<String, ParticipantId>,
+    rooms: HashMap<Arc<str>, Room>,
+    demux: Demux,
+    next_id: ParticipantId,
+    /// Participants whose `Rtc` got input and must be polled.
+    dirty: Vec<ParticipantId>,
+    events: Vec<(ParticipantId, ParticipantEvent)>,
+    receivers: Vec<DownTrackKey>,
+    pub counts: PacketCounts,
+    next_housekeeping: Instant,
+    next_layer_poll: Instant,
+    probes: Vec<(ParticipantId, Option<u64>)>,
+    paused_ms: u64,
+}
+
+impl WorkerCore {
+    pub fn new(ctx: WorkerContext, now: Instant) -> WorkerCore {
+        WorkerCore {
+            ctx,
+            participants: HashMap::new(),
+            by_resource: HashMap::new(),
+            rooms: HashMap::new(),
+            demux: Demux::default(),
+            next_id: 1,
+            dirty: Vec::new(),
+            events: Vec::new(),
+            receivers: Vec::new(),
+            counts: PacketCounts::default(),
+            next_housekeeping: now + HOUSEKEEPING_INTERVAL,
+            next_layer_poll: now + LAYER_INTERVAL,
+            probes: Vec::new(),
+            paused_ms: 0,
+        }
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// When the worker must be woken even if nothing arrives.
+    pub fn next_timeout(&self) -> Instant {
+        let participants = self.participants.values().map(Participant::next_timeout);
+        let rooms = self.rooms.values().filter_map(|r| r.router.next_deadline());
+        participants.chain(rooms).fold(
+            self.next_housekeeping.min(self.next_layer_poll),
+            Instant::min,
+        )
+    }
+
+    /// A datagram arrived on the worker's socket.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        data: &[u8],
+        transmit: &mut dyn FnMut(Transmit),
+    ) {
+        self.counts.packets_received += 1;
+        self.counts.bytes_received += data.len() as u64;
+        let Ok(contents) = data.try_into() else {
+            return; // not a datagram kind WebRTC uses
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.ctx.local_addr,
+                contents,
+            },
+        );
+        let id = match self.demux.route(source, data) {
+            Route::Participant(id) => id,
+            Route::Drop => return,
+            Route::AskConnecting => {
+                let found = self
+                    .participants
+                    .values()
+                    .filter(|p| !p.connected)
+                    .find(|p| p.accepts(&input))
+                    .map(|p| p.id);
+                let Some(id) = found else {
+                    return;
+                };
+                self.demux.learn_addr(source, id);
+                id
+            }
+        };
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        p.handle_input(input);
+        self.dirty.push(id);
+        self.process(now, transmit);
+    }
+
+    /// Time passed: drive timers, liveness and deferred keyframe requests.
+    pub fn handle_timeout(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
+        for p in self.participants.values_mut() {
+            if p.next_timeout() <= now {
+                p.handle_input(Input::Timeout(now));
+                self.dirty.push(p.id);
+            }
+        }
+        let mut actions = vec![];
+        for room in self.rooms.values_mut() {
+            room.router.poll_keyframes(now, &mut actions);
+        }
+        for action in actions {
+            self.execute(action);
+        }
+        if now >= self.next_layer_poll {
+            self.next_layer_poll = now + LAYER_INTERVAL;
+            self.poll_layers(now);
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            self.housekeeping(now, transmit);
+        }
+        self.process(now, transmit);
+    }
+
+    /// A command from the HTTP side.
+    pub fn handle_command(
+        &mut self,
+        now: Instant,
+        cmd: Command,
+        transmit: &mut dyn FnMut(Transmit),
+    ) {
+        match cmd {
+            Command::Create { req, reply } => {
+                let room = req.room.clone();
+                let result = self.create(now, req);
+                if result.is_err() && !self.rooms.contains_key(room.as_str()) {
+                    // The placement made for this request must not outlive it.
+                    self.ctx.registry.release_room(&room, self.ctx.index);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Patch {
+                resource_id,
+                if_match,
+                frag,
+                reply,
+            } => {
+                let result = self.patch(&resource_id, if_match, frag);
+                let _ = reply.send(result);
+            }
+            Command::Events { resource_id, reply } => {
+                let result = self.subscribe_events(&resource_id);
+                let _ = reply.send(result);
+            }
+            Command::Delete { resource_id, reply } => {
+                let result = match self.by_resource.get(&resource_id).copied() {
+                    Some(id) => {
+                        self.remove(now, id, RemoveReason::Deleted, transmit);
+                        Ok(())
+                    }
+                    None => Err(BackendError::NotFound),
+                };
+                let _ = reply.send(result);
+            }
+        }
+        self.process(now, transmit);
+    }
+
+    /// Close every session (server shutdown).
+    pub fn shutdown(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
+        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for id in ids {
+            self.remove(now, id, RemoveReason::Shutdown, transmit);
+        }
+        self.counts.flush(&self.ctx.metrics);
+    }
+    /// Poll dirty participants and act on their events until quiet.
+    fn process(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
+        // Bounded: each round is caused by events of the previous one.
+        for _ in 0..64 {
+            if self.dirty.is_empty() {
+                break;
+            }
+            self.dirty.sort_unstable();
+            self.dirty.dedup();
+            for id in std::mem::take(&mut self.dirty) {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.poll(transmit, &mut self.events);
+                }
+            }
+            let events = std::mem::take(&mut self.events);
+            for (id, event) in events {
+                self.on_event(now, id, event);
+            }
+        }
+        let closed: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.closed)
+            .map(|p| p.id)
+            .collect();
+        for id in closed {
+            self.remove(now, id, RemoveReason::Closed, transmit);
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, id: ParticipantId, event: ParticipantEvent) {
+        let Some(p) = self.participants.get(&id) else {
+            return;
+        };
+        let room_name = p.room.clone();
+        let kind = p.kind;
+        let max_width = p.max_width;
+        // Media frames are the packet path: no span work for them.
+        let _span =
+            (!matches!(event, ParticipantEvent::Media(_))).then(|| p.span.clone().entered());
+        match event {
+            ParticipantEvent::Connected => {
+                let m = &self.ctx.metrics;
+                m.sessions.with_label_values(&["connecting"]).dec();
+                m.sessions.with_label_values(&["connected"]).inc();
+                tracing::info!(
+                    after_ms = now.saturating_duration_since(p.created_at).as_millis() as u64,
+                    "connected"
+                );
+            }
+            ParticipantEvent::MediaAdded(added) => {
+                let Some(room) = self.rooms.get_mut(&room_name) else {
+                    return;
+                };
+                let receives = matches!(added.direction, Direction::RecvOnly | Direction::SendRecv);
+                let sends = matches!(added.direction, Direction::SendOnly | Direction::SendRecv);
+                let actions = match kind {
+                    SessionKind::Whip if receives => {
+                        self.ctx
+                            .metrics
+                            .tracks
+                            .with_label_values(&[media_label(added.kind)])
+                            .inc();
+                        let layers = added
+                            .simulcast
+                            .as_ref()
+                            .map(|s| s.recv.len().max(s.send.len()))
+                            .unwrap_or(1);
+                        tracing::info!(mid = %added.mid, media = ?added.kind, layers, "track published");
+                        room.router.add_track(
+                            TrackKey {
+                                publisher: id,
+                                mid: added.mid,
+                            },
+                            added.kind,
+                            layers,
+                            now,
+                        )
+                    }
+                    SessionKind::Whep if sends => room.router.add_down_track(
+                        DownTrackKey {
+                            subscriber: id,
+                            mid: added.mid,
+                        },
+                        added.kind,
+                        max_width,
+                        now,
+                    ),
+                    _ => vec![],
+                };
+                for action in actions {
+                    self.execute(action);
+                }
+            }
+            ParticipantEvent::Media(data) => self.forward(now, id, &room_name, data),
+            ParticipantEvent::KeyframeRequest(req) => {
+                let action = self.rooms.get_mut(&room_name).and_then(|room| {
+                    room.router.keyframe_requested(
+                        DownTrackKey {
+                            subscriber: id,
+                            mid: req.mid,
+                        },
+                        now,
+                    )
+                });
+                if let Some(action) = action {
+                    self.execute(action);
+                }
+            }
+            ParticipantEvent::BandwidthEstimate(bps) => {
+                tracing::debug!(bps, "downlink estimate");
+                if let Some(room) = self.rooms.get_mut(&room_name) {
+                    room.router.set_estimate(id, bps);
+                }
+                self.ctx.metrics.subscriber_estimate.observe(bps as f64);
+            }
+            ParticipantEvent::EgressLoss(loss) => {
+                if let Some(room) = self.rooms.get_mut(&room_name) {
+                    room.router.set_loss(id, loss);
+                }
+            }
+            ParticipantEvent::EgressFeedback { nacks, plis, firs } => {
+                let m = &self.ctx.metrics;
+                m.nacks_received.inc_by(nacks);
+                m.plis_received.inc_by(plis);
+                m.firs_received.inc_by(firs);
+            }
+            ParticipantEvent::Closed => {}
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
+        let timeout = self.ctx.session_timeout;
+        let expired: Vec<(ParticipantId, RemoveReason)> = self
+            .participants
+            .values()
+            .filter_map(|p| {
+                if !p.is_alive() {
+                    Some((p.id, RemoveReason::Closed))
+                } else if p.idle_for(now) >= timeout {
+                    Some((
+                        p.id,
+                        if p.connected {
+                            RemoveReason::Timeout
+                        } else {
+                            RemoveReason::IceTimeout
+                        },
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, reason) in expired {
+            self.remove(now, id, reason, transmit);
+        }
+        self.layer_metrics(now);
+        self.counts.flush(&self.ctx.metrics);
+    }
+
+    fn remove(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        reason: RemoveReason,
+        transmit: &mut dyn FnMut(Transmit),
+    ) {
+        let Some(mut p) = self.participants.remove(&id) else {
+            return;
+        };
+        let _span = p.span.clone().entered();
+        p.close();
+        let mut ignored = vec![];
+        p.poll(transmit, &mut ignored); // flush DTLS close_notify / RTCP BYE
+        self.demux.remove_participant(id);
+        self.by_resource.remove(&p.resource_id);
+        self.ctx.registry.remove_resource(&p.resource_id);
+
+        let m = &self.ctx.metrics;
+        m.participants
+            .with_label_values(&[kind_label(p.kind)])
+            .dec();
+        m.rtc_instances.dec();
+        m.sessions
+            .with_label_values(&[if p.connected {
+                "connected"
+            } else {
+                "connecting"
+            }])
+            .dec();
+        m.sessions_ended.with_label_values(&[reason.as_str()]).inc();
+        if p.frame_order.values().any(|f| f.has_bframes()) {
+            let _ = m
+                .publishers_with_bframes
+                .remove_label_values(&[&*p.room, p.identity.as_str()]);
+        }
+        tracing::info!(reason = reason.as_str(), "participant left");
+
+        let mut actions = vec![];
+        let mut room_empty = false;
+        if let Some(room) = self.rooms.get_mut(&p.room) {
+            for kind in room.router.track_kinds_of(id) {
+                m.tracks.with_label_values(&[media_label(kind)]).dec();
+            }
+            actions = room.router.remove_participant(id, now);
+            room.participants.remove(&id);
+            room_empty = room.participants.is_empty();
+        }
+        if room_empty {
+            self.rooms.remove(&p.room);
+            self.ctx.registry.release_room(&p.room, self.ctx.index);
+            m.rooms.dec();
+            tracing::info!(room = %p.room, "room closed (empty)");
+        }
+        for action in actions {
+            self.execute(action);
+        }
+    }
+}
+
+fn kind_label(kind: SessionKind) -> &'static str {
+    match kind {
+        SessionKind::Whip => "whip",
+        SessionKind::Whep => "whep",
+    }
+}
+
+fn media_label(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}

@@ -1,0 +1,299 @@
+//! Session set-up and renegotiation inside a worker: building each
+//! participant's `Rtc`, applying WHIP/WHEP offers, trickle ICE and ICE
+//! restarts from PATCH, and the WHEP event streams.
+
+use super::*;
+
+/// The `Rtc` configuration every participant gets; viewers also estimate
+/// their downlink (TWCC), which drives simulcast layer selection.
+fn rtc_config(creds: IceCreds, kind: SessionKind) -> RtcConfig {
+    let mut config = RtcConfig::new()
+        .set_crypto_provider(crate::dtls::crypto_provider())
+        .set_ice_lite(true)
+        .set_local_ice_credentials(creds)
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_vp9(true)
+        .enable_h264(true)
+        .enable_av1(true)
+        .set_stats_interval(Some(Duration::from_secs(1)));
+    // Next to str0m's defaults (baseline, constrained baseline, main, high):
+    // constrained high, and High 4:4:4 Predictive, the only profile above main
+    // that some Chromium builds offer to receive (their decoder takes High).
+    let codecs = config.codec_config();
+    codecs.add_h264(112.into(), Some(113.into()), true, 0x640c1f);
+    codecs.add_h264(116.into(), Some(117.into()), true, 0xf4001f);
+    if kind == SessionKind::Whep {
+        config = config.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
+    }
+    config
+}
+
+/// A viewer's bandwidth estimate before any feedback arrived.
+pub(super) const INITIAL_ESTIMATE_KBPS: u64 = 1_000;
+
+fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .find_map(|a| a.strip_prefix(name))
+        .map(str::trim)
+}
+
+fn random_token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+impl WorkerCore {
+    pub(super) fn create(
+        &mut self,
+        now: Instant,
+        req: CreateRequest,
+    ) -> Result<SessionCreated, BackendError> {
+        tracing::debug!(room = %req.room, offer = %req.offer_sdp, "offer");
+        let offer = SdpOffer::from_sdp_string(&req.offer_sdp)
+            .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
+        check_offer(req.kind, &req.offer_sdp).map_err(BackendError::UnusableSdp)?;
+        let room_name: Arc<str> = Arc::from(req.room.as_str());
+        if let Some(room) = self.rooms.get(&room_name) {
+            if room.participants.len() >= self.ctx.max_participants_per_room {
+                return Err(BackendError::OverCapacity {
+                    what: format!(
+                        "participants per room ({})",
+                        self.ctx.max_participants_per_room
+                    ),
+                    retry_after: Duration::from_secs(5),
+                });
+            }
+        }
+
+        let creds = IceCreds::new();
+        let local_ufrag = creds.ufrag.clone();
+        let mut rtc: Rtc = rtc_config(creds, req.kind).build(now);
+        let candidate = Candidate::host(self.ctx.advertised_addr, "udp")
+            .map_err(|e| BackendError::Internal(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| BackendError::UnusableSdp(e.to_string()))?;
+        let answer_sdp = answer.to_sdp_string();
+        check_answer(&answer_sdp).map_err(BackendError::UnusableSdp)?;
+
+        if !self.rooms.contains_key(&room_name) {
+            if !self.ctx.registry.claim_room(&req.room, self.ctx.index) {
+                return Err(BackendError::Internal(
+                    "room moved to another worker; retry".into(),
+                ));
+            }
+            self.rooms
+                .insert(room_name.clone(), Room::new(room_name.clone()));
+            self.ctx.metrics.rooms.inc();
+            tracing::info!(room = %room_name, worker = self.ctx.index, "room created");
+        }
+
+        let id = self.next_id;
+        self.next_id += 1;
+        let etag = random_token();
+        let participant = Participant::new(NewParticipant {
+            id,
+            room: room_name.clone(),
+            identity: req.identity.clone(),
+            kind: req.kind,
+            resource_id: req.resource_id.clone(),
+            max_width: req.max_width,
+            negotiation: Negotiation {
+                etag: etag.clone(),
+                local_ufrag: local_ufrag.clone(),
+                remote_ufrag: sdp_attr(&req.offer_sdp, "ice-ufrag:").map(str::to_string),
+                remote_offer: req.offer_sdp,
+            },
+            rtc,
+            now,
+        });
+        self.demux.insert_ufrag(&local_ufrag, id);
+        self.by_resource.insert(req.resource_id.clone(), id);
+        self.participants.insert(id, participant);
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            room.participants.insert(id);
+        }
+        self.ctx.registry.insert_resource(
+            req.resource_id.clone(),
+            ResourceEntry {
+                worker: self.ctx.index,
+                kind: req.kind,
+                room: req.room.clone(),
+                identity: req.identity.clone(),
+            },
+        );
+        let m = &self.ctx.metrics;
+        m.participants
+            .with_label_values(&[kind_label(req.kind)])
+            .inc();
+        m.rtc_instances.inc();
+        m.sessions.with_label_values(&["connecting"]).inc();
+        m.sessions_created
+            .with_label_values(&[kind_label(req.kind)])
+            .inc();
+        self.dirty.push(id);
+        if let Some(p) = self.participants.get(&id) {
+            p.span.in_scope(|| tracing::info!("participant joined"));
+        }
+        Ok(SessionCreated {
+            id: req.resource_id,
+            answer_sdp,
+            etag,
+        })
+    }
+
+    pub(super) fn activity(&self, id: ParticipantId) -> SessionEvent {
+        let receiving = self
+            .participants
+            .get(&id)
+            .and_then(|p| self.rooms.get(&p.room))
+            .is_some_and(|room| room.router.is_receiving(id));
+        if receiving {
+            SessionEvent::Active
+        } else {
+            SessionEvent::Inactive
+        }
+    }
+
+    pub(super) fn subscribe_events(
+        &mut self,
+        resource_id: &str,
+    ) -> Result<signaling::backend::SessionEvents, BackendError> {
+        let id = *self
+            .by_resource
+            .get(resource_id)
+            .ok_or(BackendError::NotFound)?;
+        let current = self.activity(id);
+        let p = self
+            .participants
+            .get_mut(&id)
+            .ok_or(BackendError::NotFound)?;
+        p.subscribe_events(current)
+            .ok_or_else(|| BackendError::OverCapacity {
+                what: format!(
+                    "event streams per session ({})",
+                    crate::room::participant::MAX_EVENT_STREAMS
+                ),
+                retry_after: Duration::from_secs(5),
+            })
+    }
+
+    /// A down-track of `subscriber` gained or lost its source.
+    pub(super) fn notify_activity(&mut self, subscriber: ParticipantId) {
+        let event = self.activity(subscriber);
+        if let Some(p) = self.participants.get_mut(&subscriber) {
+            p.notify(event);
+        }
+    }
+
+    pub(super) fn patch(
+        &mut self,
+        resource_id: &str,
+        if_match: Option<String>,
+        frag: SdpFrag,
+    ) -> Result<PatchOutcome, BackendError> {
+        let id = *self
+            .by_resource
+            .get(resource_id)
+            .ok_or(BackendError::NotFound)?;
+        let p = self
+            .participants
+            .get_mut(&id)
+            .ok_or(BackendError::NotFound)?;
+        if let Some(tag) = &if_match {
+            if tag != "*" && *tag != p.negotiation.etag {
+                return Err(BackendError::PreconditionFailed);
+            }
+        }
+        let restart = match (&frag.ice_ufrag, &p.negotiation.remote_ufrag) {
+            (Some(new), Some(old)) => new != old,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !restart {
+            for line in &frag.candidates {
+                let c = Candidate::from_sdp_string(line)
+                    .map_err(|e| BackendError::MalformedSdp(format!("bad candidate: {e}")))?;
+                p.rtc_mut().add_remote_candidate(c);
+            }
+            self.dirty.push(id);
+            return Ok(PatchOutcome::Trickled);
+        }
+        // ICE restart: re-apply the remote offer with the new credentials;
+        // str0m restarts ICE and answers with fresh local credentials.
+        if if_match.is_none() {
+            return Err(BackendError::MalformedSdp(
+                "an ICE restart needs an If-Match header with the session's ETag".into(),
+            ));
+        }
+        let (Some(ufrag), Some(pwd)) = (&frag.ice_ufrag, &frag.ice_pwd) else {
+            return Err(BackendError::MalformedSdp(
+                "ICE restart without credentials".into(),
+            ));
+        };
+        let offer_text = restart_offer(&p.negotiation.remote_offer, ufrag, pwd, &frag.candidates);
+        let offer = SdpOffer::from_sdp_string(&offer_text)
+            .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
+        let answer = p
+            .rtc_mut()
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| BackendError::UnusableSdp(e.to_string()))?
+            .to_sdp_string();
+        let (Some(new_ufrag), Some(new_pwd)) = (
+            sdp_attr(&answer, "ice-ufrag:"),
+            sdp_attr(&answer, "ice-pwd:"),
+        ) else {
+            return Err(BackendError::Internal(
+                "answer lacks ICE credentials".into(),
+            ));
+        };
+        let mut fragment = format!("a=ice-ufrag:{new_ufrag}\r\na=ice-pwd:{new_pwd}\r\n");
+        for c in answer.lines().filter(|l| l.starts_with("a=candidate:")) {
+            fragment.push_str(c.trim_end());
+            fragment.push_str("\r\n");
+        }
+        fragment.push_str("a=end-of-candidates\r\n");
+        let n = &mut p.negotiation;
+        let old_ufrag = std::mem::replace(&mut n.local_ufrag, new_ufrag.to_string());
+        n.remote_ufrag = Some(ufrag.clone());
+        n.remote_offer = offer_text;
+        n.etag = random_token();
+        let etag = n.etag.clone();
+        self.demux.remove_ufrag(&old_ufrag);
+        self.demux.insert_ufrag(new_ufrag, id);
+        self.dirty.push(id);
+        tracing::info!(participant = id, "ICE restart");
+        Ok(PatchOutcome::Restarted {
+            answer_frag: fragment,
+            etag,
+        })
+    }
+}
+
+/// The remote offer with new ICE credentials (and trickled candidates).
+fn restart_offer(offer: &str, ufrag: &str, pwd: &str, candidates: &[String]) -> String {
+    let mut out = String::with_capacity(offer.len() + 256);
+    for line in offer.lines() {
+        let l = line.trim_end();
+        if l.starts_with("a=ice-ufrag:") {
+            out.push_str(&format!("a=ice-ufrag:{ufrag}\r\n"));
+        } else if l.starts_with("a=ice-pwd:") {
+            out.push_str(&format!("a=ice-pwd:{pwd}\r\n"));
+        } else if l.starts_with("a=candidate:") || l == "a=end-of-candidates" {
+            continue;
+        } else {
+            out.push_str(l);
+            out.push_str("\r\n");
+            if l.starts_with("m=") {
+                for c in candidates {
+                    out.push_str(&format!("a={c}\r\n"));
+                }
+            }
+        }
+    }
+    out
+}
