@@ -26,6 +26,8 @@ const RESUME_MARGIN: f64 = 1.1;
 /// The lowest layer may exceed the budget by this much before video pauses:
 /// a slightly congested picture beats a frozen one.
 const PAUSE_TOLERANCE: f64 = 1.25;
+/// A pause lasts at least this long (no flapping between paused and playing).
+const MIN_PAUSE: Duration = Duration::from_secs(2);
 /// After a downgrade, no upgrade or probe for at least this long.
 const MIN_SETTLE_AFTER_DOWNGRADE: Duration = Duration::from_secs(10);
 /// Share of the estimate video may use (the rest: audio, RTCP, headroom).
@@ -178,6 +180,7 @@ pub struct LayerSelector {
     upgrade_hold: Duration,
     last_upgrade: Option<Instant>,
     last_downgrade: Option<Instant>,
+    paused_at: Option<Instant>,
     pub switches_up: u64,
     pub switches_down: u64,
 }
@@ -204,6 +207,7 @@ impl Default for LayerSelector {
             upgrade_hold: MIN_UPGRADE_HOLD,
             last_upgrade: None,
             last_downgrade: None,
+            paused_at: None,
             switches_up: 0,
             switches_down: 0,
         }
@@ -278,7 +282,10 @@ impl LayerSelector {
 
         // Paused: resume only with a margin on the lowest layer.
         if self.paused || self.target.is_none() && self.current.is_some() {
-            if fits(&allowed[0], RESUME_MARGIN) {
+            let paused_long_enough = self
+                .paused_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= MIN_PAUSE);
+            if paused_long_enough && fits(&allowed[0], RESUME_MARGIN) {
                 self.paused = false;
                 self.target = Some(allowed[0].id);
                 self.upgrade_ok_since = None;
@@ -290,7 +297,7 @@ impl LayerSelector {
             // New down-track, or its layer stopped/was excluded: take the best fit now.
             match best_fit {
                 Some(i) => self.target = Some(allowed[i].id),
-                None => self.pause(),
+                None => self.pause(now),
             }
             self.upgrade_ok_since = None;
             if before.is_some() && before != self.target {
@@ -301,7 +308,7 @@ impl LayerSelector {
         };
         match best_fit {
             None => {
-                self.pause();
+                self.pause(now);
                 self.switches_down += 1;
                 self.last_downgrade = Some(now);
             }
@@ -346,6 +353,15 @@ impl LayerSelector {
         before != self.target
     }
 
+    /// True when the target changed less than `d` ago (reports about the
+    /// link still describe the previous rate).
+    pub fn changed_within(&self, now: Instant, d: Duration) -> bool {
+        [self.last_upgrade, self.last_downgrade]
+            .into_iter()
+            .flatten()
+            .any(|t| now.saturating_duration_since(t) < d)
+    }
+
     /// No upgrade (or probe) for twice the hold after a downgrade.
     fn settled_since_downgrade(&self, now: Instant) -> bool {
         let settle = (self.upgrade_hold * 2).max(MIN_SETTLE_AFTER_DOWNGRADE);
@@ -353,7 +369,8 @@ impl LayerSelector {
             .is_none_or(|t| now.saturating_duration_since(t) >= settle)
     }
 
-    fn pause(&mut self) {
+    fn pause(&mut self, now: Instant) {
+        self.paused_at = Some(now);
         self.paused = true;
         self.target = None;
         self.upgrade_ok_since = None;
@@ -589,6 +606,12 @@ mod tests {
         s.update(t0 + Duration::from_millis(200), &layers, Some(200_000));
         assert!(s.is_paused());
         s.update(t0 + Duration::from_millis(300), &layers, Some(400_000));
+        assert!(s.is_paused(), "a pause lasts at least MIN_PAUSE");
+        s.update(
+            t0 + Duration::from_millis(100) + MIN_PAUSE,
+            &layers,
+            Some(400_000),
+        );
         assert!(!s.is_paused());
         assert_eq!(s.target(), Some(&rid("q")));
     }

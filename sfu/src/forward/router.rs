@@ -31,6 +31,9 @@ use super::layers::{
 };
 use super::ParticipantId;
 
+/// Receiver loss reports are ignored for this long after a layer switch.
+const LOSS_AFTER_SWITCH: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// One published media line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrackKey {
@@ -392,16 +395,21 @@ impl Router {
                 let Some(dt) = self.down_tracks.get_mut(down) else {
                     continue;
                 };
+                // What flows to this viewer (or would, at the lowest layer, while paused).
                 let sending = dt
                     .selector
                     .current()
                     .and_then(|c| ranked.iter().find(|l| l.id == *c))
+                    .or(ranked.first())
                     .map_or(0, |l| l.bitrate_bps);
-                let estimate = loss_adjusted(
-                    self.estimates.get(&down.subscriber).copied(),
-                    self.losses.get(&down.subscriber).copied().unwrap_or(0.0),
-                    sending,
-                );
+                // Loss reported soon after a switch describes the old rate: ignore it.
+                let loss = if dt.selector.changed_within(now, LOSS_AFTER_SWITCH) {
+                    0.0
+                } else {
+                    self.losses.get(&down.subscriber).copied().unwrap_or(0.0)
+                };
+                let estimate =
+                    loss_adjusted(self.estimates.get(&down.subscriber).copied(), loss, sending);
                 let before = (dt.selector.switches_up, dt.selector.switches_down);
                 if dt.selector.update(now, &ranked, estimate) {
                     tracing::debug!(subscriber = down.subscriber, target = ?dt.selector.target(),

@@ -95,6 +95,8 @@ pub struct Participant {
     event_senders: Vec<mpsc::Sender<SessionEvent>>,
     last_event: Option<SessionEvent>,
     probe_target: Option<u64>,
+    /// Latest receiver-reported loss per media line.
+    egress_loss: HashMap<Mid, f32>,
 }
 
 /// Most concurrent event streams per session.
@@ -139,6 +141,7 @@ impl Participant {
             event_senders: Vec::new(),
             last_event: None,
             probe_target: None,
+            egress_loss: HashMap::new(),
         }
     }
 
@@ -226,7 +229,10 @@ impl Participant {
             Event::KeyframeRequest(r) => events.push((id, ParticipantEvent::KeyframeRequest(r))),
             Event::MediaEgressStats(s) => {
                 if let Some(loss) = s.loss.filter(|_| self.kind == SessionKind::Whep) {
-                    events.push((id, ParticipantEvent::EgressLoss(loss)));
+                    // Reports come per media line; the worst one describes the link.
+                    self.egress_loss.insert(s.mid, loss);
+                    let worst = self.egress_loss.values().copied().fold(0.0, f32::max);
+                    events.push((id, ParticipantEvent::EgressLoss(worst)));
                 }
                 let totals = self.egress_totals.entry((s.mid, s.rid)).or_default();
                 let delta = (
