@@ -1,29 +1,62 @@
 #!/usr/bin/env bash
-# Install what the test suite needs on Debian (idempotent; needs root):
-#   chromium (real browser peer), iproute2 + iptables (network namespaces),
-#   playwright-core (drives Chromium; no browser download), PyAV (FFmpeg 8
-#   with its WHIP muxer, libx264 and libopus bundled in the wheel).
+# Install what the end-to-end tests need on Debian (idempotent; needs root):
+#   chromium            the real browser peer (Debian's; playwright downloads nothing)
+#   iproute2, iptables  private network namespaces, tc/iptables impairments
+#   playwright-core     drives Chromium (tests/e2e/package.json, pinned + lockfile)
+#   av (PyAV)           FFmpeg 8 with its WHIP muxer, libx264 and libopus in the wheel
+# Each step runs only when its check fails, so a second run is quick and
+# offline. Prints the versions it ends with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+AV_VERSION=18.1.0   # FFmpeg 8.1 inside; has format "whip", libx264, libopus
+
+# --- Debian packages (one apt-get update, only if something is missing) ---
 need_apt=()
-command -v chromium >/dev/null || need_apt+=(chromium)
-command -v ip >/dev/null || need_apt+=(iproute2)
-command -v iptables >/dev/null || need_apt+=(iptables)
-command -v node >/dev/null || need_apt+=(nodejs npm)
-command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
-if ((${#need_apt[@]})); then
-  echo "apt: installing ${need_apt[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+apt_updated=
+apt_install() {
+  echo "apt: installing $*"
+  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+if ((${#need_apt[@]})); then apt_install "${need_apt[@]}"; fi
+# Debian's nodejs comes without npm; NodeSource's bundles it (and conflicts with Debian's npm).
+command -v npm >/dev/null 2>&1 || apt_install npm
+
+# --- playwright-core, exactly as pinned in tests/e2e/package.json ---
+want_pw=$(node -p "require('./tests/e2e/package.json').dependencies['playwright-core']")
+have_pw=$(node -p "try { require('./tests/e2e/node_modules/playwright-core/package.json').version } catch { '' }")
+if [ "$have_pw" != "$want_pw" ]; then
+  echo "npm: installing playwright-core $want_pw (had: ${have_pw:-none})"
+  if [ -f tests/e2e/package-lock.json ]; then
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    (cd tests/e2e && npm install --no-audit --no-fund --loglevel=error)
+  fi
 fi
 
-if [ ! -d tests/e2e/node_modules/playwright-core ]; then
-  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+# --- PyAV with the WHIP muxer and libx264 ---
+av_ok() {
+  python3 - "$AV_VERSION" <<'EOF' 2>/dev/null
+import sys, av, av.codec
+assert av.__version__ == sys.argv[1], av.__version__
+assert "whip" in av.formats_available
+av.codec.Codec("libx264", "w"); av.codec.Codec("libopus", "w")
+EOF
+}
+if ! av_ok; then
+  echo "pip: installing av==$AV_VERSION"
+  python3 -m pip install --quiet "av==$AV_VERSION" \
+    || python3 -m pip install --quiet --break-system-packages "av==$AV_VERSION"
+  av_ok || { echo "PyAV $AV_VERSION lacks the whip muxer or libx264/libopus" >&2; exit 1; }
 fi
 
-if ! python3 -c 'import av, sys; sys.exit(0 if "whip" in av.formats_available else 1)' 2>/dev/null; then
-  python3 -m pip install --quiet 'av==18.1.0' 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages 'av==18.1.0'
-fi
-echo "test dependencies ready: $(chromium --version 2>/dev/null | head -1), PyAV $(python3 -c 'import av; print(av.__version__)')"
+echo "test dependencies ready: $(chromium --version 2>/dev/null | head -1)," \
+  "node $(node --version), playwright-core $want_pw," \
+  "PyAV $(python3 -c 'import av; print(av.__version__, "(FFmpeg", av.ffmpeg_version_info + ")")')"

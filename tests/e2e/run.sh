@@ -13,7 +13,7 @@ ns="sfue2e-$$-$RANDOM"
 export SFU_E2E_NS="$ns"   # tests name extra namespaces "$ns-<suffix>"
 cleanup() {
   # Kill anything still running in our namespaces, then remove them.
-  for n in $(ip netns list | awk '{print $1}' | grep -E "^$ns(-|\$)" || true); do
+  for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$ns(-|\$)" || true); do
     for pid in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$n" 2>/dev/null || true
   done

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, metricTotal } from './lib/server.mjs';
 import {
-  launchBrowser, openPage, closePage, poll, waitFor, inboundVideoStats, inboundAudioStats, outboundVideoStats,
+  launchBrowser, killBrowser, openPage, closePage, poll, waitFor, inboundVideoStats, inboundAudioStats, outboundVideoStats,
   sfuState, framesDecoded, reportMetric, sleep,
 } from './lib/browser.mjs';
 
@@ -14,6 +14,8 @@ import {
 const GAUGES_ZERO_WHEN_EMPTY = ['sfu_rooms', 'sfu_participants', 'sfu_rtc_instances', 'sfu_registry_entries', 'sfu_tracks'];
 /** How long the server may take to notice closed pages (DELETE, or the 5 s session timeout). */
 const EMPTY_WITHIN_MS = 10000;
+/** --session-timeout-secs that lib/server.mjs passes. */
+const SESSION_TIMEOUT_MS = 5000;
 const PUBLISH_QUERY = 'autostart=1&resolution=640x360';
 
 async function assertServerEmpty(server) {
@@ -126,4 +128,33 @@ test('a player waiting before the publisher starts plays without reloading', asy
   await closePage(next);
   await closePage(player);
   await assertServerEmpty(server);
+});
+
+test('browsers that vanish (SIGKILL: no DELETE, no DTLS close) are removed after the session timeout', async (t) => {
+  const server = await startServer(t, 'browser-killed');
+  const room = 'crash-room';
+  const pubBrowser = await launchBrowser(t);
+  const playBrowser = await launchBrowser(t);
+  const player = await openPage(playBrowser, `${server.base}/play?room=${room}&autostart=1`, 'player');
+  const publisher = await openPage(pubBrowser, `${server.base}/?room=${room}&${PUBLISH_QUERY}`, 'publisher');
+  await assertPlaying(player, 'player', publisher);
+  const participants = async (kind) => metricTotal(await server.metrics(), `sfu_participants{kind="${kind}"}`);
+  assert.equal(await participants('whip'), 1);
+  assert.equal(await participants('whep'), 1);
+
+  // The publisher's machine dies: its session must go after the timeout, and
+  // the player (still there) is told the publisher is gone.
+  const killedAt = Date.now();
+  killBrowser(pubBrowser);
+  await poll('publisher session removed', async () => (await participants('whip')) === 0, SESSION_TIMEOUT_MS + 5000, 100);
+  const removedMs = Date.now() - killedAt;
+  reportMetric('killed_publisher_to_session_removed_ms', removedMs, 'ms');
+  assert.ok(removedMs >= SESSION_TIMEOUT_MS - 1500, `not removed before the timeout (${removedMs} ms): it must not be the DELETE path`);
+  await waitFor(player, (p) => p.evaluate(() => window.sfu.publisher === 'offline'), 5000, { what: 'player told the publisher left' });
+  assert.equal(await participants('whep'), 1, 'the player stays');
+
+  // Then the player's machine dies too: nothing may be left.
+  killBrowser(playBrowser);
+  const m = await assertServerEmpty(server);
+  assert.equal(metricTotal(m, 'sfu_sessions'), 0);
 });

@@ -2,7 +2,7 @@
 // plus bounded polling and the getStats() figures the tests assert on.
 // Pages of the web client expose window.sfu = { pc, state, error, resource }.
 
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -44,33 +44,54 @@ export async function poll(what, fn, timeoutMs = 15000, intervalMs = 100) {
  * page.evaluate or the stats helpers below) until it returns a truthy value.
  */
 export async function waitFor(page, predicateFn, timeoutMs = 15000, { what = 'condition', intervalMs = 100 } = {}) {
-  return poll(what, async () => {
-    try { return await predicateFn(page); } catch (e) {
-      if (page.isClosed()) throw e;
-      return false; // e.g. evaluate during a navigation
-    }
-  }, timeoutMs, intervalMs);
+  let lastError = null;
+  try {
+    return await poll(what, async () => {
+      try { return await predicateFn(page); } catch (e) {
+        if (page.isClosed()) throw e;
+        lastError = e; // e.g. evaluate during a navigation: try again
+        return false;
+      }
+    }, timeoutMs, intervalMs);
+  } catch (e) {
+    if (lastError) e.message += ` (last error: ${lastError.message.split('\n')[0]})`;
+    throw e;
+  }
 }
 
 /**
  * Launch Chromium; it is closed when test `t` ends (if given). `netns`: run
- * the browser inside that network namespace (through a wrapper script);
- * `origin`: a non-loopback server origin to treat as secure (getUserMedia).
+ * the browser inside that network namespace; `origin`: a non-loopback server
+ * origin to treat as secure (getUserMedia); `args`: more flags. The browser
+ * starts through a small wrapper script that records its process id, so
+ * killBrowser() can make it vanish like a crashed or unplugged machine.
  */
+let launches = 0;
 export async function launchBrowser(t, { netns = null, origin = null, args = [] } = {}) {
-  let executablePath = CHROMIUM;
-  if (netns) {
-    executablePath = join(artifacts, `chromium-in-${netns}.sh`);
-    writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${netns} ${CHROMIUM} "$@"\n`);
-    chmodSync(executablePath, 0o755);
-  }
+  const tag = `${process.pid}-${++launches}`;
+  const pidFile = join(artifacts, `chromium-${tag}.pid`);
+  const executablePath = join(artifacts, `chromium-${tag}.sh`);
+  const prefix = netns ? `ip netns exec ${netns} ` : '';
+  writeFileSync(executablePath, `#!/bin/sh\necho $$ > '${pidFile}'\nexec ${prefix}${CHROMIUM} "$@"\n`);
+  chmodSync(executablePath, 0o755);
   const browser = await chromium.launch({
     executablePath,
     args: [...BROWSER_ARGS, ...(origin ? [`--unsafely-treat-insecure-origin-as-secure=${origin}`] : []), ...args],
     timeout: 30000,
   });
-  if (t) t.after(() => browser.close().catch(() => {}));
+  browser.pidFile = pidFile;
+  const cleanup = () => { for (const f of [pidFile, executablePath]) rmSync(f, { force: true }); };
+  browser.on('disconnected', cleanup);
+  if (t) t.after(async () => { await browser.close().catch(() => {}); cleanup(); });
   return browser;
+}
+
+/** SIGKILL the browser: no DELETE, no DTLS close_notify, its peers just stop
+ * hearing from it (the server must notice through its session timeout). */
+export function killBrowser(browser) {
+  const pid = Number(readFileSync(browser.pidFile, 'utf8').trim());
+  process.kill(pid, 'SIGKILL');
+  return pid;
 }
 
 /**

@@ -2,14 +2,13 @@
 // launch Debian's Chromium through playwright-core, read getStats() and
 // /metrics, and wait for conditions with a bound on every loop.
 
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { writeFileSync, chmodSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { startServer as startServerProcess } from './server.mjs';
+import { launchBrowser as launchChromium } from './browser.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const artifacts = join(here, '..', 'artifacts');
@@ -29,60 +28,22 @@ export async function waitFor(what, fn, timeoutMs = 15000, intervalMs = 100) {
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
 }
 
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Start the server binary; it is killed when the test ends. `host` other
- * than 127.0.0.1 needs real API keys (pass --api-key/--api-secret). */
+/** Start the server binary (command line: serveArgs in server.mjs); it is
+ * killed when the test ends. `host` other than 127.0.0.1 needs real API keys
+ * (pass --api-key/--api-secret); a `--media-addr X` in extraArgs is honoured. */
 export async function startServer(t, name, extraArgs = [], host = '127.0.0.1') {
-  const port = await freePort();
-  const bin = process.env.SFU_BIN;
-  if (!bin) throw new Error('SFU_BIN is not set (run through tests/e2e/run.sh)');
-  const log = createWriteStream(join(artifacts, `${name}-server.log`));
-  const proc = spawn(bin, ['serve', '--http-addr', `${host}:${port}`, '--session-timeout-secs', '5', ...extraArgs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1', RUST_LOG_STYLE: 'never' },
-  });
-  proc.stdout.pipe(log);
-  proc.stderr.pipe(log);
-  const base = `http://${host}:${port}`;
-  t.after(() => { proc.kill('SIGKILL'); });
-  await waitFor('server /healthz', async () => {
-    try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
-  }, 15000, 100);
-  return { base, pid: proc.pid, proc };
+  const rest = [...extraArgs];
+  let mediaAddr = host;
+  const i = rest.indexOf('--media-addr');
+  if (i >= 0) [, mediaAddr] = rest.splice(i, 2);
+  return startServerProcess(t, name, { host, mediaAddr, extraArgs: rest });
 }
 
-/** Launch Chromium (in network namespace `netns` if given); closed when the
- * test ends. `origin`: a non-loopback server origin that must count as
- * secure (getUserMedia needs a secure context). */
+/** Launch Chromium (flags: BROWSER_ARGS in browser.mjs), in network namespace
+ * `netns` if given; closed when the test ends. `origin`: a non-loopback
+ * server origin that must count as secure (getUserMedia needs it). */
 export async function launchBrowser(t, netns = null, origin = null) {
-  let executablePath = '/usr/bin/chromium';
-  if (netns) {
-    executablePath = join(artifacts, `chromium-in-${netns}.sh`);
-    writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${netns} /usr/bin/chromium "$@"\n`);
-    chmodSync(executablePath, 0o755);
-  }
-  const browser = await chromium.launch({
-    executablePath,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
-      ...(origin ? [`--unsafely-treat-insecure-origin-as-secure=${origin}`] : []),
-    ],
-  });
-  t.after(() => browser.close());
-  return browser;
+  return launchChromium(t, { netns, origin });
 }
 
 /** A page in its own context, with console errors kept for diagnosis. */
