@@ -2,18 +2,31 @@
 // One class, one RTCPeerConnection per session: POST the offer (after ICE
 // gathering, so no trickle is needed), apply the answer, DELETE on stop.
 
+/** Value of `name=".."` (or unquoted `name=..`) in one Link header entry. */
+function linkParam(part, name) {
+  const m = part.match(new RegExp(`;\\s*${name}\\s*=\\s*(?:"([^"]*)"|([^;,\\s]*))`, 'i'));
+  return m ? (m[1] ?? m[2]) : null;
+}
+
+/** The entries of a (comma-joined) Link header: [{ url, part }]. */
+function linkEntries(linkHeader) {
+  if (!linkHeader) return [];
+  return linkHeader.split(/,(?=\s*<)/).flatMap((part) => {
+    const m = part.match(/<([^>]+)>/);
+    return m ? [{ url: m[1], part }] : [];
+  });
+}
+
 /** Parse RFC 9725 `Link: <url>; rel="ice-server"; username=..; credential=..` headers. */
 export function parseIceServers(linkHeader) {
-  if (!linkHeader) return [];
   const servers = [];
-  for (const part of linkHeader.split(/,(?=\s*<)/)) {
-    const m = part.match(/<([^>]+)>/);
-    if (!m || !/rel="?ice-server"?/.test(part)) continue;
-    const server = { urls: m[1] };
-    const user = part.match(/username="([^"]*)"/);
-    const cred = part.match(/credential="([^"]*)"/);
-    if (user) server.username = user[1];
-    if (cred) server.credential = cred[1];
+  for (const { url, part } of linkEntries(linkHeader)) {
+    if (linkParam(part, 'rel') !== 'ice-server') continue;
+    const server = { urls: url };
+    const username = linkParam(part, 'username');
+    const credential = linkParam(part, 'credential');
+    if (username !== null) server.username = username;
+    if (credential !== null) server.credential = credential;
     servers.push(server);
   }
   return servers;
@@ -21,26 +34,32 @@ export function parseIceServers(linkHeader) {
 
 /** The WHEP server-sent-events URL announced in a Link header, if any. */
 export function parseEventsLink(linkHeader, base) {
-  if (!linkHeader) return null;
-  for (const part of linkHeader.split(/,(?=\s*<)/)) {
-    const m = part.match(/<([^>]+)>/);
-    if (m && /server-sent-events/.test(part)) return new URL(m[1], base).toString();
+  for (const { url, part } of linkEntries(linkHeader)) {
+    if (/server-sent-events/.test(linkParam(part, 'rel') || '')) return new URL(url, base).toString();
   }
   return null;
 }
 
-/** Get a token: ?token=..., else the server's /dev/token (development mode only). */
+/** Get a token: ?token=..., else the server's /dev/token (development mode only).
+ *  Resolves to null when the server has no /dev/token: the user must paste one. */
 export async function obtainToken({ room, identity, publish, subscribe }) {
   const fromUrl = new URLSearchParams(location.search).get('token');
   if (fromUrl) return fromUrl;
   const q = new URLSearchParams({ room, publish: publish ? '1' : '0', subscribe: subscribe ? '1' : '0' });
   if (identity) q.set('identity', identity);
   const resp = await fetch(`/dev/token?${q}`);
-  if (resp.status === 404) return null; // production server: the user must paste a token
-  if (!resp.ok) throw new Error(`token: ${resp.status} ${await resp.text()}`);
+  if (resp.status === 404) return null;
+  if (!resp.ok) throw new Error(`token: ${resp.status}: ${(await resp.text()).trim() || resp.statusText}`);
   return (await resp.json()).token;
 }
 
+/** Map pc.connectionState onto the page states 'connecting'|'connected'|'failed'|'closed'. */
+export function pageState(connectionState) {
+  if (connectionState === 'new' || connectionState === 'disconnected') return 'connecting';
+  return connectionState;
+}
+
+/** Resolve when ICE gathering completes, or after `timeoutMs` with what exists so far. */
 function waitForIceGathering(pc, timeoutMs) {
   if (pc.iceGatheringState === 'complete') return Promise.resolve();
   return new Promise((resolve) => {
@@ -56,6 +75,7 @@ export class Session {
   /**
    * @param {{kind: 'whip'|'whep', room: string, token: string, onState?: (s: string) => void,
    *          simulcast?: boolean, maxWidth?: number}} opts
+   *  onState receives pc.connectionState values, and 'closed' after stop().
    */
   constructor(opts) {
     this.kind = opts.kind;
@@ -69,62 +89,83 @@ export class Session {
     this.eventsUrl = null;
   }
 
-  /** Publish `stream` (WHIP) or start receiving (WHEP). Resolves once the answer is applied. */
+  /** Publish `stream` (WHIP) or start receiving (WHEP). Resolves to the
+   *  RTCPeerConnection once the answer is applied; on failure everything is
+   *  torn down and the error carries the server's reason ("401: token expired"). */
   async start(stream) {
-    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
     this.pc = pc;
-    pc.addEventListener('connectionstatechange', () => this.onState(pc.connectionState));
-    if (this.kind === 'whip') {
-      for (const track of stream.getTracks()) {
-        const init = { direction: 'sendonly', streams: [stream] };
-        if (track.kind === 'video' && this.simulcast) {
-          // Three layers, listed high to low as libwebrtc expects.
-          init.sendEncodings = [
-            { rid: 'f', maxBitrate: 2_500_000 },
-            { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
-            { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
-          ];
-        }
-        pc.addTransceiver(track, init);
+    pc.addEventListener('connectionstatechange', () => { if (this.pc === pc) this.onState(pc.connectionState); });
+    try {
+      this.addTransceivers(pc, stream);
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitForIceGathering(pc, 2000);
+      const url = new URL(`/${this.kind}/${encodeURIComponent(this.room)}`, location.href);
+      if (this.maxWidth) url.searchParams.set('maxWidth', String(this.maxWidth));
+      let resp;
+      try {
+        resp = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/sdp', authorization: `Bearer ${this.token}` },
+          body: pc.localDescription.sdp,
+        });
+      } catch (e) {
+        throw new Error(`cannot reach the server (${e.message})`);
       }
-    } else {
-      pc.addTransceiver('audio', { direction: 'recvonly' });
-      pc.addTransceiver('video', { direction: 'recvonly' });
+      const body = await resp.text();
+      if (resp.status !== 201) throw new Error(`${resp.status}: ${body.trim() || resp.statusText}`);
+      const where = resp.headers.get('location');
+      if (!where) throw new Error('the server sent no Location header');
+      this.resource = new URL(where, url).toString();
+      const link = resp.headers.get('link');
+      this.eventsUrl = parseEventsLink(link, url);
+      // Candidates are already gathered (no trickle), so advertised STUN/TURN
+      // servers only take effect on a later ICE restart; keep them anyway.
+      const servers = parseIceServers(link);
+      if (servers.length) pc.setConfiguration({ iceServers: servers, bundlePolicy: 'max-bundle' });
+      await pc.setRemoteDescription({ type: 'answer', sdp: body });
+      return pc;
+    } catch (e) {
+      await this.stop({ silent: true });
+      throw e;
     }
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc, 2000);
-    const url = new URL(`/${this.kind}/${encodeURIComponent(this.room)}`, location.href);
-    if (this.maxWidth) url.searchParams.set('maxWidth', String(this.maxWidth));
-    const resp = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/sdp', authorization: `Bearer ${this.token}` },
-      body: pc.localDescription.sdp,
-    });
-    const body = await resp.text();
-    if (resp.status !== 201) {
-      pc.close();
-      this.pc = null;
-      throw new Error(`${resp.status}: ${body.trim() || resp.statusText}`);
-    }
-    this.resource = new URL(resp.headers.get('location'), url).toString();
-    this.eventsUrl = parseEventsLink(resp.headers.get('link'), url);
-    const servers = parseIceServers(resp.headers.get('link'));
-    if (servers.length) pc.setConfiguration({ iceServers: servers, bundlePolicy: 'max-bundle' });
-    await pc.setRemoteDescription({ type: 'answer', sdp: body });
-    return pc;
   }
 
-  /** End the session (DELETE the resource) and close the connection. */
-  async stop({ keepalive = false } = {}) {
-    const resource = this.resource;
-    this.resource = null;
-    if (this.pc) { this.pc.close(); this.pc = null; }
-    if (resource) {
-      try {
-        await fetch(resource, { method: 'DELETE', keepalive, headers: { authorization: `Bearer ${this.token}` } });
-      } catch (_) { /* the server also times the session out */ }
+  addTransceivers(pc, stream) {
+    if (this.kind === 'whep') {
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      return;
     }
-    this.onState('closed');
+    for (const track of stream.getTracks()) {
+      const init = { direction: 'sendonly', streams: [stream] };
+      if (track.kind === 'video' && this.simulcast) {
+        // Three layers, listed high to low as libwebrtc expects.
+        init.sendEncodings = [
+          { rid: 'f', maxBitrate: 2_500_000 },
+          { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+          { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+        ];
+      }
+      pc.addTransceiver(track, init);
+    }
+  }
+
+  /** End the session (DELETE the resource) and close the connection.
+   *  `keepalive` lets the DELETE outlive the page (pagehide). */
+  async stop({ keepalive = false, silent = false } = {}) {
+    const { resource, pc } = this;
+    this.resource = null;
+    this.pc = null;
+    if (resource) {
+      const deleted = fetch(resource, { method: 'DELETE', keepalive, headers: { authorization: `Bearer ${this.token}` } })
+        .catch(() => { /* the server also times the session out */ });
+      // Close only after the answer (bounded; not when the page is going away):
+      // on DTLS close the server may drop the session first and answer 404.
+      if (!keepalive) await Promise.race([deleted, new Promise((r) => setTimeout(r, 2000))]);
+    }
+    if (pc) pc.close();
+    if (!silent) this.onState('closed');
   }
 }
 

@@ -54,6 +54,11 @@ pub fn loss_adjusted(estimate: Option<u64>, loss: f32, sending_bps: u64) -> Opti
     Some(estimate.map_or(delivered, |e| e.min(delivered)))
 }
 
+/// What video may use of a subscriber's estimate.
+fn budget_of(estimate: u64) -> u64 {
+    (estimate.saturating_sub(AUDIO_RESERVE_BPS) as f64 * VIDEO_SHARE) as u64
+}
+
 /// Identifies a layer of a track: its rid (None for a non-simulcast track).
 pub type LayerId = Option<Rid>;
 
@@ -64,8 +69,11 @@ struct Layer {
     height: u32,
     last_frame: Instant,
     window_start: Instant,
-    window_bytes: u64,
-    bitrate_bps: u64,
+    /// Bytes per temporal layer in the current window.
+    window_bytes: [u64; TEMPORAL_LAYERS],
+    /// Bitrate per temporal layer (not cumulative).
+    tid_bps: [u64; TEMPORAL_LAYERS],
+    max_tid: u8,
 }
 
 /// One layer as the selector sees it.
@@ -74,8 +82,43 @@ pub struct LayerView {
     pub id: LayerId,
     pub width: u32,
     pub height: u32,
+    /// Bitrate of the whole layer (all temporal layers).
     pub bitrate_bps: u64,
+    /// Bitrate when forwarding temporal layers `0..=t` only, for each `t`.
+    pub temporal_bps: [u64; TEMPORAL_LAYERS],
+    /// Highest temporal layer seen (0: no temporal scalability).
+    pub max_tid: u8,
 }
+
+impl LayerView {
+    /// A layer without temporal scalability.
+    pub fn new(id: LayerId, width: u32, height: u32, bitrate_bps: u64) -> LayerView {
+        LayerView {
+            id,
+            width,
+            height,
+            bitrate_bps,
+            temporal_bps: [bitrate_bps; TEMPORAL_LAYERS],
+            max_tid: 0,
+        }
+    }
+
+    /// The least this layer can be carried with: its base temporal layer.
+    fn min_bps(&self) -> u64 {
+        self.temporal_bps[0]
+    }
+
+    /// Highest temporal layer that fits `budget` (0 if none does).
+    fn temporal_fit(&self, budget: u64) -> u8 {
+        (0..=self.max_tid)
+            .rev()
+            .find(|t| self.temporal_bps[usize::from(*t)] <= budget)
+            .unwrap_or(0)
+    }
+}
+
+/// Temporal layers tracked per spatial layer (VP8 uses up to 4).
+pub const TEMPORAL_LAYERS: usize = 4;
 
 /// Time after a track's first frame within which all its layers are
 /// expected to have shown up (before that, no initial choice is made).
@@ -110,7 +153,15 @@ impl PublishedLayers {
     }
 
     /// A frame of layer `id` arrived (`size` bytes; `dims` when the frame tells).
-    pub fn observe(&mut self, id: LayerId, size: usize, dims: Option<(u32, u32)>, now: Instant) {
+    pub fn observe(
+        &mut self,
+        id: LayerId,
+        size: usize,
+        dims: Option<(u32, u32)>,
+        tid: u8,
+        now: Instant,
+    ) {
+        let tid = usize::from(tid).min(TEMPORAL_LAYERS - 1);
         self.first_frame.get_or_insert(now);
         let index = match self.layers.iter().position(|l| l.id == id) {
             Some(i) => i,
@@ -121,20 +172,24 @@ impl PublishedLayers {
                     height: 0,
                     last_frame: now,
                     window_start: now,
-                    window_bytes: 0,
-                    bitrate_bps: 0,
+                    window_bytes: [0; TEMPORAL_LAYERS],
+                    tid_bps: [0; TEMPORAL_LAYERS],
+                    max_tid: 0,
                 });
                 self.layers.len() - 1
             }
         };
         let layer = &mut self.layers[index];
         layer.last_frame = now;
-        layer.window_bytes += size as u64;
+        layer.window_bytes[tid] += size as u64;
+        layer.max_tid = layer.max_tid.max(tid as u8);
         let elapsed = now.saturating_duration_since(layer.window_start);
         if elapsed >= BITRATE_WINDOW {
-            layer.bitrate_bps =
-                layer.window_bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
-            layer.window_bytes = 0;
+            let micros = elapsed.as_micros().max(1) as u64;
+            for t in 0..TEMPORAL_LAYERS {
+                layer.tid_bps[t] = layer.window_bytes[t] * 8 * 1_000_000 / micros;
+            }
+            layer.window_bytes = [0; TEMPORAL_LAYERS];
             layer.window_start = now;
         }
         if let Some((w, h)) = dims {
@@ -149,11 +204,21 @@ impl PublishedLayers {
             .layers
             .iter()
             .filter(|l| now.saturating_duration_since(l.last_frame) < LAYER_STALE_AFTER)
-            .map(|l| LayerView {
-                id: l.id,
-                width: l.width,
-                height: l.height,
-                bitrate_bps: l.bitrate_bps,
+            .map(|l| {
+                let mut temporal_bps = [0; TEMPORAL_LAYERS];
+                let mut sum = 0;
+                for (t, bps) in l.tid_bps.iter().enumerate() {
+                    sum += bps;
+                    temporal_bps[t] = sum;
+                }
+                LayerView {
+                    id: l.id,
+                    width: l.width,
+                    height: l.height,
+                    bitrate_bps: sum,
+                    temporal_bps,
+                    max_tid: l.max_tid,
+                }
             })
             .collect();
         v.sort_by_key(|l| (l.width, l.bitrate_bps));
@@ -181,6 +246,8 @@ pub struct LayerSelector {
     last_upgrade: Option<Instant>,
     last_downgrade: Option<Instant>,
     paused_at: Option<Instant>,
+    target_temporal: u8,
+    current_temporal: u8,
     pub switches_up: u64,
     pub switches_down: u64,
 }
@@ -208,6 +275,8 @@ impl Default for LayerSelector {
             last_upgrade: None,
             last_downgrade: None,
             paused_at: None,
+            target_temporal: u8::MAX,
+            current_temporal: u8::MAX,
             switches_up: 0,
             switches_down: 0,
         }
@@ -247,6 +316,30 @@ impl LayerSelector {
         layers: &[LayerView],
         estimate_bps: Option<u64>,
     ) -> bool {
+        let spatial_changed = self.update_spatial(now, layers, estimate_bps);
+        // Within the chosen spatial layer, as many temporal layers as fit.
+        let layer = self.target.and_then(|t| layers.iter().find(|l| l.id == t));
+        let temporal = match (layer, estimate_bps) {
+            (Some(l), Some(e)) => l.temporal_fit(budget_of(e)),
+            (Some(l), None) => l.max_tid,
+            (None, _) => 0,
+        };
+        let temporal_changed = temporal != self.target_temporal;
+        self.target_temporal = temporal;
+        spatial_changed || temporal_changed
+    }
+
+    /// Highest temporal layer this down-track should get.
+    pub fn target_temporal(&self) -> u8 {
+        self.target_temporal
+    }
+
+    fn update_spatial(
+        &mut self,
+        now: Instant,
+        layers: &[LayerView],
+        estimate_bps: Option<u64>,
+    ) -> bool {
         let before = self.target;
         if layers.is_empty() {
             self.target = None;
@@ -272,13 +365,19 @@ impl LayerSelector {
             self.target = Some(allowed[top].id);
             return before != self.target;
         };
-        let budget = ((estimate.saturating_sub(AUDIO_RESERVE_BPS)) as f64 * VIDEO_SHARE) as u64;
+        let budget = budget_of(estimate);
         let fits = |l: &LayerView, margin: f64| (l.bitrate_bps as f64 * margin) as u64 <= budget;
-        // The lowest layer is kept unless it is far over budget (then pause).
+        // A layer is kept while its base temporal layer fits (temporal layers
+        // go before spatial ones); the lowest is kept unless it is far over
+        // budget (then pause).
         let best_fit = allowed
             .iter()
-            .rposition(|l| fits(l, 1.0))
-            .or_else(|| fits(&allowed[0], 1.0 / PAUSE_TOLERANCE).then_some(0));
+            .rposition(|l| l.min_bps() <= budget)
+            .or_else(|| {
+                ((allowed[0].min_bps() as f64 / PAUSE_TOLERANCE) as u64 <= budget).then_some(0)
+            });
+        // A new choice takes the best layer that fits at full rate.
+        let full_fit = allowed.iter().rposition(|l| fits(l, 1.0));
 
         // Paused: resume only with a margin on the lowest layer.
         if self.paused || self.target.is_none() && self.current.is_some() {
@@ -295,7 +394,7 @@ impl LayerSelector {
         let current_index = self.target.as_ref().and_then(|t| position(&allowed, t));
         let Some(current_index) = current_index else {
             // New down-track, or its layer stopped/was excluded: take the best fit now.
-            match best_fit {
+            match full_fit.or(best_fit) {
                 Some(i) => self.target = Some(allowed[i].id),
                 None => self.pause(now),
             }
@@ -397,7 +496,40 @@ impl LayerSelector {
             .map(|l| (l.bitrate_bps as f64 * UPGRADE_MARGIN) as u64 + AUDIO_RESERVE_BPS)
     }
 
-    /// Decide about one frame of layer `id`.
+    /// Decide about one frame of layer `id` and temporal layer `tid`
+    /// (`sync`: the frame depends only on the base layer, so a higher
+    /// temporal layer can be added from here on).
+    pub fn on_frame_temporal(
+        &mut self,
+        id: &LayerId,
+        is_keyframe: bool,
+        tid: u8,
+        sync: bool,
+    ) -> FrameVerdict {
+        let verdict = self.on_frame(id, is_keyframe);
+        match verdict {
+            FrameVerdict::SwitchTo => {
+                self.current_temporal = self.target_temporal;
+                verdict
+            }
+            FrameVerdict::Forward => {
+                if self.current_temporal > self.target_temporal {
+                    self.current_temporal = self.target_temporal; // down at once
+                }
+                if tid <= self.current_temporal {
+                    verdict
+                } else if tid <= self.target_temporal && (sync || is_keyframe) {
+                    self.current_temporal = self.target_temporal; // up at a sync point
+                    verdict
+                } else {
+                    FrameVerdict::Drop
+                }
+            }
+            FrameVerdict::Drop | FrameVerdict::DropNeedKeyframe => verdict,
+        }
+    }
+
+    /// Decide about one frame of layer `id` (spatial only).
     pub fn on_frame(&mut self, id: &LayerId, is_keyframe: bool) -> FrameVerdict {
         let Some(target) = &self.target else {
             // Paused: nothing flows.
@@ -438,24 +570,9 @@ mod tests {
     /// A Chrome-like 3-layer publisher: q 320 wide 150 kbps, h 640/500k, f 1280/2.5M.
     fn chrome_layers() -> Vec<LayerView> {
         vec![
-            LayerView {
-                id: rid("q"),
-                width: 320,
-                height: 180,
-                bitrate_bps: 150_000,
-            },
-            LayerView {
-                id: rid("h"),
-                width: 640,
-                height: 360,
-                bitrate_bps: 500_000,
-            },
-            LayerView {
-                id: rid("f"),
-                width: 1280,
-                height: 720,
-                bitrate_bps: 2_500_000,
-            },
+            LayerView::new(rid("q"), 320, 180, 150_000),
+            LayerView::new(rid("h"), 640, 360, 500_000),
+            LayerView::new(rid("f"), 1280, 720, 2_500_000),
         ]
     }
 
@@ -466,9 +583,9 @@ mod tests {
         // An encoder that names its layers 0 (full), 1 (half), 2 (quarter).
         for i in 0..20u64 {
             let t = t0 + Duration::from_millis(i * 33);
-            p.observe(rid("0"), 10_000, Some((1280, 720)), t);
-            p.observe(rid("1"), 2_000, Some((640, 360)), t);
-            p.observe(rid("2"), 600, Some((320, 180)), t);
+            p.observe(rid("0"), 10_000, Some((1280, 720)), 0, t);
+            p.observe(rid("1"), 2_000, Some((640, 360)), 0, t);
+            p.observe(rid("2"), 600, Some((320, 180)), 0, t);
         }
         let ranked = p.ranked(t0 + Duration::from_millis(700));
         let ids: Vec<LayerId> = ranked.iter().map(|l| l.id).collect();
@@ -478,11 +595,113 @@ mod tests {
         let later = t0 + Duration::from_millis(660) + LAYER_STALE_AFTER;
         for i in 0..10u64 {
             let t = later - Duration::from_millis(300) + Duration::from_millis(i * 30);
-            p.observe(rid("1"), 2_000, None, t);
-            p.observe(rid("2"), 600, None, t);
+            p.observe(rid("1"), 2_000, None, 0, t);
+            p.observe(rid("2"), 600, None, 0, t);
         }
         let ids: Vec<LayerId> = p.ranked(later).iter().map(|l| l.id).collect();
         assert_eq!(ids, vec![rid("2"), rid("1")]);
+    }
+
+    /// A VP8 L1T3-like layer: TL0 half the bitrate, TL1 a quarter, TL2 a quarter.
+    fn temporal_layer(id: &str, width: u32, total: u64) -> LayerView {
+        LayerView {
+            temporal_bps: [total / 2, total * 3 / 4, total, total],
+            max_tid: 2,
+            ..LayerView::new(rid(id), width, width * 9 / 16, total)
+        }
+    }
+
+    #[test]
+    fn drops_temporal_layers_before_spatial_ones() {
+        let t0 = Instant::now();
+        let layers = vec![
+            temporal_layer("q", 320, 150_000),
+            temporal_layer("h", 640, 500_000),
+            temporal_layer("f", 1280, 2_500_000),
+        ];
+        let mut s = LayerSelector::default();
+        s.update(t0, &layers, Some(3_200_000));
+        assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 2));
+        // 2.2 Mbit/s: f at full rate no longer fits, but f without TL2 does.
+        s.update(t0 + Duration::from_millis(100), &layers, Some(2_200_000));
+        assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 1));
+        // 1.5 Mbit/s: f's base layer (1.25 M) still fits.
+        s.update(t0 + Duration::from_millis(200), &layers, Some(1_500_000));
+        assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 0));
+        // 1 Mbit/s: only now a lower spatial layer, at its full frame rate.
+        s.update(t0 + Duration::from_millis(300), &layers, Some(1_000_000));
+        assert_eq!((s.target(), s.target_temporal()), (Some(&rid("h")), 2));
+    }
+
+    #[test]
+    fn temporal_frames_are_filtered_and_raised_only_at_sync_points() {
+        let t0 = Instant::now();
+        let layers = vec![
+            temporal_layer("q", 320, 150_000),
+            temporal_layer("f", 1280, 2_500_000),
+        ];
+        let mut s = LayerSelector::default();
+        s.update(t0, &layers, Some(3_200_000));
+        assert_eq!(
+            s.on_frame_temporal(&rid("f"), true, 0, false),
+            FrameVerdict::SwitchTo
+        );
+        s.update(t0 + Duration::from_millis(50), &layers, Some(1_500_000)); // f at TL0
+        assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 0));
+        assert_eq!(
+            s.on_frame_temporal(&rid("f"), false, 2, false),
+            FrameVerdict::Drop
+        );
+        assert_eq!(
+            s.on_frame_temporal(&rid("f"), false, 1, false),
+            FrameVerdict::Drop
+        );
+        assert_eq!(
+            s.on_frame_temporal(&rid("f"), false, 0, false),
+            FrameVerdict::Forward
+        );
+        // More bandwidth: TL2 allowed, but it starts only at a sync frame.
+        s.update(t0 + Duration::from_millis(100), &layers, Some(3_200_000));
+        assert_eq!(s.target_temporal(), 2);
+        assert_eq!(
+            s.on_frame_temporal(&rid("f"), false, 1, false),
+            FrameVerdict::Drop
+        );
+        assert_eq!(
+            s.on_frame_temporal(&rid("f"), false, 1, true),
+            FrameVerdict::Forward
+        );
+        assert_eq!(
+            s.on_frame_temporal(&rid("f"), false, 2, false),
+            FrameVerdict::Forward
+        );
+        // Less again: higher temporal layers stop at once.
+        s.update(t0 + Duration::from_millis(200), &layers, Some(1_500_000));
+        assert_eq!(
+            s.on_frame_temporal(&rid("f"), false, 1, false),
+            FrameVerdict::Drop
+        );
+        assert_eq!(
+            s.on_frame_temporal(&rid("f"), false, 0, false),
+            FrameVerdict::Forward
+        );
+    }
+
+    #[test]
+    fn measures_temporal_layer_rates() {
+        let t0 = Instant::now();
+        let mut p = PublishedLayers::new(1);
+        for i in 0..40u64 {
+            let tid = [0u8, 2, 1, 2][(i % 4) as usize];
+            p.observe(None, 1000, None, tid, t0 + Duration::from_millis(i * 25));
+        }
+        let v = p.ranked(t0 + Duration::from_millis(1000))[0];
+        assert_eq!(v.max_tid, 2);
+        assert!(v.temporal_bps[0] * 3 < v.bitrate_bps, "{v:?}");
+        assert!(
+            v.temporal_bps[1] < v.temporal_bps[2] && v.temporal_bps[2] == v.bitrate_bps,
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -503,21 +722,21 @@ mod tests {
     fn settles_when_all_announced_layers_were_seen() {
         let t0 = Instant::now();
         let mut p = PublishedLayers::new(3);
-        p.observe(rid("f"), 5000, Some((1280, 720)), t0);
+        p.observe(rid("f"), 5000, Some((1280, 720)), 0, t0);
         assert!(!p.settled(t0), "only one of three layers seen");
-        p.observe(rid("h"), 2000, Some((640, 360)), t0);
-        p.observe(rid("q"), 500, None, t0);
+        p.observe(rid("h"), 2000, Some((640, 360)), 0, t0);
+        p.observe(rid("q"), 500, None, 0, t0);
         assert!(!p.settled(t0), "q's size is unknown yet");
-        p.observe(rid("q"), 500, Some((320, 180)), t0);
+        p.observe(rid("q"), 500, Some((320, 180)), 0, t0);
         assert!(p.settled(t0));
         let mut slow = PublishedLayers::new(3);
-        slow.observe(rid("f"), 5000, Some((1280, 720)), t0);
+        slow.observe(rid("f"), 5000, Some((1280, 720)), 0, t0);
         assert!(
             slow.settled(t0 + LAYERS_SETTLE),
             "a layer that never comes does not block"
         );
         let mut single = PublishedLayers::new(1);
-        single.observe(None, 5000, None, t0);
+        single.observe(None, 5000, None, 0, t0);
         assert!(single.settled(t0));
     }
 

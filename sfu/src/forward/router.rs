@@ -98,6 +98,10 @@ pub struct FrameInfo {
     pub size: usize,
     /// Picture size when the bitstream tells (keyframes).
     pub dims: Option<(u32, u32)>,
+    /// Temporal layer (VP8 TID; 0 without temporal scalability).
+    pub temporal: u8,
+    /// Temporal layer sync point (VP8 Y bit): higher layers may start here.
+    pub sync: bool,
 }
 
 impl FrameInfo {
@@ -109,6 +113,8 @@ impl FrameInfo {
             contiguous,
             size: 0,
             dims: None,
+            temporal: 0,
+            sync: false,
         }
     }
 }
@@ -317,7 +323,8 @@ impl Router {
             receivers.extend_from_slice(&t.down_tracks);
             return None;
         }
-        t.layers.observe(frame.layer, frame.size, frame.dims, now);
+        t.layers
+            .observe(frame.layer, frame.size, frame.dims, frame.temporal, now);
         if frame.keyframe {
             t.keyframes
                 .entry(frame.layer)
@@ -339,7 +346,12 @@ impl Router {
                 dt.selector
                     .update(now, layers, self.estimates.get(&down.subscriber).copied());
             }
-            match dt.selector.on_frame(&frame.layer, frame.keyframe) {
+            match dt.selector.on_frame_temporal(
+                &frame.layer,
+                frame.keyframe,
+                frame.temporal,
+                frame.sync,
+            ) {
                 FrameVerdict::Drop => {}
                 FrameVerdict::DropNeedKeyframe => {
                     want.get_or_insert((frame.layer, KeyframeCause::NewSubscriber));

@@ -4,6 +4,7 @@
 //! evaluation with its metrics.
 
 use super::*;
+use str0m::format::CodecExtra;
 
 /// How often simulcast layer choices are re-evaluated.
 pub(super) const LAYER_INTERVAL: Duration = Duration::from_millis(250);
@@ -42,6 +43,11 @@ impl WorkerCore {
             dims: keyframe
                 .then(|| picture_size(data.params.spec().codec, &data.data))
                 .flatten(),
+            temporal: match data.codec_extra {
+                CodecExtra::Vp8(e) => e.layer_index,
+                _ => 0,
+            },
+            sync: matches!(data.codec_extra, CodecExtra::Vp8(e) if e.sync),
         };
         let action = room
             .router
