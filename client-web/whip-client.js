@@ -175,3 +175,23 @@ export function exposeForTests() {
   window.sfu = state;
   return state;
 }
+
+/**
+ * Show a page's state and errors in `stateEl` / `errorEl` and mirror them
+ * into `t` (window.sfu). `setState` takes a page state or a
+ * pc.connectionState (shown as is, e.g. "disconnected").
+ */
+export function statusView(t, stateEl, errorEl) {
+  function setState(s) {
+    t.state = pageState(s);
+    stateEl.textContent = s;
+    stateEl.className = `state ${t.state}`;
+    if (s === 'failed' && !t.error) showError('connection failed (ICE/DTLS): is the media port reachable?');
+  }
+  function showError(e) {
+    t.error = String(e.message || e);
+    errorEl.textContent = t.error;
+    setState('failed');
+  }
+  return { setState, showError };
+}
