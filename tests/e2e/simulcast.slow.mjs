@@ -99,7 +99,21 @@ test('simulcast: per-player layers by wish and by capped downlink, loss repaired
   // layers first, then spatial ones) and keeps decoding.
   peer.capDownlink(capKbit);
   const capStart = Date.now();
-  await waitFor('capped player below the top layer', async () => (await width(capped)) < 1280, 15000, 200);
+  // Adapted: what the player receives (audio + video) fits the cap, over 1 s.
+  const received = async () => {
+    const s = await rtpStats(capped);
+    return (s.inbound.video?.bytesReceived || 0) + (s.inbound.audio?.bytesReceived || 0);
+  };
+  const samples = [];
+  await waitFor('the server adapts to the capped downlink', async () => {
+    samples.push([Date.now(), await received()]);
+    const old = samples.find(([t]) => t >= Date.now() - 1000 - 50);
+    const [t0, b0] = old;
+    const [t1, b1] = samples[samples.length - 1];
+    return t1 - t0 >= 900 && ((b1 - b0) * 8) / (t1 - t0) <= capKbit * 0.9;
+  }, 20000, 250);
+  reportMetric('adapted_to_cap_ms', Date.now() - capStart, 'ms');
+  await waitFor('capped player below the top layer', async () => (await width(capped)) < 1280, 20000, 200);
   reportMetric('downgrade_below_top_layer_ms', Date.now() - capStart, 'ms');
   await sleep(3000);
   const before = await rtpStats(capped);

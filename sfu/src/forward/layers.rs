@@ -103,9 +103,13 @@ impl LayerView {
         }
     }
 
-    /// The least this layer can be carried with: its base temporal layer.
-    fn min_bps(&self) -> u64 {
-        self.temporal_bps[0]
+    /// The least this layer is worth carrying with: half its frame rate
+    /// (temporal layers 0 and 1). Below that a lower spatial layer at a
+    /// smooth frame rate is the better picture; only the lowest layer goes
+    /// down to its base temporal layer alone.
+    fn keep_bps(&self, lowest: bool) -> u64 {
+        let t = if lowest { 0 } else { self.max_tid.min(1) };
+        self.temporal_bps[usize::from(t)]
     }
 
     /// Highest temporal layer that fits `budget` (0 if none does).
@@ -372,9 +376,10 @@ impl LayerSelector {
         // budget (then pause).
         let best_fit = allowed
             .iter()
-            .rposition(|l| l.min_bps() <= budget)
+            .enumerate()
+            .rposition(|(i, l)| l.keep_bps(i == 0) <= budget)
             .or_else(|| {
-                ((allowed[0].min_bps() as f64 / PAUSE_TOLERANCE) as u64 <= budget).then_some(0)
+                ((allowed[0].keep_bps(true) as f64 / PAUSE_TOLERANCE) as u64 <= budget).then_some(0)
             });
         // A new choice takes the best layer that fits at full rate.
         let full_fit = allowed.iter().rposition(|l| fits(l, 1.0));
@@ -622,15 +627,16 @@ mod tests {
         let mut s = LayerSelector::default();
         s.update(t0, &layers, Some(3_200_000));
         assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 2));
-        // 2.2 Mbit/s: f at full rate no longer fits, but f without TL2 does.
+        // 2.2 Mbit/s: f at full rate no longer fits, f at half frame rate does.
         s.update(t0 + Duration::from_millis(100), &layers, Some(2_200_000));
         assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 1));
-        // 1.5 Mbit/s: f's base layer (1.25 M) still fits.
+        // 1.5 Mbit/s: f would be down to its base layer alone (a quarter of
+        // the frame rate): the lower spatial layer at full frame rate instead.
         s.update(t0 + Duration::from_millis(200), &layers, Some(1_500_000));
-        assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 0));
-        // 1 Mbit/s: only now a lower spatial layer, at its full frame rate.
-        s.update(t0 + Duration::from_millis(300), &layers, Some(1_000_000));
         assert_eq!((s.target(), s.target_temporal()), (Some(&rid("h")), 2));
+        // 150 kbit/s: the lowest layer, down to its base temporal layer.
+        s.update(t0 + Duration::from_millis(300), &layers, Some(150_000));
+        assert_eq!((s.target(), s.target_temporal()), (Some(&rid("q")), 0));
     }
 
     #[test]
@@ -642,49 +648,25 @@ mod tests {
         ];
         let mut s = LayerSelector::default();
         s.update(t0, &layers, Some(3_200_000));
-        assert_eq!(
-            s.on_frame_temporal(&rid("f"), true, 0, false),
-            FrameVerdict::SwitchTo
-        );
-        s.update(t0 + Duration::from_millis(50), &layers, Some(1_500_000)); // f at TL0
-        assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 0));
-        assert_eq!(
-            s.on_frame_temporal(&rid("f"), false, 2, false),
-            FrameVerdict::Drop
-        );
-        assert_eq!(
-            s.on_frame_temporal(&rid("f"), false, 1, false),
-            FrameVerdict::Drop
-        );
-        assert_eq!(
-            s.on_frame_temporal(&rid("f"), false, 0, false),
-            FrameVerdict::Forward
-        );
-        // More bandwidth: TL2 allowed, but it starts only at a sync frame.
+        let frame =
+            |s: &mut LayerSelector, key, tid, sync| s.on_frame_temporal(&rid("f"), key, tid, sync);
+        assert_eq!(frame(&mut s, true, 0, false), FrameVerdict::SwitchTo);
+        // f at half frame rate: TL2 frames stop at once.
+        s.update(t0 + Duration::from_millis(50), &layers, Some(2_200_000));
+        assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 1));
+        assert_eq!(frame(&mut s, false, 2, false), FrameVerdict::Drop);
+        assert_eq!(frame(&mut s, false, 1, false), FrameVerdict::Forward);
+        assert_eq!(frame(&mut s, false, 0, false), FrameVerdict::Forward);
+        // More bandwidth: TL2 allowed again, but it starts only at a sync frame.
         s.update(t0 + Duration::from_millis(100), &layers, Some(3_200_000));
         assert_eq!(s.target_temporal(), 2);
-        assert_eq!(
-            s.on_frame_temporal(&rid("f"), false, 1, false),
-            FrameVerdict::Drop
-        );
-        assert_eq!(
-            s.on_frame_temporal(&rid("f"), false, 1, true),
-            FrameVerdict::Forward
-        );
-        assert_eq!(
-            s.on_frame_temporal(&rid("f"), false, 2, false),
-            FrameVerdict::Forward
-        );
-        // Less again: higher temporal layers stop at once.
-        s.update(t0 + Duration::from_millis(200), &layers, Some(1_500_000));
-        assert_eq!(
-            s.on_frame_temporal(&rid("f"), false, 1, false),
-            FrameVerdict::Drop
-        );
-        assert_eq!(
-            s.on_frame_temporal(&rid("f"), false, 0, false),
-            FrameVerdict::Forward
-        );
+        assert_eq!(frame(&mut s, false, 2, false), FrameVerdict::Drop);
+        assert_eq!(frame(&mut s, false, 2, true), FrameVerdict::Forward);
+        assert_eq!(frame(&mut s, false, 2, false), FrameVerdict::Forward);
+        // Less again: down at once.
+        s.update(t0 + Duration::from_millis(200), &layers, Some(2_200_000));
+        assert_eq!(frame(&mut s, false, 2, false), FrameVerdict::Drop);
+        assert_eq!(frame(&mut s, false, 1, false), FrameVerdict::Forward);
     }
 
     #[test]

@@ -67,6 +67,7 @@ export async function rtpStats(page) {
         out.inbound[r.kind] = {
           framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0,
           packetsReceived: r.packetsReceived || 0, packetsLost: r.packetsLost || 0,
+          bytesReceived: r.bytesReceived || 0, framesPerSecond: r.framesPerSecond || 0,
           totalSamplesReceived: r.totalSamplesReceived || 0, freezeCount: r.freezeCount || 0,
           nackCount: r.nackCount || 0, pliCount: r.pliCount || 0, framesDropped: r.framesDropped || 0,
           totalFreezesDuration: r.totalFreezesDuration || 0,
