@@ -152,7 +152,7 @@ export function createPeerHost(t, suffix) {
     /** Cap the peer's downlink (tbf), or lift the cap with null. */
     capDownlink(kbit) {
       try { sh('tc', 'qdisc', 'del', 'dev', hostIf, 'root'); } catch { /* no qdisc yet */ }
-      if (kbit) sh('tc', 'qdisc', 'add', 'dev', hostIf, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '20kb', 'latency', '300ms');
+      if (kbit) sh('tc', 'qdisc', 'add', 'dev', hostIf, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '5kb', 'latency', '300ms');
     },
     /** Random loss of packets arriving at the peer (iptables statistic), or none. */
     loss(probability) {
