@@ -228,11 +228,6 @@ impl PublishedLayers {
         v.sort_by_key(|l| (l.width, l.bitrate_bps));
         v
     }
-
-    /// How many layers the publisher has sent at all.
-    pub fn count(&self) -> usize {
-        self.layers.len()
-    }
 }
 
 /// Per-down-track layer choice.

@@ -197,13 +197,6 @@ impl Router {
         self.down_tracks.get(&down).and_then(|d| d.source)
     }
 
-    pub fn subscribers_of(&self, track: TrackKey) -> &[DownTrackKey] {
-        self.tracks
-            .get(&track)
-            .map(|t| t.down_tracks.as_slice())
-            .unwrap_or(&[])
-    }
-
     /// A publisher added a media line. Unbound down-tracks of that kind bind to it.
     /// `layers` is the number of simulcast layers the SDP announced (1 without).
     pub fn add_track(
@@ -388,10 +381,6 @@ impl Router {
     /// A subscriber's receiver reports said this fraction of our packets was lost.
     pub fn set_loss(&mut self, subscriber: ParticipantId, loss: f32) {
         self.losses.insert(subscriber, loss);
-    }
-
-    pub fn estimate(&self, subscriber: ParticipantId) -> Option<u64> {
-        self.estimates.get(&subscriber).copied()
     }
 
     /// Re-evaluate every video down-track's layer (estimates move, layers

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use signaling::backend::SessionEvent;
 use signaling::SessionKind;
 use str0m::bwe::{Bitrate, BweKind};
-use str0m::format::PayloadParams;
 use str0m::media::{
     KeyframeRequest, KeyframeRequestKind, MediaAdded, MediaData, MediaTime, Mid, Pt, Rid,
 };
@@ -310,14 +309,6 @@ impl Participant {
             KeyframeRequestKind::Fir
         };
         writer.request_keyframe(rid, kind).is_ok()
-    }
-
-    /// Payload parameters negotiated on `mid` (for diagnostics).
-    pub fn payload_params(&mut self, mid: Mid) -> Vec<PayloadParams> {
-        self.rtc
-            .writer(mid)
-            .map(|w| w.payload_params().cloned().collect())
-            .unwrap_or_default()
     }
 
     /// Add an event stream; it first receives the current state.
