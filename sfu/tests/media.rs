@@ -329,3 +329,83 @@ async fn dtls_close_removes_the_session_at_once() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_does_not_disturb_a_running_session() -> TestResult {
+    let server = TestServer::start(5);
+    let room = "hostile";
+    let (mut viewer, offer) = TestPeer::viewer(RtcConfig::new());
+    let token = server.token(room, "viewer", false, true);
+    let posted = post_sdp(&format!("{}/whep/{room}", server.base), &token, &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    viewer.accept_answer(&posted.body)?;
+    let viewer = viewer.spawn_for(Duration::from_secs(6));
+    let (mut publisher, offer) = TestPeer::publisher();
+    let ptoken = server.token(room, "publisher", true, false);
+    let posted = post_sdp(&format!("{}/whip/{room}", server.base), &ptoken, &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    publisher.accept_answer(&posted.body)?;
+    let publisher = publisher.spawn_for(Duration::from_secs(6));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Garbage to every media port: random bytes, STUN with unknown and
+    // malformed USERNAMEs, truncated DTLS and RTP-looking packets.
+    let flood = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let mut sent = 0u32;
+    for i in 0u32..3000 {
+        let mut d: Vec<u8> = (0..(i % 1200 + 1))
+            .map(|j| (j * 31 + i * 7) as u8)
+            .collect();
+        match i % 4 {
+            0 => {
+                // STUN binding request header with a lying length and a bogus USERNAME.
+                d = vec![0, 1, 0xff, 0xf0, 0x21, 0x12, 0xa4, 0x42];
+                d.extend_from_slice(&[i as u8; 12]);
+                d.extend_from_slice(&[0, 6, 0, 9]);
+                d.extend_from_slice(b"nope:nope");
+            }
+            1 => d[0] = 22,   // DTLS handshake record type
+            2 => d[0] = 0x80, // RTP version 2
+            _ => {}
+        }
+        for addr in &server.media_addrs {
+            if flood.send_to(&d, addr).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    // And a burst of bad HTTP requests.
+    let client = reqwest::Client::new();
+    for i in 0..200 {
+        let body = "x".repeat(i * 37 % 5000);
+        let _ = client
+            .post(format!("{}/whip/{room}", server.base))
+            .bearer_auth(if i % 2 == 0 {
+                "bad.token.here"
+            } else {
+                ptoken.as_str()
+            })
+            .header("content-type", "application/sdp")
+            .body(body)
+            .send()
+            .await?;
+    }
+    eprintln!("sent {sent} garbage datagrams and 200 bad requests");
+
+    publisher.join().map_err(|_| "publisher panicked")?;
+    let stats = viewer.join().map_err(|_| "viewer panicked")?.stats;
+    eprintln!(
+        "viewer: {} video frames, {} audio frames",
+        stats.video_frames, stats.audio_frames
+    );
+    assert!(stats.video_frames >= 120, "video kept flowing: {stats:?}");
+    assert!(stats.audio_frames >= 200, "audio kept flowing: {stats:?}");
+    assert_eq!(stats.discontinuities, 0);
+    let health = reqwest::get(format!("{}/healthz", server.base)).await?;
+    assert_eq!(health.status().as_u16(), 200, "the server is still up");
+    assert!(
+        server.metric("sfu_rooms").await <= 1.0,
+        "no stray room from the bad requests"
+    );
+    Ok(())
+}

@@ -20,6 +20,8 @@ pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 /// A server running on a background runtime; stopped on drop.
 pub struct TestServer {
     pub base: String,
+    /// The media workers' UDP addresses.
+    pub media_addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -48,7 +50,7 @@ impl TestServer {
                 .expect("runtime");
             rt.block_on(async move {
                 let result = sfu::run(config, token, |s| {
-                    let _ = tx.send(s.http_addr);
+                    let _ = tx.send((s.http_addr, s.media_addrs));
                 })
                 .await;
                 if let Err(e) = result {
@@ -56,11 +58,12 @@ impl TestServer {
                 }
             });
         });
-        let addr = rx
+        let (addr, media_addrs) = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("server started");
         TestServer {
             base: format!("http://{addr}"),
+            media_addrs,
             shutdown,
             thread: Some(thread),
         }
