@@ -209,6 +209,36 @@ impl Metrics {
     }
 }
 
+/// The per-kind frame counters, resolved once so the packet path does no
+/// label lookup (a hash and a lock inside `with_label_values`) per frame.
+/// Index with [`FrameCounters::index`]: 0 audio, 1 video.
+#[derive(Clone)]
+pub struct FrameCounters {
+    pub received: [IntCounter; 2],
+    pub forwarded: [IntCounter; 2],
+}
+
+impl FrameCounters {
+    pub fn index(is_video: bool) -> usize {
+        usize::from(is_video)
+    }
+}
+
+impl Metrics {
+    pub fn frame_counters(&self) -> FrameCounters {
+        let pair = |v: &IntCounterVec| {
+            [
+                v.with_label_values(&["audio"]),
+                v.with_label_values(&["video"]),
+            ]
+        };
+        FrameCounters {
+            received: pair(&self.frames_received),
+            forwarded: pair(&self.frames_forwarded),
+        }
+    }
+}
+
 /// Per-worker packet counters, flushed into [`Metrics`] now and then.
 #[derive(Debug, Default)]
 pub struct PacketCounts {

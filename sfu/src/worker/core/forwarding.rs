@@ -4,6 +4,7 @@
 //! evaluation with its metrics.
 
 use super::*;
+use crate::metrics::FrameCounters;
 use str0m::format::CodecExtra;
 
 /// How often simulcast layer choices are re-evaluated.
@@ -19,11 +20,7 @@ impl WorkerCore {
         data: str0m::media::MediaData,
     ) {
         let is_video = data.params.spec().codec.is_video();
-        self.ctx
-            .metrics
-            .frames_received
-            .with_label_values(&[if is_video { "video" } else { "audio" }])
-            .inc();
+        self.frame_counters.received[FrameCounters::index(is_video)].inc();
         if is_video {
             self.watch_frame_order(publisher, room_name, &data);
         }
@@ -71,11 +68,7 @@ impl WorkerCore {
         }
         self.receivers = receivers;
         if written > 0 {
-            self.ctx
-                .metrics
-                .frames_forwarded
-                .with_label_values(&[if is_video { "video" } else { "audio" }])
-                .inc_by(written);
+            self.frame_counters.forwarded[FrameCounters::index(is_video)].inc_by(written);
         }
         if let Some(action) = action {
             self.execute(action);

@@ -104,6 +104,7 @@ pub struct WorkerCore {
     events: Vec<(ParticipantId, ParticipantEvent)>,
     receivers: Vec<DownTrackKey>,
     pub counts: PacketCounts,
+    frame_counters: crate::metrics::FrameCounters,
     next_housekeeping: Instant,
     next_layer_poll: Instant,
     probes: Vec<(ParticipantId, Option<u64>)>,
@@ -113,6 +114,7 @@ pub struct WorkerCore {
 impl WorkerCore {
     pub fn new(ctx: WorkerContext, now: Instant) -> WorkerCore {
         WorkerCore {
+            frame_counters: ctx.metrics.frame_counters(),
             ctx,
             participants: HashMap::new(),
             by_resource: HashMap::new(),
