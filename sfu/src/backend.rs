@@ -4,9 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use signaling::admin::{AdminReply, AdminRequest};
 use signaling::backend::{
-    BackendError, CreateSession, PatchOutcome, SessionCreated, SessionEvents,
+    BackendError, CreateSession, JoinRoom, PatchOutcome, RoomConnection, SessionCreated,
+    SessionEvents,
 };
+use signaling::room_protocol::ClientMessage;
 use signaling::sdpfrag::SdpFrag;
 use signaling::{MediaBackend, SessionKind};
 use tokio::sync::oneshot;
@@ -56,6 +59,16 @@ impl SfuBackend {
             .ok_or_else(|| BackendError::Internal(format!("no worker {index}")))
     }
 
+    /// The worker hosting `room`, placing it when it is new (503 when full).
+    fn place(&self, room: &str) -> Result<usize, BackendError> {
+        self.registry
+            .place_room(room, self.max_rooms, || self.least_loaded())
+            .ok_or_else(|| BackendError::OverCapacity {
+                what: format!("rooms ({})", self.max_rooms),
+                retry_after: Duration::from_secs(10),
+            })
+    }
+
     async fn ask<T>(
         &self,
         worker: usize,
@@ -79,12 +92,12 @@ impl SfuBackend {
     fn resource_worker(
         &self,
         kind: SessionKind,
-        room: &str,
+        room: Option<&str>,
         id: &str,
         identity: Option<&str>,
     ) -> Result<usize, BackendError> {
         match self.registry.resource(id) {
-            Some(e) if e.kind == kind && e.room == room => match identity {
+            Some(e) if e.kind == kind && room.is_none_or(|r| r == e.room) => match identity {
                 Some(who) if who != e.identity => Err(BackendError::NotOwner),
                 _ => Ok(e.worker),
             },
@@ -104,15 +117,7 @@ impl MediaBackend for SfuBackend {
         // claim is retried; the loop is bounded.
         let mut last_err = BackendError::Internal("placement failed".into());
         for _ in 0..3 {
-            let Some(worker) = self
-                .registry
-                .place_room(&req.room, self.max_rooms, || self.least_loaded())
-            else {
-                return Err(BackendError::OverCapacity {
-                    what: format!("rooms ({})", self.max_rooms),
-                    retry_after: Duration::from_secs(10),
-                });
-            };
+            let worker = self.place(&req.room)?;
             let (reply, rx) = oneshot::channel();
             let cmd = Command::Create {
                 req: CreateRequest {
@@ -144,7 +149,7 @@ impl MediaBackend for SfuBackend {
         if_match: Option<String>,
         frag: SdpFrag,
     ) -> Result<PatchOutcome, BackendError> {
-        let worker = self.resource_worker(kind, room, id, Some(identity))?;
+        let worker = self.resource_worker(kind, Some(room), id, Some(identity))?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Patch {
             resource_id: id.to_string(),
@@ -162,7 +167,7 @@ impl MediaBackend for SfuBackend {
         id: &str,
         identity: &str,
     ) -> Result<(), BackendError> {
-        let worker = self.resource_worker(kind, room, id, Some(identity))?;
+        let worker = self.resource_worker(kind, Some(room), id, Some(identity))?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Delete {
             resource_id: id.to_string(),
@@ -178,13 +183,97 @@ impl MediaBackend for SfuBackend {
         id: &str,
     ) -> Result<SessionEvents, BackendError> {
         // The unguessable resource URL is the capability for its event stream.
-        let worker = self.resource_worker(kind, room, id, None)?;
+        let worker = self.resource_worker(kind, Some(room), id, None)?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Events {
             resource_id: id.to_string(),
             reply,
         };
         self.ask(worker, cmd, rx).await
+    }
+
+    async fn join_room(&self, req: JoinRoom) -> Result<RoomConnection, BackendError> {
+        if req.resume.is_some() {
+            // The participant lives where its room lives.
+            let worker = self
+                .registry
+                .room_worker(&req.room)
+                .ok_or(BackendError::ResumeFailed)?;
+            let (reply, rx) = oneshot::channel();
+            return self.ask(worker, Command::Join { req, reply }, rx).await;
+        }
+        let mut last_err = BackendError::Internal("placement failed".into());
+        for _ in 0..3 {
+            let worker = self.place(&req.room)?;
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Join {
+                req: req.clone(),
+                reply,
+            };
+            match self.ask(worker, cmd, rx).await {
+                Err(BackendError::Internal(msg)) if msg.contains("retry") => {
+                    last_err = BackendError::Internal(msg);
+                }
+                other => return other,
+            }
+        }
+        Err(last_err)
+    }
+
+    async fn room_message(
+        &self,
+        participant: &str,
+        generation: u64,
+        msg: ClientMessage,
+    ) -> Result<(), BackendError> {
+        let worker = self.resource_worker(SessionKind::Room, None, participant, None)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::RoomMessage {
+            participant: participant.to_string(),
+            generation,
+            msg,
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    async fn room_socket_closed(&self, participant: &str, generation: u64) {
+        let Ok(worker) = self.resource_worker(SessionKind::Room, None, participant, None) else {
+            return;
+        };
+        if let Ok(w) = self.worker(worker) {
+            let _ = w
+                .send(Command::SocketClosed {
+                    participant: participant.to_string(),
+                    generation,
+                })
+                .await;
+        }
+    }
+
+    async fn admin(&self, req: AdminRequest) -> Result<AdminReply, BackendError> {
+        let Some(room) = req.room() else {
+            // Every worker lists its own rooms.
+            let mut rooms = vec![];
+            for w in self.workers.iter() {
+                let (reply, rx) = oneshot::channel();
+                let cmd = Command::Admin {
+                    req: AdminRequest::ListRooms,
+                    reply,
+                };
+                if let AdminReply::Rooms(r) = self.ask(w.index, cmd, rx).await? {
+                    rooms.extend(r);
+                }
+            }
+            rooms.sort_by(|a, b| a.name.cmp(&b.name));
+            return Ok(AdminReply::Rooms(rooms));
+        };
+        let worker = self
+            .registry
+            .room_worker(room)
+            .ok_or(BackendError::NotFound)?;
+        let (reply, rx) = oneshot::channel();
+        self.ask(worker, Command::Admin { req, reply }, rx).await
     }
 
     fn render_metrics(&self) -> String {

@@ -65,6 +65,19 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_MAX_PARTICIPANTS_PER_ROOM")]
     pub max_participants_per_room: Option<usize>,
 
+    /// Most tracks one conference participant publishes. [default: 8]
+    #[arg(long, env = "SFU_MAX_TRACKS_PER_PARTICIPANT")]
+    pub max_tracks_per_participant: Option<usize>,
+
+    /// A conference participant whose WebSocket dropped is kept this long for it to resume. [default: 20]
+    #[arg(long, env = "SFU_RECONNECT_GRACE_SECS")]
+    pub reconnect_grace_secs: Option<u64>,
+
+    /// URL that receives signed webhooks (room/participant/track events); repeatable.
+    #[arg(long = "webhook-url", env = "SFU_WEBHOOK_URLS", value_delimiter = ',')]
+    #[serde(default)]
+    pub webhook_urls: Vec<String>,
+
     /// Largest HTTP request body in bytes (413 above). [default: 65536]
     #[arg(long, env = "SFU_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -97,6 +110,9 @@ pub struct Config {
     pub session_timeout: Duration,
     pub max_rooms: usize,
     pub max_participants_per_room: usize,
+    pub max_tracks_per_participant: usize,
+    pub reconnect_grace: Duration,
+    pub webhook_urls: Vec<String>,
     pub max_body_bytes: usize,
     pub log: String,
     pub ice_servers: Vec<IceServer>,
@@ -187,6 +203,20 @@ impl Config {
                 .max_participants_per_room
                 .or(file.max_participants_per_room)
                 .unwrap_or(500),
+            max_tracks_per_participant: args
+                .max_tracks_per_participant
+                .or(file.max_tracks_per_participant)
+                .unwrap_or(8),
+            reconnect_grace: Duration::from_secs(
+                args.reconnect_grace_secs
+                    .or(file.reconnect_grace_secs)
+                    .unwrap_or(20),
+            ),
+            webhook_urls: if args.webhook_urls.is_empty() {
+                file.webhook_urls
+            } else {
+                args.webhook_urls
+            },
             max_body_bytes: args
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -219,6 +249,20 @@ impl Config {
         }
         if self.max_participants_per_room == 0 {
             return Err(invalid("max_participants_per_room", "must be at least 1"));
+        }
+        if self.max_tracks_per_participant == 0 || self.max_tracks_per_participant > 32 {
+            return Err(invalid(
+                "max_tracks_per_participant",
+                "must be between 1 and 32",
+            ));
+        }
+        for url in &self.webhook_urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "webhook_urls",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));

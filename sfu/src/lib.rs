@@ -9,6 +9,7 @@ pub mod forward;
 pub mod metrics;
 pub mod registry;
 pub mod room;
+pub mod webhooks;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -46,6 +47,22 @@ pub struct Started {
     pub media_addrs: Vec<SocketAddr>,
 }
 
+/// Webhooks are signed with the first configured API key.
+fn webhook_sender(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> Option<webhooks::Webhooks> {
+    let (key, secret) = config.api_keys.iter().next()?;
+    webhooks::start(
+        config.webhook_urls.clone(),
+        key.clone(),
+        secret.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+}
+
 /// Start the server; `on_started` is told the bound addresses (tests use
 /// port 0). Returns after `shutdown` is cancelled and everything stopped.
 pub async fn run(
@@ -63,6 +80,10 @@ pub async fn run(
         registry: registry.clone(),
         max_participants_per_room: config.max_participants_per_room,
         session_timeout: config.session_timeout,
+        max_tracks_per_participant: config.max_tracks_per_participant,
+        reconnect_grace: config.reconnect_grace,
+        ice_servers: config.ice_servers.clone(),
+        webhooks: webhook_sender(&config, &metrics, &shutdown),
     };
     let (workers, threads) = spawn_workers(
         WorkerSettings {

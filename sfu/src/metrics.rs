@@ -38,6 +38,9 @@ pub struct Metrics {
     pub layer_switches: IntCounterVec,
     pub video_down_tracks: IntGaugeVec,
     pub paused_seconds: IntCounter,
+    pub data_messages: IntCounterVec,
+    pub room_messages: IntCounterVec,
+    pub webhooks: IntCounterVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
@@ -79,6 +82,24 @@ impl Metrics {
         let r = Registry::new();
         Ok(Metrics {
             rooms: gauge(&r, "sfu_rooms", "Rooms currently hosted")?,
+            data_messages: counter_vec(
+                &r,
+                "sfu_data_messages_total",
+                "Data-channel messages from participants, by outcome",
+                &["result"],
+            )?,
+            room_messages: counter_vec(
+                &r,
+                "sfu_room_messages_total",
+                "Room protocol messages from clients, by type",
+                &["type"],
+            )?,
+            webhooks: counter_vec(
+                &r,
+                "sfu_webhooks_total",
+                "Webhook deliveries, by result",
+                &["result"],
+            )?,
             participants: gauge_vec(&r, "sfu_participants", "Participants by kind", &["kind"])?,
             rtc_instances: gauge(&r, "sfu_rtc_instances", "Live str0m Rtc instances")?,
             registry_entries: gauge(

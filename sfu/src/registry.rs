@@ -43,6 +43,11 @@ impl Registry {
         Some(*self.rooms.entry(room.to_string()).or_insert_with(choose))
     }
 
+    /// The worker hosting `room`, if it exists.
+    pub fn room_worker(&self, room: &str) -> Option<usize> {
+        self.rooms.get(room).map(|w| *w)
+    }
+
     /// Called by a worker creating `room`: true when the room is (now) its own.
     pub fn claim_room(&self, room: &str, worker: usize) -> bool {
         match self.rooms.entry(room.to_string()) {

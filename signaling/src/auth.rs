@@ -57,6 +57,8 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
     #[serde(default)]
     pub video: VideoGrant,
 }
@@ -65,6 +67,10 @@ pub struct Claims {
 #[derive(Debug, Clone)]
 pub struct Grant {
     pub identity: String,
+    /// Display name (`name` claim).
+    pub name: Option<String>,
+    /// Initial participant metadata (`metadata` claim).
+    pub metadata: Option<String>,
     pub video: VideoGrant,
 }
 
@@ -73,6 +79,8 @@ pub struct Grant {
 pub enum Permission {
     Publish,
     Subscribe,
+    /// Join the room (the room protocol checks finer grants per action).
+    Join,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -180,6 +188,8 @@ impl KeySet {
         }
         Ok(Grant {
             identity: claims.sub,
+            name: claims.name,
+            metadata: claims.metadata,
             video: claims.video,
         })
     }
@@ -214,6 +224,7 @@ pub fn mint_with_secret(
         exp: now + ttl.as_secs(),
         nbf: Some(now),
         name: None,
+        metadata: None,
         video,
     };
     jsonwebtoken::encode(
@@ -232,6 +243,7 @@ impl Grant {
         let (allowed, what) = match perm {
             Permission::Publish => (v.can_publish(), "canPublish"),
             Permission::Subscribe => (v.can_subscribe(), "canSubscribe"),
+            Permission::Join => (true, "roomJoin"),
         };
         if !room_ok || !v.room_join {
             return Err(AuthError::Forbidden("roomJoin", room.to_string()));
@@ -240,6 +252,27 @@ impl Grant {
             return Err(AuthError::Forbidden(what, room.to_string()));
         }
         Ok(())
+    }
+}
+
+impl Grant {
+    /// Room administration: `roomAdmin`, for `room` when the grant names one
+    /// (a grant without a room administers every room).
+    pub fn require_admin(&self, room: Option<&str>) -> Result<(), AuthError> {
+        let v = &self.video;
+        let room_ok = match (v.room.as_deref(), room) {
+            (None, _) => true,
+            (Some(granted), Some(wanted)) => granted == wanted,
+            (Some(_), None) => false,
+        };
+        if v.room_admin && room_ok {
+            Ok(())
+        } else {
+            Err(AuthError::Forbidden(
+                "roomAdmin",
+                room.unwrap_or("*").to_string(),
+            ))
+        }
     }
 }
 

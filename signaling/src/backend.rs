@@ -17,6 +17,8 @@ pub enum SessionKind {
     Whip,
     /// WHEP playback: the client plays the room.
     Whep,
+    /// A conference participant on the room protocol (`/rtc`).
+    Room,
 }
 
 impl SessionKind {
@@ -24,6 +26,7 @@ impl SessionKind {
         match self {
             SessionKind::Whip => "whip",
             SessionKind::Whep => "whep",
+            SessionKind::Room => "rtc",
         }
     }
 }
@@ -79,6 +82,31 @@ impl SessionEvent {
 /// Events of one session; the stream ends when the session ends.
 pub type SessionEvents = tokio::sync::mpsc::Receiver<SessionEvent>;
 
+/// A participant joining a room over the room protocol.
+#[derive(Debug, Clone)]
+pub struct JoinRoom {
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub metadata: String,
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+    pub can_publish_data: bool,
+    /// Re-attach to the participant this resume token was handed out for.
+    pub resume: Option<String>,
+}
+
+/// A joined participant's socket side: its messages from the room. The
+/// channel closes when the participant is gone (or another socket resumed it).
+#[derive(Debug)]
+pub struct RoomConnection {
+    /// Participant sid; with `generation` it addresses this socket's participant.
+    pub participant: String,
+    /// Counts resumes: messages of an older socket are ignored.
+    pub generation: u64,
+    pub messages: tokio::sync::mpsc::Receiver<crate::room_protocol::ServerMessage>,
+}
+
 /// Errors a backend reports; [`crate::errors`] maps them to HTTP statuses.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BackendError {
@@ -100,6 +128,9 @@ pub enum BackendError {
     /// A configured limit is reached (503 with Retry-After).
     #[error("{what} limit reached")]
     OverCapacity { what: String, retry_after: Duration },
+    /// A resume token is unknown or expired.
+    #[error("cannot resume: the participant is gone (rejoin)")]
+    ResumeFailed,
     /// Something on our side failed (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -141,4 +172,31 @@ pub trait MediaBackend: Clone + Send + Sync + 'static {
 
     /// Prometheus text exposition of the server's metrics.
     fn render_metrics(&self) -> String;
+
+    /// Join a room (or resume a participant) over the room protocol.
+    fn join_room(
+        &self,
+        req: JoinRoom,
+    ) -> impl Future<Output = Result<RoomConnection, BackendError>> + Send;
+
+    /// A message from a participant's socket (already parsed and rate limited).
+    fn room_message(
+        &self,
+        participant: &str,
+        generation: u64,
+        msg: crate::room_protocol::ClientMessage,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// A participant's socket closed (the reconnect grace period starts).
+    fn room_socket_closed(
+        &self,
+        participant: &str,
+        generation: u64,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Room administration (`/api/`).
+    fn admin(
+        &self,
+        req: crate::admin::AdminRequest,
+    ) -> impl Future<Output = Result<crate::admin::AdminReply, BackendError>> + Send;
 }

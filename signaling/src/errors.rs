@@ -35,7 +35,7 @@ impl ApiError {
             ApiError::Backend(e) => match e {
                 BackendError::MalformedSdp(_) => StatusCode::BAD_REQUEST,
                 BackendError::UnusableSdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                BackendError::NotFound => StatusCode::NOT_FOUND,
+                BackendError::NotFound | BackendError::ResumeFailed => StatusCode::NOT_FOUND,
                 BackendError::NotOwner => StatusCode::FORBIDDEN,
                 BackendError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
                 BackendError::OverCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,13 +1,17 @@
-//! The SFU's HTTP front door (axum): WHIP ingest, WHEP playback, the embedded
-//! web client, `/metrics` and `/healthz`.
+//! The SFU's HTTP front door (axum): WHIP ingest, WHEP playback, the room
+//! protocol's WebSocket (`/rtc`), the admin API (`/api/`), the embedded web
+//! client, `/metrics` and `/healthz`.
 //!
 //! This crate authenticates and validates requests and turns them into calls
 //! on a [`MediaBackend`]; the media server (the `sfu` crate) implements that
 //! trait. Nothing here touches media or a WebRTC state machine.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod errors;
+pub mod room_protocol;
+pub mod rtc_socket;
 pub mod sdpfrag;
 pub mod sessions;
 pub mod web;
@@ -137,7 +141,10 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
                 .delete(move |s, path, h| sessions::delete::<B>(kind, s, path, h)),
             );
     }
-    app = app.route("/whep/{room}/{id}/events", get(sessions::events::<B>));
+    app = app
+        .route("/whep/{room}/{id}/events", get(sessions::events::<B>))
+        .route("/rtc", get(rtc_socket::upgrade::<B>))
+        .merge(admin::routes::<B>());
     for asset in web::ASSETS {
         app = app.route(
             asset.path,

@@ -27,6 +27,7 @@ fn permission(kind: SessionKind) -> Permission {
     match kind {
         SessionKind::Whip => Permission::Publish,
         SessionKind::Whep => Permission::Subscribe,
+        SessionKind::Room => Permission::Join,
     }
 }
 
@@ -59,7 +60,7 @@ fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<(
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

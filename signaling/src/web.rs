@@ -1,4 +1,4 @@
-//! The embedded web client (publish page, WHEP player) and the development
+//! The embedded web client (publish page, WHEP player, conference room) and the development
 //! token endpoint that lets those pages work with zero set-up.
 //!
 //! The pages live in `client-web/` and are compiled into the binary, so the
@@ -35,6 +35,16 @@ pub const ASSETS: &[Asset] = &[
         path: "/play",
         content_type: "text/html; charset=utf-8",
         body: include_str!("../../client-web/play.html"),
+    },
+    Asset {
+        path: "/room/{name}",
+        content_type: "text/html; charset=utf-8",
+        body: include_str!("../../client-web/room.html"),
+    },
+    Asset {
+        path: "/js/room.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../client-web/room.js"),
     },
     Asset {
         path: "/js/whip-client.js",

@@ -1,6 +1,7 @@
 //! The sans-IO forwarding core: which subscriber gets which publisher's
 //! media, which payload type it is written with, when a publisher is asked
-//! for a keyframe, and what is wrong with a publisher's stream.
+//! for a keyframe, who is speaking, and what is wrong with a publisher's
+//! stream.
 //!
 //! Everything here is plain data with time passed in; no sockets, threads or
 //! tokio. The worker executes the decisions these types return.
@@ -11,6 +12,7 @@ pub mod layers;
 pub mod payload_map;
 pub mod reorder;
 pub mod router;
+pub mod speakers;
 pub mod timeline;
 
 /// Identifies a participant (one `Rtc`) within a worker.

@@ -9,7 +9,9 @@
 //! WHEP viewers have one audio and one video down-track that *follow the
 //! room*: they bind to the room's oldest live track of their kind, and when
 //! it ends they move to the next one, so a viewer who arrived before the
-//! publisher, or outlives it, keeps playing whoever publishes.
+//! publisher, or outlives it, keeps playing whoever publishes. Conference
+//! participants' down-tracks are *pinned* to the track they subscribed to
+//! and go unbound when it ends.
 //!
 //! Video down-tracks start closed and open at a keyframe, and close again
 //! when the publisher's stream has an unrepaired gap: frames are
@@ -156,6 +158,8 @@ struct DownTrack {
     closed: bool,
     /// Video: which layer this subscriber gets.
     selector: LayerSelector,
+    /// Subscribed to one track (conference) rather than following the room.
+    pinned: bool,
 }
 
 /// The routing table of one room.
@@ -224,7 +228,10 @@ impl Router {
             .down_tracks
             .iter()
             .filter(|(d, dt)| {
-                dt.source.is_none() && dt.kind == kind && d.subscriber != key.publisher
+                !dt.pinned
+                    && dt.source.is_none()
+                    && dt.kind == kind
+                    && d.subscriber != key.publisher
             })
             .map(|(d, _)| *d)
             .collect();
@@ -251,11 +258,89 @@ impl Router {
                 source: None,
                 closed: false,
                 selector: LayerSelector::with_max_width(max_width),
+                pinned: false,
             },
         );
         let mut actions = vec![];
         if let Some(track) = self.oldest_track(kind, down.subscriber) {
             self.bind(down, track, now, &mut actions);
+        }
+        actions
+    }
+
+    /// A subscriber's media line `down` carries `track` (conference
+    /// subscription). Re-subscribing a line to another track rebinds it.
+    /// Nothing happens when the track does not exist or kinds differ.
+    pub fn subscribe(
+        &mut self,
+        down: DownTrackKey,
+        track: TrackKey,
+        max_width: Option<u32>,
+        now: Instant,
+    ) -> Vec<RouterAction> {
+        let Some(kind) = self.tracks.get(&track).map(|t| t.kind) else {
+            return vec![];
+        };
+        if track.publisher == down.subscriber {
+            return vec![];
+        }
+        if let Some(dt) = self.down_tracks.get(&down) {
+            if dt.source == Some(track) {
+                return vec![];
+            }
+            if dt.kind != kind {
+                self.remove_down_track(down);
+            }
+        }
+        self.down_tracks.entry(down).or_insert(DownTrack {
+            kind,
+            source: None,
+            closed: false,
+            selector: LayerSelector::with_max_width(max_width),
+            pinned: true,
+        });
+        let mut actions = vec![];
+        self.bind(down, track, now, &mut actions);
+        actions
+    }
+
+    /// A subscriber's media line stopped receiving.
+    pub fn remove_down_track(&mut self, down: DownTrackKey) {
+        self.unbind(down);
+        self.down_tracks.remove(&down);
+    }
+
+    /// A subscriber's wish for a down-track's video width (`None`: no limit).
+    pub fn set_max_width(&mut self, down: DownTrackKey, max_width: Option<u32>) {
+        if let Some(dt) = self.down_tracks.get_mut(&down) {
+            dt.selector.max_width = max_width;
+        }
+    }
+
+    /// One track ended: room-following down-tracks move to the next track
+    /// of the kind, pinned ones go unbound.
+    pub fn remove_track(&mut self, key: TrackKey, now: Instant) -> Vec<RouterAction> {
+        let mut actions = vec![];
+        let Some(track) = self.tracks.remove(&key) else {
+            return actions;
+        };
+        for down in track.down_tracks {
+            let pinned = match self.down_tracks.get_mut(&down) {
+                Some(dt) => {
+                    dt.source = None;
+                    dt.pinned
+                }
+                None => continue,
+            };
+            let next = if pinned {
+                None
+            } else {
+                self.oldest_track(track.kind, down.subscriber)
+            };
+            match next {
+                Some(next) => self.bind(down, next, now, &mut actions),
+                None => actions.push(RouterAction::Unbound { down, track: key }),
+            }
         }
         actions
     }
@@ -283,18 +368,7 @@ impl Router {
             .copied()
             .collect();
         for key in own_tracks {
-            let Some(track) = self.tracks.remove(&key) else {
-                continue;
-            };
-            for down in track.down_tracks {
-                if let Some(dt) = self.down_tracks.get_mut(&down) {
-                    dt.source = None;
-                }
-                match self.oldest_track(track.kind, down.subscriber) {
-                    Some(next) => self.bind(down, next, now, &mut actions),
-                    None => actions.push(RouterAction::Unbound { down, track: key }),
-                }
-            }
+            actions.extend(self.remove_track(key, now));
         }
         actions
     }

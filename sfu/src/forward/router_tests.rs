@@ -200,3 +200,56 @@ fn a_participant_never_receives_its_own_track() {
     r.add_track(track(1, "a"), MediaKind::Audio, 1, t0);
     assert_eq!(r.source_of(down(1, "x")), None);
 }
+
+#[test]
+fn pinned_subscriptions_receive_their_track_and_go_unbound_when_it_ends() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.add_track(track(1, "0"), MediaKind::Audio, 1, t0);
+    r.add_track(track(2, "0"), MediaKind::Audio, 1, t0);
+    // Subscriber 3 picks publisher 2's track explicitly (not the oldest).
+    let actions = r.subscribe(down(3, "5"), track(2, "0"), None, t0);
+    assert!(actions.contains(&RouterAction::Bound {
+        down: down(3, "5"),
+        track: track(2, "0")
+    }));
+    let mut rx = vec![];
+    r.route_frame(track(1, "0"), &FrameInfo::simple(false, true), t0, &mut rx);
+    assert!(rx.is_empty(), "not subscribed to publisher 1");
+    r.route_frame(track(2, "0"), &FrameInfo::simple(false, true), t0, &mut rx);
+    assert_eq!(rx, vec![down(3, "5")]);
+
+    // The track is unpublished: the pinned line does not move to track 1.
+    let actions = r.remove_track(track(2, "0"), t0);
+    assert_eq!(
+        actions,
+        vec![RouterAction::Unbound {
+            down: down(3, "5"),
+            track: track(2, "0")
+        }]
+    );
+    assert_eq!(r.source_of(down(3, "5")), None);
+    // A new track published later does not capture the pinned line either.
+    r.add_track(track(4, "0"), MediaKind::Audio, 1, t0);
+    assert_eq!(r.source_of(down(3, "5")), None);
+    // Re-subscribing the line to another track rebinds it.
+    r.subscribe(down(3, "5"), track(1, "0"), None, t0);
+    assert_eq!(r.source_of(down(3, "5")), Some(track(1, "0")));
+    r.remove_down_track(down(3, "5"));
+    r.route_frame(track(1, "0"), &FrameInfo::simple(false, true), t0, &mut rx);
+    assert!(rx.is_empty(), "unsubscribed");
+}
+
+#[test]
+fn subscriptions_to_own_or_missing_tracks_are_ignored() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.add_track(track(1, "0"), MediaKind::Video, 1, t0);
+    assert!(r
+        .subscribe(down(1, "3"), track(1, "0"), None, t0)
+        .is_empty());
+    assert!(r
+        .subscribe(down(2, "3"), track(9, "0"), None, t0)
+        .is_empty());
+    assert_eq!(r.source_of(down(2, "3")), None);
+}

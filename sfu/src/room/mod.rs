@@ -2,13 +2,17 @@
 //! they publish and receive (the room's [`Router`]), and each participant's
 //! `Rtc` ([`participant::Participant`]).
 
+pub mod member;
 pub mod offer;
 pub mod participant;
+pub mod quality;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::forward::router::Router;
+use crate::forward::router::{Router, TrackKey};
+use crate::forward::speakers::ActiveSpeakers;
 use crate::forward::ParticipantId;
 
 /// One room, owned by exactly one worker.
@@ -17,14 +21,24 @@ pub struct Room {
     pub name: Arc<str>,
     pub participants: HashSet<ParticipantId>,
     pub router: Router,
+    /// Published tracks by sid (room protocol).
+    pub track_sids: HashMap<String, TrackKey>,
+    /// Room members (conference participants, WHIP publishers) by identity.
+    pub identities: HashMap<String, ParticipantId>,
+    pub speakers: ActiveSpeakers,
+    pub created_at: Instant,
 }
 
 impl Room {
-    pub fn new(name: Arc<str>) -> Room {
+    pub fn new(name: Arc<str>, now: Instant) -> Room {
         Room {
             name,
             participants: HashSet::new(),
             router: Router::default(),
+            track_sids: HashMap::new(),
+            identities: HashMap::new(),
+            speakers: ActiveSpeakers::default(),
+            created_at: now,
         }
     }
 }

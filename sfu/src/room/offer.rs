@@ -3,6 +3,7 @@
 //! offer must receive it, the number of media lines is bounded, and an
 //! answer that would carry nothing is rejected (422) instead of returned.
 
+use signaling::room_protocol::ErrorCode;
 use signaling::SessionKind;
 
 /// Most media sections accepted in one offer.
@@ -14,6 +15,7 @@ pub struct MediaSection {
     pub kind: String,
     pub port_zero: bool,
     pub direction: String,
+    pub mid: Option<String>,
 }
 
 impl MediaSection {
@@ -41,9 +43,14 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
                 kind,
                 port_zero,
                 direction: session_direction.clone(),
+                mid: None,
             });
         } else if let Some(attr) = line.strip_prefix("a=") {
-            if matches!(attr, "sendonly" | "recvonly" | "sendrecv" | "inactive") {
+            if let Some(mid) = attr.strip_prefix("mid:") {
+                if let Some(s) = sections.last_mut() {
+                    s.mid = Some(mid.trim().to_string());
+                }
+            } else if matches!(attr, "sendonly" | "recvonly" | "sendrecv" | "inactive") {
                 match sections.last_mut() {
                     Some(s) => s.direction = attr.to_string(),
                     None => session_direction = attr.to_string(),
@@ -70,16 +77,63 @@ pub fn check_offer(kind: SessionKind, sdp: &str) -> Result<(), String> {
     let ok = match kind {
         SessionKind::Whip => usable.clone().any(MediaSection::sends),
         SessionKind::Whep => usable.clone().any(MediaSection::receives),
+        SessionKind::Room => true,
     };
     if !ok {
         return Err(match kind {
             SessionKind::Whip => {
                 "a WHIP offer must send audio or video (sendonly or sendrecv)".into()
             }
-            SessionKind::Whep => {
+            SessionKind::Whep | SessionKind::Room => {
                 "a WHEP offer must receive audio or video (recvonly or sendrecv)".into()
             }
         });
+    }
+    Ok(())
+}
+
+/// Most media sections in a conference participant's offer (its own
+/// tracks plus one line per track it receives).
+pub const MAX_ROOM_MEDIA_SECTIONS: usize = 256;
+
+/// Check a conference participant's offer: within the section limit,
+/// publishing only with `canPublish`, at most `max_tracks` sending lines.
+pub fn check_room_offer(
+    sdp: &str,
+    can_publish: bool,
+    max_tracks: usize,
+) -> Result<(), (ErrorCode, String)> {
+    let sections = media_sections(sdp);
+    if sections.is_empty() {
+        return Err((
+            ErrorCode::Negotiation,
+            "the offer has no media sections (m= lines)".into(),
+        ));
+    }
+    if sections.len() > MAX_ROOM_MEDIA_SECTIONS {
+        return Err((
+            ErrorCode::Limit,
+            format!(
+                "the offer has {} media sections; at most {MAX_ROOM_MEDIA_SECTIONS} are accepted",
+                sections.len()
+            ),
+        ));
+    }
+    let sending = sections
+        .iter()
+        .filter(|s| s.is_av() && !s.port_zero && s.sends())
+        .count();
+    if sending > 0 && !can_publish {
+        return Err((
+            ErrorCode::NotAllowed,
+            "your token does not grant canPublish; offer only recvonly media".into(),
+        ));
+    }
+    if sending > max_tracks {
+        return Err((
+            ErrorCode::Limit,
+            format!("the offer publishes {sending} tracks; at most {max_tracks} per participant"),
+        ));
     }
     Ok(())
 }
@@ -124,6 +178,23 @@ mod tests {
         assert!(check_offer(SessionKind::Whip, &many).is_err_and(|e| e.contains("at most")));
         let data_only = "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
         assert!(check_offer(SessionKind::Whip, data_only).is_err());
+    }
+
+    #[test]
+    fn room_offers_respect_grants_and_track_limits() {
+        assert!(check_room_offer(WHIP_OFFER, true, 8).is_ok());
+        let e = check_room_offer(WHIP_OFFER, false, 8).unwrap_err();
+        assert_eq!(e.0, ErrorCode::NotAllowed);
+        let e = check_room_offer(WHIP_OFFER, true, 1).unwrap_err();
+        assert_eq!(e.0, ErrorCode::Limit);
+        let recv = WHIP_OFFER.replace("sendonly", "recvonly");
+        assert!(
+            check_room_offer(&recv, false, 1).is_ok(),
+            "receiving needs no publish grant"
+        );
+        let data_only = "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n";
+        assert!(check_room_offer(data_only, false, 1).is_ok());
+        assert_eq!(media_sections(data_only)[0].mid.as_deref(), Some("0"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use signaling::backend::SessionEvent;
 use signaling::SessionKind;
 use str0m::bwe::{Bitrate, BweKind};
+use str0m::channel::ChannelId;
 use str0m::media::{
     KeyframeRequest, KeyframeRequestKind, MediaAdded, MediaData, MediaTime, Mid, Pt, Rid,
 };
@@ -24,6 +25,7 @@ use crate::forward::reorder::FrameOrderMonitor;
 use crate::forward::router::TrackKey;
 use crate::forward::timeline::Timeline;
 use crate::forward::ParticipantId;
+use crate::room::member::Member;
 
 /// What a participant's `Rtc` told the worker.
 // Media frames dominate; they live briefly in a reused Vec, and boxing them
@@ -45,7 +47,19 @@ pub enum ParticipantEvent {
         plis: u64,
         firs: u64,
     },
+    /// The peer opened a data channel.
+    ChannelOpen(ChannelId, String),
+    /// A data-channel message (`binary` false: text).
+    ChannelData(ChannelId, Vec<u8>),
     Closed,
+}
+
+/// The latest link figures str0m reported (connection quality).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkStats {
+    pub ingress_loss: f32,
+    pub egress_loss: f32,
+    pub rtt: Option<Duration>,
 }
 
 /// Outcome of writing a frame to a subscriber.
@@ -96,6 +110,9 @@ pub struct Participant {
     probe_target: Option<u64>,
     /// Latest receiver-reported loss per media line.
     egress_loss: HashMap<Mid, f32>,
+    /// The room protocol's view (conference participants, WHIP publishers).
+    pub member: Option<Member>,
+    pub link: LinkStats,
 }
 
 /// Most concurrent event streams per session.
@@ -112,6 +129,7 @@ pub struct NewParticipant {
     pub max_width: Option<u32>,
     pub rtc: Rtc,
     pub now: Instant,
+    pub member: Option<Member>,
 }
 
 impl Participant {
@@ -141,7 +159,13 @@ impl Participant {
             last_event: None,
             probe_target: None,
             egress_loss: HashMap::new(),
+            member: p.member,
+            link: LinkStats::default(),
         }
+    }
+
+    pub fn rtc_ref(&self) -> &Rtc {
+        &self.rtc
     }
 
     pub fn rtc_mut(&mut self) -> &mut Rtc {
@@ -226,8 +250,19 @@ impl Participant {
             Event::MediaAdded(m) => events.push((id, ParticipantEvent::MediaAdded(m))),
             Event::MediaData(d) => events.push((id, ParticipantEvent::Media(d))),
             Event::KeyframeRequest(r) => events.push((id, ParticipantEvent::KeyframeRequest(r))),
+            Event::ChannelOpen(cid, label) => {
+                events.push((id, ParticipantEvent::ChannelOpen(cid, label)))
+            }
+            Event::ChannelData(d) => events.push((id, ParticipantEvent::ChannelData(d.id, d.data))),
+            Event::PeerStats(s) => {
+                self.link = LinkStats {
+                    ingress_loss: s.ingress_loss_fraction.unwrap_or(0.0),
+                    egress_loss: s.egress_loss_fraction.unwrap_or(0.0),
+                    rtt: s.rtt,
+                };
+            }
             Event::MediaEgressStats(s) => {
-                if let Some(loss) = s.loss.filter(|_| self.kind == SessionKind::Whep) {
+                if let Some(loss) = s.loss.filter(|_| self.kind != SessionKind::Whip) {
                     // Reports come per media line; the worst one describes the link.
                     self.egress_loss.insert(s.mid, loss);
                     let worst = self.egress_loss.values().copied().fold(0.0, f32::max);
@@ -349,6 +384,17 @@ impl Participant {
         self.probe_target = desired_bps;
         let desired = Bitrate::bps(desired_bps.unwrap_or(0));
         self.rtc.bwe().set_bitrate(Bitrate::kbps(100), desired);
+    }
+
+    /// Write a data-channel text message on channel `id`.
+    pub fn write_channel(&mut self, id: ChannelId, text: &[u8]) -> bool {
+        if !self.connected || !self.is_alive() {
+            return false;
+        }
+        match self.rtc.channel(id) {
+            Some(mut ch) => ch.write(false, text).unwrap_or(false),
+            None => false,
+        }
     }
 
     /// Close the session: str0m sends DTLS close_notify and RTCP BYE.

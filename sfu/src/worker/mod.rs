@@ -14,7 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use signaling::backend::{BackendError, PatchOutcome, SessionCreated, SessionEvents};
+use signaling::admin::{AdminReply, AdminRequest};
+use signaling::backend::{
+    BackendError, JoinRoom, PatchOutcome, RoomConnection, SessionCreated, SessionEvents,
+};
+use signaling::room_protocol::ClientMessage;
 use signaling::sdpfrag::SdpFrag;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +45,28 @@ pub enum Command {
     Events {
         resource_id: String,
         reply: oneshot::Sender<Result<SessionEvents, BackendError>>,
+    },
+    /// A conference participant joins (or resumes).
+    Join {
+        req: JoinRoom,
+        reply: oneshot::Sender<Result<RoomConnection, BackendError>>,
+    },
+    /// A message from a participant's socket.
+    RoomMessage {
+        participant: String,
+        generation: u64,
+        msg: ClientMessage,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+    /// A participant's socket closed.
+    SocketClosed {
+        participant: String,
+        generation: u64,
+    },
+    /// Room administration.
+    Admin {
+        req: AdminRequest,
+        reply: oneshot::Sender<Result<AdminReply, BackendError>>,
     },
 }
 

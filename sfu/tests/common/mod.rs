@@ -199,6 +199,13 @@ pub struct TestPeer {
     pub bframes: bool,
     /// Simulcast layers sent (rid, width, height, bytes per frame); empty: one stream.
     pub layers: Vec<SimLayer>,
+    /// Frames received per media line.
+    pub frames_by_mid: std::collections::HashMap<Mid, u64>,
+    /// Data channels by label, and the text messages received on them.
+    pub channels: std::collections::HashMap<String, str0m::channel::ChannelId>,
+    pub channel_messages: Vec<(String, String)>,
+    /// RFC 6464 level put on audio packets (None: no level).
+    pub audio_level: Option<i8>,
 }
 
 /// One simulcast layer a test publisher sends.
@@ -300,6 +307,20 @@ impl TestPeer {
         media: &[(MediaKind, Direction)],
         simulcast: Option<str0m::media::Simulcast>,
     ) -> (TestPeer, String) {
+        Self::build_with_channels(config, media, simulcast, &[])
+    }
+
+    /// A conference member: `media` plus data channels `labels`.
+    pub fn member(media: &[(MediaKind, Direction)], labels: &[&str]) -> (TestPeer, String) {
+        Self::build_with_channels(RtcConfig::new(), media, None, labels)
+    }
+
+    fn build_with_channels(
+        config: RtcConfig,
+        media: &[(MediaKind, Direction)],
+        simulcast: Option<str0m::media::Simulcast>,
+        labels: &[&str],
+    ) -> (TestPeer, String) {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
         socket
             .set_read_timeout(Some(Duration::from_millis(5)))
@@ -315,6 +336,10 @@ impl TestPeer {
                 .then(|| simulcast.clone())
                 .flatten();
             mids.push((api.add_media(*kind, *dir, None, None, sim), *kind));
+        }
+        let mut channels = std::collections::HashMap::new();
+        for label in labels {
+            channels.insert(label.to_string(), api.add_channel(label.to_string()));
         }
         let (offer, pending) = api.apply().expect("offer");
         let sdp = offer.to_sdp_string();
@@ -336,9 +361,51 @@ impl TestPeer {
                 video_codec: Codec::Vp8,
                 bframes: false,
                 layers: vec![],
+                frames_by_mid: Default::default(),
+                channels,
+                channel_messages: vec![],
+                audio_level: None,
             },
             sdp,
         )
+    }
+
+    /// Renegotiate: add media lines (and flip existing lines' directions);
+    /// returns the new offer and the new lines' mids.
+    pub fn offer_changes(
+        &mut self,
+        add: &[(MediaKind, Direction)],
+        set_direction: &[(Mid, Direction)],
+    ) -> (String, Vec<Mid>) {
+        let mut api = self.rtc.sdp_api();
+        let mut new = vec![];
+        for (kind, dir) in add {
+            new.push(api.add_media(*kind, *dir, None, None, None));
+        }
+        for (mid, dir) in set_direction {
+            api.set_direction(*mid, *dir);
+        }
+        let (offer, pending) = api.apply().expect("changes to offer");
+        self.pending = Some(pending);
+        for (mid, (kind, _)) in new.iter().zip(add) {
+            self.mids.push((*mid, *kind));
+        }
+        (offer.to_sdp_string(), new)
+    }
+
+    /// Send a text message on the data channel `label`.
+    pub fn send_text(&mut self, label: &str, text: &str) -> bool {
+        let Some(id) = self.channels.get(label).copied() else {
+            return false;
+        };
+        match self.rtc.channel(id) {
+            Some(mut ch) => ch.write(false, text.as_bytes()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    pub fn frames_on(&self, mid: Mid) -> u64 {
+        self.frames_by_mid.get(&mid).copied().unwrap_or(0)
     }
 
     pub fn publisher() -> (TestPeer, String) {
@@ -460,6 +527,10 @@ impl TestPeer {
                         self.audio_no * 960,
                         str0m::media::Frequency::FORTY_EIGHT_KHZ,
                     );
+                    let writer = match self.audio_level {
+                        Some(level) => writer.audio_level(level, true),
+                        None => writer,
+                    };
                     let _ = writer.write(pt, now, t, vec![0xfc; 120]);
                     self.audio_no += 1;
                     self.next_audio = now + Duration::from_millis(20);
@@ -519,7 +590,21 @@ impl TestPeer {
             Event::Connected => {
                 self.stats.connected_after.get_or_insert(since);
             }
+            Event::ChannelOpen(id, label) => {
+                self.channels.insert(label, id);
+            }
+            Event::ChannelData(d) => {
+                let label = self
+                    .channels
+                    .iter()
+                    .find(|(_, c)| **c == d.id)
+                    .map(|(l, _)| l.clone())
+                    .unwrap_or_default();
+                self.channel_messages
+                    .push((label, String::from_utf8_lossy(&d.data).into_owned()));
+            }
             Event::MediaData(d) => {
+                *self.frames_by_mid.entry(d.mid).or_default() += 1;
                 if d.params.spec().codec.is_video() {
                     if !d.contiguous && self.stats.video_frames > 0 {
                         self.stats.discontinuities += 1;

@@ -24,6 +24,16 @@ impl WorkerCore {
         if is_video {
             self.watch_frame_order(publisher, room_name, &data);
         }
+        if !is_video {
+            if self.is_muted(publisher, data.mid) {
+                return; // muted (possibly by an administrator): nothing leaves
+            }
+            if let (Some(level), Some(room)) =
+                (data.ext_vals.audio_level, self.rooms.get_mut(room_name))
+            {
+                room.speakers.observe(publisher, level, now);
+            }
+        }
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };

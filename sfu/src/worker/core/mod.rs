@@ -8,8 +8,10 @@
 //!
 //! This file holds the entry points, event dispatch, liveness and removal;
 //! `negotiation` sets sessions up and renegotiates them, `forwarding` is the
-//! packet path and the simulcast control loop.
+//! packet path and the simulcast control loop, `conference` the room
+//! protocol (members, events, data channels, speakers, admin).
 
+mod conference;
 mod forwarding;
 mod negotiation;
 
@@ -57,6 +59,11 @@ pub struct WorkerContext {
     pub registry: Arc<Registry>,
     pub max_participants_per_room: usize,
     pub session_timeout: Duration,
+    pub max_tracks_per_participant: usize,
+    /// How long a conference participant's socket may stay away.
+    pub reconnect_grace: Duration,
+    pub ice_servers: Vec<signaling::IceServer>,
+    pub webhooks: Option<crate::webhooks::Webhooks>,
 }
 
 /// Why a participant was removed (a metric label and a log field).
@@ -67,6 +74,16 @@ pub enum RemoveReason {
     IceTimeout,
     Timeout,
     Shutdown,
+    /// The participant left (room protocol `leave`).
+    Left,
+    /// An administrator removed the participant.
+    Removed,
+    /// A new connection with the same identity replaced it.
+    Replaced,
+    /// An administrator closed the room.
+    RoomClosed,
+    /// Its socket did not come back within the grace period.
+    ReconnectTimeout,
 }
 
 impl RemoveReason {
@@ -77,6 +94,11 @@ impl RemoveReason {
             RemoveReason::IceTimeout => "ice_timeout",
             RemoveReason::Timeout => "timeout",
             RemoveReason::Shutdown => "shutdown",
+            RemoveReason::Left => "left",
+            RemoveReason::Removed => "removed",
+            RemoveReason::Replaced => "replaced",
+            RemoveReason::RoomClosed => "room_closed",
+            RemoveReason::ReconnectTimeout => "reconnect_timeout",
         }
     }
 }
@@ -90,6 +112,17 @@ pub struct CreateRequest {
     pub resource_id: String,
     pub offer_sdp: String,
     pub max_width: Option<u32>,
+}
+
+/// A new participant's session, before its `Rtc` exists.
+pub struct NewSession {
+    pub kind: SessionKind,
+    pub room: Arc<str>,
+    pub identity: String,
+    pub resource_id: String,
+    pub max_width: Option<u32>,
+    pub remote_offer: String,
+    pub member: Option<crate::room::member::Member>,
 }
 
 pub struct WorkerCore {
@@ -109,6 +142,9 @@ pub struct WorkerCore {
     next_layer_poll: Instant,
     probes: Vec<(ParticipantId, Option<u64>)>,
     paused_ms: u64,
+    /// Conference participants by resume token.
+    by_resume: HashMap<String, ParticipantId>,
+    next_quality: Instant,
 }
 
 impl WorkerCore {
@@ -129,6 +165,8 @@ impl WorkerCore {
             next_layer_poll: now + LAYER_INTERVAL,
             probes: Vec::new(),
             paused_ms: 0,
+            by_resume: HashMap::new(),
+            next_quality: now + conference::QUALITY_INTERVAL,
         }
     }
 
@@ -211,6 +249,7 @@ impl WorkerCore {
         if now >= self.next_layer_poll {
             self.next_layer_poll = now + LAYER_INTERVAL;
             self.poll_layers(now);
+            self.poll_speakers(now);
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
@@ -247,6 +286,31 @@ impl WorkerCore {
             }
             Command::Events { resource_id, reply } => {
                 let result = self.subscribe_events(&resource_id);
+                let _ = reply.send(result);
+            }
+            Command::Join { req, reply } => {
+                let room = req.room.clone();
+                let result = self.join(now, req);
+                if result.is_err() && !self.rooms.contains_key(room.as_str()) {
+                    self.ctx.registry.release_room(&room, self.ctx.index);
+                }
+                let _ = reply.send(result);
+            }
+            Command::RoomMessage {
+                participant,
+                generation,
+                msg,
+                reply,
+            } => {
+                let result = self.room_message(now, &participant, generation, msg, transmit);
+                let _ = reply.send(result);
+            }
+            Command::SocketClosed {
+                participant,
+                generation,
+            } => self.socket_closed(now, &participant, generation),
+            Command::Admin { req, reply } => {
+                let result = self.admin(now, req, transmit);
                 let _ = reply.send(result);
             }
             Command::Delete { resource_id, reply } => {
@@ -329,26 +393,13 @@ impl WorkerCore {
                 let sends = matches!(added.direction, Direction::SendOnly | Direction::SendRecv);
                 let actions = match kind {
                     SessionKind::Whip if receives => {
-                        self.ctx
-                            .metrics
-                            .tracks
-                            .with_label_values(&[media_label(added.kind)])
-                            .inc();
                         let layers = added
                             .simulcast
                             .as_ref()
                             .map(|s| s.recv.len().max(s.send.len()))
                             .unwrap_or(1);
-                        tracing::info!(mid = %added.mid, media = ?added.kind, layers, "track published");
-                        room.router.add_track(
-                            TrackKey {
-                                publisher: id,
-                                mid: added.mid,
-                            },
-                            added.kind,
-                            layers,
-                            now,
-                        )
+                        self.publish_track(now, id, added.mid, added.kind, layers);
+                        vec![]
                     }
                     SessionKind::Whep if sends => room.router.add_down_track(
                         DownTrackKey {
@@ -398,6 +449,8 @@ impl WorkerCore {
                 m.plis_received.inc_by(plis);
                 m.firs_received.inc_by(firs);
             }
+            ParticipantEvent::ChannelOpen(cid, label) => self.channel_opened(id, cid, label),
+            ParticipantEvent::ChannelData(cid, data) => self.relay_data(now, id, cid, &data),
             ParticipantEvent::Closed => {}
         }
     }
@@ -426,6 +479,13 @@ impl WorkerCore {
             .collect();
         for (id, reason) in expired {
             self.remove(now, id, reason, transmit);
+        }
+        for id in self.expired_sockets(now) {
+            self.remove(now, id, RemoveReason::ReconnectTimeout, transmit);
+        }
+        if now >= self.next_quality {
+            self.next_quality = now + conference::QUALITY_INTERVAL;
+            self.poll_quality(now);
         }
         self.layer_metrics(now);
         self.counts.flush(&self.ctx.metrics);
@@ -468,7 +528,9 @@ impl WorkerCore {
                 .remove_label_values(&[&*p.room, p.identity.as_str()]);
         }
         tracing::info!(reason = reason.as_str(), "participant left");
+        self.member_left(now, &mut p, reason);
 
+        let m = &self.ctx.metrics;
         let mut actions = vec![];
         let mut room_empty = false;
         if let Some(room) = self.rooms.get_mut(&p.room) {
@@ -484,6 +546,7 @@ impl WorkerCore {
             self.ctx.registry.release_room(&p.room, self.ctx.index);
             m.rooms.dec();
             tracing::info!(room = %p.room, "room closed (empty)");
+            self.webhook(crate::webhooks::WebhookEvent::new("room_finished", &p.room));
         }
         for action in actions {
             self.execute(action);
@@ -495,6 +558,7 @@ fn kind_label(kind: SessionKind) -> &'static str {
     match kind {
         SessionKind::Whip => "whip",
         SessionKind::Whep => "whep",
+        SessionKind::Room => "room",
     }
 }
 

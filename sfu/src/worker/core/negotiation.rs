@@ -3,6 +3,7 @@
 //! restarts from PATCH, and the WHEP event streams.
 
 use super::*;
+use crate::room::member::{Member, NewMember};
 
 /// The `Rtc` configuration every participant gets; viewers also estimate
 /// their downlink (TWCC), which drives simulcast layer selection.
@@ -23,7 +24,7 @@ fn rtc_config(creds: IceCreds, kind: SessionKind) -> RtcConfig {
     let codecs = config.codec_config();
     codecs.add_h264(112.into(), Some(113.into()), true, 0x640c1f);
     codecs.add_h264(116.into(), Some(117.into()), true, 0xf4001f);
-    if kind == SessionKind::Whep {
+    if kind != SessionKind::Whip {
         config = config.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
     }
     config
@@ -32,7 +33,7 @@ fn rtc_config(creds: IceCreds, kind: SessionKind) -> RtcConfig {
 /// A viewer's bandwidth estimate before any feedback arrived.
 pub(super) const INITIAL_ESTIMATE_KBPS: u64 = 1_000;
 
-fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
+pub(super) fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
     sdp.lines()
         .filter_map(|l| l.trim().strip_prefix("a="))
         .find_map(|a| a.strip_prefix(name))
@@ -44,6 +45,32 @@ fn random_token() -> String {
 }
 
 impl WorkerCore {
+    /// A participant's `Rtc`, ICE-lite with our host candidate.
+    fn build_rtc(&self, kind: SessionKind, now: Instant) -> Result<(Rtc, String), BackendError> {
+        let creds = IceCreds::new();
+        let local_ufrag = creds.ufrag.clone();
+        let mut rtc: Rtc = rtc_config(creds, kind).build(now);
+        let candidate = Candidate::host(self.ctx.advertised_addr, "udp")
+            .map_err(|e| BackendError::Internal(format!("host candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        Ok((rtc, local_ufrag))
+    }
+
+    fn check_room_capacity(&self, room: &str) -> Result<(), BackendError> {
+        match self.rooms.get(room) {
+            Some(r) if r.participants.len() >= self.ctx.max_participants_per_room => {
+                Err(BackendError::OverCapacity {
+                    what: format!(
+                        "participants per room ({})",
+                        self.ctx.max_participants_per_room
+                    ),
+                    retry_after: Duration::from_secs(5),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn create(
         &mut self,
         now: Instant,
@@ -53,96 +80,124 @@ impl WorkerCore {
         let offer = SdpOffer::from_sdp_string(&req.offer_sdp)
             .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
         check_offer(req.kind, &req.offer_sdp).map_err(BackendError::UnusableSdp)?;
-        let room_name: Arc<str> = Arc::from(req.room.as_str());
-        if let Some(room) = self.rooms.get(&room_name) {
-            if room.participants.len() >= self.ctx.max_participants_per_room {
-                return Err(BackendError::OverCapacity {
-                    what: format!(
-                        "participants per room ({})",
-                        self.ctx.max_participants_per_room
-                    ),
-                    retry_after: Duration::from_secs(5),
-                });
-            }
-        }
-
-        let creds = IceCreds::new();
-        let local_ufrag = creds.ufrag.clone();
-        let mut rtc: Rtc = rtc_config(creds, req.kind).build(now);
-        let candidate = Candidate::host(self.ctx.advertised_addr, "udp")
-            .map_err(|e| BackendError::Internal(format!("host candidate: {e}")))?;
-        rtc.add_local_candidate(candidate);
+        self.check_room_capacity(&req.room)?;
+        let (mut rtc, local_ufrag) = self.build_rtc(req.kind, now)?;
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| BackendError::UnusableSdp(e.to_string()))?;
         let answer_sdp = answer.to_sdp_string();
         check_answer(&answer_sdp).map_err(BackendError::UnusableSdp)?;
-
-        if !self.rooms.contains_key(&room_name) {
-            if !self.ctx.registry.claim_room(&req.room, self.ctx.index) {
-                return Err(BackendError::Internal(
-                    "room moved to another worker; retry".into(),
-                ));
-            }
-            self.rooms
-                .insert(room_name.clone(), Room::new(room_name.clone()));
-            self.ctx.metrics.rooms.inc();
-            tracing::info!(room = %room_name, worker = self.ctx.index, "room created");
-        }
-
-        let id = self.next_id;
-        self.next_id += 1;
-        let etag = random_token();
-        let participant = Participant::new(NewParticipant {
-            id,
-            room: room_name.clone(),
-            identity: req.identity.clone(),
-            kind: req.kind,
-            resource_id: req.resource_id.clone(),
-            max_width: req.max_width,
-            negotiation: Negotiation {
-                etag: etag.clone(),
-                local_ufrag: local_ufrag.clone(),
-                remote_ufrag: sdp_attr(&req.offer_sdp, "ice-ufrag:").map(str::to_string),
+        // WHIP publishers are room members (others see them with their tracks).
+        let member = (req.kind == SessionKind::Whip).then(|| {
+            Member::new(
+                NewMember {
+                    sid: req.resource_id.clone(),
+                    identity: req.identity.clone(),
+                    name: req.identity.clone(),
+                    metadata: String::new(),
+                    can_publish: true,
+                    can_subscribe: false,
+                    can_publish_data: false,
+                },
+                now,
+            )
+        });
+        let (id, etag) = self.insert_participant(
+            now,
+            NewSession {
+                kind: req.kind,
+                room: Arc::from(req.room.as_str()),
+                identity: req.identity.clone(),
+                resource_id: req.resource_id.clone(),
+                max_width: req.max_width,
                 remote_offer: req.offer_sdp,
+                member,
             },
             rtc,
-            now,
-        });
-        self.demux.insert_ufrag(&local_ufrag, id);
-        self.by_resource.insert(req.resource_id.clone(), id);
-        self.participants.insert(id, participant);
-        if let Some(room) = self.rooms.get_mut(&room_name) {
-            room.participants.insert(id);
-        }
-        self.ctx.registry.insert_resource(
-            req.resource_id.clone(),
-            ResourceEntry {
-                worker: self.ctx.index,
-                kind: req.kind,
-                room: req.room.clone(),
-                identity: req.identity.clone(),
-            },
-        );
-        let m = &self.ctx.metrics;
-        m.participants
-            .with_label_values(&[kind_label(req.kind)])
-            .inc();
-        m.rtc_instances.inc();
-        m.sessions.with_label_values(&["connecting"]).inc();
-        m.sessions_created
-            .with_label_values(&[kind_label(req.kind)])
-            .inc();
-        self.dirty.push(id);
-        if let Some(p) = self.participants.get(&id) {
-            p.span.in_scope(|| tracing::info!("participant joined"));
+            local_ufrag,
+        )?;
+        if req.kind == SessionKind::Whip {
+            self.announce_member(now, id);
         }
         Ok(SessionCreated {
             id: req.resource_id,
             answer_sdp,
             etag,
         })
+    }
+
+    /// A conference participant without an offer yet.
+    pub(super) fn add_participant(
+        &mut self,
+        now: Instant,
+        session: NewSession,
+    ) -> Result<ParticipantId, BackendError> {
+        self.check_room_capacity(&session.room)?;
+        let (rtc, local_ufrag) = self.build_rtc(session.kind, now)?;
+        self.insert_participant(now, session, rtc, local_ufrag)
+            .map(|(id, _)| id)
+    }
+
+    /// Register a new participant in its room, the demux, the registry and
+    /// the metrics. Returns its id and entity tag.
+    fn insert_participant(
+        &mut self,
+        now: Instant,
+        s: NewSession,
+        rtc: Rtc,
+        local_ufrag: String,
+    ) -> Result<(ParticipantId, String), BackendError> {
+        self.ensure_room(&s.room, now)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let etag = random_token();
+        let participant = Participant::new(NewParticipant {
+            id,
+            room: s.room.clone(),
+            identity: s.identity.clone(),
+            kind: s.kind,
+            resource_id: s.resource_id.clone(),
+            max_width: s.max_width,
+            negotiation: Negotiation {
+                etag: etag.clone(),
+                local_ufrag: local_ufrag.clone(),
+                remote_ufrag: sdp_attr(&s.remote_offer, "ice-ufrag:").map(str::to_string),
+                remote_offer: s.remote_offer,
+            },
+            rtc,
+            now,
+            member: s.member,
+        });
+        self.demux.insert_ufrag(&local_ufrag, id);
+        self.by_resource.insert(s.resource_id.clone(), id);
+        self.participants.insert(id, participant);
+        if let Some(room) = self.rooms.get_mut(&s.room) {
+            room.participants.insert(id);
+        }
+        self.ctx.registry.insert_resource(
+            s.resource_id.clone(),
+            ResourceEntry {
+                worker: self.ctx.index,
+                kind: s.kind,
+                room: s.room.to_string(),
+                identity: s.identity.clone(),
+            },
+        );
+        let m = &self.ctx.metrics;
+        m.participants
+            .with_label_values(&[kind_label(s.kind)])
+            .inc();
+        m.rtc_instances.inc();
+        m.sessions.with_label_values(&["connecting"]).inc();
+        m.sessions_created
+            .with_label_values(&[kind_label(s.kind)])
+            .inc();
+        self.dirty.push(id);
+        if let Some(p) = self.participants.get(&id) {
+            p.span.in_scope(|| tracing::info!("participant joined"));
+        }
+        Ok((id, etag))
     }
 
     pub(super) fn activity(&self, id: ParticipantId) -> SessionEvent {

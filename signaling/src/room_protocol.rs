@@ -1,0 +1,360 @@
+//! The room protocol's messages (`/rtc`, see `signaling/PROTOCOL.md`): what a
+//! conference client and the server say to each other over the WebSocket,
+//! and the envelopes of data-channel messages.
+//!
+//! Plain serde types shared by the socket handler (which parses and rate
+//! limits) and the media workers (which act on them).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::IceServer;
+
+/// Where a published track comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    Screen,
+    ScreenAudio,
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+/// What a client says about a media line it publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PublishInfo {
+    #[serde(default)]
+    pub source: TrackSource,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A published track as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    pub sid: String,
+    pub kind: MediaKindName,
+    pub source: TrackSource,
+    pub name: String,
+    pub muted: bool,
+    pub simulcast: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKindName {
+    Audio,
+    Video,
+}
+
+/// Connection quality of a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    #[default]
+    Excellent,
+    Good,
+    Poor,
+    Lost,
+}
+
+/// A participant as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub sid: String,
+    pub identity: String,
+    pub name: String,
+    pub metadata: String,
+    pub tracks: Vec<TrackInfo>,
+    pub quality: Quality,
+}
+
+/// One active speaker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Speaker {
+    pub sid: String,
+    /// 0 (silence) to 1 (loudest).
+    pub level: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityUpdate {
+    pub sid: String,
+    pub quality: Quality,
+}
+
+/// Limits the client should know about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientLimits {
+    pub max_tracks: usize,
+    pub max_data_message_bytes: usize,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum ClientMessage {
+    Offer {
+        sdp: String,
+        #[serde(default)]
+        publish: BTreeMap<String, PublishInfo>,
+        #[serde(default)]
+        subscribe: BTreeMap<String, String>,
+    },
+    Mute {
+        track: String,
+        muted: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    Subscription {
+        track: String,
+        #[serde(default)]
+        subscribed: Option<bool>,
+        /// `Some(None)` (explicit null) removes the limit.
+        #[serde(default, with = "double_option")]
+        max_width: Option<Option<u32>>,
+    },
+    Metadata {
+        #[serde(default)]
+        metadata: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    Leave {},
+    Ping {
+        #[serde(default)]
+        id: Option<u64>,
+    },
+}
+
+/// Messages the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ServerMessage {
+    #[serde(rename_all = "camelCase")]
+    Joined {
+        room: String,
+        resumed: bool,
+        participant: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+        resume_token: String,
+        ice_servers: Vec<IceServer>,
+        limits: ClientLimits,
+    },
+    Answer {
+        sdp: String,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantUpdated {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        sid: String,
+        identity: String,
+    },
+    TrackPublished {
+        participant: String,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        participant: String,
+        track: String,
+    },
+    TrackMuted {
+        participant: String,
+        track: String,
+        muted: bool,
+    },
+    Speakers {
+        speakers: Vec<Speaker>,
+    },
+    ConnectionQuality {
+        updates: Vec<QualityUpdate>,
+    },
+    Layers {
+        track: String,
+        active: BTreeMap<String, bool>,
+    },
+    Removed {
+        reason: String,
+    },
+    RoomClosed {
+        reason: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    Pong {
+        id: Option<u64>,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// After this message the server closes the socket.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            ServerMessage::Removed { .. }
+                | ServerMessage::RoomClosed { .. }
+                | ServerMessage::Error {
+                    code: ErrorCode::ResumeFailed,
+                    ..
+                }
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadMessage,
+    TooLarge,
+    RateLimited,
+    NotAllowed,
+    Limit,
+    Negotiation,
+    NotFound,
+    ResumeFailed,
+}
+
+/// A data-channel message as a client sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataEnvelope {
+    #[serde(default)]
+    pub topic: Option<String>,
+    pub payload: serde_json::Value,
+    #[serde(default)]
+    pub to: Option<Vec<String>>,
+}
+
+/// A data-channel message as the server relays it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayedData {
+    /// The sender's identity (`None`: the server / admin API).
+    pub from: Option<String>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+/// Parse a client message with an error a client developer can act on.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, String> {
+    serde_json::from_str(text).map_err(|e| {
+        let e = e.to_string();
+        if e.contains("unknown variant") {
+            format!("unknown message type: {e}")
+        } else {
+            format!("bad message: {e}")
+        }
+    })
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Option<u32>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(inner) => inner.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+        Option::<u32>::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_message_of_the_protocol_document_parses() {
+        let cases = [
+            r#"{"type":"offer","sdp":"v=0","publish":{"0":{"source":"microphone","name":"mic"}},"subscribe":{"3":"TR_a_1"}}"#,
+            r#"{"type":"mute","track":"TR_a_0","muted":true}"#,
+            r#"{"type":"subscription","track":"TR_a_1","subscribed":false}"#,
+            r#"{"type":"subscription","track":"TR_a_1","maxWidth":320}"#,
+            r#"{"type":"subscription","track":"TR_a_1","maxWidth":null}"#,
+            r#"{"type":"metadata","metadata":"{}","name":"Alice"}"#,
+            r#"{"type":"leave"}"#,
+            r#"{"type":"ping","id":7}"#,
+        ];
+        for c in cases {
+            parse_client_message(c).unwrap_or_else(|e| panic!("{c}: {e}"));
+        }
+        let sub = parse_client_message(r#"{"type":"subscription","track":"t","maxWidth":null}"#);
+        assert_eq!(
+            sub,
+            Ok(ClientMessage::Subscription {
+                track: "t".into(),
+                subscribed: None,
+                max_width: Some(None)
+            })
+        );
+        let sub = parse_client_message(r#"{"type":"subscription","track":"t"}"#);
+        assert!(matches!(
+            sub,
+            Ok(ClientMessage::Subscription {
+                max_width: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_client_messages_say_what_is_wrong() {
+        let e = parse_client_message(r#"{"type":"jump"}"#).unwrap_err();
+        assert!(
+            e.contains("unknown message type") && e.contains("jump"),
+            "{e}"
+        );
+        let e = parse_client_message(r#"{"type":"mute","track":"x"}"#).unwrap_err();
+        assert!(e.contains("muted"), "{e}");
+        let e = parse_client_message("not json").unwrap_err();
+        assert!(e.starts_with("bad message"), "{e}");
+        let e = parse_client_message(r#"{"type":"leave","extra":1}"#).unwrap_err();
+        assert!(e.contains("extra"), "{e}");
+    }
+
+    #[test]
+    fn server_messages_use_the_documented_names() {
+        let m = ServerMessage::TrackMuted {
+            participant: "PA_1".into(),
+            track: "TR_1_0".into(),
+            muted: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&m).ok().as_deref(),
+            Some(r#"{"type":"trackMuted","participant":"PA_1","track":"TR_1_0","muted":true}"#)
+        );
+        let e = ServerMessage::error(ErrorCode::RateLimited, "slow down");
+        assert_eq!(
+            serde_json::to_string(&e).ok().as_deref(),
+            Some(r#"{"type":"error","code":"rate_limited","message":"slow down"}"#)
+        );
+        assert!(ServerMessage::Removed { reason: "x".into() }.is_final());
+        assert!(!e.is_final());
+    }
+
+    #[test]
+    fn unknown_track_sources_are_accepted_as_unknown() {
+        let p: PublishInfo = serde_json::from_str(r#"{"source":"hologram"}"#).unwrap_or_default();
+        assert_eq!(p.source, TrackSource::Unknown);
+    }
+}

@@ -1,0 +1,300 @@
+//! The room protocol's WebSocket (`/rtc`): authenticate the token, join (or
+//! resume) through the [`MediaBackend`], then shuttle JSON messages between
+//! the socket and the participant's worker.
+//!
+//! This handler owns what is about the socket itself: message size and rate
+//! limits, parsing with clear errors, `ping`, and telling the backend when
+//! the socket goes away so the reconnect grace period can start.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::auth::{AuthError, Permission};
+use crate::backend::{BackendError, JoinRoom, MediaBackend, RoomConnection};
+use crate::errors::ApiError;
+use crate::room_protocol::{parse_client_message, ClientMessage, ErrorCode, ServerMessage};
+use crate::sessions::{bearer, validate_room};
+use crate::AppState;
+
+/// Largest client message (bytes of JSON).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Sustained client messages per second, and the burst allowed above it.
+pub const MESSAGES_PER_SECOND: f64 = 50.0;
+pub const MESSAGE_BURST: f64 = 100.0;
+/// Longest identity accepted.
+const MAX_IDENTITY: usize = 256;
+
+#[derive(Debug, Deserialize)]
+pub struct RtcQuery {
+    access_token: Option<String>,
+    resume: Option<String>,
+}
+
+/// A token bucket (time passed in).
+#[derive(Debug)]
+pub struct RateLimit {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl RateLimit {
+    pub fn new(rate: f64, burst: f64, now: Instant) -> RateLimit {
+        RateLimit {
+            tokens: burst,
+            last: now,
+            rate,
+            burst,
+        }
+    }
+
+    /// Take one token; false when the bucket is empty.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `GET /rtc`: check the token, join, upgrade.
+pub async fn upgrade<B: MediaBackend>(
+    State(state): State<AppState<B>>,
+    query: Result<Query<RtcQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let token = match q.access_token.as_deref() {
+        Some(t) => t,
+        None => bearer(&headers)?,
+    };
+    let grant = state.keys.verify(token)?;
+    let room = grant
+        .video
+        .room
+        .clone()
+        .ok_or_else(|| AuthError::Forbidden("roomJoin", "(no room in token)".into()))?;
+    validate_room(&room)?;
+    grant.require(&room, Permission::Join)?;
+    if grant.identity.len() > MAX_IDENTITY {
+        return Err(ApiError::BadRequest(format!(
+            "identity longer than {MAX_IDENTITY} bytes"
+        )));
+    }
+    let req = JoinRoom {
+        room,
+        name: grant.name.clone().unwrap_or_else(|| grant.identity.clone()),
+        metadata: grant.metadata.clone().unwrap_or_default(),
+        identity: grant.identity.clone(),
+        can_publish: grant.video.can_publish(),
+        can_subscribe: grant.video.can_subscribe(),
+        can_publish_data: grant.video.can_publish_data(),
+        resume: q.resume,
+    };
+    let joined = match state.backend.join_room(req).await {
+        Ok(conn) => Ok(conn),
+        Err(BackendError::ResumeFailed) => Err(ServerMessage::error(
+            ErrorCode::ResumeFailed,
+            BackendError::ResumeFailed.to_string(),
+        )),
+        Err(e) => return Err(e.into()),
+    };
+    let backend = state.backend.clone();
+    let (failed_backend, failed_id) = match &joined {
+        Ok(c) => (
+            Some(state.backend.clone()),
+            Some((c.participant.clone(), c.generation)),
+        ),
+        Err(_) => (None, None),
+    };
+    let ws = ws
+        // Our own limit answers oversized messages with an error; this one
+        // only guards memory.
+        .max_message_size(4 * MAX_MESSAGE_BYTES)
+        .on_failed_upgrade(move |e| {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            if let (Some(b), Some((sid, generation))) = (failed_backend, failed_id) {
+                tokio::spawn(async move { b.room_socket_closed(&sid, generation).await });
+            }
+        });
+    Ok(ws
+        .on_upgrade(move |socket| async move {
+            match joined {
+                Ok(conn) => serve(socket, backend, conn).await,
+                Err(msg) => {
+                    let mut socket = socket;
+                    let _ = send(&mut socket, &msg).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                }
+            }
+        })
+        .into_response())
+}
+
+async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(msg).unwrap_or_else(|_| "{}".into());
+    socket.send(Message::Text(text.into())).await
+}
+
+async fn close(socket: &mut WebSocket, reason: &str) {
+    let frame = CloseFrame {
+        code: 1000,
+        reason: reason.chars().take(100).collect::<String>().into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// What the socket loop does after a client message.
+enum Next {
+    Continue,
+    Stop,
+}
+
+async fn on_text<B: MediaBackend>(
+    socket: &mut WebSocket,
+    backend: &B,
+    conn: &RoomConnection,
+    limit: &mut RateLimit,
+    text: &str,
+) -> Result<Next, axum::Error> {
+    if !limit.take(Instant::now()) {
+        let msg = ServerMessage::error(
+            ErrorCode::RateLimited,
+            format!("more than {MESSAGES_PER_SECOND} messages per second; message dropped"),
+        );
+        send(socket, &msg).await?;
+        return Ok(Next::Continue);
+    }
+    if text.len() > MAX_MESSAGE_BYTES {
+        let msg = ServerMessage::error(
+            ErrorCode::TooLarge,
+            format!(
+                "message of {} bytes is larger than {MAX_MESSAGE_BYTES}",
+                text.len()
+            ),
+        );
+        send(socket, &msg).await?;
+        return Ok(Next::Continue);
+    }
+    let msg = match parse_client_message(text) {
+        Ok(m) => m,
+        Err(e) => {
+            send(socket, &ServerMessage::error(ErrorCode::BadMessage, e)).await?;
+            return Ok(Next::Continue);
+        }
+    };
+    if let ClientMessage::Ping { id } = msg {
+        send(socket, &ServerMessage::Pong { id }).await?;
+        return Ok(Next::Continue);
+    }
+    let leaving = matches!(msg, ClientMessage::Leave {});
+    match backend
+        .room_message(&conn.participant, conn.generation, msg)
+        .await
+    {
+        Ok(()) if leaving => Ok(Next::Stop),
+        Ok(()) => Ok(Next::Continue),
+        Err(BackendError::NotFound) => Ok(Next::Stop),
+        Err(e) => {
+            let msg = ServerMessage::error(ErrorCode::BadMessage, e.to_string());
+            send(socket, &msg).await?;
+            Ok(Next::Continue)
+        }
+    }
+}
+
+/// Keepalive: a WebSocket ping when the socket was quiet this long.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+async fn serve<B: MediaBackend>(mut socket: WebSocket, backend: B, mut conn: RoomConnection) {
+    let mut limit = RateLimit::new(MESSAGES_PER_SECOND, MESSAGE_BURST, Instant::now());
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let next = match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        on_text(&mut socket, &backend, &conn, &mut limit, text.as_str()).await
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let msg = ServerMessage::error(
+                            ErrorCode::BadMessage,
+                            "binary frames are not part of the protocol; send JSON text",
+                        );
+                        send(&mut socket, &msg).await.map(|_| Next::Continue)
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(Next::Continue),
+                    Some(Ok(Message::Close(_))) | None => Ok(Next::Stop),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "WebSocket receive failed");
+                        Ok(Next::Stop)
+                    }
+                };
+                match next {
+                    Ok(Next::Continue) => {}
+                    Ok(Next::Stop) => {
+                        close(&mut socket, "bye").await;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            out = conn.messages.recv() => {
+                let Some(msg) = out else {
+                    // The participant is gone or another socket resumed it.
+                    close(&mut socket, "session ended").await;
+                    break;
+                };
+                if send(&mut socket, &msg).await.is_err() {
+                    break;
+                }
+                if msg.is_final() {
+                    close(&mut socket, "removed").await;
+                    break;
+                }
+            }
+            _ = keepalive.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    backend
+        .room_socket_closed(&conn.participant, conn.generation)
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_the_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(10.0, 5.0, t0);
+        assert_eq!((0..8).filter(|_| r.take(t0)).count(), 5, "burst");
+        assert!(!r.take(t0));
+        assert!(r.take(t0 + Duration::from_millis(100)), "refilled one");
+        assert!(!r.take(t0 + Duration::from_millis(100)));
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(
+            (0..8).filter(|_| r.take(later)).count(),
+            5,
+            "capped at burst"
+        );
+    }
+}
