@@ -1,0 +1,1 @@
+// The conference client is being written.
