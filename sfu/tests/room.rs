@@ -544,13 +544,13 @@ fn the_same_identity_joining_again_replaces_the_first() {
     );
 }
 
+/// Webhook requests received: (Authorization, body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A webhook receiver: records (Authorization, body) of every POST.
-fn webhook_receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
-) {
-    use std::sync::{Arc, Mutex};
-    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+fn webhook_receiver() -> (String, Received) {
+    use std::sync::Arc;
+    let seen: Received = Arc::default();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
