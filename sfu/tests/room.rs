@@ -875,3 +875,85 @@ fn admin_api_manages_the_room_and_webhooks_are_signed() {
     assert!(pos("participant_left") < pos("room_finished"));
     assert_eq!(names.last().map(String::as_str), Some("room_finished"));
 }
+
+#[test]
+fn dynacast_pauses_layers_nobody_needs_and_resumes_them() {
+    use common::SimLayer;
+    let server = TestServer::start(30);
+    let tok = server.token("dyn", "pub", true, true);
+    let mut a = RoomClient::connect(&server.base, &tok, None).expect("join");
+    a.wait_type(0, "joined", T, &mut idle).expect("joined");
+    let (mut pa, offer) = TestPeer::simulcast_member(vec![
+        SimLayer::new("f", 1280, 720, 4000),
+        SimLayer::new("h", 640, 360, 1500),
+        SimLayer::new("q", 320, 180, 500),
+    ]);
+    a.send(json!({"type": "offer", "sdp": offer}));
+    let answer = a.wait_type(0, "answer", T, &mut idle).expect("answer");
+    pa.accept_answer(answer["sdp"].as_str().expect("sdp"))
+        .expect("accept");
+    let video = a
+        .wait_from(
+            0,
+            |v| v["type"] == "trackPublished" && v["track"]["kind"] == "video",
+            T,
+            &mut || pa.run_for(ms(5)),
+        )
+        .expect("video published");
+    assert_eq!(video["track"]["simulcast"], true);
+    let video_sid = video["track"]["sid"].as_str().expect("sid").to_string();
+
+    // Nobody subscribes: after the hold every layer is paused.
+    let paused = a
+        .wait_type(0, "layers", T, &mut || pa.run_for(ms(5)))
+        .expect("a layers message");
+    assert_eq!(paused["track"], json!(video_sid));
+    assert_eq!(
+        paused["active"],
+        json!({"f": false, "h": false, "q": false}),
+        "{paused}"
+    );
+
+    // A subscriber that wants at most 640 wide: the two lower layers resume.
+    let tok_b = server.token("dyn", "viewer", false, true);
+    let mut b = RoomClient::connect(&server.base, &tok_b, None).expect("viewer");
+    b.wait_type(0, "joined", T, &mut idle).expect("joined");
+    b.send(json!({"type": "subscription", "track": video_sid, "maxWidth": 640}));
+    let (mut pb, offer) = TestPeer::member(&[(MediaKind::Video, Direction::RecvOnly)], &[]);
+    let n = b.inbox.len();
+    b.send(
+        json!({"type": "offer", "sdp": offer, "subscribe": {pb.mids[0].0.to_string(): video_sid}}),
+    );
+    let answer = b
+        .wait_type(n, "answer", T, &mut || pa.run_for(ms(5)))
+        .expect("answer");
+    pb.accept_answer(answer["sdp"].as_str().expect("sdp"))
+        .expect("accept");
+    let n = a.inbox.len();
+    let resumed = a
+        .wait_from(n, |v| v["type"] == "layers", T, &mut || {
+            pa.run_for(ms(2));
+            pb.run_for(ms(2));
+        })
+        .expect("layers resumed");
+    assert_eq!(
+        resumed["active"],
+        json!({"f": false, "h": true, "q": true}),
+        "{resumed}"
+    );
+
+    // The limit is lifted: the top layer is wanted again at once.
+    let n = a.inbox.len();
+    b.send(json!({"type": "subscription", "track": video_sid, "maxWidth": null}));
+    let all = a
+        .wait_from(n, |v| v["type"] == "layers", T, &mut || {
+            pa.run_for(ms(2));
+            pb.run_for(ms(2));
+        })
+        .expect("top layer resumed");
+    assert_eq!(all["active"], json!({"f": true, "h": true, "q": true}));
+    let got = run_until(&mut [&mut pa, &mut pb], T, |p| {
+        p[1].frames_on(p[1].mids[0].0) > 10
+    });
+    assert!(got, "the subscriber receives video");
+}

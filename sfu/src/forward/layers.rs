@@ -202,6 +202,13 @@ impl PublishedLayers {
         }
     }
 
+    /// Every layer seen so far with its last known width (also layers that
+    /// stopped), and whether all announced layers were seen.
+    pub fn known(&self) -> (Vec<(LayerId, u32)>, bool) {
+        let known = self.layers.iter().map(|l| (l.id, l.width)).collect();
+        (known, self.layers.len() >= self.expected)
+    }
+
     /// Flowing layers, lowest first (by width, then bitrate).
     pub fn ranked(&self, now: Instant) -> Vec<LayerView> {
         let mut v: Vec<LayerView> = self

@@ -555,6 +555,40 @@ impl Router {
         }
     }
 
+    /// Dynacast: which simulcast layers of `track` anyone could use now.
+    /// A layer is wanted when some subscriber's width limit admits it (or
+    /// it is the lowest one); with no subscriber nothing is wanted. Layers
+    /// a subscriber may need after its bandwidth grows stay wanted: only
+    /// width wishes and absence of subscribers pause a layer. `None` while
+    /// the track is not simulcast or not all its layers were seen yet.
+    pub fn wanted_layers(&self, track: TrackKey) -> Option<Vec<(LayerId, bool)>> {
+        let t = self.tracks.get(&track)?;
+        let (mut known, complete) = t.layers.known();
+        if t.kind != MediaKind::Video || known.len() < 2 || !complete {
+            return None;
+        }
+        known.sort_by_key(|(_, w)| *w);
+        let limits: Vec<Option<u32>> = t
+            .down_tracks
+            .iter()
+            .filter_map(|d| self.down_tracks.get(d))
+            .map(|d| d.selector.max_width)
+            .collect();
+        let lowest = known.first().map(|(id, _)| *id);
+        Some(
+            known
+                .iter()
+                .map(|(id, width)| {
+                    let wanted = limits.iter().any(|limit| match limit {
+                        None => true,
+                        Some(max) => *width <= *max || Some(*id) == lowest,
+                    });
+                    (*id, wanted)
+                })
+                .collect(),
+        )
+    }
+
     /// The earliest time a deferred keyframe request becomes due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.tracks

@@ -253,3 +253,70 @@ fn subscriptions_to_own_or_missing_tracks_are_ignored() {
         .is_empty());
     assert_eq!(r.source_of(down(2, "3")), None);
 }
+
+/// A keyframe of simulcast layer `rid` at `width`.
+fn layer_keyframe(rid: &str, width: u32) -> FrameInfo {
+    FrameInfo {
+        layer: Some(str0m::media::Rid::from(rid)),
+        keyframe: true,
+        contiguous: true,
+        size: 1000,
+        dims: Some((width, width * 9 / 16)),
+        temporal: 0,
+        sync: false,
+    }
+}
+
+#[test]
+fn dynacast_wants_only_layers_some_subscriber_can_use() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    let t = track(1, "1");
+    r.add_track(t, MediaKind::Video, 3, t0);
+    let mut rx = vec![];
+    assert_eq!(r.wanted_layers(t), None, "layers not seen yet");
+    // Rid names deliberately do not follow size order.
+    for (rid, w) in [("a", 1280), ("b", 320), ("c", 640)] {
+        r.route_frame(t, &layer_keyframe(rid, w), t0, &mut rx);
+    }
+    let wanted = |r: &Router| -> Vec<(String, bool)> {
+        r.wanted_layers(t)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, w)| (id.map(|r| r.to_string()).unwrap_or_default(), w))
+            .collect()
+    };
+    let all_off = vec![
+        ("b".into(), false),
+        ("c".into(), false),
+        ("a".into(), false),
+    ];
+    assert_eq!(wanted(&r), all_off, "no subscriber: nothing wanted");
+
+    r.subscribe(down(2, "4"), t, Some(640), t0);
+    assert_eq!(
+        wanted(&r),
+        vec![("b".into(), true), ("c".into(), true), ("a".into(), false)],
+        "a 640-wide subscriber needs the two lower layers"
+    );
+    r.subscribe(down(3, "4"), t, Some(100), t0);
+    assert_eq!(
+        wanted(&r)[0],
+        ("b".into(), true),
+        "the lowest layer always serves"
+    );
+    r.subscribe(down(4, "4"), t, None, t0);
+    assert!(
+        wanted(&r).iter().all(|(_, w)| *w),
+        "an unlimited subscriber wants all"
+    );
+    r.remove_down_track(down(4, "4"));
+    r.set_max_width(down(2, "4"), Some(1280));
+    assert!(
+        wanted(&r).iter().all(|(_, w)| *w),
+        "a raised limit wants the top again"
+    );
+    r.remove_participant(2, t0);
+    r.remove_participant(3, t0);
+    assert_eq!(wanted(&r), all_off);
+}

@@ -8,7 +8,7 @@
 //! not members (hidden, like LiveKit's recorder participants).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use signaling::room_protocol::{
     MediaKindName, ParticipantInfo, PublishInfo, Quality, ServerMessage, TrackInfo,
@@ -25,10 +25,63 @@ pub const SOCKET_QUEUE: usize = 512;
 pub const DATA_PER_SECOND: f64 = 100.0;
 pub const DATA_BURST: f64 = 200.0;
 
+/// A wish to pause layers is sent only after it held this long (resuming
+/// is sent at once), so a subscriber flapping does not flap the encoder.
+pub const DYNACAST_HOLD: Duration = Duration::from_secs(3);
+
 /// A track this member publishes.
 #[derive(Debug, Clone)]
 pub struct PublishedTrack {
     pub info: TrackInfo,
+    /// Dynacast: the layer states last sent, and a pause waiting to be sent.
+    pub layers_sent: Option<BTreeMap<String, bool>>,
+    pub layers_pending: Option<(BTreeMap<String, bool>, Instant)>,
+}
+
+impl PublishedTrack {
+    pub fn new(info: TrackInfo) -> PublishedTrack {
+        PublishedTrack {
+            info,
+            layers_sent: None,
+            layers_pending: None,
+        }
+    }
+
+    /// Dynacast: the layers wanted now; returns what to tell the publisher.
+    pub fn wish_layers(
+        &mut self,
+        wanted: BTreeMap<String, bool>,
+        now: Instant,
+    ) -> Option<ServerMessage> {
+        if self.layers_sent.as_ref() == Some(&wanted) {
+            self.layers_pending = None;
+            return None;
+        }
+        let resumes = wanted.iter().any(|(rid, on)| {
+            *on && !self
+                .layers_sent
+                .as_ref()
+                .is_some_and(|sent| sent.get(rid) == Some(&true))
+        });
+        let held = match &self.layers_pending {
+            Some((pending, since)) if *pending == wanted => {
+                now.saturating_duration_since(*since) >= DYNACAST_HOLD
+            }
+            _ => {
+                self.layers_pending = Some((wanted.clone(), now));
+                false
+            }
+        };
+        if !(resumes || held) {
+            return None;
+        }
+        self.layers_pending = None;
+        self.layers_sent = Some(wanted.clone());
+        Some(ServerMessage::Layers {
+            track: self.info.sid.clone(),
+            active: wanted,
+        })
+    }
 }
 
 pub struct Member {
@@ -174,6 +227,70 @@ impl Member {
             muted: false,
             simulcast,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signaling::room_protocol::TrackSource;
+
+    fn track() -> PublishedTrack {
+        PublishedTrack::new(TrackInfo {
+            sid: "TR_1_1".into(),
+            kind: MediaKindName::Video,
+            source: TrackSource::Camera,
+            name: "cam".into(),
+            muted: false,
+            simulcast: true,
+        })
+    }
+
+    fn wish(q: bool, h: bool, f: bool) -> BTreeMap<String, bool> {
+        [("q", q), ("h", h), ("f", f)]
+            .into_iter()
+            .map(|(r, on)| (r.to_string(), on))
+            .collect()
+    }
+
+    #[test]
+    fn resuming_is_told_at_once_pausing_after_a_hold() {
+        let t0 = Instant::now();
+        let mut t = track();
+        let m = t.wish_layers(wish(true, true, true), t0);
+        assert!(
+            matches!(m, Some(ServerMessage::Layers { .. })),
+            "first wish with layers on"
+        );
+        assert_eq!(t.wish_layers(wish(true, true, true), t0), None, "unchanged");
+        // Pause the top layer: only after it was wanted off for the hold time.
+        assert_eq!(t.wish_layers(wish(true, true, false), t0), None);
+        assert_eq!(
+            t.wish_layers(wish(true, true, false), t0 + Duration::from_secs(1)),
+            None
+        );
+        let m = t.wish_layers(wish(true, true, false), t0 + DYNACAST_HOLD);
+        assert_eq!(
+            m,
+            Some(ServerMessage::Layers {
+                track: "TR_1_1".into(),
+                active: wish(true, true, false)
+            })
+        );
+        // Wanted again: at once.
+        let later = t0 + DYNACAST_HOLD + Duration::from_millis(250);
+        assert!(t.wish_layers(wish(true, true, true), later).is_some());
+        // A pause that is withdrawn before the hold never reaches the client.
+        assert_eq!(t.wish_layers(wish(true, false, false), later), None);
+        assert_eq!(
+            t.wish_layers(wish(true, true, true), later + Duration::from_secs(1)),
+            None
+        );
+        assert_eq!(
+            t.wish_layers(wish(true, false, false), later + Duration::from_secs(2)),
+            None,
+            "hold restarts"
+        );
     }
 }
 

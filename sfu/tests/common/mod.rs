@@ -438,6 +438,25 @@ impl TestPeer {
         (peer, offer)
     }
 
+    /// A conference member sending audio and VP8 simulcast with `layers`.
+    pub fn simulcast_member(layers: Vec<SimLayer>) -> (TestPeer, String) {
+        let mut simulcast = str0m::media::Simulcast::new();
+        for l in &layers {
+            simulcast.add_send_layer(str0m::media::SimulcastLayer::new(l.rid));
+        }
+        let (mut peer, offer) = Self::build_with_channels(
+            RtcConfig::new(),
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
+            Some(simulcast),
+            &["reliable"],
+        );
+        peer.layers = layers;
+        (peer, offer)
+    }
+
     pub fn viewer(config: RtcConfig) -> (TestPeer, String) {
         Self::new(
             config,

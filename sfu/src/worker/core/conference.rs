@@ -567,8 +567,7 @@ impl WorkerCore {
         let span = p.span.clone();
         let info = p.member.as_mut().map(|m| {
             let info = m.new_track(mid, kind_name(kind), layers > 1);
-            m.published
-                .insert(mid, PublishedTrack { info: info.clone() });
+            m.published.insert(mid, PublishedTrack::new(info.clone()));
             (m.sid.clone(), info)
         });
         let Some(room) = self.rooms.get_mut(&room_name) else {
@@ -885,6 +884,43 @@ impl WorkerCore {
             }
         }
         delivered
+    }
+
+    /// Dynacast: tell conference publishers which simulcast layers anyone
+    /// can use, so their encoders skip the others.
+    pub(super) fn poll_dynacast(&mut self, now: Instant) {
+        for p in self.participants.values_mut() {
+            if p.kind != SessionKind::Room {
+                continue;
+            }
+            let Some(room) = self.rooms.get(&p.room) else {
+                continue;
+            };
+            let Some(m) = p.member.as_mut() else {
+                continue;
+            };
+            let mut messages = vec![];
+            for (mid, track) in &mut m.published {
+                if !track.info.simulcast {
+                    continue;
+                }
+                let key = TrackKey {
+                    publisher: p.id,
+                    mid: *mid,
+                };
+                let Some(wanted) = room.router.wanted_layers(key) else {
+                    continue;
+                };
+                let wanted = wanted
+                    .into_iter()
+                    .filter_map(|(id, on)| Some((id?.to_string(), on)))
+                    .collect();
+                messages.extend(track.wish_layers(wanted, now));
+            }
+            for msg in messages {
+                m.send(msg, now);
+            }
+        }
     }
 
     /// Report changed speaker lists to the rooms' members.

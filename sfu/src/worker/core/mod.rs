@@ -250,6 +250,7 @@ impl WorkerCore {
             self.next_layer_poll = now + LAYER_INTERVAL;
             self.poll_layers(now);
             self.poll_speakers(now);
+            self.poll_dynacast(now);
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
