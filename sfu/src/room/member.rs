@@ -58,10 +58,10 @@ impl PublishedTrack {
             return None;
         }
         let resumes = wanted.iter().any(|(rid, on)| {
-            *on && !self
+            *on && self
                 .layers_sent
                 .as_ref()
-                .is_some_and(|sent| sent.get(rid) == Some(&true))
+                .is_none_or(|sent| sent.get(rid) != Some(&true))
         });
         let held = match &self.layers_pending {
             Some((pending, since)) if *pending == wanted => {
@@ -230,6 +230,11 @@ impl Member {
     }
 }
 
+/// A new participant sid.
+pub fn new_sid() -> String {
+    format!("PA_{:016x}", rand::random::<u64>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,9 +297,4 @@ mod tests {
             "hold restarts"
         );
     }
-}
-
-/// A new participant sid.
-pub fn new_sid() -> String {
-    format!("PA_{:016x}", rand::random::<u64>())
 }
