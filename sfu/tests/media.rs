@@ -409,3 +409,37 @@ async fn hostile_input_does_not_disturb_a_running_session() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remb_only_publishers_get_remb_and_twcc_publishers_do_not() -> TestResult {
+    let server = TestServer::start(10);
+    let url = format!("{}/whip/remb", server.base);
+    // A publisher whose offer has no transport-cc (like encoders that only do REMB).
+    let (mut remb_only, offer) = TestPeer::publisher();
+    let offer: String = offer
+        .lines()
+        .filter(|l| !l.contains("transport-cc") && !l.contains("transport-wide-cc"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let posted = post_sdp(&url, &server.token("remb", "enc", true, false), &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    assert!(!posted.body.contains("transport-cc"), "no TWCC negotiated");
+    remb_only.accept_answer(&posted.body)?;
+    let (mut twcc, offer) = TestPeer::publisher();
+    let posted = post_sdp(&url, &server.token("remb", "browser", true, false), &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    twcc.accept_answer(&posted.body)?;
+    let a = remb_only.spawn_for(Duration::from_secs(3));
+    let b = twcc.spawn_for(Duration::from_secs(3));
+    let (remb_only, twcc) = (a.join().expect("peer"), b.join().expect("peer"));
+    let remb = remb_only
+        .stats
+        .remb_bps
+        .expect("the REMB-only publisher receives REMB");
+    assert!(remb >= 2_000_000, "REMB leaves room for simulcast: {remb}");
+    assert_eq!(
+        twcc.stats.remb_bps, None,
+        "TWCC publishers are left to TWCC"
+    );
+    Ok(())
+}

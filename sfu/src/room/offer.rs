@@ -16,6 +16,10 @@ pub struct MediaSection {
     pub port_zero: bool,
     pub direction: String,
     pub mid: Option<String>,
+    /// Transport-wide congestion control feedback is negotiable.
+    pub twcc: bool,
+    /// REMB feedback (`goog-remb`) is negotiable.
+    pub remb: bool,
 }
 
 impl MediaSection {
@@ -44,8 +48,17 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
                 port_zero,
                 direction: session_direction.clone(),
                 mid: None,
+                twcc: false,
+                remb: false,
             });
         } else if let Some(attr) = line.strip_prefix("a=") {
+            if let (Some(s), true) = (
+                sections.last_mut(),
+                attr.starts_with("rtcp-fb:") || attr.starts_with("extmap:"),
+            ) {
+                s.twcc |= attr.ends_with(" transport-cc") || attr.contains("transport-wide-cc");
+                s.remb |= attr.ends_with(" goog-remb");
+            }
             if let Some(mid) = attr.strip_prefix("mid:") {
                 if let Some(s) = sections.last_mut() {
                     s.mid = Some(mid.trim().to_string());
@@ -90,6 +103,17 @@ pub fn check_offer(kind: SessionKind, sdp: &str) -> Result<(), String> {
         });
     }
     Ok(())
+}
+
+/// Video lines the peer sends whose congestion feedback can only be REMB
+/// (no transport-cc): the server must send REMB so the sender's estimate
+/// can grow (and upper simulcast layers start).
+pub fn remb_only_video_mids(sdp: &str) -> Vec<String> {
+    media_sections(sdp)
+        .into_iter()
+        .filter(|s| s.kind == "video" && s.sends() && !s.port_zero && s.remb && !s.twcc)
+        .filter_map(|s| s.mid)
+        .collect()
 }
 
 /// Most media sections in a conference participant's offer (its own
@@ -195,6 +219,16 @@ mod tests {
         let data_only = "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n";
         assert!(check_room_offer(data_only, false, 1).is_ok());
         assert_eq!(media_sections(data_only)[0].mid.as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn finds_video_lines_that_only_have_remb() {
+        let sdp = "v=0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendonly\r\na=rtcp-fb:96 goog-remb\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=rtcp-fb:96 goog-remb\r\n\
+            a=rtcp-fb:96 transport-cc\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\na=rtcp-fb:96 goog-remb\r\n";
+        assert_eq!(remb_only_video_mids(sdp), vec!["0".to_string()]);
     }
 
     #[test]

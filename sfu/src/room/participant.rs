@@ -113,6 +113,8 @@ pub struct Participant {
     /// The room protocol's view (conference participants, WHIP publishers).
     pub member: Option<Member>,
     pub link: LinkStats,
+    /// Video lines this publisher sends whose feedback can only be REMB.
+    pub remb_mids: Vec<Mid>,
 }
 
 /// Most concurrent event streams per session.
@@ -134,6 +136,13 @@ pub struct NewParticipant {
 
 impl Participant {
     pub fn new(p: NewParticipant) -> Participant {
+        let offer = p.negotiation.remote_offer.clone();
+        let mut participant = Self::build(p);
+        participant.set_remote_offer(offer);
+        participant
+    }
+
+    fn build(p: NewParticipant) -> Participant {
         let span = tracing::info_span!("session", room = %p.room, identity = %p.identity,
             resource = %p.resource_id, kind = ?p.kind, participant = p.id);
         Participant {
@@ -161,7 +170,17 @@ impl Participant {
             egress_loss: HashMap::new(),
             member: p.member,
             link: LinkStats::default(),
+            remb_mids: vec![],
         }
+    }
+
+    /// The peer's latest accepted offer (what PATCH and reconciliation read).
+    pub fn set_remote_offer(&mut self, sdp: String) {
+        self.remb_mids = crate::room::offer::remb_only_video_mids(&sdp)
+            .iter()
+            .map(|m| Mid::from(m.as_str()))
+            .collect();
+        self.negotiation.remote_offer = sdp;
     }
 
     pub fn rtc_ref(&self) -> &Rtc {
@@ -395,6 +414,29 @@ impl Participant {
             Some(mut ch) => ch.write(false, text).unwrap_or(false),
             None => false,
         }
+    }
+
+    /// Tell a REMB-only publisher how much it may send on each of its
+    /// REMB-only video lines (every simulcast layer's stream).
+    pub fn send_remb(&mut self, bitrate: Bitrate) -> bool {
+        if !self.connected || self.remb_mids.is_empty() {
+            return false;
+        }
+        let mut sent = false;
+        for mid in self.remb_mids.clone() {
+            let rids: Vec<Option<Rid>> = match self.rtc.media(mid).map(|m| m.rids_rx()) {
+                Some(str0m::media::Rids::Specific(r)) => r.iter().copied().map(Some).collect(),
+                _ => vec![None],
+            };
+            let mut api = self.rtc.direct_api();
+            for rid in rids {
+                if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
+                    rx.request_remb(bitrate);
+                    sent = true;
+                }
+            }
+        }
+        sent
     }
 
     /// Close the session: str0m sends DTLS close_notify and RTCP BYE.

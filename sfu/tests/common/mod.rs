@@ -177,6 +177,8 @@ pub struct PeerStats {
     pub keyframe_widths: Vec<(Duration, u32)>,
     /// Video frames that arrived after a gap the receiver could not repair.
     pub discontinuities: u64,
+    /// The last REMB the server sent (bits per second).
+    pub remb_bps: Option<u64>,
 }
 
 /// A str0m peer with its own UDP socket.
@@ -647,6 +649,9 @@ impl TestPeer {
                 } else {
                     self.stats.audio_frames += 1;
                 }
+            }
+            Event::EgressBitrateEstimate(str0m::bwe::BweKind::Remb { estimate, .. }) => {
+                self.stats.remb_bps = Some(estimate.as_u64());
             }
             Event::KeyframeRequest(req) => {
                 self.stats.keyframe_requests += 1;

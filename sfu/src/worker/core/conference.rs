@@ -434,7 +434,7 @@ impl WorkerCore {
             }
             m.send(ServerMessage::Answer { sdp: answer }, now);
         }
-        p.negotiation.remote_offer = sdp;
+        p.set_remote_offer(sdp);
         self.dirty.push(id);
         self.reconcile(now, id);
     }

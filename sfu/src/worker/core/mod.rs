@@ -44,6 +44,11 @@ use crate::room::participant::{
 };
 use crate::room::Room;
 
+/// What REMB-only publishers are allowed to send (their loss-based
+/// controller still backs off below it): room for three simulcast layers
+/// or one 1080p stream.
+const REMB_CEILING_BPS: u64 = 6_000_000;
+
 /// How often liveness is checked and counters are flushed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -483,6 +488,12 @@ impl WorkerCore {
         }
         for id in self.expired_sockets(now) {
             self.remove(now, id, RemoveReason::ReconnectTimeout, transmit);
+        }
+        let remb = Bitrate::bps(REMB_CEILING_BPS);
+        for p in self.participants.values_mut() {
+            if p.send_remb(remb) {
+                self.dirty.push(p.id);
+            }
         }
         if now >= self.next_quality {
             self.next_quality = now + conference::QUALITY_INTERVAL;
