@@ -28,8 +28,17 @@ const RESUME_MARGIN: f64 = 1.1;
 const PAUSE_TOLERANCE: f64 = 1.25;
 /// A pause lasts at least this long (no flapping between paused and playing).
 const MIN_PAUSE: Duration = Duration::from_secs(2);
-/// After a downgrade, no upgrade or probe for at least this long.
+/// After a downgrade, no upgrade for at least this long.
 const MIN_SETTLE_AFTER_DOWNGRADE: Duration = Duration::from_secs(10);
+/// After a downgrade, no probing for this long (padding probes on a link
+/// that just proved too small only congest it), however long upgrades wait:
+/// probes are how the estimate finds out that the link got better.
+const PROBE_SETTLE: Duration = Duration::from_secs(4);
+/// An estimate this many times what the next layer needs is not a
+/// fluctuation around a threshold but a changed link (a cap lifted): the
+/// oscillation penalty does not apply and the settle time is short.
+const STRONG_MARGIN: f64 = 2.0;
+const STRONG_SETTLE: Duration = Duration::from_secs(5);
 /// Share of the estimate video may use (the rest: audio, RTCP, headroom).
 const VIDEO_SHARE: f64 = 0.9;
 const AUDIO_RESERVE_BPS: u64 = 40_000;
@@ -435,11 +444,20 @@ impl LayerSelector {
             Some(_)
                 if current_index < top
                     && fits(&allowed[current_index + 1], UPGRADE_MARGIN)
-                    && self.settled_since_downgrade(now) =>
+                    && (self.settled_since_downgrade(now)
+                        || fits(&allowed[current_index + 1], UPGRADE_MARGIN * STRONG_MARGIN)
+                            && self.downgraded_before(now, STRONG_SETTLE)) =>
             {
-                // Up one step, after the estimate allowed it for the hold time.
+                // Up one step, after the estimate allowed it for the hold time
+                // (the shortest hold when the estimate is far above the need).
+                let strong = fits(&allowed[current_index + 1], UPGRADE_MARGIN * STRONG_MARGIN);
+                let hold = if strong {
+                    MIN_UPGRADE_HOLD
+                } else {
+                    self.upgrade_hold
+                };
                 let since = *self.upgrade_ok_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= self.upgrade_hold {
+                if now.saturating_duration_since(since) >= hold {
                     self.target = Some(allowed[current_index + 1].id);
                     self.switches_up += 1;
                     self.upgrade_ok_since = None;
@@ -468,7 +486,13 @@ impl LayerSelector {
             .any(|t| now.saturating_duration_since(t) < d)
     }
 
-    /// No upgrade (or probe) for twice the hold after a downgrade.
+    /// The last downgrade (if any) is at least `d` ago.
+    fn downgraded_before(&self, now: Instant, d: Duration) -> bool {
+        self.last_downgrade
+            .is_none_or(|t| now.saturating_duration_since(t) >= d)
+    }
+
+    /// No upgrade for twice the hold after a downgrade.
     fn settled_since_downgrade(&self, now: Instant) -> bool {
         let settle = (self.upgrade_hold * 2).max(MIN_SETTLE_AFTER_DOWNGRADE);
         self.last_downgrade
@@ -483,10 +507,9 @@ impl LayerSelector {
     }
 
     /// The bitrate worth probing for: the next layer up (None at the top,
-    /// and for a while after a downgrade: probing a link that just proved
-    /// too small only congests it further; the wait grows with oscillation).
+    /// and for [`PROBE_SETTLE`] after a downgrade).
     pub fn probe_target_bps(&self, now: Instant, layers: &[LayerView]) -> Option<u64> {
-        if !self.settled_since_downgrade(now) {
+        if !self.downgraded_before(now, PROBE_SETTLE) {
             return None;
         }
         let allowed_top = match self.max_width {
@@ -772,6 +795,41 @@ mod tests {
             s.update(t, &layers, Some(5_000_000));
         }
         assert_eq!(s.target(), Some(&rid("f")));
+    }
+
+    #[test]
+    fn a_lifted_cap_upgrades_quickly_even_after_oscillation() {
+        let t0 = Instant::now();
+        let layers = chrome_layers();
+        let mut s = LayerSelector::default();
+        let mut t = t0;
+        // A capped link going up and down around the middle layer for two minutes.
+        for step in 0..1200 {
+            t += Duration::from_millis(100);
+            let estimate = if (step / 150) % 2 == 0 { 1_000_000 } else { 200_000 };
+            s.update(t, &layers, Some(estimate));
+        }
+        assert!(s.upgrade_hold > MIN_UPGRADE_HOLD, "oscillation raised the hold");
+        let lifted = t;
+        // The cap is lifted: the estimate climbs far above the top layer.
+        let mut upgraded_at = None;
+        for _ in 0..300 {
+            t += Duration::from_millis(100);
+            s.update(t, &layers, Some(8_000_000));
+            if s.target() == Some(&rid("f")) {
+                upgraded_at = Some(t - lifted);
+                break;
+            }
+        }
+        let after = upgraded_at.expect("reaches the top layer");
+        assert!(after <= Duration::from_secs(12), "top layer after {after:?}");
+        // Probing resumes soon after a downgrade, whatever the hold.
+        let mut p = LayerSelector::default();
+        p.update(t0, &layers, Some(5_000_000));
+        p.update(t0 + Duration::from_millis(100), &layers, Some(700_000));
+        let soon = t0 + Duration::from_millis(100) + PROBE_SETTLE;
+        assert!(p.probe_target_bps(soon - Duration::from_millis(200), &layers).is_none());
+        assert!(p.probe_target_bps(soon, &layers).is_some());
     }
 
     #[test]
