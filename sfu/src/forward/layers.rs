@@ -458,7 +458,14 @@ impl LayerSelector {
                 };
                 let since = *self.upgrade_ok_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= hold {
-                    self.target = Some(allowed[current_index + 1].id);
+                    // As high as the estimate allows with the margin, not only
+                    // one step: each step would cost another hold.
+                    let best = allowed
+                        .iter()
+                        .rposition(|l| fits(l, UPGRADE_MARGIN))
+                        .unwrap_or(current_index + 1)
+                        .max(current_index + 1);
+                    self.target = Some(allowed[best].id);
                     self.switches_up += 1;
                     self.upgrade_ok_since = None;
                     self.last_upgrade = Some(now);
@@ -506,8 +513,9 @@ impl LayerSelector {
         self.upgrade_ok_since = None;
     }
 
-    /// The bitrate worth probing for: the next layer up (None at the top,
-    /// and for [`PROBE_SETTLE`] after a downgrade).
+    /// The bitrate worth probing for: the best layer allowed while a better
+    /// one than the current exists (None at the top, and for
+    /// [`PROBE_SETTLE`] after a downgrade).
     pub fn probe_target_bps(&self, now: Instant, layers: &[LayerView]) -> Option<u64> {
         if !self.downgraded_before(now, PROBE_SETTLE) {
             return None;
@@ -520,8 +528,10 @@ impl LayerSelector {
             Some(t) => position(layers, t)? + 1,
             None => 0,
         };
+        // Probe for the best layer the subscriber may have, not the next
+        // step: the estimate then grows in one probe instead of several.
         (next <= allowed_top)
-            .then(|| layers.get(next))
+            .then(|| layers.get(allowed_top))
             .flatten()
             .map(|l| (l.bitrate_bps as f64 * UPGRADE_MARGIN) as u64 + AUDIO_RESERVE_BPS)
     }
