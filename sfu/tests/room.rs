@@ -957,3 +957,103 @@ fn dynacast_pauses_layers_nobody_needs_and_resumes_them() {
     });
     assert!(got, "the subscriber receives video");
 }
+
+#[test]
+fn metadata_unsubscribe_quality_and_room_limits() {
+    let server = TestServer::start_with(ConfigArgs {
+        max_participants_per_room: Some(2),
+        ..Default::default()
+    });
+    let (mut a, mut pa, a_audio, a_video) = join_and_publish(&server, "misc", "alice");
+    let alice_sid = a.inbox[0]["participant"]["sid"].clone();
+    let tok_b = server.token("misc", "bob", false, true);
+    let mut b = RoomClient::connect(&server.base, &tok_b, None).expect("bob");
+    b.wait_type(0, "joined", T, &mut idle).expect("joined");
+    let (mut pb, offer) = TestPeer::member(
+        &[
+            (MediaKind::Audio, Direction::RecvOnly),
+            (MediaKind::Video, Direction::RecvOnly),
+        ],
+        &[],
+    );
+    let (b_audio, b_video) = (pb.mids[0].0, pb.mids[1].0);
+    let n = b.inbox.len();
+    b.send(json!({"type": "offer", "sdp": offer,
+        "subscribe": {b_audio.to_string(): a_audio, b_video.to_string(): a_video}}));
+    let answer = b
+        .wait_type(n, "answer", T, &mut || pa.run_for(ms(5)))
+        .expect("answer");
+    pb.accept_answer(answer["sdp"].as_str().expect("sdp"))
+        .expect("accept");
+    assert!(run_until(&mut [&mut pa, &mut pb], T, |p| p[1]
+        .frames_on(b_video)
+        > 10));
+
+    // The room is full (2 participants): a third join is refused before the upgrade.
+    let tok_c = server.token("misc", "carol", false, true);
+    let full = RoomClient::connect(&server.base, &tok_c, None)
+        .err()
+        .expect("refused");
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert!(full.body.contains("participants per room"), "{}", full.body);
+
+    // A participant changes its own name and metadata.
+    let n = a.inbox.len();
+    b.send(json!({"type": "metadata", "metadata": "{\"hand\":true}", "name": "Bob B."}));
+    let upd = a
+        .wait_from(n, |v| v["type"] == "participantUpdated", T, &mut || {
+            pa.run_for(ms(2));
+            pb.run_for(ms(2));
+        })
+        .expect("alice sees bob's update");
+    assert_eq!(upd["participant"]["name"], "Bob B.");
+    assert_eq!(upd["participant"]["metadata"], "{\"hand\":true}");
+
+    // Unsubscribing from alice's video stops it; her audio continues.
+    b.send(json!({"type": "subscription", "track": a_video, "subscribed": false}));
+    run(&mut [&mut pa, &mut pb], ms(500));
+    let (video_before, audio_before) = (pb.frames_on(b_video), pb.frames_on(b_audio));
+    run(&mut [&mut pa, &mut pb], ms(1000));
+    assert_eq!(
+        pb.frames_on(b_video),
+        video_before,
+        "no video after unsubscribing"
+    );
+    assert!(pb.frames_on(b_audio) > audio_before + 20, "audio continues");
+
+    // Alice's network goes silent: bob is told her connection is lost.
+    let n = b.inbox.len();
+    let lost = b.wait_from(
+        n,
+        |v| {
+            v["type"] == "connectionQuality"
+                && v["updates"].as_array().is_some_and(|u| {
+                    u.iter()
+                        .any(|u| u["sid"] == alice_sid && u["quality"] == "lost")
+                })
+        },
+        Duration::from_secs(15),
+        &mut || pb.run_for(ms(5)),
+    );
+    assert!(lost.is_some(), "quality lost reported: {:?}", &b.inbox[n..]);
+    // She comes back: excellent again, and she never left.
+    let n = b.inbox.len();
+    let back = b.wait_from(
+        n,
+        |v| {
+            v["type"] == "connectionQuality"
+                && v["updates"].as_array().is_some_and(|u| {
+                    u.iter()
+                        .any(|u| u["sid"] == alice_sid && u["quality"] != "lost")
+                })
+        },
+        T,
+        &mut || {
+            pa.run_for(ms(2));
+            pb.run_for(ms(2));
+        },
+    );
+    assert!(back.is_some(), "quality recovers");
+    assert_eq!(b.count("participantLeft"), 0);
+    drop(a);
+}

@@ -816,10 +816,17 @@ mod tests {
         // A capped link going up and down around the middle layer for two minutes.
         for step in 0..1200 {
             t += Duration::from_millis(100);
-            let estimate = if (step / 150) % 2 == 0 { 1_000_000 } else { 200_000 };
+            let estimate = if (step / 150) % 2 == 0 {
+                1_000_000
+            } else {
+                200_000
+            };
             s.update(t, &layers, Some(estimate));
         }
-        assert!(s.upgrade_hold > MIN_UPGRADE_HOLD, "oscillation raised the hold");
+        assert!(
+            s.upgrade_hold > MIN_UPGRADE_HOLD,
+            "oscillation raised the hold"
+        );
         let lifted = t;
         // The cap is lifted: the estimate climbs far above the top layer.
         let mut upgraded_at = None;
@@ -832,13 +839,18 @@ mod tests {
             }
         }
         let after = upgraded_at.expect("reaches the top layer");
-        assert!(after <= Duration::from_secs(12), "top layer after {after:?}");
+        assert!(
+            after <= Duration::from_secs(12),
+            "top layer after {after:?}"
+        );
         // Probing resumes soon after a downgrade, whatever the hold.
         let mut p = LayerSelector::default();
         p.update(t0, &layers, Some(5_000_000));
         p.update(t0 + Duration::from_millis(100), &layers, Some(700_000));
         let soon = t0 + Duration::from_millis(100) + PROBE_SETTLE;
-        assert!(p.probe_target_bps(soon - Duration::from_millis(200), &layers).is_none());
+        assert!(p
+            .probe_target_bps(soon - Duration::from_millis(200), &layers)
+            .is_none());
         assert!(p.probe_target_bps(soon, &layers).is_some());
     }
 
