@@ -513,9 +513,8 @@ impl LayerSelector {
         self.upgrade_ok_since = None;
     }
 
-    /// The bitrate worth probing for: the best layer allowed while a better
-    /// one than the current exists (None at the top, and for
-    /// [`PROBE_SETTLE`] after a downgrade).
+    /// The bitrate worth probing for: the next layer up (None at the top,
+    /// and for [`PROBE_SETTLE`] after a downgrade).
     pub fn probe_target_bps(&self, now: Instant, layers: &[LayerView]) -> Option<u64> {
         if !self.downgraded_before(now, PROBE_SETTLE) {
             return None;
@@ -528,10 +527,11 @@ impl LayerSelector {
             Some(t) => position(layers, t)? + 1,
             None => 0,
         };
-        // Probe for the best layer the subscriber may have, not the next
-        // step: the estimate then grows in one probe instead of several.
+        // The next layer only: probing for the top at once overshoots on a
+        // shaped link (seen in the Chromium scenario: an upgrade to the top
+        // layer under a 400 kbit/s cap).
         (next <= allowed_top)
-            .then(|| layers.get(allowed_top))
+            .then(|| layers.get(next))
             .flatten()
             .map(|l| (l.bitrate_bps as f64 * UPGRADE_MARGIN) as u64 + AUDIO_RESERVE_BPS)
     }
