@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what the end-to-end tests need on Debian (idempotent; needs root):
 #   chromium            the real browser peer (Debian's; playwright downloads nothing)
+#   firefox-esr         the second browser engine (meeting test), driven through
+#   geckodriver         WebDriver, built from crates.io into tests/e2e/.tools
 #   iproute2, iptables  private network namespaces, tc/iptables impairments
 #   playwright-core     drives Chromium (tests/e2e/package.json, pinned + lockfile)
 #   av (PyAV)           FFmpeg 8 with its WHIP muxer, libx264 and libopus in the wheel
@@ -10,10 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 AV_VERSION=18.1.0   # FFmpeg 8.1 inside; has format "whip", libx264, libopus
+GECKODRIVER_VERSION=0.37.1
 
 # --- Debian packages (one apt-get update, only if something is missing) ---
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v firefox-esr >/dev/null 2>&1 || need_apt+=(firefox-esr)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
@@ -41,6 +45,13 @@ if [ "$have_pw" != "$want_pw" ]; then
   fi
 fi
 
+# --- geckodriver (WebDriver for Firefox), pinned, built with cargo ---
+gd=tests/e2e/.tools/bin/geckodriver
+if ! "$gd" --version 2>/dev/null | grep -q "^geckodriver $GECKODRIVER_VERSION"; then
+  echo "cargo: installing geckodriver $GECKODRIVER_VERSION"
+  cargo install --quiet --locked geckodriver --version "$GECKODRIVER_VERSION" --root tests/e2e/.tools
+fi
+
 # --- PyAV with the WHIP muxer and libx264 ---
 av_ok() {
   python3 - "$AV_VERSION" <<'EOF' 2>/dev/null
@@ -58,5 +69,6 @@ if ! av_ok; then
 fi
 
 echo "test dependencies ready: $(chromium --version 2>/dev/null | head -1)," \
+  "$(firefox-esr --version 2>/dev/null | head -1), $("$gd" --version | head -1)," \
   "node $(node --version), playwright-core $want_pw," \
   "PyAV $(python3 -c 'import av; print(av.__version__, "(FFmpeg", av.ffmpeg_version_info + ")")')"
