@@ -1,2 +1,24 @@
-//! Load generator for the SFU. Empty until the load-test issue fills it:
-//! virtual str0m participants, scenarios and the capacity benchmark.
+//! Load generator for the SFU (`sfu-loadtest`): virtual participants built
+//! on str0m that speak the server's real protocols (WHIP, WHEP), send
+//! synthetic media the server cannot tell from an encoder's, and measure
+//! what receivers get (one-way delay, loss, layers) together with the
+//! server's CPU and memory. Also the raw UDP relay baseline that every
+//! figure is compared with.
+//!
+//! Layout: `stamp` and `source` make the media, `receive` measures it
+//! (all sans-IO); `peer` is the str0m shell, `signal` and `session` the
+//! signaling; `run` and the scenario modules drive a whole test;
+//! `report` and `process` turn it into figures.
+
+pub mod broadcast;
+pub mod capacity;
+pub mod peer;
+pub mod process;
+pub mod receive;
+pub mod relay;
+pub mod report;
+pub mod run;
+pub mod session;
+pub mod signal;
+pub mod source;
+pub mod stamp;

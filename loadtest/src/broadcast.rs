@@ -1,0 +1,101 @@
+//! Scenario `broadcast`: one WHIP publisher (audio + video in 1-3
+//! simulcast layers) and N WHEP viewers of its room.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::peer::Media;
+use crate::report::Report;
+use crate::run::{Common, Run};
+use crate::session::{run_session, SessionPlan};
+use crate::source::{default_layers, MediaSource};
+use crate::stamp::VideoCodec;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BroadcastArgs {
+    /// WHEP viewers of the one publisher.
+    #[arg(long, default_value_t = 10)]
+    pub viewers: u64,
+    /// Simulcast layers the publisher sends (1-3: 180p/360p/720p).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub layers: u8,
+    #[arg(long, value_enum, default_value_t = VideoCodec::Vp8)]
+    pub codec: VideoCodec,
+    /// Viewers ask for at most this width (`?maxWidth=` on WHEP).
+    #[arg(long)]
+    pub max_width: Option<u32>,
+}
+
+pub async fn broadcast(common: &Common, args: &BroadcastArgs) -> Result<Report, String> {
+    let target = common.target.clone();
+    let room = common.room.clone();
+    let mut run = Run::start(common, args.viewers + 1).await;
+    let source = MediaSource::new(
+        args.codec,
+        default_layers(usize::from(args.layers)),
+        true,
+        run.clock.0,
+        Instant::now(),
+    );
+    let publisher = tokio::spawn(run_session(
+        target.clone(),
+        SessionPlan {
+            path: format!("/whip/{room}"),
+            token: target.token(&room, "loadtest-publisher", true, false)?,
+            media: Media::Publish(source),
+            bind: common.bind,
+        },
+        run.clock,
+        run.live.clone(),
+        run.cancel.clone(),
+    ));
+    if let Err(e) = run.wait_connected(1, Duration::from_secs(10)).await {
+        let results = run.finish(vec![vec![publisher]]).await;
+        let why = results
+            .first()
+            .and_then(|g| g.first())
+            .and_then(|r| r.error.clone());
+        return Err(format!("publisher: {e} ({})", why.unwrap_or_default()));
+    }
+    let query = args
+        .max_width
+        .map(|w| format!("?maxWidth={w}"))
+        .unwrap_or_default();
+    let (clock, live, cancel) = (run.clock, run.live.clone(), run.cancel.clone());
+    let bind = common.bind;
+    let viewers = run
+        .ramp(args.viewers, |i| {
+            let token = target.token(&room, &format!("loadtest-viewer-{i}"), false, true);
+            let plan = token.map(|token| SessionPlan {
+                path: format!("/whep/{room}{query}"),
+                token,
+                media: Media::Receive {
+                    audio: true,
+                    video: true,
+                },
+                bind,
+            });
+            let (target, live, cancel) = (Arc::clone(&target), live.clone(), cancel.clone());
+            async move {
+                match plan {
+                    Ok(plan) => run_session(target, plan, clock, live, cancel).await,
+                    Err(e) => crate::session::SessionResult::failed(e),
+                }
+            }
+        })
+        .await;
+    run.hold().await;
+    let mut results = run.finish(vec![viewers, vec![publisher]]).await;
+    let viewers = results.remove(0);
+    let mut settings = BTreeMap::new();
+    settings.insert("viewers".into(), args.viewers.to_string());
+    settings.insert("layers".into(), args.layers.to_string());
+    settings.insert("codec".into(), format!("{:?}", args.codec).to_lowercase());
+    if let Some(w) = args.max_width {
+        settings.insert("max_width".into(), w.to_string());
+    }
+    Ok(run
+        .report("broadcast", settings, &viewers, args.viewers)
+        .await)
+}

@@ -1,0 +1,99 @@
+//! CPU time and memory of a process from `/proc/<pid>` (the server's with
+//! `--server-pid`, and the generator's own), and counters scraped from the
+//! server's Prometheus `/metrics`.
+
+use std::time::Duration;
+
+/// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ on every
+/// architecture the kernel supports today).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ProcSample {
+    /// User plus system CPU seconds since the process started.
+    pub cpu_secs: f64,
+    pub rss_bytes: u64,
+    /// Peak resident set size (VmHWM).
+    pub peak_rss_bytes: u64,
+    pub threads: u64,
+}
+
+/// `pid` None: this process.
+pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
+    let dir = pid.map_or_else(|| "/proc/self".to_string(), |p| format!("/proc/{p}"));
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+    Some(ProcSample {
+        cpu_secs: parse_cpu(&stat)?,
+        rss_bytes: status_kib(&status, "VmRSS:")? * 1024,
+        peak_rss_bytes: status_kib(&status, "VmHWM:")? * 1024,
+        threads: status_kib(&status, "Threads:").unwrap_or(0),
+    })
+}
+
+/// utime + stime from a `/proc/<pid>/stat` line (fields 14 and 15; the
+/// command name in field 2 may contain spaces, so count from its `)`).
+fn parse_cpu(stat: &str) -> Option<f64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After ")": field 3 is at index 0, so utime (14) is at 11, stime at 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_SEC)
+}
+
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Sum of one metric over its labels in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut found = false;
+    let sum = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .inspect(|_| found = true)
+        .sum();
+    found.then_some(sum)
+}
+
+/// The server's `/metrics` text.
+pub async fn scrape(http: &reqwest::Client, base: &str) -> Option<String> {
+    let resp = http
+        .get(format!("{base}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    resp.text().await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_and_memory_of_this_process_are_read() {
+        let s = sample(None).expect("/proc/self");
+        assert!(s.rss_bytes > 0 && s.peak_rss_bytes >= s.rss_bytes);
+        assert!(s.threads >= 1);
+    }
+
+    #[test]
+    fn stat_with_spaces_in_the_name_parses() {
+        let stat = "42 (my (odd) proc) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
+        assert_eq!(parse_cpu(stat), Some(3.0));
+    }
+
+    #[test]
+    fn metric_sums_over_labels_and_ignores_prefixes() {
+        let text = "# HELP x\nsfu_packets_sent_total 10\nsfu_packets_sent_total_x 5\nsfu_frames{kind=\"a\"} 2\nsfu_frames{kind=\"b\"} 3\n";
+        assert_eq!(metric_sum(text, "sfu_packets_sent_total"), Some(10.0));
+        assert_eq!(metric_sum(text, "sfu_frames"), Some(5.0));
+        assert_eq!(metric_sum(text, "missing"), None);
+    }
+}

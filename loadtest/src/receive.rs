@@ -1,0 +1,175 @@
+//! What one virtual receiver measured (sans-IO): one-way delay of every
+//! stamped frame, frames lost (gaps in a layer's sequence), bitrate, the
+//! layer it is on. Each peer owns its own; the scenario merges them at the
+//! end, so nothing is shared on the packet path.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::stamp::Stamp;
+
+/// Highest value the histograms hold: 60 s in microseconds.
+const MAX_US: u64 = 60_000_000;
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("constant histogram bounds are valid")
+}
+
+/// Sequence accounting for one incoming stream (one media line).
+#[derive(Debug, Default, Clone)]
+struct StreamCounter {
+    last: Option<(u8, u64)>,
+}
+
+impl StreamCounter {
+    /// Frames lost before this one (0 across a layer switch: the new
+    /// layer's numbering is a different sequence).
+    fn on_frame(&mut self, s: &Stamp) -> u64 {
+        let lost = match self.last {
+            Some((layer, seq)) if layer == s.layer && s.seq > seq => s.seq - seq - 1,
+            Some((layer, seq)) if layer == s.layer && s.seq <= seq => return 0,
+            _ => 0,
+        };
+        self.last = Some((s.layer, s.seq));
+        lost
+    }
+}
+
+/// Media kinds a receiver counts separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Audio,
+    Video,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiveStats {
+    /// One-way delay through the server, µs, of every stamped frame.
+    pub delay_us: Histogram<u64>,
+    /// The same for audio frames only (audio is not paced behind video).
+    pub audio_delay_us: Histogram<u64>,
+    pub frames: HashMap<Kind, u64>,
+    pub frames_lost: HashMap<Kind, u64>,
+    pub bytes: u64,
+    /// Frames without a readable stamp (should stay 0).
+    pub unstamped: u64,
+    /// From the start of signaling to the first frame of each kind.
+    pub first_frame: HashMap<Kind, Duration>,
+    /// Video frames received per layer index.
+    pub layer_frames: [u64; 4],
+    /// The video layer of the last frame.
+    pub current_layer: Option<u8>,
+    streams: HashMap<(Kind, usize), StreamCounter>,
+}
+
+impl Default for ReceiveStats {
+    fn default() -> Self {
+        ReceiveStats {
+            delay_us: histogram(),
+            audio_delay_us: histogram(),
+            frames: HashMap::new(),
+            frames_lost: HashMap::new(),
+            bytes: 0,
+            unstamped: 0,
+            first_frame: HashMap::new(),
+            layer_frames: [0; 4],
+            current_layer: None,
+            streams: HashMap::new(),
+        }
+    }
+}
+
+impl ReceiveStats {
+    /// A frame on `stream` (the media line index), `since_start` after
+    /// signaling began, at generator time `now_us`.
+    pub fn on_frame(
+        &mut self,
+        kind: Kind,
+        stream: usize,
+        len: usize,
+        stamp: Option<Stamp>,
+        since_start: Duration,
+        now_us: u64,
+    ) {
+        self.bytes += len as u64;
+        *self.frames.entry(kind).or_default() += 1;
+        self.first_frame.entry(kind).or_insert(since_start);
+        let Some(s) = stamp else {
+            self.unstamped += 1;
+            return;
+        };
+        let lost = self.streams.entry((kind, stream)).or_default().on_frame(&s);
+        *self.frames_lost.entry(kind).or_default() += lost;
+        let delay = now_us.saturating_sub(s.sent_us).clamp(1, MAX_US);
+        let _ = self.delay_us.record(delay);
+        if kind == Kind::Audio {
+            let _ = self.audio_delay_us.record(delay);
+        }
+        if kind == Kind::Video {
+            self.layer_frames[usize::from(s.layer.min(3))] += 1;
+            self.current_layer = Some(s.layer);
+        }
+    }
+
+    pub fn frames_of(&self, kind: Kind) -> u64 {
+        self.frames.get(&kind).copied().unwrap_or(0)
+    }
+
+    pub fn lost_of(&self, kind: Kind) -> u64 {
+        self.frames_lost.get(&kind).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(layer: u8, seq: u64, sent_us: u64) -> Option<Stamp> {
+        Some(Stamp {
+            layer,
+            seq,
+            sent_us,
+        })
+    }
+
+    #[test]
+    fn gaps_in_a_layer_count_as_loss_and_switches_do_not() {
+        let mut r = ReceiveStats::default();
+        let t = Duration::ZERO;
+        for seq in [0, 1, 2, 5, 6] {
+            r.on_frame(Kind::Video, 1, 100, stamp(2, seq, 0), t, 1000);
+        }
+        assert_eq!(r.lost_of(Kind::Video), 2);
+        // Switch to layer 0 whose numbering is elsewhere: no loss.
+        r.on_frame(Kind::Video, 1, 100, stamp(0, 900, 0), t, 1000);
+        r.on_frame(Kind::Video, 1, 100, stamp(0, 901, 0), t, 1000);
+        // A duplicate or late frame is not a loss either.
+        r.on_frame(Kind::Video, 1, 100, stamp(0, 900, 0), t, 1000);
+        assert_eq!(r.lost_of(Kind::Video), 2);
+        assert_eq!(r.current_layer, Some(0));
+        assert_eq!(r.layer_frames[2], 5);
+        // Audio is counted on its own.
+        r.on_frame(Kind::Audio, 0, 120, stamp(0, 0, 0), t, 1000);
+        r.on_frame(Kind::Audio, 0, 120, stamp(0, 3, 0), t, 1000);
+        assert_eq!(r.lost_of(Kind::Audio), 2);
+    }
+
+    #[test]
+    fn delay_is_receive_time_minus_send_time() {
+        let mut r = ReceiveStats::default();
+        r.on_frame(
+            Kind::Audio,
+            0,
+            120,
+            stamp(0, 0, 10_000),
+            Duration::ZERO,
+            12_500,
+        );
+        assert_eq!(r.delay_us.len(), 1);
+        assert!((2_490..=2_510).contains(&r.delay_us.value_at_quantile(0.5)));
+        r.on_frame(Kind::Audio, 0, 120, None, Duration::ZERO, 0);
+        assert_eq!(r.unstamped, 1);
+    }
+}

@@ -1,0 +1,323 @@
+//! The result of a scenario: merged receiver measurements, the server's
+//! and the generator's resource use, and the quality verdict. Printed as a
+//! table for people or as JSON (`--json`) for machines.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::process::ProcSample;
+use crate::receive::{histogram, Kind};
+use crate::session::SessionResult;
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Quantiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Quantiles {
+    /// Quantiles in ms of a histogram in µs.
+    fn of_us(h: &Histogram<u64>) -> Quantiles {
+        if h.is_empty() {
+            return Quantiles::default();
+        }
+        Quantiles {
+            p50: h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Resource use of a process over the measured window.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResourceUse {
+    pub cpu_secs: f64,
+    /// Average use of one core, percent.
+    pub cpu_pct: f64,
+    pub peak_rss_mb: f64,
+}
+
+impl ResourceUse {
+    pub fn between(before: ProcSample, after: ProcSample, wall_secs: f64) -> ResourceUse {
+        let cpu = (after.cpu_secs - before.cpu_secs).max(0.0);
+        ResourceUse {
+            cpu_secs: cpu,
+            cpu_pct: 100.0 * cpu / wall_secs.max(1e-9),
+            peak_rss_mb: after.peak_rss_bytes as f64 / 1048576.0,
+        }
+    }
+}
+
+/// The server's side of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerFigures {
+    /// From `/proc/<pid>` (`--server-pid`), when given.
+    pub process: Option<ResourceUse>,
+    /// UDP datagrams the server sent and received during the window.
+    pub packets_sent: Option<f64>,
+    pub packets_received: Option<f64>,
+    /// Datagrams sent per CPU-second of the server.
+    pub packets_sent_per_cpu_sec: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub settings: BTreeMap<String, String>,
+    pub wall_secs: f64,
+    pub streams_requested: u64,
+    pub streams_connected: u64,
+    pub streams_failed: u64,
+    /// Signaling start to the first frame (video when the stream has video).
+    pub join_ms: Quantiles,
+    /// HTTP POST to answer.
+    pub signaling_ms: Quantiles,
+    /// Media payload received by all receivers, Mbit/s.
+    pub received_mbps: f64,
+    /// Per receiving stream, kbit/s.
+    pub received_kbps_per_stream: f64,
+    pub frames_received: u64,
+    pub frame_loss_pct: f64,
+    pub audio_loss_pct: f64,
+    pub video_loss_pct: f64,
+    pub one_way_delay_ms: Quantiles,
+    pub audio_delay_ms: Quantiles,
+    /// Receivers per video layer they ended on (0 = lowest).
+    pub layer_distribution: BTreeMap<String, u64>,
+    pub unstamped_frames: u64,
+    pub server: ServerFigures,
+    pub generator: ResourceUse,
+    pub errors: Vec<String>,
+    pub failures: Vec<String>,
+    pub passed: bool,
+}
+
+/// Quality thresholds a run must meet.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub max_loss_pct: f64,
+    pub max_p99_ms: f64,
+    /// Fraction of requested streams that must connect.
+    pub min_connected: f64,
+}
+
+fn pct(lost: u64, received: u64) -> f64 {
+    let total = lost + received;
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * lost as f64 / total as f64
+    }
+}
+
+/// Merge the receivers' results (publishers are not passed in).
+pub fn merge(
+    scenario: &str,
+    settings: BTreeMap<String, String>,
+    receivers: &[SessionResult],
+    requested: u64,
+    wall_secs: f64,
+    window_secs: f64,
+) -> Report {
+    let mut delay = histogram();
+    let mut audio_delay = histogram();
+    let mut join = histogram();
+    let mut signaling = histogram();
+    let (mut bytes, mut frames, mut unstamped) = (0u64, 0u64, 0u64);
+    let (mut a_rx, mut a_lost, mut v_rx, mut v_lost) = (0u64, 0u64, 0u64, 0u64);
+    let mut layers = BTreeMap::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut connected = 0;
+    for r in receivers {
+        if let Some(e) = &r.error {
+            *errors.entry(e.clone()).or_default() += 1;
+        }
+        connected += u64::from(r.connected);
+        let s = &r.stats;
+        let _ = delay.add(&s.delay_us);
+        let _ = audio_delay.add(&s.audio_delay_us);
+        bytes += s.bytes;
+        unstamped += s.unstamped;
+        frames += s.frames_of(Kind::Audio) + s.frames_of(Kind::Video);
+        a_rx += s.frames_of(Kind::Audio);
+        a_lost += s.lost_of(Kind::Audio);
+        v_rx += s.frames_of(Kind::Video);
+        v_lost += s.lost_of(Kind::Video);
+        let first = s
+            .first_frame
+            .get(&Kind::Video)
+            .or(s.first_frame.get(&Kind::Audio));
+        if let Some(t) = first {
+            let _ = join.record((t.as_micros() as u64).max(1));
+        }
+        if let Some(ms) = r.signaling_ms {
+            let _ = signaling.record(((ms * 1000.0) as u64).max(1));
+        }
+        if let Some(l) = s.current_layer {
+            *layers.entry(l.to_string()).or_default() += 1;
+        }
+    }
+    let received_mbps = bytes as f64 * 8.0 / window_secs.max(1e-9) / 1e6;
+    Report {
+        scenario: scenario.into(),
+        settings,
+        wall_secs,
+        streams_requested: requested,
+        streams_connected: connected,
+        streams_failed: requested.saturating_sub(connected),
+        join_ms: Quantiles::of_us(&join),
+        signaling_ms: Quantiles::of_us(&signaling),
+        received_mbps,
+        received_kbps_per_stream: if connected > 0 {
+            received_mbps * 1000.0 / connected as f64
+        } else {
+            0.0
+        },
+        frames_received: frames,
+        frame_loss_pct: pct(a_lost + v_lost, a_rx + v_rx),
+        audio_loss_pct: pct(a_lost, a_rx),
+        video_loss_pct: pct(v_lost, v_rx),
+        one_way_delay_ms: Quantiles::of_us(&delay),
+        audio_delay_ms: Quantiles::of_us(&audio_delay),
+        layer_distribution: layers,
+        unstamped_frames: unstamped,
+        server: ServerFigures::default(),
+        generator: ResourceUse::default(),
+        errors: errors
+            .into_iter()
+            .take(5)
+            .map(|(e, n)| format!("{n}x {e}"))
+            .collect(),
+        failures: vec![],
+        passed: false,
+    }
+}
+
+impl Report {
+    /// Check the thresholds; sets `failures` and `passed`.
+    pub fn judge(&mut self, t: Thresholds) {
+        let mut f = vec![];
+        let need = (self.streams_requested as f64 * t.min_connected).ceil() as u64;
+        if self.streams_connected < need {
+            f.push(format!(
+                "{} of {} streams connected (need {need})",
+                self.streams_connected, self.streams_requested
+            ));
+        }
+        if self.frame_loss_pct > t.max_loss_pct {
+            f.push(format!(
+                "frame loss {:.3}% > {}%",
+                self.frame_loss_pct, t.max_loss_pct
+            ));
+        }
+        if self.one_way_delay_ms.p99 > t.max_p99_ms {
+            f.push(format!(
+                "p99 one-way delay {:.1} ms > {} ms",
+                self.one_way_delay_ms.p99, t.max_p99_ms
+            ));
+        }
+        if self.frames_received == 0 {
+            f.push("no frames received".into());
+        }
+        self.passed = f.is_empty();
+        self.failures = f;
+    }
+
+    pub fn table(&self) -> String {
+        let q = |q: &Quantiles| format!("{:.1} / {:.1} / {:.1}", q.p50, q.p99, q.max);
+        let mut rows: Vec<(String, String)> = vec![
+            ("scenario".into(), self.scenario.clone()),
+            (
+                "settings".into(),
+                self.settings
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            (
+                "streams requested / connected".into(),
+                format!("{} / {}", self.streams_requested, self.streams_connected),
+            ),
+            ("join ms p50 / p99 / max".into(), q(&self.join_ms)),
+            ("signaling ms p50 / p99 / max".into(), q(&self.signaling_ms)),
+            (
+                "received Mbit/s (per stream kbit/s)".into(),
+                format!(
+                    "{:.1} ({:.0})",
+                    self.received_mbps, self.received_kbps_per_stream
+                ),
+            ),
+            (
+                "frame loss % (audio / video)".into(),
+                format!(
+                    "{:.3} ({:.3} / {:.3})",
+                    self.frame_loss_pct, self.audio_loss_pct, self.video_loss_pct
+                ),
+            ),
+            (
+                "one-way delay ms p50 / p99 / max".into(),
+                q(&self.one_way_delay_ms),
+            ),
+            ("  audio only".into(), q(&self.audio_delay_ms)),
+            (
+                "layers (receivers per layer)".into(),
+                self.layer_distribution
+                    .iter()
+                    .map(|(k, v)| format!("L{k}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        ];
+        if let Some(p) = &self.server.process {
+            rows.push((
+                "server CPU s (% of a core), peak RSS MB".into(),
+                format!(
+                    "{:.1} ({:.0}%), {:.1}",
+                    p.cpu_secs, p.cpu_pct, p.peak_rss_mb
+                ),
+            ));
+        }
+        if let (Some(s), Some(r)) = (self.server.packets_sent, self.server.packets_received) {
+            rows.push((
+                "server packets sent / received".into(),
+                format!("{s:.0} / {r:.0}"),
+            ));
+        }
+        if let Some(p) = self.server.packets_sent_per_cpu_sec {
+            rows.push(("server packets sent per CPU-s".into(), format!("{p:.0}")));
+        }
+        rows.push((
+            "generator CPU s (% of a core)".into(),
+            format!(
+                "{:.1} ({:.0}%)",
+                self.generator.cpu_secs, self.generator.cpu_pct
+            ),
+        ));
+        if self.unstamped_frames > 0 {
+            rows.push((
+                "frames without a stamp".into(),
+                self.unstamped_frames.to_string(),
+            ));
+        }
+        for e in &self.errors {
+            rows.push(("error".into(), e.clone()));
+        }
+        rows.push((
+            "verdict".into(),
+            if self.passed {
+                "PASS".into()
+            } else {
+                format!("FAIL: {}", self.failures.join("; "))
+            },
+        ));
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+            .collect()
+    }
+}

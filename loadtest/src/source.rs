@@ -1,0 +1,276 @@
+//! A synthetic publisher's media schedule (sans-IO: time is passed in).
+//! Video per simulcast layer at its frame rate and bitrate, keyframes at
+//! start, every few seconds and on request; Opus audio every 20 ms. It says
+//! what to send when; the peer writes it to str0m.
+
+use std::time::{Duration, Instant};
+
+use crate::stamp::{audio_frame, video_frame, Stamp, VideoCodec};
+
+/// One simulcast layer as libwebrtc sends it by default.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LayerSpec {
+    pub rid: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub kbps: u32,
+    pub fps: u32,
+}
+
+/// libwebrtc's default three layers for a 720p camera, lowest first.
+pub fn default_layers(count: usize) -> Vec<LayerSpec> {
+    let all = [
+        LayerSpec {
+            rid: "q",
+            width: 320,
+            height: 180,
+            kbps: 150,
+            fps: 30,
+        },
+        LayerSpec {
+            rid: "h",
+            width: 640,
+            height: 360,
+            kbps: 500,
+            fps: 30,
+        },
+        LayerSpec {
+            rid: "f",
+            width: 1280,
+            height: 720,
+            kbps: 2500,
+            fps: 30,
+        },
+    ];
+    all[..count.clamp(1, 3)].to_vec()
+}
+
+/// A keyframe is this many times the size of a delta frame.
+const KEYFRAME_FACTOR: usize = 5;
+/// Periodic keyframe interval (a typical encoder GOP for RTC).
+pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(3);
+const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+/// Opus at ~48 kbit/s: 120-byte payloads.
+const AUDIO_BYTES: usize = 120;
+
+/// One frame due for sending.
+#[derive(Debug)]
+pub struct DueFrame {
+    /// `None` for audio; the layer's rid for simulcast video (`Some("")`
+    /// when the publisher sends a single layer without rids).
+    pub rid: Option<&'static str>,
+    pub keyframe: bool,
+    /// Media time in the stream's clock (90 kHz video, 48 kHz audio).
+    pub rtp_time: u64,
+    pub data: Vec<u8>,
+}
+
+struct LayerState {
+    spec: LayerSpec,
+    index: u8,
+    seq: u64,
+    next: Instant,
+    last_key: Option<Instant>,
+    key_wanted: bool,
+}
+
+pub struct MediaSource {
+    codec: VideoCodec,
+    layers: Vec<LayerState>,
+    simulcast: bool,
+    audio: Option<(u64, Instant)>,
+    origin: Instant,
+    started: Instant,
+}
+
+impl MediaSource {
+    /// `layers` empty: audio only. More than one layer: simulcast with rids.
+    pub fn new(
+        codec: VideoCodec,
+        layers: Vec<LayerSpec>,
+        audio: bool,
+        origin: Instant,
+        now: Instant,
+    ) -> MediaSource {
+        let simulcast = layers.len() > 1;
+        MediaSource {
+            codec,
+            layers: layers
+                .into_iter()
+                .enumerate()
+                .map(|(i, spec)| LayerState {
+                    spec,
+                    index: i as u8,
+                    seq: 0,
+                    next: now,
+                    last_key: None,
+                    key_wanted: true,
+                })
+                .collect(),
+            simulcast,
+            audio: audio.then_some((0, now)),
+            origin,
+            started: now,
+        }
+    }
+
+    pub fn codec(&self) -> VideoCodec {
+        self.codec
+    }
+
+    pub fn has_video(&self) -> bool {
+        !self.layers.is_empty()
+    }
+
+    pub fn is_simulcast(&self) -> bool {
+        self.simulcast
+    }
+
+    pub fn rids(&self) -> Vec<&'static str> {
+        self.layers.iter().map(|l| l.spec.rid).collect()
+    }
+
+    /// A receiver asked for a keyframe (`rid` None: every layer).
+    pub fn request_keyframe(&mut self, rid: Option<&str>) {
+        for l in &mut self.layers {
+            if rid.is_none() || rid == Some(l.spec.rid) || !self.simulcast {
+                l.key_wanted = true;
+            }
+        }
+    }
+
+    /// When the next frame is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        let video = self.layers.iter().map(|l| l.next);
+        let audio = self.audio.map(|(_, t)| t);
+        video.chain(audio).min()
+    }
+
+    fn stamp(&self, layer: u8, seq: u64, now: Instant) -> Stamp {
+        Stamp {
+            layer,
+            seq,
+            sent_us: now.saturating_duration_since(self.origin).as_micros() as u64,
+        }
+    }
+
+    /// Every frame due at `now`.
+    pub fn poll(&mut self, now: Instant) -> Vec<DueFrame> {
+        let mut out = vec![];
+        if let Some((n, next)) = self.audio {
+            if now >= next {
+                let stamp = self.stamp(0, n, now);
+                out.push(DueFrame {
+                    rid: None,
+                    keyframe: false,
+                    rtp_time: n * 960,
+                    data: audio_frame(AUDIO_BYTES, stamp),
+                });
+                // Keep the cadence; skip ahead rather than burst after a stall.
+                let next = (next + AUDIO_INTERVAL).max(now);
+                self.audio = Some((n + 1, next));
+            }
+        }
+        for i in 0..self.layers.len() {
+            let l = &self.layers[i];
+            if now < l.next {
+                continue;
+            }
+            let periodic = l
+                .last_key
+                .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL);
+            let keyframe = l.key_wanted || periodic;
+            let delta_bytes =
+                (l.spec.kbps as usize * 1000 / 8 / l.spec.fps.max(1) as usize).max(40);
+            let len = if keyframe {
+                delta_bytes * KEYFRAME_FACTOR
+            } else {
+                delta_bytes
+            };
+            let interval = Duration::from_secs(1) / l.spec.fps.max(1);
+            let elapsed = now.saturating_duration_since(self.started);
+            let rtp_time = (elapsed.as_micros() as u64 * 9 / 100) + 90_000;
+            let stamp = self.stamp(l.index, l.seq, now);
+            let data = video_frame(
+                self.codec,
+                keyframe,
+                l.spec.width,
+                l.spec.height,
+                len,
+                stamp,
+            );
+            let rid = Some(if self.simulcast { l.spec.rid } else { "" });
+            out.push(DueFrame {
+                rid,
+                keyframe,
+                rtp_time,
+                data,
+            });
+            let l = &mut self.layers[i];
+            l.seq += 1;
+            l.next = (l.next + interval).max(now);
+            if keyframe {
+                l.key_wanted = false;
+                l.last_key = Some(now);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stamp::video_stamp;
+
+    #[test]
+    fn layers_are_sent_at_their_bitrates_with_periodic_keyframes() {
+        let t0 = Instant::now();
+        let mut src = MediaSource::new(VideoCodec::Vp8, default_layers(3), true, t0, t0);
+        let mut bytes = [0usize; 3];
+        let mut keys = [0usize; 3];
+        let mut audio = 0;
+        let mut now = t0;
+        let end = t0 + Duration::from_secs(9);
+        while now < end {
+            for f in src.poll(now) {
+                match f.rid {
+                    None => audio += 1,
+                    Some(rid) => {
+                        let i = ["q", "h", "f"].iter().position(|r| *r == rid).unwrap_or(9);
+                        bytes[i] += f.data.len();
+                        keys[i] += usize::from(f.keyframe);
+                    }
+                }
+            }
+            now += Duration::from_millis(1);
+        }
+        assert!((449..=451).contains(&audio), "50 audio frames/s: {audio}");
+        for (i, spec) in default_layers(3).iter().enumerate() {
+            let kbps = bytes[i] as f64 * 8.0 / 9.0 / 1000.0;
+            // Nominal rate plus keyframe overhead (one 5x frame every 3 s).
+            assert!(
+                kbps > spec.kbps as f64 * 0.95 && kbps < spec.kbps as f64 * 1.3,
+                "{kbps}"
+            );
+            assert_eq!(keys[i], 3, "keyframes at 0, 3 and 6 s");
+        }
+    }
+
+    #[test]
+    fn a_keyframe_request_is_served_on_the_next_frame_of_that_layer_only() {
+        let t0 = Instant::now();
+        let mut src = MediaSource::new(VideoCodec::Vp8, default_layers(2), false, t0, t0);
+        let _ = src.poll(t0);
+        src.request_keyframe(Some("h"));
+        let frames = src.poll(t0 + Duration::from_millis(34));
+        let key: Vec<_> = frames.iter().map(|f| (f.rid, f.keyframe)).collect();
+        assert_eq!(key, vec![(Some("q"), false), (Some("h"), true)]);
+        let seqs: Vec<_> = frames
+            .iter()
+            .filter_map(|f| video_stamp(VideoCodec::Vp8, &f.data))
+            .map(|s| (s.layer, s.seq))
+            .collect();
+        assert_eq!(seqs, vec![(0, 1), (1, 1)]);
+    }
+}

@@ -1,0 +1,194 @@
+//! The measurement stamp every synthetic frame carries, and the frames
+//! that carry it: VP8 and H.264 bitstreams with real keyframe structure
+//! (a VP8 keyframe header with its picture size; H.264 SPS/PPS/IDR) and an
+//! Opus-sized audio payload. The stamp (stream layer, sequence number,
+//! send time) lets the receiver measure one-way delay through the server
+//! and count lost frames exactly. It is written with the high bit of every
+//! byte set, so it never forms an H.264 start code.
+
+/// What a receiver learns from one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Index of the simulcast layer (0 = lowest); 0 for audio.
+    pub layer: u8,
+    /// Frame number within (stream, layer), from 0.
+    pub seq: u64,
+    /// Send time in microseconds since the generator's clock origin.
+    pub sent_us: u64,
+}
+
+const MAGIC: [u8; 2] = [0xDA, 0xB5];
+/// Bytes of an encoded stamp: magic, layer, 2 × u64 in 7-bit groups.
+pub const STAMP_LEN: usize = 2 + 1 + 10 + 10;
+
+fn put_u64(out: &mut Vec<u8>, mut v: u64) {
+    for _ in 0..10 {
+        out.push(0x80 | (v & 0x7f) as u8);
+        v >>= 7;
+    }
+}
+
+fn get_u64(b: &[u8]) -> u64 {
+    b.iter()
+        .take(10)
+        .rev()
+        .fold(0u64, |acc, byte| (acc << 7) | u64::from(byte & 0x7f))
+}
+
+impl Stamp {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&MAGIC);
+        out.push(0x80 | (self.layer & 0x7f));
+        put_u64(out, self.seq);
+        put_u64(out, self.sent_us);
+    }
+
+    /// The stamp at `offset` in `data`, if one is there.
+    pub fn decode_at(data: &[u8], offset: usize) -> Option<Stamp> {
+        let b = data.get(offset..offset + STAMP_LEN)?;
+        if b[..2] != MAGIC || b[2..].iter().any(|x| x & 0x80 == 0) {
+            return None;
+        }
+        Some(Stamp {
+            layer: b[2] & 0x7f,
+            seq: get_u64(&b[3..13]),
+            sent_us: get_u64(&b[13..23]),
+        })
+    }
+}
+
+/// Video codecs the generator can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    Vp8,
+    H264,
+}
+
+const VP8_KEY_HEADER: usize = 10;
+const VP8_DELTA_HEADER: usize = 3;
+/// Where the stamp sits in an H.264 access unit: after the slice NAL header.
+const H264_KEY_PREFIX: &[u8] = &[
+    0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x1e, 0xd0, // SPS
+    0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80, // PPS
+    0, 0, 0, 1, 0x65, 0x88, 0x84, // IDR slice
+];
+const H264_DELTA_PREFIX: &[u8] = &[0, 0, 0, 1, 0x41, 0x9a, 0x02];
+
+/// A video frame of about `len` bytes carrying `stamp`.
+pub fn video_frame(
+    codec: VideoCodec,
+    keyframe: bool,
+    width: u32,
+    height: u32,
+    len: usize,
+    stamp: Stamp,
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len.max(64));
+    match codec {
+        VideoCodec::Vp8 if keyframe => {
+            // Frame tag (key, version 0, show_frame, partition size), start code, size.
+            let w = (width.min(0x3fff) as u16).to_le_bytes();
+            let h = (height.min(0x3fff) as u16).to_le_bytes();
+            f.extend_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, w[0], w[1], h[0], h[1]]);
+        }
+        VideoCodec::Vp8 => f.extend_from_slice(&[0x11, 0x02, 0x00]),
+        VideoCodec::H264 if keyframe => f.extend_from_slice(H264_KEY_PREFIX),
+        VideoCodec::H264 => f.extend_from_slice(H264_DELTA_PREFIX),
+    }
+    stamp.encode(&mut f);
+    // Filler with the high bit set: no start-code emulation in H.264.
+    let seed = stamp.seq as u8;
+    while f.len() < len {
+        f.push(0x80 | (f.len() as u8 ^ seed));
+    }
+    f
+}
+
+/// The stamp in a received video frame (the depacketized bitstream).
+pub fn video_stamp(codec: VideoCodec, frame: &[u8]) -> Option<Stamp> {
+    match codec {
+        VideoCodec::Vp8 => {
+            let keyframe = frame.first()? & 1 == 0;
+            let at = if keyframe {
+                VP8_KEY_HEADER
+            } else {
+                VP8_DELTA_HEADER
+            };
+            Stamp::decode_at(frame, at)
+        }
+        VideoCodec::H264 => {
+            // Depacketizers may rewrite start codes (3 or 4 bytes): find the magic.
+            let pos = frame.windows(2).position(|w| w == MAGIC)?;
+            Stamp::decode_at(frame, pos)
+        }
+    }
+}
+
+/// An Opus-sized audio payload (`len` bytes) carrying `stamp`.
+pub fn audio_frame(len: usize, stamp: Stamp) -> Vec<u8> {
+    // TOC byte: SILK-only 20 ms mono, one frame; the rest is opaque to the SFU.
+    let mut f = Vec::with_capacity(len.max(STAMP_LEN + 1));
+    f.push(0x0c);
+    stamp.encode(&mut f);
+    while f.len() < len {
+        f.push(0x80 | f.len() as u8);
+    }
+    f
+}
+
+pub fn audio_stamp(frame: &[u8]) -> Option<Stamp> {
+    Stamp::decode_at(frame, 1)
+}
+
+/// Picture width of a VP8 keyframe (what a decoder would report).
+pub fn vp8_width(frame: &[u8]) -> Option<u32> {
+    (frame.len() >= VP8_KEY_HEADER && frame[0] & 1 == 0 && frame[3..6] == [0x9d, 0x01, 0x2a])
+        .then(|| u32::from(u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Stamp = Stamp {
+        layer: 2,
+        seq: 123_456_789,
+        sent_us: 9_876_543_210_123,
+    };
+
+    #[test]
+    fn stamp_round_trips_in_every_frame_kind() {
+        for codec in [VideoCodec::Vp8, VideoCodec::H264] {
+            for key in [true, false] {
+                let f = video_frame(codec, key, 1280, 720, 1000, S);
+                assert_eq!(f.len(), 1000);
+                assert_eq!(video_stamp(codec, &f), Some(S), "{codec:?} key={key}");
+            }
+        }
+        assert_eq!(audio_stamp(&audio_frame(120, S)), Some(S));
+    }
+
+    #[test]
+    fn vp8_keyframe_carries_its_picture_size() {
+        let f = video_frame(VideoCodec::Vp8, true, 640, 360, 500, S);
+        assert_eq!(vp8_width(&f), Some(640));
+        let d = video_frame(VideoCodec::Vp8, false, 640, 360, 500, S);
+        assert_eq!(vp8_width(&d), None);
+    }
+
+    #[test]
+    fn h264_frames_have_no_start_code_after_the_prefix() {
+        let f = video_frame(VideoCodec::H264, true, 0, 0, 4000, S);
+        let body = &f[H264_KEY_PREFIX.len()..];
+        assert!(!body.windows(3).any(|w| w == [0, 0, 1]));
+    }
+
+    #[test]
+    fn a_damaged_stamp_is_not_read() {
+        let mut f = audio_frame(60, S);
+        f[5] &= 0x7f;
+        assert_eq!(audio_stamp(&f), None);
+        assert_eq!(audio_stamp(&[0x0c, 0xDA]), None);
+    }
+}

@@ -1,0 +1,140 @@
+//! The load generator against the real server (in-process, loopback): a
+//! small broadcast connects every viewer, delivers stamped audio and video
+//! without loss, and reports the server's packets from `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loadtest::broadcast::{broadcast, BroadcastArgs};
+use loadtest::report::Thresholds;
+use loadtest::run::Common;
+use loadtest::signal::Target;
+use loadtest::stamp::VideoCodec;
+use sfu::config::{Config, ConfigArgs};
+use tokio_util::sync::CancellationToken;
+
+async fn start_server() -> (String, CancellationToken) {
+    let args = ConfigArgs {
+        http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        workers: Some(2),
+        ..Default::default()
+    };
+    let config = Config::resolve(args, ConfigArgs::default()).expect("config");
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = sfu::run(config, token, |s| {
+            let _ = tx.send(s.http_addr);
+        })
+        .await;
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("server starts")
+        .expect("address");
+    (format!("http://{addr}"), shutdown)
+}
+
+fn common(base: &str, room: &str) -> Common {
+    Common {
+        target: Arc::new(Target::new(base, "devkey", "secret").expect("client")),
+        room: room.into(),
+        duration: Duration::from_secs(3),
+        ramp: Duration::from_millis(300),
+        bind: "127.0.0.1".parse().expect("ip"),
+        server_pid: Some(std::process::id()),
+        thresholds: Thresholds {
+            max_loss_pct: 1.0,
+            max_p99_ms: 10_000.0,
+            min_connected: 1.0,
+        },
+        quiet: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_broadcast_reaches_every_viewer_and_is_measured() {
+    let (base, shutdown) = start_server().await;
+    let args = BroadcastArgs {
+        viewers: 3,
+        layers: 3,
+        codec: VideoCodec::Vp8,
+        max_width: None,
+    };
+    let report = broadcast(&common(&base, "lt"), &args).await.expect("runs");
+    assert_eq!(report.streams_connected, 3, "{}", report.table());
+    assert!(report.passed, "{}", report.table());
+    assert_eq!(report.unstamped_frames, 0);
+    // ~3.3 s of 50 audio frames/s and 30 video frames/s per viewer.
+    assert!(report.frames_received > 3 * 150, "{}", report.table());
+    assert!(report.one_way_delay_ms.p50 > 0.0);
+    assert_eq!(report.layer_distribution.values().sum::<u64>(), 3);
+    assert!(report.server.packets_sent.unwrap_or(0.0) > 0.0);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_asking_for_640_wide_get_the_middle_layer() {
+    let (base, shutdown) = start_server().await;
+    let args = BroadcastArgs {
+        viewers: 2,
+        layers: 3,
+        codec: VideoCodec::Vp8,
+        max_width: Some(640),
+    };
+    let report = broadcast(&common(&base, "lt640"), &args)
+        .await
+        .expect("runs");
+    assert_eq!(report.streams_connected, 2, "{}", report.table());
+    // Both end on layer 1 (640x360), none above.
+    assert_eq!(
+        report.layer_distribution.get("1"),
+        Some(&2),
+        "{}",
+        report.table()
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_frames_arrive_stamped_and_whole() {
+    let (base, shutdown) = start_server().await;
+    let args = BroadcastArgs {
+        viewers: 2,
+        layers: 1,
+        codec: VideoCodec::H264,
+        max_width: None,
+    };
+    let report = broadcast(&common(&base, "lt264"), &args)
+        .await
+        .expect("runs");
+    assert!(report.passed, "{}", report.table());
+    assert_eq!(report.unstamped_frames, 0, "{}", report.table());
+    assert_eq!(
+        report.layer_distribution.get("0"),
+        Some(&2),
+        "{}",
+        report.table()
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publisher_is_an_error_not_a_hang() {
+    let (base, shutdown) = start_server().await;
+    let mut c = common(&base, "lt-bad");
+    c.target = Arc::new(Target::new(&base, "devkey", "wrong-secret").expect("client"));
+    let args = BroadcastArgs {
+        viewers: 1,
+        layers: 1,
+        codec: VideoCodec::H264,
+        max_width: None,
+    };
+    let err = broadcast(&c, &args)
+        .await
+        .expect_err("bad token is refused");
+    assert!(err.contains("401"), "{err}");
+    shutdown.cancel();
+}
