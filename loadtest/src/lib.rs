@@ -12,11 +12,13 @@
 
 pub mod broadcast;
 pub mod capacity;
+pub mod meeting;
 pub mod peer;
 pub mod process;
 pub mod receive;
 pub mod relay;
 pub mod report;
+pub mod room;
 pub mod run;
 pub mod session;
 pub mod signal;

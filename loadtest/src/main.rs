@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use loadtest::broadcast::{broadcast, BroadcastArgs};
 use loadtest::capacity::{capacity, CapacityArgs};
+use loadtest::meeting::{audio_room, conference, AudioRoomArgs, ConferenceArgs};
 use loadtest::relay::{relay_baseline, RelayArgs};
 use loadtest::report::Thresholds;
 use loadtest::run::Common;
@@ -75,6 +76,20 @@ enum Command {
         #[command(flatten)]
         args: BroadcastArgs,
     },
+    /// N participants, all-to-all over the room protocol.
+    Conference {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        args: ConferenceArgs,
+    },
+    /// N speakers (audio) and M listeners in one room.
+    AudioRoom {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        args: AudioRoomArgs,
+    },
     /// Step the broadcast up until a threshold breaks.
     Capacity {
         #[command(flatten)]
@@ -122,17 +137,32 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), String> {
     Ok(())
 }
 
+/// Run one scenario and print its report.
+fn scenario<F, Fut>(c: &CommonArgs, f: F) -> Result<bool, String>
+where
+    F: FnOnce(Common) -> Fut,
+    Fut: std::future::Future<Output = Result<loadtest::report::Report, String>>,
+{
+    let rt = runtime(c.threads).map_err(|e| e.to_string())?;
+    let report = rt.block_on(f(common(c)?))?;
+    if c.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(report.passed)
+}
+
 fn run(cli: Cli) -> Result<bool, String> {
     match cli.command {
         Command::Broadcast { common: c, args } => {
-            let rt = runtime(c.threads).map_err(|e| e.to_string())?;
-            let report = rt.block_on(broadcast(&common(&c)?, &args))?;
-            if c.json {
-                print_json(&report)?;
-            } else {
-                print!("{}", report.table());
-            }
-            Ok(report.passed)
+            scenario(&c, |common| async move { broadcast(&common, &args).await })
+        }
+        Command::Conference { common: c, args } => {
+            scenario(&c, |common| async move { conference(&common, &args).await })
+        }
+        Command::AudioRoom { common: c, args } => {
+            scenario(&c, |common| async move { audio_room(&common, &args).await })
         }
         Command::Capacity { common: c, args } => {
             let rt = runtime(c.threads).map_err(|e| e.to_string())?;

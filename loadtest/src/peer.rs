@@ -64,6 +64,15 @@ pub enum Media {
 
 /// Make the offer for `media` on a fresh socket bound to `bind`.
 pub async fn offer(bind: std::net::IpAddr, media: &Media) -> std::io::Result<Offered> {
+    offer_with(bind, media, &[]).await
+}
+
+/// The offer for `media` plus one recvonly line per entry of `receive`.
+pub async fn offer_with(
+    bind: std::net::IpAddr,
+    media: &Media,
+    receive: &[MediaKind],
+) -> std::io::Result<Offered> {
     let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).await?;
     let local = socket.local_addr()?;
     let started = Instant::now();
@@ -98,6 +107,9 @@ pub async fn offer(bind: std::net::IpAddr, media: &Media) -> std::io::Result<Off
             }
         }
     }
+    for kind in receive {
+        add(&mut api, *kind, Direction::RecvOnly, None);
+    }
     let (offer, pending) = api
         .apply()
         .ok_or_else(|| std::io::Error::other("nothing to offer"))?;
@@ -117,6 +129,11 @@ impl Offered {
         self.started
     }
 
+    /// The offer's media lines in order.
+    pub fn mids(&self) -> &[(Mid, MediaKind)] {
+        &self.mids
+    }
+
     /// Apply the server's answer; the peer is then ready to run.
     pub fn accept(mut self, answer_sdp: &str, media: Media) -> Result<Peer, String> {
         let answer = SdpAnswer::from_sdp_string(answer_sdp).map_err(|e| format!("answer: {e}"))?;
@@ -133,6 +150,7 @@ impl Offered {
             stats: ReceiveStats::default(),
             connected: false,
             mids: self.mids,
+            pending: None,
         })
     }
 }
@@ -147,6 +165,18 @@ pub struct Peer {
     pub connected: bool,
     /// Media lines in the order they were added.
     mids: Vec<(Mid, MediaKind)>,
+    /// A re-offer waiting for its answer.
+    pending: Option<SdpPendingOffer>,
+}
+
+/// How one turn of the peer's loop ended.
+pub enum Turn<T> {
+    /// Socket input or a timer was handled; go on.
+    Io,
+    /// The extra future completed.
+    Extra(T),
+    /// The connection is dead.
+    Dead,
 }
 
 /// Most datagrams taken from the socket per wake-up before polling output.
@@ -156,41 +186,84 @@ impl Peer {
     /// Run until `cancel`, then close the connection. Returns what it measured.
     pub async fn run(mut self, clock: Clock, live: Arc<Live>, cancel: CancellationToken) -> Peer {
         let mut buf = vec![0u8; 2048];
-        loop {
-            let now = Instant::now();
-            self.write_due(now);
-            let timeout = match self.drain_output(clock, &live).await {
-                Some(t) => t,
-                None => break,
-            };
-            let next_media = match &self.media {
-                Media::Publish(src) if self.connected => src.next_due(),
-                _ => None,
-            };
-            let wake = next_media.map_or(timeout, |m| m.min(timeout));
-            let wake = wake.max(now + Duration::from_micros(200));
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                r = self.socket.recv_from(&mut buf) => {
-                    if let Ok((n, source)) = r {
-                        self.receive(&buf[..n], source);
-                        // Batch: everything already queued, without waiting.
-                        for _ in 0..RECV_BATCH {
-                            match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, source)) => self.receive(&buf[..n], source),
-                                Err(_) => break,
-                            }
+        // Until cancelled (Extra) or the connection dies.
+        while let Turn::Io = self.turn(&mut buf, clock, &live, cancel.cancelled()).await {}
+        self.close(clock, &live).await;
+        self
+    }
+
+    /// Close the connection and send what that produces.
+    pub async fn close(&mut self, clock: Clock, live: &Live) {
+        self.rtc.disconnect();
+        let _ = self.drain_output(clock, live).await;
+    }
+
+    /// One turn: write due media, send output, then wait for a datagram
+    /// (and take all that are queued), a timer, or `extra`.
+    pub async fn turn<T>(
+        &mut self,
+        buf: &mut [u8],
+        clock: Clock,
+        live: &Live,
+        extra: impl std::future::Future<Output = T>,
+    ) -> Turn<T> {
+        let now = Instant::now();
+        self.write_due(now);
+        let Some(timeout) = self.drain_output(clock, live).await else {
+            return Turn::Dead;
+        };
+        let next_media = match &self.media {
+            Media::Publish(src) if self.connected => src.next_due(),
+            _ => None,
+        };
+        let wake = next_media.map_or(timeout, |m| m.min(timeout));
+        let wake = wake.max(now + Duration::from_micros(200));
+        tokio::select! {
+            t = extra => Turn::Extra(t),
+            r = self.socket.recv_from(buf) => {
+                if let Ok((n, source)) = r {
+                    self.receive(&buf[..n], source);
+                    // Batch: everything already queued, without waiting.
+                    for _ in 0..RECV_BATCH {
+                        match self.socket.try_recv_from(buf) {
+                            Ok((n, source)) => self.receive(&buf[..n], source),
+                            Err(_) => break,
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
-                }
+                Turn::Io
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+                Turn::Io
             }
         }
-        self.rtc.disconnect();
-        let _ = self.drain_output(clock, &live).await;
-        self
+    }
+
+    /// Re-offer with one new recvonly line per entry of `add`; returns the
+    /// offer and the new lines' mids. The answer goes to `accept_answer`.
+    pub fn reoffer(&mut self, add: &[MediaKind]) -> Result<(String, Vec<Mid>), String> {
+        let mut api = self.rtc.sdp_api();
+        let new: Vec<(Mid, MediaKind)> = add
+            .iter()
+            .map(|k| (api.add_media(*k, Direction::RecvOnly, None, None, None), *k))
+            .collect();
+        let (offer, pending) = api.apply().ok_or("nothing to re-offer")?;
+        self.pending = Some(pending);
+        self.mids.extend(new.iter().copied());
+        Ok((
+            offer.to_sdp_string(),
+            new.into_iter().map(|(m, _)| m).collect(),
+        ))
+    }
+
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
+        let pending = self.pending.take().ok_or("an answer without an offer")?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("answer: {e}"))?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| format!("answer: {e}"))
     }
 
     fn receive(&mut self, data: &[u8], source: SocketAddr) {

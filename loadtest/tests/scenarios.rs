@@ -1,12 +1,13 @@
-//! The load generator against the real server (in-process, loopback): a
-//! small broadcast connects every viewer, delivers stamped audio and video
-//! without loss, and reports the server's packets from `/metrics`.
+//! The load generator against the real server (in-process, loopback):
+//! small runs of every scenario connect every participant, deliver stamped
+//! audio and video without loss, and report the server's packets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use loadtest::broadcast::{broadcast, BroadcastArgs};
+use loadtest::meeting::{audio_room, conference, AudioRoomArgs, ConferenceArgs};
 use loadtest::report::Thresholds;
 use loadtest::run::Common;
 use loadtest::signal::Target;
@@ -136,5 +137,50 @@ async fn a_refused_publisher_is_an_error_not_a_hang() {
         .await
         .expect_err("bad token is refused");
     assert!(err.contains("401"), "{err}");
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conference_is_all_to_all() {
+    let (base, shutdown) = start_server().await;
+    let args = ConferenceArgs {
+        participants: 3,
+        layers: 2,
+    };
+    let report = conference(&common(&base, "conf"), &args)
+        .await
+        .expect("runs");
+    assert_eq!(report.streams_connected, 3, "{}", report.table());
+    assert!(report.passed, "{}", report.table());
+    // Each participant receives the other two's video: three receivers on a layer.
+    assert_eq!(
+        report.layer_distribution.values().sum::<u64>(),
+        3,
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.unstamped_frames, 0);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_room_reaches_speakers_and_listeners() {
+    let (base, shutdown) = start_server().await;
+    let args = AudioRoomArgs {
+        speakers: 2,
+        listeners: 4,
+    };
+    let report = audio_room(&common(&base, "audio"), &args)
+        .await
+        .expect("runs");
+    assert_eq!(report.streams_connected, 6, "{}", report.table());
+    assert!(report.passed, "{}", report.table());
+    // ~3 s at 50 frames/s: speakers hear 1 other, listeners hear 2.
+    assert!(
+        report.frames_received > (2 + 4 * 2) * 100,
+        "{}",
+        report.table()
+    );
+    assert!(report.layer_distribution.is_empty());
     shutdown.cancel();
 }

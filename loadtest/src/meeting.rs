@@ -1,0 +1,137 @@
+//! Room scenarios over the room protocol: `conference` (N participants,
+//! each publishing audio and video and receiving everyone else's) and
+//! `audio-room` (N speakers publishing audio and hearing each other, M
+//! listeners hearing them all).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::report::Report;
+use crate::room::{run_room_session, RoomPlan};
+use crate::run::{Common, Run};
+use crate::session::SessionResult;
+use crate::source::{default_layers, MediaSource};
+use crate::stamp::VideoCodec;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConferenceArgs {
+    /// Participants, all publishing and all subscribed to each other.
+    #[arg(long, default_value_t = 5)]
+    pub participants: u64,
+    /// Simulcast layers each camera sends (1-3).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub layers: u8,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AudioRoomArgs {
+    /// Speakers: publish audio, hear the other speakers.
+    #[arg(long, default_value_t = 4)]
+    pub speakers: u64,
+    /// Listeners: hear every speaker.
+    #[arg(long, default_value_t = 100)]
+    pub listeners: u64,
+}
+
+/// Start `n` room participants over the ramp; `plan(i)` says what each does.
+async fn ramp_members(
+    run: &Run,
+    n: u64,
+    name: &'static str,
+    plan: impl Fn(u64, String) -> RoomPlan,
+) -> Vec<tokio::task::JoinHandle<SessionResult>> {
+    let common = &run.common;
+    let (clock, live, cancel) = (run.clock, run.live.clone(), run.cancel.clone());
+    run.ramp(n, |i| {
+        let token = common
+            .target
+            .token(&common.room, &format!("loadtest-{name}-{i}"), true, true);
+        let plan = token.map(|t| plan(i, t));
+        let (target, live, cancel) = (Arc::clone(&common.target), live.clone(), cancel.clone());
+        async move {
+            match plan {
+                Ok(plan) => run_room_session(target, plan, clock, live, cancel).await,
+                Err(e) => SessionResult::failed(e),
+            }
+        }
+    })
+    .await
+}
+
+pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report, String> {
+    let mut run = Run::start(common, args.participants).await;
+    let origin = run.clock.0;
+    let layers = default_layers(usize::from(args.layers));
+    let bind = common.bind;
+    let members = ramp_members(&run, args.participants, "member", |_, token| RoomPlan {
+        token,
+        publish: Some(MediaSource::new(
+            VideoCodec::Vp8,
+            layers.clone(),
+            true,
+            origin,
+            Instant::now(),
+        )),
+        receive_audio: true,
+        receive_video: true,
+        bind,
+    })
+    .await;
+    run.hold().await;
+    let mut results = run.finish(vec![members]).await;
+    let members = results.remove(0);
+    let n = args.participants;
+    let mut settings = BTreeMap::new();
+    settings.insert("participants".into(), n.to_string());
+    settings.insert("layers".into(), args.layers.to_string());
+    settings.insert(
+        "video_subscriptions".into(),
+        (n * n.saturating_sub(1)).to_string(),
+    );
+    Ok(run.report("conference", settings, &members, n).await)
+}
+
+pub async fn audio_room(common: &Common, args: &AudioRoomArgs) -> Result<Report, String> {
+    let total = args.speakers + args.listeners;
+    let mut run = Run::start(common, total).await;
+    let origin = run.clock.0;
+    let bind = common.bind;
+    // Speakers first (a short ramp of their own), then the listeners.
+    let speakers = ramp_members(&run, args.speakers, "speaker", |_, token| RoomPlan {
+        token,
+        publish: Some(MediaSource::new(
+            VideoCodec::Vp8,
+            vec![],
+            true,
+            origin,
+            Instant::now(),
+        )),
+        receive_audio: true,
+        receive_video: false,
+        bind,
+    })
+    .await;
+    run.wait_connected(args.speakers, Duration::from_secs(20))
+        .await?;
+    let listeners = ramp_members(&run, args.listeners, "listener", |_, token| RoomPlan {
+        token,
+        publish: None,
+        receive_audio: true,
+        receive_video: false,
+        bind,
+    })
+    .await;
+    run.hold().await;
+    let results = run.finish(vec![speakers, listeners]).await;
+    let all: Vec<SessionResult> = results.into_iter().flatten().collect();
+    let mut settings = BTreeMap::new();
+    settings.insert("speakers".into(), args.speakers.to_string());
+    settings.insert("listeners".into(), args.listeners.to_string());
+    settings.insert(
+        "audio_subscriptions".into(),
+        (args.speakers * args.speakers.saturating_sub(1) + args.listeners * args.speakers)
+            .to_string(),
+    );
+    Ok(run.report("audio-room", settings, &all, total).await)
+}

@@ -1,0 +1,321 @@
+//! One virtual participant in a room over the room protocol (`/rtc`
+//! WebSocket, `signaling/PROTOCOL.md`): join, offer its own tracks and a
+//! receiving line for every track already there, then re-offer as others
+//! publish (one offer in flight at a time, as the protocol asks), until the
+//! scenario ends; then `leave`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use signaling::room_protocol::{
+    ClientMessage, MediaKindName, PublishInfo, ServerMessage, TrackInfo, TrackSource,
+};
+use str0m::media::MediaKind;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::peer::{offer_with, Clock, Live, Media, Turn};
+use crate::session::SessionResult;
+use crate::signal::Target;
+use crate::source::MediaSource;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a participant does in the room.
+pub struct RoomPlan {
+    pub token: String,
+    /// What it publishes (None: a listener).
+    pub publish: Option<MediaSource>,
+    /// Subscribe to others' tracks of these kinds.
+    pub receive_audio: bool,
+    pub receive_video: bool,
+    pub bind: IpAddr,
+}
+
+/// Longest wait for `joined` and for each `answer`.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl RoomPlan {
+    fn wants(&self) -> Wants {
+        Wants {
+            audio: self.receive_audio,
+            video: self.receive_video,
+        }
+    }
+}
+
+fn kind_of(t: &TrackInfo) -> MediaKind {
+    match t.kind {
+        MediaKindName::Audio => MediaKind::Audio,
+        MediaKindName::Video => MediaKind::Video,
+    }
+}
+
+async fn send(ws: &mut Ws, m: &ClientMessage) -> Result<(), String> {
+    let text = serde_json::to_string(m).map_err(|e| e.to_string())?;
+    ws.send(Message::text(text))
+        .await
+        .map_err(|e| format!("socket: {e}"))
+}
+
+/// The next server message, or an error when the socket ends.
+async fn next(ws: &mut Ws) -> Result<ServerMessage, String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                return serde_json::from_str(&t).map_err(|e| format!("bad server message: {e}"))
+            }
+            Some(Ok(Message::Close(_))) | None => return Err("socket closed".into()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(format!("socket: {e}")),
+        }
+    }
+}
+
+/// Which of others' tracks get a receiving line.
+#[derive(Debug, Clone, Copy)]
+struct Wants {
+    audio: bool,
+    video: bool,
+}
+
+impl Wants {
+    fn track(&self, me: &str, participant: &str, t: &TrackInfo) -> bool {
+        participant != me
+            && match t.kind {
+                MediaKindName::Audio => self.audio,
+                MediaKindName::Video => self.video,
+            }
+    }
+}
+
+pub async fn run_room_session(
+    target: Arc<Target>,
+    plan: RoomPlan,
+    clock: Clock,
+    live: Arc<Live>,
+    cancel: CancellationToken,
+) -> SessionResult {
+    let result = tokio::select! {
+        _ = cancel.cancelled() => Err("cancelled before joining".to_string()),
+        r = join(&target, &plan) => r,
+    };
+    let (mut ws, me, existing) = match result {
+        Ok(j) => j,
+        Err(e) => {
+            live.failed.fetch_add(1, Ordering::Relaxed);
+            return SessionResult::failed(e);
+        }
+    };
+    match participate(&mut ws, plan, &me, existing, clock, &live, &cancel).await {
+        Ok(r) => {
+            let _ = send(&mut ws, &ClientMessage::Leave {}).await;
+            let _ = ws.close(None).await;
+            r
+        }
+        Err(e) => {
+            live.failed.fetch_add(1, Ordering::Relaxed);
+            SessionResult::failed(e)
+        }
+    }
+}
+
+/// Connect and wait for `joined`: the socket, my sid, others' tracks.
+async fn join(target: &Target, plan: &RoomPlan) -> Result<(Ws, String, Vec<TrackInfo>), String> {
+    let url = format!(
+        "{}/rtc?access_token={}",
+        target.base.replacen("http", "ws", 1),
+        plan.token
+    );
+    let (mut ws, _) = tokio::time::timeout(SIGNAL_TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .map_err(|_| "WebSocket connect timed out".to_string())?
+        .map_err(|e| format!("WebSocket: {e}"))?;
+    let joined = tokio::time::timeout(SIGNAL_TIMEOUT, next(&mut ws))
+        .await
+        .map_err(|_| "no joined message".to_string())??;
+    match joined {
+        ServerMessage::Joined {
+            participant,
+            participants,
+            ..
+        } => {
+            let tracks = participants
+                .into_iter()
+                .flat_map(|p| {
+                    let sid = p.sid;
+                    p.tracks
+                        .into_iter()
+                        .filter(|t| plan.wants().track(&participant.sid, &sid, t))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            Ok((ws, participant.sid, tracks))
+        }
+        ServerMessage::Error { code, message } => Err(format!("join refused: {code:?}: {message}")),
+        other => Err(format!("expected joined, got {other:?}")),
+    }
+}
+
+async fn participate(
+    ws: &mut Ws,
+    plan: RoomPlan,
+    me: &str,
+    existing: Vec<TrackInfo>,
+    clock: Clock,
+    live: &Live,
+    cancel: &CancellationToken,
+) -> Result<SessionResult, String> {
+    let wants = plan.wants();
+    let mut existing = existing;
+    let media = match plan.publish {
+        Some(src) => Media::Publish(src),
+        None => Media::Receive {
+            audio: false,
+            video: false,
+        },
+    };
+    let publishing = matches!(media, Media::Publish(_));
+    // A listener in a room with nothing to receive yet waits for a track.
+    while !publishing && existing.is_empty() {
+        let m = tokio::select! {
+            _ = cancel.cancelled() => return Err("nothing was published".into()),
+            m = next(ws) => m?,
+        };
+        if let ServerMessage::TrackPublished { participant, track } = m {
+            if wants.track(me, &participant, &track) {
+                existing.push(track);
+            }
+        }
+    }
+    let receive_kinds: Vec<MediaKind> = existing.iter().map(kind_of).collect();
+    let offered = offer_with(plan.bind, &media, &receive_kinds)
+        .await
+        .map_err(|e| format!("socket: {e}"))?;
+    let lines = offered.mids().to_vec();
+    let (send_lines, recv_lines) = lines.split_at(lines.len() - receive_kinds.len());
+    let publish = send_lines
+        .iter()
+        .map(|(mid, kind)| {
+            let source = if *kind == MediaKind::Audio {
+                TrackSource::Microphone
+            } else {
+                TrackSource::Camera
+            };
+            (
+                mid.to_string(),
+                PublishInfo {
+                    source,
+                    name: format!("{source:?}").to_lowercase(),
+                },
+            )
+        })
+        .collect();
+    let subscribe = recv_lines
+        .iter()
+        .zip(&existing)
+        .map(|((mid, _), t)| (mid.to_string(), t.sid.clone()))
+        .collect();
+    let posted = Instant::now();
+    send(
+        ws,
+        &ClientMessage::Offer {
+            sdp: offered.offer.clone(),
+            publish,
+            subscribe,
+        },
+    )
+    .await?;
+    // Tracks announced while the first offer is in flight wait for the next.
+    let mut queued: Vec<TrackInfo> = vec![];
+    let answer = tokio::time::timeout(SIGNAL_TIMEOUT, async {
+        loop {
+            match next(ws).await? {
+                ServerMessage::Answer { sdp } => return Ok::<_, String>(sdp),
+                ServerMessage::TrackPublished { participant, track }
+                    if wants.track(me, &participant, &track) =>
+                {
+                    queued.push(track)
+                }
+                ServerMessage::Error { code, message } => {
+                    return Err(format!("{code:?}: {message}"))
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no answer to the offer".to_string())??;
+    let signaling_ms = posted.elapsed().as_secs_f64() * 1000.0;
+    let mut peer = offered.accept(&answer, media)?;
+    let mut buf = vec![0u8; 2048];
+    let mut in_flight = false;
+    let mut ended = None;
+    loop {
+        if !in_flight && !queued.is_empty() {
+            let tracks: Vec<TrackInfo> = std::mem::take(&mut queued);
+            let kinds: Vec<MediaKind> = tracks.iter().map(kind_of).collect();
+            let (sdp, mids) = peer.reoffer(&kinds)?;
+            let subscribe = mids
+                .iter()
+                .zip(&tracks)
+                .map(|(mid, t)| (mid.to_string(), t.sid.clone()))
+                .collect();
+            send(
+                ws,
+                &ClientMessage::Offer {
+                    sdp,
+                    publish: BTreeMap::new(),
+                    subscribe,
+                },
+            )
+            .await?;
+            in_flight = true;
+        }
+        let extra = async {
+            tokio::select! {
+                _ = cancel.cancelled() => None,
+                m = next(ws) => Some(m),
+            }
+        };
+        match peer.turn(&mut buf, clock, live, extra).await {
+            Turn::Io => {}
+            Turn::Dead => break,
+            Turn::Extra(None) => break,
+            Turn::Extra(Some(Err(e))) => {
+                ended = Some(e);
+                break;
+            }
+            Turn::Extra(Some(Ok(m))) => match m {
+                ServerMessage::TrackPublished { participant, track }
+                    if wants.track(me, &participant, &track) =>
+                {
+                    queued.push(track)
+                }
+                ServerMessage::Answer { sdp } => {
+                    peer.accept_answer(&sdp)?;
+                    in_flight = false;
+                }
+                ServerMessage::Removed { reason } | ServerMessage::RoomClosed { reason } => {
+                    ended = Some(format!("removed: {reason}"));
+                    break;
+                }
+                _ => {}
+            },
+        }
+    }
+    peer.close(clock, live).await;
+    let connected = peer.connected;
+    Ok(SessionResult {
+        connected,
+        error: ended.or_else(|| (!connected).then(|| "ICE/DTLS never connected".to_string())),
+        stats: std::mem::take(&mut peer.stats),
+        signaling_ms: Some(signaling_ms),
+    })
+}
