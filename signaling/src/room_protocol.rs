@@ -115,8 +115,13 @@ pub enum ClientMessage {
         track: String,
         #[serde(default)]
         subscribed: Option<bool>,
-        /// `Some(None)` (explicit null) removes the limit.
-        #[serde(default, with = "double_option")]
+        /// `Some(None)` (explicit null) removes the limit; `None` (absent)
+        /// keeps it, so it is not serialized at all.
+        #[serde(
+            default,
+            with = "double_option",
+            skip_serializing_if = "Option::is_none"
+        )]
         max_width: Option<Option<u32>>,
     },
     Metadata {
@@ -315,6 +320,30 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn client_messages_round_trip_through_json() {
+        // Found by the `room_message` fuzz target: an absent `maxWidth`
+        // ("keep the limit") was serialized as `"maxWidth":null`, which
+        // parses back as "remove the limit".
+        let text = r#"{"type":"subscription","track":"TR_9a8b_1","subscribed":false}"#;
+        let msg = parse_client_message(text);
+        let json = msg.as_ref().map(serde_json::to_string);
+        assert!(
+            matches!(&json, Ok(Ok(j)) if !j.contains("maxWidth")),
+            "{json:?}"
+        );
+        for max_width in [None, Some(None), Some(Some(320))] {
+            let msg = ClientMessage::Subscription {
+                track: "t".into(),
+                subscribed: None,
+                max_width,
+            };
+            let json = serde_json::to_string(&msg).map_err(|e| e.to_string());
+            let back = json.as_deref().map(parse_client_message);
+            assert_eq!(back, Ok(Ok(msg)), "{json:?}");
+        }
     }
 
     #[test]

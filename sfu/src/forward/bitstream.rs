@@ -114,7 +114,13 @@ fn skip_scaling_list(b: &mut Bits, size: usize) -> Option<()> {
     let (mut last, mut next) = (8i32, 8i32);
     for _ in 0..size {
         if next != 0 {
-            next = (last + b.se()? + 256) % 256;
+            // delta_scale is in -128..=127 (H.264 7.4.2.1.1.1); anything
+            // else is a malformed SPS (and would overflow the sum).
+            let delta = b.se()?;
+            if !(-128..=127).contains(&delta) {
+                return None;
+            }
+            next = (last + delta + 256) % 256;
         }
         if next != 0 {
             last = next;
@@ -184,8 +190,8 @@ fn h264_sps_size(nal: &[u8]) -> Option<(u32, u32)> {
             2 => (2, 2 - frame_mbs_only),
             _ => (1, 2 - frame_mbs_only),
         };
-        crop_x = unit_x * l.checked_add(r)?;
-        crop_y = unit_y * t.checked_add(btm)?;
+        crop_x = l.checked_add(r)?.checked_mul(unit_x)?;
+        crop_y = t.checked_add(btm)?.checked_mul(unit_y)?;
     }
     let width = width_mbs.checked_mul(16)?.checked_sub(crop_x)?;
     let height = (2 - frame_mbs_only)
@@ -251,5 +257,30 @@ mod tests {
         }
         let all_zero = [0, 0, 1, 0x67, 0, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(picture_size(Codec::H264, &all_zero), None);
+    }
+
+    #[test]
+    fn out_of_range_scaling_list_delta_is_none_not_an_overflow() {
+        // Found by the `picture_size` fuzz target: a high-profile SPS with a
+        // scaling list whose delta_scale is far outside -128..=127, which
+        // overflowed `last + delta + 256`.
+        let sps = [
+            0x00, 0x00, 0x00, 0x01, 0x67, 0x64, 0x00, 0x00, 0x00, 0x03, 0x00, 0xf0, 0x00, 0x02,
+            0x27, 0xe5, 0x84, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0xff, 0xff, 0xff, 0x00, 0x00,
+        ];
+        assert_eq!(picture_size(Codec::H264, &sps), None);
+    }
+
+    #[test]
+    fn huge_frame_cropping_is_none_not_an_overflow() {
+        // Found by the `picture_size` fuzz target: a baseline SPS whose
+        // frame_crop offsets add up to more than u32::MAX / 2, which
+        // overflowed when multiplied by the chroma crop unit.
+        let sps = [
+            0, 0, 0, 1, 0x67, 0x42, 0xd9, 0xfc, 0x4f, 0x05, 0xba, 0x10, 0x00, 0x00, 0x03, 0x00,
+            0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x24, 0x80,
+        ];
+        assert_eq!(picture_size(Codec::H264, &sps), None);
     }
 }

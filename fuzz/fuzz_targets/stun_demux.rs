@@ -1,0 +1,42 @@
+//! Feeds arbitrary bytes, as a UDP datagram, to the SFU's datagram
+//! demultiplexer in `sfu::worker::demux`: `is_stun`, `stun_username`,
+//! `local_ufrag` and `Demux::route`. Every datagram arriving on a media
+//! worker's socket goes through `Demux::route` before any `Rtc` sees it.
+#![no_main]
+
+use std::net::SocketAddr;
+
+use libfuzzer_sys::fuzz_target;
+use sfu::worker::demux::{is_stun, local_ufrag, stun_username, Demux, Route};
+
+fuzz_target!(|data: &[u8]| {
+    let known = SocketAddr::from(([192, 0, 2, 1], 5000));
+    let unknown = SocketAddr::from(([192, 0, 2, 2], 6000));
+    let mut demux = Demux::default();
+    demux.insert_ufrag("srvfrag", 1);
+    demux.insert_ufrag("other", 2);
+    demux.learn_addr(known, 3);
+
+    let stun = is_stun(data);
+    let username = stun_username(data);
+    if username.is_some() {
+        assert!(stun, "a USERNAME only comes out of a STUN message");
+    }
+    let ufrag = local_ufrag(data);
+    assert_eq!(ufrag.is_some(), username.is_some());
+
+    let expected_by_ufrag = match ufrag {
+        Some("srvfrag") => Some(Route::Participant(1)),
+        Some("other") => Some(Route::Participant(2)),
+        _ => None,
+    };
+    for (source, by_addr) in [(known, Route::Participant(3)), (unknown, Route::Drop)] {
+        let route = demux.route(source, data);
+        let expected = match expected_by_ufrag {
+            Some(r) if stun => r,
+            _ if stun || by_addr == Route::Participant(3) => by_addr,
+            _ => Route::AskConnecting,
+        };
+        assert_eq!(route, expected);
+    }
+});

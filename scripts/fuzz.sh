@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Run every cargo-fuzz target in fuzz/ for a bounded time and fail if any
+# of them crashes (panic, failed assertion, sanitizer report, timeout, OOM).
+#
+#   scripts/fuzz.sh [seconds-per-target]      (default 30)
+#
+# Needs the nightly toolchain (`rustup toolchain install nightly`); installs
+# cargo-fuzz if it is missing. Seeds come from fuzz/corpus/<target>/ (read
+# only, committed); what libFuzzer discovers goes to fuzz/generated/ (ignored
+# by git). Crashing inputs land in fuzz/artifacts/<target>/. Logs:
+# fuzz/generated/logs/<target>.log.
+#
+# Bounded: one build (timeout), then one run per target with libFuzzer's
+# -max_total_time plus a hard `timeout` around it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+secs="${1:-30}"
+if ! [[ "$secs" =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
+    echo "usage: $0 [seconds-per-target]" >&2
+    exit 2
+fi
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "the nightly toolchain is missing: rustup toolchain install nightly" >&2
+    exit 1
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "==> installing cargo-fuzz"
+    timeout 1800 cargo install cargo-fuzz --locked
+fi
+
+echo "==> building fuzz targets"
+timeout 3600 cargo +nightly fuzz build
+
+mapfile -t targets < <(cargo +nightly fuzz list)
+if [ "${#targets[@]}" -eq 0 ]; then
+    echo "no fuzz targets found" >&2
+    exit 1
+fi
+
+mkdir -p fuzz/generated/logs
+failed=()
+for t in "${targets[@]}"; do
+    mkdir -p "fuzz/generated/$t" "fuzz/corpus/$t"
+    log="fuzz/generated/logs/$t.log"
+    echo "==> $t for ${secs}s"
+    # The first corpus directory receives new inputs; the seeds stay as they are.
+    if timeout $((secs + 300)) cargo +nightly fuzz run "$t" \
+        "fuzz/generated/$t" "fuzz/corpus/$t" -- \
+        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+        -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
+        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+        rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+        echo "    ok: ${runs:-?} runs, ${rate:-?} exec/s"
+    else
+        echo "    FAILED (see $log and fuzz/artifacts/$t/):"
+        grep -E "panicked|ERROR: |SUMMARY|Test unit written" "$log" | head -n 10 | sed 's/^/    /' || true
+        failed+=("$t")
+    fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "==> crashing targets: ${failed[*]}" >&2
+    exit 1
+fi
+echo "==> all ${#targets[@]} targets ran ${secs}s without a crash"
