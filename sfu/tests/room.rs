@@ -406,7 +406,7 @@ fn bad_messages_get_errors_and_the_session_survives() {
     expect_error(&mut c, Message::Binary(vec![1, 2, 3].into()), "bad_message");
     let big = format!(
         r#"{{"type":"metadata","metadata":"{}"}}"#,
-        "x".repeat(70 * 1024)
+        "x".repeat(signaling::rtc_socket::MAX_MESSAGE_BYTES + 1)
     );
     expect_error(&mut c, Message::Text(big.into()), "too_large");
     expect_error(

@@ -21,8 +21,10 @@ use crate::room_protocol::{parse_client_message, ClientMessage, ErrorCode, Serve
 use crate::sessions::{bearer, validate_room};
 use crate::AppState;
 
-/// Largest client message (bytes of JSON).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest client message (bytes of JSON). Offers set the size: a room
+/// offer may carry up to 256 media lines, and an SDP media line is 1-3 KB
+/// (a str0m offer for a 25-person meeting, 48 lines, is ~70 KB).
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024;
 /// Sustained client messages per second, and the burst allowed above it.
 pub const MESSAGES_PER_SECOND: f64 = 50.0;
 pub const MESSAGE_BURST: f64 = 100.0;

@@ -458,8 +458,19 @@ impl Router {
     }
 
     /// Re-evaluate every video down-track's layer (estimates move, layers
-    /// start and stop). Returns what each subscriber should probe for.
+    /// start and stop). A subscriber's estimate is one downlink shared by
+    /// all the video it receives: each of its video down-tracks gets an
+    /// equal share. Returns one probe target per subscriber: what it would
+    /// receive if every track that wants to go up got its next layer.
     pub fn poll_layers(&mut self, now: Instant, probes: &mut Vec<(ParticipantId, Option<u64>)>) {
+        let mut video_tracks: HashMap<ParticipantId, u64> = HashMap::new();
+        for t in self.tracks.values().filter(|t| t.kind == MediaKind::Video) {
+            for down in &t.down_tracks {
+                *video_tracks.entry(down.subscriber).or_default() += 1;
+            }
+        }
+        // Per subscriber: (what it would receive with the probes, any probe wanted).
+        let mut wanted: HashMap<ParticipantId, (u64, bool)> = HashMap::new();
         for t in self
             .tracks
             .values_mut()
@@ -483,8 +494,13 @@ impl Router {
                 } else {
                     self.losses.get(&down.subscriber).copied().unwrap_or(0.0)
                 };
-                let estimate =
-                    loss_adjusted(self.estimates.get(&down.subscriber).copied(), loss, sending);
+                let shares = video_tracks
+                    .get(&down.subscriber)
+                    .copied()
+                    .unwrap_or(1)
+                    .max(1);
+                let share = self.estimates.get(&down.subscriber).map(|e| e / shares);
+                let estimate = loss_adjusted(share, loss, sending);
                 let before = (dt.selector.switches_up, dt.selector.switches_down);
                 if dt.selector.update(now, &ranked, estimate) {
                     tracing::debug!(subscriber = down.subscriber, target = ?dt.selector.target(),
@@ -492,9 +508,17 @@ impl Router {
                 }
                 self.switches.0 += dt.selector.switches_up - before.0;
                 self.switches.1 += dt.selector.switches_down - before.1;
-                probes.push((down.subscriber, dt.selector.probe_target_bps(now, &ranked)));
+                let probe = dt.selector.probe_target_bps(now, &ranked);
+                let w = wanted.entry(down.subscriber).or_default();
+                w.0 += probe.unwrap_or(sending);
+                w.1 |= probe.is_some();
             }
         }
+        probes.extend(
+            wanted
+                .into_iter()
+                .map(|(subscriber, (total, any))| (subscriber, any.then_some(total))),
+        );
     }
 
     /// Layer switches (up, down) since the last call.

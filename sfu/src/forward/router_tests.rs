@@ -320,3 +320,98 @@ fn dynacast_wants_only_layers_some_subscriber_can_use() {
     r.remove_participant(3, t0);
     assert_eq!(wanted(&r), all_off);
 }
+
+/// Feed `tracks` three layers (320/640/1280 at ~150k/500k/2.5M bit/s, 30
+/// fps) for `secs`, with subscriber estimates re-applied every 100 ms.
+fn run_simulcast(
+    r: &mut Router,
+    tracks: &[TrackKey],
+    estimates: &[(ParticipantId, u64)],
+    t0: Instant,
+    secs: u64,
+) -> Instant {
+    let layers = [("q", 320, 625), ("h", 640, 2083), ("f", 1280, 10416)];
+    let mut rx = vec![];
+    let mut now = t0;
+    for i in 0..secs * 30 {
+        now = t0 + Duration::from_millis(i * 1000 / 30);
+        for t in tracks {
+            for (rid, width, size) in layers {
+                let frame = FrameInfo {
+                    size,
+                    keyframe: i % 30 == 0,
+                    ..layer_keyframe(rid, width)
+                };
+                rx.clear();
+                r.route_frame(*t, &frame, now, &mut rx);
+            }
+        }
+        if i % 3 == 0 {
+            for (s, e) in estimates {
+                r.set_estimate(*s, *e);
+            }
+            let mut probes = vec![];
+            r.poll_layers(now, &mut probes);
+        }
+    }
+    now
+}
+
+#[test]
+fn a_subscribers_estimate_is_shared_by_all_the_video_it_receives() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    let (a, b) = (track(1, "1"), track(2, "1"));
+    r.add_track(a, MediaKind::Video, 3, t0);
+    r.add_track(b, MediaKind::Video, 3, t0);
+    // Subscriber 3 receives both publishers; subscriber 4 only one. Both
+    // have 4 Mbit/s: enough for one top layer, not for two.
+    r.subscribe(down(3, "5"), a, None, t0);
+    r.subscribe(down(3, "6"), b, None, t0);
+    r.subscribe(down(4, "5"), a, None, t0);
+    let now = run_simulcast(&mut r, &[a, b], &[(3, 4_000_000), (4, 4_000_000)], t0, 20);
+    assert_eq!(
+        r.layer_rank(down(4, "5"), now),
+        Some((2, 3)),
+        "one track: the top layer"
+    );
+    for d in [down(3, "5"), down(3, "6")] {
+        assert_eq!(
+            r.layer_rank(d, now),
+            Some((1, 3)),
+            "two tracks share 4 Mbit/s: the middle layer each"
+        );
+    }
+}
+
+#[test]
+fn one_probe_target_per_subscriber_sums_its_tracks() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    let (a, b) = (track(1, "1"), track(2, "1"));
+    r.add_track(a, MediaKind::Video, 3, t0);
+    r.add_track(b, MediaKind::Video, 3, t0);
+    r.subscribe(down(3, "5"), a, None, t0);
+    r.subscribe(down(3, "6"), b, None, t0);
+    let now = run_simulcast(&mut r, &[a, b], &[(3, 1_600_000)], t0, 20);
+    let mut probes = vec![];
+    r.poll_layers(now, &mut probes);
+    assert_eq!(
+        probes.len(),
+        1,
+        "one entry for the one subscriber: {probes:?}"
+    );
+    let (who, target) = probes[0];
+    assert_eq!(who, 3);
+    // Both on the middle layer (1.6M / 2 fits 500k, not 2.5M): the probe
+    // asks for both tracks' top layers together, not for one alone.
+    assert_eq!(
+        (
+            r.layer_rank(down(3, "5"), now),
+            r.layer_rank(down(3, "6"), now)
+        ),
+        (Some((1, 3)), Some((1, 3)))
+    );
+    let target = target.expect("room to grow: a probe");
+    assert!(target > 2 * 2_500_000 && target < 2 * 4_000_000, "{target}");
+}
