@@ -61,6 +61,8 @@ pub struct ReceiveStats {
     pub layer_frames: [u64; 4],
     /// The video layer of the last frame.
     pub current_layer: Option<u8>,
+    /// Worst video delay (µs) per second of the run (by generator clock).
+    pub video_delay_by_second: Vec<u64>,
     streams: HashMap<(Kind, usize), StreamCounter>,
 }
 
@@ -76,6 +78,7 @@ impl Default for ReceiveStats {
             first_frame: HashMap::new(),
             layer_frames: [0; 4],
             current_layer: None,
+            video_delay_by_second: Vec::new(),
             streams: HashMap::new(),
         }
     }
@@ -106,6 +109,12 @@ impl ReceiveStats {
         let _ = self.delay_us.record(delay);
         if kind == Kind::Audio {
             let _ = self.audio_delay_us.record(delay);
+        } else {
+            let second = (now_us / 1_000_000).min(24 * 3600) as usize;
+            if self.video_delay_by_second.len() <= second {
+                self.video_delay_by_second.resize(second + 1, 0);
+            }
+            self.video_delay_by_second[second] = self.video_delay_by_second[second].max(delay);
         }
         if kind == Kind::Video {
             self.layer_frames[usize::from(s.layer.min(3))] += 1;

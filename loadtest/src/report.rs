@@ -86,6 +86,9 @@ pub struct Report {
     pub video_loss_pct: f64,
     pub one_way_delay_ms: Quantiles,
     pub audio_delay_ms: Quantiles,
+    /// Worst video delay over all receivers in each second of the run (ms):
+    /// shows whether delay is a start-up transient or steady.
+    pub video_delay_max_ms_by_second: Vec<f64>,
     /// Receivers per video layer they ended on (0 = lowest).
     pub layer_distribution: BTreeMap<String, u64>,
     pub unstamped_frames: u64,
@@ -125,6 +128,7 @@ pub fn merge(
 ) -> Report {
     let mut delay = histogram();
     let mut audio_delay = histogram();
+    let mut by_second: Vec<u64> = vec![];
     let mut join = histogram();
     let mut signaling = histogram();
     let (mut bytes, mut frames, mut unstamped) = (0u64, 0u64, 0u64);
@@ -140,6 +144,12 @@ pub fn merge(
         let s = &r.stats;
         let _ = delay.add(&s.delay_us);
         let _ = audio_delay.add(&s.audio_delay_us);
+        if by_second.len() < s.video_delay_by_second.len() {
+            by_second.resize(s.video_delay_by_second.len(), 0);
+        }
+        for (all, mine) in by_second.iter_mut().zip(&s.video_delay_by_second) {
+            *all = (*all).max(*mine);
+        }
         bytes += s.bytes;
         unstamped += s.unstamped;
         frames += s.frames_of(Kind::Audio) + s.frames_of(Kind::Video);
@@ -183,6 +193,7 @@ pub fn merge(
         video_loss_pct: pct(v_lost, v_rx),
         one_way_delay_ms: Quantiles::of_us(&delay),
         audio_delay_ms: Quantiles::of_us(&audio_delay),
+        video_delay_max_ms_by_second: by_second.iter().map(|us| *us as f64 / 1000.0).collect(),
         layer_distribution: layers,
         unstamped_frames: unstamped,
         server: ServerFigures::default(),

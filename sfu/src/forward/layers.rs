@@ -42,6 +42,11 @@ const STRONG_SETTLE: Duration = Duration::from_secs(5);
 /// Share of the estimate video may use (the rest: audio, RTCP, headroom).
 const VIDEO_SHARE: f64 = 0.9;
 const AUDIO_RESERVE_BPS: u64 = 40_000;
+/// The downlink a subscriber is assumed to have before its first estimate
+/// (its bandwidth estimator starts from the same figure): new viewers start
+/// at the layer this allows and probe up, instead of starting at the top
+/// and queueing seconds of video behind the pacer.
+pub const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
 const MIN_UPGRADE_HOLD: Duration = Duration::from_secs(2);
 const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(30);
 /// An upgrade undone within this time counts as oscillation.
@@ -409,9 +414,14 @@ impl LayerSelector {
         }
         let current_index = self.target.as_ref().and_then(|t| position(&allowed, t));
         let Some(current_index) = current_index else {
-            // New down-track, or its layer stopped/was excluded: take the best fit now.
+            // New down-track, or its layer stopped/was excluded: take the best
+            // fit now. A new one starts at the lowest layer rather than
+            // paused: its estimate may still be the initial guess.
             match full_fit.or(best_fit) {
                 Some(i) => self.target = Some(allowed[i].id),
+                None if before.is_none() && self.current.is_none() => {
+                    self.target = Some(allowed[0].id)
+                }
                 None => self.pause(now),
             }
             self.upgrade_ok_since = None;

@@ -30,6 +30,7 @@ use str0m::media::{MediaKind, Mid};
 use super::keyframe::KeyframeThrottle;
 use super::layers::{
     loss_adjusted, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
+    INITIAL_ESTIMATE_BPS,
 };
 use super::ParticipantId;
 
@@ -169,6 +170,8 @@ pub struct Router {
     down_tracks: HashMap<DownTrackKey, DownTrack>,
     /// Subscribers' downlink estimates (bits per second).
     estimates: HashMap<ParticipantId, u64>,
+    /// Video down-tracks per subscriber, as of the last `poll_layers`.
+    video_shares: HashMap<ParticipantId, u64>,
     /// Subscribers' reported loss of what we send them (0..1).
     losses: HashMap<ParticipantId, f32>,
     /// Layer switches (up, down) since the last [`Router::take_switch_counts`].
@@ -408,10 +411,16 @@ impl Router {
                 if !t.layers.settled(now) {
                     continue; // wait until every layer showed up before choosing
                 }
-                // First frames for this down-track: choose a layer now.
+                // First frames for this down-track: choose a layer now, from
+                // its share of the subscriber's (initial) estimate.
                 let layers = ranked.get_or_insert_with(|| t.layers.ranked(now));
-                dt.selector
-                    .update(now, layers, self.estimates.get(&down.subscriber).copied());
+                let shares = self
+                    .video_shares
+                    .get(&down.subscriber)
+                    .copied()
+                    .unwrap_or(1);
+                let share = share_of(&self.estimates, down.subscriber, shares);
+                dt.selector.update(now, layers, Some(share));
             }
             match dt.selector.on_frame_temporal(
                 &frame.layer,
@@ -463,7 +472,8 @@ impl Router {
     /// equal share. Returns one probe target per subscriber: what it would
     /// receive if every track that wants to go up got its next layer.
     pub fn poll_layers(&mut self, now: Instant, probes: &mut Vec<(ParticipantId, Option<u64>)>) {
-        let mut video_tracks: HashMap<ParticipantId, u64> = HashMap::new();
+        let mut video_tracks = std::mem::take(&mut self.video_shares);
+        video_tracks.clear();
         for t in self.tracks.values().filter(|t| t.kind == MediaKind::Video) {
             for down in &t.down_tracks {
                 *video_tracks.entry(down.subscriber).or_default() += 1;
@@ -499,8 +509,8 @@ impl Router {
                     .copied()
                     .unwrap_or(1)
                     .max(1);
-                let share = self.estimates.get(&down.subscriber).map(|e| e / shares);
-                let estimate = loss_adjusted(share, loss, sending);
+                let share = share_of(&self.estimates, down.subscriber, shares);
+                let estimate = loss_adjusted(Some(share), loss, sending);
                 let before = (dt.selector.switches_up, dt.selector.switches_down);
                 if dt.selector.update(now, &ranked, estimate) {
                     tracing::debug!(subscriber = down.subscriber, target = ?dt.selector.target(),
@@ -519,6 +529,7 @@ impl Router {
                 .into_iter()
                 .map(|(subscriber, (total, any))| (subscriber, any.then_some(total))),
         );
+        self.video_shares = video_tracks;
     }
 
     /// Layer switches (up, down) since the last call.
@@ -669,6 +680,20 @@ impl Router {
             }
         }
     }
+}
+
+/// One video down-track's share of its subscriber's downlink estimate
+/// (the initial guess until the first estimate arrives).
+fn share_of(
+    estimates: &HashMap<ParticipantId, u64>,
+    subscriber: ParticipantId,
+    shares: u64,
+) -> u64 {
+    estimates
+        .get(&subscriber)
+        .copied()
+        .unwrap_or(INITIAL_ESTIMATE_BPS)
+        / shares.max(1)
 }
 
 #[cfg(test)]

@@ -415,3 +415,15 @@ fn one_probe_target_per_subscriber_sums_its_tracks() {
     let target = target.expect("room to grow: a probe");
     assert!(target > 2 * 2_500_000 && target < 2 * 4_000_000, "{target}");
 }
+
+#[test]
+fn a_new_viewer_without_an_estimate_starts_from_the_initial_guess_not_the_top() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    let a = track(1, "1");
+    r.add_track(a, MediaKind::Video, 3, t0);
+    r.subscribe(down(2, "5"), a, None, t0);
+    // No estimate yet: 1 Mbit/s is assumed, which carries 640 but not 1280.
+    let now = run_simulcast(&mut r, &[a], &[], t0, 2);
+    assert_eq!(r.layer_rank(down(2, "5"), now), Some((1, 3)));
+}
