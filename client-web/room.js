@@ -13,8 +13,10 @@
 //   pc, joins (count of 'joined' messages, resumes included)
 //   sendChat(text, to?)  setMic(on)  setCamera(on)  leave()
 //   stats()      Promise<{ [sid]: { identity, framesDecoded, frameWidth, audioSamples, audioBytes } }>
+//   candidateType()  Promise<local candidate type of the selected pair: 'host' | 'srflx' | 'relay' | null>
 // Query parameters: ?token= (else a development token), ?autojoin=1&name=,
-// ?resolution=WxH, ?simulcast=0, ?audio=0, ?video=0.
+// ?resolution=WxH, ?simulcast=0, ?audio=0, ?video=0, ?relay=1 (TURN only:
+// iceTransportPolicy 'relay', with the TURN servers `joined` announced).
 
 const params = new URLSearchParams(location.search);
 const roomName = params.get('room') || decodeURIComponent(location.pathname.split('/').filter(Boolean)[1] || 'demo');
@@ -23,7 +25,7 @@ const $ = (id) => document.getElementById(id);
 const room = window.room = {
   state: 'idle', error: null, me: null, participants: {}, messages: [], removedReason: null,
   pc: null, joins: 0,
-  sendChat, setMic, setCamera, leave, stats,
+  sendChat, setMic, setCamera, leave, stats, candidateType,
 };
 
 let ws = null;
@@ -110,7 +112,10 @@ function onSocketClosed() {
 
 // ---------- peer connection ----------
 function setupPeerConnection() {
-  const pc = room.pc = new RTCPeerConnection({ iceServers: room.iceServers || [] });
+  const pc = room.pc = new RTCPeerConnection({
+    iceServers: room.iceServers || [],
+    iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
+  });
   channels.reliable = pc.createDataChannel('reliable');
   channels.lossy = pc.createDataChannel('lossy', { ordered: false, maxRetransmits: 0 });
   for (const ch of Object.values(channels)) ch.onmessage = (e) => onData(e.data);
@@ -460,6 +465,18 @@ async function stats() {
     });
   }
   return out;
+}
+
+async function candidateType() {
+  if (!room.pc) return null;
+  const report = await room.pc.getStats();
+  let type = null;
+  report.forEach((r) => {
+    if (r.type !== 'transport' || !r.selectedCandidatePairId) return;
+    const pair = report.get(r.selectedCandidatePairId);
+    type = report.get(pair?.localCandidateId)?.candidateType ?? null;
+  });
+  return type;
 }
 
 // ---------- page wiring ----------

@@ -4,6 +4,7 @@
 #   firefox-esr         the second browser engine (meeting test), driven through
 #   geckodriver         WebDriver, built from crates.io into tests/e2e/.tools
 #   iproute2, iptables  private network namespaces, tc/iptables impairments
+#   coturn              a real TURN server for the relay test (started by the test)
 #   playwright-core     drives Chromium (tests/e2e/package.json, pinned + lockfile)
 #   av (PyAV)           FFmpeg 8 with its WHIP muxer, libx264 and libopus in the wheel
 # Each step runs only when its check fails, so a second run is quick and
@@ -21,6 +22,7 @@ command -v firefox-esr >/dev/null 2>&1 || need_apt+=(firefox-esr)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 apt_updated=
@@ -70,5 +72,6 @@ fi
 
 echo "test dependencies ready: $(chromium --version 2>/dev/null | head -1)," \
   "$(firefox-esr --version 2>/dev/null | head -1), $("$gd" --version | head -1)," \
+  "coturn $(turnserver --version 2>/dev/null | head -1)," \
   "node $(node --version), playwright-core $want_pw," \
   "PyAV $(python3 -c 'import av; print(av.__version__, "(FFmpeg", av.ffmpeg_version_info + ")")')"

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use signaling::IceServer;
+use signaling::{IceServer, TurnAuth};
 
 /// The development API key pair, usable only on loopback.
 pub const DEV_API_KEY: &str = "devkey";
@@ -95,6 +95,19 @@ pub struct ConfigArgs {
     #[arg(skip)]
     #[serde(default)]
     pub ice_servers: Vec<IceServer>,
+
+    /// TURN server URL handed out with per-session credentials (turn:host:3478?transport=udp); repeatable. Needs --turn-secret.
+    #[arg(long = "turn-url", env = "SFU_TURN_URLS", value_delimiter = ',')]
+    #[serde(default)]
+    pub turn_urls: Vec<String>,
+
+    /// Secret shared with the TURN server (coturn: use-auth-secret, static-auth-secret).
+    #[arg(long, env = "SFU_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// How long a TURN credential is valid. [default: 86400]
+    #[arg(long, env = "SFU_TURN_TTL_SECS")]
+    pub turn_ttl_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -116,6 +129,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub log: String,
     pub ice_servers: Vec<IceServer>,
+    /// TURN servers with per-session credentials (None: not configured).
+    #[serde(serialize_with = "redact_turn")]
+    pub turn: Option<TurnAuth>,
 }
 
 fn redact_keys<S: serde::Serializer>(
@@ -124,6 +140,12 @@ fn redact_keys<S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     let redacted: BTreeMap<&str, &str> = keys.keys().map(|k| (k.as_str(), "<redacted>")).collect();
     redacted.serialize(s)
+}
+
+fn redact_turn<S: serde::Serializer>(turn: &Option<TurnAuth>, s: S) -> Result<S::Ok, S::Error> {
+    turn.as_ref()
+        .map(|t| (t.urls.clone(), "<redacted>", t.ttl_secs))
+        .serialize(s)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +179,44 @@ impl ConfigArgs {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
+    }
+}
+
+/// TURN settings: URLs and a secret go together.
+fn turn_auth(
+    urls: Vec<String>,
+    secret: Option<String>,
+    ttl_secs: u64,
+) -> Result<Option<TurnAuth>, ConfigError> {
+    match (urls.is_empty(), secret) {
+        (true, None) => Ok(None),
+        (true, Some(_)) => Err(invalid(
+            "turn_urls",
+            "--turn-secret needs at least one --turn-url",
+        )),
+        (false, None) => Err(invalid("turn_secret", "--turn-url needs --turn-secret")),
+        (false, Some(secret)) => {
+            if secret.is_empty() {
+                return Err(invalid("turn_secret", "must not be empty"));
+            }
+            if let Some(bad) = urls
+                .iter()
+                .find(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+            {
+                return Err(invalid(
+                    "turn_urls",
+                    format!("{bad:?} is not a turn: or turns: URL"),
+                ));
+            }
+            if !(60..=7 * 86_400).contains(&ttl_secs) {
+                return Err(invalid("turn_ttl_secs", "must be between 60 and 604800"));
+            }
+            Ok(Some(TurnAuth {
+                urls,
+                secret,
+                ttl_secs,
+            }))
+        }
     }
 }
 
@@ -227,6 +287,15 @@ impl Config {
             } else {
                 args.ice_servers
             },
+            turn: turn_auth(
+                if args.turn_urls.is_empty() {
+                    file.turn_urls
+                } else {
+                    args.turn_urls
+                },
+                args.turn_secret.or(file.turn_secret),
+                args.turn_ttl_secs.or(file.turn_ttl_secs).unwrap_or(86_400),
+            )?,
         };
         config.validate()?;
         Ok(config)

@@ -105,6 +105,7 @@ pub async fn run(
             .uses_dev_credentials()
             .then(|| DEV_API_KEY.to_string()),
         ice_servers: config.ice_servers.clone(),
+        turn: config.turn.clone(),
         max_body_bytes: config.max_body_bytes,
     };
     let app = signaling::router(front_door, backend);

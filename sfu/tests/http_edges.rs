@@ -389,3 +389,90 @@ async fn configured_ice_servers_are_announced_in_link_headers() -> TestResult {
     );
     Ok(())
 }
+
+/// The expiry and identity of a TURN REST username, checked against its credential.
+fn check_turn_link(link: &str, secret: &str, identity: &str) -> u64 {
+    let param = |name: &str| {
+        link.split(';')
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix(&format!("{name}=\"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let username = param("username");
+    let (expiry, who) = username.split_once(':').expect("expiry:identity");
+    assert_eq!(who, identity, "{link}");
+    assert_eq!(
+        param("credential"),
+        signaling::turn::credential(secret, &username)
+    );
+    expiry.parse().expect("unix time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_credentials_are_minted_per_session_in_link_headers() -> TestResult {
+    let server = TestServer::start_with(ConfigArgs {
+        turn_urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+        turn_secret: Some("shared-with-coturn".into()),
+        turn_ttl_secs: Some(600),
+        ..Default::default()
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    for (kind, identity, publish) in [("whip", "cam-1", true), ("whep", "viewer-7", false)] {
+        let (_p, offer) = if publish {
+            TestPeer::publisher()
+        } else {
+            TestPeer::viewer(str0m::RtcConfig::new())
+        };
+        let token = server.token("turned", identity, publish, !publish);
+        let created = post_sdp(&format!("{}/{kind}/turned", server.base), &token, &offer).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let link = created
+            .headers
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|l| l.starts_with("<turn:127.0.0.1:3478?transport=udp>; rel=\"ice-server\""))
+            .map(str::to_string)
+            .ok_or("no TURN link")?;
+        let expiry = check_turn_link(&link, "shared-with-coturn", identity);
+        assert!(
+            (now + 595..=now + 605).contains(&expiry),
+            "{expiry} vs {now}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn turn_settings_are_checked() {
+    use sfu::config::Config;
+    let bad = [
+        (vec!["turn:t:3478".to_string()], None, "needs --turn-secret"),
+        (
+            vec![],
+            Some("s".to_string()),
+            "needs at least one --turn-url",
+        ),
+        (
+            vec!["http://t".to_string()],
+            Some("s".to_string()),
+            "not a turn: or turns: URL",
+        ),
+    ];
+    for (urls, secret, why) in bad {
+        let err = Config::resolve(
+            ConfigArgs {
+                turn_urls: urls,
+                turn_secret: secret,
+                ..Default::default()
+            },
+            ConfigArgs::default(),
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains(why), "{err}");
+    }
+}

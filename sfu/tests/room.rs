@@ -1057,3 +1057,25 @@ fn metadata_unsubscribe_quality_and_room_limits() {
     assert_eq!(b.count("participantLeft"), 0);
     drop(a);
 }
+
+#[test]
+fn joined_hands_out_turn_credentials_for_the_participant() {
+    let server = TestServer::start_with(ConfigArgs {
+        turn_urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+        turn_secret: Some("shared-with-coturn".into()),
+        ..Default::default()
+    });
+    let token = server.token("turnroom", "carol", true, true);
+    let mut c = RoomClient::connect(&server.base, &token, None).expect("join");
+    let joined = c.wait_type(0, "joined", T, &mut idle).expect("joined");
+    let servers = joined["iceServers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(servers.len(), 1, "{joined}");
+    let s = &servers[0];
+    assert_eq!(s["urls"], json!(["turn:127.0.0.1:3478?transport=udp"]));
+    let username = s["username"].as_str().expect("username");
+    assert!(username.ends_with(":carol"), "{username}");
+    assert_eq!(
+        s["credential"].as_str(),
+        Some(signaling::turn::credential("shared-with-coturn", username).as_str())
+    );
+}

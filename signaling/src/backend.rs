@@ -94,6 +94,9 @@ pub struct JoinRoom {
     pub can_publish_data: bool,
     /// Re-attach to the participant this resume token was handed out for.
     pub resume: Option<String>,
+    /// ICE servers with credentials minted for this participant (TURN), in
+    /// addition to the server's static ones.
+    pub ice_servers: Vec<crate::IceServer>,
 }
 
 /// A joined participant's socket side: its messages from the room. The

@@ -14,6 +14,7 @@ pub mod room_protocol;
 pub mod rtc_socket;
 pub mod sdpfrag;
 pub mod sessions;
+pub mod turn;
 pub mod web;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::KeySet;
 pub use backend::{BackendError, MediaBackend, SessionKind};
+pub use turn::TurnAuth;
 
 /// A STUN or TURN server advertised to clients (`Link: rel="ice-server"`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -63,6 +65,8 @@ pub struct FrontDoorConfig {
     /// API key whose secret signs `/dev/token` tokens; `None` disables it.
     pub dev_token_key: Option<String>,
     pub ice_servers: Vec<IceServer>,
+    /// TURN servers whose credentials are minted per session.
+    pub turn: Option<TurnAuth>,
     /// Largest request body accepted (413 above).
     pub max_body_bytes: usize,
 }
@@ -73,6 +77,7 @@ pub struct AppState<B> {
     pub keys: Arc<KeySet>,
     pub dev_token_key: Option<Arc<str>>,
     pub ice_server_links: Arc<[HeaderValue]>,
+    pub turn: Option<Arc<TurnAuth>>,
 }
 
 impl<B: Clone> Clone for AppState<B> {
@@ -82,6 +87,7 @@ impl<B: Clone> Clone for AppState<B> {
             keys: self.keys.clone(),
             dev_token_key: self.dev_token_key.clone(),
             ice_server_links: self.ice_server_links.clone(),
+            turn: self.turn.clone(),
         }
     }
 }
@@ -123,6 +129,7 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
         keys: Arc::new(config.keys),
         dev_token_key: config.dev_token_key.map(Arc::from),
         ice_server_links: links.into(),
+        turn: config.turn.map(Arc::new),
     };
 
     let mut app = Router::new();

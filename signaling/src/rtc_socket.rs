@@ -104,6 +104,11 @@ pub async fn upgrade<B: MediaBackend>(
         can_subscribe: grant.video.can_subscribe(),
         can_publish_data: grant.video.can_publish_data(),
         resume: q.resume,
+        ice_servers: state
+            .turn
+            .iter()
+            .map(|t| t.issue_now(&grant.identity))
+            .collect(),
     };
     let joined = match state.backend.join_room(req).await {
         Ok(conn) => Ok(conn),

@@ -143,6 +143,12 @@ pub async fn create<B: MediaBackend>(
     for link in state.ice_server_links.iter() {
         h.append(header::LINK, link.clone());
     }
+    if let Some(turn) = &state.turn {
+        let links = turn.issue_now(&grant.identity).link_values();
+        for v in links.iter().filter_map(|v| HeaderValue::from_str(v).ok()) {
+            h.append(header::LINK, v);
+        }
+    }
     if kind == SessionKind::Whep {
         let events = format!(
             "<{location}/events>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; events=\"active,inactive\""

@@ -178,11 +178,7 @@ impl WorkerCore {
             },
         )?;
         let others = self.room_members(&room_name, Some(id));
-        let ice_servers = self.ctx.ice_servers.clone();
-        let limits = ClientLimits {
-            max_tracks: self.ctx.max_tracks_per_participant,
-            max_data_message_bytes: MAX_DATA_BYTES,
-        };
+        let (ice_servers, limits) = self.join_terms(&req);
         let Some(m) = self.member_mut(id) else {
             return Err(BackendError::Internal("participant vanished".into()));
         };
@@ -251,11 +247,7 @@ impl WorkerCore {
             p.room.clone()
         };
         let others = self.room_members(&room_name, Some(id));
-        let ice_servers = self.ctx.ice_servers.clone();
-        let limits = ClientLimits {
-            max_tracks: self.ctx.max_tracks_per_participant,
-            max_data_message_bytes: MAX_DATA_BYTES,
-        };
+        let (ice_servers, limits) = self.join_terms(req);
         let m = self.member_mut(id).ok_or(BackendError::ResumeFailed)?;
         let (messages, generation) = m.attach_socket();
         let joined = ServerMessage::Joined {
@@ -666,6 +658,18 @@ impl WorkerCore {
     }
 
     /// Whether frames of a publisher's track are held back (muted audio).
+    /// What a `joined` message announces besides the room: the ICE servers
+    /// (static ones, then those minted for this participant) and the limits.
+    fn join_terms(&self, req: &JoinRoom) -> (Vec<signaling::IceServer>, ClientLimits) {
+        let mut ice_servers = self.ctx.ice_servers.clone();
+        ice_servers.extend(req.ice_servers.iter().cloned());
+        let limits = ClientLimits {
+            max_tracks: self.ctx.max_tracks_per_participant,
+            max_data_message_bytes: MAX_DATA_BYTES,
+        };
+        (ice_servers, limits)
+    }
+
     pub(super) fn is_muted(&self, publisher: ParticipantId, mid: Mid) -> bool {
         self.participants
             .get(&publisher)
