@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::peer::Media;
+use crate::peer::{Ending, Media};
 use crate::report::Report;
 use crate::run::{Common, Run};
 use crate::session::{run_session, SessionPlan};
@@ -45,6 +45,7 @@ pub async fn broadcast(common: &Common, args: &BroadcastArgs) -> Result<Report, 
             token: target.token(&room, "loadtest-publisher", true, false)?,
             media: Media::Publish(source),
             bind: common.bind,
+            ending: Ending::Graceful,
         },
         run.clock,
         run.live.clone(),
@@ -75,6 +76,7 @@ pub async fn broadcast(common: &Common, args: &BroadcastArgs) -> Result<Report, 
                     video: true,
                 },
                 bind,
+                ending: Ending::Graceful,
             });
             let (target, live, cancel) = (Arc::clone(&target), live.clone(), cancel.clone());
             async move {

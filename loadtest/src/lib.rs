@@ -12,6 +12,7 @@
 
 pub mod broadcast;
 pub mod capacity;
+pub mod churn;
 pub mod meeting;
 pub mod peer;
 pub mod process;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use loadtest::broadcast::{broadcast, BroadcastArgs};
 use loadtest::capacity::{capacity, CapacityArgs};
+use loadtest::churn::{churn, ChurnArgs};
 use loadtest::meeting::{audio_room, conference, AudioRoomArgs, ConferenceArgs};
 use loadtest::relay::{relay_baseline, RelayArgs};
 use loadtest::report::Thresholds;
@@ -89,6 +90,13 @@ enum Command {
         common: CommonArgs,
         #[command(flatten)]
         args: AudioRoomArgs,
+    },
+    /// Many short WHIP/WHEP/room sessions, some vanishing; then the server must be empty.
+    Churn {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        args: ChurnArgs,
     },
     /// Step the broadcast up until a threshold breaks.
     Capacity {
@@ -182,6 +190,16 @@ fn run(cli: Cli) -> Result<bool, String> {
                 }
             }
             Ok(report.largest_passing_viewers.is_some())
+        }
+        Command::Churn { common: c, args } => {
+            let rt = runtime(c.threads).map_err(|e| e.to_string())?;
+            let report = rt.block_on(async { churn(&common(&c)?, &args).await })?;
+            if c.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(report.passed)
         }
         Command::RelayBaseline { args, json } => {
             let r = relay_baseline(&args).map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::peer::Ending;
 use crate::report::Report;
 use crate::room::{run_room_session, RoomPlan};
 use crate::run::{Common, Run};
@@ -76,6 +77,7 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
         receive_audio: true,
         receive_video: true,
         bind,
+        ending: Ending::Graceful,
     })
     .await;
     run.hold().await;
@@ -110,6 +112,7 @@ pub async fn audio_room(common: &Common, args: &AudioRoomArgs) -> Result<Report,
         receive_audio: true,
         receive_video: false,
         bind,
+        ending: Ending::Graceful,
     })
     .await;
     run.wait_connected(args.speakers, Duration::from_secs(20))
@@ -120,6 +123,7 @@ pub async fn audio_room(common: &Common, args: &AudioRoomArgs) -> Result<Report,
         receive_audio: true,
         receive_video: false,
         bind,
+        ending: Ending::Graceful,
     })
     .await;
     run.hold().await;

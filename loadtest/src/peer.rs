@@ -52,6 +52,17 @@ pub struct Offered {
     mids: Vec<(Mid, MediaKind)>,
 }
 
+/// How a session ends when the scenario stops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ending {
+    /// DTLS close, DELETE of the resource, `leave` on the room socket.
+    #[default]
+    Graceful,
+    /// Vanish without a word (a crashed client or a lost network): the
+    /// server must notice by itself.
+    Abrupt,
+}
+
 /// What a peer sends and receives.
 pub enum Media {
     Publish(MediaSource),
@@ -184,11 +195,19 @@ const RECV_BATCH: usize = 64;
 
 impl Peer {
     /// Run until `cancel`, then close the connection. Returns what it measured.
-    pub async fn run(mut self, clock: Clock, live: Arc<Live>, cancel: CancellationToken) -> Peer {
+    pub async fn run(
+        mut self,
+        clock: Clock,
+        live: Arc<Live>,
+        cancel: CancellationToken,
+        ending: Ending,
+    ) -> Peer {
         let mut buf = vec![0u8; 2048];
         // Until cancelled (Extra) or the connection dies.
         while let Turn::Io = self.turn(&mut buf, clock, &live, cancel.cancelled()).await {}
-        self.close(clock, &live).await;
+        if ending == Ending::Graceful {
+            self.close(clock, &live).await;
+        }
         self
     }
 

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::{offer_with, Clock, Live, Media, Turn};
+use crate::peer::{offer_with, Clock, Ending, Live, Media, Turn};
 use crate::session::SessionResult;
 use crate::signal::Target;
 use crate::source::MediaSource;
@@ -36,6 +36,7 @@ pub struct RoomPlan {
     pub receive_audio: bool,
     pub receive_video: bool,
     pub bind: IpAddr,
+    pub ending: Ending,
 }
 
 /// Longest wait for `joined` and for each `answer`.
@@ -113,10 +114,13 @@ pub async fn run_room_session(
             return SessionResult::failed(e);
         }
     };
+    let ending = plan.ending;
     match participate(&mut ws, plan, &me, existing, clock, &live, &cancel).await {
         Ok(r) => {
-            let _ = send(&mut ws, &ClientMessage::Leave {}).await;
-            let _ = ws.close(None).await;
+            if ending == Ending::Graceful {
+                let _ = send(&mut ws, &ClientMessage::Leave {}).await;
+                let _ = ws.close(None).await;
+            }
             r
         }
         Err(e) => {
@@ -173,6 +177,7 @@ async fn participate(
     cancel: &CancellationToken,
 ) -> Result<SessionResult, String> {
     let wants = plan.wants();
+    let plan_ending = plan.ending;
     let mut existing = existing;
     let media = match plan.publish {
         Some(src) => Media::Publish(src),
@@ -310,7 +315,9 @@ async fn participate(
             },
         }
     }
-    peer.close(clock, live).await;
+    if plan_ending == Ending::Graceful {
+        peer.close(clock, live).await;
+    }
     let connected = peer.connected;
     Ok(SessionResult {
         connected,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::{offer, Clock, Live, Media};
+use crate::peer::{offer, Clock, Ending, Live, Media};
 use crate::receive::ReceiveStats;
 use crate::signal::Target;
 
@@ -19,6 +19,7 @@ pub struct SessionPlan {
     pub token: String,
     pub media: Media,
     pub bind: IpAddr,
+    pub ending: Ending,
 }
 
 /// How a session went.
@@ -80,8 +81,10 @@ pub async fn run_session(
             return SessionResult::failed(e);
         }
     };
-    let peer = peer.run(clock, live, cancel).await;
-    target.delete(&created.resource, &plan.token).await;
+    let peer = peer.run(clock, live, cancel, plan.ending).await;
+    if plan.ending == Ending::Graceful {
+        target.delete(&created.resource, &plan.token).await;
+    }
     SessionResult {
         connected: peer.connected,
         error: (!peer.connected).then(|| "ICE/DTLS never connected".to_string()),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loadtest::broadcast::{broadcast, BroadcastArgs};
+use loadtest::churn::{churn, ChurnArgs};
 use loadtest::meeting::{audio_room, conference, AudioRoomArgs, ConferenceArgs};
 use loadtest::report::Thresholds;
 use loadtest::run::Common;
@@ -16,11 +17,15 @@ use sfu::config::{Config, ConfigArgs};
 use tokio_util::sync::CancellationToken;
 
 async fn start_server() -> (String, CancellationToken) {
-    let args = ConfigArgs {
+    start_server_with(ConfigArgs {
         http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         workers: Some(2),
         ..Default::default()
-    };
+    })
+    .await
+}
+
+async fn start_server_with(args: ConfigArgs) -> (String, CancellationToken) {
     let config = Config::resolve(args, ConfigArgs::default()).expect("config");
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -182,5 +187,39 @@ async fn an_audio_room_reaches_speakers_and_listeners() {
         report.table()
     );
     assert!(report.layer_distribution.is_empty());
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_with_abrupt_disconnects_leaves_the_server_empty() {
+    // Short timeouts so vanished sessions are noticed within the test.
+    let args = ConfigArgs {
+        http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        workers: Some(2),
+        session_timeout_secs: Some(3),
+        reconnect_grace_secs: Some(2),
+        ..Default::default()
+    };
+    let (base, shutdown) = start_server_with(args).await;
+    let churn_args = ChurnArgs {
+        sessions: 120,
+        concurrency: 20,
+        abrupt: 0.3,
+        lifetime_ms: 800,
+        rooms: 4,
+        settle_secs: 30,
+    };
+    let mut c = common(&base, "churn");
+    c.server_pid = None;
+    c.thresholds.min_connected = 0.95;
+    let report = churn(&c, &churn_args).await.expect("runs");
+    assert!(report.passed, "{}", report.table());
+    assert!((30..=42).contains(&report.abrupt), "{}", report.table());
+    eprintln!("{}", report.table());
+    assert!(
+        report.gauges_after.values().all(|v| *v == 0.0),
+        "{}",
+        report.table()
+    );
     shutdown.cancel();
 }

@@ -36,11 +36,14 @@ const mediaStats = (page) => page.evaluate(() => window.room.stats());
 
 /** Every other participant's video decodes (and keeps decoding) and audio arrives. */
 async function assertSeesAndHears(page, label, expectOthers) {
+  let last = null;
   const first = await waitFor(page, async (p) => {
-    const s = await mediaStats(p);
+    const s = last = await mediaStats(p);
     const ok = Object.values(s).filter((e) => e.framesDecoded > 0 && e.frameWidth > 0 && e.audioBytes > 0);
     return ok.length >= expectOthers ? s : false;
-  }, 40000, { what: `${label} decodes ${expectOthers} others`, intervalMs: 250 });
+  }, 40000, { what: `${label} decodes ${expectOthers} others`, intervalMs: 250 }).catch((e) => {
+    throw new Error(`${e.message}; what it receives: ${JSON.stringify(last)}`);
+  });
   await sleep(1500);
   const later = await mediaStats(page);
   for (const [sid, e] of Object.entries(first)) {
@@ -55,7 +58,8 @@ test('three Chromium and one Firefox meet: media, chat, mute, admin removal, lea
 }, async (t) => {
   const peer = createPeerHost(t, 'ff');
   const server = await startServer(t, 'conference', {
-    host: peer.hostIp, extraArgs: ['--api-key', KEY, '--api-secret', SECRET],
+    host: peer.hostIp,
+    extraArgs: ['--api-key', KEY, '--api-secret', SECRET, '--log', 'info,sfu::forward=debug'],
   });
   const browser = await launchBrowser(t, { origin: server.base });
   const names = ['Ann', 'Ben', 'Cat', 'Dan'];
