@@ -14,6 +14,7 @@
 //   sendChat(text, to?)  setMic(on)  setCamera(on)  leave()
 //   stats()      Promise<{ [sid]: { identity, framesDecoded, frameWidth, audioSamples, audioBytes } }>
 //   candidateType()  Promise<local candidate type of the selected pair: 'host' | 'srflx' | 'relay' | null>
+//   candidateProtocol()  Promise<transport of the selected pair: 'udp' | 'tcp' | null>
 // Query parameters: ?token= (else a development token), ?autojoin=1&name=,
 // ?resolution=WxH, ?simulcast=0, ?audio=0, ?video=0, ?relay=1 (TURN only:
 // iceTransportPolicy 'relay', with the TURN servers `joined` announced).
@@ -25,7 +26,7 @@ const $ = (id) => document.getElementById(id);
 const room = window.room = {
   state: 'idle', error: null, me: null, participants: {}, messages: [], removedReason: null,
   pc: null, joins: 0,
-  sendChat, setMic, setCamera, leave, stats, candidateType,
+  sendChat, setMic, setCamera, leave, stats, candidateType, candidateProtocol,
 };
 
 let ws = null;
@@ -467,17 +468,20 @@ async function stats() {
   return out;
 }
 
-async function candidateType() {
+/** The local candidate of the selected candidate pair (Chromium's stats). */
+async function selectedLocalCandidate() {
   if (!room.pc) return null;
   const report = await room.pc.getStats();
-  let type = null;
+  let local = null;
   report.forEach((r) => {
     if (r.type !== 'transport' || !r.selectedCandidatePairId) return;
     const pair = report.get(r.selectedCandidatePairId);
-    type = report.get(pair?.localCandidateId)?.candidateType ?? null;
+    local = report.get(pair?.localCandidateId) ?? null;
   });
-  return type;
+  return local;
 }
+async function candidateType() { return (await selectedLocalCandidate())?.candidateType ?? null; }
+async function candidateProtocol() { return (await selectedLocalCandidate())?.protocol ?? null; }
 
 // ---------- page wiring ----------
 $('roomname').textContent = roomName;

@@ -39,6 +39,14 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
 
+    /// Offer ICE over TCP (passive candidates) next to UDP, for clients whose UDP is blocked. [default: true]
+    #[arg(long, env = "SFU_ICE_TCP")]
+    pub ice_tcp: Option<bool>,
+
+    /// First ICE-TCP port; worker N listens on port+N. 0 picks free ports. [default: 0]
+    #[arg(long, env = "SFU_ICE_TCP_PORT")]
+    pub ice_tcp_port: Option<u16>,
+
     /// Number of media worker threads. [default: number of CPU cores]
     #[arg(long, env = "SFU_WORKERS")]
     pub workers: Option<usize>,
@@ -117,6 +125,8 @@ pub struct Config {
     pub media_addr: IpAddr,
     pub media_port: u16,
     pub public_ip: Option<IpAddr>,
+    pub ice_tcp: bool,
+    pub ice_tcp_port: u16,
     pub workers: usize,
     #[serde(serialize_with = "redact_keys")]
     pub api_keys: BTreeMap<String, String>,
@@ -251,6 +261,8 @@ impl Config {
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             media_port: args.media_port.or(file.media_port).unwrap_or(0),
             public_ip: args.public_ip.or(file.public_ip),
+            ice_tcp: args.ice_tcp.or(file.ice_tcp).unwrap_or(true),
+            ice_tcp_port: args.ice_tcp_port.or(file.ice_tcp_port).unwrap_or(0),
             workers,
             api_keys,
             session_timeout: Duration::from_secs(
@@ -338,6 +350,12 @@ impl Config {
         }
         if self.media_port != 0 && usize::from(self.media_port) + self.workers > 65536 {
             return Err(invalid("media_port", "media_port + workers exceeds 65535"));
+        }
+        if self.ice_tcp_port != 0 && usize::from(self.ice_tcp_port) + self.workers > 65536 {
+            return Err(invalid(
+                "ice_tcp_port",
+                "ice_tcp_port + workers exceeds 65535",
+            ));
         }
         for (k, s) in &self.api_keys {
             if k.is_empty() || s.is_empty() {

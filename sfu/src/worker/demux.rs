@@ -1,6 +1,8 @@
-//! Datagram demultiplexing: which participant a UDP datagram belongs to.
+//! Datagram demultiplexing: which participant a datagram (a UDP datagram or
+//! an ICE-TCP frame) belongs to. A remote is a protocol and an address: the
+//! same address over UDP and over TCP are two different remotes.
 //!
-//! All participants of a worker share one UDP socket. Once a peer's ICE has
+//! All participants of a worker share one UDP socket (and one TCP port). Once a peer's ICE has
 //! settled, its datagrams are found by source address in O(1). Before that,
 //! STUN binding requests carry `USERNAME = <our ufrag>:<their ufrag>`, and
 //! our ufrag is unique per participant. Non-STUN datagrams from a new address
@@ -10,6 +12,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+
+use str0m::net::Protocol;
 
 use crate::forward::ParticipantId;
 
@@ -63,12 +67,12 @@ pub enum Route {
 #[derive(Debug, Default)]
 pub struct Demux {
     by_ufrag: HashMap<String, ParticipantId>,
-    by_addr: HashMap<SocketAddr, ParticipantId>,
-    addrs_of: HashMap<ParticipantId, Vec<SocketAddr>>,
+    by_addr: HashMap<(Protocol, SocketAddr), ParticipantId>,
+    addrs_of: HashMap<ParticipantId, Vec<(Protocol, SocketAddr)>>,
 }
 
 impl Demux {
-    pub fn route(&self, source: SocketAddr, data: &[u8]) -> Route {
+    pub fn route(&self, proto: Protocol, source: SocketAddr, data: &[u8]) -> Route {
         if is_stun(data) {
             // STUN from a known address can be a consent check after an ICE
             // restart, so the ufrag wins when present.
@@ -76,7 +80,7 @@ impl Demux {
                 return Route::Participant(*id);
             }
         }
-        match self.by_addr.get(&source) {
+        match self.by_addr.get(&(proto, source)) {
             Some(id) => Route::Participant(*id),
             None if is_stun(data) => Route::Drop,
             None => Route::AskConnecting,
@@ -92,7 +96,8 @@ impl Demux {
     }
 
     /// Remember that `source` belongs to `id` (its `Rtc` accepted traffic from it).
-    pub fn learn_addr(&mut self, source: SocketAddr, id: ParticipantId) {
+    pub fn learn_addr(&mut self, proto: Protocol, source: SocketAddr, id: ParticipantId) {
+        let source = (proto, source);
         if let Some(previous) = self.by_addr.insert(source, id) {
             if previous != id {
                 if let Some(list) = self.addrs_of.get_mut(&previous) {
@@ -152,6 +157,8 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    const UDP: Protocol = Protocol::Udp;
+
     #[test]
     fn parses_username() {
         let m = binding_request("srvfrag:clientfrag");
@@ -182,17 +189,34 @@ mod tests {
         d.insert_ufrag("aaaa", 1);
         d.insert_ufrag("bbbb", 2);
         assert_eq!(
-            d.route(addr(5000), &binding_request("bbbb:x")),
+            d.route(UDP, addr(5000), &binding_request("bbbb:x")),
             Route::Participant(2)
         );
-        assert_eq!(d.route(addr(5000), &binding_request("zzzz:x")), Route::Drop);
+        assert_eq!(
+            d.route(UDP, addr(5000), &binding_request("zzzz:x")),
+            Route::Drop
+        );
         let dtls = [22u8, 0xfe, 0xfd, 0, 0];
-        assert_eq!(d.route(addr(5000), &dtls), Route::AskConnecting);
-        d.learn_addr(addr(5000), 2);
-        assert_eq!(d.route(addr(5000), &dtls), Route::Participant(2));
+        assert_eq!(d.route(UDP, addr(5000), &dtls), Route::AskConnecting);
+        d.learn_addr(UDP, addr(5000), 2);
+        assert_eq!(d.route(UDP, addr(5000), &dtls), Route::Participant(2));
+        // The same address over TCP is another remote.
+        assert_eq!(
+            d.route(Protocol::Tcp, addr(5000), &dtls),
+            Route::AskConnecting
+        );
+        d.learn_addr(Protocol::Tcp, addr(5000), 1);
+        assert_eq!(
+            d.route(Protocol::Tcp, addr(5000), &dtls),
+            Route::Participant(1)
+        );
+        assert_eq!(d.route(UDP, addr(5000), &dtls), Route::Participant(2));
         d.remove_participant(2);
-        assert_eq!(d.route(addr(5000), &dtls), Route::AskConnecting);
-        assert_eq!(d.route(addr(5000), &binding_request("bbbb:x")), Route::Drop);
+        assert_eq!(d.route(UDP, addr(5000), &dtls), Route::AskConnecting);
+        assert_eq!(
+            d.route(UDP, addr(5000), &binding_request("bbbb:x")),
+            Route::Drop
+        );
         d.remove_participant(1);
         assert!(d.is_empty());
     }

@@ -3,17 +3,18 @@
 //! moves bytes and time into the core and transmits out of it.
 
 use std::io::ErrorKind;
-use std::net::UdpSocket as StdUdpSocket;
+use std::net::{TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::net::Transmit;
-use tokio::net::UdpSocket;
+use str0m::net::{Protocol, Transmit};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::core::{WorkerContext, WorkerCore};
+use super::tcp::{TcpEvent, TcpIce};
 use super::Command;
 use crate::metrics::PacketCounts;
 
@@ -26,6 +27,7 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 pub fn run(
     ctx: WorkerContext,
     socket: StdUdpSocket,
+    tcp: Option<StdTcpListener>,
     commands: mpsc::Receiver<Command>,
     load: Arc<AtomicUsize>,
     shutdown: CancellationToken,
@@ -49,12 +51,27 @@ pub fn run(
                 return;
             }
         };
-        worker_loop(ctx, socket, commands, load, shutdown).await;
+        let tcp = match tcp.map(TcpListener::from_std).transpose() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "cannot register ICE-TCP listener");
+                return;
+            }
+        };
+        worker_loop(ctx, socket, tcp, commands, load, shutdown).await;
     });
     tracing::info!(worker = index, "media worker stopped");
 }
 
-fn send(socket: &UdpSocket, counts: &mut PacketCounts, t: Transmit) {
+fn send(socket: &UdpSocket, tcp: &TcpIce, counts: &mut PacketCounts, t: Transmit) {
+    if t.proto == Protocol::Tcp {
+        // A full queue or a closed connection loses the frame, like UDP.
+        if tcp.send(t.destination, &t.contents) {
+            counts.packets_sent += 1;
+            counts.bytes_sent += t.contents.len() as u64;
+        }
+        return;
+    }
     match socket.try_send_to(&t.contents, t.destination) {
         Ok(n) => {
             counts.packets_sent += 1;
@@ -71,6 +88,7 @@ fn send(socket: &UdpSocket, counts: &mut PacketCounts, t: Transmit) {
 async fn worker_loop(
     ctx: WorkerContext,
     socket: UdpSocket,
+    tcp: Option<TcpListener>,
     mut commands: mpsc::Receiver<Command>,
     load: Arc<AtomicUsize>,
     shutdown: CancellationToken,
@@ -80,8 +98,9 @@ async fn worker_loop(
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sent = PacketCounts::default();
     let mut next_flush = Instant::now();
+    let (tcp, mut tcp_events) = TcpIce::new(tcp);
     loop {
-        let mut transmit = |t: Transmit| send(&socket, &mut sent, t);
+        let mut transmit = |t: Transmit| send(&socket, &tcp, &mut sent, t);
         let deadline = tokio::time::Instant::from_std(core.next_timeout());
         tokio::select! {
             biased;
@@ -101,7 +120,9 @@ async fn worker_loop(
                 let now = Instant::now();
                 for _ in 0..RECV_BATCH {
                     match socket.try_recv_from(&mut buf) {
-                        Ok((n, source)) => core.handle_datagram(now, source, &buf[..n], &mut transmit),
+                        Ok((n, source)) => {
+                            core.handle_datagram(now, Protocol::Udp, source, &buf[..n], &mut transmit)
+                        }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => {
                             // ICMP errors (peer gone) surface here; they concern one peer only.
@@ -111,6 +132,17 @@ async fn worker_loop(
                     }
                 }
             }
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, remote)) => tcp.add(stream, remote),
+                Err(e) => tracing::debug!(error = %e, "ICE-TCP accept failed"),
+            },
+            event = tcp_events.recv() => match event {
+                Some(TcpEvent::Frame(remote, frame)) => {
+                    core.handle_datagram(Instant::now(), Protocol::Tcp, remote, &frame, &mut transmit);
+                }
+                Some(TcpEvent::Closed(remote)) => tcp.closed(remote),
+                None => {}
+            },
             _ = tokio::time::sleep_until(deadline) => {}
         }
         let now = Instant::now();

@@ -8,6 +8,7 @@
 pub mod core;
 pub mod demux;
 mod event_loop;
+pub mod tcp;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,6 +103,9 @@ pub struct WorkerSettings {
     pub bind_ip: IpAddr,
     pub first_port: u16,
     pub public_ip: Option<IpAddr>,
+    /// First ICE-TCP port (worker N listens on port+N; 0: any free port;
+    /// None: no ICE-TCP).
+    pub first_tcp_port: Option<u16>,
     pub context: WorkerContext,
 }
 
@@ -125,20 +129,35 @@ pub fn spawn_workers(
             settings.public_ip.unwrap_or(local_addr.ip()),
             local_addr.port(),
         );
+        let tcp = match settings.first_tcp_port {
+            None => None,
+            Some(first) => {
+                let port = if first == 0 { 0 } else { first + index as u16 };
+                let listener =
+                    std::net::TcpListener::bind(SocketAddr::new(settings.bind_ip, port))?;
+                listener.set_nonblocking(true)?;
+                Some(listener)
+            }
+        };
+        let tcp_addr = tcp.as_ref().map(|l| l.local_addr()).transpose()?;
+        let advertised_tcp_addr =
+            tcp_addr.map(|a| SocketAddr::new(settings.public_ip.unwrap_or(a.ip()), a.port()));
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let load = Arc::new(AtomicUsize::new(0));
         let ctx = WorkerContext {
             index,
             local_addr,
             advertised_addr,
+            tcp_addr,
+            advertised_tcp_addr,
             ..settings.context.clone()
         };
         let thread_load = load.clone();
         let thread_shutdown = shutdown.clone();
         let thread = std::thread::Builder::new()
             .name(format!("media-worker-{index}"))
-            .spawn(move || event_loop::run(ctx, socket, rx, thread_load, thread_shutdown))?;
-        tracing::info!(worker = index, %local_addr, %advertised_addr, "media worker started");
+            .spawn(move || event_loop::run(ctx, socket, tcp, rx, thread_load, thread_shutdown))?;
+        tracing::info!(worker = index, %local_addr, %advertised_addr, ?tcp_addr, "media worker started");
         handles.push(WorkerHandle {
             index,
             media_addr: local_addr,

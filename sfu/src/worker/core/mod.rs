@@ -60,6 +60,10 @@ pub struct WorkerContext {
     pub local_addr: SocketAddr,
     /// The address advertised in ICE candidates.
     pub advertised_addr: SocketAddr,
+    /// The worker's ICE-TCP listening address (None: ICE-TCP off).
+    pub tcp_addr: Option<SocketAddr>,
+    /// The address advertised in the passive TCP candidate.
+    pub advertised_tcp_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub max_participants_per_room: usize,
@@ -189,10 +193,12 @@ impl WorkerCore {
         )
     }
 
-    /// A datagram arrived on the worker's socket.
+    /// A datagram arrived on the worker's UDP socket, or a frame on one of
+    /// its ICE-TCP connections (`proto`).
     pub fn handle_datagram(
         &mut self,
         now: Instant,
+        proto: Protocol,
         source: SocketAddr,
         data: &[u8],
         transmit: &mut dyn FnMut(Transmit),
@@ -205,13 +211,16 @@ impl WorkerCore {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
-                destination: self.ctx.local_addr,
+                destination: match (proto, self.ctx.tcp_addr) {
+                    (Protocol::Tcp, Some(tcp)) => tcp,
+                    _ => self.ctx.local_addr,
+                },
                 contents,
             },
         );
-        let id = match self.demux.route(source, data) {
+        let id = match self.demux.route(proto, source, data) {
             Route::Participant(id) => id,
             Route::Drop => return,
             Route::AskConnecting => {
@@ -224,7 +233,7 @@ impl WorkerCore {
                 let Some(id) = found else {
                     return;
                 };
-                self.demux.learn_addr(source, id);
+                self.demux.learn_addr(proto, source, id);
                 id
             }
         };

@@ -50,6 +50,16 @@ impl WorkerCore {
         let candidate = Candidate::host(self.ctx.advertised_addr, "udp")
             .map_err(|e| BackendError::Internal(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(candidate);
+        if let Some(tcp) = self.ctx.advertised_tcp_addr {
+            // Passive: the client connects (RFC 6544), for when its UDP is blocked.
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(tcp)
+                .tcptype(str0m::net::TcpType::Passive)
+                .build()
+                .map_err(|e| BackendError::Internal(format!("TCP candidate: {e}")))?;
+            rtc.add_local_candidate(candidate);
+        }
         Ok((rtc, local_ufrag))
     }
 
