@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
 use sfu::worker::demux::{is_stun, local_ufrag, stun_username, Demux, Route};
+use str0m::net::Protocol;
 
 fuzz_target!(|data: &[u8]| {
     let known = SocketAddr::from(([192, 0, 2, 1], 5000));
@@ -15,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let mut demux = Demux::default();
     demux.insert_ufrag("srvfrag", 1);
     demux.insert_ufrag("other", 2);
-    demux.learn_addr(known, 3);
+    demux.learn_addr(Protocol::Udp, known, 3);
 
     let stun = is_stun(data);
     let username = stun_username(data);
@@ -30,8 +31,13 @@ fuzz_target!(|data: &[u8]| {
         Some("other") => Some(Route::Participant(2)),
         _ => None,
     };
-    for (source, by_addr) in [(known, Route::Participant(3)), (unknown, Route::Drop)] {
-        let route = demux.route(source, data);
+    // The known address is known over UDP only: over TCP it is a stranger.
+    for (proto, source, by_addr) in [
+        (Protocol::Udp, known, Route::Participant(3)),
+        (Protocol::Udp, unknown, Route::Drop),
+        (Protocol::Tcp, known, Route::Drop),
+    ] {
+        let route = demux.route(proto, source, data);
         let expected = match expected_by_ufrag {
             Some(r) if stun => r,
             _ if stun || by_addr == Route::Participant(3) => by_addr,
