@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The load benchmarks of BENCHMARKS.md: each scenario against a fresh
 # release server (so its peak RSS is that scenario's), with the server's
-# pid for CPU and memory, plus the raw UDP relay baseline. JSON results go
+# pid for CPU and memory, plus the raw UDP relay baseline. The server's
+# per-address HTTP rate limit is off: every virtual client shares 127.0.0.1. JSON results go
 # to target/bench/<name>.json, a summary line per run to stdout.
 #
 #   scripts/bench.sh [name ...]     (default: all; names below)
@@ -18,7 +19,7 @@ lt=target/release/sfu-loadtest
 run() { # name, loadtest args...
   local name=$1; shift
   target/release/sfu serve --http-addr 127.0.0.1:$port --log warn \
-    --max-participants-per-room 5000 >"$out/$name-server.log" 2>&1 &
+    --max-participants-per-room 5000 --http-rate-limit 0 >"$out/$name-server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/healthz >/dev/null && break; sleep 0.1; done
   "$lt" "$@" --url http://127.0.0.1:$port --server-pid "$pid" --json >"$out/$name.json" || true

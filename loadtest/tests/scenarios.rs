@@ -20,6 +20,7 @@ async fn start_server() -> (String, CancellationToken) {
     start_server_with(ConfigArgs {
         http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         workers: Some(2),
+        http_rate_limit: Some(0.0),
         ..Default::default()
     })
     .await
@@ -198,6 +199,7 @@ async fn churn_with_abrupt_disconnects_leaves_the_server_empty() {
         workers: Some(2),
         session_timeout_secs: Some(3),
         reconnect_grace_secs: Some(2),
+        http_rate_limit: Some(0.0),
         ..Default::default()
     };
     let (base, shutdown) = start_server_with(args).await;

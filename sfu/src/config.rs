@@ -86,6 +86,14 @@ pub struct ConfigArgs {
     #[serde(default)]
     pub webhook_urls: Vec<String>,
 
+    /// HTTP requests per second allowed to one client address (429 with Retry-After above); 0 turns the limit off. [default: 20]
+    #[arg(long, env = "SFU_HTTP_RATE_LIMIT")]
+    pub http_rate_limit: Option<f64>,
+
+    /// Requests one client address may send at once above --http-rate-limit. [default: 40]
+    #[arg(long, env = "SFU_HTTP_RATE_BURST")]
+    pub http_rate_burst: Option<f64>,
+
     /// Largest HTTP request body in bytes (413 above). [default: 65536]
     #[arg(long, env = "SFU_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -137,6 +145,8 @@ pub struct Config {
     pub reconnect_grace: Duration,
     pub webhook_urls: Vec<String>,
     pub max_body_bytes: usize,
+    /// (requests per second, burst) per client address; None: no limit.
+    pub http_rate_limit: Option<(f64, f64)>,
     pub log: String,
     pub ice_servers: Vec<IceServer>,
     /// TURN servers with per-session credentials (None: not configured).
@@ -293,6 +303,17 @@ impl Config {
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(64 * 1024),
+            http_rate_limit: {
+                let rate = args
+                    .http_rate_limit
+                    .or(file.http_rate_limit)
+                    .unwrap_or(20.0);
+                let burst = args
+                    .http_rate_burst
+                    .or(file.http_rate_burst)
+                    .unwrap_or(40.0);
+                (rate != 0.0).then_some((rate, burst))
+            },
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             ice_servers: if args.ice_servers.is_empty() {
                 file.ice_servers
@@ -343,6 +364,17 @@ impl Config {
                     "webhook_urls",
                     format!("{url:?} is not an http(s) URL"),
                 ));
+            }
+        }
+        if let Some((rate, burst)) = self.http_rate_limit {
+            if !(rate > 0.0 && rate.is_finite()) {
+                return Err(invalid(
+                    "http_rate_limit",
+                    "must be a positive number (0 turns it off)",
+                ));
+            }
+            if !(burst >= 1.0 && burst.is_finite()) {
+                return Err(invalid("http_rate_burst", "must be at least 1"));
             }
         }
         if self.max_body_bytes < 1024 {

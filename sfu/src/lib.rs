@@ -109,6 +109,9 @@ pub async fn run(
             .then(|| DEV_API_KEY.to_string()),
         ice_servers: config.ice_servers.clone(),
         turn: config.turn.clone(),
+        client_rate: config
+            .http_rate_limit
+            .map(|(per_second, burst)| signaling::rate_limit::ClientRate { per_second, burst }),
         max_body_bytes: config.max_body_bytes,
     };
     let app = signaling::router(front_door, backend);
@@ -124,6 +127,8 @@ pub async fn run(
         http_addr,
         media_addrs,
     });
+    // The peer address feeds the per-client rate limit.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;

@@ -476,3 +476,43 @@ fn turn_settings_are_checked() {
         assert!(err.to_string().contains(why), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_request_rate_gets_429_with_retry_after() -> TestResult {
+    let server = TestServer::start_with(ConfigArgs {
+        http_rate_limit: Some(5.0),
+        http_rate_burst: Some(10.0),
+        ..Default::default()
+    });
+    let client = reqwest::Client::new();
+    let mut statuses = vec![];
+    for _ in 0..15 {
+        statuses.push(
+            client
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await?,
+        );
+    }
+    let ok = statuses.iter().filter(|r| r.status() == 200).count();
+    let limited: Vec<_> = statuses.iter().filter(|r| r.status() == 429).collect();
+    // The burst of 10 (plus at most one refilled token) passes, the rest waits.
+    assert!((10..=11).contains(&ok), "{ok} passed");
+    assert!(!limited.is_empty());
+    let retry = limited[0]
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no Retry-After")?;
+    assert_eq!(retry, "1");
+    let body = statuses.pop().ok_or("no response")?.text().await?;
+    assert!(body.contains("too many requests from 127.0.0.1"), "{body}");
+    // After waiting as told, requests pass again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await?;
+    assert_eq!(again.status(), 200);
+    Ok(())
+}

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod errors;
+pub mod rate_limit;
 pub mod room_protocol;
 pub mod rtc_socket;
 pub mod sdpfrag;
@@ -67,6 +68,8 @@ pub struct FrontDoorConfig {
     pub ice_servers: Vec<IceServer>,
     /// TURN servers whose credentials are minted per session.
     pub turn: Option<TurnAuth>,
+    /// HTTP requests allowed per client address (None: no limit).
+    pub client_rate: Option<rate_limit::ClientRate>,
     /// Largest request body accepted (413 above).
     pub max_body_bytes: usize,
 }
@@ -158,7 +161,8 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
             get(move || async move { web::asset_response(asset) }),
         );
     }
-    app.route("/dev/token", get(web::dev_token::<B>))
+    let app = app
+        .route("/dev/token", get(web::dev_token::<B>))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route(
@@ -172,8 +176,15 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
                 },
             ),
         )
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() })
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n").into_response() });
+    let app = match config.client_rate {
+        Some(rate) => app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(rate_limit::ClientLimiter::new(rate)),
+            rate_limit::limit_clients,
+        )),
+        None => app,
+    };
+    app.layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(cors())
         .with_state(state)
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::auth::{AuthError, Permission};
 use crate::backend::{BackendError, JoinRoom, MediaBackend, RoomConnection};
 use crate::errors::ApiError;
+use crate::rate_limit::RateLimit;
 use crate::room_protocol::{parse_client_message, ClientMessage, ErrorCode, ServerMessage};
 use crate::sessions::{bearer, validate_room};
 use crate::AppState;
@@ -35,39 +36,6 @@ const MAX_IDENTITY: usize = 256;
 pub struct RtcQuery {
     access_token: Option<String>,
     resume: Option<String>,
-}
-
-/// A token bucket (time passed in).
-#[derive(Debug)]
-pub struct RateLimit {
-    tokens: f64,
-    last: Instant,
-    rate: f64,
-    burst: f64,
-}
-
-impl RateLimit {
-    pub fn new(rate: f64, burst: f64, now: Instant) -> RateLimit {
-        RateLimit {
-            tokens: burst,
-            last: now,
-            rate,
-            burst,
-        }
-    }
-
-    /// Take one token; false when the bucket is empty.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// `GET /rtc`: check the token, join, upgrade.
@@ -283,25 +251,4 @@ async fn serve<B: MediaBackend>(mut socket: WebSocket, backend: B, mut conn: Roo
     backend
         .room_socket_closed(&conn.participant, conn.generation)
         .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limit_allows_the_burst_then_the_rate() {
-        let t0 = Instant::now();
-        let mut r = RateLimit::new(10.0, 5.0, t0);
-        assert_eq!((0..8).filter(|_| r.take(t0)).count(), 5, "burst");
-        assert!(!r.take(t0));
-        assert!(r.take(t0 + Duration::from_millis(100)), "refilled one");
-        assert!(!r.take(t0 + Duration::from_millis(100)));
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!(
-            (0..8).filter(|_| r.take(later)).count(),
-            5,
-            "capped at burst"
-        );
-    }
 }

@@ -10,10 +10,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use signaling::rate_limit::RateLimit;
 use signaling::room_protocol::{
     MediaKindName, ParticipantInfo, PublishInfo, Quality, ServerMessage, TrackInfo,
 };
-use signaling::rtc_socket::RateLimit;
 use str0m::channel::ChannelId;
 use str0m::media::Mid;
 use tokio::sync::mpsc;

@@ -40,6 +40,8 @@ impl TestServer {
         args.http_addr
             .get_or_insert(SocketAddr::from(([127, 0, 0, 1], 0)));
         args.workers.get_or_insert(2);
+        // Tests fire requests faster than a person; the limit has its own test.
+        args.http_rate_limit.get_or_insert(0.0);
         let config = Config::resolve(args, ConfigArgs::default()).expect("valid test config");
         let shutdown = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();
