@@ -175,3 +175,41 @@ export function signToken(key, secret, room, identity, { publish = false, subscr
   })}`;
   return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
 }
+
+/**
+ * A client behind a NAT: namespace `<ns>-<suffix>c` (192.168.215.2/24) routes
+ * through a router namespace `<ns>-<suffix>r`, which masquerades it onto
+ * 10.215.0.2/30 towards this namespace (10.215.0.1, where the server
+ * listens). The server sees the router's address, never the client's.
+ */
+export function createNattedHost(t, suffix) {
+  const base = process.env.SFU_E2E_NS || `sfue2e-${process.pid}`;
+  const router = `${base}-${suffix}r`;
+  const client = `${base}-${suffix}c`;
+  const tag = `${process.pid % 10000}${suffix}`.slice(0, 7);
+  const [hostIf, wanIf, lanIf, clientIf] = [`na${tag}`, `nb${tag}`, `nc${tag}`, `nd${tag}`];
+  for (const ns of [router, client]) {
+    sh('ip', 'netns', 'add', ns);
+    t.after(() => { try { sh('ip', 'netns', 'del', ns); } catch { /* already gone */ } });
+    sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
+  }
+  // This namespace <-> router (the "internet" side).
+  sh('ip', 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', wanIf);
+  sh('ip', 'link', 'set', wanIf, 'netns', router);
+  sh('ip', 'addr', 'add', '10.215.0.1/30', 'dev', hostIf);
+  sh('ip', 'link', 'set', hostIf, 'up');
+  sh('ip', 'netns', 'exec', router, 'ip', 'addr', 'add', '10.215.0.2/30', 'dev', wanIf);
+  sh('ip', 'netns', 'exec', router, 'ip', 'link', 'set', wanIf, 'up');
+  // Router <-> client (the private LAN).
+  sh('ip', 'link', 'add', lanIf, 'type', 'veth', 'peer', 'name', clientIf);
+  sh('ip', 'link', 'set', lanIf, 'netns', router);
+  sh('ip', 'link', 'set', clientIf, 'netns', client);
+  sh('ip', 'netns', 'exec', router, 'ip', 'addr', 'add', '192.168.215.1/24', 'dev', lanIf);
+  sh('ip', 'netns', 'exec', router, 'ip', 'link', 'set', lanIf, 'up');
+  sh('ip', 'netns', 'exec', client, 'ip', 'addr', 'add', '192.168.215.2/24', 'dev', clientIf);
+  sh('ip', 'netns', 'exec', client, 'ip', 'link', 'set', clientIf, 'up');
+  sh('ip', 'netns', 'exec', client, 'ip', 'route', 'add', 'default', 'via', '192.168.215.1');
+  sh('ip', 'netns', 'exec', router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+  sh('ip', 'netns', 'exec', router, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-o', wanIf, '-j', 'MASQUERADE');
+  return { router, client, hostIp: '10.215.0.1', publicIp: '10.215.0.2', privateIp: '192.168.215.2' };
+}
