@@ -65,6 +65,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_SESSION_TIMEOUT_SECS")]
     pub session_timeout_secs: Option<u64>,
 
+    /// A session must connect (ICE and DTLS) within this many seconds of its offer. [default: 20]
+    #[arg(long, env = "SFU_CONNECT_TIMEOUT_SECS")]
+    pub connect_timeout_secs: Option<u64>,
+
     /// Most rooms this server hosts at once (503 above). [default: 1000]
     #[arg(long, env = "SFU_MAX_ROOMS")]
     pub max_rooms: Option<usize>,
@@ -139,6 +143,7 @@ pub struct Config {
     #[serde(serialize_with = "redact_keys")]
     pub api_keys: BTreeMap<String, String>,
     pub session_timeout: Duration,
+    pub connect_timeout: Duration,
     pub max_rooms: usize,
     pub max_participants_per_room: usize,
     pub max_tracks_per_participant: usize,
@@ -280,6 +285,11 @@ impl Config {
                     .or(file.session_timeout_secs)
                     .unwrap_or(30),
             ),
+            connect_timeout: Duration::from_secs(
+                args.connect_timeout_secs
+                    .or(file.connect_timeout_secs)
+                    .unwrap_or(20),
+            ),
             max_rooms: args.max_rooms.or(file.max_rooms).unwrap_or(1000),
             max_participants_per_room: args
                 .max_participants_per_room
@@ -345,6 +355,9 @@ impl Config {
         }
         if self.session_timeout < Duration::from_secs(1) {
             return Err(invalid("session_timeout_secs", "must be at least 1"));
+        }
+        if self.connect_timeout < Duration::from_secs(1) {
+            return Err(invalid("connect_timeout_secs", "must be at least 1"));
         }
         if self.max_rooms == 0 {
             return Err(invalid("max_rooms", "must be at least 1"));

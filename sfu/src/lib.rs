@@ -82,6 +82,7 @@ pub async fn run(
         registry: registry.clone(),
         max_participants_per_room: config.max_participants_per_room,
         session_timeout: config.session_timeout,
+        connect_timeout: config.connect_timeout,
         max_tracks_per_participant: config.max_tracks_per_participant,
         reconnect_grace: config.reconnect_grace,
         ice_servers: config.ice_servers.clone(),

@@ -5,6 +5,7 @@
 
 mod common;
 
+use sfu::config::ConfigArgs;
 use std::time::Duration;
 
 use common::{post_sdp, TestPeer, TestResult, TestServer};
@@ -440,6 +441,44 @@ async fn remb_only_publishers_get_remb_and_twcc_publishers_do_not() -> TestResul
     assert_eq!(
         twcc.stats.remb_bps, None,
         "TWCC publishers are left to TWCC"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stuck_before_dtls_is_removed_although_stun_keeps_coming() -> TestResult {
+    // Idle timeout far away: only the connect timeout can end this session.
+    let server = TestServer::start_with(ConfigArgs {
+        session_timeout_secs: Some(60),
+        connect_timeout_secs: Some(2),
+        ..Default::default()
+    });
+    let (mut publisher, offer) = TestPeer::publisher();
+    publisher.drop_dtls = true;
+    let token = server.token("halfopen", "stuck", true, false);
+    let posted = post_sdp(&format!("{}/whip/halfopen", server.base), &token, &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    publisher.accept_answer(&posted.body)?;
+    let publisher = publisher.spawn_for(Duration::from_secs(4));
+    assert!(
+        server
+            .wait_metric("sfu_rtc_instances", 0.0, Duration::from_secs(6))
+            .await,
+        "the half-open session is removed"
+    );
+    let publisher = publisher.join().map_err(|_| "peer thread")?;
+    assert!(
+        publisher.stats.connected_after.is_none(),
+        "it never connected"
+    );
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sfu_sessions_ended_total{reason=\"connect_timeout\"} 1")),
+        "ended as connect_timeout"
     );
     Ok(())
 }

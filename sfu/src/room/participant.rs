@@ -94,6 +94,9 @@ pub struct Participant {
     pub max_width: Option<u32>,
     rtc: Rtc,
     pub created_at: Instant,
+    /// When the first offer arrived and connecting began (None: no offer
+    /// yet, as for a room participant that only just joined).
+    pub offered_at: Option<Instant>,
     pub last_receive: Instant,
     pub connected: bool,
     pub closed: bool,
@@ -137,8 +140,9 @@ pub struct NewParticipant {
 impl Participant {
     pub fn new(p: NewParticipant) -> Participant {
         let offer = p.negotiation.remote_offer.clone();
+        let now = p.now;
         let mut participant = Self::build(p);
-        participant.set_remote_offer(offer);
+        participant.set_remote_offer(offer, now);
         participant
     }
 
@@ -156,6 +160,7 @@ impl Participant {
             max_width: p.max_width,
             rtc: p.rtc,
             created_at: p.now,
+            offered_at: None,
             last_receive: p.now,
             connected: false,
             closed: false,
@@ -175,7 +180,10 @@ impl Participant {
     }
 
     /// The peer's latest accepted offer (what PATCH and reconciliation read).
-    pub fn set_remote_offer(&mut self, sdp: String) {
+    pub fn set_remote_offer(&mut self, sdp: String, now: Instant) {
+        if !sdp.is_empty() {
+            self.offered_at.get_or_insert(now);
+        }
         self.remb_mids = crate::room::offer::remb_only_video_mids(&sdp)
             .iter()
             .map(|m| Mid::from(m.as_str()))
@@ -450,5 +458,14 @@ impl Participant {
     /// Time since the last datagram from the peer.
     pub fn idle_for(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_receive)
+    }
+
+    /// Offered but still not connected (ICE and DTLS) this long after the
+    /// offer: a half-open session, even if STUN keeps arriving.
+    pub fn connecting_for(&self, now: Instant) -> Option<Duration> {
+        match (self.connected, self.offered_at) {
+            (false, Some(t)) => Some(now.saturating_duration_since(t)),
+            _ => None,
+        }
     }
 }

@@ -212,6 +212,8 @@ pub struct TestPeer {
     pub channel_messages: Vec<(String, String)>,
     /// RFC 6464 level put on audio packets (None: no level).
     pub audio_level: Option<i8>,
+    /// Never send DTLS (ICE still runs): a handshake stuck half-way.
+    pub drop_dtls: bool,
 }
 
 /// One simulcast layer a test publisher sends.
@@ -371,6 +373,7 @@ impl TestPeer {
                 channels,
                 channel_messages: vec![],
                 audio_level: None,
+                drop_dtls: false,
             },
             sdp,
         )
@@ -576,7 +579,11 @@ impl TestPeer {
                 match self.rtc.poll_output() {
                     Ok(Output::Timeout(t)) => break t,
                     Ok(Output::Transmit(t)) => {
-                        let _ = self.socket.send_to(&t.contents, t.destination);
+                        // DTLS records start with a content type of 20-63 (RFC 7983).
+                        let dtls = matches!(t.contents.first(), Some(20..=63));
+                        if !(self.drop_dtls && dtls) {
+                            let _ = self.socket.send_to(&t.contents, t.destination);
+                        }
                     }
                     Ok(Output::Event(e)) => self.on_event(e),
                     Err(_) => return,

@@ -426,7 +426,7 @@ impl WorkerCore {
             }
             m.send(ServerMessage::Answer { sdp: answer }, now);
         }
-        p.set_remote_offer(sdp);
+        p.set_remote_offer(sdp, now);
         self.dirty.push(id);
         self.reconcile(now, id);
     }

@@ -68,6 +68,8 @@ pub struct WorkerContext {
     pub registry: Arc<Registry>,
     pub max_participants_per_room: usize,
     pub session_timeout: Duration,
+    /// An offered session must connect (ICE and DTLS) within this.
+    pub connect_timeout: Duration,
     pub max_tracks_per_participant: usize,
     /// How long a conference participant's socket may stay away.
     pub reconnect_grace: Duration,
@@ -81,6 +83,8 @@ pub enum RemoveReason {
     Deleted,
     Closed,
     IceTimeout,
+    /// Offered but never connected (ICE or DTLS stuck half-way).
+    ConnectTimeout,
     Timeout,
     Shutdown,
     /// The participant left (room protocol `leave`).
@@ -101,6 +105,7 @@ impl RemoveReason {
             RemoveReason::Deleted => "deleted",
             RemoveReason::Closed => "closed",
             RemoveReason::IceTimeout => "ice_timeout",
+            RemoveReason::ConnectTimeout => "connect_timeout",
             RemoveReason::Timeout => "timeout",
             RemoveReason::Shutdown => "shutdown",
             RemoveReason::Left => "left",
@@ -478,6 +483,11 @@ impl WorkerCore {
             .filter_map(|p| {
                 if !p.is_alive() {
                     Some((p.id, RemoveReason::Closed))
+                } else if p
+                    .connecting_for(now)
+                    .is_some_and(|t| t >= self.ctx.connect_timeout)
+                {
+                    Some((p.id, RemoveReason::ConnectTimeout))
                 } else if p.idle_for(now) >= timeout {
                     Some((
                         p.id,
