@@ -38,7 +38,8 @@ const selectedPair = (page) => page.evaluate(async () => {
 test('a participant behind a NAT publishes and plays', async (t) => {
   const nat = createNattedHost(t, 'nat');
   const server = await startServer(t, 'nat', {
-    host: nat.hostIp, extraArgs: ['--api-key', KEY, '--api-secret', SECRET],
+    host: nat.hostIp,
+    extraArgs: ['--api-key', KEY, '--api-secret', SECRET, '--log', process.env.NAT_LOG || 'info,sfu::forward=debug,sfu::worker=debug'],
   });
   const url = (id) => `${server.base}/room/${ROOM}?autojoin=1&name=${id}&resolution=320x240&simulcast=0&token=${
     signToken(KEY, SECRET, ROOM, id, { publish: true, subscribe: true })}`;
@@ -50,7 +51,23 @@ test('a participant behind a NAT publishes and plays', async (t) => {
   for (const [p, l] of [[open, 'open'], [natted, 'natted']]) {
     await waitFor(p, (pg) => pg.evaluate(() => window.room.state === 'joined'
       && Object.keys(window.room.participants).length === 1), 20000, { what: `${l} joined with the other` });
-    await waitFor(p, async (pg) => (await decoded(pg)) > 10, 30000, { what: `${l} decodes the other's video` });
+    await waitFor(p, async (pg) => (await decoded(pg)) > 10, 30000, { what: `${l} decodes the other's video` })
+      .catch(async (e) => {
+        const seen = await p.evaluate(async () => ({ stats: await window.room.stats(), participants: window.room.participants }));
+        const senders = async (pg) => pg.evaluate(async () => {
+          const out = [];
+          for (const t of window.room.pc.getTransceivers()) {
+            const enc = t.sender.track ? t.sender.getParameters().encodings.map((x) => ({ rid: x.rid, active: x.active })) : null;
+            const st = [];
+            (await t.sender.getStats()).forEach((r) => {
+              if (r.type === 'outbound-rtp') st.push({ kind: r.kind, framesEncoded: r.framesEncoded, bytesSent: r.bytesSent, packetsSent: r.packetsSent });
+            });
+            out.push({ mid: t.mid, dir: t.direction, cur: t.currentDirection, track: t.sender.track?.kind ?? null, enc, st });
+          }
+          return out;
+        });
+        throw new Error(`${e.message}; it has ${JSON.stringify(seen)}; open sends ${JSON.stringify(await senders(open))}; natted sends ${JSON.stringify(await senders(natted))}`);
+      });
   }
   reportMetric('nat_join_to_media_both_ways_ms', Date.now() - start, 'ms');
   const pair = await selectedPair(natted);

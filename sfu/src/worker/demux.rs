@@ -72,12 +72,22 @@ pub struct Demux {
 }
 
 impl Demux {
-    pub fn route(&self, proto: Protocol, source: SocketAddr, data: &[u8]) -> Route {
+    /// Whose datagram this is. A STUN request naming a participant's ufrag
+    /// from an address not seen before teaches that address: the client
+    /// may move its media to another candidate pair (a path switch, a
+    /// network change) without an ICE restart, and its media must follow.
+    pub fn route(&mut self, proto: Protocol, source: SocketAddr, data: &[u8]) -> Route {
         if is_stun(data) {
             // STUN from a known address can be a consent check after an ICE
             // restart, so the ufrag wins when present.
-            if let Some(id) = local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
-                return Route::Participant(*id);
+            if let Some(id) = local_ufrag(data)
+                .and_then(|u| self.by_ufrag.get(u))
+                .copied()
+            {
+                if !self.by_addr.contains_key(&(proto, source)) {
+                    self.learn_addr(proto, source, id);
+                }
+                return Route::Participant(id);
             }
         }
         match self.by_addr.get(&(proto, source)) {
@@ -193,31 +203,74 @@ mod tests {
             Route::Participant(2)
         );
         assert_eq!(
-            d.route(UDP, addr(5000), &binding_request("zzzz:x")),
+            d.route(UDP, addr(5001), &binding_request("zzzz:x")),
             Route::Drop
         );
+        // DTLS from an address no STUN came from: the connecting participants decide.
         let dtls = [22u8, 0xfe, 0xfd, 0, 0];
-        assert_eq!(d.route(UDP, addr(5000), &dtls), Route::AskConnecting);
-        d.learn_addr(UDP, addr(5000), 2);
-        assert_eq!(d.route(UDP, addr(5000), &dtls), Route::Participant(2));
+        assert_eq!(d.route(UDP, addr(5002), &dtls), Route::AskConnecting);
+        d.learn_addr(UDP, addr(5002), 2);
+        assert_eq!(d.route(UDP, addr(5002), &dtls), Route::Participant(2));
         // The same address over TCP is another remote.
         assert_eq!(
-            d.route(Protocol::Tcp, addr(5000), &dtls),
+            d.route(Protocol::Tcp, addr(5002), &dtls),
             Route::AskConnecting
         );
-        d.learn_addr(Protocol::Tcp, addr(5000), 1);
+        d.learn_addr(Protocol::Tcp, addr(5002), 1);
         assert_eq!(
-            d.route(Protocol::Tcp, addr(5000), &dtls),
+            d.route(Protocol::Tcp, addr(5002), &dtls),
             Route::Participant(1)
         );
-        assert_eq!(d.route(UDP, addr(5000), &dtls), Route::Participant(2));
+        assert_eq!(d.route(UDP, addr(5002), &dtls), Route::Participant(2));
         d.remove_participant(2);
-        assert_eq!(d.route(UDP, addr(5000), &dtls), Route::AskConnecting);
+        assert_eq!(d.route(UDP, addr(5002), &dtls), Route::AskConnecting);
+        assert_eq!(
+            d.route(UDP, addr(5000), &dtls),
+            Route::AskConnecting,
+            "forgotten with it"
+        );
         assert_eq!(
             d.route(UDP, addr(5000), &binding_request("bbbb:x")),
             Route::Drop
         );
         d.remove_participant(1);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_client_moving_to_another_address_is_followed_by_its_stun() {
+        let mut d = Demux::default();
+        d.insert_ufrag("aaaa", 1);
+        let dtls = [22u8, 0xfe, 0xfd, 0, 0];
+        assert_eq!(
+            d.route(UDP, addr(5000), &binding_request("aaaa:x")),
+            Route::Participant(1)
+        );
+        assert_eq!(
+            d.route(UDP, addr(5000), &dtls),
+            Route::Participant(1),
+            "learned from STUN"
+        );
+        // The client switches its selected pair to another local address.
+        assert_eq!(
+            d.route(UDP, addr(6000), &dtls),
+            Route::AskConnecting,
+            "not yet known"
+        );
+        assert_eq!(
+            d.route(UDP, addr(6000), &binding_request("aaaa:x")),
+            Route::Participant(1)
+        );
+        assert_eq!(
+            d.route(UDP, addr(6000), &dtls),
+            Route::Participant(1),
+            "media follows"
+        );
+        // A STUN request with an unknown ufrag teaches nothing.
+        assert_eq!(
+            d.route(UDP, addr(7000), &binding_request("zzzz:x")),
+            Route::Drop
+        );
+        assert_eq!(d.route(UDP, addr(7000), &dtls), Route::AskConnecting);
     }
 }
