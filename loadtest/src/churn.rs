@@ -48,10 +48,22 @@ pub struct ChurnArgs {
     /// Rooms the sessions are spread over.
     #[arg(long, default_value_t = 10)]
     pub rooms: u64,
+    /// Which kinds of sessions to churn (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ChurnKind::Whip, ChurnKind::Whep, ChurnKind::Room])]
+    pub kinds: Vec<ChurnKind>,
     /// Longest wait after the last session for the server to be empty (s);
     /// must exceed its session timeout and reconnect grace.
     #[arg(long, default_value_t = 60)]
     pub settle_secs: u64,
+}
+
+/// A kind of session the churn starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChurnKind {
+    Whip,
+    Whep,
+    Room,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,8 +96,13 @@ fn plan_of(common: &Common, i: u64, args: &ChurnArgs, origin: Instant) -> Result
         Ending::Graceful
     };
     let t = &common.target;
-    Ok(match i % 3 {
-        0 => Plan::Http(SessionPlan {
+    let kinds = if args.kinds.is_empty() {
+        &[ChurnKind::Whip][..]
+    } else {
+        &args.kinds[..]
+    };
+    Ok(match kinds[(i % kinds.len() as u64) as usize] {
+        ChurnKind::Whip => Plan::Http(SessionPlan {
             path: format!("/whip/{room}"),
             token: t.token(&room, &format!("churn-pub-{i}"), true, false)?,
             media: Media::Publish(MediaSource::new(
@@ -98,7 +115,7 @@ fn plan_of(common: &Common, i: u64, args: &ChurnArgs, origin: Instant) -> Result
             bind: common.bind,
             ending,
         }),
-        1 => Plan::Http(SessionPlan {
+        ChurnKind::Whep => Plan::Http(SessionPlan {
             path: format!("/whep/{room}"),
             token: t.token(&room, &format!("churn-view-{i}"), false, true)?,
             media: Media::Receive {
@@ -108,7 +125,7 @@ fn plan_of(common: &Common, i: u64, args: &ChurnArgs, origin: Instant) -> Result
             bind: common.bind,
             ending,
         }),
-        _ => Plan::Room(RoomPlan {
+        ChurnKind::Room => Plan::Room(RoomPlan {
             token: t.token(&room, &format!("churn-member-{i}"), true, true)?,
             publish: Some(MediaSource::new(
                 VideoCodec::Vp8,

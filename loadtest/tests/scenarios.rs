@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loadtest::broadcast::{broadcast, BroadcastArgs};
-use loadtest::churn::{churn, ChurnArgs};
+use loadtest::churn::{churn, ChurnArgs, ChurnKind};
 use loadtest::meeting::{audio_room, conference, AudioRoomArgs, ConferenceArgs};
 use loadtest::report::Thresholds;
 use loadtest::run::Common;
@@ -209,6 +209,7 @@ async fn churn_with_abrupt_disconnects_leaves_the_server_empty() {
         abrupt: 0.3,
         lifetime_ms: 800,
         rooms: 4,
+        kinds: vec![ChurnKind::Whip, ChurnKind::Whep, ChurnKind::Room],
         settle_secs: 30,
     };
     let mut c = common(&base, "churn");
