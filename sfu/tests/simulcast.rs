@@ -56,10 +56,52 @@ async fn each_viewer_gets_one_layer_by_wish_and_falls_back_when_it_stops() -> Te
         posted.body
     );
     publisher.accept_answer(&posted.body)?;
-    let publisher = publisher
-        .spawn_for(Duration::from_secs(5))
-        .join()
-        .map_err(|_| "publisher panicked")?;
+    let running = publisher.spawn_for(Duration::from_secs(5));
+    // While it runs, the admin API says what viewer B receives and why.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let report: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/rooms/{room}/participants/b/subscriptions",
+            server.base
+        ))
+        .basic_auth("devkey", Some("secret"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let video = report["subscriptions"]
+        .as_array()
+        .and_then(|subs| subs.iter().find(|s| s["kind"] == "video"))
+        .cloned()
+        .ok_or_else(|| format!("no video line: {report}"))?;
+    assert_eq!(video["publisher"], "pub", "{report}");
+    assert_eq!(video["maxWidth"], 640, "{report}");
+    assert_eq!(video["layer"]["width"], 640, "{report}");
+    assert_eq!(video["layer"]["rid"], "x", "{report}");
+    let widths: Vec<u64> = video["available"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l["width"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(widths, vec![320, 640, 1280], "{report}");
+    let rates: Vec<u64> = video["available"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l["bitrateBps"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(
+        rates[0] < rates[1] && rates[1] < rates[2],
+        "measured rates rise with size: {report}"
+    );
+    assert!(report["downlinkEstimateBps"].as_u64().is_some(), "{report}");
+    let missing = reqwest::Client::new()
+        .get(format!(
+            "{}/api/rooms/{room}/participants/nobody/subscriptions",
+            server.base
+        ))
+        .basic_auth("devkey", Some("secret"))
+        .send()
+        .await?;
+    assert_eq!(missing.status(), 404);
+    let publisher = running.join().map_err(|_| "publisher panicked")?;
 
     // The top layer stops (the publisher's uplink got worse); the others go on.
     let mut publisher = publisher;

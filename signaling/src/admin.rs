@@ -52,6 +52,11 @@ pub enum AdminRequest {
         payload: serde_json::Value,
         to: Option<Vec<String>>,
     },
+    /// What one participant receives: layers, estimate, switches.
+    Subscriptions {
+        room: String,
+        identity: String,
+    },
 }
 
 impl AdminRequest {
@@ -64,7 +69,8 @@ impl AdminRequest {
             | AdminRequest::MuteTrack { room, .. }
             | AdminRequest::UpdateParticipant { room, .. }
             | AdminRequest::CloseRoom { room }
-            | AdminRequest::SendData { room, .. } => Some(room),
+            | AdminRequest::SendData { room, .. }
+            | AdminRequest::Subscriptions { room, .. } => Some(room),
         }
     }
 }
@@ -79,12 +85,55 @@ pub struct RoomSummary {
     pub age_seconds: u64,
 }
 
+/// A simulcast layer as the diagnostics show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerReport {
+    pub rid: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub bitrate_bps: u64,
+}
+
+/// One receiving line of a participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionReport {
+    pub mid: String,
+    pub kind: crate::room_protocol::MediaKindName,
+    /// Identity of the publisher of the track it carries (None: nothing bound).
+    pub publisher: Option<String>,
+    pub track: Option<String>,
+    /// Video: the layer flowing now.
+    pub layer: Option<LayerReport>,
+    /// Video: the layer wanted next (rid; "" for a single-layer track).
+    pub target: Option<String>,
+    pub paused: bool,
+    pub max_width: Option<u32>,
+    /// Video: the publisher's layers flowing now, lowest first.
+    pub available: Vec<LayerReport>,
+    pub switches_up: u64,
+    pub switches_down: u64,
+}
+
+/// What one participant receives and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriberReport {
+    pub identity: String,
+    pub sid: String,
+    /// The bandwidth estimate of its downlink (None: none yet).
+    pub downlink_estimate_bps: Option<u64>,
+    pub subscriptions: Vec<SubscriptionReport>,
+}
+
 /// The backend's answer.
 #[derive(Debug, Clone)]
 pub enum AdminReply {
     Rooms(Vec<RoomSummary>),
     Participants(Vec<ParticipantInfo>),
     Participant(ParticipantInfo),
+    Subscriptions(SubscriberReport),
     Done,
 }
 
@@ -96,6 +145,7 @@ impl IntoResponse for AdminReply {
                 Json(serde_json::json!({ "participants": p })).into_response()
             }
             AdminReply::Participant(p) => Json(p).into_response(),
+            AdminReply::Subscriptions(r) => Json(r).into_response(),
             AdminReply::Done => StatusCode::NO_CONTENT.into_response(),
         }
     }
@@ -215,6 +265,14 @@ async fn remove_participant<B: MediaBackend>(
     run(&s, &h, AdminRequest::RemoveParticipant { room, identity }).await
 }
 
+async fn subscriptions<B: MediaBackend>(
+    State(s): State<AppState<B>>,
+    Path((room, identity)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Result<AdminReply, ApiError> {
+    run(&s, &h, AdminRequest::Subscriptions { room, identity }).await
+}
+
 async fn update_participant<B: MediaBackend>(
     State(s): State<AppState<B>>,
     Path((room, identity)): Path<(String, String)>,
@@ -290,6 +348,10 @@ pub fn routes<B: MediaBackend>() -> Router<AppState<B>> {
         .route(
             "/api/rooms/{room}/participants/{identity}/mute",
             post(mute_track::<B>),
+        )
+        .route(
+            "/api/rooms/{room}/participants/{identity}/subscriptions",
+            get(subscriptions::<B>),
         )
         .route("/api/rooms/{room}/data", post(send_data::<B>))
 }

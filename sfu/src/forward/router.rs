@@ -163,6 +163,24 @@ struct DownTrack {
     pinned: bool,
 }
 
+/// One of a subscriber's receiving lines, for diagnostics.
+#[derive(Debug, Clone)]
+pub struct SubscriptionView {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pub source: Option<TrackKey>,
+    /// The layer flowing now (video).
+    pub current: Option<LayerView>,
+    /// The layer the selector wants (switched to at its next keyframe).
+    pub target: Option<LayerId>,
+    pub paused: bool,
+    pub max_width: Option<u32>,
+    /// The publisher's layers flowing now, lowest first.
+    pub available: Vec<LayerView>,
+    pub switches_up: u64,
+    pub switches_down: u64,
+}
+
 /// The routing table of one room.
 #[derive(Debug, Default)]
 pub struct Router {
@@ -551,6 +569,52 @@ impl Router {
         let ranked = t.layers.ranked(now);
         let rank = ranked.iter().position(|l| l.id == *current)?;
         Some((rank, ranked.len()))
+    }
+
+    /// What one subscriber receives, line by line (the admin API's answer
+    /// to "why is Alice's video blurry").
+    pub fn subscription_views(
+        &self,
+        subscriber: ParticipantId,
+        now: Instant,
+    ) -> Vec<SubscriptionView> {
+        let mut views: Vec<SubscriptionView> = self
+            .down_tracks
+            .iter()
+            .filter(|(k, _)| k.subscriber == subscriber)
+            .map(|(k, d)| {
+                let available = d
+                    .source
+                    .and_then(|s| self.tracks.get(&s))
+                    .filter(|t| t.kind == MediaKind::Video)
+                    .map(|t| t.layers.ranked(now))
+                    .unwrap_or_default();
+                let current = d
+                    .selector
+                    .current()
+                    .and_then(|c| available.iter().find(|l| l.id == *c))
+                    .copied();
+                SubscriptionView {
+                    mid: k.mid,
+                    kind: d.kind,
+                    source: d.source,
+                    current,
+                    target: d.selector.target().copied(),
+                    paused: d.selector.is_paused(),
+                    max_width: d.selector.max_width,
+                    available,
+                    switches_up: d.selector.switches_up,
+                    switches_down: d.selector.switches_down,
+                }
+            })
+            .collect();
+        views.sort_by_key(|v| v.mid.to_string());
+        views
+    }
+
+    /// The subscriber's last downlink estimate (bits per second).
+    pub fn estimate_of(&self, subscriber: ParticipantId) -> Option<u64> {
+        self.estimates.get(&subscriber).copied()
     }
 
     /// Video down-tracks (for metrics).

@@ -9,14 +9,16 @@
 
 use super::negotiation::sdp_attr;
 use super::*;
-use signaling::admin::{AdminReply, AdminRequest, RoomSummary};
+use signaling::admin::{
+    AdminReply, AdminRequest, LayerReport, RoomSummary, SubscriberReport, SubscriptionReport,
+};
 use signaling::backend::{JoinRoom, RoomConnection};
 use signaling::room_protocol::{
     ClientLimits, ClientMessage, DataEnvelope, ErrorCode, MediaKindName, ParticipantInfo,
     QualityUpdate, RelayedData, ServerMessage, Speaker,
 };
 use str0m::channel::ChannelId;
-use str0m::media::{Mid, Rids};
+use str0m::media::{MediaKind, Mid, Rids};
 
 use crate::room::member::{new_sid, Member, NewMember, PublishedTrack};
 use crate::room::offer::{check_room_offer, media_sections};
@@ -658,6 +660,70 @@ impl WorkerCore {
     }
 
     /// Whether frames of a publisher's track are held back (muted audio).
+    /// What `identity` (any kind of session) in `room` receives, line by line.
+    fn subscriber_report(
+        &self,
+        now: Instant,
+        room: &str,
+        identity: &str,
+    ) -> Result<AdminReply, BackendError> {
+        let r = self.rooms.get(room).ok_or(BackendError::NotFound)?;
+        let p = self
+            .participants
+            .values()
+            .filter(|p| *p.room == *room && p.identity == identity)
+            .max_by_key(|p| p.created_at)
+            .ok_or(BackendError::NotFound)?;
+        let layer = |l: &crate::forward::layers::LayerView| LayerReport {
+            rid: l.id.as_ref().map(|r| r.to_string()),
+            width: l.width,
+            height: l.height,
+            bitrate_bps: l.bitrate_bps,
+        };
+        let subscriptions = r
+            .router
+            .subscription_views(p.id, now)
+            .into_iter()
+            .map(|v| {
+                let track = v.source.and_then(|key| {
+                    r.track_sids
+                        .iter()
+                        .find(|(_, k)| **k == key)
+                        .map(|(sid, _)| sid.clone())
+                });
+                let publisher = v
+                    .source
+                    .and_then(|key| self.participants.get(&key.publisher))
+                    .map(|p| p.identity.clone());
+                SubscriptionReport {
+                    mid: v.mid.to_string(),
+                    kind: if v.kind == MediaKind::Video {
+                        MediaKindName::Video
+                    } else {
+                        MediaKindName::Audio
+                    },
+                    publisher,
+                    track,
+                    layer: v.current.as_ref().map(layer),
+                    target: v
+                        .target
+                        .map(|t| t.map(|r| r.to_string()).unwrap_or_default()),
+                    paused: v.paused,
+                    max_width: v.max_width,
+                    available: v.available.iter().map(layer).collect(),
+                    switches_up: v.switches_up,
+                    switches_down: v.switches_down,
+                }
+            })
+            .collect();
+        Ok(AdminReply::Subscriptions(SubscriberReport {
+            identity: p.identity.clone(),
+            sid: p.resource_id.clone(),
+            downlink_estimate_bps: r.router.estimate_of(p.id),
+            subscriptions,
+        }))
+    }
+
     /// What a `joined` message announces besides the room: the ICE servers
     /// (static ones, then those minted for this participant) and the limits.
     fn join_terms(&self, req: &JoinRoom) -> (Vec<signaling::IceServer>, ClientLimits) {
@@ -1086,6 +1152,9 @@ impl WorkerCore {
                     })
                     .collect(),
             )),
+            AdminRequest::Subscriptions { room, identity } => {
+                self.subscriber_report(now, &room, &identity)
+            }
             AdminRequest::ListParticipants { room } => {
                 let room = room_of(self, &room)?;
                 Ok(AdminReply::Participants(self.room_members(&room, None)))
