@@ -81,6 +81,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_MAX_TRACKS_PER_PARTICIPANT")]
     pub max_tracks_per_participant: Option<usize>,
 
+    /// WHIP/WHEP sessions one identity may hold in a room (429 above); 0: no limit, for viewer links that share one token. [default: 0]
+    #[arg(long, env = "SFU_MAX_SESSIONS_PER_IDENTITY")]
+    pub max_sessions_per_identity: Option<usize>,
+
     /// A conference participant whose WebSocket dropped is kept this long for it to resume. [default: 20]
     #[arg(long, env = "SFU_RECONNECT_GRACE_SECS")]
     pub reconnect_grace_secs: Option<u64>,
@@ -147,6 +151,7 @@ pub struct Config {
     pub max_rooms: usize,
     pub max_participants_per_room: usize,
     pub max_tracks_per_participant: usize,
+    pub max_sessions_per_identity: usize,
     pub reconnect_grace: Duration,
     pub webhook_urls: Vec<String>,
     pub max_body_bytes: usize,
@@ -299,6 +304,10 @@ impl Config {
                 .max_tracks_per_participant
                 .or(file.max_tracks_per_participant)
                 .unwrap_or(8),
+            max_sessions_per_identity: args
+                .max_sessions_per_identity
+                .or(file.max_sessions_per_identity)
+                .unwrap_or(0),
             reconnect_grace: Duration::from_secs(
                 args.reconnect_grace_secs
                     .or(file.reconnect_grace_secs)

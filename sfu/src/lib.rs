@@ -84,6 +84,7 @@ pub async fn run(
         session_timeout: config.session_timeout,
         connect_timeout: config.connect_timeout,
         max_tracks_per_participant: config.max_tracks_per_participant,
+        max_sessions_per_identity: config.max_sessions_per_identity,
         reconnect_grace: config.reconnect_grace,
         ice_servers: config.ice_servers.clone(),
         webhooks: webhook_sender(&config, &metrics, &shutdown),

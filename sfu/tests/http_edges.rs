@@ -516,3 +516,33 @@ async fn a_client_over_its_request_rate_gets_429_with_retry_after() -> TestResul
     assert_eq!(again.status(), 200);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_over_its_session_limit_gets_429() -> TestResult {
+    let server = TestServer::start_with(ConfigArgs {
+        max_sessions_per_identity: Some(2),
+        ..Default::default()
+    });
+    let url = format!("{}/whep/capped", server.base);
+    let mut held = vec![];
+    for n in 0..3 {
+        let (peer, offer) = TestPeer::viewer(str0m::RtcConfig::new());
+        let posted = post_sdp(&url, &server.token("capped", "shared", false, true), &offer).await;
+        if n < 2 {
+            assert_eq!(posted.status, 201, "{}", posted.body);
+            held.push(peer);
+        } else {
+            assert_eq!(posted.status, 429, "{}", posted.body);
+            assert!(
+                posted.body.contains("\"shared\" already has 2 sessions"),
+                "{}",
+                posted.body
+            );
+        }
+    }
+    // Another identity is not affected.
+    let (_p, offer) = TestPeer::viewer(str0m::RtcConfig::new());
+    let posted = post_sdp(&url, &server.token("capped", "other", false, true), &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    Ok(())
+}

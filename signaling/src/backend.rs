@@ -131,6 +131,9 @@ pub enum BackendError {
     /// A configured limit is reached (503 with Retry-After).
     #[error("{what} limit reached")]
     OverCapacity { what: String, retry_after: Duration },
+    /// The identity already holds as many sessions as allowed (429).
+    #[error("identity {identity:?} already has {limit} sessions in this room (the limit)")]
+    TooManySessions { identity: String, limit: usize },
     /// A resume token is unknown or expired.
     #[error("cannot resume: the participant is gone (rejoin)")]
     ResumeFailed,

@@ -39,6 +39,7 @@ impl ApiError {
                 BackendError::NotOwner => StatusCode::FORBIDDEN,
                 BackendError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
                 BackendError::OverCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                BackendError::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
                 BackendError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::SdpFrag(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

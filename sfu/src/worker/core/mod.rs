@@ -71,6 +71,8 @@ pub struct WorkerContext {
     /// An offered session must connect (ICE and DTLS) within this.
     pub connect_timeout: Duration,
     pub max_tracks_per_participant: usize,
+    /// WHIP/WHEP sessions one identity may hold in a room (0: no limit).
+    pub max_sessions_per_identity: usize,
     /// How long a conference participant's socket may stay away.
     pub reconnect_grace: Duration,
     pub ice_servers: Vec<signaling::IceServer>,

@@ -78,6 +78,27 @@ impl WorkerCore {
         }
     }
 
+    /// WHIP/WHEP sessions one identity may hold in a room (0: no limit).
+    fn check_identity_sessions(&self, room: &str, identity: &str) -> Result<(), BackendError> {
+        let limit = self.ctx.max_sessions_per_identity;
+        let Some(r) = self.rooms.get(room).filter(|_| limit > 0) else {
+            return Ok(());
+        };
+        let held = r
+            .participants
+            .iter()
+            .filter_map(|id| self.participants.get(id))
+            .filter(|p| p.identity == identity)
+            .count();
+        if held >= limit {
+            return Err(BackendError::TooManySessions {
+                identity: identity.to_string(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     pub(super) fn create(
         &mut self,
         now: Instant,
@@ -88,6 +109,7 @@ impl WorkerCore {
             .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
         check_offer(req.kind, &req.offer_sdp).map_err(BackendError::UnusableSdp)?;
         self.check_room_capacity(&req.room)?;
+        self.check_identity_sessions(&req.room, &req.identity)?;
         let (mut rtc, local_ufrag) = self.build_rtc(req.kind, now)?;
         let answer = rtc
             .sdp_api()
