@@ -7,25 +7,20 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from './lib/server.mjs';
 import { launchBrowser, openPage, waitFor, reportMetric, sleep } from './lib/browser.mjs';
-import { createPeerHost, signToken, sh } from './lib/harness.mjs';
+import { createPeerHost, meetingUrl, framesDecodedInMeeting, sh } from './lib/harness.mjs';
 
 const KEY = 'e2e-key';
 const SECRET = 'e2e-secret-for-reconnect';
 const ROOM = 'blip';
 const BLOCK_MS = 4000;
 
-const decodedFrom = (page) => page.evaluate(async () => {
-  const s = await window.room.stats();
-  return Object.values(s).reduce((n, e) => n + e.framesDecoded, 0);
-});
 
 test('a participant whose UDP is blocked for a few seconds comes back without leaving', async (t) => {
   const peer = createPeerHost(t, 'rc');
   const server = await startServer(t, 'reconnect', {
     host: peer.hostIp, sessionTimeoutSecs: 15, extraArgs: ['--api-key', KEY, '--api-secret', SECRET],
   });
-  const token = (id) => signToken(KEY, SECRET, ROOM, id, { publish: true, subscribe: true });
-  const url = (id) => `${server.base}/room/${ROOM}?autojoin=1&name=${id}&resolution=320x240&simulcast=0&token=${token(id)}`;
+  const url = (id) => meetingUrl(server.base, ROOM, id, KEY, SECRET);
   const here = await launchBrowser(t, { origin: server.base });
   const there = await launchBrowser(t, { netns: peer.ns, origin: server.base });
   const stay = await openPage(here, url('stay'), 'stay');
@@ -33,7 +28,7 @@ test('a participant whose UDP is blocked for a few seconds comes back without le
   for (const [p, l] of [[stay, 'stay'], [roam, 'roam']]) {
     await waitFor(p, (pg) => pg.evaluate(() => window.room.state === 'joined'
       && Object.keys(window.room.participants).length === 1), 20000, { what: `${l} joined with the other` });
-    await waitFor(p, async (pg) => (await decodedFrom(pg)) > 10, 20000, { what: `${l} decodes the other` });
+    await waitFor(p, async (pg) => (await framesDecodedInMeeting(pg)) > 10, 20000, { what: `${l} decodes the other` });
   }
   const roamSid = await roam.evaluate(() => window.room.me.sid);
 
@@ -56,16 +51,16 @@ test('a participant whose UDP is blocked for a few seconds comes back without le
   drop('-A');
   t.after(() => { try { drop('-D'); } catch { /* already restored */ } });
   await sleep(BLOCK_MS);
-  const frozen = await decodedFrom(stay);
+  const frozen = await framesDecodedInMeeting(stay);
   drop('-D');
   const restoredAt = Date.now();
 
   // Media flows again both ways.
-  await waitFor(stay, async (p) => (await decodedFrom(p)) > frozen + 30, 20000,
+  await waitFor(stay, async (p) => (await framesDecodedInMeeting(p)) > frozen + 30, 20000,
     { what: 'stay decodes roam again', intervalMs: 100 });
   reportMetric('udp_restored_to_media_ms', Date.now() - restoredAt, 'ms');
-  const roamFrames = await decodedFrom(roam);
-  await waitFor(roam, async (p) => (await decodedFrom(p)) > roamFrames + 30, 20000, { what: 'roam decodes stay again' });
+  const roamFrames = await framesDecodedInMeeting(roam);
+  await waitFor(roam, async (p) => (await framesDecodedInMeeting(p)) > roamFrames + 30, 20000, { what: 'roam decodes stay again' });
   await sleep(1000);
   watching = false;
   await watcher;

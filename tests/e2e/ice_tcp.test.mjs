@@ -8,16 +8,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from './lib/server.mjs';
 import { launchBrowser, openPage, waitFor, reportMetric } from './lib/browser.mjs';
-import { createPeerHost, signToken, sh } from './lib/harness.mjs';
+import { createPeerHost, meetingUrl, framesDecodedInMeeting, sh } from './lib/harness.mjs';
 
 const KEY = 'e2e-key';
 const SECRET = 'e2e-secret-for-ice-tcp';
 const ROOM = 'tcp';
 
-const decoded = (page) => page.evaluate(async () => {
-  const s = await window.room.stats();
-  return Object.values(s).reduce((n, e) => n + e.framesDecoded, 0);
-});
 
 test('a participant whose UDP is blocked joins over ICE-TCP', async (t) => {
   const peer = createPeerHost(t, 'tcp');
@@ -27,8 +23,7 @@ test('a participant whose UDP is blocked joins over ICE-TCP', async (t) => {
   for (const chain of ['INPUT', 'OUTPUT']) {
     sh('ip', 'netns', 'exec', peer.ns, 'iptables', '-A', chain, '-p', 'udp', '-j', 'DROP');
   }
-  const url = (id) => `${server.base}/room/${ROOM}?autojoin=1&name=${id}&resolution=320x240&simulcast=0&token=${
-    signToken(KEY, SECRET, ROOM, id, { publish: true, subscribe: true })}`;
+  const url = (id) => meetingUrl(server.base, ROOM, id, KEY, SECRET);
   const here = await launchBrowser(t, { origin: server.base });
   const there = await launchBrowser(t, { netns: peer.ns, origin: server.base });
   const start = Date.now();
@@ -37,13 +32,13 @@ test('a participant whose UDP is blocked joins over ICE-TCP', async (t) => {
   for (const [p, l] of [[open, 'open'], [blocked, 'blocked']]) {
     await waitFor(p, (pg) => pg.evaluate(() => window.room.state === 'joined'
       && Object.keys(window.room.participants).length === 1), 20000, { what: `${l} joined with the other` });
-    await waitFor(p, async (pg) => (await decoded(pg)) > 10, 30000, { what: `${l} decodes the other's video` });
+    await waitFor(p, async (pg) => (await framesDecodedInMeeting(pg)) > 10, 30000, { what: `${l} decodes the other's video` });
   }
   reportMetric('ice_tcp_join_to_media_both_ways_ms', Date.now() - start, 'ms');
   assert.equal(await blocked.evaluate(() => window.room.candidateProtocol()), 'tcp');
   assert.equal(await open.evaluate(() => window.room.candidateProtocol()), 'udp');
   // Media keeps flowing over TCP.
-  const before = await decoded(blocked);
+  const before = await framesDecodedInMeeting(blocked);
   await new Promise((r) => setTimeout(r, 2000));
-  assert.ok(await decoded(blocked) > before + 20, 'video keeps decoding over TCP');
+  assert.ok(await framesDecodedInMeeting(blocked) > before + 20, 'video keeps decoding over TCP');
 });

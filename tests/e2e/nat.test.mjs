@@ -10,16 +10,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from './lib/server.mjs';
 import { launchBrowser, openPage, waitFor, reportMetric } from './lib/browser.mjs';
-import { createNattedHost, signToken } from './lib/harness.mjs';
+import { createNattedHost, meetingUrl, framesDecodedInMeeting } from './lib/harness.mjs';
 
 const KEY = 'e2e-key';
 const SECRET = 'e2e-secret-for-nat';
 const ROOM = 'natted';
 
-const decoded = (page) => page.evaluate(async () => {
-  const s = await window.room.stats();
-  return Object.values(s).reduce((n, e) => n + e.framesDecoded, 0);
-});
 
 /** The selected pair's local address and the remote one, as the browser sees them. */
 const selectedPair = (page) => page.evaluate(async () => {
@@ -41,8 +37,7 @@ test('a participant behind a NAT publishes and plays', async (t) => {
     host: nat.hostIp,
     extraArgs: ['--api-key', KEY, '--api-secret', SECRET, '--log', process.env.NAT_LOG || 'info,sfu::forward=debug,sfu::worker=debug'],
   });
-  const url = (id) => `${server.base}/room/${ROOM}?autojoin=1&name=${id}&resolution=320x240&simulcast=0&token=${
-    signToken(KEY, SECRET, ROOM, id, { publish: true, subscribe: true })}`;
+  const url = (id) => meetingUrl(server.base, ROOM, id, KEY, SECRET);
   const here = await launchBrowser(t, { origin: server.base });
   const behind = await launchBrowser(t, { netns: nat.client, origin: server.base });
   const start = Date.now();
@@ -51,7 +46,7 @@ test('a participant behind a NAT publishes and plays', async (t) => {
   for (const [p, l] of [[open, 'open'], [natted, 'natted']]) {
     await waitFor(p, (pg) => pg.evaluate(() => window.room.state === 'joined'
       && Object.keys(window.room.participants).length === 1), 20000, { what: `${l} joined with the other` });
-    await waitFor(p, async (pg) => (await decoded(pg)) > 10, 30000, { what: `${l} decodes the other's video` })
+    await waitFor(p, async (pg) => (await framesDecodedInMeeting(pg)) > 10, 30000, { what: `${l} decodes the other's video` })
       .catch(async (e) => {
         const seen = await p.evaluate(async () => ({ stats: await window.room.stats(), participants: window.room.participants }));
         const senders = async (pg) => pg.evaluate(async () => {

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { startServer, freePort } from './lib/server.mjs';
 import { launchBrowser, openPage, waitFor, reportMetric } from './lib/browser.mjs';
-import { createPeerHost, signToken, sh } from './lib/harness.mjs';
+import { createPeerHost, meetingUrl, framesDecodedInMeeting, sh } from './lib/harness.mjs';
 
 const KEY = 'e2e-key';
 const SECRET = 'e2e-secret-for-turn';
@@ -50,10 +50,6 @@ async function startCoturn(t, ip, port) {
   return { log: () => log };
 }
 
-const decoded = (page) => page.evaluate(async () => {
-  const s = await window.room.stats();
-  return Object.values(s).reduce((n, e) => n + e.framesDecoded, 0);
-});
 
 test('a participant limited to a relay joins through coturn with the credentials the server handed out', {
   skip: turnMissing(),
@@ -70,8 +66,7 @@ test('a participant limited to a relay joins through coturn with the credentials
   sh('ip', 'netns', 'exec', peer.ns, 'iptables', '-A', 'OUTPUT', '-p', 'udp', '-d', peer.hostIp,
     '!', '--dport', String(turnPort), '-j', 'DROP');
 
-  const url = (id) => `${server.base}/room/${ROOM}?autojoin=1&name=${id}&resolution=320x240&simulcast=0&token=${
-    signToken(KEY, SECRET, ROOM, id, { publish: true, subscribe: true })}`;
+  const url = (id) => meetingUrl(server.base, ROOM, id, KEY, SECRET);
   const here = await launchBrowser(t, { origin: server.base });
   const there = await launchBrowser(t, { netns: peer.ns, origin: server.base });
   const start = Date.now();
@@ -80,7 +75,7 @@ test('a participant limited to a relay joins through coturn with the credentials
   for (const [p, l] of [[direct, 'direct'], [relayed, 'relayed']]) {
     await waitFor(p, (pg) => pg.evaluate(() => window.room.state === 'joined'
       && Object.keys(window.room.participants).length === 1), 20000, { what: `${l} joined with the other` });
-    await waitFor(p, async (pg) => (await decoded(pg)) > 10, 30000, { what: `${l} decodes the other's video` });
+    await waitFor(p, async (pg) => (await framesDecodedInMeeting(pg)) > 10, 30000, { what: `${l} decodes the other's video` });
   }
   reportMetric('relay_join_to_media_both_ways_ms', Date.now() - start, 'ms');
 

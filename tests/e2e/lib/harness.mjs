@@ -213,3 +213,18 @@ export function createNattedHost(t, suffix) {
   sh('ip', 'netns', 'exec', router, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-o', wanIf, '-j', 'MASQUERADE');
   return { router, client, hostIp: '10.215.0.1', publicIp: '10.215.0.2', privateIp: '192.168.215.2' };
 }
+
+/**
+ * The conference page for `identity` in `room`, joining at once with a small
+ * single-layer camera and a token signed with `key`/`secret`.
+ */
+export function meetingUrl(base, room, identity, key, secret) {
+  const token = signToken(key, secret, room, identity, { publish: true, subscribe: true });
+  return `${base}/room/${room}?autojoin=1&name=${identity}&resolution=320x240&simulcast=0&token=${token}`;
+}
+
+/** Video frames a conference page decoded, summed over everyone it receives. */
+export const framesDecodedInMeeting = (page) => page.evaluate(async () => {
+  const s = await window.room.stats();
+  return Object.values(s).reduce((n, e) => n + e.framesDecoded, 0);
+});
