@@ -127,13 +127,7 @@ fn plan_of(common: &Common, i: u64, args: &ChurnArgs, origin: Instant) -> Result
         }),
         ChurnKind::Room => Plan::Room(RoomPlan {
             token: t.token(&room, &format!("churn-member-{i}"), true, true)?,
-            publish: Some(MediaSource::new(
-                VideoCodec::Vp8,
-                vec![],
-                true,
-                origin,
-                Instant::now(),
-            )),
+            publish: Some(MediaSource::audio_only(origin, Instant::now())),
             receive_audio: true,
             receive_video: false,
             bind: common.bind,

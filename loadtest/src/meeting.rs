@@ -102,13 +102,7 @@ pub async fn audio_room(common: &Common, args: &AudioRoomArgs) -> Result<Report,
     // Speakers first (a short ramp of their own), then the listeners.
     let speakers = ramp_members(&run, args.speakers, "speaker", |_, token| RoomPlan {
         token,
-        publish: Some(MediaSource::new(
-            VideoCodec::Vp8,
-            vec![],
-            true,
-            origin,
-            Instant::now(),
-        )),
+        publish: Some(MediaSource::audio_only(origin, Instant::now())),
         receive_audio: true,
         receive_video: false,
         bind,

@@ -114,6 +114,11 @@ impl MediaSource {
         }
     }
 
+    /// Opus only (a speaker, a room member without a camera).
+    pub fn audio_only(origin: Instant, now: Instant) -> MediaSource {
+        MediaSource::new(VideoCodec::Vp8, vec![], true, origin, now)
+    }
+
     pub fn codec(&self) -> VideoCodec {
         self.codec
     }

@@ -432,12 +432,7 @@ impl Router {
                 // First frames for this down-track: choose a layer now, from
                 // its share of the subscriber's (initial) estimate.
                 let layers = ranked.get_or_insert_with(|| t.layers.ranked(now));
-                let shares = self
-                    .video_shares
-                    .get(&down.subscriber)
-                    .copied()
-                    .unwrap_or(1);
-                let share = share_of(&self.estimates, down.subscriber, shares);
+                let share = share_of(&self.estimates, &self.video_shares, down.subscriber);
                 dt.selector.update(now, layers, Some(share));
             }
             match dt.selector.on_frame_temporal(
@@ -522,12 +517,7 @@ impl Router {
                 } else {
                     self.losses.get(&down.subscriber).copied().unwrap_or(0.0)
                 };
-                let shares = video_tracks
-                    .get(&down.subscriber)
-                    .copied()
-                    .unwrap_or(1)
-                    .max(1);
-                let share = share_of(&self.estimates, down.subscriber, shares);
+                let share = share_of(&self.estimates, &video_tracks, down.subscriber);
                 let estimate = loss_adjusted(Some(share), loss, sending);
                 let before = (dt.selector.switches_up, dt.selector.switches_down);
                 if dt.selector.update(now, &ranked, estimate) {
@@ -608,7 +598,7 @@ impl Router {
                 }
             })
             .collect();
-        views.sort_by_key(|v| v.mid.to_string());
+        views.sort_by_cached_key(|v| v.mid.to_string());
         views
     }
 
@@ -746,18 +736,19 @@ impl Router {
     }
 }
 
-/// One video down-track's share of its subscriber's downlink estimate
-/// (the initial guess until the first estimate arrives).
+/// One video down-track's share of its subscriber's downlink estimate (the
+/// initial guess until the first estimate arrives), split evenly over the
+/// subscriber's video down-tracks counted in `shares`.
 fn share_of(
     estimates: &HashMap<ParticipantId, u64>,
+    shares: &HashMap<ParticipantId, u64>,
     subscriber: ParticipantId,
-    shares: u64,
 ) -> u64 {
-    estimates
+    let estimate = estimates
         .get(&subscriber)
         .copied()
-        .unwrap_or(INITIAL_ESTIMATE_BPS)
-        / shares.max(1)
+        .unwrap_or(INITIAL_ESTIMATE_BPS);
+    estimate / shares.get(&subscriber).copied().unwrap_or(1).max(1)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use signaling::room_protocol::{
     QualityUpdate, RelayedData, ServerMessage, Speaker,
 };
 use str0m::channel::ChannelId;
-use str0m::media::{MediaKind, Mid, Rids};
+use str0m::media::{Mid, Rids};
 
 use crate::room::member::{new_sid, Member, NewMember, PublishedTrack};
 use crate::room::offer::{check_room_offer, media_sections};
@@ -659,7 +659,6 @@ impl WorkerCore {
         self.broadcast(&room_name, None, &msg, now);
     }
 
-    /// Whether frames of a publisher's track are held back (muted audio).
     /// What `identity` (any kind of session) in `room` receives, line by line.
     fn subscriber_report(
         &self,
@@ -697,11 +696,7 @@ impl WorkerCore {
                     .map(|p| p.identity.clone());
                 SubscriptionReport {
                     mid: v.mid.to_string(),
-                    kind: if v.kind == MediaKind::Video {
-                        MediaKindName::Video
-                    } else {
-                        MediaKindName::Audio
-                    },
+                    kind: kind_name(v.kind),
                     publisher,
                     track,
                     layer: v.current.as_ref().map(layer),
@@ -736,6 +731,7 @@ impl WorkerCore {
         (ice_servers, limits)
     }
 
+    /// Whether frames of a publisher's track are held back (muted audio).
     pub(super) fn is_muted(&self, publisher: ParticipantId, mid: Mid) -> bool {
         self.participants
             .get(&publisher)

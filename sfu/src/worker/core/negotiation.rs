@@ -38,6 +38,15 @@ fn rtc_config(creds: IceCreds, kind: SessionKind) -> RtcConfig {
 /// viewer (sfu-loadtest broadcast, 100 viewers: 186 MB peak RSS).
 const SEND_BUFFER_VIDEO: usize = 500;
 
+/// The bandwidth estimate a viewer's estimator (and so its pacer, which
+/// sends at 1.1x the estimate) starts from. Higher than the 1 Mbit/s the
+/// layer choice assumes (`INITIAL_ESTIMATE_BPS`): the layer is chosen
+/// conservatively while keyframe bursts leave at once. With the pacer
+/// starting at 1 Mbit/s, a viewer's first 2-3 s of video queued behind it
+/// (sfu-loadtest broadcast: worst video delay 1.44 s at start; 73 ms with a
+/// 4 Mbit/s start, 400 ms with 2 Mbit/s).
+pub(super) const PACER_START_BPS: u64 = 3_000_000;
+
 pub(super) fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
     sdp.lines()
         .filter_map(|l| l.trim().strip_prefix("a="))
@@ -389,12 +398,3 @@ fn restart_offer(offer: &str, ufrag: &str, pwd: &str, candidates: &[String]) -> 
     }
     out
 }
-
-/// The bandwidth estimate a viewer's estimator (and so its pacer, which
-/// sends at 1.1x the estimate) starts from. Higher than the 1 Mbit/s the
-/// layer choice assumes (`INITIAL_ESTIMATE_BPS`): the layer is chosen
-/// conservatively while keyframe bursts leave at once. With the pacer
-/// starting at 1 Mbit/s, a viewer's first 2-3 s of video queued behind it
-/// (sfu-loadtest broadcast: worst video delay 1.44 s at start; 73 ms with a
-/// 4 Mbit/s start, 400 ms with 2 Mbit/s).
-pub(super) const PACER_START_BPS: u64 = 3_000_000;
