@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need and run the whole test suite:
-#   unit + integration tests (cargo), lint gates, and the end-to-end tests
+#   unit + integration tests (cargo), lint gates, a bounded fuzzing run of
+#   every cargo-fuzz target, and the end-to-end tests
 #   with real Chromium and FFmpeg (WHIP) peers in a private network namespace.
 # Needs root (apt-get, network namespaces). Bounded: every test has timeouts.
 set -euo pipefail
@@ -18,6 +19,9 @@ cargo build --release --locked -p sfu
 
 echo "==> unit and integration tests"
 cargo test --workspace --locked
+
+echo "==> fuzzing every parser of network input for a bounded time (seed corpus in fuzz/corpus)"
+FUZZ_TOOLCHAIN=stable ./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 
 echo "==> end-to-end tests (Chromium, FFmpeg WHIP) in a network namespace"
 SFU_BIN="$PWD/target/release/sfu" ./tests/e2e/run.sh

@@ -7,15 +7,15 @@
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use sfu::worker::demux::{is_stun, local_ufrag, stun_username, Demux, Route};
+use sfu::worker::demux::{is_stun, local_ufrag, stun_integrity_ok, stun_username, Demux, Route};
 use str0m::net::Protocol;
 
 fuzz_target!(|data: &[u8]| {
     let known = SocketAddr::from(([192, 0, 2, 1], 5000));
     let unknown = SocketAddr::from(([192, 0, 2, 2], 6000));
     let mut demux = Demux::default();
-    demux.insert_ufrag("srvfrag", 1);
-    demux.insert_ufrag("other", 2);
+    demux.insert_credentials("srvfrag", "srvpassword", 1);
+    demux.insert_credentials("other", "otherpassword", 2);
     demux.learn_addr(Protocol::Udp, known, 3);
 
     let stun = is_stun(data);
@@ -27,8 +27,14 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(ufrag.is_some(), username.is_some());
 
     let expected_by_ufrag = match ufrag {
-        Some("srvfrag") => Some(Route::Participant(1)),
-        Some("other") => Some(Route::Participant(2)),
+        Some("srvfrag") => Some((
+            Route::Participant(1),
+            stun_integrity_ok(data, "srvpassword"),
+        )),
+        Some("other") => Some((
+            Route::Participant(2),
+            stun_integrity_ok(data, "otherpassword"),
+        )),
         _ => None,
     };
     // The known address is known over UDP only: over TCP it is a stranger.
@@ -39,7 +45,11 @@ fuzz_target!(|data: &[u8]| {
     ] {
         let route = demux.route(proto, source, data);
         let expected = match expected_by_ufrag {
-            Some(r) if stun => r,
+            // A known remote is routed by ufrag; a new one only when the
+            // request's integrity verifies (then it is learned).
+            Some((r, _)) if stun && by_addr == Route::Participant(3) => r,
+            Some((r, true)) if stun => r,
+            Some((_, false)) if stun => Route::Drop,
             _ if stun || by_addr == Route::Participant(3) => by_addr,
             _ => Route::AskConnecting,
         };

@@ -33,11 +33,21 @@ fn frames(stream: &[u8], cuts: &[u8]) -> (Vec<Vec<u8>>, bool) {
 
 fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |b| usize::from(*b) % 8);
-    let (cuts, stream) = data.get(1..).unwrap_or_default().split_at(split.min(data.len().saturating_sub(1)));
+    let (cuts, stream) = data
+        .get(1..)
+        .unwrap_or_default()
+        .split_at(split.min(data.len().saturating_sub(1)));
     let whole = frames(stream, &[]);
     let pieces = frames(stream, if cuts.is_empty() { &[0] } else { cuts });
-    assert_eq!(whole, pieces, "framing must not depend on how reads are cut");
+    assert_eq!(
+        whole, pieces,
+        "framing must not depend on how reads are cut"
+    );
     // Re-encoding the frames gives back the stream's prefix they came from.
-    let again: Vec<u8> = whole.0.iter().flat_map(|f| encode(f).unwrap_or_default()).collect();
+    let again: Vec<u8> = whole
+        .0
+        .iter()
+        .flat_map(|f| encode(f).unwrap_or_default())
+        .collect();
     assert_eq!(&stream[..again.len()], &again[..]);
 });

@@ -39,6 +39,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
 
+    /// STUN server (host:port) asked at start-up for the public IP when --public-ip is not set.
+    #[arg(long, env = "SFU_STUN_SERVER")]
+    pub stun_server: Option<String>,
+
     /// Offer ICE over TCP (passive candidates) next to UDP, for clients whose UDP is blocked. [default: true]
     #[arg(long, env = "SFU_ICE_TCP")]
     pub ice_tcp: Option<bool>,
@@ -141,6 +145,8 @@ pub struct Config {
     pub media_addr: IpAddr,
     pub media_port: u16,
     pub public_ip: Option<IpAddr>,
+    /// Asked for the public IP at start-up when `public_ip` is not set.
+    pub stun_server: Option<String>,
     pub ice_tcp: bool,
     pub ice_tcp_port: u16,
     pub workers: usize,
@@ -281,6 +287,7 @@ impl Config {
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             media_port: args.media_port.or(file.media_port).unwrap_or(0),
             public_ip: args.public_ip.or(file.public_ip),
+            stun_server: args.stun_server.or(file.stun_server),
             ice_tcp: args.ice_tcp.or(file.ice_tcp).unwrap_or(true),
             ice_tcp_port: args.ice_tcp_port.or(file.ice_tcp_port).unwrap_or(0),
             workers,
@@ -416,11 +423,25 @@ impl Config {
                 return Err(invalid("api_keys", "keys and secrets must not be empty"));
             }
         }
-        if self.media_addr.is_unspecified() && self.public_ip.is_none() {
+        if self.media_addr.is_unspecified()
+            && self.public_ip.is_none()
+            && self.stun_server.is_none()
+        {
             return Err(invalid(
                 "public_ip",
-                "media_addr is a wildcard address; set public_ip to the address clients reach",
+                "media_addr is a wildcard address; set public_ip to the address clients reach \
+                 (or stun_server to discover it)",
             ));
+        }
+        if let Some(server) = &self.stun_server {
+            if server.rsplit_once(':').is_none_or(|(host, port)| {
+                host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0)
+            }) {
+                return Err(invalid(
+                    "stun_server",
+                    format!("{server:?} is not host:port (e.g. stun.example.com:3478)"),
+                ));
+            }
         }
         if self.uses_dev_credentials() {
             let exposed = [

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dtls;
 pub mod forward;
 pub mod metrics;
+pub mod public_ip;
 pub mod registry;
 pub mod room;
 pub mod webhooks;
@@ -32,6 +33,8 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot discover the public IP (set --public-ip instead): {0}")]
+    PublicIp(#[from] public_ip::DiscoveryError),
     #[error("cannot start media workers: {0}")]
     Workers(std::io::Error),
     #[error("metrics registry: {0}")]
@@ -70,13 +73,20 @@ pub async fn run(
     shutdown: CancellationToken,
     on_started: impl FnOnce(Started),
 ) -> Result<(), RunError> {
+    let public_ip = match (config.public_ip, &config.stun_server) {
+        (Some(ip), _) => Some(ip),
+        (None, Some(server)) => {
+            let ip = public_ip::discover(server, config.media_addr).await?;
+            tracing::info!(%ip, stun_server = %server, "public IP discovered through STUN");
+            Some(ip)
+        }
+        (None, None) => None,
+    };
     let metrics = Arc::new(Metrics::new()?);
     let registry = Arc::new(Registry::default());
     let context = WorkerContext {
         index: 0,
-        local_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         advertised_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        tcp_addr: None,
         advertised_tcp_addr: None,
         metrics: metrics.clone(),
         registry: registry.clone(),
@@ -94,7 +104,7 @@ pub async fn run(
             count: config.workers,
             bind_ip: config.media_addr,
             first_port: config.media_port,
-            public_ip: config.public_ip,
+            public_ip,
             first_tcp_port: config.ice_tcp.then_some(config.ice_tcp_port),
             context,
         },

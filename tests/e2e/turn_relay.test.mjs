@@ -8,55 +8,21 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import { startServer, freePort } from './lib/server.mjs';
 import { launchBrowser, openPage, waitFor, reportMetric } from './lib/browser.mjs';
-import { createPeerHost, meetingUrl, framesDecodedInMeeting, sh } from './lib/harness.mjs';
+import { createPeerHost, meetingUrl, framesDecodedInMeeting, sh, startCoturn, turnMissing } from './lib/harness.mjs';
 
 const KEY = 'e2e-key';
 const SECRET = 'e2e-secret-for-turn';
 const TURN_SECRET = 'shared-with-coturn';
 const ROOM = 'relayed';
 
-function turnMissing() {
-  try {
-    execFileSync('turnserver', ['--version'], { stdio: 'ignore' });
-    return false;
-  } catch {
-    return 'turnserver (coturn) not installed: scripts/install-test-deps.sh installs it';
-  }
-}
-
-/** Start coturn on `ip:port` with the REST-API shared secret; resolves when it listens. */
-async function startCoturn(t, ip, port) {
-  const args = [
-    '-n', `--listening-ip=${ip}`, `--relay-ip=${ip}`, `--listening-port=${port}`,
-    '--min-port=40000', '--max-port=40999',
-    '--use-auth-secret', `--static-auth-secret=${TURN_SECRET}`, '--realm=sfu.test',
-    '--no-tls', '--no-dtls', '--no-cli', '--fingerprint', `--allowed-peer-ip=${ip}`,
-    '--log-file=stdout', '--simple-log', '--verbose',
-  ];
-  const proc = spawn('turnserver', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  proc.stdout.on('data', (d) => { log += d; });
-  proc.stderr.on('data', (d) => { log += d; });
-  t.after(() => proc.kill('SIGKILL'));
-  const start = Date.now();
-  while (!/UDP listener opened on/.test(log)) {
-    if (proc.exitCode !== null) throw new Error(`coturn exited: ${log.slice(-500)}`);
-    if (Date.now() - start > 10000) throw new Error(`coturn did not start: ${log.slice(-500)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { log: () => log };
-}
-
-
 test('a participant limited to a relay joins through coturn with the credentials the server handed out', {
   skip: turnMissing(),
 }, async (t) => {
   const peer = createPeerHost(t, 'tr');
   const turnPort = await freePort(peer.hostIp);
-  const coturn = await startCoturn(t, peer.hostIp, turnPort);
+  const coturn = await startCoturn(t, peer.hostIp, turnPort, TURN_SECRET);
   const server = await startServer(t, 'turn', {
     host: peer.hostIp,
     extraArgs: ['--api-key', KEY, '--api-secret', SECRET,

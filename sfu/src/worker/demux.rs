@@ -9,6 +9,12 @@
 //! (DTLS right after ICE nominated a pair) are offered to the participants
 //! that are still connecting, whose `Rtc` decides; the answer is remembered.
 //! No linear scan over all participants happens on the packet path.
+//!
+//! A STUN request teaches a new address only when its MESSAGE-INTEGRITY
+//! verifies with the participant's ICE password (whoever knows only the
+//! ufrag, which travels in SDP, cannot move or flood a session), and each
+//! participant keeps at most [`MAX_ADDRS_PER_PARTICIPANT`] addresses (the
+//! oldest is forgotten first).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +26,9 @@ use crate::forward::ParticipantId;
 const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 const STUN_ATTR_USERNAME: u16 = 0x0006;
 const STUN_HEADER_LEN: usize = 20;
+/// Remote addresses remembered per participant: enough for every candidate
+/// pair a client checks (host, reflexive, relayed, TCP, both IP families).
+pub const MAX_ADDRS_PER_PARTICIPANT: usize = 16;
 
 /// True when `data` looks like a STUN message (RFC 5389 section 6, RFC 7983).
 pub fn is_stun(data: &[u8]) -> bool {
@@ -52,6 +61,17 @@ pub fn local_ufrag(data: &[u8]) -> Option<&str> {
     stun_username(data).and_then(|u| u.split(':').next())
 }
 
+/// True when `data` is an ICE Binding request (or indication) whose
+/// MESSAGE-INTEGRITY verifies with `password`, the receiver's ICE password.
+pub fn stun_integrity_ok(data: &[u8], password: &str) -> bool {
+    let hmac = str0m_aws_lc_rs::default_provider().sha1_hmac_provider;
+    str0m::ice::StunMessage::parse(data).is_ok_and(|m| {
+        m.verify(password.as_bytes(), |key, payloads| {
+            hmac.sha1_hmac(key, payloads)
+        })
+    })
+}
+
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -66,25 +86,28 @@ pub enum Route {
 /// The demultiplexing index of one worker.
 #[derive(Debug, Default)]
 pub struct Demux {
-    by_ufrag: HashMap<String, ParticipantId>,
+    /// Our ufrag -> (participant, our ICE password).
+    by_ufrag: HashMap<String, (ParticipantId, String)>,
     by_addr: HashMap<(Protocol, SocketAddr), ParticipantId>,
     addrs_of: HashMap<ParticipantId, Vec<(Protocol, SocketAddr)>>,
 }
 
 impl Demux {
-    /// Whose datagram this is. A STUN request naming a participant's ufrag
-    /// from an address not seen before teaches that address: the client
-    /// may move its media to another candidate pair (a path switch, a
-    /// network change) without an ICE restart, and its media must follow.
+    /// Whose datagram this is. An authentic STUN request naming a
+    /// participant's ufrag from an address not seen before teaches that
+    /// address: the client may move its media to another candidate pair (a
+    /// path switch, a network change) without an ICE restart, and its
+    /// media must follow.
     pub fn route(&mut self, proto: Protocol, source: SocketAddr, data: &[u8]) -> Route {
         if is_stun(data) {
             // STUN from a known address can be a consent check after an ICE
             // restart, so the ufrag wins when present.
-            if let Some(id) = local_ufrag(data)
-                .and_then(|u| self.by_ufrag.get(u))
-                .copied()
-            {
+            if let Some((id, password)) = local_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
+                let id = *id;
                 if !self.by_addr.contains_key(&(proto, source)) {
+                    if !stun_integrity_ok(data, password) {
+                        return Route::Drop;
+                    }
                     self.learn_addr(proto, source, id);
                 }
                 return Route::Participant(id);
@@ -97,8 +120,10 @@ impl Demux {
         }
     }
 
-    pub fn insert_ufrag(&mut self, ufrag: &str, id: ParticipantId) {
-        self.by_ufrag.insert(ufrag.to_string(), id);
+    /// Route STUN for our ICE credentials `ufrag`/`password` to `id`.
+    pub fn insert_credentials(&mut self, ufrag: &str, password: &str, id: ParticipantId) {
+        self.by_ufrag
+            .insert(ufrag.to_string(), (id, password.to_string()));
     }
 
     pub fn remove_ufrag(&mut self, ufrag: &str) {
@@ -119,10 +144,16 @@ impl Demux {
         if !list.contains(&source) {
             list.push(source);
         }
+        if list.len() > MAX_ADDRS_PER_PARTICIPANT {
+            let oldest = list.remove(0);
+            if self.by_addr.get(&oldest) == Some(&id) {
+                self.by_addr.remove(&oldest);
+            }
+        }
     }
 
     pub fn remove_participant(&mut self, id: ParticipantId) {
-        self.by_ufrag.retain(|_, v| *v != id);
+        self.by_ufrag.retain(|_, (v, _)| *v != id);
         for addr in self.addrs_of.remove(&id).unwrap_or_default() {
             if self.by_addr.get(&addr) == Some(&id) {
                 self.by_addr.remove(&addr);
@@ -143,6 +174,31 @@ impl Demux {
 mod tests {
     use super::*;
 
+    const PASSWORD: &str = "server-ice-password-0123";
+
+    /// An ICE connectivity check as a browser sends it, signed with
+    /// `password` (ours).
+    fn signed_check(username: &str, password: &str) -> Vec<u8> {
+        let hmac = str0m_aws_lc_rs::default_provider().sha1_hmac_provider;
+        let msg = str0m::ice::StunMessage::binding_request(
+            username,
+            str0m::ice::TransId::new(),
+            true,
+            7,
+            1234,
+            false,
+        );
+        let mut buf = vec![0u8; 1500];
+        let len = msg
+            .to_bytes(Some(password.as_bytes()), &mut buf, |k, p| {
+                hmac.sha1_hmac(k, p)
+            })
+            .unwrap_or(0);
+        buf.truncate(len);
+        buf
+    }
+
+    /// A well-formed request without integrity: only its USERNAME matters.
     fn binding_request(username: &str) -> Vec<u8> {
         let mut attrs = vec![];
         // A leading attribute of odd length exercises padding.
@@ -196,10 +252,10 @@ mod tests {
     #[test]
     fn routes_by_ufrag_then_address() {
         let mut d = Demux::default();
-        d.insert_ufrag("aaaa", 1);
-        d.insert_ufrag("bbbb", 2);
+        d.insert_credentials("aaaa", PASSWORD, 1);
+        d.insert_credentials("bbbb", PASSWORD, 2);
         assert_eq!(
-            d.route(UDP, addr(5000), &binding_request("bbbb:x")),
+            d.route(UDP, addr(5000), &signed_check("bbbb:x", PASSWORD)),
             Route::Participant(2)
         );
         assert_eq!(
@@ -240,10 +296,10 @@ mod tests {
     #[test]
     fn a_client_moving_to_another_address_is_followed_by_its_stun() {
         let mut d = Demux::default();
-        d.insert_ufrag("aaaa", 1);
+        d.insert_credentials("aaaa", PASSWORD, 1);
         let dtls = [22u8, 0xfe, 0xfd, 0, 0];
         assert_eq!(
-            d.route(UDP, addr(5000), &binding_request("aaaa:x")),
+            d.route(UDP, addr(5000), &signed_check("aaaa:x", PASSWORD)),
             Route::Participant(1)
         );
         assert_eq!(
@@ -258,7 +314,7 @@ mod tests {
             "not yet known"
         );
         assert_eq!(
-            d.route(UDP, addr(6000), &binding_request("aaaa:x")),
+            d.route(UDP, addr(6000), &signed_check("aaaa:x", PASSWORD)),
             Route::Participant(1)
         );
         assert_eq!(
@@ -272,5 +328,50 @@ mod tests {
             Route::Drop
         );
         assert_eq!(d.route(UDP, addr(7000), &dtls), Route::AskConnecting);
+    }
+
+    #[test]
+    fn stun_without_the_password_teaches_nothing() {
+        let mut d = Demux::default();
+        d.insert_credentials("aaaa", PASSWORD, 1);
+        let dtls = [22u8, 0xfe, 0xfd, 0, 0];
+        for forged in [
+            binding_request("aaaa:x"),
+            signed_check("aaaa:x", "not-the-password"),
+        ] {
+            assert_eq!(d.route(UDP, addr(7000), &forged), Route::Drop);
+            assert_eq!(d.route(UDP, addr(7000), &dtls), Route::AskConnecting);
+        }
+        assert!(d.is_empty() || d.len() == 1, "only the ufrag is known");
+        // From an address it already owns, the participant's Rtc judges.
+        assert_eq!(
+            d.route(UDP, addr(7001), &signed_check("aaaa:x", PASSWORD)),
+            Route::Participant(1)
+        );
+        assert_eq!(
+            d.route(UDP, addr(7001), &binding_request("aaaa:x")),
+            Route::Participant(1)
+        );
+    }
+
+    #[test]
+    fn a_participant_keeps_a_bounded_number_of_addresses() {
+        let mut d = Demux::default();
+        d.insert_credentials("aaaa", PASSWORD, 1);
+        let extra = 5;
+        for port in 0..(MAX_ADDRS_PER_PARTICIPANT + extra) as u16 {
+            assert_eq!(
+                d.route(UDP, addr(8000 + port), &signed_check("aaaa:x", PASSWORD)),
+                Route::Participant(1)
+            );
+        }
+        assert_eq!(d.len(), 1 + MAX_ADDRS_PER_PARTICIPANT);
+        let dtls = [22u8, 0xfe, 0xfd, 0, 0];
+        // The oldest were forgotten, the newest kept.
+        assert_eq!(d.route(UDP, addr(8000), &dtls), Route::AskConnecting);
+        let newest = 8000 + (MAX_ADDRS_PER_PARTICIPANT + extra - 1) as u16;
+        assert_eq!(d.route(UDP, addr(newest), &dtls), Route::Participant(1));
+        d.remove_participant(1);
+        assert!(d.is_empty());
     }
 }

@@ -146,9 +146,7 @@ pub fn spawn_workers(
         let load = Arc::new(AtomicUsize::new(0));
         let ctx = WorkerContext {
             index,
-            local_addr,
             advertised_addr,
-            tcp_addr,
             advertised_tcp_addr,
             ..settings.context.clone()
         };

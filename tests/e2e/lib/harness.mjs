@@ -2,7 +2,7 @@
 // launch Debian's Chromium through playwright-core, read getStats() and
 // /metrics, and wait for conditions with a bound on every loop.
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -181,8 +181,12 @@ export function signToken(key, secret, room, identity, { publish = false, subscr
  * through a router namespace `<ns>-<suffix>r`, which masquerades it onto
  * 10.215.0.2/30 towards this namespace (10.215.0.1, where the server
  * listens). The server sees the router's address, never the client's.
+ *
+ * With `oneToOne`, the router also forwards everything arriving at its
+ * public address to the private host, as a cloud VM's 1:1 NAT does: the
+ * host is reachable at 10.215.0.2 but only knows 192.168.215.2.
  */
-export function createNattedHost(t, suffix) {
+export function createNattedHost(t, suffix, { oneToOne = false } = {}) {
   const base = process.env.SFU_E2E_NS || `sfue2e-${process.pid}`;
   const router = `${base}-${suffix}r`;
   const client = `${base}-${suffix}c`;
@@ -211,6 +215,10 @@ export function createNattedHost(t, suffix) {
   sh('ip', 'netns', 'exec', client, 'ip', 'route', 'add', 'default', 'via', '192.168.215.1');
   sh('ip', 'netns', 'exec', router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
   sh('ip', 'netns', 'exec', router, 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-o', wanIf, '-j', 'MASQUERADE');
+  if (oneToOne) {
+    sh('ip', 'netns', 'exec', router, 'iptables', '-t', 'nat', '-A', 'PREROUTING', '-i', wanIf,
+      '-j', 'DNAT', '--to-destination', '192.168.215.2');
+  }
   return { router, client, hostIp: '10.215.0.1', publicIp: '10.215.0.2', privateIp: '192.168.215.2' };
 }
 
@@ -228,3 +236,38 @@ export const framesDecodedInMeeting = (page) => page.evaluate(async () => {
   const s = await window.room.stats();
   return Object.values(s).reduce((n, e) => n + e.framesDecoded, 0);
 });
+
+export function turnMissing() {
+  try {
+    execFileSync('turnserver', ['--version'], { stdio: 'ignore' });
+    return false;
+  } catch {
+    return 'turnserver (coturn) not installed: scripts/install-test-deps.sh installs it';
+  }
+}
+
+/**
+ * Start Debian's coturn on `ip:port` (STUN, and TURN with the REST-API
+ * shared `secret`); resolves when it listens. Killed when `t` ends.
+ */
+export async function startCoturn(t, ip, port, secret) {
+  const args = [
+    '-n', `--listening-ip=${ip}`, `--relay-ip=${ip}`, `--listening-port=${port}`,
+    '--min-port=40000', '--max-port=40999',
+    '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=sfu.test',
+    '--no-tls', '--no-dtls', '--no-cli', '--fingerprint', `--allowed-peer-ip=${ip}`,
+    '--log-file=stdout', '--simple-log', '--verbose',
+  ];
+  const proc = spawn('turnserver', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  proc.stdout.on('data', (d) => { log += d; });
+  proc.stderr.on('data', (d) => { log += d; });
+  t.after(() => proc.kill('SIGKILL'));
+  const start = Date.now();
+  while (!/UDP listener opened on/.test(log)) {
+    if (proc.exitCode !== null) throw new Error(`coturn exited: ${log.slice(-500)}`);
+    if (Date.now() - start > 10000) throw new Error(`coturn did not start: ${log.slice(-500)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { log: () => log };
+}

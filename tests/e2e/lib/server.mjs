@@ -54,19 +54,24 @@ process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); 
 /**
  * Start the server; killed when test `t` ends (t.after) or via stop().
  * Options: host (HTTP + media address, default 127.0.0.1), mediaAddr,
- * sessionTimeoutSecs (default 5), extraArgs, env, healthTimeoutMs.
+ * sessionTimeoutSecs (default 5), extraArgs, env, healthTimeoutMs; netns
+ * (run it in that network namespace, then also give `port`) and reachAt
+ * (the address the test reaches it at, default host).
  * Returns { base, port, pid, proc, logPath, stop(), mintToken(), metrics(), logTail() }.
  */
 export async function startServer(t, name, {
   host = '127.0.0.1', mediaAddr = host, sessionTimeoutSecs = 5, extraArgs = [], env = {}, healthTimeoutMs = 15000,
+  netns = null, port: fixedPort = null, reachAt = host,
 } = {}) {
-  const port = await freePort(host);
+  const port = fixedPort ?? await freePort(host);
   const bin = serverBin();
   const logPath = join(artifacts, `${name}-server.log`);
   const log = createWriteStream(logPath);
   const args = serveArgs({ httpAddr: `${host}:${port}`, mediaAddr, sessionTimeoutSecs, extra: extraArgs });
   log.write(`# ${bin} ${args.join(' ')}\n`);
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...SERVER_ENV, ...env } });
+  // `ip netns exec` execs the server, so the child's pid is the server's.
+  const [cmd, argv] = netns ? ['ip', ['netns', 'exec', netns, bin, ...args]] : [bin, args];
+  const proc = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...SERVER_ENV, ...env } });
   children.add(proc);
   let exited = null;
   proc.on('error', (e) => { exited = `spawn failed: ${e.message}`; });
@@ -84,7 +89,7 @@ export async function startServer(t, name, {
   };
   if (t) t.after(stop);
 
-  const base = `http://${host}:${port}`;
+  const base = `http://${reachAt}:${port}`;
   const logTail = (n = 30) => {
     try { return readFileSync(logPath, 'utf8').split('\n').slice(-n).join('\n'); } catch { return ''; }
   };

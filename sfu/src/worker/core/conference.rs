@@ -410,11 +410,14 @@ impl WorkerCore {
             }
         };
         // An offer with new ICE credentials restarted ICE: route by the new ufrag.
-        if let Some(ufrag) = sdp_attr(&answer, "ice-ufrag:") {
+        if let (Some(ufrag), Some(pwd)) = (
+            sdp_attr(&answer, "ice-ufrag:"),
+            sdp_attr(&answer, "ice-pwd:"),
+        ) {
             if ufrag != p.negotiation.local_ufrag {
                 let old = std::mem::replace(&mut p.negotiation.local_ufrag, ufrag.to_string());
                 self.demux.remove_ufrag(&old);
-                self.demux.insert_ufrag(ufrag, id);
+                self.demux.insert_credentials(ufrag, pwd, id);
                 tracing::info!(participant = id, "ICE restart");
             }
         }

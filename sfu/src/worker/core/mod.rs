@@ -56,13 +56,10 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct WorkerContext {
     pub index: usize,
-    /// The address the socket is bound to.
-    pub local_addr: SocketAddr,
-    /// The address advertised in ICE candidates.
+    /// The address advertised in ICE candidates (the socket may be bound
+    /// to another: a wildcard, or a private address behind a 1:1 NAT).
     pub advertised_addr: SocketAddr,
-    /// The worker's ICE-TCP listening address (None: ICE-TCP off).
-    pub tcp_addr: Option<SocketAddr>,
-    /// The address advertised in the passive TCP candidate.
+    /// The address advertised in the passive TCP candidate (None: ICE-TCP off).
     pub advertised_tcp_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
@@ -220,9 +217,12 @@ impl WorkerCore {
             Receive {
                 proto,
                 source,
-                destination: match (proto, self.ctx.tcp_addr) {
+                // str0m matches the destination against its local
+                // candidates, which carry the advertised address: the bound
+                // one differs behind a 1:1 NAT or on a wildcard bind.
+                destination: match (proto, self.ctx.advertised_tcp_addr) {
                     (Protocol::Tcp, Some(tcp)) => tcp,
-                    _ => self.ctx.local_addr,
+                    _ => self.ctx.advertised_addr,
                 },
                 contents,
             },

@@ -60,10 +60,9 @@ fn random_token() -> String {
 
 impl WorkerCore {
     /// A participant's `Rtc`, ICE-lite with our host candidate.
-    fn build_rtc(&self, kind: SessionKind, now: Instant) -> Result<(Rtc, String), BackendError> {
+    fn build_rtc(&self, kind: SessionKind, now: Instant) -> Result<(Rtc, IceCreds), BackendError> {
         let creds = IceCreds::new();
-        let local_ufrag = creds.ufrag.clone();
-        let mut rtc: Rtc = rtc_config(creds, kind).build(now);
+        let mut rtc: Rtc = rtc_config(creds.clone(), kind).build(now);
         let candidate = Candidate::host(self.ctx.advertised_addr, "udp")
             .map_err(|e| BackendError::Internal(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -77,7 +76,7 @@ impl WorkerCore {
                 .map_err(|e| BackendError::Internal(format!("TCP candidate: {e}")))?;
             rtc.add_local_candidate(candidate);
         }
-        Ok((rtc, local_ufrag))
+        Ok((rtc, creds))
     }
 
     fn check_room_capacity(&self, room: &str) -> Result<(), BackendError> {
@@ -127,7 +126,7 @@ impl WorkerCore {
         check_offer(req.kind, &req.offer_sdp).map_err(BackendError::UnusableSdp)?;
         self.check_room_capacity(&req.room)?;
         self.check_identity_sessions(&req.room, &req.identity)?;
-        let (mut rtc, local_ufrag) = self.build_rtc(req.kind, now)?;
+        let (mut rtc, local_creds) = self.build_rtc(req.kind, now)?;
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -161,7 +160,7 @@ impl WorkerCore {
                 member,
             },
             rtc,
-            local_ufrag,
+            local_creds,
         )?;
         if req.kind == SessionKind::Whip {
             self.announce_member(now, id);
@@ -180,8 +179,8 @@ impl WorkerCore {
         session: NewSession,
     ) -> Result<ParticipantId, BackendError> {
         self.check_room_capacity(&session.room)?;
-        let (rtc, local_ufrag) = self.build_rtc(session.kind, now)?;
-        self.insert_participant(now, session, rtc, local_ufrag)
+        let (rtc, local_creds) = self.build_rtc(session.kind, now)?;
+        self.insert_participant(now, session, rtc, local_creds)
             .map(|(id, _)| id)
     }
 
@@ -192,7 +191,7 @@ impl WorkerCore {
         now: Instant,
         s: NewSession,
         rtc: Rtc,
-        local_ufrag: String,
+        local_creds: IceCreds,
     ) -> Result<(ParticipantId, String), BackendError> {
         self.ensure_room(&s.room, now)?;
         let id = self.next_id;
@@ -207,7 +206,7 @@ impl WorkerCore {
             max_width: s.max_width,
             negotiation: Negotiation {
                 etag: etag.clone(),
-                local_ufrag: local_ufrag.clone(),
+                local_ufrag: local_creds.ufrag.clone(),
                 remote_ufrag: sdp_attr(&s.remote_offer, "ice-ufrag:").map(str::to_string),
                 remote_offer: s.remote_offer,
             },
@@ -215,7 +214,8 @@ impl WorkerCore {
             now,
             member: s.member,
         });
-        self.demux.insert_ufrag(&local_ufrag, id);
+        self.demux
+            .insert_credentials(&local_creds.ufrag, &local_creds.pass, id);
         self.by_resource.insert(s.resource_id.clone(), id);
         self.participants.insert(id, participant);
         if let Some(room) = self.rooms.get_mut(&s.room) {
@@ -365,7 +365,7 @@ impl WorkerCore {
         n.etag = random_token();
         let etag = n.etag.clone();
         self.demux.remove_ufrag(&old_ufrag);
-        self.demux.insert_ufrag(new_ufrag, id);
+        self.demux.insert_credentials(new_ufrag, new_pwd, id);
         self.dirty.push(id);
         tracing::info!(participant = id, "ICE restart");
         Ok(PatchOutcome::Restarted {
