@@ -23,5 +23,8 @@ cargo test --workspace --locked
 echo "==> fuzzing every parser of network input for a bounded time (seed corpus in fuzz/corpus)"
 FUZZ_TOOLCHAIN=stable ./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 
+echo "==> Helm chart: lint, render every option, Kubernetes schemas, the server starts with it"
+SFU_BIN="$PWD/target/release/sfu" ./tests/helm/run.sh
+
 echo "==> end-to-end tests (Chromium, FFmpeg WHIP) in a network namespace"
 SFU_BIN="$PWD/target/release/sfu" ./tests/e2e/run.sh

@@ -37,6 +37,17 @@ print(f'{sys.argv[2]:>22}: {r["streams_connected"]}/{r["streams_requested"]} con
 PY
 }
 
+soak() { # the 10-minute soak: table output (it has a time series)
+  target/release/sfu serve --http-addr 127.0.0.1:$port --log warn --session-timeout-secs 10 \
+    --http-rate-limit 0 >"$out/soak-server.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/healthz >/dev/null && break; sleep 0.1; done
+  "$lt" soak --url http://127.0.0.1:$port --server-pid "$pid" --duration 600 --ramp 10 \
+    --participants 5 --viewers 50 --layers 3 --churn-per-sec 1 --sample-secs 60 --room soak \
+    | tee "$out/soak.txt" || true
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
 all=(relay broadcast-100 broadcast-250 broadcast-250-1layer conference-10 conference-25 audio-500 audio-1000 audio-2000)
 names=("${@:-${all[@]}}")
 for n in "${names[@]}"; do
@@ -50,6 +61,7 @@ for n in "${names[@]}"; do
     audio-500) run "$n" audio-room --speakers 4 --listeners 500 --ramp 10 --duration 20 --room a500 ;;
     audio-1000) run "$n" audio-room --speakers 4 --listeners 1000 --ramp 15 --duration 20 --room a1000 ;;
     audio-2000) run "$n" audio-room --speakers 4 --listeners 2000 --ramp 20 --duration 20 --room a2000 ;;
+    soak) soak ;;
     *) echo "unknown benchmark $n (one of: ${all[*]})" >&2; exit 2 ;;
   esac
 done

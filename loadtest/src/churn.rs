@@ -84,7 +84,7 @@ pub struct ChurnReport {
 
 /// Deterministic spread of abrupt endings: session `i` vanishes when this
 /// says so (no randomness, so a run is repeatable).
-fn is_abrupt(i: u64, share: f64) -> bool {
+pub fn is_abrupt(i: u64, share: f64) -> bool {
     ((i.wrapping_mul(7919) % 1000) as f64) < share.clamp(0.0, 1.0) * 1000.0
 }
 
@@ -149,6 +149,28 @@ async fn gauges(common: &Common) -> Option<BTreeMap<String, f64>> {
         .collect()
 }
 
+/// Poll the live-state gauges (bounded by `settle`) until all read zero.
+/// Returns how long that took (None: not within `settle`) and the last
+/// reading.
+pub async fn wait_until_empty(
+    common: &Common,
+    settle: Duration,
+) -> (Option<f64>, BTreeMap<String, f64>) {
+    let since = Instant::now();
+    let mut last = BTreeMap::new();
+    while since.elapsed() < settle {
+        if let Some(g) = gauges(common).await {
+            let empty = g.values().all(|v| *v == 0.0);
+            last = g;
+            if empty {
+                return (Some(since.elapsed().as_secs_f64()), last);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    (None, last)
+}
+
 pub async fn churn(common: &Common, args: &ChurnArgs) -> Result<ChurnReport, String> {
     let start = Instant::now();
     let server_before = common.server_pid.and_then(|p| sample(Some(p)));
@@ -187,20 +209,8 @@ pub async fn churn(common: &Common, args: &ChurnArgs) -> Result<ChurnReport, Str
             results.push(r);
         }
     }
-    let ended = Instant::now();
-    let mut gauges_after = BTreeMap::new();
-    let mut empty_after = None;
-    while ended.elapsed() < Duration::from_secs(args.settle_secs) {
-        if let Some(g) = gauges(common).await {
-            let empty = g.values().all(|v| *v == 0.0);
-            gauges_after = g;
-            if empty {
-                empty_after = Some(ended.elapsed().as_secs_f64());
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (empty_after, gauges_after) =
+        wait_until_empty(common, Duration::from_secs(args.settle_secs)).await;
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for e in results.iter().filter_map(|r| r.error.as_ref()) {
         *errors.entry(e.clone()).or_default() += 1;

@@ -23,5 +23,6 @@ pub mod room;
 pub mod run;
 pub mod session;
 pub mod signal;
+pub mod soak;
 pub mod source;
 pub mod stamp;

@@ -15,6 +15,7 @@ use loadtest::relay::{relay_baseline, RelayArgs};
 use loadtest::report::Thresholds;
 use loadtest::run::Common;
 use loadtest::signal::Target;
+use loadtest::soak::{soak, SoakArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,6 +98,13 @@ enum Command {
         common: CommonArgs,
         #[command(flatten)]
         args: ChurnArgs,
+    },
+    /// A long mixed load (conference + broadcast + churn) sampled over time: quality, memory growth, empty at the end.
+    Soak {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        args: SoakArgs,
     },
     /// Step the broadcast up until a threshold breaks.
     Capacity {
@@ -190,6 +198,16 @@ fn run(cli: Cli) -> Result<bool, String> {
                 }
             }
             Ok(report.largest_passing_viewers.is_some())
+        }
+        Command::Soak { common: c, args } => {
+            let rt = runtime(c.threads).map_err(|e| e.to_string())?;
+            let report = rt.block_on(async { soak(&common(&c)?, &args).await })?;
+            if c.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(report.passed)
         }
         Command::Churn { common: c, args } => {
             let rt = runtime(c.threads).map_err(|e| e.to_string())?;

@@ -35,9 +35,11 @@ pub struct AudioRoomArgs {
     pub listeners: u64,
 }
 
-/// Start `n` room participants over the ramp; `plan(i)` says what each does.
-async fn ramp_members(
+/// Start `n` participants of `room` over the ramp; `plan(i)` says what
+/// each does.
+pub async fn ramp_members(
     run: &Run,
+    room: &str,
     n: u64,
     name: &'static str,
     plan: impl Fn(u64, String) -> RoomPlan,
@@ -47,7 +49,7 @@ async fn ramp_members(
     run.ramp(n, |i| {
         let token = common
             .target
-            .token(&common.room, &format!("loadtest-{name}-{i}"), true, true);
+            .token(room, &format!("loadtest-{name}-{i}"), true, true);
         let plan = token.map(|t| plan(i, t));
         let (target, live, cancel) = (Arc::clone(&common.target), live.clone(), cancel.clone());
         async move {
@@ -65,20 +67,26 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
     let origin = run.clock.0;
     let layers = default_layers(usize::from(args.layers));
     let bind = common.bind;
-    let members = ramp_members(&run, args.participants, "member", |_, token| RoomPlan {
-        token,
-        publish: Some(MediaSource::new(
-            VideoCodec::Vp8,
-            layers.clone(),
-            true,
-            origin,
-            Instant::now(),
-        )),
-        receive_audio: true,
-        receive_video: true,
-        bind,
-        ending: Ending::Graceful,
-    })
+    let members = ramp_members(
+        &run,
+        &common.room,
+        args.participants,
+        "member",
+        |_, token| RoomPlan {
+            token,
+            publish: Some(MediaSource::new(
+                VideoCodec::Vp8,
+                layers.clone(),
+                true,
+                origin,
+                Instant::now(),
+            )),
+            receive_audio: true,
+            receive_video: true,
+            bind,
+            ending: Ending::Graceful,
+        },
+    )
     .await;
     run.hold().await;
     let mut results = run.finish(vec![members]).await;
@@ -100,25 +108,33 @@ pub async fn audio_room(common: &Common, args: &AudioRoomArgs) -> Result<Report,
     let origin = run.clock.0;
     let bind = common.bind;
     // Speakers first (a short ramp of their own), then the listeners.
-    let speakers = ramp_members(&run, args.speakers, "speaker", |_, token| RoomPlan {
-        token,
-        publish: Some(MediaSource::audio_only(origin, Instant::now())),
-        receive_audio: true,
-        receive_video: false,
-        bind,
-        ending: Ending::Graceful,
+    let speakers = ramp_members(&run, &common.room, args.speakers, "speaker", |_, token| {
+        RoomPlan {
+            token,
+            publish: Some(MediaSource::audio_only(origin, Instant::now())),
+            receive_audio: true,
+            receive_video: false,
+            bind,
+            ending: Ending::Graceful,
+        }
     })
     .await;
     run.wait_connected(args.speakers, Duration::from_secs(20))
         .await?;
-    let listeners = ramp_members(&run, args.listeners, "listener", |_, token| RoomPlan {
-        token,
-        publish: None,
-        receive_audio: true,
-        receive_video: false,
-        bind,
-        ending: Ending::Graceful,
-    })
+    let listeners = ramp_members(
+        &run,
+        &common.room,
+        args.listeners,
+        "listener",
+        |_, token| RoomPlan {
+            token,
+            publish: None,
+            receive_audio: true,
+            receive_video: false,
+            bind,
+            ending: Ending::Graceful,
+        },
+    )
     .await;
     run.hold().await;
     let results = run.finish(vec![speakers, listeners]).await;

@@ -12,6 +12,7 @@ use loadtest::meeting::{audio_room, conference, AudioRoomArgs, ConferenceArgs};
 use loadtest::report::Thresholds;
 use loadtest::run::Common;
 use loadtest::signal::Target;
+use loadtest::soak::{soak, SoakArgs};
 use loadtest::stamp::VideoCodec;
 use sfu::config::{Config, ConfigArgs};
 use tokio_util::sync::CancellationToken;
@@ -224,5 +225,49 @@ async fn churn_with_abrupt_disconnects_leaves_the_server_empty() {
         "{}",
         report.table()
     );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_samples_the_server_and_ends_empty() {
+    let args = ConfigArgs {
+        http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        workers: Some(2),
+        session_timeout_secs: Some(3),
+        http_rate_limit: Some(0.0),
+        ..Default::default()
+    };
+    let (base, shutdown) = start_server_with(args).await;
+    let soak_args = SoakArgs {
+        participants: 2,
+        viewers: 3,
+        layers: 2,
+        churn_per_sec: 2.0,
+        churn_lifetime_secs: 1,
+        sample_secs: 1,
+        // The test's process is the server and the generator at once:
+        // its RSS says nothing about the server alone.
+        max_rss_growth_pct: 10_000.0,
+        settle_secs: 20,
+    };
+    let mut c = common(&base, "soak");
+    c.duration = Duration::from_secs(4);
+    let report = soak(&c, &soak_args).await.expect("runs");
+    assert!(report.passed, "{}", report.table());
+    // 2 participants see each other (2 streams) + 3 viewers.
+    assert_eq!(report.report.streams_connected, 5, "{}", report.table());
+    assert!(report.samples.len() >= 3, "{}", report.table());
+    assert!(
+        report.samples.iter().all(|s| s.frames_per_sec > 0.0),
+        "media flowed in every interval: {}",
+        report.table()
+    );
+    assert!(report.churn_started >= 6, "{}", report.table());
+    assert!(
+        report.churn_connected as f64 >= report.churn_started as f64 * 0.9,
+        "{}",
+        report.table()
+    );
+    assert!(report.empty_after_secs.is_some(), "{}", report.table());
     shutdown.cancel();
 }

@@ -39,6 +39,14 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
 
+    /// UDP port advertised in ICE candidates instead of the bound one, when a port mapping (a Kubernetes NodePort) is in the way. Needs --workers 1.
+    #[arg(long, env = "SFU_PUBLIC_MEDIA_PORT")]
+    pub public_media_port: Option<u16>,
+
+    /// ICE-TCP port advertised instead of the bound one (as --public-media-port). Needs --workers 1.
+    #[arg(long, env = "SFU_PUBLIC_ICE_TCP_PORT")]
+    pub public_ice_tcp_port: Option<u16>,
+
     /// STUN server (host:port) asked at start-up for the public IP when --public-ip is not set.
     #[arg(long, env = "SFU_STUN_SERVER")]
     pub stun_server: Option<String>,
@@ -145,6 +153,9 @@ pub struct Config {
     pub media_addr: IpAddr,
     pub media_port: u16,
     pub public_ip: Option<IpAddr>,
+    /// Ports advertised instead of the bound ones (one worker only).
+    pub public_media_port: Option<u16>,
+    pub public_ice_tcp_port: Option<u16>,
     /// Asked for the public IP at start-up when `public_ip` is not set.
     pub stun_server: Option<String>,
     pub ice_tcp: bool,
@@ -287,6 +298,8 @@ impl Config {
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             media_port: args.media_port.or(file.media_port).unwrap_or(0),
             public_ip: args.public_ip.or(file.public_ip),
+            public_media_port: args.public_media_port.or(file.public_media_port),
+            public_ice_tcp_port: args.public_ice_tcp_port.or(file.public_ice_tcp_port),
             stun_server: args.stun_server.or(file.stun_server),
             ice_tcp: args.ice_tcp.or(file.ice_tcp).unwrap_or(true),
             ice_tcp_port: args.ice_tcp_port.or(file.ice_tcp_port).unwrap_or(0),
@@ -433,6 +446,22 @@ impl Config {
                  (or stun_server to discover it)",
             ));
         }
+        for (key, port) in [
+            ("public_media_port", self.public_media_port),
+            ("public_ice_tcp_port", self.public_ice_tcp_port),
+        ] {
+            match port {
+                Some(0) => return Err(invalid(key, "must be a port between 1 and 65535")),
+                Some(_) if self.workers != 1 => {
+                    return Err(invalid(
+                        key,
+                        "one advertised port serves one media worker: set workers = 1 \
+                         (and run more instances to use more cores)",
+                    ))
+                }
+                _ => {}
+            }
+        }
         if let Some(server) = &self.stun_server {
             if server.rsplit_once(':').is_none_or(|(host, port)| {
                 host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0)
@@ -508,6 +537,24 @@ mod tests {
             err,
             Some(ConfigError::Invalid {
                 key: "http_addr",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn public_port_needs_one_worker() {
+        let args = |workers| ConfigArgs {
+            workers: Some(workers),
+            public_media_port: Some(30001),
+            ..Default::default()
+        };
+        assert!(Config::resolve(args(1), ConfigArgs::default()).is_ok());
+        let err = Config::resolve(args(2), ConfigArgs::default()).err();
+        assert!(matches!(
+            err,
+            Some(ConfigError::Invalid {
+                key: "public_media_port",
                 ..
             })
         ));

@@ -105,6 +105,8 @@ pub async fn run(
             bind_ip: config.media_addr,
             first_port: config.media_port,
             public_ip,
+            public_udp_port: config.public_media_port,
+            public_tcp_port: config.public_ice_tcp_port,
             first_tcp_port: config.ice_tcp.then_some(config.ice_tcp_port),
             context,
         },

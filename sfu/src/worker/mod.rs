@@ -103,6 +103,10 @@ pub struct WorkerSettings {
     pub bind_ip: IpAddr,
     pub first_port: u16,
     pub public_ip: Option<IpAddr>,
+    /// Ports advertised instead of the bound ones (a port mapping in the
+    /// way; the configuration allows them with one worker only).
+    pub public_udp_port: Option<u16>,
+    pub public_tcp_port: Option<u16>,
     /// First ICE-TCP port (worker N listens on port+N; 0: any free port;
     /// None: no ICE-TCP).
     pub first_tcp_port: Option<u16>,
@@ -127,7 +131,7 @@ pub fn spawn_workers(
         let local_addr = socket.local_addr()?;
         let advertised_addr = SocketAddr::new(
             settings.public_ip.unwrap_or(local_addr.ip()),
-            local_addr.port(),
+            settings.public_udp_port.unwrap_or(local_addr.port()),
         );
         let tcp = match settings.first_tcp_port {
             None => None,
@@ -140,8 +144,12 @@ pub fn spawn_workers(
             }
         };
         let tcp_addr = tcp.as_ref().map(|l| l.local_addr()).transpose()?;
-        let advertised_tcp_addr =
-            tcp_addr.map(|a| SocketAddr::new(settings.public_ip.unwrap_or(a.ip()), a.port()));
+        let advertised_tcp_addr = tcp_addr.map(|a| {
+            SocketAddr::new(
+                settings.public_ip.unwrap_or(a.ip()),
+                settings.public_tcp_port.unwrap_or(a.port()),
+            )
+        });
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let load = Arc::new(AtomicUsize::new(0));
         let ctx = WorkerContext {
@@ -155,7 +163,7 @@ pub fn spawn_workers(
         let thread = std::thread::Builder::new()
             .name(format!("media-worker-{index}"))
             .spawn(move || event_loop::run(ctx, socket, tcp, rx, thread_load, thread_shutdown))?;
-        tracing::info!(worker = index, %local_addr, %advertised_addr, ?tcp_addr, "media worker started");
+        tracing::info!(worker = index, %local_addr, %advertised_addr, ?tcp_addr, ?advertised_tcp_addr, "media worker started");
         handles.push(WorkerHandle {
             index,
             media_addr: local_addr,

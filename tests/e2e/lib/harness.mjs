@@ -184,9 +184,12 @@ export function signToken(key, secret, room, identity, { publish = false, subscr
  *
  * With `oneToOne`, the router also forwards everything arriving at its
  * public address to the private host, as a cloud VM's 1:1 NAT does: the
- * host is reachable at 10.215.0.2 but only knows 192.168.215.2.
+ * host is reachable at 10.215.0.2 but only knows 192.168.215.2. With
+ * `portMap` ([{ proto, from, to }]) it forwards only those ports, mapped
+ * (from the public port `from` to the host's `to`), as a Kubernetes
+ * NodePort does.
  */
-export function createNattedHost(t, suffix, { oneToOne = false } = {}) {
+export function createNattedHost(t, suffix, { oneToOne = false, portMap = [] } = {}) {
   const base = process.env.SFU_E2E_NS || `sfue2e-${process.pid}`;
   const router = `${base}-${suffix}r`;
   const client = `${base}-${suffix}c`;
@@ -218,6 +221,10 @@ export function createNattedHost(t, suffix, { oneToOne = false } = {}) {
   if (oneToOne) {
     sh('ip', 'netns', 'exec', router, 'iptables', '-t', 'nat', '-A', 'PREROUTING', '-i', wanIf,
       '-j', 'DNAT', '--to-destination', '192.168.215.2');
+  }
+  for (const { proto, from, to } of portMap) {
+    sh('ip', 'netns', 'exec', router, 'iptables', '-t', 'nat', '-A', 'PREROUTING', '-i', wanIf,
+      '-p', proto, '--dport', String(from), '-j', 'DNAT', '--to-destination', `192.168.215.2:${to}`);
   }
   return { router, client, hostIp: '10.215.0.1', publicIp: '10.215.0.2', privateIp: '192.168.215.2' };
 }

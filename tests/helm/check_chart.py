@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Validate the Helm chart (helm/sfu) for real.
+
+For the default values and for each documented option:
+  * `helm lint --strict` and `helm template` with Helm itself;
+  * every rendered manifest against the Kubernetes OpenAPI schemas
+    (kubernetes-validate, strict: unknown fields are errors), except the
+    ServiceMonitor, whose schema is the Prometheus operator's CRD;
+  * what the option promises (per-pod NodePorts, host networking, TURN...).
+Values that cannot work must make `helm template` fail with a message.
+Finally the rendered pod command and configuration start the real server
+binary (SFU_BIN): the StatefulSet's shell computes pod 2's advertised port,
+and the server must come up healthy and advertise it.
+
+Usage: HELM=... SFU_BIN=... python3 tests/helm/check_chart.py
+(run inside a private network namespace: the server binds 0.0.0.0:8080).
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import kubernetes_validate
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHART = os.path.join(ROOT, "helm", "sfu")
+HELM = os.environ.get("HELM", os.path.join(ROOT, "tests", "e2e", ".tools", "bin", "helm"))
+SFU_BIN = os.environ.get("SFU_BIN", os.path.join(ROOT, "target", "release", "sfu"))
+KUBERNETES_VERSIONS = ["1.29.0", "1.35.0"]
+KEYS = ["--set", "apiKeys.k1=s1"]
+
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print(f"  FAIL {what}")
+
+
+def helm(*args):
+    return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60)
+
+
+def render(args):
+    out = helm("template", "r1", CHART, *args)
+    if out.returncode != 0:
+        raise RuntimeError(f"helm template {' '.join(args)} failed: {out.stderr.strip()}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs, kind, name=None):
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one {kind} {name or ''}, found {len(found)}")
+    return found[0]
+
+
+def pod_spec(docs):
+    for kind in ("StatefulSet", "Deployment", "DaemonSet"):
+        if by_kind(docs, kind):
+            return one(docs, kind)["spec"]["template"]["spec"]
+    raise RuntimeError("no workload rendered")
+
+
+def env_of(docs):
+    return {e["name"]: e for e in pod_spec(docs)["containers"][0]["env"]}
+
+
+def config(docs):
+    return one(docs, "ConfigMap")["data"]
+
+
+def validate(name, docs):
+    for doc in docs:
+        if doc["kind"] == "ServiceMonitor":
+            spec = doc["spec"]
+            check(spec["endpoints"][0]["port"] == "http" and spec["selector"]["matchLabels"],
+                  f"{name}: ServiceMonitor selects the http port")
+            continue
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                check(False, f"{name}: {doc['kind']} {doc['metadata']['name']} invalid for "
+                             f"Kubernetes {version}: {e.message} at {list(e.path)}")
+
+
+# name -> (helm args, assertions over the rendered documents)
+def expect_default(d):
+    sts = one(d, "StatefulSet")
+    check(sts["spec"]["replicas"] == 1, "default: one replica")
+    check("hostNetwork" not in sts["spec"]["template"]["spec"], "default: no host networking")
+    media = one(d, "Service", "r1-sfu-media-0")
+    ports = {p["protocol"]: p for p in media["spec"]["ports"]}
+    check(media["spec"]["type"] == "NodePort", "default: media Service is a NodePort")
+    check(ports["UDP"]["nodePort"] == 31000 and ports["TCP"]["nodePort"] == 31500,
+          "default: pod 0 on UDP 31000 / TCP 31500")
+    check(media["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "r1-sfu-0",
+          "default: media Service selects pod 0 only")
+    check(config(d)["SFU_WORKERS"] == "1", "default: one worker per pod")
+    check(env_of(d)["SFU_PUBLIC_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP",
+          "default: advertises the node's IP")
+    check(one(d, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1, "default: PDB")
+    annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    check(annotations.get("prometheus.io/scrape") == "true", "default: scrape annotations")
+    probe = sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    check(probe["httpGet"]["path"] == "/healthz", "default: readiness on /healthz")
+    secret = one(d, "Secret")["stringData"]
+    check("generated-api-key" in secret and "[api_keys]" in secret["sfu.toml"],
+          "default: an API key pair is generated")
+
+
+def expect_replicas(d):
+    ports = sorted(one(d, "Service", f"r1-sfu-media-{i}")["spec"]["ports"][0]["nodePort"] for i in range(3))
+    check(ports == [31000, 31001, 31002], f"replicas: one media port per pod, got {ports}")
+
+
+def expect_host_network(kind):
+    def f(d):
+        w = one(d, kind)
+        check(w["spec"]["template"]["spec"].get("hostNetwork") is True, f"{kind}: host networking")
+        check(not [s for s in by_kind(d, "Service") if "media" in s["metadata"]["name"]],
+              f"{kind}: no per-pod media Services")
+        check(("replicas" in w["spec"]) == (kind == "Deployment"), f"{kind}: replicas only for a Deployment")
+    return f
+
+
+cases = {
+    "default values (no API keys given)": ([], expect_default),
+    "API keys given, 3 replicas": (KEYS + ["--set", "replicaCount=3"], expect_replicas),
+    "hostNetwork DaemonSet": (KEYS + ["--set", "media.exposure=hostNetwork"], expect_host_network("DaemonSet")),
+    "hostNetwork Deployment, 4 workers": (
+        KEYS + ["--set", "media.exposure=hostNetwork", "--set", "media.hostNetwork.kind=Deployment",
+                "--set", "media.workers=4"],
+        lambda d: (expect_host_network("Deployment")(d),
+                   check(config(d)["SFU_WORKERS"] == "4", "Deployment: 4 workers"))),
+    "advertise stun": (KEYS + ["--set", "media.advertise=stun", "--set", "media.stunServer=stun.example.com:3478"],
+                       lambda d: (check(config(d)["SFU_STUN_SERVER"] == "stun.example.com:3478", "stun: server set"),
+                                  check("SFU_PUBLIC_IP" not in env_of(d), "stun: no hostIP"))),
+    "advertise static": (KEYS + ["--set", "media.advertise=static", "--set", "media.publicIp=203.0.113.10"],
+                         lambda d: check(config(d)["SFU_PUBLIC_IP"] == "203.0.113.10", "static: address set")),
+    "per-pod LoadBalancer": (KEYS + ["--set", "media.perPodService.type=LoadBalancer"],
+                             lambda d: check(one(d, "Service", "r1-sfu-media-0")["spec"]["type"] == "LoadBalancer"
+                                             and "nodePort" not in one(d, "Service", "r1-sfu-media-0")["spec"]["ports"][0],
+                                             "LoadBalancer: no fixed nodePort")),
+    "no ICE-TCP": (KEYS + ["--set", "media.iceTcp=false"],
+                   lambda d: check(len(one(d, "Service", "r1-sfu-media-0")["spec"]["ports"]) == 1
+                                   and config(d)["SFU_ICE_TCP"] == "false", "no ICE-TCP: UDP only")),
+    "ingress": (KEYS + ["--set", "ingress.enabled=true", "--set", "ingress.className=nginx",
+                        "--set", "ingress.hosts[0].host=sfu.example.com",
+                        "--set", "ingress.hosts[0].paths[0].path=/", "--set", "ingress.hosts[0].paths[0].pathType=Prefix",
+                        "--set", "ingress.tls[0].secretName=sfu-tls", "--set", "ingress.tls[0].hosts[0]=sfu.example.com"],
+                lambda d: check(one(d, "Ingress")["spec"]["rules"][0]["host"] == "sfu.example.com", "ingress rendered")),
+    "ServiceMonitor, no scrape annotations": (
+        KEYS + ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podAnnotations=false"],
+        lambda d: (check(len(by_kind(d, "ServiceMonitor")) == 1, "ServiceMonitor rendered"),
+                   check("prometheus.io/scrape" not in one(d, "StatefulSet")["spec"]["template"]["metadata"]["annotations"],
+                         "no scrape annotations"))),
+    "external TURN": (KEYS + ["--set", "turn.urls[0]=turn:turn.example.com:3478", "--set", "turn.secret=ts"],
+                      lambda d: (check(config(d)["SFU_TURN_URLS"] == "turn:turn.example.com:3478", "TURN URLs"),
+                                 check('turn_secret = "ts"' in one(d, "Secret")["stringData"]["sfu.toml"], "TURN secret"))),
+    "bundled coturn": (KEYS + ["--set", "turn.deploy=true", "--set", "turn.secret=ts",
+                               "--set", "turn.coturn.externalHost=turn.example.com"],
+                       lambda d: (check(one(d, "DaemonSet", "r1-sfu-coturn")["spec"]["template"]["spec"]["hostNetwork"],
+                                        "coturn DaemonSet on the host network"),
+                                  check("turn:turn.example.com:3478?transport=udp" in config(d)["SFU_TURN_URLS"],
+                                        "coturn URL handed out"),
+                                  check("--use-auth-secret" in one(d, "DaemonSet", "r1-sfu-coturn")["spec"]["template"]["spec"]["containers"][0]["args"],
+                                        "coturn uses the REST-API secret"))),
+    "existing Secret": (["--set", "existingSecret=my-sfu-secret"],
+                        lambda d: (check(not by_kind(d, "Secret"), "existingSecret: no Secret rendered"),
+                                   check(pod_spec(d)["volumes"][0]["secret"]["secretName"] == "my-sfu-secret",
+                                         "existingSecret: mounted"))),
+    "server settings": (KEYS + ["--set", "config.sessionTimeoutSecs=15", "--set", "config.maxRooms=50",
+                                "--set", "config.httpRateLimit=0", "--set", "config.webhookUrls[0]=https://hooks.example.com/sfu"],
+                        lambda d: check({k: config(d).get(k) for k in ("SFU_SESSION_TIMEOUT_SECS", "SFU_MAX_ROOMS",
+                                                                       "SFU_HTTP_RATE_LIMIT", "SFU_WEBHOOK_URLS")}
+                                        == {"SFU_SESSION_TIMEOUT_SECS": "15", "SFU_MAX_ROOMS": "50",
+                                            "SFU_HTTP_RATE_LIMIT": "0", "SFU_WEBHOOK_URLS": "https://hooks.example.com/sfu"},
+                                        "settings reach the ConfigMap")),
+    "PDB off": (KEYS + ["--set", "podDisruptionBudget.enabled=false"],
+                lambda d: check(not by_kind(d, "PodDisruptionBudget"), "PDB off")),
+}
+
+refusals = {
+    "unknown exposure": (["--set", "media.exposure=magic"], "media.exposure must be"),
+    "unknown host-network kind": (["--set", "media.exposure=hostNetwork", "--set", "media.hostNetwork.kind=Job"],
+                                  "media.hostNetwork.kind must be"),
+    "static without an address": (["--set", "media.advertise=static"], "media.publicIp is needed"),
+    "unknown advertise": (["--set", "media.advertise=guess"], "media.advertise must be"),
+    "TURN without secret": (["--set", "turn.urls[0]=turn:x:3478"], "needs turn.secret"),
+    "coturn without external host": (["--set", "turn.deploy=true", "--set", "turn.secret=ts"],
+                                     "needs turn.coturn.externalHost"),
+}
+
+
+def start_rendered_server(docs, pod_name):
+    """Run the pod's command with the rendered configuration; return (ok, log)."""
+    spec = pod_spec(docs)
+    container = spec["containers"][0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_")}
+    env.update(config(docs))
+    env["NO_COLOR"] = "1"
+    workdir = tempfile.mkdtemp(prefix="sfu-chart-")
+    toml = os.path.join(workdir, "sfu.toml")
+    with open(toml, "w") as f:
+        f.write(one(docs, "Secret")["stringData"]["sfu.toml"])
+    for e in container["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif e["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP":
+            env[e["name"]] = "127.0.0.1"  # stands in for the node's address
+        elif e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":
+            env[e["name"]] = pod_name
+    env["SFU_CONFIG"] = toml
+    command = [c.replace("/usr/local/bin/sfu", SFU_BIN) for c in container.get("command", [])]
+    args = [a.replace("/usr/local/bin/sfu", SFU_BIN) for a in container.get("args", [])]
+    argv = command + args if command else [SFU_BIN, *args]
+    log_path = os.path.join(workdir, "server.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    healthy = False
+    try:
+        for _ in range(100):  # bounded: 10 s
+            if proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:8080/healthz", timeout=1) as r:
+                    healthy = r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    with open(log_path) as f:
+        return healthy, f.read()
+
+
+def main():
+    lint = helm("lint", "--strict", CHART)
+    check(lint.returncode == 0, f"helm lint --strict: {lint.stdout[-500:]}{lint.stderr[-500:]}")
+    for name, (args, expect) in cases.items():
+        print(f"== {name}")
+        try:
+            docs = render(args)
+            validate(name, docs)
+            expect(docs)
+        except (RuntimeError, KeyError, IndexError, TypeError) as e:
+            check(False, f"{name}: {type(e).__name__}: {e}")
+    for name, (args, message) in refusals.items():
+        print(f"== refuses {name}")
+        out = helm("template", "r1", CHART, *KEYS, *args)
+        check(out.returncode != 0 and message in out.stderr, f"refuses {name}: want {message!r}, got {out.stderr.strip()[-300:]}")
+
+    print("== the rendered StatefulSet command starts the real server as pod 2")
+    healthy, log = start_rendered_server(render(KEYS + ["--set", "replicaCount=3"]), "r1-sfu-2")
+    check(healthy, f"server healthy with the rendered configuration:\n{log[-1500:]}")
+    check("advertised_addr=127.0.0.1:31002" in log, "pod 2 advertises its NodePort 31002")
+    check("advertised_tcp_addr=Some(127.0.0.1:31502)" in log, "pod 2 advertises its ICE-TCP NodePort 31502")
+    print("== the rendered hostNetwork configuration starts the real server")
+    healthy, log = start_rendered_server(
+        render(KEYS + ["--set", "media.exposure=hostNetwork", "--set", "media.workers=2"]), "r1-sfu-x")
+    check(healthy, f"hostNetwork server healthy:\n{log[-1500:]}")
+    check("advertised_addr=127.0.0.1:7883" in log, "second worker on the next port")
+
+    if failures:
+        print(f"\n{len(failures)} chart check(s) failed")
+        return 1
+    print(f"\nchart OK: lint, {len(cases)} renderings valid for Kubernetes {', '.join(KUBERNETES_VERSIONS)}, "
+          f"{len(refusals)} refusals, the server starts with the rendered configuration")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
