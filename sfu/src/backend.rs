@@ -15,9 +15,13 @@ use signaling::{MediaBackend, SessionKind};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{PlaceRefusal, Registry};
 use crate::worker::core::CreateRequest;
 use crate::worker::{Command, WorkerHandle};
+
+/// Retry-After for a new room refused while draining: long enough for a
+/// load balancer to notice the failing health check.
+const DRAINING_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// How long signaling waits for a worker's answer.
 const WORKER_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,14 +63,49 @@ impl SfuBackend {
             .ok_or_else(|| BackendError::Internal(format!("no worker {index}")))
     }
 
-    /// The worker hosting `room`, placing it when it is new (503 when full).
+    /// The worker hosting `room`, placing it when it is new (503 when full
+    /// or draining).
     fn place(&self, room: &str) -> Result<usize, BackendError> {
         self.registry
             .place_room(room, self.max_rooms, || self.least_loaded())
-            .ok_or_else(|| BackendError::OverCapacity {
-                what: format!("rooms ({})", self.max_rooms),
-                retry_after: Duration::from_secs(10),
+            .map_err(|refusal| match refusal {
+                PlaceRefusal::Full => BackendError::OverCapacity {
+                    what: format!("rooms ({})", self.max_rooms),
+                    retry_after: Duration::from_secs(10),
+                },
+                PlaceRefusal::Draining => BackendError::Draining {
+                    retry_after: DRAINING_RETRY_AFTER,
+                },
             })
+    }
+
+    /// Join (or resume) on the worker hosting the room.
+    async fn join(&self, req: JoinRoom) -> Result<RoomConnection, BackendError> {
+        if req.resume.is_some() {
+            // The participant lives where its room lives.
+            let worker = self
+                .registry
+                .room_worker(&req.room)
+                .ok_or(BackendError::ResumeFailed)?;
+            let (reply, rx) = oneshot::channel();
+            return self.ask(worker, Command::Join { req, reply }, rx).await;
+        }
+        let mut last_err = BackendError::Internal("placement failed".into());
+        for _ in 0..3 {
+            let worker = self.place(&req.room)?;
+            let (reply, rx) = oneshot::channel();
+            let cmd = Command::Join {
+                req: req.clone(),
+                reply,
+            };
+            match self.ask(worker, cmd, rx).await {
+                Err(BackendError::Internal(msg)) if msg.contains("retry") => {
+                    last_err = BackendError::Internal(msg);
+                }
+                other => return other,
+            }
+        }
+        Err(last_err)
     }
 
     async fn ask<T>(
@@ -193,31 +232,12 @@ impl MediaBackend for SfuBackend {
     }
 
     async fn join_room(&self, req: JoinRoom) -> Result<RoomConnection, BackendError> {
-        if req.resume.is_some() {
-            // The participant lives where its room lives.
-            let worker = self
-                .registry
-                .room_worker(&req.room)
-                .ok_or(BackendError::ResumeFailed)?;
-            let (reply, rx) = oneshot::channel();
-            return self.ask(worker, Command::Join { req, reply }, rx).await;
+        let joined = self.join(req).await;
+        if joined.is_ok() {
+            // Its socket handler calls room_socket_closed when it ends.
+            self.registry.room_socket_opened();
         }
-        let mut last_err = BackendError::Internal("placement failed".into());
-        for _ in 0..3 {
-            let worker = self.place(&req.room)?;
-            let (reply, rx) = oneshot::channel();
-            let cmd = Command::Join {
-                req: req.clone(),
-                reply,
-            };
-            match self.ask(worker, cmd, rx).await {
-                Err(BackendError::Internal(msg)) if msg.contains("retry") => {
-                    last_err = BackendError::Internal(msg);
-                }
-                other => return other,
-            }
-        }
-        Err(last_err)
+        joined
     }
 
     async fn room_message(
@@ -238,6 +258,7 @@ impl MediaBackend for SfuBackend {
     }
 
     async fn room_socket_closed(&self, participant: &str, generation: u64) {
+        self.registry.room_socket_closed();
         let Ok(worker) = self.resource_worker(SessionKind::Room, None, participant, None) else {
             return;
         };
@@ -274,6 +295,10 @@ impl MediaBackend for SfuBackend {
             .ok_or(BackendError::NotFound)?;
         let (reply, rx) = oneshot::channel();
         self.ask(worker, Command::Admin { req, reply }, rx).await
+    }
+
+    fn draining(&self) -> bool {
+        self.registry.is_draining()
     }
 
     fn render_metrics(&self) -> String {

@@ -97,6 +97,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_MAX_SESSIONS_PER_IDENTITY")]
     pub max_sessions_per_identity: Option<usize>,
 
+    /// At SIGTERM, take no new rooms and let the rooms here end for up to this many seconds before closing them. [default: 30]
+    #[arg(long, env = "SFU_DRAIN_GRACE_SECS")]
+    pub drain_grace_secs: Option<u64>,
+
     /// A conference participant whose WebSocket dropped is kept this long for it to resume. [default: 20]
     #[arg(long, env = "SFU_RECONNECT_GRACE_SECS")]
     pub reconnect_grace_secs: Option<u64>,
@@ -170,6 +174,8 @@ pub struct Config {
     pub max_tracks_per_participant: usize,
     pub max_sessions_per_identity: usize,
     pub reconnect_grace: Duration,
+    /// How long a draining server lets its rooms run (see `sfu::Stop`).
+    pub drain_grace: Duration,
     pub webhook_urls: Vec<String>,
     pub max_body_bytes: usize,
     /// (requests per second, burst) per client address; None: no limit.
@@ -332,6 +338,11 @@ impl Config {
                 args.reconnect_grace_secs
                     .or(file.reconnect_grace_secs)
                     .unwrap_or(20),
+            ),
+            drain_grace: Duration::from_secs(
+                args.drain_grace_secs
+                    .or(file.drain_grace_secs)
+                    .unwrap_or(30),
             ),
             webhook_urls: if args.webhook_urls.is_empty() {
                 file.webhook_urls

@@ -15,6 +15,7 @@ pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use signaling::{FrontDoorConfig, KeySet};
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,23 @@ fn webhook_sender(
     )
 }
 
+/// How the server is asked to stop. `drain` (the first SIGTERM or Ctrl-C):
+/// take no new rooms, report draining on `/healthz`, let the rooms here end
+/// for up to the configured grace period, then stop. `shutdown`: stop now;
+/// either way the sessions left are closed with a reason (room participants
+/// are told the server is shutting down).
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    pub drain: CancellationToken,
+    pub shutdown: CancellationToken,
+}
+
+/// Longest wait at shutdown for room sockets to send their last message.
+const SOCKET_FLUSH: Duration = Duration::from_secs(2);
+
+/// How often a draining server looks whether its rooms have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
 /// Start the server; `on_started` is told the bound addresses (tests use
 /// port 0). Returns after `shutdown` is cancelled and everything stopped.
 pub async fn run(
@@ -73,6 +91,46 @@ pub async fn run(
     shutdown: CancellationToken,
     on_started: impl FnOnce(Started),
 ) -> Result<(), RunError> {
+    let stop = Stop {
+        drain: CancellationToken::new(),
+        shutdown,
+    };
+    run_until(config, stop, on_started).await
+}
+
+/// Wait for `stop.drain`, then drain (bounded by `grace`) and stop.
+async fn drain_then_stop(registry: Arc<Registry>, grace: Duration, stop: Stop) {
+    tokio::select! {
+        _ = stop.drain.cancelled() => {}
+        _ = stop.shutdown.cancelled() => return,
+    }
+    registry.start_draining();
+    tracing::info!(
+        rooms = registry.room_count(),
+        grace_secs = grace.as_secs(),
+        "draining: taking no new rooms, waiting for the rooms here to end (signal again to stop now)"
+    );
+    let deadline = tokio::time::Instant::now() + grace;
+    while registry.room_count() > 0
+        && tokio::time::Instant::now() < deadline
+        && !stop.shutdown.is_cancelled()
+    {
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    tracing::info!(
+        rooms_left = registry.room_count(),
+        "drain over: closing the remaining sessions"
+    );
+    stop.shutdown.cancel();
+}
+
+/// [`run`] with a drain: see [`Stop`].
+pub async fn run_until(
+    config: Config,
+    stop: Stop,
+    on_started: impl FnOnce(Started),
+) -> Result<(), RunError> {
+    let shutdown = stop.shutdown.clone();
     let public_ip = match (config.public_ip, &config.stun_server) {
         (Some(ip), _) => Some(ip),
         (None, Some(server)) => {
@@ -115,6 +173,12 @@ pub async fn run(
     .map_err(RunError::Workers)?;
     let media_addrs = workers.iter().map(|w| w.media_addr).collect();
 
+    let flush_registry = registry.clone();
+    tokio::spawn(drain_then_stop(
+        registry.clone(),
+        config.drain_grace,
+        stop.clone(),
+    ));
     let backend = SfuBackend::new(workers, registry, metrics, config.max_rooms);
     let front_door = FrontDoorConfig {
         keys: KeySet::new(config.api_keys.clone()),
@@ -149,6 +213,12 @@ pub async fn run(
     shutdown.cancel();
     for t in threads {
         let _ = t.join();
+    }
+    // The workers told room participants why they were removed; let the
+    // sockets deliver that before the process exits (bounded).
+    let flush_until = tokio::time::Instant::now() + SOCKET_FLUSH;
+    while flush_registry.open_room_sockets() > 0 && tokio::time::Instant::now() < flush_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     served.map_err(RunError::Http)
 }

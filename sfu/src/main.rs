@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use sfu::config::{Config, ConfigArgs};
 use signaling::auth::{mint_with_secret, VideoGrant};
-use tokio_util::sync::CancellationToken;
 
 /// A WebRTC selective forwarding unit: WHIP ingest, WHEP playback, rooms.
 ///
@@ -169,14 +168,17 @@ fn serve(path: Option<&PathBuf>, options: ConfigArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async move {
-        let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
+        let stop = sfu::Stop::default();
+        let signal = stop.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutting down");
-            signal.cancel();
+            tracing::info!("signal received: draining");
+            signal.drain.cancel();
+            wait_for_signal().await;
+            tracing::info!("second signal: shutting down now");
+            signal.shutdown.cancel();
         });
-        sfu::run(config, shutdown, |started| {
+        sfu::run_until(config, stop, |started| {
             tracing::info!(
                 "open http://{}/ to publish, http://{}/play to watch",
                 started.http_addr,

@@ -4,6 +4,11 @@
 //! This is the one piece of state both sides touch, so it is a `DashMap`
 //! (sharded locks, never held across an await or on the packet path). Rooms
 //! are addressed by name, so the same table can later live in Redis.
+//!
+//! It also holds the server's draining flag: once set (SIGTERM), no new room
+//! is placed, while rooms already here keep taking participants.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -19,28 +24,68 @@ pub struct ResourceEntry {
     pub identity: String,
 }
 
+/// Why a new room was not placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaceRefusal {
+    /// `max_rooms` rooms are hosted already.
+    Full,
+    /// The server is draining: it finishes its rooms and takes no new one.
+    Draining,
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     rooms: DashMap<String, usize>,
     resources: DashMap<String, ResourceEntry>,
+    draining: AtomicBool,
+    /// Room-protocol sockets still open (their last messages must be sent
+    /// before the process exits).
+    open_room_sockets: AtomicUsize,
 }
 
 impl Registry {
     /// The worker hosting `room`, placing it on `choose()` if it is new.
-    /// Returns `None` when the room is new and `max_rooms` are already hosted.
+    /// A new room is refused when `max_rooms` are already hosted or the
+    /// server is draining.
     pub fn place_room(
         &self,
         room: &str,
         max_rooms: usize,
         choose: impl FnOnce() -> usize,
-    ) -> Option<usize> {
+    ) -> Result<usize, PlaceRefusal> {
         if let Some(w) = self.rooms.get(room) {
-            return Some(*w);
+            return Ok(*w);
+        }
+        if self.is_draining() {
+            return Err(PlaceRefusal::Draining);
         }
         if self.rooms.len() >= max_rooms {
-            return None;
+            return Err(PlaceRefusal::Full);
         }
-        Some(*self.rooms.entry(room.to_string()).or_insert_with(choose))
+        Ok(*self.rooms.entry(room.to_string()).or_insert_with(choose))
+    }
+
+    /// Take no new rooms from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn room_socket_opened(&self) {
+        self.open_room_sockets.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn room_socket_closed(&self) {
+        let _ = self
+            .open_room_sockets
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    pub fn open_room_sockets(&self) -> usize {
+        self.open_room_sockets.load(Ordering::SeqCst)
     }
 
     /// The worker hosting `room`, if it exists.
@@ -96,14 +141,14 @@ mod tests {
     #[test]
     fn placement_is_sticky_and_bounded() {
         let r = Registry::default();
-        assert_eq!(r.place_room("a", 2, || 1), Some(1));
+        assert_eq!(r.place_room("a", 2, || 1), Ok(1));
+        assert_eq!(r.place_room("a", 2, || 0), Ok(1), "existing placement wins");
+        assert_eq!(r.place_room("b", 2, || 0), Ok(0));
         assert_eq!(
-            r.place_room("a", 2, || 0),
-            Some(1),
-            "existing placement wins"
+            r.place_room("c", 2, || 0),
+            Err(PlaceRefusal::Full),
+            "max_rooms reached"
         );
-        assert_eq!(r.place_room("b", 2, || 0), Some(0));
-        assert_eq!(r.place_room("c", 2, || 0), None, "max_rooms reached");
         assert!(r.claim_room("a", 1));
         assert!(
             !r.claim_room("a", 0),
@@ -112,6 +157,20 @@ mod tests {
         r.release_room("a", 0);
         assert_eq!(r.room_count(), 2, "only the owner releases");
         r.release_room("a", 1);
+        assert_eq!(r.room_count(), 1);
+    }
+
+    #[test]
+    fn a_draining_registry_keeps_its_rooms_and_places_no_new_one() {
+        let r = Registry::default();
+        assert_eq!(r.place_room("a", 10, || 1), Ok(1));
+        r.start_draining();
+        assert_eq!(
+            r.place_room("a", 10, || 0),
+            Ok(1),
+            "existing room still served"
+        );
+        assert_eq!(r.place_room("b", 10, || 0), Err(PlaceRefusal::Draining));
         assert_eq!(r.room_count(), 1);
     }
 }

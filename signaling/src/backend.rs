@@ -134,6 +134,10 @@ pub enum BackendError {
     /// The identity already holds as many sessions as allowed (429).
     #[error("identity {identity:?} already has {limit} sessions in this room (the limit)")]
     TooManySessions { identity: String, limit: usize },
+    /// The server is draining for shutdown and takes no new rooms (503
+    /// with Retry-After; another node, or this one after a restart, will).
+    #[error("this server is shutting down and takes no new rooms; retry shortly")]
+    Draining { retry_after: Duration },
     /// A resume token is unknown or expired.
     #[error("cannot resume: the participant is gone (rejoin)")]
     ResumeFailed,
@@ -178,6 +182,12 @@ pub trait MediaBackend: Clone + Send + Sync + 'static {
 
     /// Prometheus text exposition of the server's metrics.
     fn render_metrics(&self) -> String;
+
+    /// True while the server drains for shutdown: `/healthz` answers 503 so
+    /// that load balancers stop sending new rooms here.
+    fn draining(&self) -> bool {
+        false
+    }
 
     /// Join a room (or resume a participant) over the room protocol.
     fn join_room(

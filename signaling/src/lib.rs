@@ -163,7 +163,21 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
     }
     let app = app
         .route("/dev/token", get(web::dev_token::<B>))
-        .route("/healthz", get(|| async { "ok\n" }))
+        // Liveness: the process answers (also while draining).
+        .route("/livez", get(|| async { "ok\n" }))
+        // Readiness: 503 while draining, so no new rooms are sent here.
+        .route(
+            "/healthz",
+            get(
+                |axum::extract::State(s): axum::extract::State<AppState<B>>| async move {
+                    if s.backend.draining() {
+                        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                    } else {
+                        (StatusCode::OK, "ok\n")
+                    }
+                },
+            ),
+        )
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route(
             "/metrics",

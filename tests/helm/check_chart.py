@@ -112,8 +112,11 @@ def expect_default(d):
     check(one(d, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1, "default: PDB")
     annotations = sts["spec"]["template"]["metadata"]["annotations"]
     check(annotations.get("prometheus.io/scrape") == "true", "default: scrape annotations")
-    probe = sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
-    check(probe["httpGet"]["path"] == "/healthz", "default: readiness on /healthz")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    check(container["readinessProbe"]["httpGet"]["path"] == "/healthz", "default: readiness on /healthz")
+    check(container["livenessProbe"]["httpGet"]["path"] == "/livez", "default: liveness on /livez")
+    check(sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
+          and config(d)["SFU_DRAIN_GRACE_SECS"] == "50", "default: 50 s drain inside a 60 s grace period")
     secret = one(d, "Secret")["stringData"]
     check("generated-api-key" in secret and "[api_keys]" in secret["sfu.toml"],
           "default: an API key pair is generated")

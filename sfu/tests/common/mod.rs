@@ -15,7 +15,6 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
-use tokio_util::sync::CancellationToken;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -24,7 +23,7 @@ pub struct TestServer {
     pub base: String,
     /// The media workers' UDP addresses.
     pub media_addrs: Vec<SocketAddr>,
-    shutdown: CancellationToken,
+    stop: sfu::Stop,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -43,9 +42,9 @@ impl TestServer {
         // Tests fire requests faster than a person; the limit has its own test.
         args.http_rate_limit.get_or_insert(0.0);
         let config = Config::resolve(args, ConfigArgs::default()).expect("valid test config");
-        let shutdown = CancellationToken::new();
+        let stop = sfu::Stop::default();
         let (tx, rx) = std::sync::mpsc::channel();
-        let token = shutdown.clone();
+        let token = stop.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -53,7 +52,7 @@ impl TestServer {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let result = sfu::run(config, token, |s| {
+                let result = sfu::run_until(config, token, |s| {
                     let _ = tx.send((s.http_addr, s.media_addrs));
                 })
                 .await;
@@ -68,9 +67,19 @@ impl TestServer {
         TestServer {
             base: format!("http://{addr}"),
             media_addrs,
-            shutdown,
+            stop,
             thread: Some(thread),
         }
+    }
+
+    /// Begin draining, as the first SIGTERM does.
+    pub fn drain(&self) {
+        self.stop.drain.cancel();
+    }
+
+    /// True once the server has stopped (its thread returned).
+    pub fn stopped(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     pub fn token(&self, room: &str, identity: &str, publish: bool, subscribe: bool) -> String {
@@ -122,7 +131,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.stop.shutdown.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
