@@ -62,32 +62,37 @@ pub async fn ramp_members(
     .await
 }
 
+/// Start `n` participants of `room` over the ramp, each publishing audio
+/// and a VP8 camera in `layers` simulcast layers and receiving everyone.
+pub async fn ramp_cameras(
+    run: &Run,
+    room: &str,
+    n: u64,
+    layers: u8,
+) -> Vec<tokio::task::JoinHandle<SessionResult>> {
+    let origin = run.clock.0;
+    let layers = default_layers(usize::from(layers));
+    let bind = run.common.bind;
+    ramp_members(run, room, n, "member", |_, token| RoomPlan {
+        token,
+        publish: Some(MediaSource::new(
+            VideoCodec::Vp8,
+            layers.clone(),
+            true,
+            origin,
+            Instant::now(),
+        )),
+        receive_audio: true,
+        receive_video: true,
+        bind,
+        ending: Ending::Graceful,
+    })
+    .await
+}
+
 pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report, String> {
     let mut run = Run::start(common, args.participants).await;
-    let origin = run.clock.0;
-    let layers = default_layers(usize::from(args.layers));
-    let bind = common.bind;
-    let members = ramp_members(
-        &run,
-        &common.room,
-        args.participants,
-        "member",
-        |_, token| RoomPlan {
-            token,
-            publish: Some(MediaSource::new(
-                VideoCodec::Vp8,
-                layers.clone(),
-                true,
-                origin,
-                Instant::now(),
-            )),
-            receive_audio: true,
-            receive_video: true,
-            bind,
-            ending: Ending::Graceful,
-        },
-    )
-    .await;
+    let members = ramp_cameras(&run, &common.room, args.participants, args.layers).await;
     run.hold().await;
     let mut results = run.finish(vec![members]).await;
     let members = results.remove(0);

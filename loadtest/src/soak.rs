@@ -18,14 +18,12 @@ use tokio::task::JoinHandle;
 
 use crate::broadcast::{ramp_viewers, start_publisher};
 use crate::churn::{is_abrupt, wait_until_empty};
-use crate::meeting::ramp_members;
+use crate::meeting::ramp_cameras;
 use crate::peer::{Ending, Media};
 use crate::process::{metric_sum, sample, scrape};
 use crate::report::Report;
-use crate::room::RoomPlan;
 use crate::run::{Common, Run};
 use crate::session::{run_session, SessionPlan, SessionResult};
-use crate::source::{default_layers, MediaSource};
 use crate::stamp::VideoCodec;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -199,30 +197,7 @@ pub async fn soak(common: &Common, args: &SoakArgs) -> Result<SoakReport, String
     let mut run = Run::start(common, args.participants + args.viewers + 1).await;
     let publisher =
         start_publisher(&mut run, &broadcast_room, VideoCodec::Vp8, args.layers).await?;
-    let origin = run.clock.0;
-    let layers = default_layers(usize::from(args.layers));
-    let bind = common.bind;
-    let members = ramp_members(
-        &run,
-        &conference_room,
-        args.participants,
-        "member",
-        |_, token| RoomPlan {
-            token,
-            publish: Some(MediaSource::new(
-                VideoCodec::Vp8,
-                layers.clone(),
-                true,
-                origin,
-                Instant::now(),
-            )),
-            receive_audio: true,
-            receive_video: true,
-            bind,
-            ending: Ending::Graceful,
-        },
-    )
-    .await;
+    let members = ramp_cameras(&run, &conference_room, args.participants, args.layers).await;
     let viewers = ramp_viewers(&run, &broadcast_room, args.viewers, None).await;
 
     // The steady window: sample, and start a churn viewer every gap.

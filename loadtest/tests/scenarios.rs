@@ -252,6 +252,8 @@ async fn a_short_soak_samples_the_server_and_ends_empty() {
     };
     let mut c = common(&base, "soak");
     c.duration = Duration::from_secs(4);
+    // Delivery, not quality: other test binaries share the cores.
+    c.thresholds.max_loss_pct = 5.0;
     let report = soak(&c, &soak_args).await.expect("runs");
     assert!(report.passed, "{}", report.table());
     // 2 participants see each other (2 streams) + 3 viewers.
