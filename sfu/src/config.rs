@@ -122,6 +122,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
 
+    /// This server's name in a fleet: the `node` label of every metric. [default: the host name]
+    #[arg(long, env = "SFU_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// Log filter (tracing EnvFilter syntax). [default: info]
     #[arg(long, env = "SFU_LOG")]
     pub log: Option<String>,
@@ -181,6 +185,8 @@ pub struct Config {
     /// (requests per second, burst) per client address; None: no limit.
     pub http_rate_limit: Option<(f64, f64)>,
     pub log: String,
+    /// The `node` label of every metric.
+    pub node_id: String,
     pub ice_servers: Vec<IceServer>,
     /// TURN servers with per-session credentials (None: not configured).
     #[serde(serialize_with = "redact_turn")]
@@ -271,6 +277,16 @@ fn turn_auth(
             }))
         }
     }
+}
+
+/// The host name (a pod's name in Kubernetes), or "sfu".
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sfu".into())
 }
 
 impl Config {
@@ -365,6 +381,10 @@ impl Config {
                 (rate != 0.0).then_some((rate, burst))
             },
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            node_id: args
+                .node_id
+                .or(file.node_id)
+                .unwrap_or_else(default_node_id),
             ice_servers: if args.ice_servers.is_empty() {
                 file.ice_servers
             } else {
@@ -429,6 +449,15 @@ impl Config {
             if !(burst >= 1.0 && burst.is_finite()) {
                 return Err(invalid("http_rate_burst", "must be at least 1"));
             }
+        }
+        if self.node_id.is_empty()
+            || self.node_id.len() > 253
+            || self.node_id.chars().any(|c| c.is_control() || c == '"')
+        {
+            return Err(invalid(
+                "node_id",
+                "must be 1-253 printable characters without quotes",
+            ));
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));

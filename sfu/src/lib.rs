@@ -140,7 +140,7 @@ pub async fn run_until(
         }
         (None, None) => None,
     };
-    let metrics = Arc::new(Metrics::new()?);
+    let metrics = Arc::new(Metrics::new(&config.node_id)?);
     let registry = Arc::new(Registry::default());
     let context = WorkerContext {
         index: 0,

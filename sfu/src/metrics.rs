@@ -78,8 +78,14 @@ fn counter_vec(
 }
 
 impl Metrics {
-    pub fn new() -> prometheus::Result<Metrics> {
-        let r = Registry::new();
+    /// Every series carries `node="<node>"` (which server of a fleet), and
+    /// the process collector adds CPU, memory and file descriptors.
+    pub fn new(node: &str) -> prometheus::Result<Metrics> {
+        let labels = std::collections::HashMap::from([("node".to_string(), node.to_string())]);
+        let r = Registry::new_custom(None, Some(labels))?;
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             rooms: gauge(&r, "sfu_rooms", "Rooms currently hosted")?,
             data_messages: counter_vec(

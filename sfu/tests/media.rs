@@ -304,17 +304,12 @@ async fn dtls_close_removes_the_session_at_once() -> TestResult {
             "{name} after close"
         );
     }
-    let text = reqwest::get(format!("{}/metrics", server.base))
-        .await?
-        .text()
-        .await?;
-    assert!(
-        text.contains("sfu_sessions_ended_total{reason=\"closed\"} 1"),
-        "ended by DTLS close: {}",
-        text.lines()
-            .filter(|l| l.contains("ended"))
-            .collect::<Vec<_>>()
-            .join("\n")
+    assert_eq!(
+        server
+            .metric_with("sfu_sessions_ended_total", "reason=\"closed\"")
+            .await,
+        1.0,
+        "ended by DTLS close"
     );
     // No task outlives the session (HTTP connections of this test included).
     assert!(
@@ -471,13 +466,11 @@ async fn a_session_stuck_before_dtls_is_removed_although_stun_keeps_coming() -> 
         publisher.stats.connected_after.is_none(),
         "it never connected"
     );
-    let text = reqwest::get(format!("{}/metrics", server.base))
-        .await?
-        .text()
-        .await?;
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("sfu_sessions_ended_total{reason=\"connect_timeout\"} 1")),
+    assert_eq!(
+        server
+            .metric_with("sfu_sessions_ended_total", "reason=\"connect_timeout\"")
+            .await,
+        1.0,
         "ended as connect_timeout"
     );
     Ok(())

@@ -16,7 +16,9 @@ Usage: HELM=... SFU_BIN=... python3 tests/helm/check_chart.py
 (run inside a private network namespace: the server binds 0.0.0.0:8080).
 """
 
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -76,7 +78,7 @@ def env_of(docs):
 
 
 def config(docs):
-    return one(docs, "ConfigMap")["data"]
+    return one(docs, "ConfigMap", "r1-sfu")["data"]
 
 
 def validate(name, docs):
@@ -190,6 +192,9 @@ cases = {
                                         == {"SFU_SESSION_TIMEOUT_SECS": "15", "SFU_MAX_ROOMS": "50",
                                             "SFU_HTTP_RATE_LIMIT": "0", "SFU_WEBHOOK_URLS": "https://hooks.example.com/sfu"},
                                         "settings reach the ConfigMap")),
+    "Grafana dashboard": (KEYS + ["--set", "metrics.grafanaDashboard.enabled=true"],
+                          lambda d: check(json.loads(one(d, "ConfigMap", "r1-sfu-dashboard")["data"]["sfu-overview.json"])["uid"]
+                                          == "sfu-overview", "dashboard JSON in a ConfigMap")),
     "PDB off": (KEYS + ["--set", "podDisruptionBudget.enabled=false"],
                 lambda d: check(not by_kind(d, "PodDisruptionBudget"), "PDB off")),
 }
@@ -222,7 +227,7 @@ def start_rendered_server(docs, pod_name):
             env[e["name"]] = e["value"]
         elif e["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP":
             env[e["name"]] = "127.0.0.1"  # stands in for the node's address
-        elif e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":
+        elif e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":  # POD_NAME, SFU_NODE_ID
             env[e["name"]] = pod_name
     env["SFU_CONFIG"] = toml
     command = [c.replace("/usr/local/bin/sfu", SFU_BIN) for c in container.get("command", [])]
@@ -232,6 +237,7 @@ def start_rendered_server(docs, pod_name):
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     healthy = False
+    metrics = ""
     try:
         for _ in range(100):  # bounded: 10 s
             if proc.poll() is not None:
@@ -242,11 +248,32 @@ def start_rendered_server(docs, pod_name):
                     break
             except OSError:
                 time.sleep(0.1)
+        if healthy:
+            with urllib.request.urlopen("http://127.0.0.1:8080/metrics", timeout=2) as r:
+                metrics = r.read().decode()
     finally:
         proc.kill()
         proc.wait(timeout=10)
     with open(log_path) as f:
-        return healthy, f.read()
+        return healthy, f.read(), metrics
+
+
+def check_dashboard(docs, live_metrics):
+    """The dashboard parses, and every metric it queries exists: in the live
+    /metrics text, or (labelled metrics without a series yet) in the
+    server's metric definitions."""
+    cm = one(docs, "ConfigMap", "r1-sfu-dashboard")
+    check(cm["metadata"]["labels"].get("grafana_dashboard") == "1", "dashboard: sidecar label")
+    dash = json.loads(cm["data"]["sfu-overview.json"])
+    with open(os.path.join(ROOT, "sfu", "src", "metrics.rs")) as f:
+        defined = set(re.findall(r'"(sfu_[a-z_]+)"', f.read()))
+    live = {line.split("{")[0].split(" ")[0] for line in live_metrics.splitlines() if line and not line.startswith("#")}
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    check(len(exprs) >= 14, f"dashboard: {len(exprs)} queries")
+    for expr in exprs:
+        for name in re.findall(r"\b((?:sfu|process)_[a-z_]+)", expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            check(name in live or base in defined, f"dashboard queries {name}, which the server does not expose")
 
 
 def main():
@@ -266,12 +293,16 @@ def main():
         check(out.returncode != 0 and message in out.stderr, f"refuses {name}: want {message!r}, got {out.stderr.strip()[-300:]}")
 
     print("== the rendered StatefulSet command starts the real server as pod 2")
-    healthy, log = start_rendered_server(render(KEYS + ["--set", "replicaCount=3"]), "r1-sfu-2")
+    docs = render(KEYS + ["--set", "replicaCount=3", "--set", "metrics.grafanaDashboard.enabled=true"])
+    healthy, log, metrics = start_rendered_server(docs, "r1-sfu-2")
     check(healthy, f"server healthy with the rendered configuration:\n{log[-1500:]}")
     check("advertised_addr=127.0.0.1:31002" in log, "pod 2 advertises its NodePort 31002")
     check("advertised_tcp_addr=Some(127.0.0.1:31502)" in log, "pod 2 advertises its ICE-TCP NodePort 31502")
+    check('sfu_rooms{node="r1-sfu-2"} 0' in metrics, "metrics carry the pod's name as node")
+    check("process_cpu_seconds_total" in metrics, "metrics include the process's CPU")
+    check_dashboard(docs, metrics)
     print("== the rendered hostNetwork configuration starts the real server")
-    healthy, log = start_rendered_server(
+    healthy, log, _ = start_rendered_server(
         render(KEYS + ["--set", "media.exposure=hostNetwork", "--set", "media.workers=2"]), "r1-sfu-x")
     check(healthy, f"hostNetwork server healthy:\n{log[-1500:]}")
     check("advertised_addr=127.0.0.1:7883" in log, "second worker on the next port")

@@ -116,6 +116,25 @@ impl TestServer {
             .sum()
     }
 
+    /// One metric's series that carry `label` (e.g. `reason="closed"`), summed.
+    pub async fn metric_with(&self, name: &str, label: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter(|l| {
+                l.split(' ')
+                    .next()
+                    .is_some_and(|series| series.contains(label))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Wait until `name` equals `value`, bounded.
     pub async fn wait_metric(&self, name: &str, value: f64, within: Duration) -> bool {
         let end = Instant::now() + within;

@@ -139,11 +139,27 @@ export async function metrics(base) {
   return parsePrometheus(await resp.text());
 }
 
-/** Sum of every series of metric `name` (all label sets); undefined if absent. */
-export function metricTotal(m, name) {
+/** `name{a="b",c="d"}` -> [name, { a: 'b', c: 'd' }]. */
+function splitSeries(series) {
+  const brace = series.indexOf('{');
+  if (brace < 0) return [series, {}];
+  const labels = {};
+  for (const m of series.slice(brace + 1, -1).matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[m[1]] = m[2];
+  return [series.slice(0, brace), labels];
+}
+
+/**
+ * Sum of every series of `query` — a metric name, optionally with labels
+ * that must match (`sfu_participants{kind="whep"}`); other labels (such as
+ * `node`) are summed over. Undefined if absent.
+ */
+export function metricTotal(m, query) {
+  const [name, want] = splitSeries(query);
   let sum;
   for (const [k, v] of Object.entries(m)) {
-    if (k === name || k.startsWith(`${name}{`)) sum = (sum ?? 0) + v;
+    const [kName, labels] = splitSeries(k);
+    if (kName !== name) continue;
+    if (Object.entries(want).every(([l, val]) => labels[l] === val)) sum = (sum ?? 0) + v;
   }
   return sum;
 }
