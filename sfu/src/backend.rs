@@ -88,7 +88,10 @@ impl SfuBackend {
                 .room_worker(&req.room)
                 .ok_or(BackendError::ResumeFailed)?;
             let (reply, rx) = oneshot::channel();
-            return self.ask(worker, Command::Join { req, reply }, rx).await;
+            let span = tracing::Span::current();
+            return self
+                .ask(worker, Command::Join { req, reply, span }, rx)
+                .await;
         }
         let mut last_err = BackendError::Internal("placement failed".into());
         for _ in 0..3 {
@@ -97,6 +100,7 @@ impl SfuBackend {
             let cmd = Command::Join {
                 req: req.clone(),
                 reply,
+                span: tracing::Span::current(),
             };
             match self.ask(worker, cmd, rx).await {
                 Err(BackendError::Internal(msg)) if msg.contains("retry") => {
@@ -168,6 +172,7 @@ impl MediaBackend for SfuBackend {
                     max_width: req.max_width,
                 },
                 reply,
+                span: tracing::Span::current(),
             };
             match self.ask(worker, cmd, rx).await {
                 Err(BackendError::Internal(msg)) if msg.contains("retry") => {

@@ -122,6 +122,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
 
+    /// Export traces over OTLP HTTP/protobuf to this collector (http://host:4318); the standard OTEL_EXPORTER_OTLP_* variables work too. [default: off]
+    #[arg(long, env = "SFU_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// This server's name in a fleet: the `node` label of every metric. [default: the host name]
     #[arg(long, env = "SFU_NODE_ID")]
     pub node_id: Option<String>,
@@ -187,6 +191,8 @@ pub struct Config {
     pub log: String,
     /// The `node` label of every metric.
     pub node_id: String,
+    /// OTLP collector receiving traces (None: the standard variables decide).
+    pub otlp_endpoint: Option<String>,
     pub ice_servers: Vec<IceServer>,
     /// TURN servers with per-session credentials (None: not configured).
     #[serde(serialize_with = "redact_turn")]
@@ -381,6 +387,7 @@ impl Config {
                 (rate != 0.0).then_some((rate, burst))
             },
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint),
             node_id: args
                 .node_id
                 .or(file.node_id)
@@ -448,6 +455,14 @@ impl Config {
             }
             if !(burst >= 1.0 && burst.is_finite()) {
                 return Err(invalid("http_rate_burst", "must be at least 1"));
+            }
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(invalid(
+                    "otlp_endpoint",
+                    format!("{e:?} is not an http(s) URL (e.g. http://collector:4318)"),
+                ));
             }
         }
         if self.node_id.is_empty()

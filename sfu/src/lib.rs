@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod public_ip;
 pub mod registry;
 pub mod room;
+pub mod telemetry;
 pub mod webhooks;
 pub mod worker;
 

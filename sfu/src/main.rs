@@ -80,15 +80,6 @@ fn load_config(path: Option<&PathBuf>, args: ConfigArgs) -> Result<Config, Strin
     Config::resolve(args, file).map_err(|e| format!("configuration error: {e}"))
 }
 
-fn init_tracing(filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -150,7 +141,14 @@ fn token(
 
 fn serve(path: Option<&PathBuf>, options: ConfigArgs) -> Result<(), String> {
     let config = load_config(path, options)?;
-    init_tracing(&config.log);
+    let telemetry = sfu::telemetry::init(
+        &config.log,
+        config.otlp_endpoint.as_deref(),
+        &config.node_id,
+    )?;
+    if telemetry.exporting() {
+        tracing::info!("exporting traces over OTLP");
+    }
     if config.uses_dev_credentials() {
         tracing::warn!(
             "!!! DEVELOPMENT CREDENTIALS: API key 'devkey' / secret 'secret' are enabled and \
@@ -167,7 +165,7 @@ fn serve(path: Option<&PathBuf>, options: ConfigArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let stop = sfu::Stop::default();
         let signal = stop.clone();
         tokio::spawn(async move {
@@ -187,7 +185,11 @@ fn serve(path: Option<&PathBuf>, options: ConfigArgs) -> Result<(), String> {
         })
         .await
         .map_err(|e| e.to_string())
-    })
+    });
+    // The runtime's tasks are done; export the spans still buffered.
+    drop(runtime);
+    telemetry.shutdown();
+    served
 }
 
 async fn wait_for_signal() {

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backend;
 pub mod errors;
 pub mod rate_limit;
+pub mod request_span;
 pub mod room_protocol;
 pub mod rtc_socket;
 pub mod sdpfrag;
@@ -199,6 +200,7 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
         None => app,
     };
     app.layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn(request_span::trace_request))
         .layer(cors())
         .with_state(state)
 }

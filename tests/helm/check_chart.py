@@ -186,11 +186,14 @@ cases = {
                                    check(pod_spec(d)["volumes"][0]["secret"]["secretName"] == "my-sfu-secret",
                                          "existingSecret: mounted"))),
     "server settings": (KEYS + ["--set", "config.sessionTimeoutSecs=15", "--set", "config.maxRooms=50",
-                                "--set", "config.httpRateLimit=0", "--set", "config.webhookUrls[0]=https://hooks.example.com/sfu"],
+                                "--set", "config.httpRateLimit=0", "--set", "config.webhookUrls[0]=https://hooks.example.com/sfu",
+                                "--set", "config.otlpEndpoint=http://otel-collector:4318"],
                         lambda d: check({k: config(d).get(k) for k in ("SFU_SESSION_TIMEOUT_SECS", "SFU_MAX_ROOMS",
-                                                                       "SFU_HTTP_RATE_LIMIT", "SFU_WEBHOOK_URLS")}
+                                                                       "SFU_HTTP_RATE_LIMIT", "SFU_WEBHOOK_URLS",
+                                                                       "SFU_OTLP_ENDPOINT")}
                                         == {"SFU_SESSION_TIMEOUT_SECS": "15", "SFU_MAX_ROOMS": "50",
-                                            "SFU_HTTP_RATE_LIMIT": "0", "SFU_WEBHOOK_URLS": "https://hooks.example.com/sfu"},
+                                            "SFU_HTTP_RATE_LIMIT": "0", "SFU_WEBHOOK_URLS": "https://hooks.example.com/sfu",
+                                            "SFU_OTLP_ENDPOINT": "http://otel-collector:4318"},
                                         "settings reach the ConfigMap")),
     "Grafana dashboard": (KEYS + ["--set", "metrics.grafanaDashboard.enabled=true"],
                           lambda d: check(json.loads(one(d, "ConfigMap", "r1-sfu-dashboard")["data"]["sfu-overview.json"])["uid"]

@@ -32,6 +32,8 @@ pub enum Command {
     Create {
         req: CreateRequest,
         reply: oneshot::Sender<Result<SessionCreated, BackendError>>,
+        /// The HTTP request's span: the session's span becomes its child.
+        span: tracing::Span,
     },
     Patch {
         resource_id: String,
@@ -51,6 +53,8 @@ pub enum Command {
     Join {
         req: JoinRoom,
         reply: oneshot::Sender<Result<RoomConnection, BackendError>>,
+        /// The socket request's span: the session's span becomes its child.
+        span: tracing::Span,
     },
     /// A message from a participant's socket.
     RoomMessage {

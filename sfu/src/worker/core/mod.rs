@@ -288,9 +288,9 @@ impl WorkerCore {
         transmit: &mut dyn FnMut(Transmit),
     ) {
         match cmd {
-            Command::Create { req, reply } => {
+            Command::Create { req, reply, span } => {
                 let room = req.room.clone();
-                let result = self.create(now, req);
+                let result = span.in_scope(|| self.create(now, req));
                 if result.is_err() && !self.rooms.contains_key(room.as_str()) {
                     // The placement made for this request must not outlive it.
                     self.ctx.registry.release_room(&room, self.ctx.index);
@@ -310,9 +310,9 @@ impl WorkerCore {
                 let result = self.subscribe_events(&resource_id);
                 let _ = reply.send(result);
             }
-            Command::Join { req, reply } => {
+            Command::Join { req, reply, span } => {
                 let room = req.room.clone();
-                let result = self.join(now, req);
+                let result = span.in_scope(|| self.join(now, req));
                 if result.is_err() && !self.rooms.contains_key(room.as_str()) {
                     self.ctx.registry.release_room(&room, self.ctx.index);
                 }
