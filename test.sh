@@ -21,7 +21,7 @@ echo "==> unit and integration tests"
 cargo test --workspace --locked
 
 echo "==> fuzzing every parser of network input for a bounded time (seed corpus in fuzz/corpus)"
-FUZZ_TOOLCHAIN=stable ./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+FUZZ_TOOLCHAIN=stable FUZZ_JOBS=2 ./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 
 echo "==> Helm chart: lint, render every option, Kubernetes schemas, the server starts with it"
 SFU_BIN="$PWD/target/release/sfu" ./tests/helm/run.sh
