@@ -93,16 +93,28 @@ impl SfuBackend {
                 .ask(worker, Command::Join { req, reply, span }, rx)
                 .await;
         }
+        let room = req.room.clone();
+        self.ask_placed(&room, |reply| Command::Join {
+            req: req.clone(),
+            reply,
+            span: tracing::Span::current(),
+        })
+        .await
+    }
+
+    /// Ask the worker that hosts `room` (placing it when new). A room
+    /// emptied and re-placed between our look-up and the worker's claim is
+    /// retried; the loop is bounded.
+    async fn ask_placed<T>(
+        &self,
+        room: &str,
+        command: impl Fn(oneshot::Sender<Result<T, BackendError>>) -> Command,
+    ) -> Result<T, BackendError> {
         let mut last_err = BackendError::Internal("placement failed".into());
         for _ in 0..3 {
-            let worker = self.place(&req.room)?;
+            let worker = self.place(room)?;
             let (reply, rx) = oneshot::channel();
-            let cmd = Command::Join {
-                req: req.clone(),
-                reply,
-                span: tracing::Span::current(),
-            };
-            match self.ask(worker, cmd, rx).await {
+            match self.ask(worker, command(reply), rx).await {
                 Err(BackendError::Internal(msg)) if msg.contains("retry") => {
                     last_err = BackendError::Internal(msg);
                 }
@@ -156,32 +168,19 @@ fn new_resource_id() -> String {
 
 impl MediaBackend for SfuBackend {
     async fn create_session(&self, req: CreateSession) -> Result<SessionCreated, BackendError> {
-        // A room emptied and re-placed between our lookup and the worker's
-        // claim is retried; the loop is bounded.
-        let mut last_err = BackendError::Internal("placement failed".into());
-        for _ in 0..3 {
-            let worker = self.place(&req.room)?;
-            let (reply, rx) = oneshot::channel();
-            let cmd = Command::Create {
-                req: CreateRequest {
-                    kind: req.kind,
-                    room: req.room.clone(),
-                    identity: req.identity.clone(),
-                    resource_id: new_resource_id(),
-                    offer_sdp: req.offer_sdp.clone(),
-                    max_width: req.max_width,
-                },
-                reply,
-                span: tracing::Span::current(),
-            };
-            match self.ask(worker, cmd, rx).await {
-                Err(BackendError::Internal(msg)) if msg.contains("retry") => {
-                    last_err = BackendError::Internal(msg);
-                }
-                other => return other,
-            }
-        }
-        Err(last_err)
+        self.ask_placed(&req.room, |reply| Command::Create {
+            req: CreateRequest {
+                kind: req.kind,
+                room: req.room.clone(),
+                identity: req.identity.clone(),
+                resource_id: new_resource_id(),
+                offer_sdp: req.offer_sdp.clone(),
+                max_width: req.max_width,
+            },
+            reply,
+            span: tracing::Span::current(),
+        })
+        .await
     }
 
     async fn patch_session(

@@ -103,17 +103,7 @@ impl TestServer {
 
     /// One metric's value summed over its labels.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.split(['{', ' ']).next() == Some(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self.metric_with(name, "").await
     }
 
     /// One metric's series that carry `label` (e.g. `reason="closed"`), summed.
