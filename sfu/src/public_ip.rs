@@ -11,8 +11,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// STUN's fixed magic cookie (RFC 8489 §5).
-const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+use crate::worker::demux::{stun_attribute, STUN_MAGIC_COOKIE as MAGIC_COOKIE};
+
 /// Binding request message type.
 const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
 /// How many Binding requests [`discover`] sends before giving up.
@@ -71,16 +71,15 @@ impl BindingProbe {
 
     /// Read a datagram received on the probe's socket.
     pub fn answer(&self, datagram: &[u8]) -> ProbeAnswer {
-        let Some((message_type, attributes)) = self.own_message(datagram) else {
+        let Some((message_type, message)) = self.own_message(datagram) else {
             return ProbeAnswer::Unrelated;
         };
         match message_type {
             BINDING_SUCCESS => {
-                let mapped = find_attribute(attributes, XOR_MAPPED_ADDRESS)
+                let mapped = stun_attribute(message, XOR_MAPPED_ADDRESS)
                     .and_then(|v| read_address(v, Some(&self.transaction)))
                     .or_else(|| {
-                        find_attribute(attributes, MAPPED_ADDRESS)
-                            .and_then(|v| read_address(v, None))
+                        stun_attribute(message, MAPPED_ADDRESS).and_then(|v| read_address(v, None))
                     });
                 match mapped {
                     Some(addr) => ProbeAnswer::Mapped(addr),
@@ -88,7 +87,7 @@ impl BindingProbe {
                 }
             }
             BINDING_ERROR => ProbeAnswer::Failed(
-                find_attribute(attributes, ERROR_CODE)
+                stun_attribute(message, ERROR_CODE)
                     .and_then(read_error_code)
                     .unwrap_or_else(|| "error response without ERROR-CODE".into()),
             ),
@@ -96,16 +95,17 @@ impl BindingProbe {
         }
     }
 
-    /// The message type and attribute bytes of a well-framed STUN message
-    /// of this transaction.
+    /// The message type and the whole message (header and every attribute
+    /// its length announces) of a well-framed STUN message of this
+    /// transaction.
     fn own_message<'a>(&self, datagram: &'a [u8]) -> Option<(u16, &'a [u8])> {
         let header = datagram.get(..20)?;
         if header[4..8] != MAGIC_COOKIE || header[8..20] != self.transaction {
             return None;
         }
         let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
-        let attributes = datagram.get(20..20 + length)?;
-        Some((u16::from_be_bytes([header[0], header[1]]), attributes))
+        let message = datagram.get(..20 + length)?;
+        Some((u16::from_be_bytes([header[0], header[1]]), message))
     }
 }
 
@@ -114,22 +114,6 @@ const BINDING_ERROR: u16 = 0x0111;
 const MAPPED_ADDRESS: u16 = 0x0001;
 const ERROR_CODE: u16 = 0x0009;
 const XOR_MAPPED_ADDRESS: u16 = 0x0020;
-
-/// The value of the first attribute of type `wanted` (attributes are
-/// type, length, value padded to 4 bytes).
-fn find_attribute(mut attributes: &[u8], wanted: u16) -> Option<&[u8]> {
-    while attributes.len() >= 4 {
-        let kind = u16::from_be_bytes([attributes[0], attributes[1]]);
-        let length = usize::from(u16::from_be_bytes([attributes[2], attributes[3]]));
-        let value = attributes.get(4..4 + length)?;
-        if kind == wanted {
-            return Some(value);
-        }
-        let padded = (4 + length).div_ceil(4) * 4;
-        attributes = attributes.get(padded..)?;
-    }
-    None
-}
 
 /// A (XOR-)MAPPED-ADDRESS value; `xor` carries the transaction id when the
 /// address is XOR-ed with the magic cookie (and, for IPv6, the id).
@@ -142,24 +126,20 @@ fn read_address(value: &[u8], xor: Option<&[u8; 12]>) -> Option<SocketAddr> {
         mask[..4].copy_from_slice(&MAGIC_COOKIE);
         mask[4..].copy_from_slice(transaction);
     }
-    let ip = match family {
-        0x01 => {
-            let raw = value.get(4..8)?;
-            let mut octets = [0u8; 4];
-            for (i, o) in octets.iter_mut().enumerate() {
-                *o = raw[i] ^ mask[i];
-            }
-            IpAddr::from(octets)
-        }
-        0x02 => {
-            let raw = value.get(4..20)?;
-            let mut octets = [0u8; 16];
-            for (i, o) in octets.iter_mut().enumerate() {
-                *o = raw[i] ^ mask[i];
-            }
-            IpAddr::from(octets)
-        }
+    let len = match family {
+        0x01 => 4,
+        0x02 => 16,
         _ => return None,
+    };
+    let raw = value.get(4..4 + len)?;
+    let mut octets = [0u8; 16];
+    for (i, o) in octets[..len].iter_mut().enumerate() {
+        *o = raw[i] ^ mask[i];
+    }
+    let ip = if len == 4 {
+        IpAddr::from([octets[0], octets[1], octets[2], octets[3]])
+    } else {
+        IpAddr::from(octets)
     };
     Some(SocketAddr::new(ip, port))
 }
@@ -277,6 +257,26 @@ mod tests {
         assert_eq!(
             probe.answer(&success_response(other, mapped)),
             ProbeAnswer::Unrelated
+        );
+    }
+
+    #[test]
+    fn reads_an_ipv6_mapped_address_xored_with_cookie_and_transaction() {
+        let ip: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap_or_else(|_| unreachable!());
+        let mut mask = [0u8; 16];
+        mask[..4].copy_from_slice(&MAGIC_COOKIE);
+        mask[4..].copy_from_slice(&TRANSACTION);
+        let mut attrs = vec![0x00, 0x20, 0x00, 0x14, 0x00, 0x02];
+        attrs.extend_from_slice(&(40123u16 ^ 0x2112).to_be_bytes());
+        attrs.extend(ip.octets().iter().zip(mask).map(|(b, m)| b ^ m));
+        let mut msg = vec![0x01, 0x01];
+        msg.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&MAGIC_COOKIE);
+        msg.extend_from_slice(&TRANSACTION);
+        msg.extend_from_slice(&attrs);
+        assert_eq!(
+            BindingProbe::new(TRANSACTION).answer(&msg),
+            ProbeAnswer::Mapped(SocketAddr::new(IpAddr::V6(ip), 40123))
         );
     }
 

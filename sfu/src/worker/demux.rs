@@ -23,7 +23,8 @@ use str0m::net::Protocol;
 
 use crate::forward::ParticipantId;
 
-const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+/// STUN's fixed magic cookie (RFC 8489 section 5).
+pub const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 const STUN_ATTR_USERNAME: u16 = 0x0006;
 const STUN_HEADER_LEN: usize = 20;
 /// Remote addresses remembered per participant: enough for every candidate
@@ -37,6 +38,13 @@ pub fn is_stun(data: &[u8]) -> bool {
 
 /// The USERNAME attribute of a STUN message, if present and well formed.
 pub fn stun_username(data: &[u8]) -> Option<&str> {
+    stun_attribute(data, STUN_ATTR_USERNAME).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The value of the first attribute of type `wanted` in a STUN message
+/// (attributes are type, length, value padded to four bytes), if present
+/// and well formed.
+pub fn stun_attribute(data: &[u8], wanted: u16) -> Option<&[u8]> {
     if !is_stun(data) {
         return None;
     }
@@ -47,8 +55,8 @@ pub fn stun_username(data: &[u8]) -> Option<&str> {
         let kind = u16::from_be_bytes([data[at], data[at + 1]]);
         let len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
         let value = data.get(at + 4..at + 4 + len)?;
-        if kind == STUN_ATTR_USERNAME {
-            return std::str::from_utf8(value).ok();
+        if kind == wanted {
+            return Some(value);
         }
         // Attributes are padded to a multiple of four bytes.
         at += 4 + len.div_ceil(4) * 4;
