@@ -523,6 +523,13 @@ impl LayerSelector {
         self.upgrade_ok_since = None;
     }
 
+    /// True while the estimate says the next layer fits and the selector
+    /// waits out the hold before going up: the time to prove the link can
+    /// carry that rate for real (sustained padding), not only in a burst.
+    pub fn upgrade_pending(&self) -> bool {
+        self.upgrade_ok_since.is_some()
+    }
+
     /// The bitrate worth probing for: the next layer up (None at the top,
     /// and for [`PROBE_SETTLE`] after a downgrade).
     pub fn probe_target_bps(&self, now: Instant, layers: &[LayerView]) -> Option<u64> {

@@ -51,6 +51,18 @@ pub struct DownTrackKey {
     pub mid: Mid,
 }
 
+/// What a subscriber's bandwidth estimator should probe for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProbeRequest {
+    /// The rate it would receive if every track that wants to go up got
+    /// its next layer (None: nothing to probe for).
+    pub target_bps: Option<u64>,
+    /// An upgrade waits on the estimate: pad up to the target for the whole
+    /// hold, so a link that only lets short probe bursts through (a token
+    /// bucket) shows its real rate before a bigger layer is switched to.
+    pub sustain: bool,
+}
+
 /// Why a keyframe is requested from a publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyframeCause {
@@ -482,9 +494,9 @@ impl Router {
     /// Re-evaluate every video down-track's layer (estimates move, layers
     /// start and stop). A subscriber's estimate is one downlink shared by
     /// all the video it receives: each of its video down-tracks gets an
-    /// equal share. Returns one probe target per subscriber: what it would
+    /// equal share. Returns one probe request per subscriber: what it would
     /// receive if every track that wants to go up got its next layer.
-    pub fn poll_layers(&mut self, now: Instant, probes: &mut Vec<(ParticipantId, Option<u64>)>) {
+    pub fn poll_layers(&mut self, now: Instant, probes: &mut Vec<(ParticipantId, ProbeRequest)>) {
         let mut video_tracks = std::mem::take(&mut self.video_shares);
         video_tracks.clear();
         for t in self.tracks.values().filter(|t| t.kind == MediaKind::Video) {
@@ -492,8 +504,9 @@ impl Router {
                 *video_tracks.entry(down.subscriber).or_default() += 1;
             }
         }
-        // Per subscriber: (what it would receive with the probes, any probe wanted).
-        let mut wanted: HashMap<ParticipantId, (u64, bool)> = HashMap::new();
+        // Per subscriber: (what it would receive with the probes, any probe
+        // wanted, any upgrade pending).
+        let mut wanted: HashMap<ParticipantId, (u64, bool, bool)> = HashMap::new();
         for t in self
             .tracks
             .values_mut()
@@ -530,13 +543,16 @@ impl Router {
                 let w = wanted.entry(down.subscriber).or_default();
                 w.0 += probe.unwrap_or(sending);
                 w.1 |= probe.is_some();
+                w.2 |= probe.is_some() && dt.selector.upgrade_pending();
             }
         }
-        probes.extend(
-            wanted
-                .into_iter()
-                .map(|(subscriber, (total, any))| (subscriber, any.then_some(total))),
-        );
+        probes.extend(wanted.into_iter().map(|(subscriber, (total, any, pending))| {
+            let request = ProbeRequest {
+                target_bps: any.then_some(total),
+                sustain: pending,
+            };
+            (subscriber, request)
+        }));
         self.video_shares = video_tracks;
     }
 

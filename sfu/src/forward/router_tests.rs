@@ -401,7 +401,8 @@ fn one_probe_target_per_subscriber_sums_its_tracks() {
         1,
         "one entry for the one subscriber: {probes:?}"
     );
-    let (who, target) = probes[0];
+    let (who, request) = probes[0];
+    let target = request.target_bps;
     assert_eq!(who, 3);
     // Both on the middle layer (1.6M / 2 fits 500k, not 2.5M): the probe
     // asks for both tracks' top layers together, not for one alone.

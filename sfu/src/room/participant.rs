@@ -22,10 +22,14 @@ use tokio::sync::mpsc;
 
 use crate::forward::payload_map;
 use crate::forward::reorder::FrameOrderMonitor;
-use crate::forward::router::TrackKey;
+use crate::forward::router::{ProbeRequest, TrackKey};
 use crate::forward::timeline::Timeline;
 use crate::forward::ParticipantId;
 use crate::room::member::Member;
+
+/// Padding kept up while nothing is being probed for (keeps RTX state
+/// and NAT bindings warm, gives the estimator something to measure).
+const MIN_PADDING: Bitrate = Bitrate::kbps(100);
 
 /// What a participant's `Rtc` told the worker.
 // Media frames dominate; they live briefly in a reused Vec, and boxing them
@@ -110,7 +114,7 @@ pub struct Participant {
     /// Subscribers of this session's events (WHEP server-sent events).
     event_senders: Vec<mpsc::Sender<SessionEvent>>,
     last_event: Option<SessionEvent>,
-    probe_target: Option<u64>,
+    probe_target: ProbeRequest,
     /// Latest receiver-reported loss per media line.
     egress_loss: HashMap<Mid, f32>,
     /// The room protocol's view (conference participants, WHIP publishers).
@@ -171,7 +175,7 @@ impl Participant {
             egress_totals: HashMap::new(),
             event_senders: Vec::new(),
             last_event: None,
-            probe_target: None,
+            probe_target: ProbeRequest::default(),
             egress_loss: HashMap::new(),
             member: p.member,
             link: LinkStats::default(),
@@ -402,15 +406,21 @@ impl Participant {
         }
     }
 
-    /// Tell the bandwidth estimator what to probe for (`None`: nothing above
-    /// what flows). Padding probes discover headroom before an upgrade.
-    pub fn set_probe_target(&mut self, desired_bps: Option<u64>) {
-        if self.probe_target == desired_bps {
+    /// Tell the bandwidth estimator what to probe for. Probe clusters
+    /// discover headroom; while an upgrade is pending, the target also
+    /// becomes the padding floor (str0m pads up to it, never above its
+    /// estimate), so the link carries the new rate before the switch.
+    pub fn set_probe_target(&mut self, request: ProbeRequest) {
+        if self.probe_target == request {
             return;
         }
-        self.probe_target = desired_bps;
-        let desired = Bitrate::bps(desired_bps.unwrap_or(0));
-        self.rtc.bwe().set_bitrate(Bitrate::kbps(100), desired);
+        self.probe_target = request;
+        let desired = Bitrate::bps(request.target_bps.unwrap_or(0));
+        let floor = match request.target_bps {
+            Some(target) if request.sustain => Bitrate::bps(target),
+            _ => MIN_PADDING,
+        };
+        self.rtc.bwe().set_bitrate(floor, desired);
     }
 
     /// Write a data-channel text message on channel `id`.

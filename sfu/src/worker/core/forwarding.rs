@@ -194,9 +194,9 @@ impl WorkerCore {
             m.layer_switches.with_label_values(&["up"]).inc_by(up);
             m.layer_switches.with_label_values(&["down"]).inc_by(down);
         }
-        for (subscriber, target) in probes.drain(..) {
+        for (subscriber, request) in probes.drain(..) {
             if let Some(p) = self.participants.get_mut(&subscriber) {
-                p.set_probe_target(target);
+                p.set_probe_target(request);
                 self.dirty.push(subscriber);
             }
         }

@@ -34,7 +34,7 @@ use str0m::{Candidate, IceCreds, Input, Rtc, RtcConfig};
 use super::demux::{Demux, Route};
 use super::Command;
 use crate::forward::bitstream::picture_size;
-use crate::forward::router::{DownTrackKey, FrameInfo, RouterAction, TrackKey};
+use crate::forward::router::{DownTrackKey, FrameInfo, ProbeRequest, RouterAction, TrackKey};
 use crate::forward::ParticipantId;
 use crate::metrics::{Metrics, PacketCounts};
 use crate::registry::{Registry, ResourceEntry};
@@ -153,7 +153,7 @@ pub struct WorkerCore {
     frame_counters: crate::metrics::FrameCounters,
     next_housekeeping: Instant,
     next_layer_poll: Instant,
-    probes: Vec<(ParticipantId, Option<u64>)>,
+    probes: Vec<(ParticipantId, ProbeRequest)>,
     paused_ms: u64,
     /// Conference participants by resume token.
     by_resume: HashMap<String, ParticipantId>,
