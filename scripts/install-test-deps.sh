@@ -28,6 +28,7 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 apt_updated=

@@ -130,6 +130,22 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// Redis holding the cluster's nodes and room placements (redis://host:6379/0). [default: none: a single node]
+    #[arg(long, env = "SFU_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Base URL other nodes and redirected clients use for this node's HTTP (cluster only). [default: http://<http_addr>]
+    #[arg(long, env = "SFU_ADVERTISE_HTTP_URL")]
+    pub advertise_http_url: Option<String>,
+
+    /// Region label: new rooms prefer nodes of the requesting node's region (cluster only). [default: none]
+    #[arg(long, env = "SFU_REGION")]
+    pub region: Option<String>,
+
+    /// How a request for a room hosted elsewhere is passed on: `proxy`, or `redirect` (307; for WHIP/WHEP clients that resend their token to the other node, which browsers' fetch and curl do not across origins). WebSockets are always proxied. [default: proxy]
+    #[arg(long, env = "SFU_CLUSTER_FORWARD")]
+    pub cluster_forward: Option<ForwardMode>,
+
     /// Log filter (tracing EnvFilter syntax). [default: info]
     #[arg(long, env = "SFU_LOG")]
     pub log: Option<String>,
@@ -193,6 +209,8 @@ pub struct Config {
     pub node_id: String,
     /// OTLP collector receiving traces (None: the standard variables decide).
     pub otlp_endpoint: Option<String>,
+    /// Cluster membership (None: a single node, no Redis).
+    pub cluster: Option<ClusterConfig>,
     pub ice_servers: Vec<IceServer>,
     /// TURN servers with per-session credentials (None: not configured).
     #[serde(serialize_with = "redact_turn")]
@@ -282,6 +300,42 @@ fn turn_auth(
                 ttl_secs,
             }))
         }
+    }
+}
+
+/// How a request for a room hosted on another node is passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardMode {
+    /// This node forwards the request and relays the answer.
+    #[default]
+    Proxy,
+    /// 307 Temporary Redirect to the hosting node (RFC 9725 allows it).
+    /// Generic HTTP clients (browsers' fetch, curl) drop `Authorization`
+    /// on a redirect to another origin, so only clients that resend the
+    /// token work with it.
+    Redirect,
+}
+
+/// Settings of a node in a cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterConfig {
+    #[serde(serialize_with = "redact_url_password")]
+    pub redis_url: String,
+    /// Base URL of this node's HTTP for other nodes and redirected clients
+    /// (None: `http://` and the bound HTTP address).
+    pub http_url: Option<String>,
+    pub region: Option<String>,
+    pub forward: ForwardMode,
+}
+
+/// A Redis URL with its password replaced, for `--print-config`.
+fn redact_url_password<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            s.serialize_str(&format!("{}://***{}", &url[..scheme], &url[at..]))
+        }
+        _ => s.serialize_str(url),
     }
 }
 
@@ -392,6 +446,21 @@ impl Config {
                 .node_id
                 .or(file.node_id)
                 .unwrap_or_else(default_node_id),
+            cluster: args
+                .redis_url
+                .or(file.redis_url)
+                .map(|redis_url| ClusterConfig {
+                    redis_url,
+                    http_url: args
+                        .advertise_http_url
+                        .or(file.advertise_http_url)
+                        .map(|u| u.trim_end_matches('/').to_string()),
+                    region: args.region.or(file.region),
+                    forward: args
+                        .cluster_forward
+                        .or(file.cluster_forward)
+                        .unwrap_or_default(),
+                }),
             ice_servers: if args.ice_servers.is_empty() {
                 file.ice_servers
             } else {
@@ -473,6 +542,27 @@ impl Config {
                 "node_id",
                 "must be 1-253 printable characters without quotes",
             ));
+        }
+        if let Some(c) = &self.cluster {
+            if !(c.redis_url.starts_with("redis://") || c.redis_url.starts_with("rediss://")) {
+                return Err(invalid(
+                    "redis_url",
+                    "must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379/0)",
+                ));
+            }
+            let url = c.http_url.as_deref().unwrap_or("http://");
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "advertise_http_url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+            if c.http_url.is_none() && self.http_addr.ip().is_unspecified() {
+                return Err(invalid(
+                    "advertise_http_url",
+                    "the HTTP address is a wildcard; set the URL other nodes reach this one at",
+                ));
+            }
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));

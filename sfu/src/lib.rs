@@ -3,6 +3,7 @@
 //! returns when `shutdown` is cancelled.
 
 pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod dtls;
 pub mod forward;
@@ -22,6 +23,8 @@ use signaling::{FrontDoorConfig, KeySet};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::SfuBackend;
+use crate::cluster::front::ClusterFront;
+use crate::cluster::Cluster;
 use crate::config::{Config, DEV_API_KEY};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -41,6 +44,8 @@ pub enum RunError {
     Workers(std::io::Error),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
 }
@@ -172,7 +177,7 @@ pub async fn run_until(
         shutdown.clone(),
     )
     .map_err(RunError::Workers)?;
-    let media_addrs = workers.iter().map(|w| w.media_addr).collect();
+    let media_addrs: Vec<SocketAddr> = workers.iter().map(|w| w.media_addr).collect();
 
     let flush_registry = registry.clone();
     tokio::spawn(drain_then_stop(
@@ -180,9 +185,38 @@ pub async fn run_until(
         config.drain_grace,
         stop.clone(),
     ));
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| RunError::HttpBind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(RunError::Http)?;
+    let keys = KeySet::new(config.api_keys.clone());
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let http_url = c
+                .http_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{http_addr}"));
+            let media = media_addrs.iter().map(ToString::to_string).collect();
+            let cluster = Cluster::start(
+                c,
+                &config.node_id,
+                http_url.clone(),
+                media,
+                registry.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )?;
+            tracing::info!(node = %config.node_id, %http_url, forward = ?c.forward, "cluster member (Redis)");
+            Some(cluster)
+        }
+        None => None,
+    };
     let backend = SfuBackend::new(workers, registry, metrics, config.max_rooms);
     let front_door = FrontDoorConfig {
-        keys: KeySet::new(config.api_keys.clone()),
+        keys: keys.clone(),
         dev_token_key: config
             .uses_dev_credentials()
             .then(|| DEV_API_KEY.to_string()),
@@ -193,14 +227,14 @@ pub async fn run_until(
             .map(|(per_second, burst)| signaling::rate_limit::ClientRate { per_second, burst }),
         max_body_bytes: config.max_body_bytes,
     };
-    let app = signaling::router(front_door, backend);
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| RunError::HttpBind {
-            addr: config.http_addr,
-            source,
-        })?;
-    let http_addr = listener.local_addr().map_err(RunError::Http)?;
+    let mut app = signaling::router(front_door, backend);
+    if let Some(cluster) = cluster {
+        let front = ClusterFront::new(cluster, keys, config.max_body_bytes);
+        app = app.layer(axum::middleware::from_fn_with_state(
+            front,
+            cluster::front::route,
+        ));
+    }
     tracing::info!(%http_addr, "HTTP listening (WHIP /whip/{{room}}, WHEP /whep/{{room}}, web client /)");
     on_started(Started {
         http_addr,

@@ -41,6 +41,9 @@ pub struct Registry {
     /// Room-protocol sockets still open (their last messages must be sent
     /// before the process exits).
     open_room_sockets: AtomicUsize,
+    /// Told the name of every room that ended here (the cluster releases
+    /// its placement).
+    released: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl Registry {
@@ -106,7 +109,16 @@ impl Registry {
 
     /// Called by a worker that removed its empty `room`.
     pub fn release_room(&self, room: &str, worker: usize) {
-        self.rooms.remove_if(room, |_, w| *w == worker);
+        if self.rooms.remove_if(room, |_, w| *w == worker).is_some() {
+            if let Some(tx) = self.released.get() {
+                let _ = tx.send(room.to_string());
+            }
+        }
+    }
+
+    /// Send the names of rooms that end from now on to `tx` (set once).
+    pub fn on_room_released(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+        let _ = self.released.set(tx);
     }
 
     pub fn insert_resource(&self, id: String, entry: ResourceEntry) {
@@ -119,6 +131,11 @@ impl Registry {
 
     pub fn remove_resource(&self, id: &str) {
         self.resources.remove(id);
+    }
+
+    /// Names of the rooms hosted here.
+    pub fn room_names(&self) -> Vec<String> {
+        self.rooms.iter().map(|e| e.key().clone()).collect()
     }
 
     pub fn room_count(&self) -> usize {

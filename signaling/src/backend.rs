@@ -138,6 +138,12 @@ pub enum BackendError {
     /// with Retry-After; another node, or this one after a restart, will).
     #[error("this server is shutting down and takes no new rooms; retry shortly")]
     Draining { retry_after: Duration },
+    /// The cluster's shared state (Redis) cannot be reached, so a new room
+    /// cannot be placed (503 with Retry-After); rooms in progress continue.
+    #[error(
+        "the cluster state (Redis) is unreachable, so no new room can be placed; retry shortly"
+    )]
+    ClusterUnavailable { retry_after: Duration },
     /// A resume token is unknown or expired.
     #[error("cannot resume: the participant is gone (rejoin)")]
     ResumeFailed,

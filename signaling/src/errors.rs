@@ -38,9 +38,9 @@ impl ApiError {
                 BackendError::NotFound | BackendError::ResumeFailed => StatusCode::NOT_FOUND,
                 BackendError::NotOwner => StatusCode::FORBIDDEN,
                 BackendError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-                BackendError::OverCapacity { .. } | BackendError::Draining { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                BackendError::OverCapacity { .. }
+                | BackendError::Draining { .. }
+                | BackendError::ClusterUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 BackendError::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
                 BackendError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -69,7 +69,9 @@ impl IntoResponse for ApiError {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let ApiError::Backend(
-            BackendError::OverCapacity { retry_after, .. } | BackendError::Draining { retry_after },
+            BackendError::OverCapacity { retry_after, .. }
+            | BackendError::Draining { retry_after }
+            | BackendError::ClusterUnavailable { retry_after },
         ) = &self
         {
             if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {

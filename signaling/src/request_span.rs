@@ -26,6 +26,34 @@ impl Extractor for Headers<'_> {
     }
 }
 
+/// Request headers as OpenTelemetry's propagator writes them.
+struct HeadersMut<'a>(&'a mut HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(key.as_bytes()),
+            axum::http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+/// The trace context a request's headers carry (`traceparent`).
+pub fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)))
+}
+
+/// Write `span`'s trace context into `headers`, so the next hop (another
+/// node) continues the same trace.
+pub fn inject_context(span: &tracing::Span, headers: &mut HeaderMap) {
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut HeadersMut(headers))
+    });
+}
+
 pub async fn trace_request(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -41,9 +69,7 @@ pub async fn trace_request(req: Request, next: Next) -> Response {
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
     );
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
-    let _ = span.set_parent(parent);
+    let _ = span.set_parent(parent_context(req.headers()));
     let response = next.run(req).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     response

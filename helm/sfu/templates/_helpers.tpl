@@ -62,3 +62,12 @@ StatefulSet
 {{- end }}
 {{- join "," $urls }}
 {{- end }}
+
+{{/* The Redis URL the pods use: the external one, or the bundled Redis. */}}
+{{- define "sfu.redisUrl" -}}
+{{- if .Values.redis.url -}}
+{{- .Values.redis.url -}}
+{{- else if .Values.redis.deploy -}}
+{{- printf "redis://%s-redis:6379/0" (include "sfu.fullname" .) -}}
+{{- end -}}
+{{- end }}

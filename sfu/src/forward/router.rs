@@ -546,13 +546,17 @@ impl Router {
                 w.2 |= probe.is_some() && dt.selector.upgrade_pending();
             }
         }
-        probes.extend(wanted.into_iter().map(|(subscriber, (total, any, pending))| {
-            let request = ProbeRequest {
-                target_bps: any.then_some(total),
-                sustain: pending,
-            };
-            (subscriber, request)
-        }));
+        probes.extend(
+            wanted
+                .into_iter()
+                .map(|(subscriber, (total, any, pending))| {
+                    let request = ProbeRequest {
+                        target_bps: any.then_some(total),
+                        sustain: pending,
+                    };
+                    (subscriber, request)
+                }),
+        );
         self.video_shares = video_tracks;
     }
 

@@ -1,0 +1,405 @@
+//! The cluster's front door: every node accepts every request. One about a
+//! room hosted on another node is redirected there (307, which RFC 9725
+//! allows for WHIP and WHEP) or proxied, as configured; WebSockets are
+//! always proxied (browsers do not follow redirects on them). The room
+//! listing (`GET /api/rooms`) answers for the whole cluster.
+//!
+//! This is an axum middleware around the single-node router: a request
+//! about a room hosted here goes on unchanged. A forwarded request carries
+//! [`FORWARDED`], and the node receiving it serves it itself, so a
+//! placement changing mid-flight cannot make requests loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use signaling::errors::ApiError;
+use signaling::KeySet;
+use tokio_tungstenite::tungstenite;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::{Cluster, Intent, Location};
+use crate::config::ForwardMode;
+
+/// Marks a request forwarded by another node (its value: that node's id).
+pub const FORWARDED: &str = "x-sfu-forwarded";
+/// On every answer: the id of the node that produced it (a proxied answer
+/// keeps the hosting node's), so operators and tests see who served.
+pub const SERVED_BY: &str = "x-sfu-node";
+/// Longest wait for another node to answer a forwarded request's head.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the middleware needs: the cluster, the keys (to read the room from
+/// a room-protocol token) and an HTTP client for proxying.
+#[derive(Clone)]
+pub struct ClusterFront {
+    pub cluster: Cluster,
+    pub keys: Arc<KeySet>,
+    pub http: reqwest::Client,
+    pub max_body_bytes: usize,
+}
+
+impl ClusterFront {
+    pub fn new(cluster: Cluster, keys: KeySet, max_body_bytes: usize) -> Self {
+        ClusterFront {
+            cluster,
+            keys: Arc::new(keys),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            max_body_bytes,
+        }
+    }
+}
+
+/// What a request is about, as far as placement goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Room(String, Intent),
+    /// The room listing: gathered from every node.
+    AllRooms,
+    /// Anything else (web client, metrics, health): served here.
+    Local,
+}
+
+/// The room named by a request's path (or its room-protocol token).
+fn target(method: &Method, path: &str, query: Option<&str>, keys: &KeySet) -> Target {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["whip" | "whep", room] if method == Method::POST => {
+            Target::Room(room.to_string(), Intent::Create)
+        }
+        ["whip" | "whep", room, _, ..] => Target::Room(room.to_string(), Intent::Existing),
+        ["api", "rooms"] if method == Method::GET => Target::AllRooms,
+        ["api", "rooms", room, ..] => Target::Room(room.to_string(), Intent::Existing),
+        ["rtc"] => rtc_target(query.unwrap_or(""), keys),
+        _ => Target::Local,
+    }
+}
+
+/// `/rtc?access_token=...`: the room is in the token. A token that does not
+/// verify is left to the local handler, which says what is wrong with it.
+fn rtc_target(query: &str, keys: &KeySet) -> Target {
+    let mut token = None;
+    let mut resume = false;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("access_token", v)) => token = Some(v),
+            Some(("resume", _)) => resume = true,
+            _ => {}
+        }
+    }
+    let room = token
+        .and_then(|t| keys.verify(t).ok())
+        .and_then(|g| g.video.room);
+    match room {
+        // A resumed participant lives where its room already is.
+        Some(room) if resume => Target::Room(room, Intent::Existing),
+        Some(room) => Target::Room(room, Intent::Create),
+        None => Target::Local,
+    }
+}
+
+/// The middleware: serve here, or pass the request on to the room's node.
+pub async fn route(State(front): State<ClusterFront>, req: Request, next: Next) -> Response {
+    let mut resp = route_request(&front, req, next).await;
+    if !resp.headers().contains_key(SERVED_BY) {
+        if let Ok(v) = HeaderValue::from_str(front.cluster.node_id()) {
+            resp.headers_mut().insert(SERVED_BY, v);
+        }
+    }
+    resp
+}
+
+async fn route_request(front: &ClusterFront, req: Request, next: Next) -> Response {
+    if req.headers().contains_key(FORWARDED) {
+        return next.run(req).await;
+    }
+    let target = target(
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        &front.keys,
+    );
+    match target {
+        Target::Local => next.run(req).await,
+        Target::AllRooms => list_all_rooms(front, req).await,
+        Target::Room(room, intent) => match front.cluster.locate(&room, intent).await {
+            Ok(Location::Here) => next.run(req).await,
+            Ok(Location::Node { id, http_url }) => {
+                let span = tracing::info_span!("cluster forward", %room, to = %id);
+                let _ = span.set_parent(signaling::request_span::parent_context(req.headers()));
+                forward(front, req, &http_url).instrument(span).await
+            }
+            Err(e) => ApiError::Backend(e).into_response(),
+        },
+    }
+}
+
+fn is_websocket(req: &Request) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+async fn forward(front: &ClusterFront, req: Request, base: &str) -> Response {
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let url = format!("{base}{path_and_query}");
+    if is_websocket(&req) {
+        return proxy_websocket(front, req, &url).await;
+    }
+    match front.cluster.forward_mode() {
+        ForwardMode::Redirect => {
+            tracing::debug!(%url, "redirecting to the room's node");
+            let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+        ForwardMode::Proxy => proxy_http(front, req, &url).await,
+    }
+}
+
+fn bad_gateway(what: impl std::fmt::Display) -> Response {
+    tracing::warn!(error = %what, "forwarding to another node failed");
+    (
+        StatusCode::BAD_GATEWAY,
+        format!("the node hosting this room did not answer: {what}\n"),
+    )
+        .into_response()
+}
+
+/// Headers that describe one hop, not the request.
+fn hop_by_hop(name: &header::HeaderName) -> bool {
+    [
+        header::HOST,
+        header::CONNECTION,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+}
+
+/// Headers for the next hop: the request's own, this node's mark, and the
+/// current span's trace context.
+fn onward_headers(front: &ClusterFront, from: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (k, v) in from.iter().filter(|(k, _)| !hop_by_hop(k)) {
+        headers.append(k.clone(), v.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(front.cluster.node_id()) {
+        headers.insert(FORWARDED, v);
+    }
+    signaling::request_span::inject_context(&tracing::Span::current(), &mut headers);
+    headers
+}
+
+async fn proxy_http(front: &ClusterFront, req: Request, url: &str) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, front.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
+        }
+    };
+    let sent = front
+        .http
+        .request(parts.method.clone(), url)
+        .headers(onward_headers(front, &parts.headers))
+        .body(body)
+        .send();
+    let answer = match tokio::time::timeout(FORWARD_TIMEOUT, sent).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return bad_gateway(e),
+        Err(_) => return bad_gateway("timed out"),
+    };
+    let mut resp = Response::builder().status(answer.status());
+    for (k, v) in answer.headers().iter().filter(|(k, _)| !hop_by_hop(k)) {
+        resp = resp.header(k, v);
+    }
+    // Streamed: the WHEP event stream stays open as long as the session.
+    resp.body(Body::from_stream(answer.bytes_stream()))
+        .unwrap_or_else(bad_gateway)
+}
+
+async fn proxy_websocket(front: &ClusterFront, req: Request, url: &str) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    let ws_url = url.replacen("http", "ws", 1);
+    let mut onward = match tungstenite::client::IntoClientRequest::into_client_request(&ws_url) {
+        Ok(r) => r,
+        Err(e) => return bad_gateway(e),
+    };
+    let headers = onward_headers(front, &HeaderMap::new());
+    onward.headers_mut().extend(headers);
+    let connected = tokio::time::timeout(FORWARD_TIMEOUT, tokio_tungstenite::connect_async(onward));
+    let upstream = match connected.await {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(tungstenite::Error::Http(answer))) => {
+            // The other node refused the join: pass its status and reason on.
+            let status = answer.status();
+            let body = answer.into_body().unwrap_or_default();
+            return (status, body).into_response();
+        }
+        Ok(Err(e)) => return bad_gateway(e),
+        Err(_) => return bad_gateway("timed out"),
+    };
+    let span = tracing::Span::current();
+    upgrade.on_upgrade(move |client| pump(client, upstream).instrument(span))
+}
+
+type Upstream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Shuttle messages both ways until either side closes.
+async fn pump(client: WebSocket, upstream: Upstream) {
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut up_tx, mut up_rx) = upstream.split();
+    let to_upstream = async {
+        while let Some(Ok(m)) = client_rx.next().await {
+            let m = match m {
+                Message::Text(t) => tungstenite::Message::text(t.as_str()),
+                Message::Binary(b) => tungstenite::Message::binary(b),
+                Message::Close(frame) => {
+                    let frame = frame.map(|f| tungstenite::protocol::CloseFrame {
+                        code: f.code.into(),
+                        reason: f.reason.as_str().into(),
+                    });
+                    let _ = up_tx.send(tungstenite::Message::Close(frame)).await;
+                    break;
+                }
+                // Each hop answers its own pings.
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if up_tx.send(m).await.is_err() {
+                break;
+            }
+        }
+    };
+    let to_client = async {
+        while let Some(Ok(m)) = up_rx.next().await {
+            let m = match m {
+                tungstenite::Message::Text(t) => Message::Text(t.as_str().into()),
+                tungstenite::Message::Binary(b) => Message::Binary(b),
+                tungstenite::Message::Close(frame) => {
+                    let frame = frame.map(|f| CloseFrame {
+                        code: f.code.into(),
+                        reason: f.reason.as_str().into(),
+                    });
+                    let _ = client_tx.send(Message::Close(frame)).await;
+                    break;
+                }
+                _ => continue,
+            };
+            if client_tx.send(m).await.is_err() {
+                break;
+            }
+        }
+    };
+    // Either direction ending ends the session: the other node's socket
+    // closing (its room ended, it died) closes the client's, which makes
+    // our web client reconnect.
+    tokio::select! {
+        _ = to_upstream => {}
+        _ = to_client => {}
+    }
+}
+
+/// `GET /api/rooms` on every live node, merged; each room names its node.
+async fn list_all_rooms(front: &ClusterFront, req: Request) -> Response {
+    let nodes = match front.cluster.nodes().await {
+        Ok(n) => n,
+        Err(e) => return ApiError::Backend(e.into()).into_response(),
+    };
+    let headers = onward_headers(front, req.headers());
+    let mut rooms = Vec::new();
+    for node in nodes {
+        let url = format!("{}/api/rooms", node.http_url);
+        let asked = front.http.get(&url).headers(headers.clone()).send();
+        let answer = match tokio::time::timeout(FORWARD_TIMEOUT, asked).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                tracing::warn!(node = %node.id, error = %e, "room listing: node did not answer");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if !answer.status().is_success() {
+            // Authorization is the same on every node: the first refusal is the answer.
+            let status = answer.status();
+            let body = answer.text().await.unwrap_or_default();
+            return (status, body).into_response();
+        }
+        let Ok(listing) = answer.json::<serde_json::Value>().await else {
+            continue;
+        };
+        if let Some(list) = listing.get("rooms").and_then(|r| r.as_array()) {
+            for room in list {
+                let mut room = room.clone();
+                if let Some(obj) = room.as_object_mut() {
+                    obj.insert("node".into(), node.id.clone().into());
+                }
+                rooms.push(room);
+            }
+        }
+    }
+    axum::Json(serde_json::json!({ "rooms": rooms })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_name_their_room_and_what_they_need() {
+        let keys = KeySet::new([("k".to_string(), "s".to_string())]);
+        let t = |m: Method, p: &str| target(&m, p, None, &keys);
+        assert_eq!(
+            t(Method::POST, "/whep/show"),
+            Target::Room("show".into(), Intent::Create)
+        );
+        assert_eq!(
+            t(Method::PATCH, "/whip/show/abc"),
+            Target::Room("show".into(), Intent::Existing)
+        );
+        assert_eq!(
+            t(Method::GET, "/whep/show/abc/events"),
+            Target::Room("show".into(), Intent::Existing)
+        );
+        assert_eq!(t(Method::GET, "/api/rooms"), Target::AllRooms);
+        assert_eq!(
+            t(Method::DELETE, "/api/rooms/show"),
+            Target::Room("show".into(), Intent::Existing)
+        );
+        assert_eq!(t(Method::GET, "/metrics"), Target::Local);
+        assert_eq!(
+            t(Method::GET, "/rtc"),
+            Target::Local,
+            "no token: local error"
+        );
+        assert_eq!(
+            target(&Method::GET, "/rtc", Some("access_token=forged"), &keys),
+            Target::Local
+        );
+    }
+}

@@ -1,0 +1,511 @@
+//! A cluster on one machine: a real `redis-server` (Debian's package, on a
+//! loopback port of its own) and server processes sharing it. Nodes agree
+//! on where a room lives even when they race for it, serve requests about
+//! any room (redirect or proxy), survive a node's death and Redis's.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestPeer, TestResult};
+use str0m::RtcConfig;
+
+const START: Duration = Duration::from_secs(15);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn log_file(name: &str) -> Stdio {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-logs");
+    let _ = std::fs::create_dir_all(&dir);
+    std::fs::File::create(dir.join(format!("{name}.log")))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+/// `redis-server` without persistence on a port of its own; killed on drop.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(log_file(&format!("redis-{}", self.port)))
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/install-test-deps.sh installs it)");
+        self.child = Some(child);
+        let end = Instant::now() + START;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < end, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One server process in the cluster; killed (SIGKILL) on drop.
+struct Node {
+    id: String,
+    base: String,
+    child: Child,
+}
+
+impl Node {
+    fn start(id: &str, redis: &Redis, forward: &str) -> Node {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_sfu"))
+            .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--node-id", id, "--redis-url", &redis.url()])
+            .args(["--cluster-forward", forward, "--workers", "1"])
+            .args(["--http-rate-limit", "0", "--session-timeout-secs", "5"])
+            .env("SFU_LOG", "info,sfu::cluster=debug")
+            .stdout(log_file(id))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sfu binary");
+        Node {
+            id: id.into(),
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn token(room: &str, identity: &str, publish: bool) -> String {
+    use signaling::auth::{mint_with_secret, VideoGrant};
+    let grant = VideoGrant {
+        room: Some(room.into()),
+        room_join: true,
+        can_publish: Some(publish),
+        can_subscribe: Some(!publish),
+        ..Default::default()
+    };
+    mint_with_secret(
+        "devkey",
+        "secret",
+        identity,
+        grant,
+        Duration::from_secs(600),
+    )
+    .expect("token")
+}
+
+/// Wait until every node answers and is registered (its first heartbeat).
+async fn wait_ready(nodes: &[&Node]) {
+    let http = reqwest::Client::new();
+    let end = Instant::now() + START;
+    for node in nodes {
+        while http
+            .get(format!("{}/healthz", node.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < end, "node {} did not start", node.id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Registrations are written by the first heartbeat, right after start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// An answered POST: status, the URL that answered (after redirects), body.
+struct Answer {
+    status: u16,
+    url: String,
+    /// The node that produced the answer (`x-sfu-node`).
+    served_by: Option<String>,
+    location: Option<String>,
+    retry_after: Option<String>,
+    body: String,
+}
+
+async fn post(http: &reqwest::Client, url: &str, token: &str, sdp: &str) -> Answer {
+    let resp = http
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(sdp.to_string())
+        .send()
+        .await
+        .expect("POST");
+    let header = |h: &str| {
+        resp.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Answer {
+        status: resp.status().as_u16(),
+        url: resp.url().to_string(),
+        served_by: header("x-sfu-node"),
+        location: header("location"),
+        retry_after: header("retry-after"),
+        body: String::new(),
+    }
+    .with_body(resp.text().await.unwrap_or_default())
+}
+
+impl Answer {
+    fn with_body(mut self, body: String) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// The node that served (201, itself or through a proxy) or was
+    /// pointed at (307): its id, or for a redirect its base URL.
+    fn placed_on(&self) -> Option<String> {
+        match self.status {
+            201 => self.served_by.clone(),
+            307 => self.location.as_deref().map(base_of),
+            _ => None,
+        }
+    }
+}
+
+fn base_of(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    url[..end].to_string()
+}
+
+/// POST an offer, following a 307 by sending the same request (with its
+/// token) to the node it names, as a WHIP/WHEP client does (RFC 9725).
+/// Generic HTTP clients drop `Authorization` on a redirect to another
+/// origin, so they are not used for this.
+async fn post_following(url: &str, token: &str, sdp: &str) -> Answer {
+    let http = no_redirects();
+    let first = post(&http, url, token, sdp).await;
+    match (first.status, &first.location) {
+        (307, Some(next)) => post(&http, next, token, sdp).await,
+        _ => first,
+    }
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Publish on `url` (following redirects); the running publisher and the
+/// base URL of the node that took it.
+async fn publish(url: &str, room: &str, secs: u64) -> (std::thread::JoinHandle<TestPeer>, String) {
+    let (mut peer, offer) = TestPeer::publisher();
+    let a = post_following(url, &token(room, "camera", true), &offer).await;
+    assert_eq!(a.status, 201, "publish via {url}: {}", a.body);
+    peer.accept_answer(&a.body).expect("answer");
+    let node = a.served_by.expect("x-sfu-node");
+    (peer.spawn_for(Duration::from_secs(secs)), node)
+}
+
+/// Play on `url` (following redirects); the running viewer and the
+/// resource URL to DELETE.
+async fn play(
+    url: &str,
+    room: &str,
+    who: &str,
+    secs: u64,
+) -> (std::thread::JoinHandle<TestPeer>, String) {
+    let (mut peer, offer) = TestPeer::viewer(RtcConfig::new());
+    let a = post_following(url, &token(room, who, false), &offer).await;
+    assert_eq!(a.status, 201, "play via {url}: {}", a.body);
+    peer.accept_answer(&a.body).expect("answer");
+    // The Location is relative to the URL that answered.
+    let resource = format!("{}{}", base_of(&a.url), a.location.expect("Location"));
+    (peer.spawn_for(Duration::from_secs(secs)), resource)
+}
+
+fn joined(h: std::thread::JoinHandle<TestPeer>) -> TestPeer {
+    h.join().expect("peer thread")
+}
+
+/// The id of the node an answer placed the room on (201: the node that
+/// served; 307: the node whose URL the redirect names).
+fn placed_id(answer: &Answer, nodes: &[Node]) -> Option<String> {
+    let placed = answer.placed_on()?;
+    match nodes.iter().find(|n| n.base == placed) {
+        Some(n) => Some(n.id.clone()),
+        None => Some(placed),
+    }
+}
+
+fn base_of_id<'a>(nodes: &'a [Node], id: &str) -> &'a str {
+    nodes
+        .iter()
+        .find(|n| n.id == id)
+        .map_or("", |n| n.base.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_agree_on_rooms_serve_any_room_and_replace_a_dead_node() -> TestResult {
+    let redis = Redis::start();
+    let mut nodes = vec![
+        Node::start("node-a", &redis, "redirect"),
+        Node::start("node-b", &redis, "redirect"),
+        Node::start("node-c", &redis, "proxy"),
+    ];
+    wait_ready(&nodes.iter().collect::<Vec<_>>()).await;
+    let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let (a, b, c) = (
+        nodes[0].base.clone(),
+        nodes[1].base.clone(),
+        nodes[2].base.clone(),
+    );
+
+    // A race: the first requests for each room reach all three nodes at
+    // once. Every answer names the same node (it served, proxied to it, or
+    // redirected to it).
+    let http = no_redirects();
+    let mut owners = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..6 {
+        let room = format!("race-{round}");
+        let asks = nodes.iter().map(|n| {
+            let url = format!("{}/whep/{room}", n.base);
+            let token = token(&room, &format!("v-{}", n.id), false);
+            let http = http.clone();
+            async move {
+                let (_peer, offer) = TestPeer::viewer(RtcConfig::new());
+                post(&http, &url, &token, &offer).await
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let placed: Vec<Option<String>> = answers.iter().map(|a| placed_id(a, &nodes)).collect();
+        for (ans, node) in answers.iter().zip(&placed) {
+            assert!(node.is_some(), "{room}: {} {}", ans.status, ans.body);
+        }
+        assert!(
+            placed.windows(2).all(|w| w[0] == w[1]),
+            "{room}: nodes disagree: {placed:?}"
+        );
+        let owner = placed[0].clone().unwrap_or_default();
+        assert!(ids.contains(&owner), "{owner} is not a node");
+        *owners.entry(owner).or_default() += 1;
+    }
+    eprintln!("race rooms per node: {owners:?}");
+
+    // Media across the front doors: the publisher asks node b, viewers ask
+    // node a (redirected) and node c (proxied); all reach the room's node.
+    let room = "show";
+    let (publisher, host) = publish(&format!("{b}/whip/{room}"), room, 8).await;
+    let (via_redirect, _) = play(&format!("{a}/whep/{room}"), room, "va", 5).await;
+    let (via_proxy, proxied_resource) = play(&format!("{c}/whep/{room}"), room, "vc", 5).await;
+    assert!(
+        proxied_resource.starts_with(&c),
+        "the proxied viewer keeps talking to node c: {proxied_resource}"
+    );
+    let listing: serde_json::Value = reqwest::Client::new()
+        .get(format!("{a}/api/rooms"))
+        .basic_auth("devkey", Some("secret"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let listed = listing["rooms"]
+        .as_array()
+        .ok_or("rooms")?
+        .iter()
+        .find(|r| r["name"] == room)
+        .cloned()
+        .ok_or_else(|| format!("{room} missing from the cluster listing: {listing}"))?;
+    assert_eq!(listed["node"], host.as_str(), "{listing}");
+    let (v1, v2) = (joined(via_redirect), joined(via_proxy));
+    for (name, v) in [("redirected", &v1), ("proxied", &v2)] {
+        eprintln!("{name} viewer: {:?}", v.stats);
+        assert!(v.stats.video_frames > 50, "{name} viewer decoded video");
+        assert!(v.stats.audio_frames > 50, "{name} viewer received audio");
+    }
+    let deleted = reqwest::Client::new()
+        .delete(&proxied_resource)
+        .bearer_auth(token(room, "vc", false))
+        .send()
+        .await?;
+    assert_eq!(deleted.status().as_u16(), 200, "DELETE through the proxy");
+    let _ = joined(publisher);
+
+    // The room's node dies (SIGKILL: no deregistration). Once its
+    // registration expires, the room is placed on a live node and serves
+    // a new publisher and viewer.
+    let host_index = ids.iter().position(|i| *i == host).ok_or("host")?;
+    let survivors: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.id != host)
+        .map(|n| n.base.clone())
+        .collect();
+    let dead_at = Instant::now();
+    nodes[host_index].kill();
+    let ask = &survivors[0];
+    let end = Instant::now() + Duration::from_secs(20);
+    let new_host = loop {
+        let (_peer, offer) = TestPeer::viewer(RtcConfig::new());
+        let url = format!("{ask}/whep/{room}");
+        let answer = post(&http, &url, &token(room, "probe", false), &offer).await;
+        match placed_id(&answer, &nodes) {
+            Some(n) if n != host => break n,
+            _ => {}
+        }
+        assert!(Instant::now() < end, "the room was not re-placed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!(
+        "re-placed on {new_host} {:?} after the kill",
+        dead_at.elapsed()
+    );
+    assert!(survivors.iter().any(|b| b == base_of_id(&nodes, &new_host)));
+    let other = &survivors[1];
+    let (publisher, host2) = publish(&format!("{other}/whip/{room}"), room, 6).await;
+    assert_eq!(host2, new_host);
+    let (viewer, _) = play(&format!("{ask}/whep/{room}"), room, "again", 4).await;
+    let v = joined(viewer);
+    assert!(
+        v.stats.video_frames > 30,
+        "viewer after the failover: {:?}",
+        v.stats
+    );
+    let _ = joined(publisher);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_sessions_refuses_new_rooms_and_heals() -> TestResult {
+    let mut redis = Redis::start();
+    let nodes = vec![
+        Node::start("out-a", &redis, "redirect"),
+        Node::start("out-b", &redis, "redirect"),
+    ];
+    wait_ready(&nodes.iter().collect::<Vec<_>>()).await;
+    let room = "live";
+    let (publisher, host_id) = publish(&format!("{}/whip/{room}", nodes[0].base), room, 12).await;
+    let host = base_of_id(&nodes, &host_id).to_string();
+    let other = nodes
+        .iter()
+        .find(|n| n.id != host_id)
+        .map(|n| n.base.clone())
+        .ok_or("two nodes")?;
+    let (viewer, _) = play(&format!("{host}/whep/{room}"), room, "early", 10).await;
+
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // New rooms need a placement: refused, with a reason and a retry time.
+    let http = no_redirects();
+    let (_p, offer) = TestPeer::viewer(RtcConfig::new());
+    let url = format!("{host}/whep/elsewhere");
+    let refused = post(&http, &url, &token("elsewhere", "x", false), &offer).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("Redis"), "{}", refused.body);
+    assert!(refused.retry_after.is_some(), "Retry-After");
+    // The room in progress still takes viewers at its node: no Redis needed.
+    let (late, _) = play(&format!("{host}/whep/{room}"), room, "late", 3).await;
+    let late = joined(late);
+    assert!(
+        late.stats.video_frames > 20,
+        "viewer during the outage: {:?}",
+        late.stats
+    );
+
+    redis.restart();
+    // Heals by itself: a new room is placed again once nodes re-register.
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_p, offer) = TestPeer::viewer(RtcConfig::new());
+        let url = format!("{other}/whep/after");
+        let placed = post(&http, &url, &token("after", "y", false), &offer).await;
+        if placed.placed_on().is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no placement after Redis returned: {} {}",
+            placed.status,
+            placed.body
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Redis came back empty. Within a heartbeat the room's node registers
+    // and claims its rooms again (seen here through the cluster listing);
+    // from then on the other node sends the room's viewers there.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listing: serde_json::Value = reqwest::Client::new()
+            .get(format!("{other}/api/rooms"))
+            .basic_auth("devkey", Some("secret"))
+            .send()
+            .await?
+            .json()
+            .await
+            .unwrap_or_default();
+        let listed = listing["rooms"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r["name"] == room && r["node"] == host_id.as_str())
+        });
+        if listed {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{host_id} did not re-register: {listing}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_p, offer) = TestPeer::viewer(RtcConfig::new());
+    let url = format!("{other}/whep/{room}");
+    let routed = post(&http, &url, &token(room, "z", false), &offer).await;
+    assert_eq!(routed.status, 307, "{}", routed.body);
+    assert_eq!(routed.placed_on().as_deref(), Some(host.as_str()));
+
+    let v = joined(viewer);
+    eprintln!("viewer across the outage: {:?}", v.stats);
+    // 10 s at 30 fps; the outage must not have interrupted it.
+    assert!(v.stats.video_frames > 200, "{:?}", v.stats);
+    let _ = joined(publisher);
+    Ok(())
+}
