@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 use crate::registry::{PlaceRefusal, Registry};
+use crate::worker::core::relay::OpenRelay;
 use crate::worker::core::CreateRequest;
 use crate::worker::{Command, WorkerHandle};
 
@@ -161,7 +162,57 @@ impl SfuBackend {
     }
 }
 
-fn new_resource_id() -> String {
+/// The edge side of a cluster relay (see [`crate::cluster::edge`]).
+impl SfuBackend {
+    /// Create a relay participant in the (edge) room here; its offer.
+    pub async fn open_relay(
+        &self,
+        req: OpenRelay,
+        socket: std::net::UdpSocket,
+    ) -> Result<String, BackendError> {
+        let worker = self.place(&req.room)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::OpenRelay {
+            req,
+            socket: Some(socket),
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    /// The hosting node's answer to relay `resource_id`'s offer.
+    pub async fn answer_relay(
+        &self,
+        resource_id: &str,
+        answer_sdp: String,
+    ) -> Result<(), BackendError> {
+        let worker = self.resource_worker(SessionKind::Whip, None, resource_id, None)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::AnswerRelay {
+            resource_id: resource_id.to_string(),
+            answer_sdp,
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    /// End relay `resource_id` here.
+    pub async fn close_relay(&self, resource_id: &str) -> Result<(), BackendError> {
+        let worker = self.resource_worker(SessionKind::Whip, None, resource_id, None)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Delete {
+            resource_id: resource_id.to_string(),
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+}
+
+pub fn new_resource_id() -> String {
     // 128 random bits: resource URLs are capabilities, so they must not be guessable.
     format!("{:032x}", rand::random::<u128>())
 }
@@ -290,6 +341,8 @@ impl MediaBackend for SfuBackend {
                     rooms.extend(r);
                 }
             }
+            // Edges relay another node's room: that node lists it.
+            rooms.retain(|r| !self.registry.is_edge(&r.name));
             rooms.sort_by(|a, b| a.name.cmp(&b.name));
             return Ok(AdminReply::Rooms(rooms));
         };

@@ -146,6 +146,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_CLUSTER_FORWARD")]
     pub cluster_forward: Option<ForwardMode>,
 
+    /// WHEP viewers of a room hosted on another node are served here from one node-to-node relay per room (false: passed on like other requests). [default: true]
+    #[arg(long, env = "SFU_CLUSTER_RELAY")]
+    pub cluster_relay: Option<bool>,
+
     /// Log filter (tracing EnvFilter syntax). [default: info]
     #[arg(long, env = "SFU_LOG")]
     pub log: Option<String>,
@@ -327,6 +331,8 @@ pub struct ClusterConfig {
     pub http_url: Option<String>,
     pub region: Option<String>,
     pub forward: ForwardMode,
+    /// Serve WHEP viewers of other nodes' rooms from a relay.
+    pub relay: bool,
 }
 
 /// A Redis URL with its password replaced, for `--print-config`.
@@ -460,6 +466,7 @@ impl Config {
                         .cluster_forward
                         .or(file.cluster_forward)
                         .unwrap_or_default(),
+                    relay: args.cluster_relay.or(file.cluster_relay).unwrap_or(true),
                 }),
             ice_servers: if args.ice_servers.is_empty() {
                 file.ice_servers

@@ -23,6 +23,7 @@ use signaling::{FrontDoorConfig, KeySet};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::SfuBackend;
+use crate::cluster::edge::Edge;
 use crate::cluster::front::ClusterFront;
 use crate::cluster::Cluster;
 use crate::config::{Config, DEV_API_KEY};
@@ -82,6 +83,16 @@ fn webhook_sender(
 pub struct Stop {
     pub drain: CancellationToken,
     pub shutdown: CancellationToken,
+}
+
+/// The address relay sockets (node-to-node media) bind and advertise: the
+/// media bind address, or the advertised one when that is a wildcard.
+fn relay_ip(config: &Config, public_ip: Option<std::net::IpAddr>) -> std::net::IpAddr {
+    if config.media_addr.is_unspecified() {
+        public_ip.unwrap_or(config.media_addr)
+    } else {
+        config.media_addr
+    }
 }
 
 /// Longest wait at shutdown for room sockets to send their last message.
@@ -227,9 +238,20 @@ pub async fn run_until(
             .map(|(per_second, burst)| signaling::rate_limit::ClientRate { per_second, burst }),
         max_body_bytes: config.max_body_bytes,
     };
+    let edge = match (&cluster, &config.cluster, config.api_keys.keys().next()) {
+        (Some(cluster), Some(c), Some(key)) if c.relay => Some(Edge::start(
+            cluster.clone(),
+            backend.clone(),
+            keys.clone(),
+            key.clone(),
+            relay_ip(&config, public_ip),
+            shutdown.clone(),
+        )),
+        _ => None,
+    };
     let mut app = signaling::router(front_door, backend);
     if let Some(cluster) = cluster {
-        let front = ClusterFront::new(cluster, keys, config.max_body_bytes);
+        let front = ClusterFront::new(cluster, edge, keys, config.max_body_bytes);
         app = app.layer(axum::middleware::from_fn_with_state(
             front,
             cluster::front::route,

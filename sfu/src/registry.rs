@@ -44,6 +44,8 @@ pub struct Registry {
     /// Told the name of every room that ended here (the cluster releases
     /// its placement).
     released: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Rooms hosted on another node that this one relays for its viewers.
+    edge_rooms: dashmap::DashSet<String>,
 }
 
 impl Registry {
@@ -110,10 +112,25 @@ impl Registry {
     /// Called by a worker that removed its empty `room`.
     pub fn release_room(&self, room: &str, worker: usize) {
         if self.rooms.remove_if(room, |_, w| *w == worker).is_some() {
+            self.edge_rooms.remove(room);
             if let Some(tx) = self.released.get() {
                 let _ = tx.send(room.to_string());
             }
         }
+    }
+
+    /// `room` here is an edge of a room hosted on another node (or, with
+    /// `false`, no longer: it became this node's own).
+    pub fn set_edge(&self, room: &str, edge: bool) {
+        if edge {
+            self.edge_rooms.insert(room.to_string());
+        } else {
+            self.edge_rooms.remove(room);
+        }
+    }
+
+    pub fn is_edge(&self, room: &str) -> bool {
+        self.edge_rooms.contains(room)
     }
 
     /// Send the names of rooms that end from now on to `tx` (set once).
@@ -133,9 +150,13 @@ impl Registry {
         self.resources.remove(id);
     }
 
-    /// Names of the rooms hosted here.
+    /// Names of the rooms this node hosts (not the edges it relays).
     pub fn room_names(&self) -> Vec<String> {
-        self.rooms.iter().map(|e| e.key().clone()).collect()
+        self.rooms
+            .iter()
+            .map(|e| e.key().clone())
+            .filter(|r| !self.is_edge(r))
+            .collect()
     }
 
     pub fn room_count(&self) -> usize {

@@ -87,11 +87,16 @@ struct Node {
 
 impl Node {
     fn start(id: &str, redis: &Redis, forward: &str) -> Node {
+        Self::start_with(id, redis, forward, true)
+    }
+
+    fn start_with(id: &str, redis: &Redis, forward: &str, relay: bool) -> Node {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_sfu"))
             .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
             .args(["--node-id", id, "--redis-url", &redis.url()])
             .args(["--cluster-forward", forward, "--workers", "1"])
+            .args(["--cluster-relay", if relay { "true" } else { "false" }])
             .args(["--http-rate-limit", "0", "--session-timeout-secs", "5"])
             .env("SFU_LOG", "info,sfu::cluster=debug")
             .stdout(log_file(id))
@@ -289,10 +294,11 @@ fn base_of_id<'a>(nodes: &'a [Node], id: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_agree_on_rooms_serve_any_room_and_replace_a_dead_node() -> TestResult {
     let redis = Redis::start();
+    // Viewers are passed on here (relays have their own test).
     let mut nodes = vec![
-        Node::start("node-a", &redis, "redirect"),
-        Node::start("node-b", &redis, "redirect"),
-        Node::start("node-c", &redis, "proxy"),
+        Node::start_with("node-a", &redis, "redirect", false),
+        Node::start_with("node-b", &redis, "redirect", false),
+        Node::start_with("node-c", &redis, "proxy", false),
     ];
     wait_ready(&nodes.iter().collect::<Vec<_>>()).await;
     let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
@@ -419,8 +425,8 @@ async fn nodes_agree_on_rooms_serve_any_room_and_replace_a_dead_node() -> TestRe
 async fn a_redis_outage_keeps_sessions_refuses_new_rooms_and_heals() -> TestResult {
     let mut redis = Redis::start();
     let nodes = vec![
-        Node::start("out-a", &redis, "redirect"),
-        Node::start("out-b", &redis, "redirect"),
+        Node::start_with("out-a", &redis, "redirect", false),
+        Node::start_with("out-b", &redis, "redirect", false),
     ];
     wait_ready(&nodes.iter().collect::<Vec<_>>()).await;
     let room = "live";
@@ -507,5 +513,186 @@ async fn a_redis_outage_keeps_sessions_refuses_new_rooms_and_heals() -> TestResu
     // 10 s at 30 fps; the outage must not have interrupted it.
     assert!(v.stats.video_frames > 200, "{:?}", v.stats);
     let _ = joined(publisher);
+    Ok(())
+}
+
+/// One metric on a node, summed over the series whose labels contain `label`.
+async fn metric(base: &str, name: &str, label: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| l.split(' ').next().is_some_and(|s| s.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Publish three simulcast layers on `url`; the running publisher and the
+/// id of the node that hosts the room.
+async fn publish_simulcast(
+    url: &str,
+    room: &str,
+    secs: u64,
+) -> (std::thread::JoinHandle<TestPeer>, String) {
+    use common::SimLayer;
+    let layers = vec![
+        SimLayer::new("q", 320, 180, 300),
+        SimLayer::new("h", 640, 360, 900),
+        SimLayer::new("f", 1280, 720, 2_500),
+    ];
+    let (mut peer, offer) = TestPeer::simulcast_publisher(layers);
+    let a = post_following(url, &token(room, "camera", true), &offer).await;
+    assert_eq!(a.status, 201, "publish via {url}: {}", a.body);
+    peer.accept_answer(&a.body).expect("answer");
+    let host = a.served_by.expect("x-sfu-node");
+    (peer.spawn_for(Duration::from_secs(secs)), host)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_on_other_nodes_get_the_room_over_one_relay_per_node() -> TestResult {
+    let redis = Redis::start();
+    let mut nodes = vec![
+        Node::start("relay-a", &redis, "proxy"),
+        Node::start("relay-b", &redis, "proxy"),
+        Node::start("relay-c", &redis, "proxy"),
+    ];
+    wait_ready(&nodes.iter().collect::<Vec<_>>()).await;
+    let room = "broadcast";
+    let (publisher, host) =
+        publish_simulcast(&format!("{}/whip/{room}", nodes[0].base), room, 10).await;
+    let host_base = base_of_id(&nodes, &host).to_string();
+    let edges: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.id != host)
+        .map(|n| n.base.clone())
+        .collect();
+
+    // Two viewers on each other node (one asking for at most 320 wide),
+    // one on the room's node. The edge nodes serve theirs themselves.
+    let started = Instant::now();
+    let mut viewers = vec![];
+    for (i, edge) in edges.iter().enumerate() {
+        let (full, _) = play(
+            &format!("{edge}/whep/{room}"),
+            room,
+            &format!("full-{i}"),
+            28,
+        )
+        .await;
+        let small_url = format!("{edge}/whep/{room}?maxWidth=320");
+        let (small, resource) = play(&small_url, room, &format!("small-{i}"), 6).await;
+        assert!(resource.starts_with(edge), "served by the edge: {resource}");
+        viewers.push((format!("edge {i} full"), full, None));
+        viewers.push((format!("edge {i} at most 320"), small, Some(320)));
+    }
+    let (direct, _) = play(&format!("{host_base}/whep/{room}"), room, "direct", 6).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The room's node carries one WHEP session per edge node plus its own
+    // viewer, not one per viewer.
+    let sessions = metric(&host_base, "sfu_participants", "kind=\"whep\"").await;
+    assert_eq!(sessions, 3.0, "1 direct viewer + 2 relays on {host}");
+    // Edges are not rooms of their own in the cluster listing.
+    let listing: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/rooms", edges[0]))
+        .basic_auth("devkey", Some("secret"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let entries: Vec<&serde_json::Value> = listing["rooms"]
+        .as_array()
+        .ok_or("rooms")?
+        .iter()
+        .filter(|r| r["name"] == room)
+        .collect();
+    assert_eq!(entries.len(), 1, "{listing}");
+    assert_eq!(entries[0]["node"], host.as_str(), "{listing}");
+
+    let direct = joined(direct);
+    assert!(
+        direct.stats.video_frames > 50,
+        "direct viewer: {:?}",
+        direct.stats
+    );
+    let mut long_running = vec![];
+    for (name, v, max_width) in viewers {
+        match max_width {
+            Some(max) => {
+                let v = joined(v);
+                eprintln!(
+                    "{name}: {} frames, keyframes {:?}",
+                    v.stats.video_frames, v.stats.keyframe_widths
+                );
+                assert!(
+                    v.stats.video_frames > 50,
+                    "{name} decoded video: {:?}",
+                    v.stats
+                );
+                assert!(
+                    v.stats.keyframe_widths.iter().all(|(_, w)| *w <= max),
+                    "{name} gets the low layer: {:?}",
+                    v.stats.keyframe_widths
+                );
+            }
+            None => long_running.push((name, v)),
+        }
+    }
+    let _ = joined(publisher);
+
+    // The room's node dies. The publisher comes back through another node;
+    // the edge viewers, still connected to their nodes, resume.
+    let i = nodes.iter().position(|n| n.id == host).ok_or("host")?;
+    nodes[i].kill();
+    let survivor = edges[0].clone();
+    let end = Instant::now() + Duration::from_secs(20);
+    let (republished, republished_at) = loop {
+        let layers = vec![
+            common::SimLayer::new("q", 320, 180, 300),
+            common::SimLayer::new("f", 1280, 720, 2_500),
+        ];
+        let (mut peer, offer) = TestPeer::simulcast_publisher(layers);
+        let url = format!("{survivor}/whip/{room}");
+        let a = post_following(&url, &token(room, "camera", true), &offer).await;
+        if a.status == 201 && a.served_by.as_deref() != Some(host.as_str()) {
+            peer.accept_answer(&a.body)?;
+            break (peer.spawn_for(Duration::from_secs(10)), started.elapsed());
+        }
+        assert!(
+            Instant::now() < end,
+            "no new home for the room: {} {}",
+            a.status,
+            a.body
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("publisher back after {republished_at:?}");
+    for (name, v) in long_running {
+        let v = joined(v);
+        let resumed: Vec<_> = v
+            .stats
+            .keyframe_widths
+            .iter()
+            .filter(|(t, _)| *t > republished_at)
+            .collect();
+        eprintln!(
+            "{name}: {} frames, keyframes after the failover {resumed:?}",
+            v.stats.video_frames
+        );
+        assert!(
+            !resumed.is_empty(),
+            "{name} resumed after the failover: {:?}",
+            v.stats.keyframe_widths
+        );
+        assert!(
+            v.stats.keyframe_widths.iter().any(|(_, w)| *w == 1280),
+            "{name} without a limit got the top layer: {:?}",
+            v.stats.keyframe_widths
+        );
+    }
+    let _ = joined(republished);
     Ok(())
 }

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::edge::Edge;
 use super::{Cluster, Intent, Location};
 use crate::config::ForwardMode;
 
@@ -41,15 +42,19 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Clone)]
 pub struct ClusterFront {
     pub cluster: Cluster,
+    /// Serves WHEP viewers of other nodes' rooms from a relay (None: they
+    /// are passed on to the room's node like any request).
+    pub edge: Option<Edge>,
     pub keys: Arc<KeySet>,
     pub http: reqwest::Client,
     pub max_body_bytes: usize,
 }
 
 impl ClusterFront {
-    pub fn new(cluster: Cluster, keys: KeySet, max_body_bytes: usize) -> Self {
+    pub fn new(cluster: Cluster, edge: Option<Edge>, keys: KeySet, max_body_bytes: usize) -> Self {
         ClusterFront {
             cluster,
+            edge,
             keys: Arc::new(keys),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
@@ -65,6 +70,13 @@ impl ClusterFront {
 #[derive(Debug, PartialEq, Eq)]
 enum Target {
     Room(String, Intent),
+    /// A WHEP viewer's POST: may be served here from a relay.
+    Viewer(String),
+    /// A WHIP/WHEP resource (PATCH, DELETE, events): where it lives.
+    Resource {
+        room: String,
+        id: String,
+    },
     /// The room listing: gathered from every node.
     AllRooms,
     /// Anything else (web client, metrics, health): served here.
@@ -75,10 +87,12 @@ enum Target {
 fn target(method: &Method, path: &str, query: Option<&str>, keys: &KeySet) -> Target {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
-        ["whip" | "whep", room] if method == Method::POST => {
-            Target::Room(room.to_string(), Intent::Create)
-        }
-        ["whip" | "whep", room, _, ..] => Target::Room(room.to_string(), Intent::Existing),
+        ["whep", room] if method == Method::POST => Target::Viewer(room.to_string()),
+        ["whip", room] if method == Method::POST => Target::Room(room.to_string(), Intent::Create),
+        ["whip" | "whep", room, id, ..] => Target::Resource {
+            room: room.to_string(),
+            id: id.to_string(),
+        },
         ["api", "rooms"] if method == Method::GET => Target::AllRooms,
         ["api", "rooms", room, ..] => Target::Room(room.to_string(), Intent::Existing),
         ["rtc"] => rtc_target(query.unwrap_or(""), keys),
@@ -133,15 +147,55 @@ async fn route_request(front: &ClusterFront, req: Request, next: Next) -> Respon
     match target {
         Target::Local => next.run(req).await,
         Target::AllRooms => list_all_rooms(front, req).await,
-        Target::Room(room, intent) => match front.cluster.locate(&room, intent).await {
-            Ok(Location::Here) => next.run(req).await,
-            Ok(Location::Node { id, http_url }) => {
-                let span = tracing::info_span!("cluster forward", %room, to = %id);
-                let _ = span.set_parent(signaling::request_span::parent_context(req.headers()));
-                forward(front, req, &http_url).instrument(span).await
-            }
-            Err(e) => ApiError::Backend(e).into_response(),
+        Target::Resource { id, .. } if front.cluster.hosts_resource(&id) => next.run(req).await,
+        Target::Resource { room, .. } => to_room(front, req, next, &room, Intent::Existing).await,
+        Target::Viewer(room) => match &front.edge {
+            Some(edge) => serve_viewer(front, edge, req, next, &room).await,
+            None => to_room(front, req, next, &room, Intent::Create).await,
         },
+        Target::Room(room, intent) => to_room(front, req, next, &room, intent).await,
+    }
+}
+
+/// Serve here when the room is hosted here, else pass the request on.
+async fn to_room(
+    front: &ClusterFront,
+    req: Request,
+    next: Next,
+    room: &str,
+    intent: Intent,
+) -> Response {
+    match front.cluster.locate(room, intent).await {
+        Ok(Location::Here) => next.run(req).await,
+        Ok(Location::Node { id, http_url }) => {
+            let span = tracing::info_span!("cluster forward", %room, to = %id);
+            let _ = span.set_parent(signaling::request_span::parent_context(req.headers()));
+            forward(front, req, &http_url).instrument(span).await
+        }
+        Err(e) => ApiError::Backend(e).into_response(),
+    }
+}
+
+/// A WHEP viewer: served here, from a relay when the room is hosted on
+/// another node (the relay's request continues the viewer's trace).
+async fn serve_viewer(
+    front: &ClusterFront,
+    edge: &Edge,
+    req: Request,
+    next: Next,
+    room: &str,
+) -> Response {
+    match front.cluster.locate(room, Intent::Create).await {
+        Ok(Location::Here) => next.run(req).await,
+        Ok(Location::Node { id, http_url }) => {
+            let span = tracing::info_span!("cluster relay", %room, from = %id);
+            let _ = span.set_parent(signaling::request_span::parent_context(req.headers()));
+            match edge.ensure(room, &id, &http_url).instrument(span).await {
+                Ok(()) => next.run(req).await,
+                Err(e) => ApiError::Backend(e).into_response(),
+            }
+        }
+        Err(e) => ApiError::Backend(e).into_response(),
     }
 }
 
@@ -374,18 +428,17 @@ mod tests {
     fn requests_name_their_room_and_what_they_need() {
         let keys = KeySet::new([("k".to_string(), "s".to_string())]);
         let t = |m: Method, p: &str| target(&m, p, None, &keys);
+        assert_eq!(t(Method::POST, "/whep/show"), Target::Viewer("show".into()));
         assert_eq!(
-            t(Method::POST, "/whep/show"),
+            t(Method::POST, "/whip/show"),
             Target::Room("show".into(), Intent::Create)
         );
-        assert_eq!(
-            t(Method::PATCH, "/whip/show/abc"),
-            Target::Room("show".into(), Intent::Existing)
-        );
-        assert_eq!(
-            t(Method::GET, "/whep/show/abc/events"),
-            Target::Room("show".into(), Intent::Existing)
-        );
+        let resource = Target::Resource {
+            room: "show".into(),
+            id: "abc".into(),
+        };
+        assert_eq!(t(Method::PATCH, "/whip/show/abc"), resource);
+        assert_eq!(t(Method::GET, "/whep/show/abc/events"), resource);
         assert_eq!(t(Method::GET, "/api/rooms"), Target::AllRooms);
         assert_eq!(
             t(Method::DELETE, "/api/rooms/show"),

@@ -11,6 +11,7 @@
 //! served without asking it, so sessions in progress continue while Redis
 //! is down; only requests that need a placement fail (503, Retry-After).
 
+pub mod edge;
 pub mod front;
 pub mod node;
 
@@ -180,9 +181,16 @@ impl Cluster {
         self.inner.forward
     }
 
-    /// Where `room` is served. A room hosted here is answered without Redis.
+    /// Whether WHIP/WHEP resource `id` lives on this node.
+    pub fn hosts_resource(&self, id: &str) -> bool {
+        self.inner.registry.resource(id).is_some()
+    }
+
+    /// Where `room` is hosted. A room hosted here is answered without
+    /// Redis (an edge relaying another node's room is not hosted here).
     pub async fn locate(&self, room: &str, intent: Intent) -> Result<Location, BackendError> {
-        if self.inner.registry.room_worker(room).is_some() {
+        let registry = &self.inner.registry;
+        if registry.room_worker(room).is_some() && !registry.is_edge(room) {
             return Ok(Location::Here);
         }
         let owner = match intent {

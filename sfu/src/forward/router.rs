@@ -32,6 +32,7 @@ use super::layers::{
     loss_adjusted, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
     INITIAL_ESTIMATE_BPS,
 };
+use super::relay_gate::{RelayGate, RelayVerdict};
 use super::ParticipantId;
 
 /// Receiver loss reports are ignored for this long after a layer switch.
@@ -173,6 +174,8 @@ struct DownTrack {
     selector: LayerSelector,
     /// Subscribed to one track (conference) rather than following the room.
     pinned: bool,
+    /// A relay to another node: every layer, each on its own stream.
+    relay: Option<RelayGate>,
 }
 
 /// One of a subscriber's receiving lines, for diagnostics.
@@ -207,6 +210,9 @@ pub struct Router {
     /// Layer switches (up, down) since the last [`Router::take_switch_counts`].
     switches: (u64, u64),
     next_seq: u64,
+    /// Relay down-tracks receiving the frame of the last `route_frame`,
+    /// with the stream (slot) it goes on.
+    relay_receivers: Vec<(DownTrackKey, usize)>,
 }
 
 impl Router {
@@ -284,6 +290,31 @@ impl Router {
         max_width: Option<u32>,
         now: Instant,
     ) -> Vec<RouterAction> {
+        self.add_following(down, kind, max_width, None, now)
+    }
+
+    /// A relay's media line (another node receiving for its viewers): it
+    /// follows the room like a WHEP viewer's, but gets every layer, each on
+    /// one of its `streams` streams.
+    pub fn add_relay_down_track(
+        &mut self,
+        down: DownTrackKey,
+        kind: MediaKind,
+        streams: usize,
+        now: Instant,
+    ) -> Vec<RouterAction> {
+        let gate = (kind == MediaKind::Video).then(|| RelayGate::new(streams));
+        self.add_following(down, kind, None, gate, now)
+    }
+
+    fn add_following(
+        &mut self,
+        down: DownTrackKey,
+        kind: MediaKind,
+        max_width: Option<u32>,
+        relay: Option<RelayGate>,
+        now: Instant,
+    ) -> Vec<RouterAction> {
         self.down_tracks.insert(
             down,
             DownTrack {
@@ -292,6 +323,7 @@ impl Router {
                 closed: false,
                 selector: LayerSelector::with_max_width(max_width),
                 pinned: false,
+                relay,
             },
         );
         let mut actions = vec![];
@@ -331,6 +363,7 @@ impl Router {
             closed: false,
             selector: LayerSelector::with_max_width(max_width),
             pinned: true,
+            relay: None,
         });
         let mut actions = vec![];
         self.bind(down, track, now, &mut actions);
@@ -418,6 +451,7 @@ impl Router {
         receivers: &mut Vec<DownTrackKey>,
     ) -> Option<RouterAction> {
         receivers.clear();
+        self.relay_receivers.clear();
         let t = self.tracks.get_mut(&track)?;
         if t.kind == MediaKind::Audio {
             receivers.extend_from_slice(&t.down_tracks);
@@ -437,6 +471,16 @@ impl Router {
             let Some(dt) = self.down_tracks.get_mut(down) else {
                 continue;
             };
+            if let Some(gate) = dt.relay.as_mut() {
+                match gate.on_frame(&frame.layer, frame.keyframe, frame.contiguous) {
+                    RelayVerdict::Forward(slot) => self.relay_receivers.push((*down, slot)),
+                    RelayVerdict::DropNeedKeyframe => {
+                        want.get_or_insert((frame.layer, KeyframeCause::PublisherGap));
+                    }
+                    RelayVerdict::Drop => {}
+                }
+                continue;
+            }
             if dt.selector.target().is_none() && !dt.selector.is_paused() {
                 if !t.layers.settled(now) {
                     continue; // wait until every layer showed up before choosing
@@ -481,6 +525,12 @@ impl Router {
         t.request_keyframe(track, layer, cause, now)
     }
 
+    /// Relay down-tracks that receive the frame of the last
+    /// [`Router::route_frame`], each with the stream it goes on.
+    pub fn relay_receivers(&self) -> &[(DownTrackKey, usize)] {
+        &self.relay_receivers
+    }
+
     /// A subscriber's downlink estimate changed.
     pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64) {
         self.estimates.insert(subscriber, bps);
@@ -514,7 +564,7 @@ impl Router {
         {
             let ranked = t.layers.ranked(now);
             for down in &t.down_tracks {
-                let Some(dt) = self.down_tracks.get_mut(down) else {
+                let Some(dt) = self.down_tracks.get_mut(down).filter(|d| d.relay.is_none()) else {
                     continue;
                 };
                 // What flows to this viewer (or would, at the lowest layer, while paused).
@@ -631,20 +681,29 @@ impl Router {
     pub fn video_down_tracks(&self) -> impl Iterator<Item = DownTrackKey> + '_ {
         self.down_tracks
             .iter()
-            .filter(|(_, d)| d.kind == MediaKind::Video && d.source.is_some())
+            .filter(|(_, d)| d.kind == MediaKind::Video && d.source.is_some() && d.relay.is_none())
             .map(|(k, _)| *k)
     }
 
-    /// A subscriber asked for a keyframe on one of its down-tracks.
-    pub fn keyframe_requested(&mut self, down: DownTrackKey, now: Instant) -> Option<RouterAction> {
+    /// A subscriber asked for a keyframe on one of its down-tracks (on
+    /// stream `slot` of a relay's).
+    pub fn keyframe_requested(
+        &mut self,
+        down: DownTrackKey,
+        slot: Option<usize>,
+        now: Instant,
+    ) -> Option<RouterAction> {
         let dt = self.down_tracks.get(&down)?;
         let track = dt.source?;
-        let layer = dt
-            .selector
-            .current()
-            .or(dt.selector.target())
-            .cloned()
-            .unwrap_or(None);
+        let layer = match &dt.relay {
+            Some(gate) => gate.layer_of(slot.unwrap_or(0))?,
+            None => dt
+                .selector
+                .current()
+                .or(dt.selector.target())
+                .cloned()
+                .unwrap_or(None),
+        };
         let t = self.tracks.get_mut(&track)?;
         t.request_keyframe(track, layer, KeyframeCause::SubscriberRequest, now)
     }
@@ -744,6 +803,9 @@ impl Router {
         dt.closed = false;
         // A new source: the selector starts over (no current layer).
         dt.selector = LayerSelector::with_max_width(dt.selector.max_width);
+        if let Some(gate) = dt.relay.as_mut() {
+            gate.reset();
+        }
         t.down_tracks.push(down);
         actions.push(RouterAction::Bound { down, track });
         if dt.kind == MediaKind::Video {

@@ -149,7 +149,7 @@ fn subscriber_requests_are_throttled_per_track() {
     }
     let t1 = t0 + Duration::from_secs(1);
     let sent: usize = (2..12)
-        .filter_map(|s| r.keyframe_requested(down(s, "v"), t1))
+        .filter_map(|s| r.keyframe_requested(down(s, "v"), None, t1))
         .count();
     assert_eq!(sent, 1, "ten PLIs within one interval -> one request");
     assert_eq!(r.next_deadline(), Some(t1 + Duration::from_millis(500)));

@@ -106,7 +106,13 @@ pub struct Participant {
     pub closed: bool,
     next_timeout: Instant,
     pt_cache: HashMap<(Mid, Pt), Option<Pt>>,
-    timelines: HashMap<Mid, Timeline>,
+    /// Outgoing timestamp continuity per media line (and stream, on a relay's).
+    timelines: HashMap<(Mid, Option<Rid>), Timeline>,
+    /// The streams (rids) of lines that relay to another node: every layer
+    /// of the source goes out on one of them.
+    pub relay_rids: HashMap<Mid, Vec<Rid>>,
+    /// A relay ingest (edge node): our offer awaiting the hosting node's answer.
+    pub pending_offer: Option<str0m::change::SdpPendingOffer>,
     pub frame_order: HashMap<(Mid, Option<Rid>), FrameOrderMonitor>,
     egress_totals: HashMap<(Mid, Option<Rid>), (u64, u64, u64)>,
     /// Log span of this session (room, identity, resource, kind).
@@ -171,6 +177,8 @@ impl Participant {
             next_timeout: p.now,
             pt_cache: HashMap::new(),
             timelines: HashMap::new(),
+            relay_rids: HashMap::new(),
+            pending_offer: None,
             frame_order: HashMap::new(),
             egress_totals: HashMap::new(),
             event_senders: Vec::new(),
@@ -329,7 +337,13 @@ impl Participant {
     }
 
     /// Write a frame of `source` to this subscriber's media line `mid`.
-    pub fn write_frame(&mut self, mid: Mid, source: TrackKey, data: &MediaData) -> WriteOutcome {
+    pub fn write_frame(
+        &mut self,
+        mid: Mid,
+        rid: Option<Rid>,
+        source: TrackKey,
+        data: &MediaData,
+    ) -> WriteOutcome {
         if !self.is_alive() || !self.connected {
             return WriteOutcome::NotWritable;
         }
@@ -343,12 +357,15 @@ impl Participant {
         let Some(pt) = pt else {
             return WriteOutcome::NoCompatibleCodec;
         };
-        let mut writer = writer;
+        let mut writer = match rid {
+            Some(rid) => writer.rid(rid),
+            None => writer,
+        };
         if let Some(level) = data.ext_vals.audio_level {
             writer = writer.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false));
         }
         let clock = data.time.frequency();
-        let time = self.timelines.entry(mid).or_default().map(
+        let time = self.timelines.entry((mid, rid)).or_default().map(
             source,
             data.time.numer(),
             clock.get(),
@@ -362,6 +379,18 @@ impl Participant {
                 WriteOutcome::NotWritable
             }
         }
+    }
+
+    /// Apply the answer to our own pending offer (a relay ingest).
+    pub fn accept_answer(&mut self, answer: str0m::change::SdpAnswer) -> Result<(), String> {
+        let pending = self
+            .pending_offer
+            .take()
+            .ok_or_else(|| "no offer of ours is waiting for an answer".to_string())?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| e.to_string())
     }
 
     /// Ask this publisher for a keyframe on `mid`.

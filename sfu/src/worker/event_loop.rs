@@ -2,7 +2,10 @@
 //! that waits for a datagram, a command, the next timeout or shutdown, and
 //! moves bytes and time into the core and transmits out of it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::net::{TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,7 +66,24 @@ pub fn run(
     tracing::info!(worker = index, "media worker stopped");
 }
 
-fn send(socket: &UdpSocket, tcp: &TcpIce, counts: &mut PacketCounts, t: Transmit) {
+/// Relays' own sockets (edge nodes), by local address.
+type RelaySockets = RefCell<HashMap<SocketAddr, (Arc<UdpSocket>, CancellationToken)>>;
+
+/// A datagram read from a relay socket: (its local address, source, bytes).
+type RelayDatagram = (SocketAddr, SocketAddr, Vec<u8>);
+
+fn send(
+    socket: &UdpSocket,
+    tcp: &TcpIce,
+    relays: &RelaySockets,
+    counts: &mut PacketCounts,
+    t: Transmit,
+) {
+    let relay = relays.borrow().get(&t.source).map(|(s, _)| s.clone());
+    let socket = match &relay {
+        Some(s) => &**s,
+        None => socket,
+    };
     if t.proto == Protocol::Tcp {
         // A full queue or a closed connection loses the frame, like UDP.
         if tcp.send(t.destination, &t.contents) {
@@ -99,8 +119,10 @@ async fn worker_loop(
     let mut sent = PacketCounts::default();
     let mut next_flush = Instant::now();
     let (tcp, mut tcp_events) = TcpIce::new(tcp);
+    let relays: RelaySockets = RefCell::new(HashMap::new());
+    let (relay_tx, mut relay_rx) = mpsc::channel::<RelayDatagram>(1024);
     loop {
-        let mut transmit = |t: Transmit| send(&socket, &tcp, &mut sent, t);
+        let mut transmit = |t: Transmit| send(&socket, &tcp, &relays, &mut sent, t);
         let deadline = tokio::time::Instant::from_std(core.next_timeout());
         tokio::select! {
             biased;
@@ -109,8 +131,18 @@ async fn worker_loop(
                 break;
             }
             cmd = commands.recv() => {
-                let Some(cmd) = cmd else { break };
+                let Some(mut cmd) = cmd else { break };
+                if let Command::OpenRelay { socket, .. } = &mut cmd {
+                    if let Some(s) = socket.take() {
+                        add_relay_socket(&relays, s, relay_tx.clone());
+                    }
+                }
                 core.handle_command(Instant::now(), cmd, &mut transmit);
+            }
+            datagram = relay_rx.recv() => {
+                if let Some((local, source, data)) = datagram {
+                    core.handle_relay_datagram(Instant::now(), local, source, &data, &mut transmit);
+                }
             }
             ready = socket.readable() => {
                 if let Err(e) = ready {
@@ -152,5 +184,45 @@ async fn worker_loop(
             sent.flush(&metrics);
         }
         load.store(core.participant_count(), Ordering::Relaxed);
+        for gone in core.closed_relay_sockets() {
+            if let Some((_, reader)) = relays.borrow_mut().remove(&gone) {
+                reader.cancel();
+            }
+        }
     }
+}
+
+/// Register a relay's socket: a task reads it into the worker loop.
+fn add_relay_socket(relays: &RelaySockets, socket: StdUdpSocket, tx: mpsc::Sender<RelayDatagram>) {
+    let socket = match socket.local_addr().and_then(|a| {
+        socket.set_nonblocking(true)?;
+        Ok((a, UdpSocket::from_std(socket)?))
+    }) {
+        Ok((local, s)) => (local, Arc::new(s)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register relay socket");
+            return;
+        }
+    };
+    let (local, socket) = socket;
+    let stop = CancellationToken::new();
+    relays
+        .borrow_mut()
+        .insert(local, (socket.clone(), stop.clone()));
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; RECV_BUFFER];
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                got = socket.recv_from(&mut buf) => match got {
+                    Ok((n, source)) => {
+                        if tx.send((local, source, buf[..n].to_vec())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::trace!(error = %e, "relay socket recv error"),
+                },
+            }
+        }
+    });
 }

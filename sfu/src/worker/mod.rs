@@ -68,6 +68,20 @@ pub enum Command {
         participant: String,
         generation: u64,
     },
+    /// An edge node starts relaying a room from its hosting node: the
+    /// relay participant's offer comes back. `socket` is the relay's own
+    /// UDP socket, which the IO shell takes before the core sees the command.
+    OpenRelay {
+        req: self::core::relay::OpenRelay,
+        socket: Option<UdpSocket>,
+        reply: oneshot::Sender<Result<String, BackendError>>,
+    },
+    /// The hosting node's answer to a relay's offer.
+    AnswerRelay {
+        resource_id: String,
+        answer_sdp: String,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
     /// Room administration.
     Admin {
         req: AdminRequest,

@@ -59,13 +59,33 @@ impl WorkerCore {
         let action = room
             .router
             .route_frame(track, &frame, now, &mut self.receivers);
-        let receivers = std::mem::take(&mut self.receivers);
+        let mut receivers = std::mem::take(&mut self.receivers);
+        let relays = receivers.len();
+        for &(down, slot) in room.router.relay_receivers() {
+            receivers.push(down);
+            self.relay_slots.push(slot);
+        }
         let mut written = 0u64;
-        for down in &receivers {
+        for (i, down) in receivers.iter().enumerate() {
             let Some(sub) = self.participants.get_mut(&down.subscriber) else {
                 continue;
             };
-            match sub.write_frame(down.mid, track, &data) {
+            // Relay lines (after the plain ones) name the stream to write on.
+            let rid = match i.checked_sub(relays) {
+                Some(r) => {
+                    let slot = self.relay_slots.get(r).copied().unwrap_or(0);
+                    match sub
+                        .relay_rids
+                        .get(&down.mid)
+                        .and_then(|rids| rids.get(slot))
+                    {
+                        Some(rid) => Some(*rid),
+                        None => continue,
+                    }
+                }
+                None => None,
+            };
+            match sub.write_frame(down.mid, rid, track, &data) {
                 WriteOutcome::Written => {
                     written += 1;
                     self.dirty.push(down.subscriber);
@@ -76,6 +96,8 @@ impl WorkerCore {
                 WriteOutcome::NotWritable => {}
             }
         }
+        receivers.clear();
+        self.relay_slots.clear();
         self.receivers = receivers;
         if written > 0 {
             self.frame_counters.forwarded[FrameCounters::index(is_video)].inc_by(written);

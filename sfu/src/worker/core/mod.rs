@@ -14,6 +14,7 @@
 mod conference;
 mod forwarding;
 mod negotiation;
+pub mod relay;
 
 use forwarding::LAYER_INTERVAL;
 
@@ -96,6 +97,8 @@ pub enum RemoveReason {
     RoomClosed,
     /// Its socket did not come back within the grace period.
     ReconnectTimeout,
+    /// A relay ingest whose edge room had no viewer left.
+    RelayIdle,
 }
 
 impl RemoveReason {
@@ -112,6 +115,7 @@ impl RemoveReason {
             RemoveReason::Replaced => "replaced",
             RemoveReason::RoomClosed => "room_closed",
             RemoveReason::ReconnectTimeout => "reconnect_timeout",
+            RemoveReason::RelayIdle => "relay_idle",
         }
     }
 }
@@ -149,6 +153,14 @@ pub struct WorkerCore {
     dirty: Vec<ParticipantId>,
     events: Vec<(ParticipantId, ParticipantEvent)>,
     receivers: Vec<DownTrackKey>,
+    /// Streams of the relay receivers appended to `receivers`.
+    relay_slots: Vec<usize>,
+    /// Relay ingests by the local address of their own socket.
+    relay_sockets: HashMap<SocketAddr, ParticipantId>,
+    /// Relay ingests' media lines, published once the answer arrives.
+    relay_media: HashMap<ParticipantId, Vec<(str0m::media::Mid, MediaKind, usize)>>,
+    /// Relay ingests alone in their edge room, since when.
+    relays_alone: HashMap<ParticipantId, Instant>,
     pub counts: PacketCounts,
     frame_counters: crate::metrics::FrameCounters,
     next_housekeeping: Instant,
@@ -173,6 +185,10 @@ impl WorkerCore {
             dirty: Vec::new(),
             events: Vec::new(),
             receivers: Vec::new(),
+            relay_slots: Vec::new(),
+            relay_sockets: HashMap::new(),
+            relays_alone: HashMap::new(),
+            relay_media: HashMap::new(),
             counts: PacketCounts::default(),
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             next_layer_poll: now + LAYER_INTERVAL,
@@ -331,6 +347,21 @@ impl WorkerCore {
                 participant,
                 generation,
             } => self.socket_closed(now, &participant, generation),
+            Command::OpenRelay { req, reply, .. } => {
+                let room = req.room.clone();
+                let result = self.open_relay(now, req);
+                if result.is_err() && !self.rooms.contains_key(room.as_str()) {
+                    self.ctx.registry.release_room(&room, self.ctx.index);
+                }
+                let _ = reply.send(result);
+            }
+            Command::AnswerRelay {
+                resource_id,
+                answer_sdp,
+                reply,
+            } => {
+                let _ = reply.send(self.answer_relay(now, &resource_id, &answer_sdp));
+            }
             Command::Admin { req, reply } => {
                 let result = self.admin(now, req, transmit);
                 let _ = reply.send(result);
@@ -423,15 +454,31 @@ impl WorkerCore {
                         self.publish_track(now, id, added.mid, added.kind, layers);
                         vec![]
                     }
-                    SessionKind::Whep if sends => room.router.add_down_track(
-                        DownTrackKey {
+                    SessionKind::Whep if sends => {
+                        let down = DownTrackKey {
                             subscriber: id,
                             mid: added.mid,
-                        },
-                        added.kind,
-                        max_width,
-                        now,
-                    ),
+                        };
+                        // A viewer that offers to receive simulcast is another
+                        // server (a node relaying for its viewers): it gets
+                        // every layer and chooses per viewer itself.
+                        let rids: Vec<str0m::media::Rid> = added
+                            .simulcast
+                            .iter()
+                            .flat_map(|s| s.send.iter().chain(&s.recv))
+                            .map(|l| l.rid)
+                            .collect();
+                        if rids.is_empty() || added.kind != MediaKind::Video {
+                            room.router.add_down_track(down, added.kind, max_width, now)
+                        } else {
+                            let streams = rids.len();
+                            if let Some(p) = self.participants.get_mut(&id) {
+                                p.relay_rids.insert(added.mid, rids);
+                            }
+                            room.router
+                                .add_relay_down_track(down, added.kind, streams, now)
+                        }
+                    }
                     _ => vec![],
                 };
                 for action in actions {
@@ -440,12 +487,17 @@ impl WorkerCore {
             }
             ParticipantEvent::Media(data) => self.forward(now, id, &room_name, data),
             ParticipantEvent::KeyframeRequest(req) => {
+                let slot = req.rid.and_then(|rid| {
+                    let rids = self.participants.get(&id)?.relay_rids.get(&req.mid)?;
+                    rids.iter().position(|r| *r == rid)
+                });
                 let action = self.rooms.get_mut(&room_name).and_then(|room| {
                     room.router.keyframe_requested(
                         DownTrackKey {
                             subscriber: id,
                             mid: req.mid,
                         },
+                        slot,
                         now,
                     )
                 });
@@ -509,6 +561,9 @@ impl WorkerCore {
         }
         for id in self.expired_sockets(now) {
             self.remove(now, id, RemoveReason::ReconnectTimeout, transmit);
+        }
+        for id in self.idle_relays(now) {
+            self.remove(now, id, RemoveReason::RelayIdle, transmit);
         }
         let remb = Bitrate::bps(REMB_CEILING_BPS);
         for p in self.participants.values_mut() {

@@ -7,7 +7,7 @@ use crate::room::member::{Member, NewMember};
 
 /// The `Rtc` configuration every participant gets; viewers also estimate
 /// their downlink (TWCC), which drives simulcast layer selection.
-fn rtc_config(creds: IceCreds, kind: SessionKind) -> RtcConfig {
+pub(super) fn rtc_config(creds: IceCreds, kind: SessionKind) -> RtcConfig {
     let mut config = RtcConfig::new()
         .set_crypto_provider(crate::dtls::crypto_provider())
         .set_ice_lite(true)
@@ -186,7 +186,7 @@ impl WorkerCore {
 
     /// Register a new participant in its room, the demux, the registry and
     /// the metrics. Returns its id and entity tag.
-    fn insert_participant(
+    pub(super) fn insert_participant(
         &mut self,
         now: Instant,
         s: NewSession,

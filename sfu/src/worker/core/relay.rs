@@ -1,0 +1,211 @@
+//! Relay ingest on an edge node: a participant that receives a room's media
+//! from the node hosting it, so that WHEP viewers here are fed over one
+//! node-to-node link instead of each connecting to the hosting node.
+//!
+//! The relay is the offering side (full ICE, controlling) of an ordinary
+//! WHEP session on the hosting node. It asks to receive simulcast, which
+//! makes the hosting node send every layer on a stream of its own; here the
+//! relay is a publisher of the edge room, so local viewers get per-viewer
+//! layer selection as from any simulcast publisher. Each relay has a UDP
+//! socket of its own (the IO shell owns it): two relays to the same remote
+//! worker would be indistinguishable by address on the shared socket.
+
+use str0m::change::SdpAnswer;
+use str0m::media::{Simulcast, SimulcastLayer};
+
+use super::negotiation::rtc_config;
+use super::*;
+use crate::room::member::{Member, NewMember};
+
+/// A relay with no viewer left in its edge room closes after this long
+/// (a viewer reloading the page keeps it).
+pub const RELAY_IDLE: Duration = Duration::from_secs(5);
+
+/// Streams a relay asks for: the most simulcast layers a publisher sends.
+pub const RELAY_STREAMS: [&str; 3] = ["r0", "r1", "r2"];
+
+/// A relay the edge wants to open.
+#[derive(Debug)]
+pub struct OpenRelay {
+    pub room: String,
+    /// The relay socket's local address (its host candidate).
+    pub local: SocketAddr,
+    /// Resource id of the relay on this node.
+    pub resource_id: String,
+    /// Identity shown for the relay (its tracks' publisher here).
+    pub identity: String,
+}
+
+impl WorkerCore {
+    /// Create the relay participant in the edge room and return its offer.
+    pub(super) fn open_relay(
+        &mut self,
+        now: Instant,
+        req: OpenRelay,
+    ) -> Result<String, BackendError> {
+        let creds = IceCreds::new();
+        let mut rtc = rtc_config(creds.clone(), SessionKind::Whip)
+            .set_ice_lite(false)
+            .build(now);
+        let candidate = Candidate::host(req.local, "udp")
+            .map_err(|e| BackendError::Internal(format!("relay candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let mut change = rtc.sdp_api();
+        let audio = change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let mut simulcast = Simulcast::new();
+        for rid in RELAY_STREAMS {
+            simulcast.add_recv_layer(SimulcastLayer::new(rid));
+        }
+        let video = change.add_media(
+            MediaKind::Video,
+            Direction::RecvOnly,
+            None,
+            None,
+            Some(simulcast),
+        );
+        let (offer, pending) = change
+            .apply()
+            .ok_or_else(|| BackendError::Internal("relay offer has no media".into()))?;
+        let offer_sdp = offer.to_sdp_string();
+        let member = Member::new(
+            NewMember {
+                sid: req.resource_id.clone(),
+                identity: req.identity.clone(),
+                name: req.identity.clone(),
+                metadata: String::new(),
+                can_publish: true,
+                can_subscribe: false,
+                can_publish_data: false,
+            },
+            now,
+        );
+        let (id, _) = self.insert_participant(
+            now,
+            NewSession {
+                kind: SessionKind::Whip,
+                room: Arc::from(req.room.as_str()),
+                identity: req.identity,
+                resource_id: req.resource_id,
+                max_width: None,
+                remote_offer: String::new(),
+                member: Some(member),
+            },
+            rtc,
+            creds,
+        )?;
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.pending_offer = Some(pending);
+        }
+        // str0m reports media it was offered; ours it leaves to us.
+        self.relay_media.insert(
+            id,
+            vec![
+                (audio, MediaKind::Audio, 1),
+                (video, MediaKind::Video, RELAY_STREAMS.len()),
+            ],
+        );
+        self.relay_sockets.insert(req.local, id);
+        self.announce_member(now, id);
+        Ok(offer_sdp)
+    }
+
+    /// The hosting node answered the relay's offer: its lines become the
+    /// edge room's tracks.
+    pub(super) fn answer_relay(
+        &mut self,
+        now: Instant,
+        resource_id: &str,
+        answer_sdp: &str,
+    ) -> Result<(), BackendError> {
+        let id = *self
+            .by_resource
+            .get(resource_id)
+            .ok_or(BackendError::NotFound)?;
+        let p = self
+            .participants
+            .get_mut(&id)
+            .ok_or(BackendError::NotFound)?;
+        let answer = SdpAnswer::from_sdp_string(answer_sdp)
+            .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
+        p.accept_answer(answer).map_err(BackendError::UnusableSdp)?;
+        self.dirty.push(id);
+        for (mid, kind, layers) in self.relay_media.remove(&id).unwrap_or_default() {
+            self.publish_track(now, id, mid, kind, layers);
+        }
+        Ok(())
+    }
+
+    /// A datagram on a relay's own socket (`local`): it can only be for
+    /// that relay.
+    pub fn handle_relay_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        source: SocketAddr,
+        data: &[u8],
+        transmit: &mut dyn FnMut(Transmit),
+    ) {
+        self.counts.packets_received += 1;
+        self.counts.bytes_received += data.len() as u64;
+        let Some(&id) = self.relay_sockets.get(&local) else {
+            return;
+        };
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        p.handle_input(Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: local,
+                contents,
+            },
+        ));
+        self.dirty.push(id);
+        self.process(now, transmit);
+    }
+
+    /// Relays alone in their room for [`RELAY_IDLE`].
+    pub(super) fn idle_relays(&mut self, now: Instant) -> Vec<ParticipantId> {
+        let mut idle = vec![];
+        for &id in self.relay_sockets.values() {
+            let alone = self
+                .participants
+                .get(&id)
+                .and_then(|p| self.rooms.get(&p.room))
+                .is_some_and(|room| room.participants.len() <= 1);
+            if !alone {
+                self.relays_alone.remove(&id);
+                continue;
+            }
+            let since = *self.relays_alone.entry(id).or_insert(now);
+            if now.saturating_duration_since(since) >= RELAY_IDLE {
+                idle.push(id);
+            }
+        }
+        for id in &idle {
+            self.relays_alone.remove(id);
+        }
+        idle
+    }
+
+    /// Relay sockets whose relay is gone (the IO shell closes them).
+    pub fn closed_relay_sockets(&mut self) -> Vec<SocketAddr> {
+        let gone: Vec<SocketAddr> = self
+            .relay_sockets
+            .iter()
+            .filter(|(_, id)| !self.participants.contains_key(id))
+            .map(|(addr, _)| *addr)
+            .collect();
+        for addr in &gone {
+            if let Some(id) = self.relay_sockets.remove(addr) {
+                self.relay_media.remove(&id);
+            }
+        }
+        gone
+    }
+}
