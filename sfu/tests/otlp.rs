@@ -257,3 +257,179 @@ async fn a_whip_request_and_its_session_are_one_trace_exported_over_otlp() -> Te
     );
     Ok(())
 }
+
+/// A cluster node exporting traces to `collector`; killed on drop.
+fn traced_node(
+    id: &str,
+    redis: &common::redis::Redis,
+    collector: SocketAddr,
+) -> std::io::Result<(Server, String)> {
+    let port = common::redis::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_sfu"))
+        .args([
+            "serve",
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--node-id",
+            id,
+        ])
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--workers",
+            "1",
+            "--http-rate-limit",
+            "0",
+        ])
+        .args(["--otlp-endpoint", &format!("http://{collector}")])
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .stdout(common::redis::log_file(&format!("otlp-{id}")))
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok((Server(child), format!("http://127.0.0.1:{port}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_one_node_watching_a_publisher_on_another_is_one_trace() -> TestResult {
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let collector = receiver(spans.clone()).await?;
+    let redis = common::redis::Redis::start();
+    let (_a, a) = traced_node("trace-a", &redis, collector)?;
+    let (_b, b) = traced_node("trace-b", &redis, collector)?;
+    let http = reqwest::Client::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    for base in [&a, &b] {
+        while http.get(format!("{base}/healthz")).send().await.is_err() {
+            assert!(Instant::now() < end, "node did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // registered
+    let token = |identity: &str, publish: bool| {
+        signaling::auth::mint_with_secret(
+            "devkey",
+            "secret",
+            identity,
+            signaling::auth::VideoGrant {
+                room: Some("stage".into()),
+                room_join: true,
+                can_publish: Some(publish),
+                can_subscribe: Some(!publish),
+                ..Default::default()
+            },
+            Duration::from_secs(600),
+        )
+    };
+    // The publisher asks node A directly: the room may still be placed on
+    // B, in which case A proxies; either way the viewer asks the other one.
+    let (_publisher, offer) = TestPeer::publisher();
+    let published = http
+        .post(format!("{a}/whip/stage"))
+        .bearer_auth(token("camera", true)?)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await?;
+    assert_eq!(published.status().as_u16(), 201);
+    let host = published
+        .headers()
+        .get("x-sfu-node")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or("x-sfu-node")?;
+    let (edge_id, edge) = if host == "trace-a" {
+        ("trace-b", &b)
+    } else {
+        ("trace-a", &a)
+    };
+
+    let (viewer_trace, viewer_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let (_viewer, offer) = TestPeer::viewer(str0m::RtcConfig::new());
+    let played = http
+        .post(format!("{edge}/whep/stage"))
+        .bearer_auth(token("viewer", false)?)
+        .header("content-type", "application/sdp")
+        .header("traceparent", format!("00-{viewer_trace}-{viewer_span}-01"))
+        .body(offer)
+        .send()
+        .await?;
+    assert_eq!(played.status().as_u16(), 201);
+    let location = played
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or("no Location")?;
+    // A span is exported when it ends, and a request's span lasts as long
+    // as the session it created: the viewer leaves, the edge's relay closes
+    // after its idle time and ends its session on the hosting node.
+    let deleted = http
+        .delete(format!("{edge}{location}"))
+        .bearer_auth(token("viewer", false)?)
+        .send()
+        .await?;
+    assert_eq!(deleted.status().as_u16(), 200);
+
+    // Spans of the viewer's trace, as exported by both nodes.
+    let in_trace = || -> Vec<Received> {
+        spans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|s| s.trace_id == viewer_trace)
+            .cloned()
+            .collect()
+    };
+    let node_of = |s: &Received| {
+        s.resource
+            .get("service.instance.id")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    let (relay, upstream) = loop {
+        let t = in_trace();
+        let relay = t
+            .iter()
+            .find(|s| s.name == "cluster relay" && node_of(s) == edge_id)
+            .cloned();
+        let upstream = t
+            .iter()
+            .find(|s| s.name == "POST /whep/{room}" && node_of(s) == host)
+            .cloned();
+        if let (Some(r), Some(u)) = (relay, upstream) {
+            break (r, u);
+        }
+        let names: Vec<(String, String)> = t.iter().map(|s| (node_of(s), s.name.clone())).collect();
+        assert!(
+            Instant::now() < end,
+            "spans of the viewer's trace so far: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        relay.parent_span_id, viewer_span,
+        "the relay span continues the viewer's request"
+    );
+    assert_eq!(
+        upstream.parent_span_id, relay.span_id,
+        "the hosting node's request is a child of the edge's relay span"
+    );
+    // The relay's session on the hosting node is in the viewer's trace too.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let session = in_trace().into_iter().find(|s| {
+            s.name == "session" && node_of(s) == host && s.parent_span_id == upstream.span_id
+        });
+        if let Some(session) = session {
+            assert_eq!(
+                session.attributes.get("room").map(String::as_str),
+                Some("stage")
+            );
+            break;
+        }
+        assert!(Instant::now() < end, "no relay session span on {host}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! A real `redis-server` for cluster tests (Debian's package), without
+//! persistence, on a loopback port of its own; killed on drop.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const START: Duration = Duration::from_secs(15);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn log_file(name: &str) -> Stdio {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-logs");
+    let _ = std::fs::create_dir_all(&dir);
+    std::fs::File::create(dir.join(format!("{name}.log")))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+/// `redis-server` without persistence on a port of its own; killed on drop.
+pub struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(log_file(&format!("redis-{}", self.port)))
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/install-test-deps.sh installs it)");
+        self.child = Some(child);
+        let end = Instant::now() + START;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < end, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
