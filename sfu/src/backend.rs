@@ -207,6 +207,24 @@ impl SfuBackend {
         self.ask(worker, cmd, rx).await
     }
 
+    /// Hosting side: relay `resource_id` (of `identity`) wants only `rids`.
+    pub async fn relay_layers(
+        &self,
+        resource_id: &str,
+        identity: &str,
+        rids: Vec<String>,
+    ) -> Result<(), BackendError> {
+        let worker = self.resource_worker(SessionKind::Whep, None, resource_id, Some(identity))?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::RelayLayers {
+            resource_id: resource_id.to_string(),
+            identity: identity.to_string(),
+            rids,
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }

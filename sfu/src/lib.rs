@@ -249,9 +249,9 @@ pub async fn run_until(
         )),
         _ => None,
     };
-    let mut app = signaling::router(front_door, backend);
+    let mut app = signaling::router(front_door, backend.clone());
     if let Some(cluster) = cluster {
-        let front = ClusterFront::new(cluster, edge, keys, config.max_body_bytes);
+        let front = ClusterFront::new(cluster, edge, backend, keys, config.max_body_bytes);
         app = app.layer(axum::middleware::from_fn_with_state(
             front,
             cluster::front::route,

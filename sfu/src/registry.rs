@@ -46,6 +46,8 @@ pub struct Registry {
     released: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
     /// Rooms hosted on another node that this one relays for its viewers.
     edge_rooms: dashmap::DashSet<String>,
+    /// Per relay ingest (resource id): the streams its viewers can use.
+    relay_wanted: DashMap<String, Vec<String>>,
 }
 
 impl Registry {
@@ -148,6 +150,17 @@ impl Registry {
 
     pub fn remove_resource(&self, id: &str) {
         self.resources.remove(id);
+        self.relay_wanted.remove(id);
+    }
+
+    /// Relay `id`'s viewers can use streams `rids` (sorted).
+    pub fn set_relay_wanted(&self, id: &str, mut rids: Vec<String>) {
+        rids.sort();
+        self.relay_wanted.insert(id.to_string(), rids);
+    }
+
+    pub fn relay_wanted(&self, id: &str) -> Option<Vec<String>> {
+        self.relay_wanted.get(id).map(|r| r.clone())
     }
 
     /// Names of the rooms this node hosts (not the edges it relays).

@@ -632,3 +632,63 @@ async fn viewers_on_other_nodes_get_the_room_over_one_relay_per_node() -> TestRe
     let _ = joined(republished);
     Ok(())
 }
+
+/// Video frames per second a node receives from publishers (its relays
+/// included), over `window`.
+async fn video_frames_per_sec(base: &str, window: Duration) -> f64 {
+    let name = "sfu_frames_received_total";
+    let before = metric(base, name, "kind=\"video\"").await;
+    tokio::time::sleep(window).await;
+    (metric(base, name, "kind=\"video\"").await - before) / window.as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_carries_only_the_layers_its_viewers_can_use() -> TestResult {
+    let redis = Redis::start();
+    let nodes = [
+        Node::start("wish-a", &redis, "proxy"),
+        Node::start("wish-b", &redis, "proxy"),
+    ];
+    wait_ready(&nodes.iter().collect::<Vec<_>>()).await;
+    let room = "wishes";
+    let (publisher, host) =
+        publish_simulcast(&format!("{}/whip/{room}", nodes[0].base), room, 24).await;
+    let edge = nodes
+        .iter()
+        .find(|n| n.id != host)
+        .map(|n| n.base.clone())
+        .ok_or("two nodes")?;
+    // The edge's only viewer takes at most 320 wide: the relay carries
+    // the low layer alone (one layer's frames, not three).
+    let (small, _) = play(
+        &format!("{edge}/whep/{room}?maxWidth=320"),
+        room,
+        "small",
+        22,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let one_layer = video_frames_per_sec(&edge, Duration::from_secs(2)).await;
+    // A viewer without a limit arrives: every layer flows again.
+    let (full, _) = play(&format!("{edge}/whep/{room}"), room, "full", 14).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all_layers = video_frames_per_sec(&edge, Duration::from_secs(2)).await;
+    eprintln!("edge receives {one_layer:.1} video frames/s for a 320 viewer, {all_layers:.1} with a full one");
+    assert!(one_layer > 10.0, "the low layer flows: {one_layer}");
+    assert!(
+        all_layers > 2.0 * one_layer,
+        "a full viewer brings the other layers back: {one_layer} -> {all_layers}"
+    );
+    // It started on the one layer there was, and goes up as the others
+    // arrive (after the selector's upgrade hold).
+    let full = joined(full);
+    assert!(
+        full.stats.keyframe_widths.iter().any(|(_, w)| *w == 1280),
+        "the full viewer reaches the top layer: {:?}",
+        full.stats.keyframe_widths
+    );
+    let small = joined(small);
+    assert!(small.stats.keyframe_widths.iter().all(|(_, w)| *w == 320));
+    let _ = joined(publisher);
+    Ok(())
+}

@@ -41,6 +41,8 @@ struct Relay {
     /// The relay's WHEP resource on the hosting node (for DELETE).
     upstream: Option<String>,
     token: String,
+    /// The streams last asked for upstream (None: not yet, so all flow).
+    asked: Option<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -156,6 +158,7 @@ impl Edge {
             resource_id,
             upstream: None,
             token,
+            asked: None,
         };
         match self.post_offer(room, owner_url, &relay.token, offer).await {
             Ok((answer, upstream)) => {
@@ -250,11 +253,11 @@ impl Edge {
         };
         let mut relay = slot.lock().await;
         let registry = self.inner.backend.registry();
-        let alive = relay
-            .as_ref()
-            .is_some_and(|r| registry.resource(&r.resource_id).is_some());
-        if alive {
-            return;
+        if let Some(r) = relay.as_mut() {
+            if registry.resource(&r.resource_id).is_some() {
+                self.ask_for_wanted(r).await;
+                return;
+            }
         }
         if let Some(ended) = relay.take() {
             self.delete_upstream(&ended).await;
@@ -278,6 +281,38 @@ impl Edge {
                 Err(e) => tracing::debug!(%room, error = %e, "relay: re-open failed; retrying"),
             },
             Err(e) => tracing::debug!(%room, error = ?e, "relay: cannot locate the room; retrying"),
+        }
+    }
+
+    /// Tell the hosting node which streams this node's viewers can use, so
+    /// the relay carries only those.
+    async fn ask_for_wanted(&self, relay: &mut Relay) {
+        let registry = self.inner.backend.registry();
+        let (Some(wanted), Some(url)) =
+            (registry.relay_wanted(&relay.resource_id), &relay.upstream)
+        else {
+            return;
+        };
+        if relay.asked.as_ref() == Some(&wanted) {
+            return;
+        }
+        let sent = self
+            .inner
+            .http
+            .post(format!("{url}/layers"))
+            .bearer_auth(&relay.token)
+            .header(FORWARDED, self.inner.cluster.node_id())
+            .json(&serde_json::json!({ "rids": wanted }))
+            .send();
+        match tokio::time::timeout(Duration::from_secs(2), sent).await {
+            Ok(Ok(answer)) if answer.status().is_success() => {
+                tracing::debug!(resource = %relay.resource_id, ?wanted, "relay: asked for the streams viewers use");
+                relay.asked = Some(wanted);
+            }
+            Ok(Ok(answer)) => {
+                tracing::debug!(status = %answer.status(), "relay: layer wish refused");
+            }
+            _ => tracing::debug!("relay: layer wish not delivered; retrying"),
         }
     }
 

@@ -27,6 +27,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::edge::Edge;
 use super::{Cluster, Intent, Location};
+use crate::backend::SfuBackend;
 use crate::config::ForwardMode;
 
 /// Marks a request forwarded by another node (its value: that node's id).
@@ -45,16 +46,25 @@ pub struct ClusterFront {
     /// Serves WHEP viewers of other nodes' rooms from a relay (None: they
     /// are passed on to the room's node like any request).
     pub edge: Option<Edge>,
+    /// This node's media side (relays' layer wishes).
+    pub backend: SfuBackend,
     pub keys: Arc<KeySet>,
     pub http: reqwest::Client,
     pub max_body_bytes: usize,
 }
 
 impl ClusterFront {
-    pub fn new(cluster: Cluster, edge: Option<Edge>, keys: KeySet, max_body_bytes: usize) -> Self {
+    pub fn new(
+        cluster: Cluster,
+        edge: Option<Edge>,
+        backend: SfuBackend,
+        keys: KeySet,
+        max_body_bytes: usize,
+    ) -> Self {
         ClusterFront {
             cluster,
             edge,
+            backend,
             keys: Arc::new(keys),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
@@ -72,6 +82,11 @@ enum Target {
     Room(String, Intent),
     /// A WHEP viewer's POST: may be served here from a relay.
     Viewer(String),
+    /// `POST /whep/{room}/{id}/layers`: the node relaying WHEP session `id`
+    /// says which of its streams its viewers can use.
+    RelayLayers {
+        id: String,
+    },
     /// A WHIP/WHEP resource (PATCH, DELETE, events): where it lives.
     Resource {
         room: String,
@@ -89,6 +104,9 @@ fn target(method: &Method, path: &str, query: Option<&str>, keys: &KeySet) -> Ta
     match segments.as_slice() {
         ["whep", room] if method == Method::POST => Target::Viewer(room.to_string()),
         ["whip", room] if method == Method::POST => Target::Room(room.to_string(), Intent::Create),
+        ["whep", _, id, "layers"] if method == Method::POST => {
+            Target::RelayLayers { id: id.to_string() }
+        }
         ["whip" | "whep", room, id, ..] => Target::Resource {
             room: room.to_string(),
             id: id.to_string(),
@@ -135,18 +153,24 @@ pub async fn route(State(front): State<ClusterFront>, req: Request, next: Next) 
 }
 
 async fn route_request(front: &ClusterFront, req: Request, next: Next) -> Response {
-    if req.headers().contains_key(FORWARDED) {
-        return next.run(req).await;
-    }
     let target = target(
         req.method(),
         req.uri().path(),
         req.uri().query(),
         &front.keys,
     );
+    // Answered by this node whoever asks (an edge node sends it).
+    if let Target::RelayLayers { id } = &target {
+        return relay_layers(front, req, id).await;
+    }
+    // Forwarded by another node: serve it here (no loops).
+    if req.headers().contains_key(FORWARDED) {
+        return next.run(req).await;
+    }
     match target {
         Target::Local => next.run(req).await,
         Target::AllRooms => list_all_rooms(front, req).await,
+        Target::RelayLayers { id } => relay_layers(front, req, &id).await,
         Target::Resource { id, .. } if front.cluster.hosts_resource(&id) => next.run(req).await,
         Target::Resource { room, .. } => to_room(front, req, next, &room, Intent::Existing).await,
         Target::Viewer(room) => match &front.edge {
@@ -195,6 +219,36 @@ async fn serve_viewer(
                 Err(e) => ApiError::Backend(e).into_response(),
             }
         }
+        Err(e) => ApiError::Backend(e).into_response(),
+    }
+}
+
+/// What an edge sends: the relay's streams its viewers can use.
+#[derive(Debug, serde::Deserialize)]
+struct RelayWish {
+    rids: Vec<String>,
+}
+
+/// Apply an edge's wish to relay `id` (authorised by the relay's own token).
+async fn relay_layers(front: &ClusterFront, req: Request, id: &str) -> Response {
+    let identity =
+        match signaling::sessions::bearer(req.headers()).and_then(|t| front.keys.verify(t)) {
+            Ok(grant) => grant.identity,
+            Err(e) => return ApiError::Auth(e).into_response(),
+        };
+    let body = match axum::body::to_bytes(req.into_body(), 4096).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::BadRequest("layer wish too large".into()).into_response(),
+    };
+    let wish: RelayWish = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => {
+            return ApiError::BadRequest(format!("expected {{\"rids\": [...]}}: {e}"))
+                .into_response()
+        }
+    };
+    match front.backend.relay_layers(id, &identity, wish.rids).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => ApiError::Backend(e).into_response(),
     }
 }

@@ -26,6 +26,9 @@ pub struct RelayGate {
     slots: Vec<LayerId>,
     open: Vec<bool>,
     streams: usize,
+    /// The streams the downstream wants (None: all). An unwanted stream
+    /// carries nothing; wanted again, it reopens at its layer's keyframe.
+    wanted: Option<Vec<usize>>,
 }
 
 impl RelayGate {
@@ -35,7 +38,13 @@ impl RelayGate {
             slots: Vec::with_capacity(streams),
             open: Vec::with_capacity(streams),
             streams: streams.max(1),
+            wanted: None,
         }
+    }
+
+    /// The downstream wants only these streams (None: all).
+    pub fn set_wanted(&mut self, wanted: Option<Vec<usize>>) {
+        self.wanted = wanted;
     }
 
     /// A new source track: streams are handed out again.
@@ -55,6 +64,10 @@ impl RelayGate {
             }
             None => return RelayVerdict::Drop,
         };
+        if self.wanted.as_ref().is_some_and(|w| !w.contains(&slot)) {
+            self.open[slot] = false;
+            return RelayVerdict::Drop;
+        }
         if keyframe {
             self.open[slot] = true;
         } else if !contiguous {
@@ -96,6 +109,22 @@ mod tests {
         assert_eq!(g.layer_of(1), Some(rid("q")));
         // A fourth layer has no stream.
         assert_eq!(g.on_frame(&rid("x"), true, true), RelayVerdict::Drop);
+    }
+
+    #[test]
+    fn unwanted_streams_carry_nothing_and_reopen_at_a_keyframe() {
+        let mut g = RelayGate::new(2);
+        g.on_frame(&rid("a"), true, true);
+        g.on_frame(&rid("b"), true, true);
+        g.set_wanted(Some(vec![1]));
+        assert_eq!(g.on_frame(&rid("a"), false, true), RelayVerdict::Drop);
+        assert_eq!(g.on_frame(&rid("b"), false, true), RelayVerdict::Forward(1));
+        g.set_wanted(None);
+        assert_eq!(
+            g.on_frame(&rid("a"), false, true),
+            RelayVerdict::DropNeedKeyframe
+        );
+        assert_eq!(g.on_frame(&rid("a"), true, true), RelayVerdict::Forward(0));
     }
 
     #[test]

@@ -525,6 +525,17 @@ impl Router {
         t.request_keyframe(track, layer, cause, now)
     }
 
+    /// A relay down-track's downstream wants only these streams (None: all).
+    pub fn set_relay_wanted(&mut self, down: DownTrackKey, wanted: Option<Vec<usize>>) {
+        if let Some(gate) = self
+            .down_tracks
+            .get_mut(&down)
+            .and_then(|d| d.relay.as_mut())
+        {
+            gate.set_wanted(wanted);
+        }
+    }
+
     /// Relay down-tracks that receive the frame of the last
     /// [`Router::route_frame`], each with the stream it goes on.
     pub fn relay_receivers(&self) -> &[(DownTrackKey, usize)] {

@@ -82,6 +82,13 @@ pub enum Command {
         answer_sdp: String,
         reply: oneshot::Sender<Result<(), BackendError>>,
     },
+    /// A relay's downstream node wants only these streams (rids).
+    RelayLayers {
+        resource_id: String,
+        identity: String,
+        rids: Vec<String>,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
     /// Room administration.
     Admin {
         req: AdminRequest,

@@ -958,6 +958,7 @@ impl WorkerCore {
     /// Dynacast: tell conference publishers which simulcast layers anyone
     /// can use, so their encoders skip the others.
     pub(super) fn poll_dynacast(&mut self, now: Instant) {
+        self.poll_relay_wishes();
         for p in self.participants.values_mut() {
             if p.kind != SessionKind::Room {
                 continue;

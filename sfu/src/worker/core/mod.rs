@@ -362,6 +362,14 @@ impl WorkerCore {
             } => {
                 let _ = reply.send(self.answer_relay(now, &resource_id, &answer_sdp));
             }
+            Command::RelayLayers {
+                resource_id,
+                identity,
+                rids,
+                reply,
+            } => {
+                let _ = reply.send(self.relay_layers(&resource_id, &identity, &rids));
+            }
             Command::Admin { req, reply } => {
                 let result = self.admin(now, req, transmit);
                 let _ = reply.send(result);

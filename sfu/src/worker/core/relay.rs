@@ -135,6 +135,67 @@ impl WorkerCore {
         Ok(())
     }
 
+    /// Hosting side: the node relaying WHEP session `resource_id` wants
+    /// only streams `rids` (what its viewers can use).
+    pub(super) fn relay_layers(
+        &mut self,
+        resource_id: &str,
+        identity: &str,
+        rids: &[String],
+    ) -> Result<(), BackendError> {
+        let id = *self
+            .by_resource
+            .get(resource_id)
+            .ok_or(BackendError::NotFound)?;
+        let p = self.participants.get(&id).ok_or(BackendError::NotFound)?;
+        if p.identity != identity {
+            return Err(BackendError::NotOwner);
+        }
+        let room = self.rooms.get_mut(&p.room).ok_or(BackendError::NotFound)?;
+        for (mid, streams) in &p.relay_rids {
+            let wanted = streams
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| rids.iter().any(|w| *w == r.to_string()))
+                .map(|(slot, _)| slot)
+                .collect();
+            let down = DownTrackKey {
+                subscriber: id,
+                mid: *mid,
+            };
+            room.router.set_relay_wanted(down, Some(wanted));
+        }
+        Ok(())
+    }
+
+    /// Edge side: which of its streams each relay's viewers can use now
+    /// (dynacast for the relay), published in the registry for the edge's
+    /// supervisor to send upstream.
+    pub(super) fn poll_relay_wishes(&mut self) {
+        for &id in self.relay_sockets.values() {
+            let Some(p) = self.participants.get(&id) else {
+                continue;
+            };
+            let (Some(room), Some(member)) = (self.rooms.get(&p.room), p.member.as_ref()) else {
+                continue;
+            };
+            for mid in member.published.keys() {
+                let key = TrackKey {
+                    publisher: id,
+                    mid: *mid,
+                };
+                if let Some(wanted) = room.router.wanted_layers(key) {
+                    let rids = wanted
+                        .into_iter()
+                        .filter(|(_, on)| *on)
+                        .filter_map(|(layer, _)| Some(layer?.to_string()))
+                        .collect();
+                    self.ctx.registry.set_relay_wanted(&p.resource_id, rids);
+                }
+            }
+        }
+    }
+
     /// A datagram on a relay's own socket (`local`): it can only be for
     /// that relay.
     pub fn handle_relay_datagram(
