@@ -146,6 +146,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_CLUSTER_FORWARD")]
     pub cluster_forward: Option<ForwardMode>,
 
+    /// Address this node's relays bind and advertise to other nodes (its pod IP in Kubernetes). [default: media_addr, or the public IP when media_addr is a wildcard]
+    #[arg(long, env = "SFU_RELAY_ADDR")]
+    pub relay_addr: Option<IpAddr>,
+
     /// WHEP viewers of a room hosted on another node are served here from one node-to-node relay per room (false: passed on like other requests). [default: true]
     #[arg(long, env = "SFU_CLUSTER_RELAY")]
     pub cluster_relay: Option<bool>,
@@ -333,6 +337,8 @@ pub struct ClusterConfig {
     pub forward: ForwardMode,
     /// Serve WHEP viewers of other nodes' rooms from a relay.
     pub relay: bool,
+    /// Address relay sockets bind and advertise (None: see `relay_ip`).
+    pub relay_addr: Option<IpAddr>,
 }
 
 /// A Redis URL with its password replaced, for `--print-config`.
@@ -467,6 +473,7 @@ impl Config {
                         .or(file.cluster_forward)
                         .unwrap_or_default(),
                     relay: args.cluster_relay.or(file.cluster_relay).unwrap_or(true),
+                    relay_addr: args.relay_addr.or(file.relay_addr),
                 }),
             ice_servers: if args.ice_servers.is_empty() {
                 file.ice_servers

@@ -86,9 +86,12 @@ pub struct Stop {
 }
 
 /// The address relay sockets (node-to-node media) bind and advertise: the
-/// media bind address, or the advertised one when that is a wildcard.
+/// configured one, else the media bind address, or the advertised one when
+/// that is a wildcard.
 fn relay_ip(config: &Config, public_ip: Option<std::net::IpAddr>) -> std::net::IpAddr {
-    if config.media_addr.is_unspecified() {
+    if let Some(ip) = config.cluster.as_ref().and_then(|c| c.relay_addr) {
+        ip
+    } else if config.media_addr.is_unspecified() {
         public_ip.unwrap_or(config.media_addr)
     } else {
         config.media_addr

@@ -202,7 +202,9 @@ cases = {
                    check(one(d, "Deployment", "r1-sfu-redis")["spec"]["template"]["metadata"]["labels"]
                          ["app.kubernetes.io/component"] == "redis", "redis: own pods"),
                    check("$(POD_IP)" in env_of(d).get("SFU_ADVERTISE_HTTP_URL", {}).get("value", ""),
-                         "redis: pods advertise their address"))),
+                         "redis: pods advertise their address"),
+                   check(env_of(d).get("SFU_RELAY_ADDR", {}).get("value") == "$(POD_IP)",
+                         "redis: relays use the pod address"))),
     "external Redis, region": (KEYS + ["--set", "redis.url=rediss://redis.example.com:6380/1",
                                        "--set", "cluster.region=eu-west", "--set", "cluster.forward=redirect"],
         lambda d: (check(config(d)["SFU_REDIS_URL"] == "rediss://redis.example.com:6380/1", "redis: external URL"),
