@@ -59,22 +59,7 @@ impl Drop for Node {
 }
 
 fn token(room: &str, identity: &str, publish: bool) -> String {
-    use signaling::auth::{mint_with_secret, VideoGrant};
-    let grant = VideoGrant {
-        room: Some(room.into()),
-        room_join: true,
-        can_publish: Some(publish),
-        can_subscribe: Some(!publish),
-        ..Default::default()
-    };
-    mint_with_secret(
-        "devkey",
-        "secret",
-        identity,
-        grant,
-        Duration::from_secs(600),
-    )
-    .expect("token")
+    common::dev_token(room, identity, publish, !publish)
 }
 
 /// Wait until every node answers and is registered (its first heartbeat).

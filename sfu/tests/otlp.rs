@@ -305,20 +305,8 @@ async fn a_viewer_on_one_node_watching_a_publisher_on_another_is_one_trace() -> 
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // registered
-    let token = |identity: &str, publish: bool| {
-        signaling::auth::mint_with_secret(
-            "devkey",
-            "secret",
-            identity,
-            signaling::auth::VideoGrant {
-                room: Some("stage".into()),
-                room_join: true,
-                can_publish: Some(publish),
-                can_subscribe: Some(!publish),
-                ..Default::default()
-            },
-            Duration::from_secs(600),
-        )
+    let token = |identity: &str, publish: bool| -> Result<String, std::convert::Infallible> {
+        Ok(common::dev_token("stage", identity, publish, !publish))
     };
     // The publisher asks node A directly: the room may still be placed on
     // B, in which case A proxies; either way the viewer asks the other one.

@@ -123,6 +123,23 @@ pub struct NewMember {
 }
 
 impl Member {
+    /// A member that only publishes (a WHIP publisher, a relay ingest):
+    /// others see it with its tracks.
+    pub fn publisher(sid: &str, identity: &str, now: std::time::Instant) -> Member {
+        Member::new(
+            NewMember {
+                sid: sid.to_string(),
+                identity: identity.to_string(),
+                name: identity.to_string(),
+                metadata: String::new(),
+                can_publish: true,
+                can_subscribe: false,
+                can_publish_data: false,
+            },
+            now,
+        )
+    }
+
     pub fn new(m: NewMember, now: Instant) -> Member {
         Member {
             sid: m.sid,

@@ -84,22 +84,7 @@ impl TestServer {
     }
 
     pub fn token(&self, room: &str, identity: &str, publish: bool, subscribe: bool) -> String {
-        use signaling::auth::{mint_with_secret, VideoGrant};
-        let grant = VideoGrant {
-            room: Some(room.into()),
-            room_join: true,
-            can_publish: Some(publish),
-            can_subscribe: Some(subscribe),
-            ..Default::default()
-        };
-        mint_with_secret(
-            "devkey",
-            "secret",
-            identity,
-            grant,
-            Duration::from_secs(600),
-        )
-        .expect("token")
+        dev_token(room, identity, publish, subscribe)
     }
 
     /// One metric's value summed over its labels.
@@ -146,6 +131,26 @@ impl Drop for TestServer {
             let _ = t.join();
         }
     }
+}
+
+/// A token signed with the development key pair, valid for 10 minutes.
+pub fn dev_token(room: &str, identity: &str, publish: bool, subscribe: bool) -> String {
+    use signaling::auth::{mint_with_secret, VideoGrant};
+    let grant = VideoGrant {
+        room: Some(room.into()),
+        room_join: true,
+        can_publish: Some(publish),
+        can_subscribe: Some(subscribe),
+        ..Default::default()
+    };
+    mint_with_secret(
+        "devkey",
+        "secret",
+        identity,
+        grant,
+        Duration::from_secs(600),
+    )
+    .expect("token")
 }
 
 /// Result of POSTing an offer.

@@ -3,7 +3,7 @@
 //! restarts from PATCH, and the WHEP event streams.
 
 use super::*;
-use crate::room::member::{Member, NewMember};
+use crate::room::member::Member;
 
 /// The `Rtc` configuration every participant gets; viewers also estimate
 /// their downlink (TWCC), which drives simulcast layer selection.
@@ -134,20 +134,8 @@ impl WorkerCore {
         let answer_sdp = answer.to_sdp_string();
         check_answer(&answer_sdp).map_err(BackendError::UnusableSdp)?;
         // WHIP publishers are room members (others see them with their tracks).
-        let member = (req.kind == SessionKind::Whip).then(|| {
-            Member::new(
-                NewMember {
-                    sid: req.resource_id.clone(),
-                    identity: req.identity.clone(),
-                    name: req.identity.clone(),
-                    metadata: String::new(),
-                    can_publish: true,
-                    can_subscribe: false,
-                    can_publish_data: false,
-                },
-                now,
-            )
-        });
+        let member = (req.kind == SessionKind::Whip)
+            .then(|| Member::publisher(&req.resource_id, &req.identity, now));
         let (id, etag) = self.insert_participant(
             now,
             NewSession {

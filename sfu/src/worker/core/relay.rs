@@ -15,7 +15,7 @@ use str0m::media::{Simulcast, SimulcastLayer};
 
 use super::negotiation::rtc_config;
 use super::*;
-use crate::room::member::{Member, NewMember};
+use crate::room::member::Member;
 
 /// A relay with no viewer left in its edge room closes after this long
 /// (a viewer reloading the page keeps it).
@@ -67,18 +67,7 @@ impl WorkerCore {
             .apply()
             .ok_or_else(|| BackendError::Internal("relay offer has no media".into()))?;
         let offer_sdp = offer.to_sdp_string();
-        let member = Member::new(
-            NewMember {
-                sid: req.resource_id.clone(),
-                identity: req.identity.clone(),
-                name: req.identity.clone(),
-                metadata: String::new(),
-                can_publish: true,
-                can_subscribe: false,
-                can_publish_data: false,
-            },
-            now,
-        );
+        let member = Member::publisher(&req.resource_id, &req.identity, now);
         let (id, _) = self.insert_participant(
             now,
             NewSession {
