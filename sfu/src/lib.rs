@@ -228,7 +228,7 @@ pub async fn run_until(
         }
         None => None,
     };
-    let backend = SfuBackend::new(workers, registry, metrics, config.max_rooms);
+    let backend = SfuBackend::new(workers, registry, metrics.clone(), config.max_rooms);
     let front_door = FrontDoorConfig {
         keys: keys.clone(),
         dev_token_key: config
@@ -245,6 +245,7 @@ pub async fn run_until(
         (Some(cluster), Some(c), Some(key)) if c.relay => Some(Edge::start(
             cluster.clone(),
             backend.clone(),
+            metrics.clone(),
             keys.clone(),
             key.clone(),
             relay_ip(&config, public_ip),
@@ -254,7 +255,14 @@ pub async fn run_until(
     };
     let mut app = signaling::router(front_door, backend.clone());
     if let Some(cluster) = cluster {
-        let front = ClusterFront::new(cluster, edge, backend, keys, config.max_body_bytes);
+        let front = ClusterFront::new(
+            cluster,
+            edge,
+            backend,
+            metrics.clone(),
+            keys,
+            config.max_body_bytes,
+        );
         app = app.layer(axum::middleware::from_fn_with_state(
             front,
             cluster::front::route,

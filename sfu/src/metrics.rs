@@ -41,7 +41,14 @@ pub struct Metrics {
     pub data_messages: IntCounterVec,
     pub room_messages: IntCounterVec,
     pub webhooks: IntCounterVec,
+    /// Cluster: requests about rooms, by how they were served.
+    pub cluster_requests: IntCounterVec,
+    /// Cluster: relays this node runs for its viewers of other nodes' rooms.
+    pub cluster_relays: IntGauge,
 }
+
+/// How a node served a request about a room (`sfu_cluster_requests_total`).
+pub const CLUSTER_OUTCOMES: [&str; 5] = ["here", "proxied", "redirected", "relayed", "unavailable"];
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
     let g = IntGauge::new(name, help)?;
@@ -107,6 +114,17 @@ impl Metrics {
                 &["result"],
             )?,
             participants: gauge_vec(&r, "sfu_participants", "Participants by kind", &["kind"])?,
+            cluster_requests: counter_vec(
+                &r,
+                "sfu_cluster_requests_total",
+                "Requests about rooms (cluster): served here, proxied or redirected to the room's node, served here from a relay, or refused because Redis was unreachable",
+                &["outcome"],
+            )?,
+            cluster_relays: gauge(
+                &r,
+                "sfu_cluster_relays",
+                "Relays this node runs for its viewers of rooms hosted on other nodes",
+            )?,
             rtc_instances: gauge(&r, "sfu_rtc_instances", "Live str0m Rtc instances")?,
             registry_entries: gauge(
                 &r,
@@ -222,6 +240,11 @@ impl Metrics {
         }
         for state in ["connecting", "connected"] {
             self.sessions.with_label_values(&[state]).set(0);
+        }
+        for outcome in CLUSTER_OUTCOMES {
+            self.cluster_requests
+                .with_label_values(&[outcome])
+                .inc_by(0);
         }
         self
     }

@@ -516,6 +516,15 @@ async fn viewers_on_other_nodes_get_the_room_over_one_relay_per_node() -> TestRe
     // viewer, not one per viewer.
     let sessions = metric(&host_base, "sfu_participants", "kind=\"whep\"").await;
     assert_eq!(sessions, 3.0, "1 direct viewer + 2 relays on {host}");
+    for edge in &edges {
+        assert_eq!(
+            metric(edge, "sfu_cluster_relays", "").await,
+            1.0,
+            "one relay on {edge}"
+        );
+        let relayed = metric(edge, "sfu_cluster_requests_total", "outcome=\"relayed\"").await;
+        assert_eq!(relayed, 2.0, "both viewers on {edge} served from the relay");
+    }
     // Edges are not rooms of their own in the cluster listing.
     let listing: serde_json::Value = reqwest::Client::new()
         .get(format!("{}/api/rooms", edges[0]))

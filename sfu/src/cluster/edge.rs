@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::front::FORWARDED;
 use super::{Cluster, Intent, Location};
 use crate::backend::{new_resource_id, SfuBackend};
+use crate::metrics::Metrics;
 use crate::worker::core::relay::OpenRelay;
 
 /// How often the supervisor looks at the relays.
@@ -59,6 +60,7 @@ struct Inner {
     /// Address relay sockets bind and advertise.
     relay_ip: IpAddr,
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
     /// Per room: the relay, behind a lock that serialises opening it.
     relays: DashMap<String, Arc<tokio::sync::Mutex<Option<Relay>>>>,
 }
@@ -67,6 +69,7 @@ impl Edge {
     pub fn start(
         cluster: Cluster,
         backend: SfuBackend,
+        metrics: Arc<Metrics>,
         keys: KeySet,
         key: String,
         relay_ip: IpAddr,
@@ -76,6 +79,7 @@ impl Edge {
             inner: Arc::new(Inner {
                 cluster,
                 backend,
+                metrics,
                 keys,
                 key,
                 relay_ip,
@@ -232,9 +236,11 @@ impl Edge {
                 _ = tick.tick() => {}
             }
             let rooms: Vec<String> = self.inner.relays.iter().map(|e| e.key().clone()).collect();
+            let mut alive = 0;
             for room in rooms {
-                self.supervise_room(&room).await;
+                alive += i64::from(self.supervise_room(&room).await);
             }
+            self.inner.metrics.cluster_relays.set(alive);
         }
         // Tell the hosting nodes, so they do not wait for a timeout.
         let rooms: Vec<String> = self.inner.relays.iter().map(|e| e.key().clone()).collect();
@@ -247,16 +253,17 @@ impl Edge {
         }
     }
 
-    async fn supervise_room(&self, room: &str) {
+    /// Look after `room`'s relay; true when it runs.
+    async fn supervise_room(&self, room: &str) -> bool {
         let Some(slot) = self.inner.relays.get(room).map(|e| e.clone()) else {
-            return;
+            return false;
         };
         let mut relay = slot.lock().await;
         let registry = self.inner.backend.registry();
         if let Some(r) = relay.as_mut() {
             if registry.resource(&r.resource_id).is_some() {
                 self.ask_for_wanted(r).await;
-                return;
+                return true;
             }
         }
         if let Some(ended) = relay.take() {
@@ -266,7 +273,7 @@ impl Edge {
             // Nobody here any more: forget the room.
             drop(relay);
             self.inner.relays.remove(room);
-            return;
+            return false;
         }
         // Viewers are waiting: find the room's node again.
         match self.inner.cluster.locate_origin(room).await {
@@ -277,11 +284,15 @@ impl Edge {
                 self.inner.relays.remove(room);
             }
             Ok(Location::Node { id, http_url }) => match self.open(room, &id, &http_url).await {
-                Ok(r) => *relay = Some(r),
+                Ok(r) => {
+                    *relay = Some(r);
+                    return true;
+                }
                 Err(e) => tracing::debug!(%room, error = %e, "relay: re-open failed; retrying"),
             },
             Err(e) => tracing::debug!(%room, error = ?e, "relay: cannot locate the room; retrying"),
         }
+        false
     }
 
     /// Tell the hosting node which streams this node's viewers can use, so

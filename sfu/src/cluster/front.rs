@@ -29,6 +29,7 @@ use super::edge::Edge;
 use super::{Cluster, Intent, Location};
 use crate::backend::SfuBackend;
 use crate::config::ForwardMode;
+use crate::metrics::Metrics;
 
 /// Marks a request forwarded by another node (its value: that node's id).
 pub const FORWARDED: &str = "x-sfu-forwarded";
@@ -48,6 +49,7 @@ pub struct ClusterFront {
     pub edge: Option<Edge>,
     /// This node's media side (relays' layer wishes).
     pub backend: SfuBackend,
+    pub metrics: Arc<Metrics>,
     pub keys: Arc<KeySet>,
     pub http: reqwest::Client,
     pub max_body_bytes: usize,
@@ -58,6 +60,7 @@ impl ClusterFront {
         cluster: Cluster,
         edge: Option<Edge>,
         backend: SfuBackend,
+        metrics: Arc<Metrics>,
         keys: KeySet,
         max_body_bytes: usize,
     ) -> Self {
@@ -65,6 +68,7 @@ impl ClusterFront {
             cluster,
             edge,
             backend,
+            metrics,
             keys: Arc::new(keys),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
@@ -181,6 +185,15 @@ async fn route_request(front: &ClusterFront, req: Request, next: Next) -> Respon
     }
 }
 
+impl ClusterFront {
+    fn count(&self, outcome: &str) {
+        self.metrics
+            .cluster_requests
+            .with_label_values(&[outcome])
+            .inc();
+    }
+}
+
 /// Serve here when the room is hosted here, else pass the request on.
 async fn to_room(
     front: &ClusterFront,
@@ -190,13 +203,19 @@ async fn to_room(
     intent: Intent,
 ) -> Response {
     match front.cluster.locate(room, intent).await {
-        Ok(Location::Here) => next.run(req).await,
+        Ok(Location::Here) => {
+            front.count("here");
+            next.run(req).await
+        }
         Ok(Location::Node { id, http_url }) => {
             let span = tracing::info_span!("cluster forward", %room, to = %id);
             let _ = span.set_parent(signaling::request_span::parent_context(req.headers()));
             forward(front, req, &http_url).instrument(span).await
         }
-        Err(e) => ApiError::Backend(e).into_response(),
+        Err(e) => {
+            front.count("unavailable");
+            ApiError::Backend(e).into_response()
+        }
     }
 }
 
@@ -210,16 +229,25 @@ async fn serve_viewer(
     room: &str,
 ) -> Response {
     match front.cluster.locate(room, Intent::Create).await {
-        Ok(Location::Here) => next.run(req).await,
+        Ok(Location::Here) => {
+            front.count("here");
+            next.run(req).await
+        }
         Ok(Location::Node { id, http_url }) => {
             let span = tracing::info_span!("cluster relay", %room, from = %id);
             let _ = span.set_parent(signaling::request_span::parent_context(req.headers()));
             match edge.ensure(room, &id, &http_url).instrument(span).await {
-                Ok(()) => next.run(req).await,
+                Ok(()) => {
+                    front.count("relayed");
+                    next.run(req).await
+                }
                 Err(e) => ApiError::Backend(e).into_response(),
             }
         }
-        Err(e) => ApiError::Backend(e).into_response(),
+        Err(e) => {
+            front.count("unavailable");
+            ApiError::Backend(e).into_response()
+        }
     }
 }
 
@@ -268,10 +296,12 @@ async fn forward(front: &ClusterFront, req: Request, base: &str) -> Response {
         .unwrap_or_else(|| "/".into());
     let url = format!("{base}{path_and_query}");
     if is_websocket(&req) {
+        front.count("proxied");
         return proxy_websocket(front, req, &url).await;
     }
     match front.cluster.forward_mode() {
         ForwardMode::Redirect => {
+            front.count("redirected");
             tracing::debug!(%url, "redirecting to the room's node");
             let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
             if let Ok(v) = HeaderValue::from_str(&url) {
@@ -279,7 +309,10 @@ async fn forward(front: &ClusterFront, req: Request, base: &str) -> Response {
             }
             resp
         }
-        ForwardMode::Proxy => proxy_http(front, req, &url).await,
+        ForwardMode::Proxy => {
+            front.count("proxied");
+            proxy_http(front, req, &url).await
+        }
     }
 }
 
