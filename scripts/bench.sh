@@ -7,6 +7,10 @@
 #
 #   scripts/bench.sh [name ...]     (default: all; names below)
 #
+# `cluster` runs redis-server and three nodes sharing it (a publisher on the
+# first, viewers round-robin over all three: direct vs relayed viewers and
+# CPU per node; table in target/bench/cluster.txt).
+#
 # Not part of the test suite: figures, not assertions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +52,93 @@ soak() { # the 10-minute soak: table output (it has a time series)
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-all=(relay broadcast-100 broadcast-250 broadcast-250-1layer conference-10 conference-25 audio-500 audio-1000 audio-2000)
+# Processes a cluster run started (Redis first), stopped on any exit.
+started=()
+stop_pids() { # TERM, up to 10 s, then KILL
+  [ $# -gt 0 ] || return 0
+  kill "$@" 2>/dev/null || true
+  for _ in $(seq 100); do
+    local alive=0
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  kill -9 "$@" 2>/dev/null || true
+  wait "$@" 2>/dev/null || true
+}
+stop_started() { # the nodes, then Redis (so they can deregister)
+  [ ${#started[@]} -gt 0 ] || return 0
+  stop_pids "${started[@]:1}"
+  stop_pids "${started[0]}"
+  started=()
+}
+trap stop_started EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+udp_drops() { # the kernel's UDP InErrors, RcvbufErrors, SndbufErrors (all sockets)
+  awk '/^Udp:/ { if (h) { print $4, $6, $7; exit } h = 1 }' /proc/net/snmp
+}
+
+cluster() { # redis-server + nodes n1..n3; publisher on n1, viewers round-robin
+  command -v redis-server >/dev/null || { echo "cluster: redis-server not installed (Debian package redis-server)" >&2; return 1; }
+  local rport; rport=$(free_port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$out/cluster-redis.log" 2>&1 &
+  started+=($!)
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break; sleep 0.1; done
+  local urls=() pids=()
+  for i in 1 2 3; do
+    local p=$((port + i))
+    target/release/sfu serve --http-addr 127.0.0.1:$p --node-id n$i --redis-url redis://127.0.0.1:$rport \
+      --workers 1 --http-rate-limit 0 --max-participants-per-room 5000 --drain-grace-secs 2 --log warn \
+      >"$out/cluster-n$i.log" 2>&1 &
+    started+=($!); pids+=($!); urls+=("http://127.0.0.1:$p")
+  done
+  for u in "${urls[@]}"; do
+    for _ in $(seq 50); do curl -sf "$u/healthz" >/dev/null && break; sleep 0.1; done
+  done
+  sleep 1 # every node's first heartbeat is in Redis
+  local nodes pidlist udp_before
+  nodes=$(IFS=,; echo "${urls[*]}"); pidlist=$(IFS=,; echo "${pids[*]}")
+  udp_before=$(udp_drops)
+  timeout 120 "$lt" cluster --nodes "$nodes" --server-pids "$pidlist" --viewers 60 --layers 3 \
+    --ramp 10 --duration 20 --room cl60 --json >"$out/cluster.json" || true
+  echo "UDP datagrams dropped on this machine during the run (InErrors RcvbufErrors SndbufErrors): $udp_before -> $(udp_drops)" >"$out/cluster.txt"
+  stop_started
+  python3 - "$out/cluster.json" <<'PY' | tee -a "$out/cluster.txt"
+import json, sys
+r = json.load(open(sys.argv[1])); a = r["report"]
+q = lambda d: f'{d["p50"]:.1f}/{d["p99"]:.1f}/{d["max"]:.0f}'
+print(f'cluster: {a["streams_connected"]}/{a["streams_requested"]} connected, loss {a["frame_loss_pct"]:.3f}%, '
+      f'delay p50/p99/max {q(a["one_way_delay_ms"])} ms, layers {a["layer_distribution"]}, '
+      f'room on {r["room_node"]}, {"PASS" if r["passed"] else "FAIL"}')
+for name in ("direct", "relayed"):
+    p = r[name]
+    print(f'  {name:>7}: {p["connected"]}/{p["viewers"]}, loss {p["frame_loss_pct"]:.3f}% '
+          f'(audio {p["audio_loss_pct"]:.3f} / video {p["video_loss_pct"]:.3f}), delay {q(p["one_way_delay_ms"])} ms, '
+          f'video {q(p["video_delay_ms"])}, audio {q(p["audio_delay_ms"])}, join {q(p["join_ms"])}, '
+          f'layers {p["layer_distribution"]}, video frames by layer {p["video_frames_by_layer"]}, '
+          f'{p["payload_kbps_per_viewer"]:.0f} kbit/s payload per viewer')
+    print(f'           worst video delay by second {[round(x) for x in p["video_delay_max_ms_by_second"]]}')
+    print(f'           video frames lost by second {p["video_lost_by_second"]}')
+for n in r["nodes"]:
+    pr = n.get("process") or {}
+    v = n["served"]; c = n["counters"]
+    print(f'  {n["id"] or n["url"]} ({"origin" if n["origin"] else "edge"}): served {v["viewers"]}, '
+          f'loss {v["frame_loss_pct"]:.3f}%, video {q(v["video_delay_ms"])} ms, '
+          f'participants {n["participants_at_end"]}, {pr.get("cpu_secs", 0):.1f} CPU s, peak {pr.get("peak_rss_mb", 0):.0f} MB, '
+          f'{n["packets_sent"] or 0:.0f} packets out ({n["sent_mbps"] or 0:.1f} Mbit/s), '
+          f'{n["packets_sent_per_cpu_sec"] or 0:.0f} per CPU-s, NACKs / PLIs in {c.get("sfu_nacks_received_total", "-")} / '
+          f'{c.get("sfu_plis_received_total", "-")}, keyframe requests out {c.get("sfu_keyframe_requests_sent_total", "-")}')
+print(f'  generator {a["generator"]["cpu_secs"]:.1f} CPU s')
+PY
+  head -1 "$out/cluster.txt"
+}
+
+all=(relay broadcast-100 broadcast-250 broadcast-250-1layer conference-10 conference-25 audio-500 audio-1000 audio-2000 cluster)
 names=("${@:-${all[@]}}")
 for n in "${names[@]}"; do
   case $n in
@@ -62,6 +152,7 @@ for n in "${names[@]}"; do
     audio-1000) run "$n" audio-room --speakers 4 --listeners 1000 --ramp 15 --duration 20 --room a1000 ;;
     audio-2000) run "$n" audio-room --speakers 4 --listeners 2000 --ramp 20 --duration 20 --room a2000 ;;
     soak) soak ;;
+    cluster) cluster ;;
     *) echo "unknown benchmark $n (one of: ${all[*]})" >&2; exit 2 ;;
   esac
 done

@@ -12,6 +12,7 @@ use crate::peer::{Ending, Media};
 use crate::report::Report;
 use crate::run::{Common, Run};
 use crate::session::{run_session, SessionPlan, SessionResult};
+use crate::signal::Target;
 use crate::source::{default_layers, MediaSource};
 use crate::stamp::VideoCodec;
 
@@ -82,13 +83,29 @@ pub async fn ramp_viewers(
     n: u64,
     max_width: Option<u32>,
 ) -> Vec<JoinHandle<SessionResult>> {
-    let target = run.common.target.clone();
+    let servers = [run.common.target.clone()];
+    ramp_viewers_on(run, &servers, room, n, max_width).await
+}
+
+/// [`ramp_viewers`] spread over several servers (the nodes of a cluster):
+/// viewer `i` asks `servers[i % len]`.
+pub async fn ramp_viewers_on(
+    run: &Run,
+    servers: &[Arc<Target>],
+    room: &str,
+    n: u64,
+    max_width: Option<u32>,
+) -> Vec<JoinHandle<SessionResult>> {
+    if servers.is_empty() {
+        return vec![];
+    }
     let query = max_width
         .map(|w| format!("?maxWidth={w}"))
         .unwrap_or_default();
     let (clock, live, cancel) = (run.clock, run.live.clone(), run.cancel.clone());
     let bind = run.common.bind;
     run.ramp(n, |i| {
+        let target = Arc::clone(&servers[i as usize % servers.len()]);
         let token = target.token(room, &format!("loadtest-viewer-{room}-{i}"), false, true);
         let plan = token.map(|token| SessionPlan {
             path: format!("/whep/{room}{query}"),
@@ -100,7 +117,7 @@ pub async fn ramp_viewers(
             bind,
             ending: Ending::Graceful,
         });
-        let (target, live, cancel) = (Arc::clone(&target), live.clone(), cancel.clone());
+        let (live, cancel) = (live.clone(), cancel.clone());
         async move {
             match plan {
                 Ok(plan) => run_session(target, plan, clock, live, cancel).await,

@@ -13,6 +13,7 @@
 pub mod broadcast;
 pub mod capacity;
 pub mod churn;
+pub mod cluster;
 pub mod meeting;
 pub mod peer;
 pub mod process;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use loadtest::broadcast::{broadcast, BroadcastArgs};
 use loadtest::capacity::{capacity, CapacityArgs};
 use loadtest::churn::{churn, ChurnArgs};
+use loadtest::cluster::{cluster, ClusterArgs};
 use loadtest::meeting::{audio_room, conference, AudioRoomArgs, ConferenceArgs};
 use loadtest::relay::{relay_baseline, RelayArgs};
 use loadtest::report::Thresholds;
@@ -105,6 +106,13 @@ enum Command {
         common: CommonArgs,
         #[command(flatten)]
         args: SoakArgs,
+    },
+    /// A broadcast over a cluster: publisher on the first of `--nodes`, viewers round-robin over all; direct and relayed viewers and each node's CPU apart.
+    Cluster {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        args: ClusterArgs,
     },
     /// Step the broadcast up until a threshold breaks.
     Capacity {
@@ -202,6 +210,21 @@ fn run(cli: Cli) -> Result<bool, String> {
         Command::Soak { common: c, args } => {
             let rt = runtime(c.threads).map_err(|e| e.to_string())?;
             let report = rt.block_on(async { soak(&common(&c)?, &args).await })?;
+            if c.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(report.passed)
+        }
+        Command::Cluster { common: c, args } => {
+            if c.server_pid.is_some() {
+                return Err(
+                    "cluster: give --server-pids (one per node, in the order of --nodes)".into(),
+                );
+            }
+            let rt = runtime(c.threads).map_err(|e| e.to_string())?;
+            let report = rt.block_on(async { cluster(&common(&c)?, &args).await })?;
             if c.json {
                 print_json(&report)?;
             } else {

@@ -63,6 +63,9 @@ pub struct ReceiveStats {
     pub current_layer: Option<u8>,
     /// Worst video delay (µs) per second of the run (by generator clock).
     pub video_delay_by_second: Vec<u64>,
+    /// Video frames lost per second of the run (counted when the gap is
+    /// seen, by generator clock).
+    pub video_lost_by_second: Vec<u64>,
     streams: HashMap<(Kind, usize), StreamCounter>,
 }
 
@@ -79,6 +82,7 @@ impl Default for ReceiveStats {
             layer_frames: [0; 4],
             current_layer: None,
             video_delay_by_second: Vec::new(),
+            video_lost_by_second: Vec::new(),
             streams: HashMap::new(),
         }
     }
@@ -115,6 +119,12 @@ impl ReceiveStats {
                 self.video_delay_by_second.resize(second + 1, 0);
             }
             self.video_delay_by_second[second] = self.video_delay_by_second[second].max(delay);
+            if lost > 0 {
+                if self.video_lost_by_second.len() <= second {
+                    self.video_lost_by_second.resize(second + 1, 0);
+                }
+                self.video_lost_by_second[second] += lost;
+            }
         }
         if kind == Kind::Video {
             self.layer_frames[usize::from(s.layer.min(3))] += 1;
@@ -151,6 +161,7 @@ mod tests {
             r.on_frame(Kind::Video, 1, 100, stamp(2, seq, 0), t, 1000);
         }
         assert_eq!(r.lost_of(Kind::Video), 2);
+        assert_eq!(r.video_lost_by_second, vec![2], "counted in second 0");
         // Switch to layer 0 whose numbering is elsewhere: no loss.
         r.on_frame(Kind::Video, 1, 100, stamp(0, 900, 0), t, 1000);
         r.on_frame(Kind::Video, 1, 100, stamp(0, 901, 0), t, 1000);

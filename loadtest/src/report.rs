@@ -20,7 +20,7 @@ pub struct Quantiles {
 
 impl Quantiles {
     /// Quantiles in ms of a histogram in µs.
-    fn of_us(h: &Histogram<u64>) -> Quantiles {
+    pub fn of_us(h: &Histogram<u64>) -> Quantiles {
         if h.is_empty() {
             return Quantiles::default();
         }

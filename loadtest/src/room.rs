@@ -324,5 +324,6 @@ async fn participate(
         error: ended.or_else(|| (!connected).then(|| "ICE/DTLS never connected".to_string())),
         stats: std::mem::take(&mut peer.stats),
         signaling_ms: Some(signaling_ms),
+        served_by: None,
     })
 }

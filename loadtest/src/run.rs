@@ -149,12 +149,7 @@ impl Run {
             for h in handles {
                 match tokio::time::timeout(FINISH_TIMEOUT, h).await {
                     Ok(Ok(r)) => results.push(r),
-                    _ => results.push(SessionResult {
-                        connected: false,
-                        stats: Default::default(),
-                        error: Some("session did not finish".into()),
-                        signaling_ms: None,
-                    }),
+                    _ => results.push(SessionResult::failed("session did not finish".into())),
                 }
             }
             out.push(results);

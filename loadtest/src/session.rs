@@ -30,6 +30,8 @@ pub struct SessionResult {
     pub error: Option<String>,
     /// From the POST to the answer.
     pub signaling_ms: Option<f64>,
+    /// The cluster node that answered (`x-sfu-node`), when known.
+    pub served_by: Option<String>,
 }
 
 impl SessionResult {
@@ -39,6 +41,7 @@ impl SessionResult {
             stats: ReceiveStats::default(),
             error: Some(error),
             signaling_ms: None,
+            served_by: None,
         }
     }
 }
@@ -81,6 +84,7 @@ pub async fn run_session(
             return SessionResult::failed(e);
         }
     };
+    let served_by = created.served_by.clone();
     let peer = peer.run(clock, live, cancel, plan.ending).await;
     if plan.ending == Ending::Graceful {
         target.delete(&created.resource, &plan.token).await;
@@ -90,5 +94,6 @@ pub async fn run_session(
         error: (!peer.connected).then(|| "ICE/DTLS never connected".to_string()),
         stats: peer.stats,
         signaling_ms: Some(signaling_ms),
+        served_by,
     }
 }

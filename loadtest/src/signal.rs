@@ -21,6 +21,18 @@ pub struct Created {
     /// The session's resource URL (absolute).
     pub resource: String,
     pub answer: String,
+    /// The node that produced the answer (`x-sfu-node`, cluster only).
+    pub served_by: Option<String>,
+}
+
+/// The header a cluster node puts on every answer: its id.
+pub const SERVED_BY: &str = "x-sfu-node";
+
+fn served_by(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get(SERVED_BY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 impl Target {
@@ -36,6 +48,28 @@ impl Target {
             api_secret: api_secret.into(),
             http,
         })
+    }
+
+    /// The same keys and HTTP client toward another server (another node
+    /// of a cluster).
+    pub fn at(&self, base: &str) -> Target {
+        Target {
+            base: base.trim_end_matches('/').to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// The server's cluster node id (`x-sfu-node` on its `/healthz`);
+    /// None when it does not answer or is not in a cluster.
+    pub async fn node_id(&self) -> Option<String> {
+        let resp = self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        served_by(resp.headers())
     }
 
     pub fn token(
@@ -85,6 +119,7 @@ impl Target {
             .get("location")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let served_by = served_by(resp.headers());
         let body = resp.text().await.unwrap_or_default();
         if status.as_u16() != 201 {
             return Err(format!("POST {path}: {status}: {}", body.trim()));
@@ -98,6 +133,7 @@ impl Target {
         Ok(Created {
             resource,
             answer: body,
+            served_by,
         })
     }
 

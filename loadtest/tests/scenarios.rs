@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use loadtest::broadcast::{broadcast, BroadcastArgs};
 use loadtest::churn::{churn, ChurnArgs, ChurnKind};
+use loadtest::cluster::{cluster, ClusterArgs};
 use loadtest::meeting::{audio_room, conference, AudioRoomArgs, ConferenceArgs};
 use loadtest::report::Thresholds;
 use loadtest::run::Common;
@@ -272,4 +273,109 @@ async fn a_short_soak_samples_the_server_and_ends_empty() {
     );
     assert!(report.empty_after_secs.is_some(), "{}", report.table());
     shutdown.cancel();
+}
+
+/// `redis-server` on a free loopback port, without persistence; killed on drop.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    /// None when `redis-server` is not installed.
+    fn start() -> Option<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ok()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let redis = Redis(child, port);
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < end,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_broadcast_tells_direct_from_relayed_viewers() {
+    let Some(redis) = Redis::start() else {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let mut nodes = vec![];
+    for id in ["n1", "n2", "n3"] {
+        nodes.push(
+            start_server_with(ConfigArgs {
+                http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                workers: Some(1),
+                http_rate_limit: Some(0.0),
+                node_id: Some(id.into()),
+                redis_url: Some(format!("redis://127.0.0.1:{}", redis.1)),
+                ..Default::default()
+            })
+            .await,
+        );
+    }
+    // Every node's first heartbeat is in Redis.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let args = ClusterArgs {
+        nodes: nodes.iter().map(|(base, _)| base.clone()).collect(),
+        server_pids: vec![],
+        viewers: 3,
+        layers: 2,
+        codec: VideoCodec::Vp8,
+        max_width: None,
+    };
+    let mut c = common(&nodes[0].0, "cl");
+    c.server_pid = None;
+    // Delivery, not quality: other test binaries share the cores.
+    c.thresholds.max_loss_pct = 5.0;
+    let report = cluster(&c, &args).await.expect("runs");
+    let table = report.table();
+    eprintln!("{table}");
+    assert_eq!(report.report.streams_connected, 3, "{table}");
+    // One viewer asked each node: the room's node served one directly,
+    // the two others each served one from their relay.
+    assert!(report.room_node.is_some(), "{table}");
+    assert_eq!(
+        (report.direct.viewers, report.relayed.viewers),
+        (1, 2),
+        "{table}"
+    );
+    assert!(report.relayed.frames_received > 2 * 150, "{table}");
+    assert!(report.relayed.video_delay_ms.p50 > 0.0, "{table}");
+    assert_eq!(
+        report.nodes.iter().filter(|n| n.origin).count(),
+        1,
+        "{table}"
+    );
+    assert!(
+        report.nodes.iter().all(|n| n.served.viewers == 1),
+        "{table}"
+    );
+    assert!(
+        report
+            .nodes
+            .iter()
+            .all(|n| n.packets_sent.unwrap_or(0.0) > 0.0),
+        "{table}"
+    );
+    for (_, shutdown) in nodes {
+        shutdown.cancel();
+    }
 }
