@@ -68,6 +68,34 @@ pub fn loss_adjusted(estimate: Option<u64>, loss: f32, sending_bps: u64) -> Opti
     Some(estimate.map_or(delivered, |e| e.min(delivered)))
 }
 
+/// The estimate below which even the lowest layer is paused.
+fn pause_below(lowest: &LayerView) -> u64 {
+    let keep = lowest.keep_bps(true) as f64 / PAUSE_TOLERANCE;
+    (keep / VIDEO_SHARE).ceil() as u64 + AUDIO_RESERVE_BPS + 1
+}
+
+/// The estimate a video down-track's layer is chosen by: the delay-based
+/// `estimate`, capped by what got through when the subscriber reports heavy
+/// loss ([`loss_adjusted`]), but never capped below what keeps the lowest
+/// layer while the delay-based estimate itself keeps it. Loss alone does not
+/// pause video: a keyframe burst into a shallow queue reports heavy loss
+/// for one report, and a pause costs seconds of frozen picture (seen with
+/// Chromium under a 250 kbit/s cap: 3-4 s paused after one lossy report).
+pub fn selection_estimate(
+    estimate: u64,
+    loss: f32,
+    sending_bps: u64,
+    layers: &[LayerView],
+) -> Option<u64> {
+    let adjusted = loss_adjusted(Some(estimate), loss, sending_bps)?;
+    let floor = layers.first().map_or(0, pause_below);
+    Some(if estimate >= floor {
+        adjusted.max(floor)
+    } else {
+        adjusted
+    })
+}
+
 /// What video may use of a subscriber's estimate.
 fn budget_of(estimate: u64) -> u64 {
     (estimate.saturating_sub(AUDIO_RESERVE_BPS) as f64 * VIDEO_SHARE) as u64
@@ -736,6 +764,31 @@ mod tests {
             v.temporal_bps[1] < v.temporal_bps[2] && v.temporal_bps[2] == v.bitrate_bps,
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn loss_alone_does_not_pause_the_lowest_layer() {
+        let layers = chrome_layers();
+        let mut s = LayerSelector::default();
+        let t0 = Instant::now();
+        // On the lowest layer with a delay-based estimate that carries it.
+        s.update(t0, &layers, Some(300_000));
+        assert_eq!(s.target(), Some(&layers[0].id));
+        // One report of 45 % loss: capped by loss alone, this would pause.
+        let sending = layers[0].bitrate_bps;
+        let capped = loss_adjusted(Some(300_000), 0.45, sending).unwrap_or(0);
+        assert!(capped < super::pause_below(&layers[0]));
+        let e = selection_estimate(300_000, 0.45, sending, &layers);
+        s.update(t0 + Duration::from_millis(250), &layers, e);
+        assert!(!s.is_paused(), "{e:?}");
+        assert_eq!(s.target(), Some(&layers[0].id));
+        // The same loss still takes a subscriber off a higher layer...
+        let e = selection_estimate(3_000_000, 0.45, layers[2].bitrate_bps, &layers);
+        assert!(e.unwrap_or(0) < 3_000_000 / 2);
+        // ...and a delay-based estimate that cannot carry the lowest layer pauses.
+        let e = selection_estimate(60_000, 0.45, sending, &layers);
+        s.update(t0 + Duration::from_millis(500), &layers, e);
+        assert!(s.is_paused());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use str0m::media::{MediaKind, Mid};
 
 use super::keyframe::KeyframeThrottle;
 use super::layers::{
-    loss_adjusted, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
+    selection_estimate, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
     INITIAL_ESTIMATE_BPS,
 };
 use super::relay_gate::{RelayGate, RelayVerdict};
@@ -592,7 +592,7 @@ impl Router {
                     self.losses.get(&down.subscriber).copied().unwrap_or(0.0)
                 };
                 let share = share_of(&self.estimates, &video_tracks, down.subscriber);
-                let estimate = loss_adjusted(Some(share), loss, sending);
+                let estimate = selection_estimate(share, loss, sending, &ranked);
                 let before = (dt.selector.switches_up, dt.selector.switches_down);
                 if dt.selector.update(now, &ranked, estimate) {
                     tracing::debug!(subscriber = down.subscriber, target = ?dt.selector.target(),
