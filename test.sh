@@ -6,25 +6,28 @@
 # Needs root (apt-get, network namespaces). Bounded: every test has timeouts.
 set -euo pipefail
 cd "$(dirname "$0")"
+# Each stage says when it starts (seconds since the suite began).
+stage() { echo "==> $* (at ${SECONDS}s)"; }
 
-echo "==> installing test dependencies"
+stage "installing test dependencies"
 ./scripts/install-test-deps.sh
 
-echo "==> format and lint gates"
+stage "format and lint gates"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "==> building the server (release)"
+stage "building the server (release)"
 cargo build --release --locked -p sfu
 
-echo "==> unit and integration tests"
+stage "unit and integration tests"
 cargo test --workspace --locked
 
-echo "==> fuzzing every parser of network input for a bounded time (seed corpus in fuzz/corpus)"
+stage "fuzzing every parser of network input for a bounded time (seed corpus in fuzz/corpus)"
 FUZZ_TOOLCHAIN=stable FUZZ_JOBS=2 ./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 
-echo "==> Helm chart: lint, render every option, Kubernetes schemas, the server starts with it"
+stage "Helm chart: lint, render every option, Kubernetes schemas, the server starts with it"
 SFU_BIN="$PWD/target/release/sfu" ./tests/helm/run.sh
 
-echo "==> end-to-end tests (Chromium, FFmpeg WHIP) in a network namespace"
+stage "end-to-end tests (Chromium, FFmpeg WHIP) in a network namespace"
 SFU_BIN="$PWD/target/release/sfu" ./tests/e2e/run.sh
+stage "all passed"
