@@ -276,7 +276,8 @@ impl Edge {
             return false;
         }
         // Viewers are waiting: find the room's node again.
-        match self.inner.cluster.locate_origin(room).await {
+        // The edge's own room does not count: `locate` skips edges.
+        match self.inner.cluster.locate(room, Intent::Create).await {
             Ok(Location::Here) => {
                 tracing::info!(%room, "relay: the room is now hosted here");
                 registry.set_edge(room, false);
@@ -339,13 +340,5 @@ impl Edge {
             .header(FORWARDED, self.inner.cluster.node_id())
             .send();
         let _ = tokio::time::timeout(Duration::from_secs(2), sent).await;
-    }
-}
-
-impl Cluster {
-    /// Where `room` is hosted, placing it if it is new, ignoring this
-    /// node's edge of it.
-    pub async fn locate_origin(&self, room: &str) -> Result<Location, BackendError> {
-        self.locate(room, Intent::Create).await
     }
 }

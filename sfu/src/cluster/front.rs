@@ -96,14 +96,16 @@ enum Target {
         room: String,
         id: String,
     },
+    /// The room protocol's socket (`/rtc`): its room is in its token.
+    RoomSocket,
     /// The room listing: gathered from every node.
     AllRooms,
     /// Anything else (web client, metrics, health): served here.
     Local,
 }
 
-/// The room named by a request's path (or its room-protocol token).
-fn target(method: &Method, path: &str, query: Option<&str>, keys: &KeySet) -> Target {
+/// What a request's path is about.
+fn target(method: &Method, path: &str) -> Target {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["whep", room] if method == Method::POST => Target::Viewer(room.to_string()),
@@ -117,13 +119,14 @@ fn target(method: &Method, path: &str, query: Option<&str>, keys: &KeySet) -> Ta
         },
         ["api", "rooms"] if method == Method::GET => Target::AllRooms,
         ["api", "rooms", room, ..] => Target::Room(room.to_string(), Intent::Existing),
-        ["rtc"] => rtc_target(query.unwrap_or(""), keys),
+        ["rtc"] => Target::RoomSocket,
         _ => Target::Local,
     }
 }
 
 /// `/rtc?access_token=...`: the room is in the token. A token that does not
-/// verify is left to the local handler, which says what is wrong with it.
+/// verify is left to the local handler (`Target::Local`), which says what is
+/// wrong with it.
 fn rtc_target(query: &str, keys: &KeySet) -> Target {
     let mut token = None;
     let mut resume = false;
@@ -157,24 +160,18 @@ pub async fn route(State(front): State<ClusterFront>, req: Request, next: Next) 
 }
 
 async fn route_request(front: &ClusterFront, req: Request, next: Next) -> Response {
-    let target = target(
-        req.method(),
-        req.uri().path(),
-        req.uri().query(),
-        &front.keys,
-    );
-    // Answered by this node whoever asks (an edge node sends it).
-    if let Target::RelayLayers { id } = &target {
-        return relay_layers(front, req, id).await;
-    }
-    // Forwarded by another node: serve it here (no loops).
-    if req.headers().contains_key(FORWARDED) {
-        return next.run(req).await;
-    }
-    match target {
+    let forwarded = req.headers().contains_key(FORWARDED);
+    match target(req.method(), req.uri().path()) {
+        // Answered by this node whoever asks (an edge node sends it).
+        Target::RelayLayers { id } => relay_layers(front, req, &id).await,
+        // Forwarded by another node: serve it here (no loops).
+        _ if forwarded => next.run(req).await,
         Target::Local => next.run(req).await,
         Target::AllRooms => list_all_rooms(front, req).await,
-        Target::RelayLayers { id } => relay_layers(front, req, &id).await,
+        Target::RoomSocket => match rtc_target(req.uri().query().unwrap_or(""), &front.keys) {
+            Target::Room(room, intent) => to_room(front, req, next, &room, intent).await,
+            _ => next.run(req).await,
+        },
         Target::Resource { id, .. } if front.cluster.hosts_resource(&id) => next.run(req).await,
         Target::Resource { room, .. } => to_room(front, req, next, &room, Intent::Existing).await,
         Target::Viewer(room) => match &front.edge {
@@ -514,7 +511,7 @@ mod tests {
     #[test]
     fn requests_name_their_room_and_what_they_need() {
         let keys = KeySet::new([("k".to_string(), "s".to_string())]);
-        let t = |m: Method, p: &str| target(&m, p, None, &keys);
+        let t = |m: Method, p: &str| target(&m, p);
         assert_eq!(t(Method::POST, "/whep/show"), Target::Viewer("show".into()));
         assert_eq!(
             t(Method::POST, "/whip/show"),
@@ -532,14 +529,29 @@ mod tests {
             Target::Room("show".into(), Intent::Existing)
         );
         assert_eq!(t(Method::GET, "/metrics"), Target::Local);
+        assert_eq!(t(Method::GET, "/rtc"), Target::RoomSocket);
         assert_eq!(
-            t(Method::GET, "/rtc"),
+            rtc_target("", &keys),
             Target::Local,
             "no token: local error"
         );
+        assert_eq!(rtc_target("access_token=forged", &keys), Target::Local);
+        let grant = signaling::auth::VideoGrant {
+            room: Some("meet".into()),
+            room_join: true,
+            ..Default::default()
+        };
+        let token = keys
+            .mint("k", "ann", grant, Duration::from_secs(60))
+            .expect("token");
         assert_eq!(
-            target(&Method::GET, "/rtc", Some("access_token=forged"), &keys),
-            Target::Local
+            rtc_target(&format!("access_token={token}"), &keys),
+            Target::Room("meet".into(), Intent::Create)
+        );
+        assert_eq!(
+            rtc_target(&format!("access_token={token}&resume=x"), &keys),
+            Target::Room("meet".into(), Intent::Existing),
+            "a resumed participant is looked up, not placed"
         );
     }
 }

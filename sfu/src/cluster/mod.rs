@@ -421,6 +421,9 @@ impl LoadSampler {
 }
 
 /// utime + stime of this process from `/proc/self/stat` (None off Linux).
+/// Read here rather than from the Prometheus process collector, whose
+/// `process_cpu_seconds_total` counts whole seconds: too coarse for a CPU
+/// share over a 2 s heartbeat.
 fn process_cpu_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name; utime and stime are the
@@ -430,4 +433,22 @@ fn process_cpu_ticks() -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_cpu_time_follows_work_done() {
+        let before = process_cpu_ticks().expect("/proc/self/stat on Linux");
+        // Bounded busy work: 300 ms of one core (30 ticks of 10 ms).
+        let end = Instant::now() + Duration::from_millis(300);
+        let mut x = 0u64;
+        while Instant::now() < end {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = process_cpu_ticks().expect("/proc/self/stat on Linux");
+        assert!(after - before >= 20, "{before} -> {after} ticks");
+    }
 }

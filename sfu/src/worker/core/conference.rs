@@ -46,7 +46,7 @@ impl WorkerCore {
 
     /// Participant id of a member's sid.
     fn by_sid(&self, sid: &str) -> Option<ParticipantId> {
-        self.by_resource.get(sid).copied()
+        self.session_id(sid).ok()
     }
 
     /// Infos of the room's members (optionally without one).

@@ -375,13 +375,9 @@ impl WorkerCore {
                 let _ = reply.send(result);
             }
             Command::Delete { resource_id, reply } => {
-                let result = match self.by_resource.get(&resource_id).copied() {
-                    Some(id) => {
-                        self.remove(now, id, RemoveReason::Deleted, transmit);
-                        Ok(())
-                    }
-                    None => Err(BackendError::NotFound),
-                };
+                let result = self
+                    .session_id(&resource_id)
+                    .map(|id| self.remove(now, id, RemoveReason::Deleted, transmit));
                 let _ = reply.send(result);
             }
         }

@@ -247,14 +247,20 @@ impl WorkerCore {
         }
     }
 
+    /// The participant of WHIP/WHEP resource (or room participant sid)
+    /// `resource_id` (404 when there is none).
+    pub(super) fn session_id(&self, resource_id: &str) -> Result<ParticipantId, BackendError> {
+        self.by_resource
+            .get(resource_id)
+            .copied()
+            .ok_or(BackendError::NotFound)
+    }
+
     pub(super) fn subscribe_events(
         &mut self,
         resource_id: &str,
     ) -> Result<signaling::backend::SessionEvents, BackendError> {
-        let id = *self
-            .by_resource
-            .get(resource_id)
-            .ok_or(BackendError::NotFound)?;
+        let id = self.session_id(resource_id)?;
         let current = self.activity(id);
         let p = self
             .participants
@@ -284,10 +290,7 @@ impl WorkerCore {
         if_match: Option<String>,
         frag: SdpFrag,
     ) -> Result<PatchOutcome, BackendError> {
-        let id = *self
-            .by_resource
-            .get(resource_id)
-            .ok_or(BackendError::NotFound)?;
+        let id = self.session_id(resource_id)?;
         let p = self
             .participants
             .get_mut(&id)

@@ -106,10 +106,7 @@ impl WorkerCore {
         resource_id: &str,
         answer_sdp: &str,
     ) -> Result<(), BackendError> {
-        let id = *self
-            .by_resource
-            .get(resource_id)
-            .ok_or(BackendError::NotFound)?;
+        let id = self.session_id(resource_id)?;
         let p = self
             .participants
             .get_mut(&id)
@@ -132,10 +129,7 @@ impl WorkerCore {
         identity: &str,
         rids: &[String],
     ) -> Result<(), BackendError> {
-        let id = *self
-            .by_resource
-            .get(resource_id)
-            .ok_or(BackendError::NotFound)?;
+        let id = self.session_id(resource_id)?;
         let p = self.participants.get(&id).ok_or(BackendError::NotFound)?;
         if p.identity != identity {
             return Err(BackendError::NotOwner);
