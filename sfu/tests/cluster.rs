@@ -8,8 +8,8 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::redis::{free_port, log_file, Redis};
-use common::{TestPeer, TestResult};
+use common::redis::{free_port, log_file, wait_answering, Redis};
+use common::{post_sdp_with, Posted, TestPeer, TestResult};
 use str0m::RtcConfig;
 
 const START: Duration = Duration::from_secs(15);
@@ -64,74 +64,37 @@ fn token(room: &str, identity: &str, publish: bool) -> String {
 
 /// Wait until every node answers and is registered (its first heartbeat).
 async fn wait_ready(nodes: &[&Node]) {
-    let http = reqwest::Client::new();
-    let end = Instant::now() + START;
     for node in nodes {
-        while http
-            .get(format!("{}/healthz", node.base))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < end, "node {} did not start", node.id);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert!(
+            wait_answering(&node.base, START).await,
+            "node {} did not start",
+            node.id
+        );
     }
     // Registrations are written by the first heartbeat, right after start.
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
-/// An answered POST: status, the URL that answered (after redirects), body.
-struct Answer {
-    status: u16,
-    url: String,
-    /// The node that produced the answer (`x-sfu-node`).
-    served_by: Option<String>,
-    location: Option<String>,
-    retry_after: Option<String>,
-    body: String,
-}
+/// An answered POST (status, the URL that answered, headers, body).
+type Answer = Posted;
 
 async fn post(http: &reqwest::Client, url: &str, token: &str, sdp: &str) -> Answer {
-    let resp = http
-        .post(url)
-        .bearer_auth(token)
-        .header("content-type", "application/sdp")
-        .body(sdp.to_string())
-        .send()
-        .await
-        .expect("POST");
-    let header = |h: &str| {
-        resp.headers()
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    Answer {
-        status: resp.status().as_u16(),
-        url: resp.url().to_string(),
-        served_by: header("x-sfu-node"),
-        location: header("location"),
-        retry_after: header("retry-after"),
-        body: String::new(),
-    }
-    .with_body(resp.text().await.unwrap_or_default())
+    post_sdp_with(http, url, token, sdp).await
 }
 
-impl Answer {
-    fn with_body(mut self, body: String) -> Self {
-        self.body = body;
-        self
-    }
+/// The node that served an answer (`x-sfu-node`; a proxied answer keeps
+/// the hosting node's).
+fn served_by(a: &Answer) -> Option<String> {
+    a.header("x-sfu-node")
+}
 
-    /// The node that served (201, itself or through a proxy) or was
-    /// pointed at (307): its id, or for a redirect its base URL.
-    fn placed_on(&self) -> Option<String> {
-        match self.status {
-            201 => self.served_by.clone(),
-            307 => self.location.as_deref().map(base_of),
-            _ => None,
-        }
+/// The node that served (201, itself or through a proxy) or was pointed
+/// at (307): its id, or for a redirect its base URL.
+fn placed_on(a: &Answer) -> Option<String> {
+    match a.status {
+        201 => served_by(a),
+        307 => a.location.as_deref().map(base_of),
+        _ => None,
     }
 }
 
@@ -170,7 +133,7 @@ async fn publish(url: &str, room: &str, secs: u64) -> (std::thread::JoinHandle<T
     let a = post_following(url, &token(room, "camera", true), &offer).await;
     assert_eq!(a.status, 201, "publish via {url}: {}", a.body);
     peer.accept_answer(&a.body).expect("answer");
-    let node = a.served_by.expect("x-sfu-node");
+    let node = served_by(&a).expect("x-sfu-node");
     (peer.spawn_for(Duration::from_secs(secs)), node)
 }
 
@@ -198,7 +161,7 @@ fn joined(h: std::thread::JoinHandle<TestPeer>) -> TestPeer {
 /// The id of the node an answer placed the room on (201: the node that
 /// served; 307: the node whose URL the redirect names).
 fn placed_id(answer: &Answer, nodes: &[Node]) -> Option<String> {
-    let placed = answer.placed_on()?;
+    let placed = placed_on(answer)?;
     match nodes.iter().find(|n| n.base == placed) {
         Some(n) => Some(n.id.clone()),
         None => Some(placed),
@@ -369,7 +332,7 @@ async fn a_redis_outage_keeps_sessions_refuses_new_rooms_and_heals() -> TestResu
     let refused = post(&http, &url, &token("elsewhere", "x", false), &offer).await;
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert!(refused.body.contains("Redis"), "{}", refused.body);
-    assert!(refused.retry_after.is_some(), "Retry-After");
+    assert!(refused.header("retry-after").is_some(), "Retry-After");
     // The room in progress still takes viewers at its node: no Redis needed.
     let (late, _) = play(&format!("{host}/whep/{room}"), room, "late", 3).await;
     let late = joined(late);
@@ -386,7 +349,7 @@ async fn a_redis_outage_keeps_sessions_refuses_new_rooms_and_heals() -> TestResu
         let (_p, offer) = TestPeer::viewer(RtcConfig::new());
         let url = format!("{other}/whep/after");
         let placed = post(&http, &url, &token("after", "y", false), &offer).await;
-        if placed.placed_on().is_some() {
+        if placed_on(&placed).is_some() {
             break;
         }
         assert!(
@@ -427,7 +390,7 @@ async fn a_redis_outage_keeps_sessions_refuses_new_rooms_and_heals() -> TestResu
     let url = format!("{other}/whep/{room}");
     let routed = post(&http, &url, &token(room, "z", false), &offer).await;
     assert_eq!(routed.status, 307, "{}", routed.body);
-    assert_eq!(routed.placed_on().as_deref(), Some(host.as_str()));
+    assert_eq!(placed_on(&routed).as_deref(), Some(host.as_str()));
 
     let v = joined(viewer);
     eprintln!("viewer across the outage: {:?}", v.stats);
@@ -469,7 +432,7 @@ async fn publish_simulcast(
     let a = post_following(url, &token(room, "camera", true), &offer).await;
     assert_eq!(a.status, 201, "publish via {url}: {}", a.body);
     peer.accept_answer(&a.body).expect("answer");
-    let host = a.served_by.expect("x-sfu-node");
+    let host = served_by(&a).expect("x-sfu-node");
     (peer.spawn_for(Duration::from_secs(secs)), host)
 }
 
@@ -587,7 +550,7 @@ async fn viewers_on_other_nodes_get_the_room_over_one_relay_per_node() -> TestRe
         let (mut peer, offer) = TestPeer::simulcast_publisher(layers);
         let url = format!("{survivor}/whip/{room}");
         let a = post_following(&url, &token(room, "camera", true), &offer).await;
-        if a.status == 201 && a.served_by.as_deref() != Some(host.as_str()) {
+        if a.status == 201 && served_by(&a).as_deref() != Some(host.as_str()) {
             peer.accept_answer(&a.body)?;
             break (peer.spawn_for(Duration::from_secs(10)), started.elapsed());
         }

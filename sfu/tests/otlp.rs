@@ -296,15 +296,12 @@ async fn a_viewer_on_one_node_watching_a_publisher_on_another_is_one_trace() -> 
     let redis = common::redis::Redis::start();
     let (_a, a) = traced_node("trace-a", &redis, collector)?;
     let (_b, b) = traced_node("trace-b", &redis, collector)?;
-    let http = reqwest::Client::new();
-    let end = Instant::now() + Duration::from_secs(10);
     for base in [&a, &b] {
-        while http.get(format!("{base}/healthz")).send().await.is_err() {
-            assert!(Instant::now() < end, "node did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let started = common::redis::wait_answering(base, Duration::from_secs(10)).await;
+        assert!(started, "node {base} did not start");
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // registered
+    let http = reqwest::Client::new();
     let token = |identity: &str, publish: bool| -> Result<String, std::convert::Infallible> {
         Ok(common::dev_token("stage", identity, publish, !publish))
     };

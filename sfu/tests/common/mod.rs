@@ -156,14 +156,32 @@ pub fn dev_token(room: &str, identity: &str, publish: bool, subscribe: bool) -> 
 /// Result of POSTing an offer.
 pub struct Posted {
     pub status: u16,
+    /// The URL that answered (after any redirect the client followed).
+    pub url: String,
     pub location: Option<String>,
     pub etag: Option<String>,
     pub body: String,
     pub headers: reqwest::header::HeaderMap,
 }
 
+impl Posted {
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
 pub async fn post_sdp(url: &str, token: &str, sdp: &str) -> Posted {
-    let resp = reqwest::Client::new()
+    post_sdp_with(&reqwest::Client::new(), url, token, sdp).await
+}
+
+/// [`post_sdp`] with a client of the caller's (e.g. one that does not
+/// follow redirects).
+pub async fn post_sdp_with(http: &reqwest::Client, url: &str, token: &str, sdp: &str) -> Posted {
+    let resp = http
         .post(url)
         .bearer_auth(token)
         .header("content-type", "application/sdp")
@@ -171,21 +189,18 @@ pub async fn post_sdp(url: &str, token: &str, sdp: &str) -> Posted {
         .send()
         .await
         .expect("POST");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let get = |h: &str| {
-        headers
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+    let mut posted = Posted {
+        status: resp.status().as_u16(),
+        url: resp.url().to_string(),
+        location: None,
+        etag: None,
+        body: String::new(),
+        headers: resp.headers().clone(),
     };
-    Posted {
-        status,
-        location: get("location"),
-        etag: get("etag"),
-        body: resp.text().await.unwrap_or_default(),
-        headers,
-    }
+    posted.location = posted.header("location");
+    posted.etag = posted.header("etag");
+    posted.body = resp.text().await.unwrap_or_default();
+    posted
 }
 
 /// What a peer saw.

@@ -1,5 +1,6 @@
 //! A real `redis-server` for cluster tests (Debian's package), without
-//! persistence, on a loopback port of its own; killed on drop.
+//! persistence, on a loopback port of its own; killed on drop. Also what
+//! cluster tests need to start server processes beside it.
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +21,20 @@ pub fn log_file(name: &str) -> Stdio {
     std::fs::File::create(dir.join(format!("{name}.log")))
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null())
+}
+
+/// Wait (bounded by `within`) until a server process started on `base`
+/// answers HTTP; false if it never did.
+pub async fn wait_answering(base: &str, within: Duration) -> bool {
+    let http = reqwest::Client::new();
+    let end = Instant::now() + within;
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
 }
 
 /// `redis-server` without persistence on a port of its own; killed on drop.
