@@ -256,15 +256,16 @@ fn node_figures(before: &NodeReading, after: &NodeReading, wall_secs: f64) -> No
         (Some(b), Some(a)) => Some(ResourceUse::between(b, a, wall_secs)),
         _ => None,
     };
-    let packets_sent = delta("sfu_packets_sent_total");
-    NodeFigures {
-        packets_sent_per_cpu_sec: match (&process, packets_sent) {
-            (Some(p), Some(s)) if p.cpu_secs > 0.0 => Some(s / p.cpu_secs),
-            _ => None,
-        },
+    let server = ServerFigures::new(
         process,
-        packets_sent,
-        packets_received: delta("sfu_packets_received_total"),
+        delta("sfu_packets_sent_total"),
+        delta("sfu_packets_received_total"),
+    );
+    NodeFigures {
+        packets_sent_per_cpu_sec: server.packets_sent_per_cpu_sec,
+        process: server.process,
+        packets_sent: server.packets_sent,
+        packets_received: server.packets_received,
         sent_mbps: delta("sfu_bytes_sent_total").map(|b| b * 8.0 / wall_secs.max(1e-9) / 1e6),
         counters: NODE_COUNTERS
             .iter()
@@ -290,16 +291,11 @@ fn totals(nodes: &[NodeFigures]) -> ServerFigures {
             cpu_pct: p.iter().map(|r| r.cpu_pct).sum(),
             peak_rss_mb: p.iter().map(|r| r.peak_rss_mb).sum(),
         });
-    let packets_sent = sum(&|n| n.packets_sent);
-    ServerFigures {
-        packets_sent_per_cpu_sec: match (&process, packets_sent) {
-            (Some(p), Some(s)) if p.cpu_secs > 0.0 => Some(s / p.cpu_secs),
-            _ => None,
-        },
+    ServerFigures::new(
         process,
-        packets_sent,
-        packets_received: sum(&|n| n.packets_received),
-    }
+        sum(&|n| n.packets_sent),
+        sum(&|n| n.packets_received),
+    )
 }
 
 /// Viewers by the node that answered them (`ids[i]`), and those answered

@@ -64,6 +64,26 @@ pub struct ServerFigures {
     pub packets_sent_per_cpu_sec: Option<f64>,
 }
 
+impl ServerFigures {
+    /// The figures of one run, with packets per CPU-second derived.
+    pub fn new(
+        process: Option<ResourceUse>,
+        packets_sent: Option<f64>,
+        packets_received: Option<f64>,
+    ) -> ServerFigures {
+        let packets_sent_per_cpu_sec = match (&process, packets_sent) {
+            (Some(p), Some(s)) if p.cpu_secs > 0.0 => Some(s / p.cpu_secs),
+            _ => None,
+        };
+        ServerFigures {
+            process,
+            packets_sent,
+            packets_received,
+            packets_sent_per_cpu_sec,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: String,

@@ -185,16 +185,11 @@ impl Run {
             (Some(b), Some(a)) => Some(ResourceUse::between(b, a, wall)),
             _ => None,
         };
-        let packets_sent = delta("sfu_packets_sent_total");
-        report.server = ServerFigures {
-            packets_sent_per_cpu_sec: match (&process, packets_sent) {
-                (Some(p), Some(s)) if p.cpu_secs > 0.0 => Some(s / p.cpu_secs),
-                _ => None,
-            },
+        report.server = ServerFigures::new(
             process,
-            packets_sent,
-            packets_received: delta("sfu_packets_received_total"),
-        };
+            delta("sfu_packets_sent_total"),
+            delta("sfu_packets_received_total"),
+        );
         if let (Some(b), Some(a)) = (self.self_before, sample(None)) {
             report.generator = ResourceUse::between(b, a, wall);
         }
