@@ -6,6 +6,9 @@
 # Needs root (apt-get, network namespaces). Bounded: every test has timeouts.
 set -euo pipefail
 cd "$(dirname "$0")"
+# A clean clone gains nothing from incremental caches; they cost gigabytes of
+# disk (a CI run once failed with "No space left on device").
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Each stage says when it starts (seconds since the suite began).
 stage() { echo "==> $* (at ${SECONDS}s)"; }
 
