@@ -179,6 +179,11 @@ pub const TEMPORAL_LAYERS: usize = 4;
 /// expected to have shown up (before that, no initial choice is made).
 pub const LAYERS_SETTLE: Duration = Duration::from_millis(800);
 
+/// How long a subscriber with a width limit waits, after a track's first
+/// frame, for an announced layer that fits it before it takes a wider one
+/// (relayed layers come up one keyframe at a time: seen taking over 1 s).
+pub const FIT_WAIT: Duration = Duration::from_secs(3);
+
 /// The layers of one published video track.
 #[derive(Debug, Clone, Default)]
 pub struct PublishedLayers {
@@ -205,6 +210,21 @@ impl PublishedLayers {
             || self
                 .first_frame
                 .is_some_and(|t| now.saturating_duration_since(t) >= LAYERS_SETTLE)
+    }
+
+    /// [`settled`](Self::settled), and for a subscriber limited to
+    /// `max_width`: a layer that fits was seen, or no announced layer is
+    /// missing any more, or [`FIT_WAIT`] passed.
+    pub fn settled_for(&self, now: Instant, max_width: Option<u32>) -> bool {
+        let Some(max) = max_width else {
+            return self.settled(now);
+        };
+        let fits = self.layers.iter().any(|l| l.width > 0 && l.width <= max);
+        let missing = self.layers.len() < self.expected;
+        let waited = self
+            .first_frame
+            .is_some_and(|t| now.saturating_duration_since(t) >= FIT_WAIT);
+        self.settled(now) && (fits || !missing || waited)
     }
 
     /// A frame of layer `id` arrived (`size` bytes; `dims` when the frame tells).
@@ -834,6 +854,30 @@ mod tests {
         let mut single = PublishedLayers::new(1);
         single.observe(None, 5000, None, 0, t0);
         assert!(single.settled(t0));
+    }
+
+    #[test]
+    fn a_width_limited_subscriber_waits_longer_for_a_layer_that_fits() {
+        let t0 = Instant::now();
+        let settle = t0 + LAYERS_SETTLE;
+        let mut p = PublishedLayers::new(3);
+        p.observe(rid("r0"), 5000, Some((1280, 720)), 0, t0);
+        assert!(p.settled_for(settle, None), "no limit: as before");
+        assert!(p.settled_for(settle, Some(1280)), "a layer fits");
+        assert!(
+            !p.settled_for(settle, Some(320)),
+            "the small layer may come"
+        );
+        assert!(p.settled_for(t0 + FIT_WAIT, Some(320)), "but not forever");
+        p.observe(rid("r1"), 500, Some((320, 180)), 0, settle);
+        assert!(p.settled_for(settle, Some(320)));
+        let mut two = PublishedLayers::new(2);
+        two.observe(rid("r0"), 5000, Some((1280, 720)), 0, t0);
+        two.observe(rid("r1"), 2000, Some((640, 360)), 0, t0);
+        assert!(
+            two.settled_for(t0, Some(320)),
+            "every announced layer is there and none fits: the narrowest it is"
+        );
     }
 
     #[test]

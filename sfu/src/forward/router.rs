@@ -482,8 +482,8 @@ impl Router {
                 continue;
             }
             if dt.selector.target().is_none() && !dt.selector.is_paused() {
-                if !t.layers.settled(now) {
-                    continue; // wait until every layer showed up before choosing
+                if !t.layers.settled_for(now, dt.selector.max_width) {
+                    continue; // wait until the layers showed up before choosing
                 }
                 // First frames for this down-track: choose a layer now, from
                 // its share of the subscriber's (initial) estimate.
@@ -578,6 +578,12 @@ impl Router {
                 let Some(dt) = self.down_tracks.get_mut(down).filter(|d| d.relay.is_none()) else {
                     continue;
                 };
+                if dt.selector.target().is_none()
+                    && !dt.selector.is_paused()
+                    && !t.layers.settled_for(now, dt.selector.max_width)
+                {
+                    continue; // no first choice before the layers showed up
+                }
                 // What flows to this viewer (or would, at the lowest layer, while paused).
                 let sending = dt
                     .selector
