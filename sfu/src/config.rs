@@ -59,6 +59,12 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_ICE_TCP_PORT")]
     pub ice_tcp_port: Option<u16>,
 
+    /// Send each wake-up's datagrams in batches: many destinations per
+    /// `sendmmsg` call, and runs to one peer as one segmentation-offload
+    /// (GSO) send where the kernel has it. false: one call per datagram. [default: true]
+    #[arg(long, env = "SFU_UDP_BATCH")]
+    pub udp_batch: Option<bool>,
+
     /// Number of media worker threads. [default: number of CPU cores]
     #[arg(long, env = "SFU_WORKERS")]
     pub workers: Option<usize>,
@@ -196,6 +202,7 @@ pub struct Config {
     pub stun_server: Option<String>,
     pub ice_tcp: bool,
     pub ice_tcp_port: u16,
+    pub udp_batch: bool,
     pub workers: usize,
     #[serde(serialize_with = "redact_keys")]
     pub api_keys: BTreeMap<String, String>,
@@ -397,6 +404,7 @@ impl Config {
             stun_server: args.stun_server.or(file.stun_server),
             ice_tcp: args.ice_tcp.or(file.ice_tcp).unwrap_or(true),
             ice_tcp_port: args.ice_tcp_port.or(file.ice_tcp_port).unwrap_or(0),
+            udp_batch: args.udp_batch.or(file.udp_batch).unwrap_or(true),
             workers,
             api_keys,
             session_timeout: Duration::from_secs(

@@ -176,6 +176,7 @@ pub async fn run_until(
         reconnect_grace: config.reconnect_grace,
         ice_servers: config.ice_servers.clone(),
         webhooks: webhook_sender(&config, &metrics, &shutdown),
+        udp_batch: config.udp_batch,
     };
     let (workers, threads) = spawn_workers(
         WorkerSettings {

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub sessions_ended: IntCounterVec,
     pub packets_received: IntCounter,
     pub packets_sent: IntCounter,
+    pub udp_send_calls: IntCounter,
     pub bytes_received: IntCounter,
     pub bytes_sent: IntCounter,
     pub frames_received: IntCounterVec,
@@ -147,6 +148,11 @@ impl Metrics {
             )?,
             packets_received: counter(&r, "sfu_packets_received_total", "UDP datagrams received")?,
             packets_sent: counter(&r, "sfu_packets_sent_total", "UDP datagrams sent")?,
+            udp_send_calls: counter(
+                &r,
+                "sfu_udp_send_calls_total",
+                "System calls that sent the workers' UDP datagrams (one GSO call carries several)",
+            )?,
             bytes_received: counter(&r, "sfu_bytes_received_total", "UDP bytes received")?,
             bytes_sent: counter(&r, "sfu_bytes_sent_total", "UDP bytes sent")?,
             frames_received: counter_vec(
@@ -294,6 +300,7 @@ impl Metrics {
 pub struct PacketCounts {
     pub packets_received: u64,
     pub packets_sent: u64,
+    pub send_calls: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
 }
@@ -302,6 +309,7 @@ impl PacketCounts {
     pub fn flush(&mut self, m: &Metrics) {
         m.packets_received.inc_by(self.packets_received);
         m.packets_sent.inc_by(self.packets_sent);
+        m.udp_send_calls.inc_by(self.send_calls);
         m.bytes_received.inc_by(self.bytes_received);
         m.bytes_sent.inc_by(self.bytes_sent);
         *self = PacketCounts::default();

@@ -8,6 +8,7 @@
 pub mod core;
 pub mod demux;
 mod event_loop;
+mod outbox;
 pub mod tcp;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};

@@ -75,6 +75,8 @@ pub struct WorkerContext {
     pub reconnect_grace: Duration,
     pub ice_servers: Vec<signaling::IceServer>,
     pub webhooks: Option<crate::webhooks::Webhooks>,
+    /// Batch UDP sends (`sendmmsg`, GSO); false: one call per datagram.
+    pub udp_batch: bool,
 }
 
 /// Why a participant was removed (a metric label and a log field).
