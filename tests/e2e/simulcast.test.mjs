@@ -134,7 +134,28 @@ test('simulcast: per-player layers by wish and by capped downlink, loss repaired
 
   // Lift the cap: back to the top layer.
   peer.capDownlink(null);
-  const upMs = await waitForWidth(capped, 'uncapped player', 1280, 30000);
+  // What the server decides meanwhile (its downlink estimate, the layer it
+  // targets), sampled every second: [ms since the cap was lifted, estimate,
+  // target rid, width flowing, paused, available width:bitrate].
+  const decisions = [];
+  const liftedAt = Date.now();
+  const sampling = setInterval(async () => {
+    try {
+      const r = await fetch(`${server.base}/api/rooms/${room}/participants/capped/subscriptions`,
+        { headers: { authorization: `Basic ${Buffer.from(`${KEY}:${SECRET}`).toString('base64')}` } });
+      const v = await r.json();
+      const video = (v.subscriptions || []).find((x) => x.kind === 'video');
+      decisions.push([Date.now() - liftedAt, v.downlinkEstimateBps, video?.target, video?.layer?.width,
+        video?.paused, video?.available?.map((l) => `${l.width}:${l.bitrateBps}`).join(' ')]);
+    } catch (e) { decisions.push({ t: Date.now(), error: String(e) }); }
+  }, 1000);
+  let upMs;
+  try {
+    upMs = await waitForWidth(capped, 'uncapped player', 1280, 30000);
+  } finally {
+    clearInterval(sampling);
+    console.log('server decisions after the cap was lifted', JSON.stringify(decisions));
+  }
   reportMetric('upgrade_to_top_layer_ms', upMs, 'ms');
 
   // 5% random loss on the player's path: retransmissions keep it decoding.
