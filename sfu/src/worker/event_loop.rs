@@ -223,16 +223,7 @@ async fn worker_loop(
         }
         let now = Instant::now();
         core.handle_timeout(now, &mut transmit);
-        if !outbox.is_empty() {
-            let limits = BatchLimits {
-                segments: if batch { udp.max_gso_segments() } else { 1 },
-                messages: if batch { SEND_BATCH } else { 1 },
-            };
-            let flushed = outbox.flush(limits, |batch| send_batch(&udp, &socket, v6, batch));
-            sent.packets_sent += flushed.datagrams;
-            sent.bytes_sent += flushed.bytes;
-            sent.send_calls += flushed.calls;
-        }
+        send_outbox(&mut outbox, &udp, &socket, v6, batch, &mut sent);
         if now >= next_flush {
             next_flush = now + FLUSH_INTERVAL;
             sent.flush(&metrics);
@@ -244,6 +235,31 @@ async fn worker_loop(
             }
         }
     }
+    // What shutting down produced (DTLS close alerts, RTCP BYE) still leaves.
+    send_outbox(&mut outbox, &udp, &socket, v6, batch, &mut sent);
+    sent.flush(&metrics);
+}
+
+/// Send what the wake-up queued (`batch`: with `sendmmsg` and GSO).
+fn send_outbox(
+    outbox: &mut Outbox,
+    udp: &UdpSocketState,
+    socket: &UdpSocket,
+    v6: bool,
+    batch: bool,
+    counts: &mut PacketCounts,
+) {
+    if outbox.is_empty() {
+        return;
+    }
+    let limits = BatchLimits {
+        segments: if batch { udp.max_gso_segments() } else { 1 },
+        messages: if batch { SEND_BATCH } else { 1 },
+    };
+    let flushed = outbox.flush(limits, |b| send_batch(udp, socket, v6, b));
+    counts.packets_sent += flushed.datagrams;
+    counts.bytes_sent += flushed.bytes;
+    counts.send_calls += flushed.calls;
 }
 
 /// One send call on the worker's socket; how many datagrams left.
