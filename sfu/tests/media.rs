@@ -6,7 +6,7 @@
 mod common;
 
 use sfu::config::ConfigArgs;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{post_sdp, TestPeer, TestResult, TestServer};
 use str0m::format::{Codec, FormatParams};
@@ -322,6 +322,42 @@ async fn dtls_close_removes_the_session_at_once() -> TestResult {
             .await,
         "alive tasks {} (at start {tasks_at_start})",
         server.metric("sfu_tokio_alive_tasks").await
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_tells_its_peers_the_session_closed() -> TestResult {
+    let server = TestServer::start(60);
+    let (mut publisher, offer) = TestPeer::publisher();
+    let token = server.token("stop", "p", true, false);
+    let posted = post_sdp(&format!("{}/whip/stop", server.base), &token, &offer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    publisher.accept_answer(&posted.body)?;
+    // The peer runs until its session ends, 20 s at most.
+    let publisher = publisher.spawn_for(Duration::from_secs(20));
+    assert!(
+        server
+            .wait_metric("sfu_rtc_instances", 1.0, Duration::from_secs(5))
+            .await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stopped = Instant::now();
+    // Shutdown without drain: the workers close what is still open.
+    tokio::task::spawn_blocking(move || drop(server)).await?;
+    let publisher = tokio::task::spawn_blocking(move || publisher.join())
+        .await?
+        .map_err(|_| "peer thread panicked")?;
+    assert!(publisher.stats.connected_after.is_some());
+    assert!(
+        !publisher.rtc.is_alive(),
+        "the peer learned of the close (DTLS close_notify), {:?} after the stop",
+        stopped.elapsed()
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "told at once, not by a timeout: {:?}",
+        stopped.elapsed()
     );
     Ok(())
 }
