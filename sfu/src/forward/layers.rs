@@ -212,6 +212,12 @@ impl PublishedLayers {
                 .is_some_and(|t| now.saturating_duration_since(t) >= LAYERS_SETTLE)
     }
 
+    /// Whether `selector` may choose now: it already has a choice (or
+    /// paused), or these layers are [`settled_for`](Self::settled_for) it.
+    pub fn ready_for(&self, selector: &LayerSelector, now: Instant) -> bool {
+        selector.has_chosen() || self.settled_for(now, selector.max_width)
+    }
+
     /// [`settled`](Self::settled), and for a subscriber limited to
     /// `max_width`: a layer that fits was seen, or no announced layer is
     /// missing any more, or [`FIT_WAIT`] passed.
@@ -382,6 +388,11 @@ impl LayerSelector {
 
     pub fn is_paused(&self) -> bool {
         self.paused
+    }
+
+    /// A layer (or the pause) was chosen: after the first choice.
+    pub fn has_chosen(&self) -> bool {
+        self.target.is_some() || self.paused
     }
 
     /// Recompute the target. `estimate_bps` is the subscriber's downlink

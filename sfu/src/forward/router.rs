@@ -481,10 +481,10 @@ impl Router {
                 }
                 continue;
             }
-            if dt.selector.target().is_none() && !dt.selector.is_paused() {
-                if !t.layers.settled_for(now, dt.selector.max_width) {
-                    continue; // wait until the layers showed up before choosing
-                }
+            if !t.layers.ready_for(&dt.selector, now) {
+                continue; // wait until the layers showed up before choosing
+            }
+            if !dt.selector.has_chosen() {
                 // First frames for this down-track: choose a layer now, from
                 // its share of the subscriber's (initial) estimate.
                 let layers = ranked.get_or_insert_with(|| t.layers.ranked(now));
@@ -578,10 +578,7 @@ impl Router {
                 let Some(dt) = self.down_tracks.get_mut(down).filter(|d| d.relay.is_none()) else {
                     continue;
                 };
-                if dt.selector.target().is_none()
-                    && !dt.selector.is_paused()
-                    && !t.layers.settled_for(now, dt.selector.max_width)
-                {
+                if !t.layers.ready_for(&dt.selector, now) {
                     continue; // no first choice before the layers showed up
                 }
                 // What flows to this viewer (or would, at the lowest layer, while paused).
