@@ -263,8 +263,8 @@ fn send_outbox(
 }
 
 /// One send call on the worker's socket; how many datagrams left.
-fn send_batch<S: AsFd>(udp: &UdpSocketState, socket: &S, v6: bool, batch: SendBatch<'_>) -> usize {
-    match batch {
+fn send_batch<S: AsFd>(udp: &UdpSocketState, socket: &S, v6: bool, batch: &SendBatch<'_>) -> usize {
+    match *batch {
         SendBatch::Segmented {
             destination,
             contents,

@@ -34,12 +34,26 @@ pub enum SendBatch<'a> {
     Each(&'a [Datagram]),
 }
 
-#[cfg(test)]
 impl SendBatch<'_> {
+    #[cfg(test)]
     pub fn datagrams(&self) -> usize {
         match self {
             SendBatch::Segmented { datagrams, .. } => *datagrams,
             SendBatch::Each(d) => d.len(),
+        }
+    }
+
+    /// The bytes of the first `sent` datagrams (a GSO send leaves whole or
+    /// not at all).
+    fn bytes_of(&self, sent: usize) -> u64 {
+        match self {
+            SendBatch::Segmented {
+                contents,
+                datagrams,
+                ..
+            } if sent == *datagrams => contents.len() as u64,
+            SendBatch::Segmented { .. } => 0,
+            SendBatch::Each(d) => d.iter().take(sent).map(|(_, c)| c.len() as u64).sum(),
         }
     }
 }
@@ -85,61 +99,48 @@ impl Outbox {
     pub fn flush(
         &mut self,
         limits: BatchLimits,
-        mut send: impl FnMut(SendBatch<'_>) -> usize,
+        mut send: impl FnMut(&SendBatch<'_>) -> usize,
     ) -> Flushed {
         let mut flushed = Flushed::default();
-        let mut call = |batch: SendBatch<'_>, bytes_of: &dyn Fn(usize) -> u64| {
+        let mut call = |batch: SendBatch<'_>| {
+            let sent = send(&batch);
             flushed.calls += 1;
-            let sent = send(batch);
             flushed.datagrams += sent as u64;
-            flushed.bytes += bytes_of(sent);
+            flushed.bytes += batch.bytes_of(sent);
         };
-        let queue = &self.queue;
-        let mut singles_from: Option<usize> = None;
+        let (queue, gathered) = (&self.queue, &mut self.gathered);
         let mut start = 0;
         while start < queue.len() {
             let n = run_length(&queue[start..], limits.segments);
-            if n == 1 {
-                let from = *singles_from.get_or_insert(start);
-                start += 1;
-                if start - from >= limits.messages.max(1) {
-                    let each = &queue[from..start];
-                    call(SendBatch::Each(each), &|k| bytes(&each[..k]));
-                    singles_from = None;
+            if n > 1 {
+                let run = &queue[start..start + n];
+                gathered.clear();
+                for (_, c) in run {
+                    gathered.extend_from_slice(c);
                 }
+                call(SendBatch::Segmented {
+                    destination: run[0].0,
+                    contents: gathered,
+                    segment: run[0].1.len(),
+                    datagrams: n,
+                });
+                start += n;
                 continue;
             }
-            if let Some(from) = singles_from.take() {
-                let each = &queue[from..start];
-                call(SendBatch::Each(each), &|k| bytes(&each[..k]));
+            // Single datagrams up to the next GSO run, `messages` per call.
+            let mut end = start + 1;
+            while end < queue.len()
+                && end - start < limits.messages.max(1)
+                && run_length(&queue[end..], limits.segments) == 1
+            {
+                end += 1;
             }
-            let run = &queue[start..start + n];
-            self.gathered.clear();
-            for (_, c) in run {
-                self.gathered.extend_from_slice(c);
-            }
-            let total = self.gathered.len() as u64;
-            let batch = SendBatch::Segmented {
-                destination: run[0].0,
-                contents: &self.gathered,
-                segment: run[0].1.len(),
-                datagrams: n,
-            };
-            // A GSO send leaves whole or not at all.
-            call(batch, &|k| if k == n { total } else { 0 });
-            start += n;
-        }
-        if let Some(from) = singles_from {
-            let each = &queue[from..];
-            call(SendBatch::Each(each), &|k| bytes(&each[..k]));
+            call(SendBatch::Each(&queue[start..end]));
+            start = end;
         }
         self.queue.clear();
         flushed
     }
-}
-
-fn bytes(datagrams: &[Datagram]) -> u64 {
-    datagrams.iter().map(|(_, c)| c.len() as u64).sum()
 }
 
 /// How many datagrams from the start of `queue` one GSO call can carry:
@@ -184,7 +185,7 @@ mod tests {
         let mut calls = Vec::new();
         let limits = BatchLimits { segments, messages };
         let flushed = outbox.flush(limits, |b| {
-            match &b {
+            match b {
                 SendBatch::Segmented {
                     destination,
                     contents,
