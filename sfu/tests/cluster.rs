@@ -639,6 +639,7 @@ async fn a_relay_carries_only_the_layers_its_viewers_can_use() -> TestResult {
     // It started on the one layer there was, and goes up as the others
     // arrive (after the selector's upgrade hold).
     let full = joined(full);
+    eprintln!("full viewer keyframes {:?}", full.stats.keyframe_widths);
     assert!(
         full.stats.keyframe_widths.iter().any(|(_, w)| *w == 1280),
         "the full viewer reaches the top layer: {:?}",

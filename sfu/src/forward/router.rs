@@ -52,16 +52,51 @@ pub struct DownTrackKey {
     pub mid: Mid,
 }
 
-/// What a subscriber's bandwidth estimator should probe for.
+/// What a subscriber's bandwidth estimator should probe for, and how much
+/// it should send at least (media, padding where media falls short).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ProbeRequest {
     /// The rate it would receive if every track that wants to go up got
     /// its next layer (None: nothing to probe for).
     pub target_bps: Option<u64>,
-    /// An upgrade waits on the estimate: pad up to the target for the whole
-    /// hold, so a link that only lets short probe bursts through (a token
-    /// bucket) shows its real rate before a bigger layer is switched to.
-    pub sustain: bool,
+    /// The padding floor: the estimator pads up to this rate (never above
+    /// its own estimate) when media alone sends less.
+    pub floor_bps: u64,
+}
+
+/// Padding kept up while nothing is being probed for (keeps RTX state and
+/// NAT bindings warm, gives the estimator something to measure).
+pub const MIN_PADDING_BPS: u64 = 100_000;
+
+/// While a subscriber wants more than its estimate, it sends at least this
+/// share of the estimate. A sender far below its estimate freezes the
+/// estimate: the delay-based controller grows it to at most 1.5 x what was
+/// acknowledged, and str0m 0.25 re-evaluates whether it may probe only when
+/// the estimate changes. Seen after a lifted 400 kbit/s cap: the estimate
+/// stayed at 318 k for 30 s while the viewer sent ~200 k of its lowest
+/// layer. At 0.75 the ceiling sits above the estimate, so it keeps moving.
+const FILL_SHARE: f64 = 0.75;
+
+impl ProbeRequest {
+    /// The request for a subscriber that wants `target_bps` (None: nothing
+    /// to go up to) with its current estimate. While an upgrade waits on the
+    /// estimate (`upgrade_pending`), the floor is the whole target, so a link
+    /// that only lets short probe bursts through (a token bucket) shows its
+    /// real rate before a bigger layer is switched to.
+    pub fn new(target_bps: Option<u64>, upgrade_pending: bool, estimate_bps: Option<u64>) -> Self {
+        let floor_bps = match target_bps {
+            Some(target) if upgrade_pending => target,
+            Some(target) => {
+                let fill = (estimate_bps.unwrap_or(0) as f64 * FILL_SHARE) as u64;
+                fill.min(target).max(MIN_PADDING_BPS)
+            }
+            None => MIN_PADDING_BPS,
+        };
+        Self {
+            target_bps,
+            floor_bps,
+        }
+    }
 }
 
 /// Why a keyframe is requested from a publisher.
@@ -614,10 +649,8 @@ impl Router {
             wanted
                 .into_iter()
                 .map(|(subscriber, (total, any, pending))| {
-                    let request = ProbeRequest {
-                        target_bps: any.then_some(total),
-                        sustain: pending,
-                    };
+                    let estimate = self.estimates.get(&subscriber).copied();
+                    let request = ProbeRequest::new(any.then_some(total), pending, estimate);
                     (subscriber, request)
                 }),
         );

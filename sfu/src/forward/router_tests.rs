@@ -428,3 +428,28 @@ fn a_new_viewer_without_an_estimate_starts_from_the_initial_guess_not_the_top() 
     let now = run_simulcast(&mut r, &[a], &[], t0, 2);
     assert_eq!(r.layer_rank(down(2, "5"), now), Some((1, 3)));
 }
+
+#[test]
+fn a_viewer_that_wants_more_keeps_its_estimate_moving() {
+    // Nothing to go up to: only the keep-alive padding.
+    let idle = ProbeRequest::new(None, false, Some(2_000_000));
+    assert_eq!(idle.floor_bps, MIN_PADDING_BPS);
+    // Wanting more: three quarters of the estimate go out, padded where
+    // media falls short, so the estimate is never frozen by a quiet sender.
+    let wanting = ProbeRequest::new(Some(465_000), false, Some(318_000));
+    assert_eq!(wanting.floor_bps, 238_500);
+    // ...never above the target itself, never below the keep-alive.
+    assert_eq!(
+        ProbeRequest::new(Some(300_000), false, Some(1_000_000)).floor_bps,
+        300_000
+    );
+    assert_eq!(
+        ProbeRequest::new(Some(465_000), false, Some(50_000)).floor_bps,
+        MIN_PADDING_BPS
+    );
+    // An upgrade waits on the estimate: the link carries the whole target first.
+    assert_eq!(
+        ProbeRequest::new(Some(465_000), true, Some(500_000)).floor_bps,
+        465_000
+    );
+}

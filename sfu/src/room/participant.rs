@@ -27,10 +27,6 @@ use crate::forward::timeline::Timeline;
 use crate::forward::ParticipantId;
 use crate::room::member::Member;
 
-/// Padding kept up while nothing is being probed for (keeps RTX state
-/// and NAT bindings warm, gives the estimator something to measure).
-const MIN_PADDING: Bitrate = Bitrate::kbps(100);
-
 /// What a participant's `Rtc` told the worker.
 // Media frames dominate; they live briefly in a reused Vec, and boxing them
 // would allocate once per frame on the packet path.
@@ -435,21 +431,18 @@ impl Participant {
         }
     }
 
-    /// Tell the bandwidth estimator what to probe for. Probe clusters
-    /// discover headroom; while an upgrade is pending, the target also
-    /// becomes the padding floor (str0m pads up to it, never above its
-    /// estimate), so the link carries the new rate before the switch.
+    /// Tell the bandwidth estimator what to probe for and how much to send
+    /// at least (str0m pads up to the floor, never above its estimate).
     pub fn set_probe_target(&mut self, request: ProbeRequest) {
         if self.probe_target == request {
             return;
         }
         self.probe_target = request;
+        tracing::trace!(target_bps = ?request.target_bps, floor_bps = request.floor_bps, "probe target");
         let desired = Bitrate::bps(request.target_bps.unwrap_or(0));
-        let floor = match request.target_bps {
-            Some(target) if request.sustain => Bitrate::bps(target),
-            _ => MIN_PADDING,
-        };
-        self.rtc.bwe().set_bitrate(floor, desired);
+        self.rtc
+            .bwe()
+            .set_bitrate(Bitrate::bps(request.floor_bps), desired);
     }
 
     /// Write a data-channel text message on channel `id`.

@@ -147,6 +147,12 @@ impl WorkerCore {
             } => {
                 if let Some(p) = self.participants.get_mut(&track.publisher) {
                     if p.request_keyframe(track.mid, layer) {
+                        tracing::debug!(
+                            publisher = track.publisher,
+                            ?layer,
+                            cause = cause.as_str(),
+                            "keyframe requested from publisher"
+                        );
                         self.dirty.push(track.publisher);
                         self.ctx
                             .metrics

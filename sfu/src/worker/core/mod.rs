@@ -493,6 +493,7 @@ impl WorkerCore {
             }
             ParticipantEvent::Media(data) => self.forward(now, id, &room_name, data),
             ParticipantEvent::KeyframeRequest(req) => {
+                tracing::debug!(mid = %req.mid, kind = ?req.kind, "subscriber asks for a keyframe");
                 let slot = req.rid.and_then(|rid| {
                     let rids = self.participants.get(&id)?.relay_rids.get(&req.mid)?;
                     rids.iter().position(|r| *r == rid)
@@ -519,6 +520,9 @@ impl WorkerCore {
                 self.ctx.metrics.subscriber_estimate.observe(bps as f64);
             }
             ParticipantEvent::EgressLoss(loss) => {
+                if loss > 0.0 {
+                    tracing::debug!(loss, "subscriber reports loss");
+                }
                 if let Some(room) = self.rooms.get_mut(&room_name) {
                     room.router.set_loss(id, loss);
                 }
