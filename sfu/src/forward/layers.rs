@@ -331,6 +331,9 @@ pub struct LayerSelector {
     paused_at: Option<Instant>,
     target_temporal: u8,
     current_temporal: u8,
+    /// The target is the best layer the publisher sent (within the width
+    /// wish) at the last update: chosen for want of better, not for bandwidth.
+    best_available: bool,
     pub switches_up: u64,
     pub switches_down: u64,
 }
@@ -360,10 +363,21 @@ impl Default for LayerSelector {
             paused_at: None,
             target_temporal: u8::MAX,
             current_temporal: u8::MAX,
+            best_available: false,
             switches_up: 0,
             switches_down: 0,
         }
     }
+}
+
+/// The best layer a subscriber with `max_width` accepts: the widest that
+/// fits the wish, or the narrowest when none does.
+fn allowed_top(layers: &[LayerView], max_width: Option<u32>) -> Option<LayerId> {
+    let widest_fitting = layers
+        .iter()
+        .rev()
+        .find(|l| max_width.is_none_or(|m| l.width <= m));
+    widest_fitting.or(layers.first()).map(|l| l.id)
 }
 
 fn position(layers: &[LayerView], id: &LayerId) -> Option<usize> {
@@ -423,6 +437,18 @@ impl LayerSelector {
     }
 
     fn update_spatial(
+        &mut self,
+        now: Instant,
+        layers: &[LayerView],
+        estimate_bps: Option<u64>,
+    ) -> bool {
+        let changed = self.choose_spatial(now, layers, estimate_bps);
+        self.best_available =
+            self.target.is_some() && self.target == allowed_top(layers, self.max_width);
+        changed
+    }
+
+    fn choose_spatial(
         &mut self,
         now: Instant,
         layers: &[LayerView],
@@ -499,6 +525,23 @@ impl LayerSelector {
             }
             return before != self.target;
         };
+        if self.best_available
+            && current_index < top
+            && self.downgraded_before(now, OSCILLATION_WINDOW)
+        {
+            // Better layers appeared above one taken for want of better (a
+            // relay brings its layers up one keyframe at a time; a publisher
+            // adds its upper layers as its own estimate grows): take the best
+            // that fits now, as a first choice would, without the hold.
+            let best = allowed.iter().rposition(|l| fits(l, UPGRADE_MARGIN));
+            if let Some(best) = best.filter(|&b| b > current_index) {
+                self.target = Some(allowed[best].id);
+                self.switches_up += 1;
+                self.upgrade_ok_since = None;
+                self.last_upgrade = Some(now);
+                return true;
+            }
+        }
         match best_fit {
             None => {
                 self.pause(now);
@@ -699,6 +742,44 @@ mod tests {
             LayerView::new(rid("h"), 640, 360, 500_000),
             LayerView::new(rid("f"), 1280, 720, 2_500_000),
         ]
+    }
+
+    #[test]
+    fn layers_that_appear_above_a_choice_for_want_of_better_are_taken_at_once() {
+        let t0 = Instant::now();
+        let all = chrome_layers();
+        let mut s = LayerSelector::default();
+        // Only the low layer flows yet (a relay bringing its layers up).
+        s.update(t0, &all[..1], Some(3_000_000));
+        assert_eq!(s.target(), Some(&rid("q")));
+        // The others arrive: 3 Mbit/s carries 640 with the upgrade margin
+        // (1280 would need ~3.2 M): taken in the same update, no hold.
+        let t1 = t0 + Duration::from_millis(250);
+        assert!(s.update(t1, &all, Some(3_000_000)));
+        assert_eq!(s.target(), Some(&rid("h")));
+        // Further up is an upgrade like any other: it waits for the hold.
+        let t2 = t1 + Duration::from_millis(250);
+        s.update(t2, &all, Some(4_000_000));
+        assert_eq!(s.target(), Some(&rid("h")), "no jump without the hold");
+        s.update(t2 + MIN_UPGRADE_HOLD, &all, Some(4_000_000));
+        assert_eq!(s.target(), Some(&rid("f")));
+    }
+
+    #[test]
+    fn a_layer_that_comes_back_after_a_fallback_waits_for_the_hold() {
+        let t0 = Instant::now();
+        let all = chrome_layers();
+        let mut s = LayerSelector::default();
+        s.update(t0, &all, Some(4_000_000));
+        assert_eq!(s.target(), Some(&rid("f")));
+        // The publisher's top layer stops: fall back to 640...
+        let t1 = t0 + Duration::from_secs(1);
+        s.update(t1, &all[..2], Some(4_000_000));
+        assert_eq!(s.target(), Some(&rid("h")));
+        // ...and when it returns, no immediate jump: it may flap.
+        let t2 = t1 + Duration::from_millis(500);
+        s.update(t2, &all, Some(4_000_000));
+        assert_eq!(s.target(), Some(&rid("h")));
     }
 
     #[test]
