@@ -12,8 +12,8 @@
 # libFuzzer's instrumentation needs. The project has no `unsafe` code, so the
 # sanitizer adds little; panics, failed assertions, timeouts and OOMs are
 # caught either way. FUZZ_PROFILE=dev builds without optimisation: about 40 %
-# less build time and 4-5x fewer executions per second (test.sh uses it to stay
-# inside CI's time budget). Installs cargo-fuzz if it is missing. Seeds come from fuzz/corpus/<target>/ (read
+# less build time but 4-30x fewer executions per second, so test.sh keeps
+# release. Installs cargo-fuzz if it is missing. Seeds come from fuzz/corpus/<target>/ (read
 # only, committed); what libFuzzer discovers goes to fuzz/generated/ (ignored
 # by git). Crashing inputs land in fuzz/artifacts/<target>/. Logs:
 # fuzz/generated/logs/<target>.log.

@@ -1,12 +1,12 @@
 // History of its flakes: 2 of 4 runs stalled 2.5-2.8 s under the cap before
 // 56fc05e (media follows a client's path switch). Later ~1 run in 4 failed
-// in two ways: a stall of ~2.8 s under the cap, or no return to the top
-// layer after the cap was lifted, because the viewer's estimate froze at
-// 1.5 x what its lowest layer sent (318 k for 30 s). Since a viewer that
-// wants more fills 3/4 of its estimate (router::ProbeRequest), 14 of 14
-// runs passed (longest stall 507 ms; top layer again 3.5-11.8 s after the
-// lift, median 6.3 s). Server decisions are printed every
-// second under the cap and after it, to explain the next failure.
+// in two ways: no return to the top layer after the cap was lifted, because
+// the viewer's estimate froze at 1.5 x what its lowest layer sent (318 k for
+// 30 s), or a stall of 1-2.8 s under the cap, when padding toward an
+// estimate that a short probe had pushed above the cap (503 k) filled the
+// token bucket's queue. Now a frozen estimate gets padding to move it, and
+// an upgrade's sustained padding lasts 700 ms (router::ProbeRequest).
+// Server decisions are printed every second under the cap and after it.
 //
 // Simulcast with real Chromium: a publisher sends three layers (rids f/h/q);
 // an unconstrained player gets the top layer, a player asking for 640 wide

@@ -634,11 +634,13 @@ impl LayerSelector {
         self.upgrade_ok_since = None;
     }
 
-    /// True while the estimate says the next layer fits and the selector
-    /// waits out the hold before going up: the time to prove the link can
-    /// carry that rate for real (sustained padding), not only in a burst.
-    pub fn upgrade_pending(&self) -> bool {
-        self.upgrade_ok_since.is_some()
+    /// How long the estimate has said the next layer fits while the
+    /// selector waits out the hold before going up (None: no upgrade
+    /// pending): the time to prove the link can carry that rate for real
+    /// (sustained padding), not only in a burst.
+    pub fn upgrade_pending_for(&self, now: Instant) -> Option<Duration> {
+        self.upgrade_ok_since
+            .map(|since| now.saturating_duration_since(since))
     }
 
     /// The bitrate worth probing for: the next layer up (None at the top,

@@ -23,7 +23,7 @@
 //! other layers are dropped and switches happen at the target's keyframes.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
 
@@ -36,7 +36,7 @@ use super::relay_gate::{RelayGate, RelayVerdict};
 use super::ParticipantId;
 
 /// Receiver loss reports are ignored for this long after a layer switch.
-const LOSS_AFTER_SWITCH: std::time::Duration = std::time::Duration::from_secs(3);
+const LOSS_AFTER_SWITCH: Duration = Duration::from_secs(3);
 
 /// One published media line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,29 +68,48 @@ pub struct ProbeRequest {
 /// NAT bindings warm, gives the estimator something to measure).
 pub const MIN_PADDING_BPS: u64 = 100_000;
 
-/// While a subscriber wants more than its estimate, it sends at least this
-/// share of the estimate. A sender far below its estimate freezes the
-/// estimate: the delay-based controller grows it to at most 1.5 x what was
-/// acknowledged, and str0m 0.25 re-evaluates whether it may probe only when
-/// the estimate changes. Seen after a lifted 400 kbit/s cap: the estimate
-/// stayed at 318 k for 30 s while the viewer sent ~200 k of its lowest
-/// layer. At 0.75 the ceiling sits above the estimate, so it keeps moving.
+/// A subscriber's estimate that has not changed for this long while it
+/// wants a higher layer is taken as frozen. str0m 0.25's delay-based
+/// estimate grows to at most 1.5 x the acknowledged rate, and its probe
+/// controller re-reads whether it may probe only when the estimate changes.
+/// Seen after a lifted 400 kbit/s cap: a viewer sending ~200 k of its
+/// lowest layer stayed at exactly 318 k for 30 s and never went back up.
+pub const FROZEN_ESTIMATE_AFTER: Duration = Duration::from_secs(3);
+
+/// A subscriber whose estimate froze sends at least this share of it
+/// (padding where media falls short): the 1.5 x ceiling then sits above the
+/// estimate, which moves again, and str0m re-reads whether it may probe.
+/// Only then: padding toward an estimate that overshoots a token bucket's
+/// rate (short probes do) fills its queue (a stall seen in CI).
 const FILL_SHARE: f64 = 0.75;
+
+/// Padding up to an upgrade's target lasts this long at the start of its
+/// hold: long enough to pass a token bucket's burst and show as a rising
+/// delay, short enough not to overflow its queue (a 400 kbit/s link with a
+/// 300 ms queue overflowed during a 2 s sustained hold). The rest of the
+/// hold gives the estimator time to react before the switch.
+pub const SUSTAIN_WINDOW: Duration = Duration::from_millis(700);
 
 impl ProbeRequest {
     /// The request for a subscriber that wants `target_bps` (None: nothing
     /// to go up to) with its current estimate. While an upgrade waits on the
-    /// estimate (`upgrade_pending`), the floor is the whole target, so a link
-    /// that only lets short probe bursts through (a token bucket) shows its
-    /// real rate before a bigger layer is switched to.
-    pub fn new(target_bps: Option<u64>, upgrade_pending: bool, estimate_bps: Option<u64>) -> Self {
+    /// estimate (`sustain`), the floor is the whole target, so a link that
+    /// only lets short probe bursts through (a token bucket) shows its real
+    /// rate before a bigger layer is switched to. A frozen estimate gets
+    /// [`FILL_SHARE`] of itself.
+    pub fn new(
+        target_bps: Option<u64>,
+        sustain: bool,
+        estimate_bps: Option<u64>,
+        estimate_frozen: bool,
+    ) -> Self {
         let floor_bps = match target_bps {
-            Some(target) if upgrade_pending => target,
-            Some(target) => {
+            Some(target) if sustain => target,
+            Some(target) if estimate_frozen => {
                 let fill = (estimate_bps.unwrap_or(0) as f64 * FILL_SHARE) as u64;
                 fill.min(target).max(MIN_PADDING_BPS)
             }
-            None => MIN_PADDING_BPS,
+            _ => MIN_PADDING_BPS,
         };
         Self {
             target_bps,
@@ -110,6 +129,8 @@ pub enum KeyframeCause {
     PublisherGap,
     /// A deferred, throttled request became due.
     Deferred,
+    /// A frame for a subscriber was skipped: its send queue had backed up.
+    SendBacklog,
 }
 
 impl KeyframeCause {
@@ -119,6 +140,7 @@ impl KeyframeCause {
             KeyframeCause::SubscriberRequest => "subscriber_request",
             KeyframeCause::PublisherGap => "publisher_gap",
             KeyframeCause::Deferred => "deferred",
+            KeyframeCause::SendBacklog => "send_backlog",
         }
     }
 }
@@ -203,8 +225,10 @@ impl Track {
 struct DownTrack {
     kind: MediaKind,
     source: Option<TrackKey>,
-    /// Video: the publisher's stream had an unrepaired gap; wait for a keyframe.
-    closed: bool,
+    /// Video: frames stop until the next keyframe, which is asked for with
+    /// this cause (the publisher's stream had an unrepaired gap, or the
+    /// subscriber's send queue backed up and a frame was skipped).
+    closed: Option<KeyframeCause>,
     /// Video: which layer this subscriber gets.
     selector: LayerSelector,
     /// Subscribed to one track (conference) rather than following the room.
@@ -236,8 +260,10 @@ pub struct SubscriptionView {
 pub struct Router {
     tracks: HashMap<TrackKey, Track>,
     down_tracks: HashMap<DownTrackKey, DownTrack>,
-    /// Subscribers' downlink estimates (bits per second).
+    /// Subscribers' downlink estimates (bits per second), with when each
+    /// value was first reported.
     estimates: HashMap<ParticipantId, u64>,
+    estimate_since: HashMap<ParticipantId, Instant>,
     /// Video down-tracks per subscriber, as of the last `poll_layers`.
     video_shares: HashMap<ParticipantId, u64>,
     /// Subscribers' reported loss of what we send them (0..1).
@@ -355,7 +381,7 @@ impl Router {
             DownTrack {
                 kind,
                 source: None,
-                closed: false,
+                closed: None,
                 selector: LayerSelector::with_max_width(max_width),
                 pinned: false,
                 relay,
@@ -395,7 +421,7 @@ impl Router {
         self.down_tracks.entry(down).or_insert(DownTrack {
             kind,
             source: None,
-            closed: false,
+            closed: None,
             selector: LayerSelector::with_max_width(max_width),
             pinned: true,
             relay: None,
@@ -450,6 +476,7 @@ impl Router {
     /// unbound) and its down-tracks are dropped.
     pub fn remove_participant(&mut self, id: ParticipantId, now: Instant) -> Vec<RouterAction> {
         self.estimates.remove(&id);
+        self.estimate_since.remove(&id);
         self.losses.remove(&id);
         let mut actions = vec![];
         let own_downs: Vec<DownTrackKey> = self
@@ -537,19 +564,19 @@ impl Router {
                     want.get_or_insert((frame.layer, KeyframeCause::NewSubscriber));
                 }
                 FrameVerdict::SwitchTo => {
-                    dt.closed = false;
+                    dt.closed = None;
                     receivers.push(*down);
                 }
                 FrameVerdict::Forward => {
                     if !frame.contiguous && !frame.keyframe {
-                        dt.closed = true;
+                        dt.closed = Some(KeyframeCause::PublisherGap);
                         want = Some((frame.layer, KeyframeCause::PublisherGap));
                     }
                     if frame.keyframe {
-                        dt.closed = false;
+                        dt.closed = None;
                     }
-                    if dt.closed {
-                        want.get_or_insert((frame.layer, KeyframeCause::PublisherGap));
+                    if let Some(cause) = dt.closed {
+                        want.get_or_insert((frame.layer, cause));
                         continue;
                     }
                     receivers.push(*down);
@@ -558,6 +585,18 @@ impl Router {
         }
         let (layer, cause) = want?;
         t.request_keyframe(track, layer, cause, now)
+    }
+
+    /// A video frame for `down` was skipped because the subscriber's send
+    /// queue had backed up (its link carries less than was queued): it takes
+    /// nothing more until the next keyframe, since deltas after a skipped
+    /// frame would not decode. The keyframe is asked for with the next frame.
+    pub fn close_until_keyframe(&mut self, down: DownTrackKey) {
+        if let Some(dt) = self.down_tracks.get_mut(&down) {
+            if dt.kind == MediaKind::Video && dt.relay.is_none() {
+                dt.closed = Some(KeyframeCause::SendBacklog);
+            }
+        }
     }
 
     /// A relay down-track's downstream wants only these streams (None: all).
@@ -578,8 +617,10 @@ impl Router {
     }
 
     /// A subscriber's downlink estimate changed.
-    pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64) {
-        self.estimates.insert(subscriber, bps);
+    pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) {
+        if self.estimates.insert(subscriber, bps) != Some(bps) {
+            self.estimate_since.insert(subscriber, now);
+        }
     }
 
     /// A subscriber's receiver reports said this fraction of our packets was lost.
@@ -601,7 +642,7 @@ impl Router {
             }
         }
         // Per subscriber: (what it would receive with the probes, any probe
-        // wanted, any upgrade pending).
+        // wanted, any upgrade in its sustained-padding window).
         let mut wanted: HashMap<ParticipantId, (u64, bool, bool)> = HashMap::new();
         for t in self
             .tracks
@@ -642,15 +683,23 @@ impl Router {
                 let w = wanted.entry(down.subscriber).or_default();
                 w.0 += probe.unwrap_or(sending);
                 w.1 |= probe.is_some();
-                w.2 |= probe.is_some() && dt.selector.upgrade_pending();
+                w.2 |= probe.is_some()
+                    && dt
+                        .selector
+                        .upgrade_pending_for(now)
+                        .is_some_and(|d| d < SUSTAIN_WINDOW);
             }
         }
         probes.extend(
             wanted
                 .into_iter()
-                .map(|(subscriber, (total, any, pending))| {
+                .map(|(subscriber, (total, any, sustain))| {
                     let estimate = self.estimates.get(&subscriber).copied();
-                    let request = ProbeRequest::new(any.then_some(total), pending, estimate);
+                    let frozen = self.estimate_since.get(&subscriber).is_some_and(|t| {
+                        now.saturating_duration_since(*t) >= FROZEN_ESTIMATE_AFTER
+                    });
+                    let request =
+                        ProbeRequest::new(any.then_some(total), sustain, estimate, frozen);
                     (subscriber, request)
                 }),
         );
@@ -847,7 +896,7 @@ impl Router {
             return;
         };
         dt.source = Some(track);
-        dt.closed = false;
+        dt.closed = None;
         // A new source: the selector starts over (no current layer).
         dt.selector = LayerSelector::with_max_width(dt.selector.max_width);
         if let Some(gate) = dt.relay.as_mut() {

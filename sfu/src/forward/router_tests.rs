@@ -127,6 +127,42 @@ fn publisher_gap_closes_video_and_requests_keyframe() {
 }
 
 #[test]
+fn a_backed_up_subscriber_skips_to_the_next_keyframe() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.add_track(track(1, "v"), MediaKind::Video, 1, t0);
+    r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
+    r.add_down_track(down(3, "v"), MediaKind::Video, None, t0);
+    let mut rx = vec![];
+    r.route_frame(track(1, "v"), &FrameInfo::simple(true, true), t0, &mut rx);
+    assert_eq!(rx.len(), 2);
+    // Subscriber 2's send queue backed up: a frame was skipped for it.
+    r.close_until_keyframe(down(2, "v"));
+    let t1 = t0 + Duration::from_secs(2);
+    let a = r.route_frame(track(1, "v"), &FrameInfo::simple(false, true), t1, &mut rx);
+    assert_eq!(
+        rx,
+        vec![down(3, "v")],
+        "the other subscriber is not affected"
+    );
+    assert_eq!(
+        a,
+        Some(RouterAction::RequestKeyframe {
+            track: track(1, "v"),
+            layer: None,
+            cause: KeyframeCause::SendBacklog
+        })
+    );
+    r.route_frame(
+        track(1, "v"),
+        &FrameInfo::simple(true, true),
+        t1 + Duration::from_millis(30),
+        &mut rx,
+    );
+    assert_eq!(rx.len(), 2, "both again from the keyframe on: {rx:?}");
+}
+
+#[test]
 fn audio_is_never_gated() {
     let t0 = Instant::now();
     let mut r = Router::default();
@@ -348,7 +384,7 @@ fn run_simulcast(
         }
         if i % 3 == 0 {
             for (s, e) in estimates {
-                r.set_estimate(*s, *e);
+                r.set_estimate(*s, *e, now);
             }
             let mut probes = vec![];
             r.poll_layers(now, &mut probes);
@@ -430,26 +466,51 @@ fn a_new_viewer_without_an_estimate_starts_from_the_initial_guess_not_the_top() 
 }
 
 #[test]
-fn a_viewer_that_wants_more_keeps_its_estimate_moving() {
+fn a_viewer_that_wants_more_keeps_a_frozen_estimate_moving() {
     // Nothing to go up to: only the keep-alive padding.
-    let idle = ProbeRequest::new(None, false, Some(2_000_000));
+    let idle = ProbeRequest::new(None, false, Some(2_000_000), true);
     assert_eq!(idle.floor_bps, MIN_PADDING_BPS);
-    // Wanting more: three quarters of the estimate go out, padded where
-    // media falls short, so the estimate is never frozen by a quiet sender.
-    let wanting = ProbeRequest::new(Some(465_000), false, Some(318_000));
-    assert_eq!(wanting.floor_bps, 238_500);
+    // Wanting more with a moving estimate: no extra padding (an estimate
+    // above a token bucket's rate would fill its queue).
+    let moving = ProbeRequest::new(Some(465_000), false, Some(318_000), false);
+    assert_eq!(moving.floor_bps, MIN_PADDING_BPS);
+    // Wanting more with a frozen estimate: three quarters of it go out.
+    let frozen = ProbeRequest::new(Some(465_000), false, Some(318_000), true);
+    assert_eq!(frozen.floor_bps, 238_500);
     // ...never above the target itself, never below the keep-alive.
     assert_eq!(
-        ProbeRequest::new(Some(300_000), false, Some(1_000_000)).floor_bps,
+        ProbeRequest::new(Some(300_000), false, Some(1_000_000), true).floor_bps,
         300_000
     );
     assert_eq!(
-        ProbeRequest::new(Some(465_000), false, Some(50_000)).floor_bps,
+        ProbeRequest::new(Some(465_000), false, Some(50_000), true).floor_bps,
         MIN_PADDING_BPS
     );
-    // An upgrade waits on the estimate: the link carries the whole target first.
+    // An upgrade in its sustained window: the link carries the whole target.
     assert_eq!(
-        ProbeRequest::new(Some(465_000), true, Some(500_000)).floor_bps,
+        ProbeRequest::new(Some(465_000), true, Some(500_000), false).floor_bps,
         465_000
     );
+}
+
+#[test]
+fn an_estimate_that_stops_changing_is_frozen_and_sustain_lasts_a_window() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    let a = track(1, "1");
+    r.add_track(a, MediaKind::Video, 3, t0);
+    r.subscribe(down(2, "5"), a, None, t0);
+    // 700 k: enough for 640, not for 1280; the estimate repeats one value.
+    let now = run_simulcast(&mut r, &[a], &[(2, 700_000)], t0, 20);
+    assert_eq!(r.layer_rank(down(2, "5"), now), Some((1, 3)));
+    let mut probes = vec![];
+    r.poll_layers(now, &mut probes);
+    let (_, request) = probes[0];
+    assert!(request.target_bps.is_some(), "wants 1280: {request:?}");
+    assert_eq!(request.floor_bps, 525_000, "frozen at 700 k: 3/4 of it");
+    // The estimate moves: no fill.
+    r.set_estimate(2, 710_000, now);
+    probes.clear();
+    r.poll_layers(now, &mut probes);
+    assert_eq!(probes[0].1.floor_bps, MIN_PADDING_BPS);
 }

@@ -94,6 +94,11 @@ impl WorkerCore {
                     tracing::debug!(subscriber = down.subscriber, pt = %data.pt, "no compatible codec");
                 }
                 WriteOutcome::NotWritable => {}
+                WriteOutcome::Backlogged => {
+                    tracing::debug!(subscriber = down.subscriber, mid = %down.mid,
+                        "send queue backed up: frame skipped, waiting for a keyframe");
+                    room.router.close_until_keyframe(*down);
+                }
             }
         }
         receivers.clear();

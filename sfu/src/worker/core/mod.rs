@@ -515,7 +515,7 @@ impl WorkerCore {
             ParticipantEvent::BandwidthEstimate(bps) => {
                 tracing::debug!(bps, "downlink estimate");
                 if let Some(room) = self.rooms.get_mut(&room_name) {
-                    room.router.set_estimate(id, bps);
+                    room.router.set_estimate(id, bps, now);
                 }
                 self.ctx.metrics.subscriber_estimate.observe(bps as f64);
             }
