@@ -4,9 +4,12 @@
 // the viewer's estimate froze at 1.5 x what its lowest layer sent (318 k for
 // 30 s), or a stall of 1-2.8 s under the cap, when padding toward an
 // estimate that a short probe had pushed above the cap (503 k) filled the
-// token bucket's queue. Now a frozen estimate gets padding to move it, and
-// an upgrade's sustained padding lasts 700 ms (router::ProbeRequest).
-// Server decisions are printed every second under the cap and after it.
+// token bucket's queue, or when the pacer drained what it had queued at the
+// old rate (2.8 s without a frame, then 63 at once). Now a frozen estimate
+// gets padding to move it, an upgrade's sustained padding lasts 700 ms
+// (router::ProbeRequest), and a backed-up send queue skips to the next
+// keyframe (participant::MAX_SEND_BACKLOG). Server decisions are printed
+// every second under the cap and after it.
 //
 // Simulcast with real Chromium: a publisher sends three layers (rids f/h/q);
 // an unconstrained player gets the top layer, a player asking for 640 wide
