@@ -10,6 +10,7 @@ pub mod bitstream;
 pub mod keyframe;
 pub mod layers;
 pub mod payload_map;
+pub mod probe;
 pub mod relay_gate;
 pub mod reorder;
 pub mod router;

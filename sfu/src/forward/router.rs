@@ -32,6 +32,8 @@ use super::layers::{
     selection_estimate, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
     INITIAL_ESTIMATE_BPS,
 };
+pub use super::probe::ProbeRequest;
+use super::probe::{FROZEN_ESTIMATE_AFTER, SUSTAIN_WINDOW};
 use super::relay_gate::{RelayGate, RelayVerdict};
 use super::ParticipantId;
 
@@ -50,72 +52,6 @@ pub struct TrackKey {
 pub struct DownTrackKey {
     pub subscriber: ParticipantId,
     pub mid: Mid,
-}
-
-/// What a subscriber's bandwidth estimator should probe for, and how much
-/// it should send at least (media, padding where media falls short).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ProbeRequest {
-    /// The rate it would receive if every track that wants to go up got
-    /// its next layer (None: nothing to probe for).
-    pub target_bps: Option<u64>,
-    /// The padding floor: the estimator pads up to this rate (never above
-    /// its own estimate) when media alone sends less.
-    pub floor_bps: u64,
-}
-
-/// Padding kept up while nothing is being probed for (keeps RTX state and
-/// NAT bindings warm, gives the estimator something to measure).
-pub const MIN_PADDING_BPS: u64 = 100_000;
-
-/// A subscriber's estimate that has not changed for this long while it
-/// wants a higher layer is taken as frozen. str0m 0.25's delay-based
-/// estimate grows to at most 1.5 x the acknowledged rate, and its probe
-/// controller re-reads whether it may probe only when the estimate changes.
-/// Seen after a lifted 400 kbit/s cap: a viewer sending ~200 k of its
-/// lowest layer stayed at exactly 318 k for 30 s and never went back up.
-pub const FROZEN_ESTIMATE_AFTER: Duration = Duration::from_secs(3);
-
-/// A subscriber whose estimate froze sends at least this share of it
-/// (padding where media falls short): the 1.5 x ceiling then sits above the
-/// estimate, which moves again, and str0m re-reads whether it may probe.
-/// Only then: padding toward an estimate that overshoots a token bucket's
-/// rate (short probes do) fills its queue (a stall seen in CI).
-const FILL_SHARE: f64 = 0.75;
-
-/// Padding up to an upgrade's target lasts this long at the start of its
-/// hold: long enough to pass a token bucket's burst and show as a rising
-/// delay, short enough not to overflow its queue (a 400 kbit/s link with a
-/// 300 ms queue overflowed during a 2 s sustained hold). The rest of the
-/// hold gives the estimator time to react before the switch.
-pub const SUSTAIN_WINDOW: Duration = Duration::from_millis(700);
-
-impl ProbeRequest {
-    /// The request for a subscriber that wants `target_bps` (None: nothing
-    /// to go up to) with its current estimate. While an upgrade waits on the
-    /// estimate (`sustain`), the floor is the whole target, so a link that
-    /// only lets short probe bursts through (a token bucket) shows its real
-    /// rate before a bigger layer is switched to. A frozen estimate gets
-    /// [`FILL_SHARE`] of itself.
-    pub fn new(
-        target_bps: Option<u64>,
-        sustain: bool,
-        estimate_bps: Option<u64>,
-        estimate_frozen: bool,
-    ) -> Self {
-        let floor_bps = match target_bps {
-            Some(target) if sustain => target,
-            Some(target) if estimate_frozen => {
-                let fill = (estimate_bps.unwrap_or(0) as f64 * FILL_SHARE) as u64;
-                fill.min(target).max(MIN_PADDING_BPS)
-            }
-            _ => MIN_PADDING_BPS,
-        };
-        Self {
-            target_bps,
-            floor_bps,
-        }
-    }
 }
 
 /// Why a keyframe is requested from a publisher.

@@ -1,6 +1,7 @@
 //! Unit tests of the room router (simulated time, no sockets).
 
 use super::*;
+use crate::forward::probe::MIN_PADDING_BPS;
 use std::time::Duration;
 
 fn mid(s: &str) -> Mid {
@@ -466,35 +467,7 @@ fn a_new_viewer_without_an_estimate_starts_from_the_initial_guess_not_the_top() 
 }
 
 #[test]
-fn a_viewer_that_wants_more_keeps_a_frozen_estimate_moving() {
-    // Nothing to go up to: only the keep-alive padding.
-    let idle = ProbeRequest::new(None, false, Some(2_000_000), true);
-    assert_eq!(idle.floor_bps, MIN_PADDING_BPS);
-    // Wanting more with a moving estimate: no extra padding (an estimate
-    // above a token bucket's rate would fill its queue).
-    let moving = ProbeRequest::new(Some(465_000), false, Some(318_000), false);
-    assert_eq!(moving.floor_bps, MIN_PADDING_BPS);
-    // Wanting more with a frozen estimate: three quarters of it go out.
-    let frozen = ProbeRequest::new(Some(465_000), false, Some(318_000), true);
-    assert_eq!(frozen.floor_bps, 238_500);
-    // ...never above the target itself, never below the keep-alive.
-    assert_eq!(
-        ProbeRequest::new(Some(300_000), false, Some(1_000_000), true).floor_bps,
-        300_000
-    );
-    assert_eq!(
-        ProbeRequest::new(Some(465_000), false, Some(50_000), true).floor_bps,
-        MIN_PADDING_BPS
-    );
-    // An upgrade in its sustained window: the link carries the whole target.
-    assert_eq!(
-        ProbeRequest::new(Some(465_000), true, Some(500_000), false).floor_bps,
-        465_000
-    );
-}
-
-#[test]
-fn an_estimate_that_stops_changing_is_frozen_and_sustain_lasts_a_window() {
+fn an_estimate_that_stops_changing_is_frozen() {
     let t0 = Instant::now();
     let mut r = Router::default();
     let a = track(1, "1");
