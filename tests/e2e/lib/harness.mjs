@@ -64,7 +64,13 @@ export async function rtpStats(page) {
     const out = { state: pc.connectionState, inbound: {}, outbound: {} };
     (await pc.getStats()).forEach((r) => {
       if (r.type === 'inbound-rtp') {
+        // A receiver can have more than one inbound stream of a kind (an
+        // old SSRC's stats linger): report the one that received last.
+        const seen = out.inbound[r.kind];
+        const last = r.lastPacketReceivedTimestamp || 0;
+        if (seen && seen.lastPacketReceivedTimestamp > last) return;
         out.inbound[r.kind] = {
+          lastPacketReceivedTimestamp: last,
           framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0,
           packetsReceived: r.packetsReceived || 0, packetsLost: r.packetsLost || 0,
           bytesReceived: r.bytesReceived || 0, framesPerSecond: r.framesPerSecond || 0,
