@@ -191,15 +191,21 @@ pub struct SubscriptionView {
     pub switches_down: u64,
 }
 
+/// A subscriber's downlink estimate and since when it has had this value
+/// (an estimate that stops changing is frozen: see [`FROZEN_ESTIMATE_AFTER`]).
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    bps: u64,
+    since: Instant,
+}
+
 /// The routing table of one room.
 #[derive(Debug, Default)]
 pub struct Router {
     tracks: HashMap<TrackKey, Track>,
     down_tracks: HashMap<DownTrackKey, DownTrack>,
-    /// Subscribers' downlink estimates (bits per second), with when each
-    /// value was first reported.
-    estimates: HashMap<ParticipantId, u64>,
-    estimate_since: HashMap<ParticipantId, Instant>,
+    /// Subscribers' downlink estimates.
+    estimates: HashMap<ParticipantId, Estimate>,
     /// Video down-tracks per subscriber, as of the last `poll_layers`.
     video_shares: HashMap<ParticipantId, u64>,
     /// Subscribers' reported loss of what we send them (0..1).
@@ -412,7 +418,6 @@ impl Router {
     /// unbound) and its down-tracks are dropped.
     pub fn remove_participant(&mut self, id: ParticipantId, now: Instant) -> Vec<RouterAction> {
         self.estimates.remove(&id);
-        self.estimate_since.remove(&id);
         self.losses.remove(&id);
         let mut actions = vec![];
         let own_downs: Vec<DownTrackKey> = self
@@ -554,8 +559,12 @@ impl Router {
 
     /// A subscriber's downlink estimate changed.
     pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) {
-        if self.estimates.insert(subscriber, bps) != Some(bps) {
-            self.estimate_since.insert(subscriber, now);
+        let e = self
+            .estimates
+            .entry(subscriber)
+            .or_insert(Estimate { bps, since: now });
+        if e.bps != bps {
+            *e = Estimate { bps, since: now };
         }
     }
 
@@ -630,10 +639,11 @@ impl Router {
             wanted
                 .into_iter()
                 .map(|(subscriber, (total, any, sustain))| {
-                    let estimate = self.estimates.get(&subscriber).copied();
-                    let frozen = self.estimate_since.get(&subscriber).is_some_and(|t| {
-                        now.saturating_duration_since(*t) >= FROZEN_ESTIMATE_AFTER
+                    let estimate = self.estimates.get(&subscriber);
+                    let frozen = estimate.is_some_and(|e| {
+                        now.saturating_duration_since(e.since) >= FROZEN_ESTIMATE_AFTER
                     });
+                    let estimate = estimate.map(|e| e.bps);
                     let request =
                         ProbeRequest::new(any.then_some(total), sustain, estimate, frozen);
                     (subscriber, request)
@@ -706,7 +716,7 @@ impl Router {
 
     /// The subscriber's last downlink estimate (bits per second).
     pub fn estimate_of(&self, subscriber: ParticipantId) -> Option<u64> {
-        self.estimates.get(&subscriber).copied()
+        self.estimates.get(&subscriber).map(|e| e.bps)
     }
 
     /// Video down-tracks (for metrics).
@@ -854,14 +864,13 @@ impl Router {
 /// initial guess until the first estimate arrives), split evenly over the
 /// subscriber's video down-tracks counted in `shares`.
 fn share_of(
-    estimates: &HashMap<ParticipantId, u64>,
+    estimates: &HashMap<ParticipantId, Estimate>,
     shares: &HashMap<ParticipantId, u64>,
     subscriber: ParticipantId,
 ) -> u64 {
     let estimate = estimates
         .get(&subscriber)
-        .copied()
-        .unwrap_or(INITIAL_ESTIMATE_BPS);
+        .map_or(INITIAL_ESTIMATE_BPS, |e| e.bps);
     estimate / shares.get(&subscriber).copied().unwrap_or(1).max(1)
 }
 

@@ -354,6 +354,9 @@ impl Participant {
         if !self.is_alive() || !self.connected {
             return WriteOutcome::NotWritable;
         }
+        if rid.is_none() && data.params.spec().codec.is_video() && self.send_backlogged(mid) {
+            return WriteOutcome::Backlogged;
+        }
         let Some(writer) = self.rtc.writer(mid) else {
             return WriteOutcome::NotWritable;
         };
@@ -363,12 +366,6 @@ impl Participant {
             .or_insert_with(|| payload_map::select(&data.params, writer.payload_params()));
         let Some(pt) = pt else {
             return WriteOutcome::NoCompatibleCodec;
-        };
-        if rid.is_none() && data.params.spec().codec.is_video() && self.send_backlogged(mid) {
-            return WriteOutcome::Backlogged;
-        }
-        let Some(writer) = self.rtc.writer(mid) else {
-            return WriteOutcome::NotWritable;
         };
         let mut writer = match rid {
             Some(rid) => writer.rid(rid),
