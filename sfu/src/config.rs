@@ -17,6 +17,9 @@ use signaling::{IceServer, TurnAuth};
 /// The development API key pair, usable only on loopback.
 pub const DEV_API_KEY: &str = "devkey";
 pub const DEV_API_SECRET: &str = "secret";
+/// Participants on a room's worker from which its new viewers spread to
+/// other workers: a relay costs about what three top-layer viewers do.
+pub const DEFAULT_SPREAD_VIEWERS_AT: usize = 50;
 
 /// Options shared by the `serve` flags and the TOML file. Every field is
 /// optional here; [`Config`] holds the resolved values.
@@ -68,6 +71,12 @@ pub struct ConfigArgs {
     /// Number of media worker threads. [default: number of CPU cores]
     #[arg(long, env = "SFU_WORKERS")]
     pub workers: Option<usize>,
+
+    /// A room lives on one worker; once that worker carries this many
+    /// participants, the room's new WHEP viewers go to the least-loaded
+    /// worker, fed by one relay per worker. 0: never. [default: 50]
+    #[arg(long, env = "SFU_SPREAD_VIEWERS_AT")]
+    pub spread_viewers_at: Option<usize>,
 
     /// API key accepted for tokens (with --api-secret). [default: devkey, loopback only]
     #[arg(long, env = "SFU_API_KEY")]
@@ -204,6 +213,7 @@ pub struct Config {
     pub ice_tcp_port: u16,
     pub udp_batch: bool,
     pub workers: usize,
+    pub spread_viewers_at: usize,
     #[serde(serialize_with = "redact_keys")]
     pub api_keys: BTreeMap<String, String>,
     pub session_timeout: Duration,
@@ -406,6 +416,10 @@ impl Config {
             ice_tcp_port: args.ice_tcp_port.or(file.ice_tcp_port).unwrap_or(0),
             udp_batch: args.udp_batch.or(file.udp_batch).unwrap_or(true),
             workers,
+            spread_viewers_at: args
+                .spread_viewers_at
+                .or(file.spread_viewers_at)
+                .unwrap_or(DEFAULT_SPREAD_VIEWERS_AT),
             api_keys,
             session_timeout: Duration::from_secs(
                 args.session_timeout_secs

@@ -22,7 +22,7 @@ use std::time::Duration;
 use signaling::{FrontDoorConfig, KeySet};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::SfuBackend;
+use crate::backend::{FanoutSettings, SfuBackend};
 use crate::cluster::edge::Edge;
 use crate::cluster::front::ClusterFront;
 use crate::cluster::Cluster;
@@ -229,7 +229,18 @@ pub async fn run_until(
         }
         None => None,
     };
-    let backend = SfuBackend::new(workers, registry, metrics.clone(), config.max_rooms);
+    let backend = SfuBackend::new(
+        workers,
+        registry,
+        metrics.clone(),
+        config.max_rooms,
+        FanoutSettings {
+            spread_viewers_at: config.spread_viewers_at,
+            max_participants_per_room: config.max_participants_per_room,
+            max_sessions_per_identity: config.max_sessions_per_identity,
+        },
+    );
+    backend.start_fanout_supervisor(shutdown.clone());
     let front_door = FrontDoorConfig {
         keys: keys.clone(),
         dev_token_key: config

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub cluster_requests: IntCounterVec,
     /// Cluster: relays this node runs for its viewers of other nodes' rooms.
     pub cluster_relays: IntGauge,
+    pub fanout_relays: IntGauge,
 }
 
 /// How a node served a request about a room (`sfu_cluster_requests_total`).
@@ -125,6 +126,11 @@ impl Metrics {
                 &r,
                 "sfu_cluster_relays",
                 "Relays this node runs for its viewers of rooms hosted on other nodes",
+            )?,
+            fanout_relays: gauge(
+                &r,
+                "sfu_fanout_relays",
+                "Relays feeding a room's viewers on another worker of this node",
             )?,
             rtc_instances: gauge(&r, "sfu_rtc_instances", "Live str0m Rtc instances")?,
             registry_entries: gauge(

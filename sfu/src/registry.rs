@@ -153,6 +153,25 @@ impl Registry {
         self.relay_wanted.remove(id);
     }
 
+    /// Sessions of `kind` in `room` on `worker`.
+    pub fn sessions_of(&self, room: &str, worker: usize, kind: SessionKind) -> usize {
+        self.resources
+            .iter()
+            .filter(|e| e.worker == worker && e.kind == kind && e.room == room)
+            .count()
+    }
+
+    /// Sessions in `room` on every worker, and how many of them are
+    /// `identity`'s.
+    pub fn sessions_in(&self, room: &str, identity: &str) -> (usize, usize) {
+        self.resources
+            .iter()
+            .filter(|e| e.room == room)
+            .fold((0, 0), |(all, own), e| {
+                (all + 1, own + usize::from(e.identity == identity))
+            })
+    }
+
     /// Relay `id`'s viewers can use streams `rids` (sorted).
     pub fn set_relay_wanted(&self, id: &str, mut rids: Vec<String>) {
         rids.sort();

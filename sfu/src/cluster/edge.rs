@@ -142,6 +142,7 @@ impl Edge {
                     local,
                     resource_id: resource_id.clone(),
                     identity: identity.clone(),
+                    fanout_of: None,
                 },
                 socket,
             )
@@ -169,7 +170,7 @@ impl Edge {
                 relay.upstream = upstream;
                 inner
                     .backend
-                    .answer_relay(&relay.resource_id, answer)
+                    .answer_relay(&relay.resource_id, answer, None)
                     .await?;
                 tracing::info!(%room, %owner, %local, "relaying the room from its node");
                 Ok(relay)

@@ -15,7 +15,9 @@ use crate::forward::router::{Router, TrackKey};
 use crate::forward::speakers::ActiveSpeakers;
 use crate::forward::ParticipantId;
 
-/// One room, owned by exactly one worker.
+/// One room, owned by exactly one worker. Another worker of the node may
+/// hold a *fan-out* of it: a room of the same name whose only publisher is
+/// a relay from the owning worker, so that viewers spread over workers.
 #[derive(Debug)]
 pub struct Room {
     pub name: Arc<str>,
@@ -27,6 +29,9 @@ pub struct Room {
     pub identities: HashMap<String, ParticipantId>,
     pub speakers: ActiveSpeakers,
     pub created_at: Instant,
+    /// Some(home worker): this is a fan-out of the room that worker hosts
+    /// (not a room of its own: not in the registry, not listed, no webhooks).
+    pub fanout_of: Option<usize>,
 }
 
 impl Room {
@@ -39,6 +44,7 @@ impl Room {
             identities: HashMap::new(),
             speakers: ActiveSpeakers::default(),
             created_at: now,
+            fanout_of: None,
         }
     }
 }

@@ -81,6 +81,9 @@ pub enum Command {
     AnswerRelay {
         resource_id: String,
         answer_sdp: String,
+        /// An address of the hosting side to try besides the answer's
+        /// (a worker of this node: its bound address, not the advertised one).
+        candidate: Option<SocketAddr>,
         reply: oneshot::Sender<Result<(), BackendError>>,
     },
     /// A relay's downstream node wants only these streams (rids).

@@ -102,7 +102,15 @@ impl WorkerCore {
         name: &Arc<str>,
         now: Instant,
     ) -> Result<(), BackendError> {
-        if self.rooms.contains_key(name) {
+        if let Some(room) = self.rooms.get_mut(name) {
+            // A fan-out whose home room ended becomes the room itself when
+            // the room is placed on this worker again.
+            if room.fanout_of.is_some() && self.ctx.registry.claim_room(name, self.ctx.index) {
+                room.fanout_of = None;
+                self.ctx.metrics.rooms.inc();
+                tracing::info!(room = %name, worker = self.ctx.index, "fan-out became the room");
+                self.webhook(WebhookEvent::new("room_started", name));
+            }
             return Ok(());
         }
         if !self.ctx.registry.claim_room(name, self.ctx.index) {
@@ -116,6 +124,17 @@ impl WorkerCore {
         tracing::info!(room = %name, worker = self.ctx.index, "room created");
         self.webhook(WebhookEvent::new("room_started", name));
         Ok(())
+    }
+
+    /// Create a fan-out here of the room worker `home` hosts, if there is
+    /// none yet: viewers placed on this worker are fed by a relay from it.
+    pub(super) fn ensure_fanout_room(&mut self, name: &Arc<str>, home: usize, now: Instant) {
+        self.rooms.entry(name.clone()).or_insert_with(|| {
+            tracing::info!(room = %name, worker = self.ctx.index, home, "fan-out created");
+            let mut room = Room::new(name.clone(), now);
+            room.fanout_of = Some(home);
+            room
+        });
     }
 
     pub(super) fn join(
@@ -1144,6 +1163,7 @@ impl WorkerCore {
             AdminRequest::ListRooms => Ok(AdminReply::Rooms(
                 self.rooms
                     .values()
+                    .filter(|r| r.fanout_of.is_none())
                     .map(|r| RoomSummary {
                         name: r.name.to_string(),
                         participants: r.participants.len(),

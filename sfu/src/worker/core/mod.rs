@@ -360,9 +360,10 @@ impl WorkerCore {
             Command::AnswerRelay {
                 resource_id,
                 answer_sdp,
+                candidate,
                 reply,
             } => {
-                let _ = reply.send(self.answer_relay(now, &resource_id, &answer_sdp));
+                let _ = reply.send(self.answer_relay(now, &resource_id, &answer_sdp, candidate));
             }
             Command::RelayLayers {
                 resource_id,
@@ -631,6 +632,7 @@ impl WorkerCore {
         let m = &self.ctx.metrics;
         let mut actions = vec![];
         let mut room_empty = false;
+        let mut fanout = false;
         if let Some(room) = self.rooms.get_mut(&p.room) {
             for kind in room.router.track_kinds_of(id) {
                 m.tracks.with_label_values(&[media_label(kind)]).dec();
@@ -638,8 +640,12 @@ impl WorkerCore {
             actions = room.router.remove_participant(id, now);
             room.participants.remove(&id);
             room_empty = room.participants.is_empty();
+            fanout = room.fanout_of.is_some();
         }
-        if room_empty {
+        if room_empty && fanout {
+            self.rooms.remove(&p.room);
+            tracing::info!(room = %p.room, "fan-out closed (empty)");
+        } else if room_empty {
             self.rooms.remove(&p.room);
             self.ctx.registry.release_room(&p.room, self.ctx.index);
             m.rooms.dec();

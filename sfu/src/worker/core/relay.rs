@@ -34,6 +34,9 @@ pub struct OpenRelay {
     pub resource_id: String,
     /// Identity shown for the relay (its tracks' publisher here).
     pub identity: String,
+    /// Some(worker): the room is hosted by that worker of this node and the
+    /// relay feeds a fan-out of it here; None: hosted by another node.
+    pub fanout_of: Option<usize>,
 }
 
 impl WorkerCore {
@@ -67,6 +70,9 @@ impl WorkerCore {
             .apply()
             .ok_or_else(|| BackendError::Internal("relay offer has no media".into()))?;
         let offer_sdp = offer.to_sdp_string();
+        if let Some(home) = req.fanout_of {
+            self.ensure_fanout_room(&Arc::from(req.room.as_str()), home, now);
+        }
         let member = Member::publisher(&req.resource_id, &req.identity, now);
         let (id, _) = self.insert_participant(
             now,
@@ -105,6 +111,7 @@ impl WorkerCore {
         now: Instant,
         resource_id: &str,
         answer_sdp: &str,
+        candidate: Option<SocketAddr>,
     ) -> Result<(), BackendError> {
         let id = self.session_id(resource_id)?;
         let p = self
@@ -114,6 +121,12 @@ impl WorkerCore {
         let answer = SdpAnswer::from_sdp_string(answer_sdp)
             .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
         p.accept_answer(answer).map_err(BackendError::UnusableSdp)?;
+        if let Some(addr) = candidate {
+            match Candidate::host(addr, "udp") {
+                Ok(c) => p.rtc_mut().add_remote_candidate(c),
+                Err(e) => tracing::warn!(%addr, error = %e, "relay: unusable hosting address"),
+            }
+        }
         self.dirty.push(id);
         for (mid, kind, layers) in self.relay_media.remove(&id).unwrap_or_default() {
             self.publish_track(now, id, mid, kind, layers);

@@ -1,6 +1,10 @@
 //! The media side of the front door's [`MediaBackend`] seam: places rooms on
 //! workers, sends them commands and awaits their answers.
 
+mod fanout;
+
+pub use fanout::FanoutSettings;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +37,7 @@ pub struct SfuBackend {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     max_rooms: usize,
+    fanout: Arc<fanout::Fanout>,
 }
 
 impl SfuBackend {
@@ -41,12 +46,14 @@ impl SfuBackend {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         max_rooms: usize,
+        fanout: FanoutSettings,
     ) -> Self {
         SfuBackend {
             workers: workers.into(),
             registry,
             metrics,
             max_rooms,
+            fanout: Arc::new(fanout::Fanout::new(fanout)),
         }
     }
 
@@ -171,6 +178,16 @@ impl SfuBackend {
         socket: std::net::UdpSocket,
     ) -> Result<String, BackendError> {
         let worker = self.place(&req.room)?;
+        self.open_relay_on(worker, req, socket).await
+    }
+
+    /// Create a relay participant in `req.room` on `worker`; its offer.
+    async fn open_relay_on(
+        &self,
+        worker: usize,
+        req: OpenRelay,
+        socket: std::net::UdpSocket,
+    ) -> Result<String, BackendError> {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::OpenRelay {
             req,
@@ -180,17 +197,20 @@ impl SfuBackend {
         self.ask(worker, cmd, rx).await
     }
 
-    /// The hosting node's answer to relay `resource_id`'s offer.
+    /// The hosting side's answer to relay `resource_id`'s offer, and an
+    /// address of it to try besides the answer's.
     pub async fn answer_relay(
         &self,
         resource_id: &str,
         answer_sdp: String,
+        candidate: Option<std::net::SocketAddr>,
     ) -> Result<(), BackendError> {
         let worker = self.resource_worker(SessionKind::Whip, None, resource_id, None)?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::AnswerRelay {
             resource_id: resource_id.to_string(),
             answer_sdp,
+            candidate,
             reply,
         };
         self.ask(worker, cmd, rx).await
@@ -237,6 +257,12 @@ pub fn new_resource_id() -> String {
 
 impl MediaBackend for SfuBackend {
     async fn create_session(&self, req: CreateSession) -> Result<SessionCreated, BackendError> {
+        if req.kind == SessionKind::Whep {
+            if let Some(created) = self.create_on_fanout(&req).await {
+                return created;
+            }
+        }
+        self.check_spread_room(&req.room, &req.identity)?;
         self.ask_placed(&req.room, |reply| Command::Create {
             req: CreateRequest {
                 kind: req.kind,
@@ -305,6 +331,9 @@ impl MediaBackend for SfuBackend {
     }
 
     async fn join_room(&self, req: JoinRoom) -> Result<RoomConnection, BackendError> {
+        if req.resume.is_none() {
+            self.check_spread_room(&req.room, &req.identity)?;
+        }
         let joined = self.join(req).await;
         if joined.is_ok() {
             // Its socket handler calls room_socket_closed when it ends.
@@ -368,6 +397,16 @@ impl MediaBackend for SfuBackend {
             .registry
             .room_worker(room)
             .ok_or(BackendError::NotFound)?;
+        if let AdminRequest::CloseRoom { room } = &req {
+            // Its viewers on other workers go with it.
+            for fanout in self.fanout_workers(room) {
+                let (reply, rx) = oneshot::channel();
+                let close = AdminRequest::CloseRoom { room: room.clone() };
+                let _ = self
+                    .ask(fanout, Command::Admin { req: close, reply }, rx)
+                    .await;
+            }
+        }
         let (reply, rx) = oneshot::channel();
         self.ask(worker, Command::Admin { req, reply }, rx).await
     }

@@ -1,0 +1,237 @@
+//! A room spread over workers: once the room's worker is busy, new WHEP
+//! viewers go to the other worker, fed by one relay from the room's worker.
+//! str0m peers publish three simulcast layers and play; the test checks
+//! that viewers on both workers decode the publisher's video with their own
+//! layer choice, that the room's limits count the viewers of every worker,
+//! and that the relay ends when its viewers leave.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{post_sdp, SimLayer, TestPeer, TestResult, TestServer};
+use sfu::config::ConfigArgs;
+use str0m::RtcConfig;
+
+/// Sum of `sfu_video_down_tracks` for one worker.
+async fn down_tracks_on(server: &TestServer, worker: usize) -> f64 {
+    server
+        .metric_with("sfu_video_down_tracks", &format!("worker=\"{worker}\""))
+        .await
+}
+
+/// Wait until `name` (with `label`) reads `value`, bounded.
+async fn wait_for(
+    server: &TestServer,
+    name: &str,
+    label: &str,
+    value: f64,
+    within: Duration,
+) -> f64 {
+    let end = Instant::now() + within;
+    loop {
+        let now = server.metric_with(name, label).await;
+        if now == value || Instant::now() > end {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A WHEP viewer of `room` (at most `max_width` wide), playing for `secs`.
+async fn play(
+    server: &TestServer,
+    room: &str,
+    identity: &str,
+    max_width: Option<u32>,
+    secs: u64,
+) -> std::thread::JoinHandle<TestPeer> {
+    let (mut peer, offer) = TestPeer::viewer(RtcConfig::new());
+    let query = max_width
+        .map(|w| format!("?maxWidth={w}"))
+        .unwrap_or_default();
+    let url = format!("{}/whep/{room}{query}", server.base);
+    let a = post_sdp(&url, &server.token(room, identity, false, true), &offer).await;
+    assert_eq!(a.status, 201, "{identity}: {}", a.body);
+    peer.accept_answer(&a.body).expect("answer");
+    peer.spawn_for(Duration::from_secs(secs))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_spread_over_workers_through_one_relay() -> TestResult {
+    let server = TestServer::start_with(ConfigArgs {
+        workers: Some(2),
+        spread_viewers_at: Some(2),
+        max_participants_per_room: Some(5),
+        session_timeout_secs: Some(10),
+        ..Default::default()
+    });
+    let room = "spread";
+    let (mut publisher, offer) = TestPeer::simulcast_publisher(vec![
+        SimLayer::new("q", 320, 180, 300),
+        SimLayer::new("h", 640, 360, 900),
+        SimLayer::new("f", 1280, 720, 2_500),
+    ]);
+    let a = post_sdp(
+        &format!("{}/whip/{room}", server.base),
+        &server.token(room, "camera", true, false),
+        &offer,
+    )
+    .await;
+    assert_eq!(a.status, 201, "publish: {}", a.body);
+    publisher.accept_answer(&a.body)?;
+    let publisher = publisher.spawn_for(Duration::from_secs(14));
+
+    // Publisher + first viewer: the room's worker reaches 2 participants.
+    let first = play(&server, room, "first", None, 10).await;
+    // The next two go to the other worker (one of them limited to 320).
+    let spread_full = play(&server, room, "spread-full", None, 10).await;
+    let spread_small = play(&server, room, "spread-small", Some(320), 10).await;
+    // Both workers now carry 3: the last one stays on the room's worker.
+    let last = play(&server, room, "last", None, 10).await;
+
+    // Publisher, two viewers on the room's worker, two on the other: the
+    // limit of 5 counts all of them, not the relay's two ends.
+    let (_peer, offer) = TestPeer::viewer(RtcConfig::new());
+    let refused = post_sdp(
+        &format!("{}/whep/{room}", server.base),
+        &server.token(room, "one-too-many", false, true),
+        &offer,
+    )
+    .await;
+    assert_eq!(refused.status, 503, "room full: {}", refused.body);
+    assert!(
+        refused.body.contains("participants per room"),
+        "{}",
+        refused.body
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(server.metric("sfu_fanout_relays").await, 1.0, "one relay");
+    assert_eq!(server.metric("sfu_rooms").await, 1.0, "one room");
+    let per_worker = [
+        down_tracks_on(&server, 0).await,
+        down_tracks_on(&server, 1).await,
+    ];
+    assert!(
+        per_worker.iter().all(|n| *n >= 2.0),
+        "viewers on both workers: {per_worker:?}"
+    );
+    // The room is listed once.
+    let listing: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/rooms", server.base))
+        .basic_auth("devkey", Some("secret"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        listing["rooms"].as_array().map(Vec::len),
+        Some(1),
+        "{listing}"
+    );
+
+    for (name, viewer, max) in [
+        ("first", first, None),
+        ("spread-full", spread_full, None),
+        ("spread-small", spread_small, Some(320)),
+        ("last", last, None),
+    ] {
+        let mut v = viewer.join().map_err(|_| "viewer thread")?;
+        eprintln!(
+            "{name}: {} frames, keyframes {:?}",
+            v.stats.video_frames, v.stats.keyframe_widths
+        );
+        assert!(
+            v.stats.video_frames > 100,
+            "{name} decoded video: {:?}",
+            v.stats
+        );
+        assert!(
+            v.stats.audio_frames > 100,
+            "{name} heard audio: {:?}",
+            v.stats
+        );
+        let widths: Vec<u32> = v.stats.keyframe_widths.iter().map(|(_, w)| *w).collect();
+        match max {
+            Some(max) => assert!(
+                !widths.is_empty() && widths.iter().all(|w| *w <= max),
+                "{name} gets at most {max}: {widths:?}"
+            ),
+            None => assert!(
+                widths.contains(&1280),
+                "{name} gets the top layer: {widths:?}"
+            ),
+        }
+        v.close();
+    }
+
+    // The viewers left: the relay idles out, and its upstream session with it.
+    let relays = wait_for(
+        &server,
+        "sfu_fanout_relays",
+        "",
+        0.0,
+        Duration::from_secs(12),
+    )
+    .await;
+    assert_eq!(relays, 0.0, "the relay ended with its viewers");
+    let whep = wait_for(
+        &server,
+        "sfu_participants",
+        "kind=\"whep\"",
+        0.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        whep, 0.0,
+        "no WHEP session left (the relay's upstream ended)"
+    );
+    publisher.join().map_err(|_| "publisher thread")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_room_closes_its_viewers_on_other_workers() -> TestResult {
+    let server = TestServer::start_with(ConfigArgs {
+        workers: Some(2),
+        spread_viewers_at: Some(2),
+        ..Default::default()
+    });
+    let room = "closing";
+    let (mut publisher, offer) = TestPeer::publisher();
+    let a = post_sdp(
+        &format!("{}/whip/{room}", server.base),
+        &server.token(room, "camera", true, false),
+        &offer,
+    )
+    .await;
+    assert_eq!(a.status, 201, "publish: {}", a.body);
+    publisher.accept_answer(&a.body)?;
+    let publisher = publisher.spawn_for(Duration::from_secs(6));
+    let viewers = [
+        play(&server, room, "home", None, 6).await,
+        play(&server, room, "spread", None, 6).await,
+    ];
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.metric("sfu_fanout_relays").await, 1.0, "one relay");
+
+    let closed = reqwest::Client::new()
+        .delete(format!("{}/api/rooms/{room}", server.base))
+        .basic_auth("devkey", Some("secret"))
+        .send()
+        .await?;
+    assert!(closed.status().is_success(), "{}", closed.status());
+    let left = wait_for(&server, "sfu_participants", "", 0.0, Duration::from_secs(5)).await;
+    assert_eq!(
+        left, 0.0,
+        "every session of the room ended, on both workers"
+    );
+    assert_eq!(server.metric("sfu_rooms").await, 0.0);
+    for v in viewers {
+        v.join().map_err(|_| "viewer thread")?;
+    }
+    publisher.join().map_err(|_| "publisher thread")?;
+    Ok(())
+}
