@@ -17,8 +17,9 @@ use signaling::{IceServer, TurnAuth};
 /// The development API key pair, usable only on loopback.
 pub const DEV_API_KEY: &str = "devkey";
 pub const DEV_API_SECRET: &str = "secret";
-/// Participants on a room's worker from which its new viewers spread to
-/// other workers: a relay costs about what three top-layer viewers do.
+/// Participants of a room on its worker from which its new viewers spread
+/// to other workers: a relay sends every layer (about 1.3 times a top-layer
+/// viewer's packets) and is received once more on the other worker.
 pub const DEFAULT_SPREAD_VIEWERS_AT: usize = 50;
 
 /// Options shared by the `serve` flags and the TOML file. Every field is
@@ -72,9 +73,9 @@ pub struct ConfigArgs {
     #[arg(long, env = "SFU_WORKERS")]
     pub workers: Option<usize>,
 
-    /// A room lives on one worker; once that worker carries this many
-    /// participants, the room's new WHEP viewers go to the least-loaded
-    /// worker, fed by one relay per worker. 0: never. [default: 50]
+    /// A room lives on one worker; once it has this many participants
+    /// there, its new WHEP viewers go to the least-loaded worker (when that
+    /// one carries fewer), fed by one relay per worker. 0: never. [default: 50]
     #[arg(long, env = "SFU_SPREAD_VIEWERS_AT")]
     pub spread_viewers_at: Option<usize>,
 

@@ -153,11 +153,12 @@ impl Registry {
         self.relay_wanted.remove(id);
     }
 
-    /// Sessions of `kind` in `room` on `worker`.
-    pub fn sessions_of(&self, room: &str, worker: usize, kind: SessionKind) -> usize {
+    /// Sessions (of `kind`, or of any kind) in `room` on `worker`.
+    pub fn sessions_of(&self, room: &str, worker: usize, kind: Option<SessionKind>) -> usize {
         self.resources
             .iter()
-            .filter(|e| e.worker == worker && e.kind == kind && e.room == room)
+            .filter(|e| e.worker == worker && e.room == room)
+            .filter(|e| kind.is_none_or(|k| e.kind == k))
             .count()
     }
 

@@ -1,7 +1,7 @@
 //! Fan-out of a room over the node's workers. A room lives on one worker
-//! thread; once that worker carries `spread_viewers_at` participants, new
-//! WHEP viewers of the room go to the least-loaded worker instead, into a
-//! *fan-out* of the room there. One relay per fan-out feeds it from the
+//! thread; once the room has `spread_viewers_at` participants there, its
+//! new WHEP viewers go to the least-loaded worker instead (when that one
+//! carries fewer participants), into a *fan-out* of the room there. One relay per fan-out feeds it from the
 //! room's worker, however many viewers it serves: the same relay an edge
 //! node uses (a WHEP session asking for every simulcast layer), over
 //! loopback UDP. Layers are chosen per viewer on the fan-out's worker, and
@@ -98,13 +98,17 @@ impl SfuBackend {
             return None;
         }
         let home = self.registry.room_worker(room)?;
+        let spread_at = self.fanout.settings.spread_viewers_at;
         let home_load = self.workers.get(home)?.load();
-        if home_load < self.fanout.settings.spread_viewers_at {
-            return None;
-        }
         let least = self.least_loaded();
         let least_load = self.workers.get(least)?.load();
-        (least != home && least_load < home_load).then_some((home, least))
+        if home_load < spread_at || least == home || least_load >= home_load {
+            return None;
+        }
+        // The room itself must be that big: a relay carries every layer and
+        // is received again, too much for a small room on a busy worker.
+        // (Counted only when the worker is busy: a walk over the sessions.)
+        (self.registry.sessions_of(room, home, None) >= spread_at).then_some((home, least))
     }
 
     /// Serve WHEP request `req` on a fan-out when the room's worker is
@@ -130,6 +134,7 @@ impl SfuBackend {
                 resource_id: new_resource_id(),
                 offer_sdp: req.offer_sdp.clone(),
                 max_width: req.max_width,
+                local_relay: false,
             },
             reply,
             span: tracing::Span::current(),
@@ -250,6 +255,7 @@ impl SfuBackend {
                 resource_id: relay.upstream.clone(),
                 offer_sdp: offer,
                 max_width: None,
+                local_relay: true,
             },
             reply,
             span: tracing::Span::current(),
@@ -327,7 +333,10 @@ impl SfuBackend {
             self.close_fanout_relay(&ended).await;
         }
         let (room, worker) = key;
-        let waiting = self.registry.sessions_of(room, *worker, SessionKind::Whep) > 0;
+        let waiting = self
+            .registry
+            .sessions_of(room, *worker, Some(SessionKind::Whep))
+            > 0;
         match self.registry.room_worker(room) {
             Some(home) if waiting && home != *worker => {
                 match self.open_fanout_relay(room, home, *worker).await {

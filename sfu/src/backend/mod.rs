@@ -271,6 +271,7 @@ impl MediaBackend for SfuBackend {
                 resource_id: new_resource_id(),
                 offer_sdp: req.offer_sdp.clone(),
                 max_width: req.max_width,
+                local_relay: false,
             },
             reply,
             span: tracing::Span::current(),

@@ -131,6 +131,9 @@ pub struct CreateRequest {
     pub resource_id: String,
     pub offer_sdp: String,
     pub max_width: Option<u32>,
+    /// A WHEP session that relays the room to a fan-out on another worker
+    /// of this process (loopback: not estimated, not paced).
+    pub local_relay: bool,
 }
 
 /// A new participant's session, before its `Rtc` exists.

@@ -5,9 +5,19 @@
 use super::*;
 use crate::room::member::Member;
 
+/// Whether a session that sends media estimates the link it sends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Downlink {
+    /// A real network: estimate it (TWCC) and pace to the estimate.
+    Estimated,
+    /// A relay to another worker of this process over loopback: nothing to
+    /// estimate, and pacing would only delay every keyframe once more.
+    Loopback,
+}
+
 /// The `Rtc` configuration every participant gets; viewers also estimate
 /// their downlink (TWCC), which drives simulcast layer selection.
-pub(super) fn rtc_config(creds: IceCreds, kind: SessionKind) -> RtcConfig {
+pub(super) fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink) -> RtcConfig {
     let mut config = RtcConfig::new()
         .set_crypto_provider(crate::dtls::crypto_provider())
         .set_ice_lite(true)
@@ -24,7 +34,7 @@ pub(super) fn rtc_config(creds: IceCreds, kind: SessionKind) -> RtcConfig {
     let codecs = config.codec_config();
     codecs.add_h264(112.into(), Some(113.into()), true, 0x640c1f);
     codecs.add_h264(116.into(), Some(117.into()), true, 0xf4001f);
-    if kind != SessionKind::Whip {
+    if kind != SessionKind::Whip && downlink == Downlink::Estimated {
         config = config
             .enable_bwe(Some(Bitrate::bps(PACER_START_BPS)))
             .set_send_buffer_video(SEND_BUFFER_VIDEO);
@@ -60,9 +70,14 @@ fn random_token() -> String {
 
 impl WorkerCore {
     /// A participant's `Rtc`, ICE-lite with our host candidate.
-    fn build_rtc(&self, kind: SessionKind, now: Instant) -> Result<(Rtc, IceCreds), BackendError> {
+    fn build_rtc(
+        &self,
+        kind: SessionKind,
+        downlink: Downlink,
+        now: Instant,
+    ) -> Result<(Rtc, IceCreds), BackendError> {
         let creds = IceCreds::new();
-        let mut rtc: Rtc = rtc_config(creds.clone(), kind).build(now);
+        let mut rtc: Rtc = rtc_config(creds.clone(), kind, downlink).build(now);
         let candidate = Candidate::host(self.ctx.advertised_addr, "udp")
             .map_err(|e| BackendError::Internal(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -126,7 +141,12 @@ impl WorkerCore {
         check_offer(req.kind, &req.offer_sdp).map_err(BackendError::UnusableSdp)?;
         self.check_room_capacity(&req.room)?;
         self.check_identity_sessions(&req.room, &req.identity)?;
-        let (mut rtc, local_creds) = self.build_rtc(req.kind, now)?;
+        let downlink = if req.local_relay {
+            Downlink::Loopback
+        } else {
+            Downlink::Estimated
+        };
+        let (mut rtc, local_creds) = self.build_rtc(req.kind, downlink, now)?;
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -167,7 +187,7 @@ impl WorkerCore {
         session: NewSession,
     ) -> Result<ParticipantId, BackendError> {
         self.check_room_capacity(&session.room)?;
-        let (rtc, local_creds) = self.build_rtc(session.kind, now)?;
+        let (rtc, local_creds) = self.build_rtc(session.kind, Downlink::Estimated, now)?;
         self.insert_participant(now, session, rtc, local_creds)
             .map(|(id, _)| id)
     }

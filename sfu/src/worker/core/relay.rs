@@ -13,7 +13,7 @@
 use str0m::change::SdpAnswer;
 use str0m::media::{Simulcast, SimulcastLayer};
 
-use super::negotiation::rtc_config;
+use super::negotiation::{rtc_config, Downlink};
 use super::*;
 use crate::room::member::Member;
 
@@ -47,7 +47,7 @@ impl WorkerCore {
         req: OpenRelay,
     ) -> Result<String, BackendError> {
         let creds = IceCreds::new();
-        let mut rtc = rtc_config(creds.clone(), SessionKind::Whip)
+        let mut rtc = rtc_config(creds.clone(), SessionKind::Whip, Downlink::Estimated)
             .set_ice_lite(false)
             .build(now);
         let candidate = Candidate::host(req.local, "udp")
