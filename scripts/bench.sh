@@ -6,6 +6,8 @@
 # to target/bench/<name>.json, a summary line per run to stdout.
 #
 #   scripts/bench.sh [name ...]     (default: all; names below)
+#   SERVER_ARGS="--spread-viewers-at 0" scripts/bench.sh broadcast-500-1layer
+#                                   (extra flags for the server: an A/B)
 #
 # `cluster` runs redis-server and three nodes sharing it (a publisher on the
 # first, viewers round-robin over all three: direct vs relayed viewers and
@@ -23,7 +25,7 @@ lt=target/release/sfu-loadtest
 run() { # name, loadtest args...
   local name=$1; shift
   target/release/sfu serve --http-addr 127.0.0.1:$port --log warn \
-    --max-participants-per-room 5000 --http-rate-limit 0 >"$out/$name-server.log" 2>&1 &
+    --max-participants-per-room 5000 --http-rate-limit 0 ${SERVER_ARGS:-} >"$out/$name-server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/healthz >/dev/null && break; sleep 0.1; done
   "$lt" "$@" --url http://127.0.0.1:$port --server-pid "$pid" --json >"$out/$name.json" || true
@@ -138,7 +140,7 @@ PY
   head -1 "$out/cluster.txt"
 }
 
-all=(relay broadcast-100 broadcast-250 broadcast-250-1layer conference-10 conference-25 audio-500 audio-1000 audio-2000 cluster)
+all=(relay broadcast-100 broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 audio-500 audio-1000 audio-2000 cluster)
 names=("${@:-${all[@]}}")
 for n in "${names[@]}"; do
   case $n in
@@ -146,6 +148,8 @@ for n in "${names[@]}"; do
     broadcast-100) run "$n" broadcast --viewers 100 --layers 3 --ramp 5 --duration 20 --room b100 ;;
     broadcast-250) run "$n" broadcast --viewers 250 --layers 3 --ramp 10 --duration 20 --room b250 ;;
     broadcast-250-1layer) run "$n" broadcast --viewers 250 --layers 1 --ramp 10 --duration 20 --room b250s ;;
+    broadcast-400) run "$n" broadcast --viewers 400 --layers 3 --ramp 5 --duration 20 --room b400 ;;
+    broadcast-500-1layer) run "$n" broadcast --viewers 500 --layers 1 --ramp 5 --duration 20 --room b500s ;;
     conference-10) run "$n" conference --participants 10 --layers 3 --ramp 5 --duration 20 --room c10 ;;
     conference-25) run "$n" conference --participants 25 --layers 3 --ramp 10 --duration 20 --room c25 ;;
     audio-500) run "$n" audio-room --speakers 4 --listeners 500 --ramp 10 --duration 20 --room a500 ;;
