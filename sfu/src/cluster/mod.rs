@@ -442,13 +442,21 @@ mod tests {
     #[test]
     fn process_cpu_time_follows_work_done() {
         let before = process_cpu_ticks().expect("/proc/self/stat on Linux");
-        // Bounded busy work: 300 ms of one core (30 ticks of 10 ms).
-        let end = Instant::now() + Duration::from_millis(300);
+        // Busy work until 20 ticks (200 ms of CPU) are counted, bounded by
+        // 5 s of wall time: a busy machine gives this thread less than a
+        // core, so a fixed wall time would not be a fixed amount of work.
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut after = before;
         let mut x = 0u64;
-        while Instant::now() < end {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        while after - before < 20 && Instant::now() < end {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            after = process_cpu_ticks().expect("/proc/self/stat on Linux");
         }
-        let after = process_cpu_ticks().expect("/proc/self/stat on Linux");
-        assert!(after - before >= 20, "{before} -> {after} ticks");
+        assert!(
+            after - before >= 20,
+            "{before} -> {after} ticks in 5 s of busy work"
+        );
     }
 }
