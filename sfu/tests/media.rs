@@ -8,7 +8,7 @@ mod common;
 use sfu::config::ConfigArgs;
 use std::time::{Duration, Instant};
 
-use common::{post_sdp, TestPeer, TestResult, TestServer};
+use common::{next_event, post_sdp, TestPeer, TestResult, TestServer};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::Frequency;
 use str0m::RtcConfig;
@@ -194,28 +194,6 @@ async fn h264_with_bframes_is_flagged_and_publisher_change_keeps_viewer() -> Tes
     assert!(stats.video_codecs.contains(&Codec::Vp8), "{stats:?}");
     assert!(stats.video_frames >= 100, "{stats:?}");
     Ok(())
-}
-
-/// Read server-sent events until `name` arrives (bounded).
-async fn next_event(
-    resp: &mut reqwest::Response,
-    buf: &mut String,
-    name: &str,
-) -> Result<(), String> {
-    let needle = format!("event: {name}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(i) = buf.find(&needle) {
-            buf.drain(..i + needle.len());
-            return Ok(());
-        }
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
-            .await
-            .map_err(|_| format!("no '{name}' event within 10 s (got {buf:?})"))?
-            .map_err(|e| e.to_string())?
-            .ok_or(format!("event stream ended before '{name}'"))?;
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use signaling::backend::{BackendError, CreateSession, SessionCreated};
+use signaling::backend::{BackendError, CreateSession, SessionCreated, SessionEvent};
 use signaling::SessionKind;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -261,10 +261,7 @@ impl SfuBackend {
             span: tracing::Span::current(),
         };
         let answered = match self.ask(home, cmd, rx).await {
-            Ok(created) => {
-                self.answer_relay(&relay.resource_id, created.answer_sdp, Some(home_addr))
-                    .await
-            }
+            Ok(created) => self.answer_fanout_relay(&relay, created, home_addr).await,
             Err(e) => Err(e),
         };
         match answered {
@@ -277,6 +274,53 @@ impl SfuBackend {
                 Err(e)
             }
         }
+    }
+
+    /// Give the relay its upstream's answer, with the upstream's activity
+    /// now and, from a task, as it changes: the fan-out's viewers see the
+    /// publisher come and go as the room's own viewers do.
+    async fn answer_fanout_relay(
+        &self,
+        relay: &FanoutRelay,
+        upstream: SessionCreated,
+        home_addr: SocketAddr,
+    ) -> Result<(), BackendError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Events {
+            resource_id: relay.upstream.clone(),
+            reply,
+        };
+        let mut events = self.ask(relay.home, cmd, rx).await?;
+        // The stream starts with the session's state now.
+        let active = events.recv().await == Some(SessionEvent::Active);
+        self.answer_relay(
+            &relay.resource_id,
+            upstream.answer_sdp,
+            Some(home_addr),
+            active,
+        )
+        .await?;
+        let backend = self.clone();
+        let resource_id = relay.resource_id.clone();
+        tokio::spawn(async move {
+            // Ends with the upstream session.
+            while let Some(event) = events.recv().await {
+                let Some(worker) = backend.registry.resource(&resource_id).map(|e| e.worker) else {
+                    break;
+                };
+                let cmd = Command::RelayUpstream {
+                    resource_id: resource_id.clone(),
+                    active: event == SessionEvent::Active,
+                };
+                let Ok(handle) = backend.worker(worker) else {
+                    break;
+                };
+                if handle.send(cmd).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(())
     }
 
     /// End both sides of `relay` (either may be gone already).

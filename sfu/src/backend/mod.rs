@@ -197,13 +197,15 @@ impl SfuBackend {
         self.ask(worker, cmd, rx).await
     }
 
-    /// The hosting side's answer to relay `resource_id`'s offer, and an
-    /// address of it to try besides the answer's.
+    /// The hosting side's answer to relay `resource_id`'s offer, an
+    /// address of it to try besides the answer's, and whether a publisher's
+    /// media flows upstream now.
     pub async fn answer_relay(
         &self,
         resource_id: &str,
         answer_sdp: String,
         candidate: Option<std::net::SocketAddr>,
+        upstream_active: bool,
     ) -> Result<(), BackendError> {
         let worker = self.resource_worker(SessionKind::Whip, None, resource_id, None)?;
         let (reply, rx) = oneshot::channel();
@@ -211,6 +213,7 @@ impl SfuBackend {
             resource_id: resource_id.to_string(),
             answer_sdp,
             candidate,
+            upstream_active,
             reply,
         };
         self.ask(worker, cmd, rx).await

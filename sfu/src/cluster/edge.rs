@@ -170,7 +170,7 @@ impl Edge {
                 relay.upstream = upstream;
                 inner
                     .backend
-                    .answer_relay(&relay.resource_id, answer, None)
+                    .answer_relay(&relay.resource_id, answer, None, true)
                     .await?;
                 tracing::info!(%room, %owner, %local, "relaying the room from its node");
                 Ok(relay)

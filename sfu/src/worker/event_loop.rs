@@ -170,6 +170,8 @@ async fn worker_loop(
                     }
                 }
                 core.handle_command(Instant::now(), cmd, &mut transmit);
+                // At once: placement reads it for the next request.
+                load.store(core.participant_count(), Ordering::Relaxed);
             }
             datagram = relay_rx.recv() => {
                 if let Some((local, source, data)) = datagram {

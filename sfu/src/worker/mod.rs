@@ -84,8 +84,14 @@ pub enum Command {
         /// An address of the hosting side to try besides the answer's
         /// (a worker of this node: its bound address, not the advertised one).
         candidate: Option<SocketAddr>,
+        /// The upstream session receives a publisher's media now (when not,
+        /// the relay's tracks wait for [`Command::RelayUpstream`]).
+        upstream_active: bool,
         reply: oneshot::Sender<Result<(), BackendError>>,
     },
+    /// Relay `resource_id`'s upstream session started or stopped receiving
+    /// a publisher's media.
+    RelayUpstream { resource_id: String, active: bool },
     /// A relay's downstream node wants only these streams (rids).
     RelayLayers {
         resource_id: String,

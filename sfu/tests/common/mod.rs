@@ -153,6 +153,28 @@ pub fn dev_token(room: &str, identity: &str, publish: bool, subscribe: bool) -> 
     .expect("token")
 }
 
+/// Read server-sent events until `name` arrives (bounded).
+pub async fn next_event(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    name: &str,
+) -> Result<(), String> {
+    let needle = format!("event: {name}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(i) = buf.find(&needle) {
+            buf.drain(..i + needle.len());
+            return Ok(());
+        }
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .map_err(|_| format!("no '{name}' event within 10 s (got {buf:?})"))?
+            .map_err(|e| e.to_string())?
+            .ok_or(format!("event stream ended before '{name}'"))?;
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 /// Result of POSTing an offer.
 pub struct Posted {
     pub status: u16,

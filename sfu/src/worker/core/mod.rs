@@ -162,7 +162,8 @@ pub struct WorkerCore {
     relay_slots: Vec<usize>,
     /// Relay ingests by the local address of their own socket.
     relay_sockets: HashMap<SocketAddr, ParticipantId>,
-    /// Relay ingests' media lines, published once the answer arrives.
+    /// Relay ingests' media lines, published while their upstream carries a
+    /// publisher (from the answer on).
     relay_media: HashMap<ParticipantId, Vec<(str0m::media::Mid, MediaKind, usize)>>,
     /// Relay ingests alone in their edge room, since when.
     relays_alone: HashMap<ParticipantId, Instant>,
@@ -364,9 +365,20 @@ impl WorkerCore {
                 resource_id,
                 answer_sdp,
                 candidate,
+                upstream_active,
                 reply,
             } => {
-                let _ = reply.send(self.answer_relay(now, &resource_id, &answer_sdp, candidate));
+                let result =
+                    self.answer_relay(now, &resource_id, &answer_sdp, candidate, upstream_active);
+                let _ = reply.send(result);
+            }
+            Command::RelayUpstream {
+                resource_id,
+                active,
+            } => {
+                if let Ok(id) = self.session_id(&resource_id) {
+                    self.relay_upstream(now, id, active);
+                }
             }
             Command::RelayLayers {
                 resource_id,

@@ -91,7 +91,8 @@ impl WorkerCore {
         if let Some(p) = self.participants.get_mut(&id) {
             p.pending_offer = Some(pending);
         }
-        // str0m reports media it was offered; ours it leaves to us.
+        // str0m reports media it was offered; ours it leaves to us (kept
+        // for the relay's life: its tracks follow the upstream's activity).
         self.relay_media.insert(
             id,
             vec![
@@ -112,6 +113,7 @@ impl WorkerCore {
         resource_id: &str,
         answer_sdp: &str,
         candidate: Option<SocketAddr>,
+        upstream_active: bool,
     ) -> Result<(), BackendError> {
         let id = self.session_id(resource_id)?;
         let p = self
@@ -128,10 +130,31 @@ impl WorkerCore {
             }
         }
         self.dirty.push(id);
-        for (mid, kind, layers) in self.relay_media.remove(&id).unwrap_or_default() {
-            self.publish_track(now, id, mid, kind, layers);
+        if upstream_active {
+            self.relay_upstream(now, id, true);
         }
         Ok(())
+    }
+
+    /// The relay's upstream session started (`active`) or stopped receiving
+    /// a publisher's media: the relay's tracks here come and go with it, so
+    /// that viewers here see the publisher leave and come back.
+    pub(super) fn relay_upstream(&mut self, now: Instant, id: ParticipantId, active: bool) {
+        let Some(media) = self.relay_media.get(&id).cloned() else {
+            return;
+        };
+        for (mid, kind, layers) in media {
+            let published = self
+                .participants
+                .get(&id)
+                .and_then(|p| p.member.as_ref())
+                .is_some_and(|m| m.published.contains_key(&mid));
+            if active && !published {
+                self.publish_track(now, id, mid, kind, layers);
+            } else if !active && published {
+                self.unpublish_track(now, id, mid);
+            }
+        }
     }
 
     /// Hosting side: the node relaying WHEP session `resource_id` wants
