@@ -650,3 +650,75 @@ async fn a_relay_carries_only_the_layers_its_viewers_can_use() -> TestResult {
     let _ = joined(publisher);
     Ok(())
 }
+
+/// Publish a single-layer camera on `url`; the running publisher, the node
+/// that hosts it and its resource URL (for DELETE).
+async fn publish_for_delete(
+    url: &str,
+    room: &str,
+    who: &str,
+    secs: u64,
+) -> (std::thread::JoinHandle<TestPeer>, String, String) {
+    let (mut peer, offer) = TestPeer::publisher();
+    let a = post_following(url, &token(room, who, true), &offer).await;
+    assert_eq!(a.status, 201, "publish via {url}: {}", a.body);
+    peer.accept_answer(&a.body).expect("answer");
+    let host = served_by(&a).expect("x-sfu-node");
+    let resource = format!("{}{}", base_of(&a.url), a.location.expect("Location"));
+    (peer.spawn_for(Duration::from_secs(secs)), host, resource)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_viewers_see_the_publisher_leave_and_return() -> TestResult {
+    let redis = Redis::start();
+    let nodes = [
+        Node::start("turns-a", &redis, "proxy"),
+        Node::start("turns-b", &redis, "proxy"),
+    ];
+    wait_ready(&nodes.iter().collect::<Vec<_>>()).await;
+    let room = "turns";
+    let url = format!("{}/whip/{room}", nodes[0].base);
+    let (first, host, first_resource) = publish_for_delete(&url, room, "camera-1", 3).await;
+    let edge = nodes
+        .iter()
+        .find(|n| n.id != host)
+        .map(|n| n.base.clone())
+        .ok_or("two nodes")?;
+    let (viewer, resource) = play(&format!("{edge}/whep/{room}"), room, "viewer", 14).await;
+    assert!(
+        resource.starts_with(&edge),
+        "served by the edge: {resource}"
+    );
+    let mut events = reqwest::get(format!("{resource}/events")).await?;
+    let mut buf = String::new();
+    common::next_event(&mut events, &mut buf, "active").await?;
+
+    // The publisher leaves (the room's node lives on): the edge's viewer is
+    // told, and told again when the next publisher starts.
+    joined(first);
+    let del = reqwest::Client::new()
+        .delete(&first_resource)
+        .bearer_auth(token(room, "camera-1", true))
+        .send()
+        .await?;
+    assert_eq!(del.status().as_u16(), 200, "publisher DELETE");
+    common::next_event(&mut events, &mut buf, "inactive").await?;
+    let (second, second_host, _) = publish_for_delete(&url, room, "camera-2", 3).await;
+    assert_eq!(
+        second_host, host,
+        "the room stayed on its node (the relay keeps it)"
+    );
+    common::next_event(&mut events, &mut buf, "active").await?;
+    joined(second);
+    let viewer = joined(viewer);
+    eprintln!(
+        "edge viewer: {} frames, {} keyframes",
+        viewer.stats.video_frames, viewer.stats.video_keyframes
+    );
+    assert!(
+        viewer.stats.video_keyframes >= 2,
+        "the edge viewer started each publisher on a keyframe: {:?}",
+        viewer.stats
+    );
+    Ok(())
+}

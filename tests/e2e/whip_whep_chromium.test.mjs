@@ -130,6 +130,45 @@ test('a player waiting before the publisher starts plays without reloading', asy
   await assertServerEmpty(server);
 });
 
+test('players on another worker (a room spread over workers) play, and see the publisher leave and return', async (t) => {
+  // Spread from the first participant on: the second player goes to the
+  // other worker, into a fan-out fed by one relay from the room's worker.
+  const server = await startServer(t, 'spread', { extraArgs: ['--workers', '2', '--spread-viewers-at', '1'] });
+  const browser = await launchBrowser(t);
+  const room = 'spread-room';
+  const players = [];
+  for (const label of ['home', 'spread']) {
+    const p = await openPage(browser, `${server.base}/play?room=${room}&autostart=1`, label);
+    await waitFor(p, async (pg) => (await sfuState(pg))?.pc === 'connected', 15000, { what: `player ${label} connected` });
+    players.push([p, label]);
+  }
+  assert.equal(metricTotal(await server.metrics(), 'sfu_rooms'), 1, 'one room');
+
+  const publisher = await openPage(browser, `${server.base}/?room=${room}&${PUBLISH_QUERY}`, 'publisher');
+  for (const [p, label] of players) await assertPlaying(p, `player ${label}`, publisher);
+  const live = await server.metrics();
+  assert.equal(metricTotal(live, 'sfu_fanout_relays'), 1, 'one relay to the other worker');
+  const perWorker = [0, 1].map((w) => metricTotal(live, `sfu_video_down_tracks{worker="${w}"}`) ?? 0);
+  assert.deepEqual(perWorker, [1, 1], `one player on each worker (video down-tracks per worker: ${perWorker})`);
+
+  // The publisher leaves: both players are told; the next one plays on both.
+  await closePage(publisher);
+  for (const [p, label] of players) {
+    await waitFor(p, (pg) => pg.evaluate(() => window.sfu.publisher === 'offline'), 10000, { what: `player ${label} told the publisher left` });
+  }
+  const next = await openPage(browser, `${server.base}/?room=${room}&${PUBLISH_QUERY}`, 'publisher-2');
+  for (const [p, label] of players) {
+    const before = await framesDecoded(p);
+    await waitFor(p, async (pg) => (await framesDecoded(pg)) > before + 30, 20000,
+      { what: `player ${label} decodes the second publisher`, intervalMs: 200 });
+    assert.equal(await p.evaluate(() => window.sfu.publisher), 'live', `player ${label} shows the publisher live`);
+  }
+  await closePage(next);
+  for (const [p] of players) await closePage(p);
+  // The relay ends with its viewers, and its upstream session with it.
+  await assertServerEmpty(server);
+});
+
 test('browsers that vanish (SIGKILL: no DELETE, no DTLS close) are removed after the session timeout', async (t) => {
   const server = await startServer(t, 'browser-killed');
   const room = 'crash-room';

@@ -303,19 +303,10 @@ impl SfuBackend {
         let backend = self.clone();
         let resource_id = relay.resource_id.clone();
         tokio::spawn(async move {
-            // Ends with the upstream session.
+            // Ends with the upstream session, or with the relay.
             while let Some(event) = events.recv().await {
-                let Some(worker) = backend.registry.resource(&resource_id).map(|e| e.worker) else {
-                    break;
-                };
-                let cmd = Command::RelayUpstream {
-                    resource_id: resource_id.clone(),
-                    active: event == SessionEvent::Active,
-                };
-                let Ok(handle) = backend.worker(worker) else {
-                    break;
-                };
-                if handle.send(cmd).await.is_err() {
+                let active = event == SessionEvent::Active;
+                if backend.relay_upstream(&resource_id, active).await.is_err() {
                     break;
                 }
             }

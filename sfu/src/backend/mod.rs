@@ -219,6 +219,21 @@ impl SfuBackend {
         self.ask(worker, cmd, rx).await
     }
 
+    /// Relay `resource_id`'s upstream started or stopped receiving a
+    /// publisher's media (404 once the relay is gone).
+    pub async fn relay_upstream(
+        &self,
+        resource_id: &str,
+        active: bool,
+    ) -> Result<(), BackendError> {
+        let worker = self.resource_worker(SessionKind::Whip, None, resource_id, None)?;
+        let cmd = Command::RelayUpstream {
+            resource_id: resource_id.to_string(),
+            active,
+        };
+        self.worker(worker)?.send(cmd).await
+    }
+
     /// End relay `resource_id` here.
     pub async fn close_relay(&self, resource_id: &str) -> Result<(), BackendError> {
         let worker = self.resource_worker(SessionKind::Whip, None, resource_id, None)?;

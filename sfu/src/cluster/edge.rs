@@ -168,10 +168,27 @@ impl Edge {
         match self.post_offer(room, owner_url, &relay.token, offer).await {
             Ok((answer, upstream)) => {
                 relay.upstream = upstream;
+                let mut events = match &relay.upstream {
+                    Some(url) => UpstreamEvents::open(&inner.http, url).await,
+                    None => None,
+                };
+                // The stream starts with the upstream's state now; without
+                // one, media is taken to flow.
+                let active = match events.as_mut() {
+                    Some(e) => tokio::time::timeout(UPSTREAM_TIMEOUT, e.next())
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_none_or(|active| active),
+                    None => true,
+                };
                 inner
                     .backend
-                    .answer_relay(&relay.resource_id, answer, None, true)
+                    .answer_relay(&relay.resource_id, answer, None, active)
                     .await?;
+                if let Some(events) = events {
+                    tokio::spawn(events.forward(inner.backend.clone(), relay.resource_id.clone()));
+                }
                 tracing::info!(%room, %owner, %local, "relaying the room from its node");
                 Ok(relay)
             }
@@ -341,5 +358,55 @@ impl Edge {
             .header(FORWARDED, self.inner.cluster.node_id())
             .send();
         let _ = tokio::time::timeout(Duration::from_secs(2), sent).await;
+    }
+}
+
+/// The upstream WHEP session's server-sent events (`active`/`inactive`):
+/// the relay's tracks here follow them, so this node's viewers see the
+/// publisher leave and return as the hosting node's viewers do.
+struct UpstreamEvents {
+    response: reqwest::Response,
+    buf: String,
+}
+
+impl UpstreamEvents {
+    /// Subscribe to the events of upstream session `url` (None: the
+    /// hosting node does not offer them).
+    async fn open(http: &reqwest::Client, url: &str) -> Option<UpstreamEvents> {
+        let sent = http.get(format!("{url}/events")).send();
+        let response = tokio::time::timeout(UPSTREAM_TIMEOUT, sent)
+            .await
+            .ok()?
+            .ok()?;
+        response.status().is_success().then(|| UpstreamEvents {
+            response,
+            buf: String::new(),
+        })
+    }
+
+    /// The next event: Some(true) for `active`, Some(false) for `inactive`;
+    /// None when the stream ended (the upstream session did) or broke.
+    async fn next(&mut self) -> Option<bool> {
+        loop {
+            while let Some(end) = self.buf.find('\n') {
+                let line: String = self.buf.drain(..=end).collect();
+                match line.trim_end().strip_prefix("event:").map(str::trim) {
+                    Some("active") => return Some(true),
+                    Some("inactive") => return Some(false),
+                    _ => {}
+                }
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Pass every later event to relay `resource_id` until either ends.
+    async fn forward(mut self, backend: SfuBackend, resource_id: String) {
+        while let Some(active) = self.next().await {
+            if backend.relay_upstream(&resource_id, active).await.is_err() {
+                break;
+            }
+        }
     }
 }
