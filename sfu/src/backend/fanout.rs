@@ -22,7 +22,7 @@ use signaling::SessionKind;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{new_resource_id, SfuBackend};
+use super::{create_command, new_resource_id, SfuBackend};
 use crate::worker::core::relay::OpenRelay;
 use crate::worker::core::CreateRequest;
 use crate::worker::Command;
@@ -126,20 +126,7 @@ impl SfuBackend {
             return None;
         }
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Create {
-            req: CreateRequest {
-                kind: req.kind,
-                room: req.room.clone(),
-                identity: req.identity.clone(),
-                resource_id: new_resource_id(),
-                offer_sdp: req.offer_sdp.clone(),
-                max_width: req.max_width,
-                local_relay: false,
-            },
-            reply,
-            span: tracing::Span::current(),
-        };
-        Some(self.ask(worker, cmd, rx).await)
+        Some(self.ask(worker, create_command(req, reply), rx).await)
     }
 
     /// The per-room limits over every worker of a room with fan-outs (the

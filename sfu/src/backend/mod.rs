@@ -268,6 +268,26 @@ impl SfuBackend {
     }
 }
 
+/// The worker command that creates session `req` (a new resource id).
+fn create_command(
+    req: &CreateSession,
+    reply: oneshot::Sender<Result<SessionCreated, BackendError>>,
+) -> Command {
+    Command::Create {
+        req: CreateRequest {
+            kind: req.kind,
+            room: req.room.clone(),
+            identity: req.identity.clone(),
+            resource_id: new_resource_id(),
+            offer_sdp: req.offer_sdp.clone(),
+            max_width: req.max_width,
+            local_relay: false,
+        },
+        reply,
+        span: tracing::Span::current(),
+    }
+}
+
 pub fn new_resource_id() -> String {
     // 128 random bits: resource URLs are capabilities, so they must not be guessable.
     format!("{:032x}", rand::random::<u128>())
@@ -281,20 +301,8 @@ impl MediaBackend for SfuBackend {
             }
         }
         self.check_spread_room(&req.room, &req.identity)?;
-        self.ask_placed(&req.room, |reply| Command::Create {
-            req: CreateRequest {
-                kind: req.kind,
-                room: req.room.clone(),
-                identity: req.identity.clone(),
-                resource_id: new_resource_id(),
-                offer_sdp: req.offer_sdp.clone(),
-                max_width: req.max_width,
-                local_relay: false,
-            },
-            reply,
-            span: tracing::Span::current(),
-        })
-        .await
+        self.ask_placed(&req.room, |reply| create_command(&req, reply))
+            .await
     }
 
     async fn patch_session(
