@@ -27,11 +27,23 @@ impl Node {
     }
 
     fn start_with(id: &str, redis: &Redis, forward: &str, relay: bool) -> Node {
+        Self::spawn(id, redis, forward, relay, &["--workers", "1"])
+    }
+
+    /// Two workers, and a room's viewers spread over them from its first
+    /// participant on.
+    fn start_spreading(id: &str, redis: &Redis) -> Node {
+        let workers = ["--workers", "2", "--spread-viewers-at", "1"];
+        Self::spawn(id, redis, "proxy", true, &workers)
+    }
+
+    fn spawn(id: &str, redis: &Redis, forward: &str, relay: bool, workers: &[&str]) -> Node {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_sfu"))
             .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
             .args(["--node-id", id, "--redis-url", &redis.url()])
-            .args(["--cluster-forward", forward, "--workers", "1"])
+            .args(["--cluster-forward", forward])
+            .args(workers)
             .args(["--cluster-relay", if relay { "true" } else { "false" }])
             .args(["--http-rate-limit", "0", "--session-timeout-secs", "5"])
             .env("SFU_LOG", "info,sfu::cluster=debug")
@@ -668,12 +680,14 @@ async fn publish_for_delete(
     (peer.spawn_for(Duration::from_secs(secs)), host, resource)
 }
 
+/// An edge node spreading its viewers over two workers: the second viewer
+/// is fed through two relays (the node's, then the worker fan-out's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_viewers_see_the_publisher_leave_and_return() -> TestResult {
     let redis = Redis::start();
     let nodes = [
-        Node::start("turns-a", &redis, "proxy"),
-        Node::start("turns-b", &redis, "proxy"),
+        Node::start_spreading("turns-a", &redis),
+        Node::start_spreading("turns-b", &redis),
     ];
     wait_ready(&nodes.iter().collect::<Vec<_>>()).await;
     let room = "turns";
@@ -684,10 +698,22 @@ async fn edge_viewers_see_the_publisher_leave_and_return() -> TestResult {
         .find(|n| n.id != host)
         .map(|n| n.base.clone())
         .ok_or("two nodes")?;
-    let (viewer, resource) = play(&format!("{edge}/whep/{room}"), room, "viewer", 14).await;
+    let (direct, _) = play(&format!("{edge}/whep/{room}"), room, "direct", 14).await;
+    let (viewer, resource) = play(&format!("{edge}/whep/{room}"), room, "spread", 14).await;
     assert!(
         resource.starts_with(&edge),
         "served by the edge: {resource}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        metric(&edge, "sfu_cluster_relays", "").await,
+        1.0,
+        "one node relay"
+    );
+    assert_eq!(
+        metric(&edge, "sfu_fanout_relays", "").await,
+        1.0,
+        "one worker relay"
     );
     let mut events = reqwest::get(format!("{resource}/events")).await?;
     let mut buf = String::new();
@@ -710,15 +736,16 @@ async fn edge_viewers_see_the_publisher_leave_and_return() -> TestResult {
     );
     common::next_event(&mut events, &mut buf, "active").await?;
     joined(second);
-    let viewer = joined(viewer);
-    eprintln!(
-        "edge viewer: {} frames, {} keyframes",
-        viewer.stats.video_frames, viewer.stats.video_keyframes
-    );
-    assert!(
-        viewer.stats.video_keyframes >= 2,
-        "the edge viewer started each publisher on a keyframe: {:?}",
-        viewer.stats
-    );
+    for (name, viewer) in [("direct", joined(direct)), ("spread", joined(viewer))] {
+        eprintln!(
+            "edge viewer {name}: {} frames, {} keyframes",
+            viewer.stats.video_frames, viewer.stats.video_keyframes
+        );
+        assert!(
+            viewer.stats.video_keyframes >= 2,
+            "edge viewer {name} started each publisher on a keyframe: {:?}",
+            viewer.stats
+        );
+    }
     Ok(())
 }

@@ -93,10 +93,6 @@ impl SfuBackend {
         if self.fanout.settings.spread_viewers_at == 0 || self.workers.len() < 2 {
             return None;
         }
-        // An edge of another node's room is not fanned out again.
-        if self.registry.is_edge(room) {
-            return None;
-        }
         let home = self.registry.room_worker(room)?;
         let spread_at = self.fanout.settings.spread_viewers_at;
         let home_load = self.workers.get(home)?.load();
