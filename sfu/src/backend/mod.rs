@@ -435,7 +435,33 @@ impl MediaBackend for SfuBackend {
             }
         }
         let (reply, rx) = oneshot::channel();
-        self.ask(worker, Command::Admin { req, reply }, rx).await
+        let answer = self
+            .ask(
+                worker,
+                Command::Admin {
+                    req: req.clone(),
+                    reply,
+                },
+                rx,
+            )
+            .await;
+        if let (Err(BackendError::NotFound), AdminRequest::Subscriptions { room, .. }) =
+            (&answer, &req)
+        {
+            // A viewer may be on a fan-out of the room.
+            for fanout in self.fanout_workers(room) {
+                let (reply, rx) = oneshot::channel();
+                let cmd = Command::Admin {
+                    req: req.clone(),
+                    reply,
+                };
+                match self.ask(fanout, cmd, rx).await {
+                    Err(BackendError::NotFound) => continue,
+                    other => return other,
+                }
+            }
+        }
+        answer
     }
 
     fn draining(&self) -> bool {
