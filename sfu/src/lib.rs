@@ -23,6 +23,7 @@ use signaling::{FrontDoorConfig, KeySet};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{FanoutSettings, SfuBackend};
+use crate::cluster::bridge::Bridges;
 use crate::cluster::edge::Edge;
 use crate::cluster::front::ClusterFront;
 use crate::cluster::Cluster;
@@ -265,11 +266,24 @@ pub async fn run_until(
         )),
         _ => None,
     };
+    let bridges = match (&cluster, &config.cluster, config.api_keys.keys().next()) {
+        (Some(cluster), Some(c), Some(key)) if c.relay => Some(Bridges::start(
+            cluster.clone(),
+            backend.clone(),
+            metrics.clone(),
+            keys.clone(),
+            key.clone(),
+            relay_ip(&config, public_ip),
+            shutdown.clone(),
+        )),
+        _ => None,
+    };
     let mut app = signaling::router(front_door, backend.clone());
     if let Some(cluster) = cluster {
         let front = ClusterFront::new(
             cluster,
             edge,
+            bridges,
             backend,
             metrics.clone(),
             keys,

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub cluster_requests: IntCounterVec,
     /// Cluster: relays this node runs for its viewers of other nodes' rooms.
     pub cluster_relays: IntGauge,
+    /// Cluster: bridges linking satellite rooms here to their hosting nodes.
+    pub cluster_bridges: IntGauge,
     pub fanout_relays: IntGauge,
 }
 
@@ -126,6 +128,11 @@ impl Metrics {
                 &r,
                 "sfu_cluster_relays",
                 "Relays this node runs for its viewers of rooms hosted on other nodes",
+            )?,
+            cluster_bridges: gauge(
+                &r,
+                "sfu_cluster_bridges",
+                "Bridges linking this node's participants of rooms hosted on other nodes to those rooms",
             )?,
             fanout_relays: gauge(
                 &r,

@@ -749,3 +749,125 @@ async fn edge_viewers_see_the_publisher_leave_and_return() -> TestResult {
     }
     Ok(())
 }
+
+/// Frames received on the line that carries track `sid`.
+fn frames_of(peer: &TestPeer, subs: &[(String, str0m::media::Mid)], sid: &str) -> u64 {
+    subs.iter()
+        .find(|(s, _)| s == sid)
+        .and_then(|(_, mid)| peer.frames_by_mid.get(mid).copied())
+        .unwrap_or(0)
+}
+
+fn member_token(room: &str, identity: &str) -> String {
+    common::dev_token(room, identity, true, true)
+}
+
+/// A meeting over two nodes: alice joins through one node, bob and carol
+/// through the other. They see and hear each other; the room's tracks
+/// cross between the nodes over one bridge however many subscribe; mute
+/// and leave reach the other node.
+#[test]
+fn a_meeting_spans_nodes_over_one_bridge() {
+    use common::member::{join_and_publish, ms, run_until, subscribe, wait_tracks_of, T};
+    use serde_json::json;
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let redis = Redis::start();
+    let nodes = [
+        Node::start("meet-a", &redis, "proxy"),
+        Node::start("meet-b", &redis, "proxy"),
+    ];
+    rt.block_on(wait_ready(&nodes.iter().collect::<Vec<_>>()));
+    let room = "span";
+    let (mut a, mut pa, a_audio, a_video) =
+        join_and_publish(&nodes[0].base, &member_token(room, "alice"));
+    let (mut b, mut pb, b_audio, b_video) =
+        join_and_publish(&nodes[1].base, &member_token(room, "bob"));
+
+    // Each learns of the other's tracks, through the bridge.
+    let seen_by_bob = wait_tracks_of(&mut b, "alice", &mut [&mut pa, &mut pb])
+        .expect("bob is told of alice's tracks");
+    assert!(seen_by_bob.contains(&("audio".into(), a_audio.clone())));
+    assert!(seen_by_bob.contains(&("video".into(), a_video.clone())));
+    let seen_by_alice = wait_tracks_of(&mut a, "bob", &mut [&mut pa, &mut pb])
+        .expect("alice is told of bob's tracks");
+    assert!(seen_by_alice.contains(&("audio".into(), b_audio.clone())));
+    assert!(seen_by_alice.contains(&("video".into(), b_video.clone())));
+
+    let b_subs = subscribe(&mut b, &mut pb, &seen_by_bob);
+    let a_subs = subscribe(&mut a, &mut pa, &seen_by_alice);
+    let decoded = run_until(&mut [&mut pa, &mut pb], 2 * T, |p| {
+        frames_of(p[0], &a_subs, &b_video) >= 10
+            && frames_of(p[0], &a_subs, &b_audio) >= 10
+            && frames_of(p[1], &b_subs, &a_video) >= 10
+            && frames_of(p[1], &b_subs, &a_audio) >= 10
+    });
+    assert!(
+        decoded,
+        "both get the other's audio and video: alice {:?}, bob {:?}",
+        pa.frames_by_mid, pb.frames_by_mid
+    );
+
+    // Carol joins beside bob: she gets alice's video over the same bridge.
+    let (mut c, mut pc, _, _) = join_and_publish(&nodes[1].base, &member_token(room, "carol"));
+    let carol_sees = wait_tracks_of(&mut c, "alice", &mut [&mut pa, &mut pb, &mut pc])
+        .expect("carol is told of alice's tracks");
+    let c_subs = subscribe(&mut c, &mut pc, &carol_sees);
+    assert!(
+        run_until(&mut [&mut pa, &mut pb, &mut pc], 2 * T, |p| {
+            frames_of(p[2], &c_subs, &a_video) >= 10
+        }),
+        "carol decodes alice: {:?}",
+        pc.frames_by_mid
+    );
+    let bridges: f64 = rt.block_on(async {
+        metric(&nodes[0].base, "sfu_cluster_bridges", "").await
+            + metric(&nodes[1].base, "sfu_cluster_bridges", "").await
+    });
+    assert_eq!(bridges, 1.0, "one bridge between the nodes");
+
+    // Bob mutes his microphone, then leaves: alice hears both.
+    let bob_sid = a
+        .inbox
+        .iter()
+        .find(|v| v["participant"]["identity"] == "bob")
+        .and_then(|v| v["participant"]["sid"].as_str())
+        .expect("bob's sid")
+        .to_string();
+    let n = a.inbox.len();
+    b.send(json!({"type": "mute", "track": b_audio, "muted": true}));
+    a.wait_from(
+        n,
+        |v| v["type"] == "trackMuted" && v["track"] == json!(b_audio) && v["muted"] == true,
+        T,
+        &mut || {
+            pa.run_for(ms(2));
+            pb.run_for(ms(2));
+        },
+    )
+    .expect("alice sees bob's microphone muted");
+    b.send(json!({"type": "leave"}));
+    let left = a
+        .wait_from(
+            n,
+            |v| v["type"] == "participantLeft" && v["identity"] == "bob",
+            T,
+            &mut || pa.run_for(ms(2)),
+        )
+        .expect("alice hears bob left");
+    assert_eq!(left["sid"], json!(bob_sid));
+    assert!(
+        a.inbox[n..]
+            .iter()
+            .any(|v| v["type"] == "trackUnpublished" && v["track"] == json!(b_video)),
+        "bob's camera ended for alice"
+    );
+    // Carol still sees alice after bob left.
+    let before = frames_of(&pc, &c_subs, &a_video);
+    assert!(
+        run_until(&mut [&mut pa, &mut pc], T, |p| {
+            frames_of(p[1], &c_subs, &a_video) >= before + 10
+        }),
+        "carol still decodes alice"
+    );
+}

@@ -5,162 +5,22 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::member::{ms, run, run_until, sid_of, subscribe, tracks_of, T};
 use common::ws::{idle, RoomClient};
 use common::{TestPeer, TestServer};
 use serde_json::{json, Value};
 use sfu::config::ConfigArgs;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind};
 use tokio_tungstenite::tungstenite::Message;
 
-const T: Duration = Duration::from_secs(10);
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn run(peers: &mut [&mut TestPeer], d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        for p in peers.iter_mut() {
-            p.run_for(ms(2));
-        }
-    }
-}
-
-/// Run peers until `cond` holds (bounded).
-fn run_until(
-    peers: &mut [&mut TestPeer],
-    within: Duration,
-    cond: impl Fn(&[&mut TestPeer]) -> bool,
-) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if cond(peers) {
-            return true;
-        }
-        run(peers, ms(20));
-    }
-    cond(peers)
-}
-
-fn tracks_of(info: &Value) -> Vec<(String, String)> {
-    info["tracks"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|t| {
-                    (
-                        t["kind"].as_str().unwrap_or("").to_string(),
-                        t["sid"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn sid_of(tracks: &[(String, String)], kind: &str) -> String {
-    tracks
-        .iter()
-        .find(|t| t.0 == kind)
-        .map(|t| t.1.clone())
-        .expect("track of kind")
-}
-
-/// Join, publish audio + video with data channels; returns client, peer
-/// and the sids of its audio and video tracks.
+/// Join `room` as `identity` and publish audio + video (see
+/// [`common::member::join_and_publish`]).
 fn join_and_publish(
     server: &TestServer,
     room: &str,
     identity: &str,
 ) -> (RoomClient, TestPeer, String, String) {
-    let token = server.token(room, identity, true, true);
-    let mut client = RoomClient::connect(&server.base, &token, None).expect("join");
-    client.wait_type(0, "joined", T, &mut idle).expect("joined");
-    let (mut peer, offer) = TestPeer::member(
-        &[
-            (MediaKind::Audio, Direction::SendOnly),
-            (MediaKind::Video, Direction::SendOnly),
-        ],
-        &["reliable", "lossy"],
-    );
-    let (audio_mid, video_mid) = (peer.mids[0].0, peer.mids[1].0);
-    let n = client.inbox.len();
-    client.send(json!({
-        "type": "offer", "sdp": offer,
-        "publish": { audio_mid.to_string(): {"source": "microphone", "name": "mic"},
-                     video_mid.to_string(): {"source": "camera", "name": "cam"} }
-    }));
-    let answer = client.wait_type(n, "answer", T, &mut idle).expect("answer");
-    peer.accept_answer(answer["sdp"].as_str().expect("sdp"))
-        .expect("accept");
-    let mut own = vec![];
-    for _ in 0..2 {
-        let m = client
-            .wait_from(
-                n,
-                |v| v["type"] == "trackPublished" && !own_contains(&own, v),
-                T,
-                &mut || peer.run_for(ms(5)),
-            )
-            .expect("own trackPublished");
-        own.push(m);
-    }
-    let audio = own
-        .iter()
-        .find(|m| m["track"]["kind"] == "audio")
-        .expect("audio")["track"]["sid"]
-        .as_str()
-        .expect("sid")
-        .to_string();
-    let video = own
-        .iter()
-        .find(|m| m["track"]["kind"] == "video")
-        .expect("video")["track"]["sid"]
-        .as_str()
-        .expect("sid")
-        .to_string();
-    (client, peer, audio, video)
-}
-
-fn own_contains(seen: &[Value], v: &Value) -> bool {
-    seen.iter().any(|s| s["track"]["sid"] == v["track"]["sid"])
-}
-
-/// Subscribe `peer` (through `client`) to `tracks` (kind, sid): new
-/// recvonly lines, one re-offer; returns the mids per track sid.
-fn subscribe(
-    client: &mut RoomClient,
-    peer: &mut TestPeer,
-    tracks: &[(String, String)],
-) -> Vec<(String, Mid)> {
-    let add: Vec<(MediaKind, Direction)> = tracks
-        .iter()
-        .map(|(k, _)| {
-            (
-                if k == "audio" {
-                    MediaKind::Audio
-                } else {
-                    MediaKind::Video
-                },
-                Direction::RecvOnly,
-            )
-        })
-        .collect();
-    let (offer, mids) = peer.offer_changes(&add, &[]);
-    let map: serde_json::Map<String, Value> = mids
-        .iter()
-        .zip(tracks)
-        .map(|(m, (_, sid))| (m.to_string(), json!(sid)))
-        .collect();
-    let n = client.inbox.len();
-    client.send(json!({"type": "offer", "sdp": offer, "subscribe": map}));
-    let answer = client
-        .wait_type(n, "answer", T, &mut || peer.run_for(ms(5)))
-        .expect("answer");
-    peer.accept_answer(answer["sdp"].as_str().expect("sdp"))
-        .expect("accept");
-    tracks.iter().map(|(_, s)| s.clone()).zip(mids).collect()
+    common::member::join_and_publish(&server.base, &server.token(room, identity, true, true))
 }
 
 #[test]

@@ -31,6 +31,10 @@ pub struct VideoGrant {
     pub room_admin: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub room_create: bool,
+    /// Another node's bridge into the room (minted by the nodes themselves):
+    /// it speaks for that node's participants.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub room_bridge: bool,
 }
 
 impl VideoGrant {

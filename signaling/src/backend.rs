@@ -97,6 +97,8 @@ pub struct JoinRoom {
     /// ICE servers with credentials minted for this participant (TURN), in
     /// addition to the server's static ones.
     pub ice_servers: Vec<crate::IceServer>,
+    /// Another node's bridge into the room (a `room_bridge` grant).
+    pub bridge: bool,
 }
 
 /// A joined participant's socket side: its messages from the room. The

@@ -31,6 +31,12 @@ pub struct PublishInfo {
     pub source: TrackSource,
     #[serde(default)]
     pub name: String,
+    /// Bridges only (another node's link into the room): the track's sid
+    /// and its publisher's sid there, kept so every node names it alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant: Option<String>,
 }
 
 /// A published track as others see it.
@@ -131,6 +137,15 @@ pub enum ClientMessage {
         name: Option<String>,
     },
     Leave {},
+    /// Bridges only: a participant of the room on the bridge's node joined
+    /// or changed (its name, metadata; its tracks come with offers).
+    Remote {
+        participant: ParticipantInfo,
+    },
+    /// Bridges only: that participant left.
+    RemoteLeft {
+        sid: String,
+    },
     Ping {
         #[serde(default)]
         id: Option<u64>,

@@ -29,6 +29,8 @@ pub const MAX_MESSAGE_BYTES: usize = 512 * 1024;
 /// Sustained client messages per second, and the burst allowed above it.
 pub const MESSAGES_PER_SECOND: f64 = 50.0;
 pub const MESSAGE_BURST: f64 = 100.0;
+/// A bridge's message allowance, in participants' allowances.
+pub const BRIDGE_RATE_FACTOR: f64 = 20.0;
 /// Longest identity accepted.
 const MAX_IDENTITY: usize = 256;
 
@@ -77,7 +79,10 @@ pub async fn upgrade<B: MediaBackend>(
             .iter()
             .map(|t| t.issue_now(&grant.identity))
             .collect(),
+        bridge: grant.video.room_bridge,
     };
+    // Another node's bridge speaks for all of that node's participants.
+    let rate = if req.bridge { BRIDGE_RATE_FACTOR } else { 1.0 };
     let joined = match state.backend.join_room(req).await {
         Ok(conn) => Ok(conn),
         Err(BackendError::ResumeFailed) => Err(ServerMessage::error(
@@ -107,7 +112,7 @@ pub async fn upgrade<B: MediaBackend>(
     Ok(ws
         .on_upgrade(move |socket| async move {
             match joined {
-                Ok(conn) => serve(socket, backend, conn).await,
+                Ok(conn) => serve(socket, backend, conn, rate).await,
                 Err(msg) => {
                     let mut socket = socket;
                     let _ = send(&mut socket, &msg).await;
@@ -193,8 +198,17 @@ async fn on_text<B: MediaBackend>(
 /// Keepalive: a WebSocket ping when the socket was quiet this long.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-async fn serve<B: MediaBackend>(mut socket: WebSocket, backend: B, mut conn: RoomConnection) {
-    let mut limit = RateLimit::new(MESSAGES_PER_SECOND, MESSAGE_BURST, Instant::now());
+async fn serve<B: MediaBackend>(
+    mut socket: WebSocket,
+    backend: B,
+    mut conn: RoomConnection,
+    rate: f64,
+) {
+    let mut limit = RateLimit::new(
+        rate * MESSAGES_PER_SECOND,
+        rate * MESSAGE_BURST,
+        Instant::now(),
+    );
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
     loop {

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 use crate::registry::{PlaceRefusal, Registry};
+use crate::worker::core::bridge::OpenBridge;
 use crate::worker::core::relay::OpenRelay;
 use crate::worker::core::CreateRequest;
 use crate::worker::{Command, WorkerHandle};
@@ -265,6 +266,51 @@ impl SfuBackend {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+}
+
+/// The satellite side of a bridge (see [`crate::cluster::bridge`]).
+impl SfuBackend {
+    /// Create the bridge member of satellite room `req.room` here.
+    pub async fn open_bridge(
+        &self,
+        req: OpenBridge,
+        socket: std::net::UdpSocket,
+    ) -> Result<(), BackendError> {
+        let worker = self.place(&req.room)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::OpenBridge {
+            req,
+            socket: Some(socket),
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    /// A message of the hosting node for bridge `resource_id` (404 once
+    /// the bridge is gone).
+    pub async fn bridge_inbound(
+        &self,
+        resource_id: &str,
+        msg: signaling::room_protocol::ServerMessage,
+    ) -> Result<(), BackendError> {
+        let worker = self.resource_worker(SessionKind::Room, None, resource_id, None)?;
+        let cmd = Command::BridgeInbound {
+            resource_id: resource_id.to_string(),
+            msg,
+        };
+        self.worker(worker)?.send(cmd).await
+    }
+
+    /// End bridge `resource_id` here (its far participants leave the satellite).
+    pub async fn close_bridge(&self, resource_id: &str) -> Result<(), BackendError> {
+        let worker = self.resource_worker(SessionKind::Room, None, resource_id, None)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Delete {
+            resource_id: resource_id.to_string(),
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
     }
 }
 

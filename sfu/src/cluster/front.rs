@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::bridge::Bridges;
 use super::edge::Edge;
 use super::{Cluster, Intent, Location};
 use crate::backend::SfuBackend;
@@ -47,6 +48,9 @@ pub struct ClusterFront {
     /// Serves WHEP viewers of other nodes' rooms from a relay (None: they
     /// are passed on to the room's node like any request).
     pub edge: Option<Edge>,
+    /// Serves conference participants of other nodes' rooms in a satellite
+    /// bridged to the room (None: their sockets are proxied to its node).
+    pub bridges: Option<Bridges>,
     /// This node's media side (relays' layer wishes).
     pub backend: SfuBackend,
     pub metrics: Arc<Metrics>,
@@ -59,6 +63,7 @@ impl ClusterFront {
     pub fn new(
         cluster: Cluster,
         edge: Option<Edge>,
+        bridges: Option<Bridges>,
         backend: SfuBackend,
         metrics: Arc<Metrics>,
         keys: KeySet,
@@ -67,6 +72,7 @@ impl ClusterFront {
         ClusterFront {
             cluster,
             edge,
+            bridges,
             backend,
             metrics,
             keys: Arc::new(keys),
@@ -169,7 +175,10 @@ async fn route_request(front: &ClusterFront, req: Request, next: Next) -> Respon
         Target::Local => next.run(req).await,
         Target::AllRooms => list_all_rooms(front, req).await,
         Target::RoomSocket => match rtc_target(req.uri().query().unwrap_or(""), &front.keys) {
-            Target::Room(room, intent) => to_room(front, req, next, &room, intent).await,
+            Target::Room(room, intent) => match &front.bridges {
+                Some(bridges) => serve_member(front, bridges, req, next, &room, intent).await,
+                None => to_room(front, req, next, &room, intent).await,
+            },
             _ => next.run(req).await,
         },
         Target::Resource { id, .. } if front.cluster.hosts_resource(&id) => next.run(req).await,
@@ -236,6 +245,44 @@ async fn serve_viewer(
             match edge.ensure(room, &id, &http_url).instrument(span).await {
                 Ok(()) => {
                     front.count("relayed");
+                    next.run(req).await
+                }
+                Err(e) => ApiError::Backend(e).into_response(),
+            }
+        }
+        Err(e) => {
+            front.count("unavailable");
+            ApiError::Backend(e).into_response()
+        }
+    }
+}
+
+/// A conference participant: served here, in a satellite bridged to the
+/// room when the room is hosted on another node. A resume goes to wherever
+/// the participant's satellite or room is.
+async fn serve_member(
+    front: &ClusterFront,
+    bridges: &Bridges,
+    req: Request,
+    next: Next,
+    room: &str,
+    intent: Intent,
+) -> Response {
+    if intent == Intent::Existing && bridges.bridges(room) {
+        front.count("here");
+        return next.run(req).await;
+    }
+    match front.cluster.locate(room, intent).await {
+        Ok(Location::Here) => {
+            front.count("here");
+            next.run(req).await
+        }
+        Ok(Location::Node { id, http_url }) => {
+            let span = tracing::info_span!("cluster bridge", %room, to = %id);
+            let _ = span.set_parent(signaling::request_span::parent_context(req.headers()));
+            match bridges.ensure(room, &id, &http_url).instrument(span).await {
+                Ok(()) => {
+                    front.count("bridged");
                     next.run(req).await
                 }
                 Err(e) => ApiError::Backend(e).into_response(),

@@ -11,6 +11,7 @@
 //! served without asking it, so sessions in progress continue while Redis
 //! is down; only requests that need a placement fail (503, Retry-After).
 
+pub mod bridge;
 pub mod edge;
 pub mod front;
 pub mod node;

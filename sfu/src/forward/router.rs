@@ -346,6 +346,32 @@ impl Router {
         max_width: Option<u32>,
         now: Instant,
     ) -> Vec<RouterAction> {
+        self.subscribe_with(down, track, max_width, None, now)
+    }
+
+    /// A bridge's media line (another node's link into the room) carries
+    /// `track` with every layer, each on one of its `streams` streams (one
+    /// stream: as any subscriber's line).
+    pub fn subscribe_relay(
+        &mut self,
+        down: DownTrackKey,
+        track: TrackKey,
+        streams: usize,
+        now: Instant,
+    ) -> Vec<RouterAction> {
+        let kind = self.tracks.get(&track).map(|t| t.kind);
+        let gate = (kind == Some(MediaKind::Video) && streams > 1).then(|| RelayGate::new(streams));
+        self.subscribe_with(down, track, None, gate, now)
+    }
+
+    fn subscribe_with(
+        &mut self,
+        down: DownTrackKey,
+        track: TrackKey,
+        max_width: Option<u32>,
+        relay: Option<RelayGate>,
+        now: Instant,
+    ) -> Vec<RouterAction> {
         let Some(kind) = self.tracks.get(&track).map(|t| t.kind) else {
             return vec![];
         };
@@ -366,7 +392,7 @@ impl Router {
             closed: None,
             selector: LayerSelector::with_max_width(max_width),
             pinned: true,
-            relay: None,
+            relay,
         });
         let mut actions = vec![];
         self.bind(down, track, now, &mut actions);

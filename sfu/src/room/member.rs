@@ -33,6 +33,8 @@ pub const DYNACAST_HOLD: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct PublishedTrack {
     pub info: TrackInfo,
+    /// Bridges: the sid of the participant (on the far node) it is of.
+    pub owner: Option<String>,
     /// Dynacast: the layer states last sent, and a pause waiting to be sent.
     pub layers_sent: Option<BTreeMap<String, bool>>,
     pub layers_pending: Option<(BTreeMap<String, bool>, Instant)>,
@@ -42,6 +44,7 @@ impl PublishedTrack {
     pub fn new(info: TrackInfo) -> PublishedTrack {
         PublishedTrack {
             info,
+            owner: None,
             layers_sent: None,
             layers_pending: None,
         }
@@ -109,6 +112,10 @@ pub struct Member {
     pub channels: HashMap<String, ChannelId>,
     pub data_limit: RateLimit,
     pub quality: Quality,
+    /// A bridge: another node's link into the room (hidden; it speaks for
+    /// the participants of `remote`, by sid, whose tracks it carries).
+    pub bridge: bool,
+    pub remote: BTreeMap<String, ParticipantInfo>,
 }
 
 /// Constructor arguments.
@@ -160,6 +167,8 @@ impl Member {
             channels: HashMap::new(),
             data_limit: RateLimit::new(DATA_PER_SECOND, DATA_BURST, now),
             quality: Quality::Excellent,
+            bridge: false,
+            remote: BTreeMap::new(),
         }
     }
 
@@ -214,6 +223,32 @@ impl Member {
         }
     }
 
+    /// The participants others see through this member: itself, or for a
+    /// bridge the far node's participants with the tracks it carries now.
+    pub fn infos(&self) -> Vec<ParticipantInfo> {
+        if !self.bridge {
+            return vec![self.info()];
+        }
+        self.remote.values().map(|p| self.remote_info(p)).collect()
+    }
+
+    /// A remote participant with the tracks this bridge carries of it.
+    pub fn remote_info(&self, p: &ParticipantInfo) -> ParticipantInfo {
+        let mut info = p.clone();
+        info.tracks = self
+            .published
+            .values()
+            .filter(|t| t.owner.as_deref() == Some(p.sid.as_str()))
+            .map(|t| t.info.clone())
+            .collect();
+        info
+    }
+
+    /// Who others are told published a track of this member.
+    pub fn publisher_sid(&self, track: &PublishedTrack) -> String {
+        track.owner.clone().unwrap_or_else(|| self.sid.clone())
+    }
+
     /// The sid a track of this member published on `mid` gets.
     pub fn track_sid(&self, mid: Mid) -> String {
         let suffix = self.sid.strip_prefix("PA_").unwrap_or(&self.sid);
@@ -233,7 +268,10 @@ impl Member {
             (s, _) => s,
         };
         TrackInfo {
-            sid: self.track_sid(mid),
+            sid: said
+                .sid
+                .filter(|_| self.bridge)
+                .unwrap_or_else(|| self.track_sid(mid)),
             kind,
             source,
             name: if said.name.is_empty() {

@@ -32,6 +32,9 @@ pub struct Room {
     /// Some(home worker): this is a fan-out of the room that worker hosts
     /// (not a room of its own: not in the registry, not listed, no webhooks).
     pub fanout_of: Option<usize>,
+    /// A satellite of a room hosted on another node, linked to it by a
+    /// bridge (not listed here, no webhooks: the hosting node has them).
+    pub satellite: bool,
 }
 
 impl Room {
@@ -45,6 +48,7 @@ impl Room {
             speakers: ActiveSpeakers::default(),
             created_at: now,
             fanout_of: None,
+            satellite: false,
         }
     }
 }

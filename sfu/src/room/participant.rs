@@ -210,6 +210,27 @@ impl Participant {
         self.negotiation.remote_offer = sdp;
     }
 
+    /// A bridge's receiving video lines that ask for simulcast get every
+    /// layer, each on one of the streams it named.
+    pub fn note_relay_lines(&mut self) {
+        let Some(m) = self.member.as_ref() else {
+            return;
+        };
+        for mid in m.subscriptions.keys() {
+            let Some(media) = self.rtc.media(*mid) else {
+                continue;
+            };
+            if media.kind() != str0m::media::MediaKind::Video {
+                continue;
+            }
+            if let str0m::media::Rids::Specific(rids) = media.rids_tx() {
+                if !rids.is_empty() {
+                    self.relay_rids.insert(*mid, rids.clone());
+                }
+            }
+        }
+    }
+
     pub fn rtc_ref(&self) -> &Rtc {
         &self.rtc
     }

@@ -164,7 +164,7 @@ async fn worker_loop(
             }
             cmd = commands.recv() => {
                 let Some(mut cmd) = cmd else { break };
-                if let Command::OpenRelay { socket, .. } = &mut cmd {
+                if let Command::OpenRelay { socket, .. } | Command::OpenBridge { socket, .. } = &mut cmd {
                     if let Some(s) = socket.take() {
                         add_relay_socket(&relays, s, relay_tx.clone());
                     }

@@ -77,6 +77,18 @@ pub enum Command {
         socket: Option<UdpSocket>,
         reply: oneshot::Sender<Result<String, BackendError>>,
     },
+    /// A satellite room links itself to the room on its hosting node: the
+    /// bridge member is created (`socket` as for a relay).
+    OpenBridge {
+        req: self::core::bridge::OpenBridge,
+        socket: Option<UdpSocket>,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+    /// A room-protocol message from the hosting node to bridge `resource_id`.
+    BridgeInbound {
+        resource_id: String,
+        msg: signaling::room_protocol::ServerMessage,
+    },
     /// The hosting node's answer to a relay's offer.
     AnswerRelay {
         resource_id: String,

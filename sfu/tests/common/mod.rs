@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod member;
 pub mod redis;
 pub mod ws;
 

@@ -45,12 +45,16 @@ impl WorkerCore {
     }
 
     /// Participant id of a member's sid.
-    fn by_sid(&self, sid: &str) -> Option<ParticipantId> {
+    pub(super) fn by_sid(&self, sid: &str) -> Option<ParticipantId> {
         self.session_id(sid).ok()
     }
 
     /// Infos of the room's members (optionally without one).
-    fn room_members(&self, room: &str, except: Option<ParticipantId>) -> Vec<ParticipantInfo> {
+    pub(super) fn room_members(
+        &self,
+        room: &str,
+        except: Option<ParticipantId>,
+    ) -> Vec<ParticipantInfo> {
         let Some(r) = self.rooms.get(room) else {
             return vec![];
         };
@@ -59,7 +63,8 @@ impl WorkerCore {
             .iter()
             .filter(|id| Some(**id) != except)
             .filter_map(|id| self.participants.get(id))
-            .filter_map(|p| p.member.as_ref().map(Member::info))
+            .filter_map(|p| p.member.as_ref())
+            .flat_map(Member::infos)
             .collect();
         out.sort_by(|a, b| a.identity.cmp(&b.identity));
         out
@@ -80,6 +85,10 @@ impl WorkerCore {
             if Some(*id) == except {
                 continue;
             }
+            if self.uplinks.contains_key(id) {
+                self.heard.push((*id, msg.clone()));
+                continue;
+            }
             if let Some(m) = self
                 .participants
                 .get_mut(id)
@@ -91,6 +100,9 @@ impl WorkerCore {
     }
 
     pub(super) fn webhook(&self, event: WebhookEvent) {
+        if self.is_satellite(&event.room.name) {
+            return;
+        }
         if let Some(w) = &self.ctx.webhooks {
             w.emit(event);
         }
@@ -186,6 +198,8 @@ impl WorkerCore {
             },
             now,
         );
+        let mut member = member;
+        member.bridge = req.bridge;
         let id = self.add_participant(
             now,
             NewSession {
@@ -229,7 +243,7 @@ impl WorkerCore {
         let Some(p) = self.participants.get(&id) else {
             return;
         };
-        let Some(info) = p.member.as_ref().map(Member::info) else {
+        let Some(info) = p.member.as_ref().filter(|m| !m.bridge).map(Member::info) else {
             return;
         };
         let room_name = p.room.clone();
@@ -302,7 +316,13 @@ impl WorkerCore {
     }
 
     /// Tell a participant's own socket about a problem with its request.
-    fn reply_error(&mut self, id: ParticipantId, code: ErrorCode, message: String, now: Instant) {
+    pub(super) fn reply_error(
+        &mut self,
+        id: ParticipantId,
+        code: ErrorCode,
+        message: String,
+        now: Instant,
+    ) {
         if let Some(m) = self.member_mut(id) {
             m.send(ServerMessage::error(code, message), now);
         }
@@ -332,6 +352,8 @@ impl WorkerCore {
             ClientMessage::Metadata { .. } => "metadata",
             ClientMessage::Leave {} => "leave",
             ClientMessage::Ping { .. } => "ping",
+            ClientMessage::Remote { .. } => "remote",
+            ClientMessage::RemoteLeft { .. } => "remote_left",
         };
         self.ctx
             .metrics
@@ -381,6 +403,8 @@ impl WorkerCore {
             }
             ClientMessage::Leave {} => self.remove(now, id, RemoveReason::Left, transmit),
             ClientMessage::Ping { .. } => {}
+            ClientMessage::Remote { participant } => self.remote_joined(now, id, participant),
+            ClientMessage::RemoteLeft { sid } => self.remote_left(now, id, &sid),
         }
         Ok(())
     }
@@ -400,6 +424,7 @@ impl WorkerCore {
         let Some(m) = p.member.as_ref() else {
             return;
         };
+        let max_tracks = if m.bridge { usize::MAX } else { max_tracks };
         if let Err((code, message)) = check_room_offer(&sdp, m.can_publish, max_tracks) {
             self.reply_error(id, code, message, now);
             return;
@@ -451,6 +476,9 @@ impl WorkerCore {
             m.send(ServerMessage::Answer { sdp: answer }, now);
         }
         p.set_remote_offer(sdp, now);
+        if p.member.as_ref().is_some_and(|m| m.bridge) {
+            p.note_relay_lines();
+        }
         self.dirty.push(id);
         self.reconcile(now, id);
     }
@@ -478,7 +506,16 @@ impl WorkerCore {
                 .member
                 .as_ref()
                 .is_some_and(|m| m.published.contains_key(&mid));
-            if receives && !s.port_zero {
+            // A bridge's line of a participant that left is not a track.
+            let orphan = p.member.as_ref().is_some_and(|m| {
+                m.bridge
+                    && !m
+                        .publish_info
+                        .get(&mid)
+                        .and_then(|i| i.participant.as_ref())
+                        .is_some_and(|owner| m.remote.contains_key(owner))
+            });
+            if receives && !s.port_zero && !orphan {
                 sending_mids.push(mid);
                 if !published {
                     let layers = match media.rids_rx() {
@@ -529,7 +566,8 @@ impl WorkerCore {
             match room.track_sids.get(track_sid) {
                 Some(track) if room.router.source_of(down) != Some(*track) => {
                     let width = m.max_widths.get(track_sid).copied().flatten();
-                    binds.push((down, *track, width));
+                    let streams = p.relay_rids.get(mid).map(Vec::len);
+                    binds.push((down, *track, width, streams));
                 }
                 Some(_) => {}
                 None => {
@@ -543,8 +581,11 @@ impl WorkerCore {
             for down in &drops {
                 room.router.remove_down_track(*down);
             }
-            for (down, track, width) in binds {
-                actions.extend(room.router.subscribe(down, track, width, now));
+            for (down, track, width, streams) in binds {
+                actions.extend(match streams {
+                    Some(streams) => room.router.subscribe_relay(down, track, streams, now),
+                    None => room.router.subscribe(down, track, width, now),
+                });
             }
         }
         if let Some(m) = self.member_mut(id) {
@@ -583,8 +624,15 @@ impl WorkerCore {
         let span = p.span.clone();
         let info = p.member.as_mut().map(|m| {
             let info = m.new_track(mid, kind_name(kind), layers > 1);
-            m.published.insert(mid, PublishedTrack::new(info.clone()));
-            (m.sid.clone(), info)
+            let mut track = PublishedTrack::new(info.clone());
+            track.owner = m
+                .publish_info
+                .get(&mid)
+                .and_then(|i| i.participant.clone())
+                .filter(|_| m.bridge);
+            let publisher = m.publisher_sid(&track);
+            m.published.insert(mid, track);
+            (publisher, info)
         });
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
@@ -621,10 +669,10 @@ impl WorkerCore {
             return;
         };
         let room_name = p.room.clone();
-        let removed = p
-            .member
-            .as_mut()
-            .and_then(|m| m.published.remove(&mid).map(|t| (m.sid.clone(), t.info)));
+        let removed = p.member.as_mut().and_then(|m| {
+            let t = m.published.remove(&mid)?;
+            Some((m.publisher_sid(&t), t.info))
+        });
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
         };
@@ -658,7 +706,7 @@ impl WorkerCore {
         }
     }
 
-    fn set_muted(&mut self, now: Instant, id: ParticipantId, mid: Mid, muted: bool) {
+    pub(super) fn set_muted(&mut self, now: Instant, id: ParticipantId, mid: Mid, muted: bool) {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
@@ -674,7 +722,7 @@ impl WorkerCore {
         }
         track.info.muted = muted;
         let msg = ServerMessage::TrackMuted {
-            participant: m.sid.clone(),
+            participant: track.owner.clone().unwrap_or_else(|| m.sid.clone()),
             track: track.info.sid.clone(),
             muted,
         };
@@ -1024,7 +1072,8 @@ impl WorkerCore {
             let speakers = list
                 .into_iter()
                 .filter_map(|(id, level)| {
-                    let sid = self.participants.get(&id)?.member.as_ref()?.sid.clone();
+                    let m = self.participants.get(&id)?.member.as_ref()?;
+                    let sid = (!m.bridge).then(|| m.sid.clone())?;
                     Some(Speaker { sid, level })
                 })
                 .collect();
@@ -1043,7 +1092,7 @@ impl WorkerCore {
                 silent_for: p.idle_for(now),
                 connected: p.connected,
             };
-            let Some(m) = p.member.as_mut() else {
+            let Some(m) = p.member.as_mut().filter(|m| !m.bridge) else {
                 continue;
             };
             let quality = score(&link);
@@ -1105,39 +1154,45 @@ impl WorkerCore {
             m.send(msg, now);
         }
         self.by_resume.remove(&m.resume_token);
-        let info = m.info();
-        let published: Vec<TrackInfo> = m.published.values().map(|t| t.info.clone()).collect();
+        let infos = m.infos();
+        let published: Vec<(String, TrackInfo)> = m
+            .published
+            .values()
+            .map(|t| (m.publisher_sid(t), t.info.clone()))
+            .collect();
         if let Some(room) = self.rooms.get_mut(&p.room) {
             room.speakers.remove(p.id);
             if room.identities.get(&p.identity) == Some(&p.id) {
                 room.identities.remove(&p.identity);
             }
-            for t in &published {
+            for (_, t) in &published {
                 room.track_sids.remove(&t.sid);
             }
         }
-        for t in published {
+        for (publisher, t) in published {
             self.broadcast(
                 &p.room,
                 Some(p.id),
                 &ServerMessage::TrackUnpublished {
-                    participant: info.sid.clone(),
+                    participant: publisher,
                     track: t.sid.clone(),
                 },
                 now,
             );
             self.webhook(WebhookEvent::new("track_unpublished", &p.room).track(t));
         }
-        self.broadcast(
-            &p.room,
-            Some(p.id),
-            &ServerMessage::ParticipantLeft {
-                sid: info.sid.clone(),
-                identity: info.identity.clone(),
-            },
-            now,
-        );
-        self.webhook(WebhookEvent::new("participant_left", &p.room).participant(info));
+        for info in infos {
+            self.broadcast(
+                &p.room,
+                Some(p.id),
+                &ServerMessage::ParticipantLeft {
+                    sid: info.sid.clone(),
+                    identity: info.identity.clone(),
+                },
+                now,
+            );
+            self.webhook(WebhookEvent::new("participant_left", &p.room).participant(info));
+        }
     }
 
     /// Room administration for the rooms on this worker.

@@ -11,6 +11,7 @@
 //! packet path and the simulcast control loop, `conference` the room
 //! protocol (members, events, data channels, speakers, admin).
 
+pub mod bridge;
 mod conference;
 mod forwarding;
 mod negotiation;
@@ -176,6 +177,10 @@ pub struct WorkerCore {
     /// Conference participants by resume token.
     by_resume: HashMap<String, ParticipantId>,
     next_quality: Instant,
+    /// Bridges of satellite rooms here to their hosting node.
+    uplinks: HashMap<ParticipantId, bridge::Uplink>,
+    /// Room events the bridges heard, not yet acted on.
+    heard: Vec<(ParticipantId, signaling::room_protocol::ServerMessage)>,
 }
 
 impl WorkerCore {
@@ -195,6 +200,8 @@ impl WorkerCore {
             relay_sockets: HashMap::new(),
             relays_alone: HashMap::new(),
             relay_media: HashMap::new(),
+            uplinks: HashMap::new(),
+            heard: Vec::new(),
             counts: PacketCounts::default(),
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             next_layer_poll: now + LAYER_INTERVAL,
@@ -372,6 +379,19 @@ impl WorkerCore {
                     self.answer_relay(now, &resource_id, &answer_sdp, candidate, upstream_active);
                 let _ = reply.send(result);
             }
+            Command::OpenBridge { req, reply, .. } => {
+                let room = req.room.clone();
+                let result = self.open_bridge(now, req);
+                if result.is_err() && !self.rooms.contains_key(room.as_str()) {
+                    self.ctx.registry.release_room(&room, self.ctx.index);
+                }
+                let _ = reply.send(result);
+            }
+            Command::BridgeInbound { resource_id, msg } => {
+                if let Ok(id) = self.session_id(&resource_id) {
+                    self.uplink_inbound(now, id, msg);
+                }
+            }
             Command::RelayUpstream {
                 resource_id,
                 active,
@@ -429,6 +449,7 @@ impl WorkerCore {
                 self.on_event(now, id, event);
             }
         }
+        self.poll_uplinks(now, transmit);
         let closed: Vec<ParticipantId> = self
             .participants
             .values()
@@ -643,11 +664,13 @@ impl WorkerCore {
         }
         tracing::info!(reason = reason.as_str(), "participant left");
         self.member_left(now, &mut p, reason);
+        self.uplinks.remove(&id);
 
         let m = &self.ctx.metrics;
         let mut actions = vec![];
         let mut room_empty = false;
         let mut fanout = false;
+        let mut satellite = false;
         if let Some(room) = self.rooms.get_mut(&p.room) {
             for kind in room.router.track_kinds_of(id) {
                 m.tracks.with_label_values(&[media_label(kind)]).dec();
@@ -656,8 +679,13 @@ impl WorkerCore {
             room.participants.remove(&id);
             room_empty = room.participants.is_empty();
             fanout = room.fanout_of.is_some();
+            satellite = room.satellite;
         }
-        if room_empty && fanout {
+        if room_empty && satellite {
+            self.rooms.remove(&p.room);
+            self.ctx.registry.release_room(&p.room, self.ctx.index);
+            tracing::info!(room = %p.room, "satellite closed (empty)");
+        } else if room_empty && fanout {
             self.rooms.remove(&p.room);
             tracing::info!(room = %p.room, "fan-out closed (empty)");
         } else if room_empty {

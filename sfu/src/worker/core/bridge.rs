@@ -1,0 +1,693 @@
+//! Bridges: one meeting over several nodes. A participant who asks this
+//! node for a room hosted on another joins a *satellite* of the room here,
+//! and the satellite is linked to the room by one bridge: a member of the
+//! room on its node (`room_bridge` grant) that speaks for this node's
+//! participants and is itself hidden.
+//!
+//! Both ends keep the far side's participants as the bridge member's
+//! `remote` list, and their tracks as the bridge's published lines, so
+//! subscribing, muting and leaving work as for local members. Each track
+//! crosses once, whatever the number of its subscribers on the far node,
+//! with every simulcast layer (layers are chosen per subscriber there).
+//!
+//! This module is the sans-IO part of both ends: the hosting node's
+//! handling of a bridge's `remote`/`remoteLeft` messages, and the
+//! satellite's [`Uplink`], which turns what the satellite's members do
+//! (it hears the room as a member does) into room-protocol messages for the
+//! hosting node, offers included (the uplink always offers), and what the
+//! hosting node says into the satellite.
+
+use std::collections::{HashMap, HashSet};
+
+use signaling::room_protocol::{
+    ClientMessage, ErrorCode, MediaKindName, ParticipantInfo, PublishInfo, ServerMessage, TrackInfo,
+};
+use str0m::change::SdpAnswer;
+use str0m::media::{Mid, Rid, Simulcast, SimulcastLayer};
+use tokio::sync::mpsc;
+
+use super::negotiation::{rtc_config, Downlink};
+use super::relay::RELAY_STREAMS;
+use super::*;
+use crate::room::member::{Member, NewMember};
+use crate::webhooks::WebhookEvent;
+
+/// A bridge the satellite wants to open toward the room's node.
+#[derive(Debug)]
+pub struct OpenBridge {
+    pub room: String,
+    /// The bridge socket's local address (its host candidate).
+    pub local: SocketAddr,
+    pub resource_id: String,
+    pub identity: String,
+    /// Room-protocol messages for the hosting node (the IO shell sends them).
+    pub upstream: mpsc::Sender<ClientMessage>,
+}
+
+/// A line added by the offer in flight.
+#[derive(Debug)]
+enum OfferedLine {
+    /// Sends local track `sid` upstream.
+    Send {
+        mid: Mid,
+        sid: String,
+        streams: usize,
+    },
+    /// Receives far track `sid`.
+    Receive { mid: Mid, sid: String },
+}
+
+/// The satellite's end of a bridge.
+#[derive(Debug)]
+pub(super) struct Uplink {
+    upstream: mpsc::Sender<ClientMessage>,
+    /// Local participants told upstream (sids).
+    announced: HashSet<String>,
+    /// The hosting node's tracks of far participants: sid -> (owner, info).
+    far_tracks: HashMap<String, (String, TrackInfo)>,
+    /// Local tracks to send, far tracks to receive, lines to stop: the
+    /// next offer's changes.
+    to_send: Vec<String>,
+    to_receive: Vec<String>,
+    to_stop: Vec<Mid>,
+    /// Negotiated lines: sending a local track / receiving a far one (sids).
+    sending: HashMap<Mid, String>,
+    receiving: HashMap<Mid, String>,
+    /// Lines of the offer in flight.
+    offered: Vec<OfferedLine>,
+    in_flight: bool,
+    /// The hosting node can no longer be told anything: close the bridge.
+    broken: bool,
+}
+
+impl Uplink {
+    fn new(upstream: mpsc::Sender<ClientMessage>) -> Uplink {
+        Uplink {
+            upstream,
+            announced: HashSet::new(),
+            far_tracks: HashMap::new(),
+            to_send: vec![],
+            to_receive: vec![],
+            to_stop: vec![],
+            sending: HashMap::new(),
+            receiving: HashMap::new(),
+            offered: vec![],
+            in_flight: false,
+            broken: false,
+        }
+    }
+
+    fn tell(&mut self, msg: ClientMessage) {
+        if self.upstream.try_send(msg).is_err() {
+            self.broken = true;
+        }
+    }
+
+    /// Local track `sid` is sent, or will be.
+    fn knows_local(&self, sid: &str) -> bool {
+        self.to_send.iter().any(|s| s == sid)
+            || self.sending.values().any(|s| s == sid)
+            || self
+                .offered
+                .iter()
+                .any(|l| matches!(l, OfferedLine::Send { sid: s, .. } if s == sid))
+    }
+
+    fn has_changes(&self) -> bool {
+        !(self.to_send.is_empty() && self.to_receive.is_empty() && self.to_stop.is_empty())
+    }
+
+    /// Stop sending local track `sid` (wherever it is in negotiation).
+    fn stop_sending(&mut self, sid: &str) -> Option<Mid> {
+        self.to_send.retain(|s| s != sid);
+        let mid = self
+            .sending
+            .iter()
+            .find(|(_, s)| *s == sid)
+            .map(|(m, _)| *m)?;
+        self.sending.remove(&mid);
+        self.to_stop.push(mid);
+        Some(mid)
+    }
+
+    /// Stop receiving far track `sid`; the line it came on, if negotiated.
+    fn stop_receiving(&mut self, sid: &str) -> Option<Mid> {
+        self.far_tracks.remove(sid);
+        self.to_receive.retain(|s| s != sid);
+        let mid = self
+            .receiving
+            .iter()
+            .find(|(_, s)| *s == sid)
+            .map(|(m, _)| *m)?;
+        self.receiving.remove(&mid);
+        self.to_stop.push(mid);
+        Some(mid)
+    }
+
+    fn want_far_track(&mut self, owner: &str, info: TrackInfo) {
+        let sid = info.sid.clone();
+        let known = self.far_tracks.contains_key(&sid);
+        self.far_tracks
+            .insert(sid.clone(), (owner.to_string(), info));
+        if !known {
+            self.to_receive.push(sid);
+        }
+    }
+}
+
+fn media_kind(kind: MediaKindName) -> MediaKind {
+    match kind {
+        MediaKindName::Audio => MediaKind::Audio,
+        MediaKindName::Video => MediaKind::Video,
+    }
+}
+
+fn relay_rids(streams: usize) -> Vec<Rid> {
+    RELAY_STREAMS[..streams]
+        .iter()
+        .map(|r| Rid::from(*r))
+        .collect()
+}
+
+impl WorkerCore {
+    /// Hosting side (and satellite, mirroring): a bridge's participant
+    /// joined or changed.
+    pub(super) fn remote_joined(
+        &mut self,
+        now: Instant,
+        bridge: ParticipantId,
+        info: ParticipantInfo,
+    ) {
+        let Some(p) = self.participants.get_mut(&bridge) else {
+            return;
+        };
+        let room = p.room.clone();
+        let Some(m) = p.member.as_mut() else {
+            return;
+        };
+        if !m.bridge {
+            self.reply_error(
+                bridge,
+                ErrorCode::NotAllowed,
+                "only another node's bridge speaks for other participants".into(),
+                now,
+            );
+            return;
+        }
+        let mut info = info;
+        info.tracks = vec![];
+        info.name = info.name.chars().take(128).collect();
+        let known = m.remote.insert(info.sid.clone(), info.clone()).is_some();
+        let shown = m.remote_info(&info);
+        let msg = if known {
+            ServerMessage::ParticipantUpdated {
+                participant: shown.clone(),
+            }
+        } else {
+            ServerMessage::ParticipantJoined {
+                participant: shown.clone(),
+            }
+        };
+        self.broadcast(&room, Some(bridge), &msg, now);
+        if !known && !self.is_satellite(&room) {
+            self.webhook(WebhookEvent::new("participant_joined", &room).participant(shown));
+        }
+    }
+
+    /// A bridge's participant left: its tracks end, the room hears it.
+    pub(super) fn remote_left(&mut self, now: Instant, bridge: ParticipantId, sid: &str) {
+        let Some(p) = self.participants.get_mut(&bridge) else {
+            return;
+        };
+        let room = p.room.clone();
+        let Some(m) = p.member.as_mut().filter(|m| m.bridge) else {
+            self.reply_error(
+                bridge,
+                ErrorCode::NotAllowed,
+                "only another node's bridge speaks for other participants".into(),
+                now,
+            );
+            return;
+        };
+        let Some(info) = m.remote.remove(sid) else {
+            return;
+        };
+        let lines: Vec<Mid> = m
+            .published
+            .iter()
+            .filter(|(_, t)| t.owner.as_deref() == Some(sid))
+            .map(|(mid, _)| *mid)
+            .collect();
+        for mid in lines {
+            self.unpublish_track(now, bridge, mid);
+        }
+        let msg = ServerMessage::ParticipantLeft {
+            sid: info.sid.clone(),
+            identity: info.identity.clone(),
+        };
+        self.broadcast(&room, Some(bridge), &msg, now);
+        if !self.is_satellite(&room) {
+            self.webhook(WebhookEvent::new("participant_left", &room).participant(info));
+        }
+    }
+
+    /// A room here that is a satellite of a room on another node.
+    pub(super) fn is_satellite(&self, room: &str) -> bool {
+        self.rooms.get(room).is_some_and(|r| r.satellite)
+    }
+
+    /// A relay ingest's member (the hosting node's own media, relayed for
+    /// WHEP viewers here): never sent back.
+    fn is_relay_member(&self, sid: &str) -> bool {
+        self.by_sid(sid)
+            .is_some_and(|id| self.relay_media.contains_key(&id))
+    }
+
+    /// Satellite side: create the bridge member (the offering side, full
+    /// ICE) in the satellite room, and queue what the room has now.
+    pub(super) fn open_bridge(
+        &mut self,
+        now: Instant,
+        req: OpenBridge,
+    ) -> Result<(), BackendError> {
+        let creds = IceCreds::new();
+        let mut rtc = rtc_config(creds.clone(), SessionKind::Room, Downlink::Estimated)
+            .set_ice_lite(false)
+            .build(now);
+        let candidate = Candidate::host(req.local, "udp")
+            .map_err(|e| BackendError::Internal(format!("bridge candidate: {e}")))?;
+        rtc.add_local_candidate(candidate);
+        let mut member = Member::new(
+            NewMember {
+                sid: req.resource_id.clone(),
+                identity: req.identity.clone(),
+                name: req.identity.clone(),
+                metadata: String::new(),
+                can_publish: true,
+                can_subscribe: true,
+                can_publish_data: false,
+            },
+            now,
+        );
+        member.bridge = true;
+        let room: Arc<str> = Arc::from(req.room.as_str());
+        if !self.rooms.contains_key(&room) {
+            if !self.ctx.registry.claim_room(&room, self.ctx.index) {
+                return Err(BackendError::Internal(
+                    "room moved to another worker; retry".into(),
+                ));
+            }
+            let mut satellite = Room::new(room.clone(), now);
+            satellite.satellite = true;
+            self.rooms.insert(room.clone(), satellite);
+        }
+        let (id, _) = self.insert_participant(
+            now,
+            NewSession {
+                kind: SessionKind::Room,
+                room: room.clone(),
+                identity: req.identity,
+                resource_id: req.resource_id,
+                max_width: None,
+                remote_offer: String::new(),
+                member: Some(member),
+            },
+            rtc,
+            creds,
+        )?;
+        self.relay_sockets.insert(req.local, id);
+        self.uplinks.insert(id, Uplink::new(req.upstream));
+        for info in self.room_members(&room, Some(id)) {
+            self.uplink_hears(id, ServerMessage::ParticipantJoined { participant: info });
+        }
+        tracing::info!(%room, participant = id, "bridge opened");
+        Ok(())
+    }
+
+    /// Satellite side: the bridge hears a room event as a member would.
+    fn uplink_hears(&mut self, id: ParticipantId, msg: ServerMessage) {
+        let remote = |core: &WorkerCore, sid: &str| {
+            core.is_relay_member(sid)
+                || core
+                    .participants
+                    .get(&id)
+                    .and_then(|p| p.member.as_ref())
+                    .is_some_and(|m| m.remote.contains_key(sid))
+        };
+        let is_remote = match &msg {
+            ServerMessage::ParticipantJoined { participant }
+            | ServerMessage::ParticipantUpdated { participant } => remote(self, &participant.sid),
+            ServerMessage::ParticipantLeft { sid, .. } => remote(self, sid),
+            ServerMessage::TrackPublished { participant, .. }
+            | ServerMessage::TrackUnpublished { participant, .. }
+            | ServerMessage::TrackMuted { participant, .. } => remote(self, participant),
+            _ => true,
+        };
+        let Some(up) = self.uplinks.get_mut(&id) else {
+            return;
+        };
+        if is_remote {
+            return;
+        }
+        match msg {
+            ServerMessage::ParticipantJoined { mut participant }
+            | ServerMessage::ParticipantUpdated { mut participant } => {
+                let tracks = std::mem::take(&mut participant.tracks);
+                up.announced.insert(participant.sid.clone());
+                up.tell(ClientMessage::Remote { participant });
+                for t in tracks {
+                    if !up.knows_local(&t.sid) {
+                        up.to_send.push(t.sid);
+                    }
+                }
+            }
+            ServerMessage::ParticipantLeft { sid, .. } if up.announced.remove(&sid) => {
+                up.tell(ClientMessage::RemoteLeft { sid });
+            }
+            ServerMessage::TrackPublished { track, .. } if !up.knows_local(&track.sid) => {
+                up.to_send.push(track.sid);
+            }
+            ServerMessage::TrackUnpublished { track, .. } => {
+                if let Some(mid) = up.stop_sending(&track) {
+                    if let Some(room) = self
+                        .participants
+                        .get(&id)
+                        .and_then(|p| self.rooms.get_mut(&p.room))
+                    {
+                        room.router.remove_down_track(DownTrackKey {
+                            subscriber: id,
+                            mid,
+                        });
+                    }
+                }
+            }
+            ServerMessage::TrackMuted { track, muted, .. } => {
+                up.tell(ClientMessage::Mute { track, muted });
+            }
+            _ => {}
+        }
+    }
+
+    /// Satellite side: a message from the hosting node to the bridge.
+    pub(super) fn uplink_inbound(&mut self, now: Instant, id: ParticipantId, msg: ServerMessage) {
+        if !self.uplinks.contains_key(&id) {
+            return;
+        }
+        match msg {
+            ServerMessage::Joined { participants, .. } => {
+                for info in participants {
+                    self.mirror_participant(now, id, info);
+                }
+            }
+            ServerMessage::ParticipantJoined { participant }
+            | ServerMessage::ParticipantUpdated { participant } => {
+                self.mirror_participant(now, id, participant)
+            }
+            ServerMessage::ParticipantLeft { sid, .. } => {
+                let tracks: Vec<String> = self.uplinks.get(&id).map_or(vec![], |up| {
+                    up.far_tracks
+                        .iter()
+                        .filter(|(_, (owner, _))| *owner == sid)
+                        .map(|(t, _)| t.clone())
+                        .collect()
+                });
+                for t in tracks {
+                    self.end_far_track(now, id, &t);
+                }
+                self.remote_left(now, id, &sid);
+            }
+            ServerMessage::TrackPublished { participant, track } => {
+                let known = self
+                    .participants
+                    .get(&id)
+                    .and_then(|p| p.member.as_ref())
+                    .is_some_and(|m| m.remote.contains_key(&participant));
+                if let (true, Some(up)) = (known, self.uplinks.get_mut(&id)) {
+                    up.want_far_track(&participant, track);
+                }
+            }
+            ServerMessage::TrackUnpublished { track, .. } => self.end_far_track(now, id, &track),
+            ServerMessage::TrackMuted { track, muted, .. } => {
+                if let Some(up) = self.uplinks.get_mut(&id) {
+                    if let Some((_, info)) = up.far_tracks.get_mut(&track) {
+                        info.muted = muted;
+                    }
+                }
+                let mid = self
+                    .participants
+                    .get(&id)
+                    .and_then(|p| p.member.as_ref())
+                    .and_then(|m| m.track_by_sid(&track));
+                if let Some(mid) = mid {
+                    self.set_muted(now, id, mid, muted);
+                }
+            }
+            ServerMessage::Answer { sdp } => self.uplink_answer(now, id, &sdp),
+            ServerMessage::Error { code, message } => {
+                tracing::warn!(participant = id, ?code, %message, "bridge: the hosting node refused");
+            }
+            ServerMessage::RoomClosed { .. } => {
+                let room = self.participants.get(&id).map(|p| p.room.clone());
+                let members: Vec<ParticipantId> = room
+                    .and_then(|r| self.rooms.get(&r))
+                    .map(|r| r.participants.iter().copied().collect())
+                    .unwrap_or_default();
+                for m in members {
+                    self.remove(now, m, RemoveReason::RoomClosed, &mut |_| {});
+                }
+            }
+            ServerMessage::Removed { .. } => {
+                self.remove(now, id, RemoveReason::Removed, &mut |_| {})
+            }
+            _ => {}
+        }
+    }
+
+    /// A far participant, as the hosting node describes it (not one of ours).
+    fn mirror_participant(&mut self, now: Instant, id: ParticipantId, info: ParticipantInfo) {
+        let ours = self
+            .uplinks
+            .get(&id)
+            .is_some_and(|up| up.announced.contains(&info.sid));
+        if ours {
+            return;
+        }
+        let owner = info.sid.clone();
+        let tracks = info.tracks.clone();
+        self.remote_joined(now, id, info);
+        if let Some(up) = self.uplinks.get_mut(&id) {
+            for t in tracks {
+                up.want_far_track(&owner, t);
+            }
+        }
+    }
+
+    /// A far track ended: its line here stops, its subscribers here see it end.
+    fn end_far_track(&mut self, now: Instant, id: ParticipantId, sid: &str) {
+        let mid = self
+            .uplinks
+            .get_mut(&id)
+            .and_then(|up| up.stop_receiving(sid));
+        if let Some(mid) = mid {
+            self.unpublish_track(now, id, mid);
+        }
+    }
+
+    /// Satellite side: offer what changed (one offer in flight at a time).
+    fn uplink_offer(&mut self, id: ParticipantId) {
+        let Some(up) = self.uplinks.get_mut(&id) else {
+            return;
+        };
+        if up.in_flight || !up.has_changes() {
+            return;
+        }
+        let Some(p) = self.participants.get(&id) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&p.room) else {
+            return;
+        };
+        // What the local tracks to send are: kind, publisher, info.
+        let mut sends = vec![];
+        for sid in std::mem::take(&mut up.to_send) {
+            let Some(key) = room.track_sids.get(&sid) else {
+                continue;
+            };
+            let Some(publisher) = self.participants.get(&key.publisher) else {
+                continue;
+            };
+            let Some(m) = publisher.member.as_ref() else {
+                continue;
+            };
+            let Some(track) = m.published.get(&key.mid) else {
+                continue;
+            };
+            sends.push((sid, m.publisher_sid(track), track.info.clone()));
+        }
+        let receives: Vec<TrackInfo> = std::mem::take(&mut up.to_receive)
+            .into_iter()
+            .filter_map(|sid| up.far_tracks.get(&sid).map(|(_, i)| i.clone()))
+            .collect();
+        let stops = std::mem::take(&mut up.to_stop);
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let mut change = p.rtc_mut().sdp_api();
+        let mut publish = std::collections::BTreeMap::new();
+        let mut subscribe = std::collections::BTreeMap::new();
+        let mut offered = vec![];
+        for (sid, owner, info) in sends {
+            let kind = media_kind(info.kind);
+            let streams = if info.simulcast && kind == MediaKind::Video {
+                RELAY_STREAMS.len()
+            } else {
+                1
+            };
+            let simulcast = (streams > 1).then(|| {
+                let mut s = Simulcast::new();
+                for rid in RELAY_STREAMS {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            let mid = change.add_media(kind, Direction::SendOnly, None, None, simulcast);
+            publish.insert(
+                mid.to_string(),
+                PublishInfo {
+                    source: info.source,
+                    name: info.name.clone(),
+                    sid: Some(sid.clone()),
+                    participant: Some(owner),
+                },
+            );
+            offered.push(OfferedLine::Send { mid, sid, streams });
+        }
+        for info in receives {
+            let kind = media_kind(info.kind);
+            let simulcast = (info.simulcast && kind == MediaKind::Video).then(|| {
+                let mut s = Simulcast::new();
+                for rid in RELAY_STREAMS {
+                    s.add_recv_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            let mid = change.add_media(kind, Direction::RecvOnly, None, None, simulcast);
+            subscribe.insert(mid.to_string(), info.sid.clone());
+            offered.push(OfferedLine::Receive { mid, sid: info.sid });
+        }
+        for mid in stops {
+            change.set_direction(mid, Direction::Inactive);
+        }
+        let Some((offer, pending)) = change.apply() else {
+            return;
+        };
+        p.pending_offer = Some(pending);
+        up.offered = offered;
+        up.in_flight = true;
+        up.tell(ClientMessage::Offer {
+            sdp: offer.to_sdp_string(),
+            publish,
+            subscribe,
+        });
+    }
+
+    /// Satellite side: the hosting node answered: sending lines carry their
+    /// local tracks, receiving lines become the far tracks here.
+    fn uplink_answer(&mut self, now: Instant, id: ParticipantId, sdp: &str) {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let accepted = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| e.to_string())
+            .and_then(|a| p.accept_answer(a));
+        let Some(up) = self.uplinks.get_mut(&id) else {
+            return;
+        };
+        up.in_flight = false;
+        if let Err(e) = accepted {
+            tracing::warn!(participant = id, error = %e, "bridge: unusable answer");
+            up.broken = true;
+            return;
+        }
+        self.dirty.push(id);
+        let offered = std::mem::take(&mut up.offered);
+        let room_name = p.room.clone();
+        let mut actions = vec![];
+        let mut publish = vec![];
+        for line in offered {
+            match line {
+                OfferedLine::Send { mid, sid, streams } => {
+                    let key = self
+                        .rooms
+                        .get(&room_name)
+                        .and_then(|r| r.track_sids.get(&sid).copied());
+                    let Some(key) = key else {
+                        up.to_stop.push(mid);
+                        continue;
+                    };
+                    up.sending.insert(mid, sid);
+                    if streams > 1 {
+                        p.relay_rids.insert(mid, relay_rids(streams));
+                    }
+                    if let Some(room) = self.rooms.get_mut(&room_name) {
+                        let down = DownTrackKey {
+                            subscriber: id,
+                            mid,
+                        };
+                        actions.extend(room.router.subscribe_relay(down, key, streams, now));
+                    }
+                }
+                OfferedLine::Receive { mid, sid } => {
+                    let Some((owner, info)) = up.far_tracks.get(&sid).cloned() else {
+                        up.to_stop.push(mid);
+                        continue;
+                    };
+                    up.receiving.insert(mid, sid.clone());
+                    if let Some(m) = p.member.as_mut() {
+                        m.publish_info.insert(
+                            mid,
+                            PublishInfo {
+                                source: info.source,
+                                name: info.name.clone(),
+                                sid: Some(sid),
+                                participant: Some(owner),
+                            },
+                        );
+                    }
+                    let kind = media_kind(info.kind);
+                    let layers = if info.simulcast && kind == MediaKind::Video {
+                        RELAY_STREAMS.len()
+                    } else {
+                        1
+                    };
+                    publish.push((mid, kind, layers, info.muted));
+                }
+            }
+        }
+        for action in actions {
+            self.execute(action);
+        }
+        for (mid, kind, layers, muted) in publish {
+            self.publish_track(now, id, mid, kind, layers);
+            if muted {
+                self.set_muted(now, id, mid, true);
+            }
+        }
+    }
+
+    /// Let each bridge hear what its room said, offer what changed, and
+    /// close the bridges whose hosting node can no longer be told anything.
+    pub(super) fn poll_uplinks(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
+        for (id, msg) in std::mem::take(&mut self.heard) {
+            self.uplink_hears(id, msg);
+        }
+        let ids: Vec<ParticipantId> = self.uplinks.keys().copied().collect();
+        for id in ids {
+            self.uplink_offer(id);
+            if self.uplinks.get(&id).is_some_and(|up| up.broken) {
+                tracing::warn!(participant = id, "bridge broken; closing it");
+                self.remove(now, id, RemoveReason::Closed, transmit);
+            }
+        }
+    }
+}
