@@ -142,7 +142,10 @@ impl Bridges {
             .map_err(|e| BackendError::Internal(format!("bridge socket: {e}")))?;
         let resource_id = new_resource_id();
         let (upstream, outbound) = mpsc::channel(UPSTREAM_QUEUE);
-        inner
+        // The hosting node lists the room; here it is not a room of its own.
+        let registry = inner.backend.registry();
+        registry.set_edge(room, true);
+        let opened = inner
             .backend
             .open_bridge(
                 OpenBridge {
@@ -154,9 +157,13 @@ impl Bridges {
                 },
                 udp,
             )
-            .await?;
-        // The hosting node lists the room; here it is not a room of its own.
-        inner.backend.registry().set_edge(room, true);
+            .await;
+        if let Err(e) = opened {
+            if registry.room_worker(room).is_none() {
+                registry.set_edge(room, false);
+            }
+            return Err(e);
+        }
         tokio::spawn(shuttle(
             socket,
             outbound,

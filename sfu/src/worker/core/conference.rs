@@ -115,6 +115,15 @@ impl WorkerCore {
         now: Instant,
     ) -> Result<(), BackendError> {
         if let Some(room) = self.rooms.get_mut(name) {
+            // A satellite whose room was placed on this node (its hosting
+            // node died) is the room now.
+            if room.satellite && !self.ctx.registry.is_edge(name) {
+                room.satellite = false;
+                self.ctx.metrics.rooms.inc();
+                tracing::info!(room = %name, "satellite became the room");
+                self.webhook(WebhookEvent::new("room_started", name));
+                return Ok(());
+            }
             // A fan-out whose home room ended becomes the room itself when
             // the room is placed on this worker again.
             if room.fanout_of.is_some() && self.ctx.registry.claim_room(name, self.ctx.index) {
