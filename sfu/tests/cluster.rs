@@ -826,6 +826,36 @@ fn a_meeting_spans_nodes_over_one_bridge() {
     });
     assert_eq!(bridges, 1.0, "one bridge between the nodes");
 
+    // Chat crosses the bridge: to everyone, and to carol alone.
+    let mut sent = false;
+    for _ in 0..200 {
+        if pa.send_text("reliable", r#"{"topic":"chat","payload":"hello all"}"#) {
+            sent = true;
+            break;
+        }
+        run_until(&mut [&mut pa, &mut pb, &mut pc], ms(20), |_| false);
+    }
+    assert!(sent, "alice's data channel opened");
+    assert!(pa.send_text(
+        "reliable",
+        r#"{"topic":"chat","payload":"psst","to":["carol"]}"#
+    ));
+    let got = |p: &TestPeer, payload: &str| {
+        p.channel_messages.iter().any(|(_, t)| {
+            serde_json::from_str::<serde_json::Value>(t)
+                .is_ok_and(|v| v["payload"] == payload && v["from"] == "alice")
+        })
+    };
+    assert!(
+        run_until(&mut [&mut pa, &mut pb, &mut pc], T, |p| {
+            got(p[1], "hello all") && got(p[2], "hello all") && got(p[2], "psst")
+        }),
+        "bob and carol get alice's chat: bob {:?}, carol {:?}",
+        pb.channel_messages,
+        pc.channel_messages
+    );
+    assert!(!got(&pb, "psst"), "a message to carol is not bob's");
+
     // Bob mutes his microphone, then leaves: alice hears both.
     let bob_sid = a
         .inbox

@@ -102,7 +102,7 @@ pub struct ClientLimits {
 }
 
 /// Messages a client sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ClientMessage {
     Offer {
@@ -146,6 +146,9 @@ pub enum ClientMessage {
     RemoteLeft {
         sid: String,
     },
+    /// Bridges only: a data message of the bridge's node for this room
+    /// (`to`: identities; none: everyone).
+    Data(BridgedData),
     Ping {
         #[serde(default)]
         id: Option<u64>,
@@ -215,6 +218,18 @@ pub enum ServerMessage {
     Pong {
         id: Option<u64>,
     },
+    /// To bridges only: a data message of this room for the bridge's node.
+    Data(BridgedData),
+}
+
+/// A data message crossing a bridge between nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BridgedData {
+    /// The data channel it was sent on (`reliable`, `lossy`).
+    pub label: String,
+    pub data: RelayedData,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
 }
 
 impl ServerMessage {

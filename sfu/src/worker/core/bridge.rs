@@ -20,7 +20,8 @@
 use std::collections::{HashMap, HashSet};
 
 use signaling::room_protocol::{
-    ClientMessage, ErrorCode, MediaKindName, ParticipantInfo, PublishInfo, ServerMessage, TrackInfo,
+    BridgedData, ClientMessage, ErrorCode, MediaKindName, ParticipantInfo, PublishInfo,
+    ServerMessage, TrackInfo,
 };
 use str0m::change::SdpAnswer;
 use str0m::media::{Mid, Rid, Simulcast, SimulcastLayer};
@@ -97,7 +98,7 @@ impl Uplink {
         }
     }
 
-    fn tell(&mut self, msg: ClientMessage) {
+    pub(super) fn tell(&mut self, msg: ClientMessage) {
         if self.upstream.try_send(msg).is_err() {
             self.broken = true;
         }
@@ -249,6 +250,30 @@ impl WorkerCore {
         if !self.is_satellite(&room) {
             self.webhook(WebhookEvent::new("participant_left", &room).participant(info));
         }
+    }
+
+    /// A data message that crossed a bridge (either way): for the members
+    /// here and the other bridges.
+    pub(super) fn bridged_data(&mut self, now: Instant, bridge: ParticipantId, d: BridgedData) {
+        let Some(p) = self.participants.get(&bridge) else {
+            return;
+        };
+        if !p.member.as_ref().is_some_and(|m| m.bridge) {
+            self.reply_error(
+                bridge,
+                ErrorCode::NotAllowed,
+                "only another node's bridge relays data for other participants".into(),
+                now,
+            );
+            return;
+        }
+        let room = p.room.clone();
+        self.ctx
+            .metrics
+            .data_messages
+            .with_label_values(&["relayed"])
+            .inc();
+        self.deliver_data(&room, Some(bridge), &d.label, d.data, d.to.as_deref(), now);
     }
 
     /// A room here that is a satellite of a room on another node.
@@ -443,6 +468,7 @@ impl WorkerCore {
                 }
             }
             ServerMessage::Answer { sdp } => self.uplink_answer(now, id, &sdp),
+            ServerMessage::Data(d) => self.bridged_data(now, id, d),
             ServerMessage::Error { code, message } => {
                 tracing::warn!(participant = id, ?code, %message, "bridge: the hosting node refused");
             }

@@ -14,8 +14,8 @@ use signaling::admin::{
 };
 use signaling::backend::{JoinRoom, RoomConnection};
 use signaling::room_protocol::{
-    ClientLimits, ClientMessage, DataEnvelope, ErrorCode, MediaKindName, ParticipantInfo,
-    QualityUpdate, RelayedData, ServerMessage, Speaker,
+    BridgedData, ClientLimits, ClientMessage, DataEnvelope, ErrorCode, MediaKindName,
+    ParticipantInfo, QualityUpdate, RelayedData, ServerMessage, Speaker,
 };
 use str0m::channel::ChannelId;
 use str0m::media::{Mid, Rids};
@@ -363,6 +363,7 @@ impl WorkerCore {
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Remote { .. } => "remote",
             ClientMessage::RemoteLeft { .. } => "remote_left",
+            ClientMessage::Data(_) => "data",
         };
         self.ctx
             .metrics
@@ -414,6 +415,7 @@ impl WorkerCore {
             ClientMessage::Ping { .. } => {}
             ClientMessage::Remote { participant } => self.remote_joined(now, id, participant),
             ClientMessage::RemoteLeft { sid } => self.remote_left(now, id, &sid),
+            ClientMessage::Data(d) => self.bridged_data(now, id, d),
         }
         Ok(())
     }
@@ -986,17 +988,20 @@ impl WorkerCore {
                 payload: envelope.payload,
             },
             envelope.to.as_deref(),
+            now,
         );
     }
 
-    /// Write a relayed message to the room's members (all, or `to`).
-    fn deliver_data(
+    /// Write a relayed message to the room's members (all, or `to`), and
+    /// pass it to the bridges whose nodes have any of them.
+    pub(super) fn deliver_data(
         &mut self,
         room: &str,
         except: Option<ParticipantId>,
         label: &str,
         msg: RelayedData,
         to: Option<&[String]>,
+        now: Instant,
     ) -> usize {
         let Ok(bytes) = serde_json::to_vec(&msg) else {
             return 0;
@@ -1005,6 +1010,7 @@ impl WorkerCore {
             return 0;
         };
         let mut delivered = 0;
+        let mut bridges = vec![];
         for rid in &r.participants {
             if Some(*rid) == except {
                 continue;
@@ -1012,6 +1018,12 @@ impl WorkerCore {
             let Some(p) = self.participants.get_mut(rid) else {
                 continue;
             };
+            if let Some(m) = p.member.as_ref().filter(|m| m.bridge) {
+                if to.is_none_or(|to| m.remote.values().any(|r| to.contains(&r.identity))) {
+                    bridges.push(*rid);
+                }
+                continue;
+            }
             if to.is_some_and(|to| !to.contains(&p.identity)) {
                 continue;
             }
@@ -1027,6 +1039,19 @@ impl WorkerCore {
                     self.dirty.push(*rid);
                 }
             }
+        }
+        for id in bridges {
+            let data = BridgedData {
+                label: label.to_string(),
+                data: msg.clone(),
+                to: to.map(<[String]>::to_vec),
+            };
+            if let Some(up) = self.uplinks.get_mut(&id) {
+                up.tell(ClientMessage::Data(data));
+            } else if let Some(m) = self.member_mut(id) {
+                m.send(ServerMessage::Data(data), now);
+            }
+            delivered += 1;
         }
         delivered
     }
@@ -1297,7 +1322,7 @@ impl WorkerCore {
                     topic,
                     payload,
                 };
-                self.deliver_data(&room, None, "reliable", msg, to.as_deref());
+                self.deliver_data(&room, None, "reliable", msg, to.as_deref(), now);
                 Ok(AdminReply::Done)
             }
         }
