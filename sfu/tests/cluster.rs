@@ -826,6 +826,33 @@ fn a_meeting_spans_nodes_over_one_bridge() {
     });
     assert_eq!(bridges, 1.0, "one bridge between the nodes");
 
+    // Alice talks: bob, on the other node, is told she speaks (and not
+    // the bridge that carries her voice).
+    pa.audio_level = Some(-15);
+    let alice_sid = a.inbox[0]["participant"]["sid"].clone();
+    let n = b.inbox.len();
+    let spoke = b.wait_from(
+        n,
+        |v| {
+            v["type"] == "speakers"
+                && v["speakers"]
+                    .as_array()
+                    .is_some_and(|s| s.len() == 1 && s[0]["sid"] == alice_sid)
+        },
+        T,
+        &mut || {
+            pa.run_for(ms(2));
+            pb.run_for(ms(2));
+            pc.run_for(ms(2));
+        },
+    );
+    assert!(
+        spoke.is_some(),
+        "bob is told alice speaks: {:?}",
+        &b.inbox[n..]
+    );
+    pa.audio_level = None;
+
     // Chat crosses the bridge: to everyone, and to carol alone.
     let mut sent = false;
     for _ in 0..200 {

@@ -41,7 +41,7 @@ use super::ParticipantId;
 const LOSS_AFTER_SWITCH: Duration = Duration::from_secs(3);
 
 /// One published media line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackKey {
     pub publisher: ParticipantId,
     pub mid: Mid,

@@ -39,11 +39,23 @@ impl Voice {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct ActiveSpeakers {
-    voices: HashMap<ParticipantId, Voice>,
-    last_report: Vec<ParticipantId>,
+/// Speakers by a key: a participant, or (in a room) one audio track, so
+/// that the voices a bridge carries from another node stay apart.
+#[derive(Debug)]
+pub struct ActiveSpeakers<K = ParticipantId> {
+    voices: HashMap<K, Voice>,
+    last_report: Vec<K>,
     last_report_at: Option<Instant>,
+}
+
+impl<K> Default for ActiveSpeakers<K> {
+    fn default() -> Self {
+        ActiveSpeakers {
+            voices: HashMap::new(),
+            last_report: vec![],
+            last_report_at: None,
+        }
+    }
 }
 
 /// Loudness 0..1 of an RFC 6464 level (0 = 0 dBov, 127 = -127 dBov).
@@ -52,9 +64,9 @@ pub fn loudness(level_dbov: i8) -> f32 {
     ((SILENCE_DBOV - db) / SILENCE_DBOV).clamp(0.0, 1.0)
 }
 
-impl ActiveSpeakers {
+impl<K: Copy + Eq + std::hash::Hash + Ord> ActiveSpeakers<K> {
     /// An audio frame of `who` with its level.
-    pub fn observe(&mut self, who: ParticipantId, level_dbov: i8, now: Instant) {
+    pub fn observe(&mut self, who: K, level_dbov: i8, now: Instant) {
         let voice = self.voices.entry(who).or_insert(Voice {
             score: 0.0,
             updated: now,
@@ -71,13 +83,18 @@ impl ActiveSpeakers {
         }
     }
 
-    pub fn remove(&mut self, who: ParticipantId) {
+    pub fn remove(&mut self, who: K) {
         self.voices.remove(&who);
+    }
+
+    /// Forget every voice `gone` says is gone.
+    pub fn remove_where(&mut self, gone: impl Fn(&K) -> bool) {
+        self.voices.retain(|k, _| !gone(k));
     }
 
     /// The current speakers, loudest first, when the list changed since the
     /// last report (and the report interval passed).
-    pub fn poll(&mut self, now: Instant) -> Option<Vec<(ParticipantId, f32)>> {
+    pub fn poll(&mut self, now: Instant) -> Option<Vec<(K, f32)>> {
         if self
             .last_report_at
             .is_some_and(|t| now.saturating_duration_since(t) < INTERVAL)
@@ -97,7 +114,7 @@ impl ActiveSpeakers {
             }
         }
         speakers.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let ids: Vec<ParticipantId> = speakers.iter().map(|s| s.0).collect();
+        let ids: Vec<K> = speakers.iter().map(|s| s.0).collect();
         if ids == self.last_report {
             return None;
         }

@@ -27,7 +27,8 @@ pub struct Room {
     pub track_sids: HashMap<String, TrackKey>,
     /// Room members (conference participants, WHIP publishers) by identity.
     pub identities: HashMap<String, ParticipantId>,
-    pub speakers: ActiveSpeakers,
+    /// Voices by audio track (a bridge carries several participants').
+    pub speakers: ActiveSpeakers<TrackKey>,
     pub created_at: Instant,
     /// Some(home worker): this is a fan-out of the room that worker hosts
     /// (not a room of its own: not in the registry, not listed, no webhooks).

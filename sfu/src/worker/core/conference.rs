@@ -688,6 +688,7 @@ impl WorkerCore {
             return;
         };
         let key = TrackKey { publisher: id, mid };
+        room.speakers.remove(key);
         let kind = room.router.track_kinds_of(id).len(); // before removal
         let actions = room.router.remove_track(key, now);
         if kind != room.router.track_kinds_of(id).len() {
@@ -1103,14 +1104,25 @@ impl WorkerCore {
             }
         }
         for (room, list) in reports {
-            let speakers = list
-                .into_iter()
-                .filter_map(|(id, level)| {
-                    let m = self.participants.get(&id)?.member.as_ref()?;
-                    let sid = (!m.bridge).then(|| m.sid.clone())?;
-                    Some(Speaker { sid, level })
-                })
-                .collect();
+            // Loudest first: a participant with two voices counts once.
+            let mut speakers: Vec<Speaker> = vec![];
+            for (track, level) in list {
+                let Some(m) = self
+                    .participants
+                    .get(&track.publisher)
+                    .and_then(|p| p.member.as_ref())
+                else {
+                    continue;
+                };
+                let sid = match m.published.get(&track.mid) {
+                    Some(t) => m.publisher_sid(t),
+                    None if m.bridge => continue,
+                    None => m.sid.clone(),
+                };
+                if !speakers.iter().any(|s| s.sid == sid) {
+                    speakers.push(Speaker { sid, level });
+                }
+            }
             self.broadcast(&room, None, &ServerMessage::Speakers { speakers }, now);
         }
     }
@@ -1195,7 +1207,7 @@ impl WorkerCore {
             .map(|t| (m.publisher_sid(t), t.info.clone()))
             .collect();
         if let Some(room) = self.rooms.get_mut(&p.room) {
-            room.speakers.remove(p.id);
+            room.speakers.remove_where(|k| k.publisher == p.id);
             if room.identities.get(&p.identity) == Some(&p.id) {
                 room.identities.remove(&p.identity);
             }

@@ -31,7 +31,11 @@ impl WorkerCore {
             if let (Some(level), Some(room)) =
                 (data.ext_vals.audio_level, self.rooms.get_mut(room_name))
             {
-                room.speakers.observe(publisher, level, now);
+                let track = TrackKey {
+                    publisher,
+                    mid: data.mid,
+                };
+                room.speakers.observe(track, level, now);
             }
         }
         let Some(room) = self.rooms.get_mut(room_name) else {
