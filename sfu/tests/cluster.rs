@@ -8,8 +8,11 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::member::{ms, subscribe, wait_tracks_of, T};
 use common::redis::{free_port, log_file, wait_answering, Redis};
+use common::ws::{idle, RoomClient};
 use common::{post_sdp_with, Posted, TestPeer, TestResult};
+use serde_json::json;
 use str0m::RtcConfig;
 
 const START: Duration = Duration::from_secs(15);
@@ -927,4 +930,149 @@ fn a_meeting_spans_nodes_over_one_bridge() {
         }),
         "carol still decodes alice"
     );
+}
+
+/// A simulcast member joined through `base`: its client, peer and video sid.
+fn simulcast_member_on(base: &str, room: &str, identity: &str) -> (RoomClient, TestPeer, String) {
+    use common::SimLayer;
+    let mut client = RoomClient::connect(base, &member_token(room, identity), None).expect("join");
+    client.wait_type(0, "joined", T, &mut idle).expect("joined");
+    let (mut peer, offer) = TestPeer::simulcast_member(vec![
+        SimLayer::new("f", 1280, 720, 4000),
+        SimLayer::new("h", 640, 360, 1500),
+        SimLayer::new("q", 320, 180, 500),
+    ]);
+    client.send(json!({"type": "offer", "sdp": offer}));
+    let answer = client.wait_type(0, "answer", T, &mut idle).expect("answer");
+    peer.accept_answer(answer["sdp"].as_str().expect("sdp"))
+        .expect("accept");
+    let video = client
+        .wait_from(
+            0,
+            |v| v["type"] == "trackPublished" && v["track"]["kind"] == "video",
+            T,
+            &mut || peer.run_for(ms(5)),
+        )
+        .expect("video published");
+    let sid = video["track"]["sid"].as_str().expect("sid").to_string();
+    (client, peer, sid)
+}
+
+/// Dynacast across a bridge, both ways: a simulcast publisher on each node
+/// (one is the room's node, the other a satellite) is told to pause the
+/// layers nobody on the other node can use, and to resume those a viewer
+/// there can.
+#[test]
+fn dynacast_crosses_the_bridge() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let redis = Redis::start();
+    let nodes = [
+        Node::start("dyn-a", &redis, "proxy"),
+        Node::start("dyn-b", &redis, "proxy"),
+    ];
+    rt.block_on(wait_ready(&nodes.iter().collect::<Vec<_>>()));
+    let room = "dyn";
+    let (c0, p0, video0) = simulcast_member_on(&nodes[0].base, room, "pub-0");
+    let (c1, p1, video1) = simulcast_member_on(&nodes[1].base, room, "pub-1");
+    let mut clients = vec![c0, c1];
+    let mut peers = vec![p0, p1];
+    let videos = [video0, video1];
+    // A listener on the other node of each: audio only, so that nobody
+    // anywhere wants the cameras yet.
+    for (i, base) in [(0, &nodes[1].base), (1, &nodes[0].base)] {
+        let identity = format!("listener-{i}");
+        let mut client =
+            RoomClient::connect(base, &member_token(room, &identity), None).expect("listener");
+        let (mut peer, _) = TestPeer::member(&[], &["reliable"]);
+        let tracks = wait_tracks_of(
+            &mut client,
+            &format!("pub-{i}"),
+            &mut peers.iter_mut().collect::<Vec<_>>(),
+        )
+        .expect("the publisher's tracks");
+        let audio = tracks
+            .into_iter()
+            .filter(|t| t.0 == "audio")
+            .collect::<Vec<_>>();
+        subscribe(&mut client, &mut peer, &audio);
+        clients.push(client);
+        peers.push(peer);
+    }
+    let all = json!({"f": true, "h": true, "q": true});
+    let none = json!({"f": false, "h": false, "q": false});
+    let lower = json!({"f": false, "h": true, "q": true});
+    for i in 0..2 {
+        let (first, rest) = clients.split_at_mut(1);
+        let publisher = if i == 0 { &mut first[0] } else { &mut rest[0] };
+        // First the bridge takes every layer, then the other node's view
+        // (nobody there wants the camera) pauses them all.
+        let told = |v: &serde_json::Value, active: &serde_json::Value| {
+            v["type"] == "layers" && v["active"] == *active
+        };
+        publisher
+            .wait_from(0, |v| told(v, &all), T, &mut || run_all(&mut peers))
+            .expect("the bridge wants every layer");
+        let taken = publisher
+            .inbox
+            .iter()
+            .position(|v| told(v, &all))
+            .unwrap_or(0);
+        let paused = publisher.wait_from(taken, |v| told(v, &none), 2 * T, &mut || {
+            run_all(&mut peers)
+        });
+        assert!(
+            paused.is_some(),
+            "pub-{i}: every layer paused: {:?}",
+            publisher
+                .inbox
+                .iter()
+                .filter(|v| v["type"] == "layers")
+                .collect::<Vec<_>>()
+        );
+    }
+    // Each listener now watches the other node's camera at most 640 wide:
+    // the two lower layers resume, and it decodes 640.
+    for i in 0..2 {
+        let n = clients[i].inbox.len();
+        let listener = &mut clients[2 + i];
+        listener.send(json!({"type": "subscription", "track": videos[i], "maxWidth": 640}));
+        let line = subscribe(
+            listener,
+            &mut peers[2 + i],
+            &[("video".into(), videos[i].clone())],
+        )[0]
+        .1;
+        let publisher = &mut clients[i];
+        let resumed = publisher.wait_from(
+            n,
+            |v| v["type"] == "layers" && v["active"] == lower,
+            2 * T,
+            &mut || run_all(&mut peers),
+        );
+        assert!(
+            resumed.is_some(),
+            "pub-{i}: the layers the viewer can use resume: {:?}",
+            &publisher.inbox[n..]
+        );
+        let mut refs: Vec<&mut TestPeer> = peers.iter_mut().collect();
+        let got = common::member::run_until(&mut refs, 2 * T, |p| {
+            p[2 + i]
+                .stats
+                .keyframe_widths
+                .iter()
+                .any(|(_, w)| *w == 640)
+                && p[2 + i].frames_on(line) > 10
+        });
+        assert!(
+            got,
+            "listener-{i} decodes the 640 layer: {:?}",
+            peers[2 + i].stats.keyframe_widths
+        );
+    }
+}
+
+fn run_all(peers: &mut [TestPeer]) {
+    for p in peers.iter_mut() {
+        p.run_for(ms(1));
+    }
 }

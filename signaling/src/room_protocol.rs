@@ -146,6 +146,12 @@ pub enum ClientMessage {
     RemoteLeft {
         sid: String,
     },
+    /// Bridges only: the layers (rids) of track `track` that the bridge's
+    /// node wants (its subscribers' dynacast).
+    Layers {
+        track: String,
+        active: BTreeMap<String, bool>,
+    },
     /// Bridges only: a data message of the bridge's node for this room
     /// (`to`: identities; none: everyone).
     Data(BridgedData),

@@ -47,6 +47,15 @@ impl RelayGate {
         self.wanted = wanted;
     }
 
+    /// Whether the downstream wants `layer` (a layer with no stream yet
+    /// is wanted: it must show a keyframe to get one).
+    pub fn wants(&self, layer: &LayerId) -> bool {
+        match (&self.wanted, self.slots.iter().position(|l| l == layer)) {
+            (Some(wanted), Some(slot)) => wanted.contains(&slot),
+            _ => true,
+        }
+    }
+
     /// A new source track: streams are handed out again.
     pub fn reset(&mut self) {
         self.slots.clear();

@@ -804,21 +804,24 @@ impl Router {
             return None;
         }
         known.sort_by_key(|(_, w)| *w);
-        let limits: Vec<Option<u32>> = t
+        let downs: Vec<&DownTrack> = t
             .down_tracks
             .iter()
             .filter_map(|d| self.down_tracks.get(d))
-            .map(|d| d.selector.max_width)
             .collect();
         let lowest = known.first().map(|(id, _)| *id);
         Some(
             known
                 .iter()
                 .map(|(id, width)| {
-                    let wanted = limits.iter().any(|limit| match limit {
-                        None => true,
-                        Some(max) => *width <= *max || Some(*id) == lowest,
-                    });
+                    // A relay's downstream says which layers it wants.
+                    let wanted = downs
+                        .iter()
+                        .any(|d| match (&d.relay, d.selector.max_width) {
+                            (Some(gate), _) => gate.wants(id),
+                            (None, None) => true,
+                            (None, Some(max)) => *width <= max || Some(*id) == lowest,
+                        });
                     (*id, wanted)
                 })
                 .collect(),

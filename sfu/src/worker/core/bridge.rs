@@ -163,6 +163,15 @@ fn media_kind(kind: MediaKindName) -> MediaKind {
     }
 }
 
+/// The streams (slots) of `rids` that `active` says are wanted.
+fn wanted_streams(rids: &[Rid], active: &std::collections::BTreeMap<String, bool>) -> Vec<usize> {
+    rids.iter()
+        .enumerate()
+        .filter(|(_, rid)| active.get(&rid.to_string()).copied().unwrap_or(false))
+        .map(|(slot, _)| slot)
+        .collect()
+}
+
 fn relay_rids(streams: usize) -> Vec<Rid> {
     RELAY_STREAMS[..streams]
         .iter()
@@ -274,6 +283,42 @@ impl WorkerCore {
             .with_label_values(&["relayed"])
             .inc();
         self.deliver_data(&room, Some(bridge), &d.label, d.data, d.to.as_deref(), now);
+    }
+
+    /// Hosting side: the bridge's node wants only the `active` layers of
+    /// `track` (a track it receives).
+    pub(super) fn bridge_wants(
+        &mut self,
+        now: Instant,
+        bridge: ParticipantId,
+        track: &str,
+        active: &std::collections::BTreeMap<String, bool>,
+    ) {
+        let Some(p) = self.participants.get(&bridge) else {
+            return;
+        };
+        let Some(m) = p.member.as_ref().filter(|m| m.bridge) else {
+            self.reply_error(
+                bridge,
+                ErrorCode::NotAllowed,
+                "only another node's bridge asks for layers".into(),
+                now,
+            );
+            return;
+        };
+        let lines = m.subscriptions.iter().filter(|(_, sid)| *sid == track);
+        let wishes: Vec<(Mid, Vec<usize>)> = lines
+            .filter_map(|(mid, _)| Some((*mid, wanted_streams(p.relay_rids.get(mid)?, active))))
+            .collect();
+        if let Some(room) = self.rooms.get_mut(&p.room) {
+            for (mid, wanted) in wishes {
+                let down = DownTrackKey {
+                    subscriber: bridge,
+                    mid,
+                };
+                room.router.set_relay_wanted(down, Some(wanted));
+            }
+        }
     }
 
     /// A room here that is a satellite of a room on another node.
@@ -469,6 +514,25 @@ impl WorkerCore {
             }
             ServerMessage::Answer { sdp } => self.uplink_answer(now, id, &sdp),
             ServerMessage::Data(d) => self.bridged_data(now, id, d),
+            ServerMessage::Layers { track, active } => {
+                // The hosting node's subscribers want only these layers of
+                // a track sent from here.
+                let mid = self.uplinks.get(&id).and_then(|up| {
+                    up.sending
+                        .iter()
+                        .find(|(_, s)| **s == track)
+                        .map(|(m, _)| *m)
+                });
+                let room = self.participants.get(&id).map(|p| p.room.clone());
+                if let (Some(mid), Some(room)) = (mid, room.and_then(|r| self.rooms.get_mut(&r))) {
+                    let wanted = wanted_streams(&relay_rids(RELAY_STREAMS.len()), &active);
+                    let down = DownTrackKey {
+                        subscriber: id,
+                        mid,
+                    };
+                    room.router.set_relay_wanted(down, Some(wanted));
+                }
+            }
             ServerMessage::Error { code, message } => {
                 tracing::warn!(participant = id, ?code, %message, "bridge: the hosting node refused");
             }

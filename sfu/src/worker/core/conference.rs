@@ -364,6 +364,7 @@ impl WorkerCore {
             ClientMessage::Remote { .. } => "remote",
             ClientMessage::RemoteLeft { .. } => "remote_left",
             ClientMessage::Data(_) => "data",
+            ClientMessage::Layers { .. } => "layers",
         };
         self.ctx
             .metrics
@@ -416,6 +417,7 @@ impl WorkerCore {
             ClientMessage::Remote { participant } => self.remote_joined(now, id, participant),
             ClientMessage::RemoteLeft { sid } => self.remote_left(now, id, &sid),
             ClientMessage::Data(d) => self.bridged_data(now, id, d),
+            ClientMessage::Layers { track, active } => self.bridge_wants(now, id, &track, &active),
         }
         Ok(())
     }
@@ -1089,8 +1091,20 @@ impl WorkerCore {
                     .collect();
                 messages.extend(track.wish_layers(wanted, now));
             }
-            for msg in messages {
-                m.send(msg, now);
+            match self.uplinks.get_mut(&p.id) {
+                // A bridge's far tracks: its hosting node sends the layers.
+                Some(up) => {
+                    for msg in messages {
+                        if let ServerMessage::Layers { track, active } = msg {
+                            up.tell(ClientMessage::Layers { track, active });
+                        }
+                    }
+                }
+                None => {
+                    for msg in messages {
+                        m.send(msg, now);
+                    }
+                }
             }
         }
     }
