@@ -1076,3 +1076,53 @@ fn run_all(peers: &mut [TestPeer]) {
         p.run_for(ms(1));
     }
 }
+
+/// A room's participant limit holds over nodes: a satellite counts the
+/// room's participants on the other node, and the room's node counts the
+/// satellite's (not the one bridge that speaks for them).
+#[test]
+fn the_participant_limit_counts_every_node() {
+    use common::member::join_and_publish;
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let redis = Redis::start();
+    let limit = ["--workers", "1", "--max-participants-per-room", "3"];
+    let nodes = [
+        Node::spawn("cap-a", &redis, "proxy", true, &limit),
+        Node::spawn("cap-b", &redis, "proxy", true, &limit),
+    ];
+    rt.block_on(wait_ready(&nodes.iter().collect::<Vec<_>>()));
+    let room = "cap";
+    let (_a, mut pa, _, _) = join_and_publish(&nodes[0].base, &member_token(room, "alice"));
+    let (mut b, mut pb, _, _) = join_and_publish(&nodes[1].base, &member_token(room, "bob"));
+    let (mut c, mut pc, _, _) = join_and_publish(&nodes[1].base, &member_token(room, "carol"));
+    wait_tracks_of(&mut b, "alice", &mut [&mut pa, &mut pb, &mut pc]).expect("bob sees alice");
+    wait_tracks_of(&mut c, "alice", &mut [&mut pa, &mut pb, &mut pc]).expect("carol sees alice");
+    // Node 0 has alice and a bridge (or the room's copy of bob and carol):
+    // counting sessions there would admit a fourth.
+    for (node, who) in [(0, "dave"), (1, "erin")] {
+        // Both nodes know of both participants once each sees the other.
+        let end = std::time::Instant::now() + T;
+        let refused = loop {
+            pa.run_for(ms(20));
+            pb.run_for(ms(20));
+            pc.run_for(ms(20));
+            match RoomClient::connect(&nodes[node].base, &member_token(room, who), None) {
+                Err(r) => break Some(r),
+                Ok(mut c) => {
+                    c.send(json!({"type": "leave"}));
+                    if std::time::Instant::now() > end {
+                        break None;
+                    }
+                }
+            }
+        };
+        let refused = refused.unwrap_or_else(|| panic!("{who} on node {node} is refused"));
+        assert_eq!(refused.status, 503, "{who}: {}", refused.body);
+        assert!(
+            refused.body.contains("participants per room"),
+            "{who}: {}",
+            refused.body
+        );
+    }
+}

@@ -321,6 +321,21 @@ impl WorkerCore {
         }
     }
 
+    /// The room's sessions, counting each bridge as the participants it
+    /// speaks for (so a room's limit holds over nodes, as far as this node
+    /// has heard).
+    pub(super) fn headcount(&self, room: &Room) -> usize {
+        room.participants
+            .iter()
+            .map(
+                |id| match self.participants.get(id).and_then(|p| p.member.as_ref()) {
+                    Some(m) if m.bridge => m.remote.len(),
+                    _ => 1,
+                },
+            )
+            .sum()
+    }
+
     /// A room here that is a satellite of a room on another node.
     pub(super) fn is_satellite(&self, room: &str) -> bool {
         self.rooms.get(room).is_some_and(|r| r.satellite)

@@ -184,7 +184,7 @@ impl WorkerCore {
             self.remove(now, old, RemoveReason::Replaced, &mut |_| {});
         }
         if let Some(room) = self.rooms.get(&room_name) {
-            if room.participants.len() >= self.ctx.max_participants_per_room {
+            if self.headcount(room) >= self.ctx.max_participants_per_room {
                 return Err(BackendError::OverCapacity {
                     what: format!(
                         "participants per room ({})",

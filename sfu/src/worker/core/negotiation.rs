@@ -96,7 +96,7 @@ impl WorkerCore {
 
     fn check_room_capacity(&self, room: &str) -> Result<(), BackendError> {
         match self.rooms.get(room) {
-            Some(r) if r.participants.len() >= self.ctx.max_participants_per_room => {
+            Some(r) if self.headcount(r) >= self.ctx.max_participants_per_room => {
                 Err(BackendError::OverCapacity {
                     what: format!(
                         "participants per room ({})",
