@@ -17,7 +17,7 @@ stage "installing test dependencies"
 
 stage "format and lint gates"
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 stage "building the server (release)"
 cargo build --release --locked -p sfu

@@ -12,6 +12,7 @@ use crate::report::Report;
 use crate::room::{run_room_session, RoomPlan};
 use crate::run::{Common, Run};
 use crate::session::SessionResult;
+use crate::signal::Target;
 use crate::source::{default_layers, MediaSource};
 use crate::stamp::VideoCodec;
 
@@ -23,6 +24,11 @@ pub struct ConferenceArgs {
     /// Simulcast layers each camera sends (1-3).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub layers: u8,
+    /// Spread the participants round-robin over these base URLs (the nodes
+    /// of a cluster: a meeting over nodes), comma-separated; default: the
+    /// server alone. Server figures are the server's (`--server`).
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -42,6 +48,7 @@ pub async fn ramp_members(
     room: &str,
     n: u64,
     name: &'static str,
+    nodes: &[Arc<Target>],
     plan: impl Fn(u64, String) -> RoomPlan,
 ) -> Vec<tokio::task::JoinHandle<SessionResult>> {
     let common = &run.common;
@@ -51,7 +58,11 @@ pub async fn ramp_members(
             .target
             .token(room, &format!("loadtest-{name}-{i}"), true, true);
         let plan = token.map(|t| plan(i, t));
-        let (target, live, cancel) = (Arc::clone(&common.target), live.clone(), cancel.clone());
+        let target = match nodes.len() {
+            0 => &common.target,
+            n => &nodes[(i as usize) % n],
+        };
+        let (target, live, cancel) = (Arc::clone(target), live.clone(), cancel.clone());
         async move {
             match plan {
                 Ok(plan) => run_room_session(target, plan, clock, live, cancel).await,
@@ -69,11 +80,12 @@ pub async fn ramp_cameras(
     room: &str,
     n: u64,
     layers: u8,
+    nodes: &[Arc<Target>],
 ) -> Vec<tokio::task::JoinHandle<SessionResult>> {
     let origin = run.clock.0;
     let layers = default_layers(usize::from(layers));
     let bind = run.common.bind;
-    ramp_members(run, room, n, "member", |_, token| RoomPlan {
+    ramp_members(run, room, n, "member", nodes, |_, token| RoomPlan {
         token,
         publish: Some(MediaSource::new(
             VideoCodec::Vp8,
@@ -92,7 +104,12 @@ pub async fn ramp_cameras(
 
 pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report, String> {
     let mut run = Run::start(common, args.participants).await;
-    let members = ramp_cameras(&run, &common.room, args.participants, args.layers).await;
+    let nodes: Vec<Arc<Target>> = args
+        .nodes
+        .iter()
+        .map(|u| Arc::new(common.target.at(u)))
+        .collect();
+    let members = ramp_cameras(&run, &common.room, args.participants, args.layers, &nodes).await;
     run.hold().await;
     let mut results = run.finish(vec![members]).await;
     let members = results.remove(0);
@@ -100,6 +117,9 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
     let mut settings = BTreeMap::new();
     settings.insert("participants".into(), n.to_string());
     settings.insert("layers".into(), args.layers.to_string());
+    if !nodes.is_empty() {
+        settings.insert("nodes".into(), nodes.len().to_string());
+    }
     settings.insert(
         "video_subscriptions".into(),
         (n * n.saturating_sub(1)).to_string(),
@@ -113,16 +133,21 @@ pub async fn audio_room(common: &Common, args: &AudioRoomArgs) -> Result<Report,
     let origin = run.clock.0;
     let bind = common.bind;
     // Speakers first (a short ramp of their own), then the listeners.
-    let speakers = ramp_members(&run, &common.room, args.speakers, "speaker", |_, token| {
-        RoomPlan {
+    let speakers = ramp_members(
+        &run,
+        &common.room,
+        args.speakers,
+        "speaker",
+        &[],
+        |_, token| RoomPlan {
             token,
             publish: Some(MediaSource::audio_only(origin, Instant::now())),
             receive_audio: true,
             receive_video: false,
             bind,
             ending: Ending::Graceful,
-        }
-    })
+        },
+    )
     .await;
     run.wait_connected(args.speakers, Duration::from_secs(20))
         .await?;
@@ -131,6 +156,7 @@ pub async fn audio_room(common: &Common, args: &AudioRoomArgs) -> Result<Report,
         &common.room,
         args.listeners,
         "listener",
+        &[],
         |_, token| RoomPlan {
             token,
             publish: None,

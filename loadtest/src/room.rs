@@ -218,6 +218,7 @@ async fn participate(
                 PublishInfo {
                     source,
                     name: format!("{source:?}").to_lowercase(),
+                    ..PublishInfo::default()
                 },
             )
         })

@@ -197,7 +197,7 @@ pub async fn soak(common: &Common, args: &SoakArgs) -> Result<SoakReport, String
     let mut run = Run::start(common, args.participants + args.viewers + 1).await;
     let publisher =
         start_publisher(&mut run, &broadcast_room, VideoCodec::Vp8, args.layers).await?;
-    let members = ramp_cameras(&run, &conference_room, args.participants, args.layers).await;
+    let members = ramp_cameras(&run, &conference_room, args.participants, args.layers, &[]).await;
     let viewers = ramp_viewers(&run, &broadcast_room, args.viewers, None).await;
 
     // The steady window: sample, and start a churn viewer every gap.

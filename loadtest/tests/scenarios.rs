@@ -154,6 +154,7 @@ async fn a_conference_is_all_to_all() {
     let args = ConferenceArgs {
         participants: 3,
         layers: 2,
+        nodes: vec![],
     };
     let report = conference(&common(&base, "conf"), &args)
         .await
