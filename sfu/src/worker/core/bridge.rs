@@ -550,6 +550,11 @@ impl WorkerCore {
             }
             ServerMessage::Error { code, message } => {
                 tracing::warn!(participant = id, ?code, %message, "bridge: the hosting node refused");
+                // An offer it will not answer: start over with a new bridge
+                // (the supervisor re-opens it with the room's state).
+                if let Some(up) = self.uplinks.get_mut(&id).filter(|up| up.in_flight) {
+                    up.broken = true;
+                }
             }
             ServerMessage::RoomClosed { .. } => {
                 let room = self.participants.get(&id).map(|p| p.room.clone());
@@ -794,5 +799,91 @@ impl WorkerCore {
                 self.remove(now, id, RemoveReason::Closed, transmit);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signaling::room_protocol::TrackSource;
+
+    fn track(sid: &str) -> TrackInfo {
+        TrackInfo {
+            sid: sid.into(),
+            kind: MediaKindName::Video,
+            source: TrackSource::Camera,
+            name: "camera".into(),
+            muted: false,
+            simulcast: true,
+        }
+    }
+
+    fn uplink() -> (Uplink, mpsc::Receiver<ClientMessage>) {
+        let (tx, rx) = mpsc::channel(4);
+        (Uplink::new(tx), rx)
+    }
+
+    #[test]
+    fn a_far_track_is_asked_for_once_and_its_end_stops_its_line() {
+        let (mut up, _rx) = uplink();
+        up.want_far_track("PA_a", track("TR_a_1"));
+        up.want_far_track("PA_a", track("TR_a_1")); // told again (joined + trackPublished)
+        assert_eq!(up.to_receive, vec!["TR_a_1".to_string()]);
+        // Negotiated on line "x": ending it stops the line.
+        up.to_receive.clear();
+        up.receiving.insert(Mid::from("x"), "TR_a_1".into());
+        assert_eq!(up.stop_receiving("TR_a_1"), Some(Mid::from("x")));
+        assert_eq!(up.to_stop, vec![Mid::from("x")]);
+        assert!(up.far_tracks.is_empty());
+        // Ended before its line was offered: nothing to stop.
+        up.want_far_track("PA_a", track("TR_a_2"));
+        assert_eq!(up.stop_receiving("TR_a_2"), None);
+        assert!(up.to_receive.is_empty());
+    }
+
+    #[test]
+    fn a_local_track_is_known_queued_offered_or_sent() {
+        let (mut up, _rx) = uplink();
+        assert!(!up.knows_local("TR_b_1"));
+        up.to_send.push("TR_b_1".into());
+        assert!(up.knows_local("TR_b_1"));
+        up.to_send.clear();
+        up.offered.push(OfferedLine::Send {
+            mid: Mid::from("y"),
+            sid: "TR_b_1".into(),
+            streams: 3,
+        });
+        assert!(up.knows_local("TR_b_1"));
+        up.offered.clear();
+        up.sending.insert(Mid::from("y"), "TR_b_1".into());
+        assert!(up.knows_local("TR_b_1"));
+        assert_eq!(up.stop_sending("TR_b_1"), Some(Mid::from("y")));
+        assert!(!up.knows_local("TR_b_1"));
+        assert!(up.has_changes(), "the stopped line goes in the next offer");
+    }
+
+    #[test]
+    fn a_full_queue_to_the_hosting_node_breaks_the_bridge() {
+        let (mut up, _rx) = uplink();
+        for _ in 0..4 {
+            up.tell(ClientMessage::Ping { id: None });
+        }
+        assert!(!up.broken);
+        up.tell(ClientMessage::Ping { id: None });
+        assert!(up.broken, "a message could not be queued");
+    }
+
+    #[test]
+    fn wanted_streams_are_the_active_rids_slots() {
+        let rids = relay_rids(3);
+        let active = [("r0", true), ("r1", false), ("r2", true), ("q", true)]
+            .into_iter()
+            .map(|(r, on)| (r.to_string(), on))
+            .collect();
+        assert_eq!(wanted_streams(&rids, &active), vec![0, 2]);
+        assert_eq!(
+            wanted_streams(&rids, &Default::default()),
+            Vec::<usize>::new()
+        );
     }
 }
