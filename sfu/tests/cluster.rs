@@ -776,9 +776,11 @@ fn a_meeting_spans_nodes_over_one_bridge() {
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let redis = Redis::start();
+    // Regions of their own: the room is placed on the node asked first
+    // (alice's), so bob and carol are the satellite's.
     let nodes = [
-        Node::start("meet-a", &redis, "proxy"),
-        Node::start("meet-b", &redis, "proxy"),
+        Node::spawn("meet-a", &redis, "proxy", true, &["--region", "one"]),
+        Node::spawn("meet-b", &redis, "proxy", true, &["--region", "two"]),
     ];
     rt.block_on(wait_ready(&nodes.iter().collect::<Vec<_>>()));
     let room = "span";
@@ -886,6 +888,59 @@ fn a_meeting_spans_nodes_over_one_bridge() {
     );
     assert!(!got(&pb, "psst"), "a message to carol is not bob's");
 
+    // The room's API (asked at bob's node, answered by the room's) acts on
+    // participants of the satellite: listed, updated, muted, removed.
+    let api = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let url = format!("{}{path}", nodes[1].base);
+        rt.block_on(async {
+            let mut req = reqwest::Client::new()
+                .request(method, url)
+                .header("authorization", "Basic ZGV2a2V5OnNlY3JldA==");
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.expect("admin API");
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        })
+    };
+    let (status, body) = api(reqwest::Method::GET, "/api/rooms/span/participants", None);
+    assert_eq!(status, 200, "{body}");
+    for who in ["alice", "bob", "carol"] {
+        assert!(body.contains(&format!("\"{who}\"")), "{who} listed: {body}");
+    }
+    assert!(
+        !body.contains("bridge:"),
+        "the bridge is not listed: {body}"
+    );
+    let (status, body) = api(reqwest::Method::GET, "/api/rooms", None);
+    assert_eq!(status, 200, "{body}");
+    let rooms: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(rooms["rooms"][0]["participants"], 3, "{body}");
+    assert_eq!(rooms["rooms"][0]["node"], "meet-a", "{body}");
+    let n = a.inbox.len();
+    let (status, body) = api(
+        reqwest::Method::PATCH,
+        "/api/rooms/span/participants/carol",
+        Some(json!({"metadata": "host"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    a.wait_from(
+        n,
+        |v| v["type"] == "participantUpdated" && v["participant"]["metadata"] == "host",
+        T,
+        &mut || pa.run_for(ms(2)),
+    )
+    .expect("alice sees carol's new metadata");
+    let (status, body) = api(
+        reqwest::Method::POST,
+        "/api/rooms/span/participants/carol/mute",
+        Some(json!({"track": "TR_nope", "muted": true})),
+    );
+    assert_eq!(status, 404, "not carol's track: {body}");
+
     // Bob mutes his microphone, then leaves: alice hears both.
     let bob_sid = a
         .inbox
@@ -930,6 +985,50 @@ fn a_meeting_spans_nodes_over_one_bridge() {
         }),
         "carol still decodes alice"
     );
+    // An administrator mutes carol's camera, then removes her.
+    let carol_video = carol_sees_own_video(&c);
+    let n = a.inbox.len();
+    let (status, body) = api(
+        reqwest::Method::POST,
+        "/api/rooms/span/participants/carol/mute",
+        Some(json!({"track": carol_video, "muted": true})),
+    );
+    assert_eq!(status, 204, "{body}");
+    a.wait_from(
+        n,
+        |v| v["type"] == "trackMuted" && v["track"] == json!(carol_video) && v["muted"] == true,
+        T,
+        &mut || pa.run_for(ms(2)),
+    )
+    .expect("alice sees carol's camera muted");
+    let (status, body) = api(
+        reqwest::Method::DELETE,
+        "/api/rooms/span/participants/carol",
+        None,
+    );
+    assert!(status == 200 || status == 204, "{status} {body}");
+    c.wait_type(0, "removed", T, &mut || pc.run_for(ms(2)))
+        .expect("carol is told she was removed");
+    a.wait_from(
+        n,
+        |v| v["type"] == "participantLeft" && v["identity"] == "carol",
+        T,
+        &mut || pa.run_for(ms(2)),
+    )
+    .expect("alice hears carol left");
+}
+
+/// The sid of the video track a member published (from its own messages).
+fn carol_sees_own_video(c: &RoomClient) -> String {
+    let me = c.inbox[0]["participant"]["sid"].clone();
+    c.inbox
+        .iter()
+        .find(|v| {
+            v["type"] == "trackPublished" && v["participant"] == me && v["track"]["kind"] == "video"
+        })
+        .and_then(|v| v["track"]["sid"].as_str())
+        .expect("own video published")
+        .to_string()
 }
 
 /// A simulcast member joined through `base`: its client, peer and video sid.

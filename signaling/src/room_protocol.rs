@@ -226,6 +226,29 @@ pub enum ServerMessage {
     },
     /// To bridges only: a data message of this room for the bridge's node.
     Data(BridgedData),
+    /// To bridges only: an administrator acts on one of the participants
+    /// the bridge speaks for (by identity); its node applies it.
+    Manage {
+        identity: String,
+        action: ManageAction,
+    },
+}
+
+/// What an administrator does to a participant on another node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum ManageAction {
+    Remove,
+    Mute {
+        track: String,
+        muted: bool,
+    },
+    Update {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
 }
 
 /// A data message crossing a bridge between nodes.

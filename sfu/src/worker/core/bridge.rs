@@ -20,8 +20,8 @@
 use std::collections::{HashMap, HashSet};
 
 use signaling::room_protocol::{
-    BridgedData, ClientMessage, ErrorCode, MediaKindName, ParticipantInfo, PublishInfo,
-    ServerMessage, TrackInfo,
+    BridgedData, ClientMessage, ErrorCode, ManageAction, MediaKindName, ParticipantInfo,
+    PublishInfo, ServerMessage, TrackInfo,
 };
 use str0m::change::SdpAnswer;
 use str0m::media::{Mid, Rid, Simulcast, SimulcastLayer};
@@ -336,6 +336,91 @@ impl WorkerCore {
             .sum()
     }
 
+    /// An administrator's request about a participant of `room` that is
+    /// not here but on a bridge's node: the bridge passes it on. A track
+    /// to mute must be the participant's; an update is answered with the
+    /// participant as it will be.
+    pub(super) fn manage_remote(
+        &mut self,
+        now: Instant,
+        room: &str,
+        identity: &str,
+        action: ManageAction,
+    ) -> Result<signaling::admin::AdminReply, BackendError> {
+        let r = self.rooms.get(room).ok_or(BackendError::NotFound)?;
+        let found = r.participants.iter().find_map(|id| {
+            let m = self.participants.get(id)?.member.as_ref()?;
+            let info = m.remote.values().find(|p| p.identity == identity)?;
+            Some((*id, m.remote_info(info)))
+        });
+        let (bridge, mut info) = found.ok_or(BackendError::NotFound)?;
+        let reply = match &action {
+            ManageAction::Remove => signaling::admin::AdminReply::Done,
+            ManageAction::Mute { track, .. } => {
+                if !info.tracks.iter().any(|t| t.sid == *track) {
+                    return Err(BackendError::NotFound);
+                }
+                signaling::admin::AdminReply::Done
+            }
+            ManageAction::Update { metadata, name } => {
+                if let Some(md) = metadata {
+                    info.metadata = md.clone();
+                }
+                if let Some(n) = name {
+                    info.name = n.chars().take(128).collect();
+                }
+                signaling::admin::AdminReply::Participant(info)
+            }
+        };
+        // A satellite's requests go to the room's node (the cluster front
+        // routes them there): only the hosting side passes them on.
+        if self.uplinks.contains_key(&bridge) {
+            return Err(BackendError::NotFound);
+        }
+        let msg = ServerMessage::Manage {
+            identity: identity.to_string(),
+            action,
+        };
+        if let Some(m) = self.member_mut(bridge) {
+            m.send(msg, now);
+        }
+        Ok(reply)
+    }
+
+    /// A bridge's node asks this one to act on one of its participants.
+    pub(super) fn managed(
+        &mut self,
+        now: Instant,
+        bridge: ParticipantId,
+        identity: &str,
+        action: ManageAction,
+    ) {
+        let room = match self.participants.get(&bridge) {
+            Some(p) if p.member.as_ref().is_some_and(|m| m.bridge) => p.room.clone(),
+            _ => return,
+        };
+        let Some(id) = self
+            .rooms
+            .get(&room)
+            .and_then(|r| r.identities.get(identity).copied())
+            .filter(|id| *id != bridge)
+        else {
+            return;
+        };
+        match action {
+            ManageAction::Remove => self.remove(now, id, RemoveReason::Removed, &mut |_| {}),
+            ManageAction::Mute { track, muted } => {
+                let mid = self.member_mut(id).and_then(|m| m.track_by_sid(&track));
+                if let Some(mid) = mid {
+                    self.set_muted(now, id, mid, muted);
+                }
+            }
+            ManageAction::Update { metadata, name } => {
+                self.update_member(now, id, metadata, name);
+            }
+        }
+    }
+
     /// A room here that is a satellite of a room on another node.
     pub(super) fn is_satellite(&self, room: &str) -> bool {
         self.rooms.get(room).is_some_and(|r| r.satellite)
@@ -529,6 +614,7 @@ impl WorkerCore {
             }
             ServerMessage::Answer { sdp } => self.uplink_answer(now, id, &sdp),
             ServerMessage::Data(d) => self.bridged_data(now, id, d),
+            ServerMessage::Manage { identity, action } => self.managed(now, id, &identity, action),
             ServerMessage::Layers { track, active } => {
                 // The hosting node's subscribers want only these layers of
                 // a track sent from here.

@@ -14,7 +14,7 @@ use signaling::admin::{
 };
 use signaling::backend::{JoinRoom, RoomConnection};
 use signaling::room_protocol::{
-    BridgedData, ClientLimits, ClientMessage, DataEnvelope, ErrorCode, MediaKindName,
+    BridgedData, ClientLimits, ClientMessage, DataEnvelope, ErrorCode, ManageAction, MediaKindName,
     ParticipantInfo, QualityUpdate, RelayedData, ServerMessage, Speaker,
 };
 use str0m::channel::ChannelId;
@@ -38,7 +38,7 @@ fn kind_name(kind: MediaKind) -> MediaKindName {
 }
 
 impl WorkerCore {
-    fn member_mut(&mut self, id: ParticipantId) -> Option<&mut Member> {
+    pub(super) fn member_mut(&mut self, id: ParticipantId) -> Option<&mut Member> {
         self.participants
             .get_mut(&id)
             .and_then(|p| p.member.as_mut())
@@ -881,7 +881,7 @@ impl WorkerCore {
         }
     }
 
-    fn update_member(
+    pub(super) fn update_member(
         &mut self,
         now: Instant,
         id: ParticipantId,
@@ -1281,7 +1281,7 @@ impl WorkerCore {
                     .filter(|r| r.fanout_of.is_none())
                     .map(|r| RoomSummary {
                         name: r.name.to_string(),
-                        participants: r.participants.len(),
+                        participants: self.headcount(r),
                         tracks: r.router.track_count(),
                         age_seconds: now.saturating_duration_since(r.created_at).as_secs(),
                     })
@@ -1295,7 +1295,9 @@ impl WorkerCore {
                 Ok(AdminReply::Participants(self.room_members(&room, None)))
             }
             AdminRequest::RemoveParticipant { room, identity } => {
-                let id = member_of(self, &room, &identity)?;
+                let Ok(id) = member_of(self, &room, &identity) else {
+                    return self.manage_remote(now, &room, &identity, ManageAction::Remove);
+                };
                 self.remove(now, id, RemoveReason::Removed, transmit);
                 Ok(AdminReply::Done)
             }
@@ -1305,7 +1307,10 @@ impl WorkerCore {
                 track,
                 muted,
             } => {
-                let id = member_of(self, &room, &identity)?;
+                let Ok(id) = member_of(self, &room, &identity) else {
+                    let action = ManageAction::Mute { track, muted };
+                    return self.manage_remote(now, &room, &identity, action);
+                };
                 let mid = self
                     .member_mut(id)
                     .and_then(|m| m.track_by_sid(&track))
@@ -1319,7 +1324,10 @@ impl WorkerCore {
                 metadata,
                 name,
             } => {
-                let id = member_of(self, &room, &identity)?;
+                let Ok(id) = member_of(self, &room, &identity) else {
+                    let action = ManageAction::Update { metadata, name };
+                    return self.manage_remote(now, &room, &identity, action);
+                };
                 self.update_member(now, id, metadata, name)
                     .map(AdminReply::Participant)
                     .ok_or(BackendError::NotFound)
