@@ -11,7 +11,9 @@
 #
 # `cluster` runs redis-server and three nodes sharing it (a publisher on the
 # first, viewers round-robin over all three: direct vs relayed viewers and
-# CPU per node; table in target/bench/cluster.txt).
+# CPU per node; table in target/bench/cluster.txt). `meeting-nodes` runs a
+# conference of 8 on one node, then over two nodes (a satellite bridged to
+# the room's node; target/bench/meeting-2nodes.txt).
 #
 # Not part of the test suite: figures, not assertions.
 set -euo pipefail
@@ -85,24 +87,55 @@ udp_drops() { # the kernel's UDP InErrors, RcvbufErrors, SndbufErrors (all socke
   awk '/^Udp:/ { if (h) { print $4, $6, $7; exit } h = 1 }' /proc/net/snmp
 }
 
-cluster() { # redis-server + nodes n1..n3; publisher on n1, viewers round-robin
-  command -v redis-server >/dev/null || { echo "cluster: redis-server not installed (Debian package redis-server)" >&2; return 1; }
+start_cluster() { # name, n: redis-server + nodes n1..n<n> (CLUSTER_ARGS added); sets urls, pids
+  command -v redis-server >/dev/null || { echo "$1: redis-server not installed (Debian package redis-server)" >&2; return 1; }
   local rport; rport=$(free_port)
-  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$out/cluster-redis.log" 2>&1 &
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$out/$1-redis.log" 2>&1 &
   started+=($!)
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break; sleep 0.1; done
-  local urls=() pids=()
-  for i in 1 2 3; do
+  urls=() pids=()
+  for i in $(seq "$2"); do
     local p=$((port + i))
     target/release/sfu serve --http-addr 127.0.0.1:$p --node-id n$i --redis-url redis://127.0.0.1:$rport \
       --workers 1 --http-rate-limit 0 --max-participants-per-room 5000 --drain-grace-secs 2 --log warn \
-      >"$out/cluster-n$i.log" 2>&1 &
+      ${CLUSTER_ARGS:-} >"$out/$1-n$i.log" 2>&1 &
     started+=($!); pids+=($!); urls+=("http://127.0.0.1:$p")
   done
   for u in "${urls[@]}"; do
     for _ in $(seq 50); do curl -sf "$u/healthz" >/dev/null && break; sleep 0.1; done
   done
   sleep 1 # every node's first heartbeat is in Redis
+}
+
+cpu_ticks() { # utime+stime of each pid (clock ticks)
+  for p in "$@"; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | paste -sd' '
+}
+
+meeting_nodes() { # a 3-layer conference of 8 over two nodes (4 each, bridged) vs on one node
+  run meeting-1node conference --participants 8 --layers 3 --ramp 5 --duration 20 --room m8
+  local urls pids
+  start_cluster meeting 2 || return 1
+  local before; before=$(cpu_ticks "${pids[@]}")
+  timeout 120 "$lt" conference --participants 8 --layers 3 --ramp 5 --duration 20 --room m8 \
+    --nodes "$(IFS=,; echo "${urls[*]}")" --url "${urls[0]}" --json >"$out/meeting-2nodes.json" || true
+  local after; after=$(cpu_ticks "${pids[@]}")
+  stop_started
+  python3 - "$out/meeting-2nodes.json" "$before" "$after" "$(getconf CLK_TCK)" <<'PY' | tee "$out/meeting-2nodes.txt"
+import json, sys
+r = json.load(open(sys.argv[1])); hz = float(sys.argv[4])
+cpu = [(int(b) - int(a)) / hz for a, b in zip(sys.argv[2].split(), sys.argv[3].split())]
+print(f'meeting-2nodes: {r["streams_connected"]}/{r["streams_requested"]} connected, '
+      f'loss {r["frame_loss_pct"]:.3f}%, delay p50/p99/max {r["one_way_delay_ms"]["p50"]:.1f}/'
+      f'{r["one_way_delay_ms"]["p99"]:.1f}/{r["one_way_delay_ms"]["max"]:.0f} ms '
+      f'(audio p99 {r["audio_delay_ms"]["p99"]:.1f}), layers {r["layer_distribution"]}, '
+      f'node CPU s {[round(c, 1) for c in cpu]} (sum {sum(cpu):.1f}), '
+      f'generator {r["generator"]["cpu_secs"]:.1f} CPU s, {"PASS" if r["passed"] else "FAIL"}')
+PY
+}
+
+cluster() { # redis-server + nodes n1..n3; publisher on n1, viewers round-robin
+  local urls pids
+  start_cluster cluster 3 || return 1
   local nodes pidlist udp_before
   nodes=$(IFS=,; echo "${urls[*]}"); pidlist=$(IFS=,; echo "${pids[*]}")
   udp_before=$(udp_drops)
@@ -140,7 +173,7 @@ PY
   head -1 "$out/cluster.txt"
 }
 
-all=(relay broadcast-100 broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 audio-500 audio-1000 audio-2000 cluster)
+all=(relay broadcast-100 broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 audio-500 audio-1000 audio-2000 cluster meeting-nodes)
 names=("${@:-${all[@]}}")
 for n in "${names[@]}"; do
   case $n in
@@ -157,6 +190,7 @@ for n in "${names[@]}"; do
     audio-2000) run "$n" audio-room --speakers 4 --listeners 2000 --ramp 20 --duration 20 --room a2000 ;;
     soak) soak ;;
     cluster) cluster ;;
+    meeting-nodes) meeting_nodes ;;
     *) echo "unknown benchmark $n (one of: ${all[*]})" >&2; exit 2 ;;
   esac
 done
