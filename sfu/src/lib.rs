@@ -27,6 +27,7 @@ use crate::cluster::bridge::Bridges;
 use crate::cluster::edge::Edge;
 use crate::cluster::front::ClusterFront;
 use crate::cluster::Cluster;
+use crate::cluster::Links;
 use crate::config::{Config, DEV_API_KEY};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -254,30 +255,20 @@ pub async fn run_until(
             .map(|(per_second, burst)| signaling::rate_limit::ClientRate { per_second, burst }),
         max_body_bytes: config.max_body_bytes,
     };
-    let edge = match (&cluster, &config.cluster, config.api_keys.keys().next()) {
-        (Some(cluster), Some(c), Some(key)) if c.relay => Some(Edge::start(
-            cluster.clone(),
-            backend.clone(),
-            metrics.clone(),
-            keys.clone(),
-            key.clone(),
-            relay_ip(&config, public_ip),
-            shutdown.clone(),
-        )),
+    // Relays (viewers) and bridges (meetings) to other nodes' rooms.
+    let links = match (&cluster, &config.cluster, config.api_keys.keys().next()) {
+        (Some(cluster), Some(c), Some(key)) if c.relay => Some(Links {
+            cluster: cluster.clone(),
+            backend: backend.clone(),
+            metrics: metrics.clone(),
+            keys: keys.clone(),
+            key: key.clone(),
+            ip: relay_ip(&config, public_ip),
+        }),
         _ => None,
     };
-    let bridges = match (&cluster, &config.cluster, config.api_keys.keys().next()) {
-        (Some(cluster), Some(c), Some(key)) if c.relay => Some(Bridges::start(
-            cluster.clone(),
-            backend.clone(),
-            metrics.clone(),
-            keys.clone(),
-            key.clone(),
-            relay_ip(&config, public_ip),
-            shutdown.clone(),
-        )),
-        _ => None,
-    };
+    let edge = links.clone().map(|l| Edge::start(l, shutdown.clone()));
+    let bridges = links.map(|l| Bridges::start(l, shutdown.clone()));
     let mut app = signaling::router(front_door, backend.clone());
     if let Some(cluster) = cluster {
         let front = ClusterFront::new(

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 
 use super::front::FORWARDED;
-use super::{Cluster, Intent, Location};
+use super::{Cluster, Intent, Links, Location};
 use crate::backend::{new_resource_id, SfuBackend};
 use crate::metrics::Metrics;
 use crate::worker::core::bridge::OpenBridge;
@@ -62,23 +62,15 @@ struct Inner {
 }
 
 impl Bridges {
-    pub fn start(
-        cluster: Cluster,
-        backend: SfuBackend,
-        metrics: Arc<Metrics>,
-        keys: KeySet,
-        key: String,
-        bridge_ip: IpAddr,
-        shutdown: CancellationToken,
-    ) -> Bridges {
+    pub fn start(links: Links, shutdown: CancellationToken) -> Bridges {
         let bridges = Bridges {
             inner: Arc::new(Inner {
-                cluster,
-                backend,
-                keys,
-                key,
-                bridge_ip,
-                metrics,
+                cluster: links.cluster,
+                backend: links.backend,
+                keys: links.keys,
+                key: links.key,
+                bridge_ip: links.ip,
+                metrics: links.metrics,
                 bridges: DashMap::new(),
             }),
         };

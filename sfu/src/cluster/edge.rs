@@ -22,7 +22,7 @@ use signaling::KeySet;
 use tokio_util::sync::CancellationToken;
 
 use super::front::FORWARDED;
-use super::{Cluster, Intent, Location};
+use super::{Cluster, Intent, Links, Location};
 use crate::backend::{new_resource_id, SfuBackend};
 use crate::metrics::Metrics;
 use crate::worker::core::relay::OpenRelay;
@@ -66,23 +66,15 @@ struct Inner {
 }
 
 impl Edge {
-    pub fn start(
-        cluster: Cluster,
-        backend: SfuBackend,
-        metrics: Arc<Metrics>,
-        keys: KeySet,
-        key: String,
-        relay_ip: IpAddr,
-        shutdown: CancellationToken,
-    ) -> Edge {
+    pub fn start(links: Links, shutdown: CancellationToken) -> Edge {
         let edge = Edge {
             inner: Arc::new(Inner {
-                cluster,
-                backend,
-                metrics,
-                keys,
-                key,
-                relay_ip,
+                cluster: links.cluster,
+                backend: links.backend,
+                metrics: links.metrics,
+                keys: links.keys,
+                key: links.key,
+                relay_ip: links.ip,
                 http: reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(3))
                     .redirect(reqwest::redirect::Policy::none())

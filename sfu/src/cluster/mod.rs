@@ -29,6 +29,21 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 pub use node::{choose_node, NodeInfo, NodeLoad};
 
+/// What this node's links to other nodes' rooms need (relays for viewers,
+/// bridges for meetings): the cluster, the media side, the keys to mint
+/// the links' tokens with, and the address their sockets bind.
+#[derive(Clone)]
+pub struct Links {
+    pub cluster: Cluster,
+    pub backend: crate::backend::SfuBackend,
+    pub metrics: Arc<Metrics>,
+    pub keys: signaling::KeySet,
+    /// API key the links' tokens are signed with (every node has the same keys).
+    pub key: String,
+    /// Address link sockets bind and advertise.
+    pub ip: std::net::IpAddr,
+}
+
 /// How often a node renews its registration.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A node whose registration is this old is dead: its rooms are re-placed.

@@ -121,28 +121,14 @@ impl Uplink {
     /// Stop sending local track `sid` (wherever it is in negotiation).
     fn stop_sending(&mut self, sid: &str) -> Option<Mid> {
         self.to_send.retain(|s| s != sid);
-        let mid = self
-            .sending
-            .iter()
-            .find(|(_, s)| *s == sid)
-            .map(|(m, _)| *m)?;
-        self.sending.remove(&mid);
-        self.to_stop.push(mid);
-        Some(mid)
+        end_line(&mut self.sending, &mut self.to_stop, sid)
     }
 
     /// Stop receiving far track `sid`; the line it came on, if negotiated.
     fn stop_receiving(&mut self, sid: &str) -> Option<Mid> {
         self.far_tracks.remove(sid);
         self.to_receive.retain(|s| s != sid);
-        let mid = self
-            .receiving
-            .iter()
-            .find(|(_, s)| *s == sid)
-            .map(|(m, _)| *m)?;
-        self.receiving.remove(&mid);
-        self.to_stop.push(mid);
-        Some(mid)
+        end_line(&mut self.receiving, &mut self.to_stop, sid)
     }
 
     fn want_far_track(&mut self, owner: &str, info: TrackInfo) {
@@ -154,6 +140,15 @@ impl Uplink {
             self.to_receive.push(sid);
         }
     }
+}
+
+/// The negotiated line of track `sid` in `lines` ends: it goes in the
+/// next offer as stopped.
+fn end_line(lines: &mut HashMap<Mid, String>, to_stop: &mut Vec<Mid>, sid: &str) -> Option<Mid> {
+    let mid = lines.iter().find(|(_, s)| *s == sid).map(|(m, _)| *m)?;
+    lines.remove(&mid);
+    to_stop.push(mid);
+    Some(mid)
 }
 
 fn media_kind(kind: MediaKindName) -> MediaKind {
