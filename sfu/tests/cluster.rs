@@ -775,7 +775,7 @@ fn a_meeting_spans_nodes_over_one_bridge() {
     use serde_json::json;
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let redis = Redis::start();
+    let mut redis = Redis::start();
     // Regions of their own: the room is placed on the node asked first
     // (alice's), so bob and carol are the satellite's.
     let nodes = [
@@ -940,6 +940,22 @@ fn a_meeting_spans_nodes_over_one_bridge() {
         Some(json!({"track": "TR_nope", "muted": true})),
     );
     assert_eq!(status, 404, "not carol's track: {body}");
+
+    // Redis goes away: a new participant still joins the satellite (a room
+    // bridged here is served without a placement), a new room is refused.
+    redis.stop();
+    let mut dan = RoomClient::connect(&nodes[1].base, &member_token(room, "dan"), None)
+        .expect("dan joins the satellite without Redis");
+    dan.wait_type(0, "joined", T, &mut idle)
+        .expect("dan joined");
+    let refused = RoomClient::connect(&nodes[1].base, &member_token("elsewhere", "eve"), None);
+    assert_eq!(
+        refused.err().map(|r| r.status),
+        Some(503),
+        "a room needing a placement is refused"
+    );
+    dan.send(json!({"type": "leave"}));
+    redis.restart();
 
     // Bob mutes his microphone, then leaves: alice hears both.
     let bob_sid = a

@@ -258,8 +258,8 @@ async fn serve_viewer(
 }
 
 /// A conference participant: served here, in a satellite bridged to the
-/// room when the room is hosted on another node. A resume goes to wherever
-/// the participant's satellite or room is.
+/// room when the room is hosted on another node. A room with a satellite
+/// here is served here without asking Redis (joins and resumes).
 async fn serve_member(
     front: &ClusterFront,
     bridges: &Bridges,
@@ -268,8 +268,8 @@ async fn serve_member(
     room: &str,
     intent: Intent,
 ) -> Response {
-    if intent == Intent::Existing && bridges.bridges(room) {
-        front.count("here");
+    if bridges.bridges(room) {
+        front.count("bridged");
         return next.run(req).await;
     }
     match front.cluster.locate(room, intent).await {
