@@ -778,9 +778,24 @@ fn a_meeting_spans_nodes_over_one_bridge() {
     let mut redis = Redis::start();
     // Regions of their own: the room is placed on the node asked first
     // (alice's), so bob and carol are the satellite's.
+    // A short reconnect grace: a bridge must outlive it (its member on the
+    // satellite has no socket of its own to lose).
+    let grace = ["--reconnect-grace-secs", "2"];
     let nodes = [
-        Node::spawn("meet-a", &redis, "proxy", true, &["--region", "one"]),
-        Node::spawn("meet-b", &redis, "proxy", true, &["--region", "two"]),
+        Node::spawn(
+            "meet-a",
+            &redis,
+            "proxy",
+            true,
+            &[&grace[..], &["--region", "one"]].concat(),
+        ),
+        Node::spawn(
+            "meet-b",
+            &redis,
+            "proxy",
+            true,
+            &[&grace[..], &["--region", "two"]].concat(),
+        ),
     ];
     rt.block_on(wait_ready(&nodes.iter().collect::<Vec<_>>()));
     let room = "span";
@@ -825,6 +840,20 @@ fn a_meeting_spans_nodes_over_one_bridge() {
         "carol decodes alice: {:?}",
         pc.frames_by_mid
     );
+    // Past the reconnect grace, nobody has seen anyone leave.
+    run_until(&mut [&mut pa, &mut pb, &mut pc], ms(3000), |_| false);
+    for (who, client) in [("alice", &mut a), ("bob", &mut b), ("carol", &mut c)] {
+        client.wait_from(0, |_| false, ms(500), &mut || {});
+        assert!(
+            !client.inbox.iter().any(|v| v["type"] == "participantLeft"),
+            "{who} saw someone leave: {:?}",
+            client
+                .inbox
+                .iter()
+                .filter(|v| v["type"] == "participantLeft")
+                .collect::<Vec<_>>()
+        );
+    }
     let bridges: f64 = rt.block_on(async {
         metric(&nodes[0].base, "sfu_cluster_bridges", "").await
             + metric(&nodes[1].base, "sfu_cluster_bridges", "").await

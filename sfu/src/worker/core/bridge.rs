@@ -436,7 +436,7 @@ impl WorkerCore {
         req: OpenBridge,
     ) -> Result<(), BackendError> {
         let creds = IceCreds::new();
-        let mut rtc = rtc_config(creds.clone(), SessionKind::Room, Downlink::Estimated)
+        let mut rtc = rtc_config(creds.clone(), SessionKind::Room, Downlink::Trunk)
             .set_ice_lite(false)
             .build(now);
         let candidate = Candidate::host(req.local, "udp")
@@ -455,6 +455,8 @@ impl WorkerCore {
             now,
         );
         member.bridge = true;
+        // Its socket is the uplink: never "lost" (no reconnect grace runs out).
+        member.socket_lost_at = None;
         let room: Arc<str> = Arc::from(req.room.as_str());
         if !self.rooms.contains_key(&room) {
             if !self.ctx.registry.claim_room(&room, self.ctx.index) {

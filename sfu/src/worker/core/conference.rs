@@ -7,7 +7,7 @@
 //! the worker reconciles what the client's media lines say with what the
 //! router and the room know, so repeated or reordered offers converge.
 
-use super::negotiation::sdp_attr;
+use super::negotiation::{sdp_attr, Downlink};
 use super::*;
 use signaling::admin::{
     AdminReply, AdminRequest, LayerReport, RoomSummary, SubscriberReport, SubscriptionReport,
@@ -219,6 +219,11 @@ impl WorkerCore {
                 max_width: None,
                 remote_offer: String::new(),
                 member: Some(member),
+            },
+            if req.bridge {
+                Downlink::Trunk
+            } else {
+                Downlink::Estimated
             },
         )?;
         let others = self.room_members(&room_name, Some(id));

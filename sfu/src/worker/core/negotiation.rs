@@ -13,6 +13,10 @@ pub(super) enum Downlink {
     /// A relay to another worker of this process over loopback: nothing to
     /// estimate, and pacing would only delay every keyframe once more.
     Loopback,
+    /// A bridge between nodes of the cluster: estimated and paced, from
+    /// [`TRUNK_START_BPS`] (it carries many tracks at once over a link
+    /// between servers; from the viewer's start its first seconds queued).
+    Trunk,
 }
 
 /// The `Rtc` configuration every participant gets; viewers also estimate
@@ -34,13 +38,23 @@ pub(super) fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink)
     let codecs = config.codec_config();
     codecs.add_h264(112.into(), Some(113.into()), true, 0x640c1f);
     codecs.add_h264(116.into(), Some(117.into()), true, 0xf4001f);
-    if kind != SessionKind::Whip && downlink == Downlink::Estimated {
+    let start = match downlink {
+        Downlink::Estimated => PACER_START_BPS,
+        Downlink::Trunk => TRUNK_START_BPS,
+        Downlink::Loopback => return config,
+    };
+    if kind != SessionKind::Whip {
         config = config
-            .enable_bwe(Some(Bitrate::bps(PACER_START_BPS)))
+            .enable_bwe(Some(Bitrate::bps(start)))
             .set_send_buffer_video(SEND_BUFFER_VIDEO);
     }
     config
 }
+
+/// The estimate a bridge's pacer starts from: a meeting of eight over two
+/// nodes sends ~13 Mbit/s each way, and from 3 Mbit/s its first 6 s of
+/// video queued (worst 1.5 s; `scripts/bench.sh meeting-nodes`).
+pub(super) const TRUNK_START_BPS: u64 = 50_000_000;
 
 /// Video packets kept per outgoing stream for NACK resends and BWE probes:
 /// ~1.7 s of a 2.5 Mbit/s layer (~290 packets/s), far beyond any round trip
@@ -185,9 +199,10 @@ impl WorkerCore {
         &mut self,
         now: Instant,
         session: NewSession,
+        downlink: Downlink,
     ) -> Result<ParticipantId, BackendError> {
         self.check_room_capacity(&session.room)?;
-        let (rtc, local_creds) = self.build_rtc(session.kind, Downlink::Estimated, now)?;
+        let (rtc, local_creds) = self.build_rtc(session.kind, downlink, now)?;
         self.insert_participant(now, session, rtc, local_creds)
             .map(|(id, _)| id)
     }
