@@ -52,8 +52,9 @@ pub(super) fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink)
 }
 
 /// The estimate a bridge's pacer starts from: a meeting of eight over two
-/// nodes sends ~13 Mbit/s each way, and from 3 Mbit/s its first 6 s of
-/// video queued (worst 1.5 s; `scripts/bench.sh meeting-nodes`).
+/// nodes sends ~13 Mbit/s each way. Its join storm's worst video delay was
+/// 1.4 and 2.6 s from 3 Mbit/s, 1.2 and 0.9 s from 50 Mbit/s (two runs
+/// each; the same meeting on one node: 0.7-1.4 s).
 pub(super) const TRUNK_START_BPS: u64 = 50_000_000;
 
 /// Video packets kept per outgoing stream for NACK resends and BWE probes:
