@@ -1061,6 +1061,42 @@ fn a_meeting_spans_nodes_over_one_bridge() {
         &mut || pa.run_for(ms(2)),
     )
     .expect("alice hears carol left");
+
+    // One identity, one session in the room, whichever nodes: erin joins
+    // on the satellite, then again on the room's node, and the first is
+    // replaced; alice joins again on the satellite, and so is she.
+    let mut erin =
+        RoomClient::connect(&nodes[1].base, &member_token(room, "erin"), None).expect("erin");
+    erin.wait_type(0, "joined", T, &mut idle)
+        .expect("erin joined");
+    a.wait_from(
+        0,
+        |v| v["type"] == "participantJoined" && v["participant"]["identity"] == "erin",
+        T,
+        &mut || pa.run_for(ms(2)),
+    )
+    .expect("alice sees erin");
+    let mut erin2 =
+        RoomClient::connect(&nodes[0].base, &member_token(room, "erin"), None).expect("erin again");
+    erin2
+        .wait_type(0, "joined", T, &mut idle)
+        .expect("erin joined again");
+    let replaced = erin.wait_type(0, "removed", T, &mut idle);
+    assert!(
+        replaced.is_some_and(|r| r["reason"].as_str().is_some_and(|r| r.contains("replaced"))),
+        "erin's first session is replaced: {:?}",
+        erin.inbox
+    );
+    let mut alice2 = RoomClient::connect(&nodes[1].base, &member_token(room, "alice"), None)
+        .expect("alice again");
+    alice2
+        .wait_type(0, "joined", T, &mut idle)
+        .expect("alice joined again");
+    let replaced = a.wait_type(0, "removed", T, &mut || pa.run_for(ms(2)));
+    assert!(
+        replaced.is_some_and(|r| r["reason"].as_str().is_some_and(|r| r.contains("replaced"))),
+        "alice's first session is replaced"
+    );
 }
 
 /// The sid of the video track a member published (from its own messages).

@@ -141,6 +141,10 @@ pub enum ClientMessage {
     /// or changed (its name, metadata; its tracks come with offers).
     Remote {
         participant: ParticipantInfo,
+        /// It just joined (not re-announced by a re-opened bridge): it
+        /// replaces any other session of its identity in the room.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fresh: bool,
     },
     /// Bridges only: that participant left.
     RemoteLeft {
@@ -239,6 +243,8 @@ pub enum ServerMessage {
 #[serde(tag = "action", rename_all = "camelCase")]
 pub enum ManageAction {
     Remove,
+    /// The identity joined again elsewhere in the room.
+    Replace,
     Mute {
         track: String,
         muted: bool,

@@ -182,6 +182,7 @@ impl WorkerCore {
         now: Instant,
         bridge: ParticipantId,
         info: ParticipantInfo,
+        fresh: bool,
     ) {
         let Some(p) = self.participants.get_mut(&bridge) else {
             return;
@@ -203,6 +204,12 @@ impl WorkerCore {
         info.tracks = vec![];
         info.name = info.name.chars().take(128).collect();
         let known = m.remote.insert(info.sid.clone(), info.clone()).is_some();
+        if fresh && !known {
+            self.replace_identity(now, &room, &info.identity, bridge);
+        }
+        let Some(m) = self.member_mut(bridge) else {
+            return;
+        };
         let shown = m.remote_info(&info);
         let msg = if known {
             ServerMessage::ParticipantUpdated {
@@ -216,6 +223,71 @@ impl WorkerCore {
         self.broadcast(&room, Some(bridge), &msg, now);
         if !known && !self.is_satellite(&room) {
             self.webhook(WebhookEvent::new("participant_joined", &room).participant(shown));
+        }
+    }
+
+    /// `identity` joined through `bridge`: its other session in the room,
+    /// here or on another bridge's node, is replaced.
+    fn replace_identity(
+        &mut self,
+        now: Instant,
+        room: &str,
+        identity: &str,
+        bridge: ParticipantId,
+    ) {
+        let local = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.identities.get(identity).copied())
+            .filter(|id| *id != bridge);
+        if let Some(old) = local {
+            if let Some(m) = self.member_mut(old) {
+                m.send(
+                    ServerMessage::Removed {
+                        reason: "replaced by a new connection with the same identity".into(),
+                    },
+                    now,
+                );
+            }
+            self.remove(now, old, RemoveReason::Replaced, &mut |_| {});
+        }
+        self.replace_remote(now, room, identity, Some(bridge));
+    }
+
+    /// Ask every bridge of `room` (but `except`) that speaks for
+    /// `identity` to replace that session on its node.
+    pub(super) fn replace_remote(
+        &mut self,
+        now: Instant,
+        room: &str,
+        identity: &str,
+        except: Option<ParticipantId>,
+    ) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let bridges: Vec<ParticipantId> = r
+            .participants
+            .iter()
+            .filter(|id| Some(**id) != except && !self.uplinks.contains_key(id))
+            .filter(|id| {
+                self.participants
+                    .get(id)
+                    .and_then(|p| p.member.as_ref())
+                    .is_some_and(|m| m.bridge && m.remote.values().any(|p| p.identity == identity))
+            })
+            .copied()
+            .collect();
+        for id in bridges {
+            if let Some(m) = self.member_mut(id) {
+                m.send(
+                    ServerMessage::Manage {
+                        identity: identity.to_string(),
+                        action: ManageAction::Replace,
+                    },
+                    now,
+                );
+            }
         }
     }
 
@@ -350,7 +422,7 @@ impl WorkerCore {
         });
         let (bridge, mut info) = found.ok_or(BackendError::NotFound)?;
         let reply = match &action {
-            ManageAction::Remove => signaling::admin::AdminReply::Done,
+            ManageAction::Remove | ManageAction::Replace => signaling::admin::AdminReply::Done,
             ManageAction::Mute { track, .. } => {
                 if !info.tracks.iter().any(|t| t.sid == *track) {
                     return Err(BackendError::NotFound);
@@ -404,6 +476,17 @@ impl WorkerCore {
         };
         match action {
             ManageAction::Remove => self.remove(now, id, RemoveReason::Removed, &mut |_| {}),
+            ManageAction::Replace => {
+                if let Some(m) = self.member_mut(id) {
+                    m.send(
+                        ServerMessage::Removed {
+                            reason: "replaced by a new connection with the same identity".into(),
+                        },
+                        now,
+                    );
+                }
+                self.remove(now, id, RemoveReason::Replaced, &mut |_| {});
+            }
             ManageAction::Mute { track, muted } => {
                 let mid = self.member_mut(id).and_then(|m| m.track_by_sid(&track));
                 if let Some(mid) = mid {
@@ -485,14 +568,19 @@ impl WorkerCore {
         self.relay_sockets.insert(req.local, id);
         self.uplinks.insert(id, Uplink::new(req.upstream));
         for info in self.room_members(&room, Some(id)) {
-            self.uplink_hears(id, ServerMessage::ParticipantJoined { participant: info });
+            // Re-announced (a re-opened bridge): not a new join.
+            self.uplink_hears(
+                id,
+                ServerMessage::ParticipantJoined { participant: info },
+                false,
+            );
         }
         tracing::info!(%room, participant = id, "bridge opened");
         Ok(())
     }
 
     /// Satellite side: the bridge hears a room event as a member would.
-    fn uplink_hears(&mut self, id: ParticipantId, msg: ServerMessage) {
+    fn uplink_hears(&mut self, id: ParticipantId, msg: ServerMessage, fresh: bool) {
         let remote = |core: &WorkerCore, sid: &str| {
             core.is_relay_member(sid)
                 || core
@@ -520,8 +608,8 @@ impl WorkerCore {
             ServerMessage::ParticipantJoined { mut participant }
             | ServerMessage::ParticipantUpdated { mut participant } => {
                 let tracks = std::mem::take(&mut participant.tracks);
-                up.announced.insert(participant.sid.clone());
-                up.tell(ClientMessage::Remote { participant });
+                let fresh = fresh && up.announced.insert(participant.sid.clone());
+                up.tell(ClientMessage::Remote { participant, fresh });
                 for t in tracks {
                     if !up.knows_local(&t.sid) {
                         up.to_send.push(t.sid);
@@ -667,7 +755,7 @@ impl WorkerCore {
         }
         let owner = info.sid.clone();
         let tracks = info.tracks.clone();
-        self.remote_joined(now, id, info);
+        self.remote_joined(now, id, info, false);
         if let Some(up) = self.uplinks.get_mut(&id) {
             for t in tracks {
                 up.want_far_track(&owner, t);
@@ -872,7 +960,7 @@ impl WorkerCore {
     /// close the bridges whose hosting node can no longer be told anything.
     pub(super) fn poll_uplinks(&mut self, now: Instant, transmit: &mut dyn FnMut(Transmit)) {
         for (id, msg) in std::mem::take(&mut self.heard) {
-            self.uplink_hears(id, msg);
+            self.uplink_hears(id, msg, true);
         }
         let ids: Vec<ParticipantId> = self.uplinks.keys().copied().collect();
         for id in ids {

@@ -183,6 +183,7 @@ impl WorkerCore {
             }
             self.remove(now, old, RemoveReason::Replaced, &mut |_| {});
         }
+        self.replace_remote(now, &room_name, &req.identity, None);
         if let Some(room) = self.rooms.get(&room_name) {
             if self.headcount(room) >= self.ctx.max_participants_per_room {
                 return Err(BackendError::OverCapacity {
@@ -419,7 +420,9 @@ impl WorkerCore {
             }
             ClientMessage::Leave {} => self.remove(now, id, RemoveReason::Left, transmit),
             ClientMessage::Ping { .. } => {}
-            ClientMessage::Remote { participant } => self.remote_joined(now, id, participant),
+            ClientMessage::Remote { participant, fresh } => {
+                self.remote_joined(now, id, participant, fresh)
+            }
             ClientMessage::RemoteLeft { sid } => self.remote_left(now, id, &sid),
             ClientMessage::Data(d) => self.bridged_data(now, id, d),
             ClientMessage::Layers { track, active } => self.bridge_wants(now, id, &track, &active),
