@@ -1076,6 +1076,21 @@ fn a_meeting_spans_nodes_over_one_bridge() {
         &mut || pa.run_for(ms(2)),
     )
     .expect("alice sees erin");
+    // Erin sends no media: her node grades her link lost, and alice is told.
+    let erin_sid = erin.inbox[0]["participant"]["sid"].clone();
+    a.wait_from(
+        0,
+        |v| {
+            v["type"] == "connectionQuality"
+                && v["updates"].as_array().is_some_and(|u| {
+                    u.iter()
+                        .any(|u| u["sid"] == erin_sid && u["quality"] == "lost")
+                })
+        },
+        T,
+        &mut || pa.run_for(ms(2)),
+    )
+    .expect("alice is told erin's link is lost");
     let mut erin2 =
         RoomClient::connect(&nodes[0].base, &member_token(room, "erin"), None).expect("erin again");
     erin2

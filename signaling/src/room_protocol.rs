@@ -156,6 +156,11 @@ pub enum ClientMessage {
         track: String,
         active: BTreeMap<String, bool>,
     },
+    /// Bridges only: the connection quality of the bridge's participants
+    /// changed (each node grades its own participants' links).
+    Quality {
+        updates: Vec<QualityUpdate>,
+    },
     /// Bridges only: a data message of the bridge's node for this room
     /// (`to`: identities; none: everyone).
     Data(BridgedData),

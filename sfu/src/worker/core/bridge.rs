@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use signaling::room_protocol::{
     BridgedData, ClientMessage, ErrorCode, ManageAction, MediaKindName, ParticipantInfo,
-    PublishInfo, ServerMessage, TrackInfo,
+    PublishInfo, QualityUpdate, ServerMessage, TrackInfo,
 };
 use str0m::change::SdpAnswer;
 use str0m::media::{Mid, Rid, Simulcast, SimulcastLayer};
@@ -288,6 +288,43 @@ impl WorkerCore {
                     now,
                 );
             }
+        }
+    }
+
+    /// The far node graded its participants' links: the room hears it for
+    /// the participants this bridge speaks for.
+    pub(super) fn remote_quality(
+        &mut self,
+        now: Instant,
+        bridge: ParticipantId,
+        updates: Vec<QualityUpdate>,
+    ) {
+        let Some(p) = self.participants.get_mut(&bridge) else {
+            return;
+        };
+        let room = p.room.clone();
+        let Some(m) = p.member.as_mut().filter(|m| m.bridge) else {
+            self.reply_error(
+                bridge,
+                ErrorCode::NotAllowed,
+                "only another node's bridge reports others' connection quality".into(),
+                now,
+            );
+            return;
+        };
+        let updates: Vec<QualityUpdate> = updates
+            .into_iter()
+            .filter(|u| match m.remote.get_mut(&u.sid) {
+                Some(info) => {
+                    info.quality = u.quality;
+                    true
+                }
+                None => false,
+            })
+            .collect();
+        if !updates.is_empty() {
+            let msg = ServerMessage::ConnectionQuality { updates };
+            self.broadcast(&room, Some(bridge), &msg, now);
         }
     }
 
@@ -596,6 +633,8 @@ impl WorkerCore {
             ServerMessage::TrackPublished { participant, .. }
             | ServerMessage::TrackUnpublished { participant, .. }
             | ServerMessage::TrackMuted { participant, .. } => remote(self, participant),
+            // Mixed lists: only the announced participants' entries go up.
+            ServerMessage::ConnectionQuality { .. } => false,
             _ => true,
         };
         let Some(up) = self.uplinks.get_mut(&id) else {
@@ -638,6 +677,15 @@ impl WorkerCore {
             }
             ServerMessage::TrackMuted { track, muted, .. } => {
                 up.tell(ClientMessage::Mute { track, muted });
+            }
+            ServerMessage::ConnectionQuality { updates } => {
+                let updates: Vec<QualityUpdate> = updates
+                    .into_iter()
+                    .filter(|u| up.announced.contains(&u.sid))
+                    .collect();
+                if !updates.is_empty() {
+                    up.tell(ClientMessage::Quality { updates });
+                }
             }
             _ => {}
         }
@@ -698,6 +746,14 @@ impl WorkerCore {
                 }
             }
             ServerMessage::Answer { sdp } => self.uplink_answer(now, id, &sdp),
+            ServerMessage::ConnectionQuality { updates } => {
+                let ours = self.uplinks.get(&id).map(|up| up.announced.clone());
+                let updates = updates
+                    .into_iter()
+                    .filter(|u| ours.as_ref().is_some_and(|o| !o.contains(&u.sid)))
+                    .collect();
+                self.remote_quality(now, id, updates);
+            }
             ServerMessage::Data(d) => self.bridged_data(now, id, d),
             ServerMessage::Manage { identity, action } => self.managed(now, id, &identity, action),
             ServerMessage::Layers { track, active } => {

@@ -371,6 +371,7 @@ impl WorkerCore {
             ClientMessage::RemoteLeft { .. } => "remote_left",
             ClientMessage::Data(_) => "data",
             ClientMessage::Layers { .. } => "layers",
+            ClientMessage::Quality { .. } => "quality",
         };
         self.ctx
             .metrics
@@ -426,6 +427,7 @@ impl WorkerCore {
             ClientMessage::RemoteLeft { sid } => self.remote_left(now, id, &sid),
             ClientMessage::Data(d) => self.bridged_data(now, id, d),
             ClientMessage::Layers { track, active } => self.bridge_wants(now, id, &track, &active),
+            ClientMessage::Quality { updates } => self.remote_quality(now, id, updates),
         }
         Ok(())
     }
