@@ -331,3 +331,96 @@ async fn a_viewer_on_another_worker_sees_the_publisher_come_and_go() -> TestResu
     }
     Ok(())
 }
+
+/// A meeting spread over workers: the first two members join the room's
+/// worker, the next two a satellite of the room on the other worker,
+/// bridged to it in-process. All four see and hear each other, chat
+/// reaches everyone, video goes out of both workers, and the room is
+/// listed once with its four participants.
+#[test]
+fn a_meeting_spreads_over_workers_through_one_bridge() {
+    use common::member::{join_and_publish, run_until, subscribe, wait_tracks_of, T};
+
+    let server = TestServer::start_with(ConfigArgs {
+        workers: Some(2),
+        spread_viewers_at: Some(2),
+        session_timeout_secs: Some(10),
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let room = "spread-meet";
+    let names = ["m1", "m2", "m3", "m4"];
+    let mut clients = vec![];
+    let mut peers = vec![];
+    for who in names {
+        let (c, p, _, _) = join_and_publish(&server.base, &server.token(room, who, true, true));
+        clients.push(c);
+        peers.push(p);
+    }
+    let mut lines = vec![];
+    for i in 0..names.len() {
+        let mut wanted = vec![];
+        for (j, other) in names.iter().enumerate() {
+            if i != j {
+                let mut refs: Vec<&mut TestPeer> = peers.iter_mut().collect();
+                let tracks = wait_tracks_of(&mut clients[i], other, &mut refs)
+                    .unwrap_or_else(|| panic!("{} is told of {other}'s tracks", names[i]));
+                wanted.extend(tracks);
+            }
+        }
+        lines.push(subscribe(&mut clients[i], &mut peers[i], &wanted));
+    }
+    let mut refs: Vec<&mut TestPeer> = peers.iter_mut().collect();
+    let all = run_until(&mut refs, 3 * T, |p| {
+        lines.iter().enumerate().all(|(i, subs)| {
+            subs.iter()
+                .all(|(_, mid)| p[i].frames_by_mid.get(mid).copied().unwrap_or(0) >= 10)
+        })
+    });
+    assert!(
+        all,
+        "everyone gets everyone's audio and video: {:?}",
+        peers.iter().map(|p| &p.frames_by_mid).collect::<Vec<_>>()
+    );
+    for worker in 0..2 {
+        let video = rt.block_on(down_tracks_on(&server, worker));
+        assert!(video >= 1.0, "worker {worker} sends video: {video}");
+    }
+    // Chat from a member of the satellite reaches the room's worker's.
+    let mut sent = false;
+    for _ in 0..200 {
+        if peers[3].send_text("reliable", r#"{"topic":"chat","payload":"hi all"}"#) {
+            sent = true;
+            break;
+        }
+        let mut refs: Vec<&mut TestPeer> = peers.iter_mut().collect();
+        run_until(&mut refs, Duration::from_millis(20), |_| false);
+    }
+    assert!(sent, "m4's data channel opened");
+    let mut refs: Vec<&mut TestPeer> = peers.iter_mut().collect();
+    assert!(
+        run_until(&mut refs, T, |p| (0..3).all(|i| p[i]
+            .channel_messages
+            .iter()
+            .any(|(_, t)| t.contains("hi all") && t.contains("m4")))),
+        "m1-m3 get m4's chat"
+    );
+    let rooms = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/api/rooms", server.base))
+            .header("authorization", "Basic ZGV2a2V5OnNlY3JldA==")
+            .send()
+            .await
+            .expect("rooms")
+            .text()
+            .await
+            .unwrap_or_default()
+    });
+    let listed: serde_json::Value = serde_json::from_str(&rooms).expect("json");
+    let ours: Vec<&serde_json::Value> = listed["rooms"]
+        .as_array()
+        .map(|r| r.iter().filter(|r| r["name"] == room).collect())
+        .unwrap_or_default();
+    assert_eq!(ours.len(), 1, "listed once: {rooms}");
+    assert_eq!(ours[0]["participants"], 4, "{rooms}");
+}

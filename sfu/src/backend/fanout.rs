@@ -74,7 +74,7 @@ struct FanoutRelay {
 }
 
 /// An address of this machine that reaches a socket bound to `addr`.
-fn reachable(addr: SocketAddr) -> SocketAddr {
+pub(super) fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
@@ -89,7 +89,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 impl SfuBackend {
     /// Where a new viewer of `room` goes instead of the room's own worker:
     /// Some((room's worker, other worker)), or None to join the room there.
-    fn spread_target(&self, room: &str) -> Option<(usize, usize)> {
+    pub(super) fn spread_target(&self, room: &str) -> Option<(usize, usize)> {
         if self.fanout.settings.spread_viewers_at == 0 || self.workers.len() < 2 {
             return None;
         }
@@ -154,13 +154,15 @@ impl SfuBackend {
         Ok(())
     }
 
-    /// Workers holding a fan-out of `room`.
+    /// Workers holding a fan-out of `room`: one per relay (WHEP viewers)
+    /// and one per bridge (room-protocol members) into it.
     pub(super) fn fanout_workers(&self, room: &str) -> Vec<usize> {
         self.fanout
             .relays
             .iter()
             .filter(|e| e.key().0 == room)
             .map(|e| e.key().1)
+            .chain(self.local_bridges.workers_of(room))
             .collect()
     }
 

@@ -2,6 +2,7 @@
 //! workers, sends them commands and awaits their answers.
 
 mod fanout;
+mod spread;
 
 pub use fanout::FanoutSettings;
 
@@ -39,6 +40,7 @@ pub struct SfuBackend {
     metrics: Arc<Metrics>,
     max_rooms: usize,
     fanout: Arc<fanout::Fanout>,
+    local_bridges: Arc<spread::LocalBridges>,
 }
 
 impl SfuBackend {
@@ -55,6 +57,7 @@ impl SfuBackend {
             metrics,
             max_rooms,
             fanout: Arc::new(fanout::Fanout::new(fanout)),
+            local_bridges: Arc::default(),
         }
     }
 
@@ -407,7 +410,17 @@ impl MediaBackend for SfuBackend {
         if req.resume.is_none() {
             self.check_spread_room(&req.room, &req.identity)?;
         }
-        let joined = self.join(req).await;
+        let joined = match self.join_spread(&req).await {
+            Some(joined) => joined,
+            None => match self.join(req.clone()).await {
+                // A member of a satellite on another worker resumes there.
+                Err(BackendError::ResumeFailed) => self
+                    .resume_spread(&req)
+                    .await
+                    .ok_or(BackendError::ResumeFailed),
+                other => other,
+            },
+        };
         if joined.is_ok() {
             // Its socket handler calls room_socket_closed when it ends.
             self.registry.room_socket_opened();

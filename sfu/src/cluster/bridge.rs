@@ -146,6 +146,8 @@ impl Bridges {
                     resource_id: resource_id.clone(),
                     identity,
                     upstream,
+                    fanout_of: None,
+                    home_addr: None,
                 },
                 udp,
             )

@@ -43,6 +43,13 @@ pub struct OpenBridge {
     pub identity: String,
     /// Room-protocol messages for the hosting node (the IO shell sends them).
     pub upstream: mpsc::Sender<ClientMessage>,
+    /// Some(worker): the room is hosted by that worker of this node (the
+    /// satellite is a fan-out of it, bridged over loopback); None: by
+    /// another node.
+    pub fanout_of: Option<usize>,
+    /// An address of the hosting side to try besides its answer's (a worker
+    /// of this node: its bound address, not the advertised one).
+    pub home_addr: Option<SocketAddr>,
 }
 
 /// A line added by the offer in flight.
@@ -62,6 +69,7 @@ enum OfferedLine {
 #[derive(Debug)]
 pub(super) struct Uplink {
     upstream: mpsc::Sender<ClientMessage>,
+    home_addr: Option<SocketAddr>,
     /// Local participants told upstream (sids).
     announced: HashSet<String>,
     /// The hosting node's tracks of far participants: sid -> (owner, info).
@@ -82,9 +90,10 @@ pub(super) struct Uplink {
 }
 
 impl Uplink {
-    fn new(upstream: mpsc::Sender<ClientMessage>) -> Uplink {
+    fn new(upstream: mpsc::Sender<ClientMessage>, home_addr: Option<SocketAddr>) -> Uplink {
         Uplink {
             upstream,
+            home_addr,
             announced: HashSet::new(),
             far_tracks: HashMap::new(),
             to_send: vec![],
@@ -544,8 +553,13 @@ impl WorkerCore {
     /// A relay ingest's member (the hosting node's own media, relayed for
     /// WHEP viewers here): never sent back.
     fn is_relay_member(&self, sid: &str) -> bool {
-        self.by_sid(sid)
-            .is_some_and(|id| self.relay_media.contains_key(&id))
+        self.by_sid(sid).is_some_and(|id| self.is_relay_ingest(id))
+    }
+
+    /// A relay ingest: hidden from the room's members (a satellite's would
+    /// otherwise see the room's tracks twice).
+    pub(super) fn is_relay_ingest(&self, id: ParticipantId) -> bool {
+        self.relay_media.contains_key(&id)
     }
 
     /// Satellite side: create the bridge member (the offering side, full
@@ -556,7 +570,12 @@ impl WorkerCore {
         req: OpenBridge,
     ) -> Result<(), BackendError> {
         let creds = IceCreds::new();
-        let mut rtc = rtc_config(creds.clone(), SessionKind::Room, Downlink::Trunk)
+        // Between workers of this node: nothing to estimate or pace.
+        let downlink = match req.fanout_of {
+            Some(_) => Downlink::Loopback,
+            None => Downlink::Trunk,
+        };
+        let mut rtc = rtc_config(creds.clone(), SessionKind::Room, downlink)
             .set_ice_lite(false)
             .build(now);
         let candidate = Candidate::host(req.local, "udp")
@@ -578,7 +597,12 @@ impl WorkerCore {
         // Its socket is the uplink: never "lost" (no reconnect grace runs out).
         member.socket_lost_at = None;
         let room: Arc<str> = Arc::from(req.room.as_str());
-        if !self.rooms.contains_key(&room) {
+        if let Some(home) = req.fanout_of {
+            self.ensure_fanout_room(&room, home, now);
+            if let Some(r) = self.rooms.get_mut(&room) {
+                r.satellite = true;
+            }
+        } else if !self.rooms.contains_key(&room) {
             if !self.ctx.registry.claim_room(&room, self.ctx.index) {
                 return Err(BackendError::Internal(
                     "room moved to another worker; retry".into(),
@@ -603,7 +627,8 @@ impl WorkerCore {
             creds,
         )?;
         self.relay_sockets.insert(req.local, id);
-        self.uplinks.insert(id, Uplink::new(req.upstream));
+        self.uplinks
+            .insert(id, Uplink::new(req.upstream, req.home_addr));
         for info in self.room_members(&room, Some(id)) {
             // Re-announced (a re-opened bridge): not a new join.
             self.uplink_hears(
@@ -946,6 +971,12 @@ impl WorkerCore {
             up.broken = true;
             return;
         }
+        if let Some(addr) = up.home_addr.take() {
+            match Candidate::host(addr, "udp") {
+                Ok(c) => p.rtc_mut().add_remote_candidate(c),
+                Err(e) => tracing::warn!(%addr, error = %e, "bridge: unusable hosting address"),
+            }
+        }
         self.dirty.push(id);
         let offered = std::mem::take(&mut up.offered);
         let room_name = p.room.clone();
@@ -1047,7 +1078,7 @@ mod tests {
 
     fn uplink() -> (Uplink, mpsc::Receiver<ClientMessage>) {
         let (tx, rx) = mpsc::channel(4);
-        (Uplink::new(tx), rx)
+        (Uplink::new(tx, None), rx)
     }
 
     #[test]

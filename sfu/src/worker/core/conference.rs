@@ -61,7 +61,7 @@ impl WorkerCore {
         let mut out: Vec<ParticipantInfo> = r
             .participants
             .iter()
-            .filter(|id| Some(**id) != except)
+            .filter(|id| Some(**id) != except && !self.is_relay_ingest(**id))
             .filter_map(|id| self.participants.get(id))
             .filter_map(|p| p.member.as_ref())
             .flat_map(Member::infos)
@@ -117,7 +117,7 @@ impl WorkerCore {
         if let Some(room) = self.rooms.get_mut(name) {
             // A satellite whose room was placed on this node (its hosting
             // node died) is the room now.
-            if room.satellite && !self.ctx.registry.is_edge(name) {
+            if room.satellite && room.fanout_of.is_none() && !self.ctx.registry.is_edge(name) {
                 room.satellite = false;
                 self.ctx.metrics.rooms.inc();
                 tracing::info!(room = %name, "satellite became the room");
@@ -265,14 +265,16 @@ impl WorkerCore {
         if let Some(room) = self.rooms.get_mut(&room_name) {
             room.identities.entry(p.identity.clone()).or_insert(id);
         }
-        self.broadcast(
-            &room_name,
-            Some(id),
-            &ServerMessage::ParticipantJoined {
-                participant: info.clone(),
-            },
-            now,
-        );
+        if !self.is_relay_ingest(id) {
+            self.broadcast(
+                &room_name,
+                Some(id),
+                &ServerMessage::ParticipantJoined {
+                    participant: info.clone(),
+                },
+                now,
+            );
+        }
         self.webhook(WebhookEvent::new("participant_joined", &room_name).participant(info));
     }
 
@@ -670,15 +672,17 @@ impl WorkerCore {
         span.in_scope(|| tracing::info!(%mid, media = ?kind, layers, "track published"));
         if let Some((sid, info)) = info {
             room.track_sids.insert(info.sid.clone(), key);
-            self.broadcast(
-                &room_name,
-                None,
-                &ServerMessage::TrackPublished {
-                    participant: sid,
-                    track: info.clone(),
-                },
-                now,
-            );
+            if !self.is_relay_ingest(id) {
+                self.broadcast(
+                    &room_name,
+                    None,
+                    &ServerMessage::TrackPublished {
+                        participant: sid,
+                        track: info.clone(),
+                    },
+                    now,
+                );
+            }
             self.webhook(WebhookEvent::new("track_published", &room_name).track(info));
         }
         for action in actions {
@@ -714,15 +718,17 @@ impl WorkerCore {
         }
         if let Some((sid, info)) = removed {
             room.track_sids.remove(&info.sid);
-            self.broadcast(
-                &room_name,
-                None,
-                &ServerMessage::TrackUnpublished {
-                    participant: sid,
-                    track: info.sid.clone(),
-                },
-                now,
-            );
+            if !self.is_relay_ingest(id) {
+                self.broadcast(
+                    &room_name,
+                    None,
+                    &ServerMessage::TrackUnpublished {
+                        participant: sid,
+                        track: info.sid.clone(),
+                    },
+                    now,
+                );
+            }
             self.webhook(WebhookEvent::new("track_unpublished", &room_name).track(info));
         }
         for action in actions {
@@ -1131,6 +1137,9 @@ impl WorkerCore {
             // Loudest first: a participant with two voices counts once.
             let mut speakers: Vec<Speaker> = vec![];
             for (track, level) in list {
+                if self.is_relay_ingest(track.publisher) {
+                    continue;
+                }
                 let Some(m) = self
                     .participants
                     .get(&track.publisher)
@@ -1239,28 +1248,34 @@ impl WorkerCore {
                 room.track_sids.remove(&t.sid);
             }
         }
+        // A relay ingest is the room's own media again: never a member.
+        let shown = !self.is_relay_ingest(p.id);
         for (publisher, t) in published {
-            self.broadcast(
-                &p.room,
-                Some(p.id),
-                &ServerMessage::TrackUnpublished {
-                    participant: publisher,
-                    track: t.sid.clone(),
-                },
-                now,
-            );
+            if shown {
+                self.broadcast(
+                    &p.room,
+                    Some(p.id),
+                    &ServerMessage::TrackUnpublished {
+                        participant: publisher,
+                        track: t.sid.clone(),
+                    },
+                    now,
+                );
+            }
             self.webhook(WebhookEvent::new("track_unpublished", &p.room).track(t));
         }
         for info in infos {
-            self.broadcast(
-                &p.room,
-                Some(p.id),
-                &ServerMessage::ParticipantLeft {
-                    sid: info.sid.clone(),
-                    identity: info.identity.clone(),
-                },
-                now,
-            );
+            if shown {
+                self.broadcast(
+                    &p.room,
+                    Some(p.id),
+                    &ServerMessage::ParticipantLeft {
+                        sid: info.sid.clone(),
+                        identity: info.identity.clone(),
+                    },
+                    now,
+                );
+            }
             self.webhook(WebhookEvent::new("participant_left", &p.room).participant(info));
         }
     }
