@@ -405,6 +405,19 @@ fn a_meeting_spreads_over_workers_through_one_bridge() {
             .any(|(_, t)| t.contains("hi all") && t.contains("m4")))),
         "m1-m3 get m4's chat"
     );
+    // m4 (on the satellite) loses its socket and resumes there.
+    let resume = clients[3].inbox[0]["resumeToken"]
+        .as_str()
+        .expect("resume token")
+        .to_string();
+    let token = server.token(room, "m4", true, true);
+    clients.pop().expect("m4").drop_connection();
+    let mut again =
+        common::ws::RoomClient::connect(&server.base, &token, Some(&resume)).expect("m4 resumes");
+    let joined = again
+        .wait_type(0, "joined", T, &mut common::ws::idle)
+        .expect("joined again");
+    assert_eq!(joined["resumed"], true, "{joined}");
     let rooms = rt.block_on(async {
         reqwest::Client::new()
             .get(format!("{}/api/rooms", server.base))
