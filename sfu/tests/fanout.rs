@@ -436,4 +436,14 @@ fn a_meeting_spreads_over_workers_through_one_bridge() {
         .unwrap_or_default();
     assert_eq!(ours.len(), 1, "listed once: {rooms}");
     assert_eq!(ours[0]["participants"], 4, "{rooms}");
+
+    // Everyone leaves: the bridge, left alone, closes, and the room ends.
+    again.send(serde_json::json!({"type": "leave"}));
+    for c in clients.iter_mut() {
+        c.send(serde_json::json!({"type": "leave"}));
+    }
+    let left = rt.block_on(wait_for(&server, "sfu_rooms", "", 0.0, 3 * T));
+    assert_eq!(left, 0.0, "the room ended");
+    let sessions = rt.block_on(server.metric("sfu_participants"));
+    assert_eq!(sessions, 0.0, "no session is left (the bridge's two ends)");
 }

@@ -249,15 +249,18 @@ impl WorkerCore {
         self.process(now, transmit);
     }
 
-    /// Relays alone in their room for [`RELAY_IDLE`].
+    /// Relays and bridges with nobody but other links (relays, bridges) in
+    /// their room for [`RELAY_IDLE`]: two links must not keep each other.
     pub(super) fn idle_relays(&mut self, now: Instant) -> Vec<ParticipantId> {
         let mut idle = vec![];
-        for &id in self.relay_sockets.values() {
+        let links: std::collections::HashSet<ParticipantId> =
+            self.relay_sockets.values().copied().collect();
+        for &id in &links {
             let alone = self
                 .participants
                 .get(&id)
                 .and_then(|p| self.rooms.get(&p.room))
-                .is_some_and(|room| room.participants.len() <= 1);
+                .is_some_and(|room| room.participants.iter().all(|p| links.contains(p)));
             if !alone {
                 self.relays_alone.remove(&id);
                 continue;
