@@ -250,15 +250,7 @@ impl WorkerCore {
             .and_then(|r| r.identities.get(identity).copied())
             .filter(|id| *id != bridge);
         if let Some(old) = local {
-            if let Some(m) = self.member_mut(old) {
-                m.send(
-                    ServerMessage::Removed {
-                        reason: "replaced by a new connection with the same identity".into(),
-                    },
-                    now,
-                );
-            }
-            self.remove(now, old, RemoveReason::Replaced, &mut |_| {});
+            self.replace_session(now, old);
         }
         self.replace_remote(now, room, identity, Some(bridge));
     }
@@ -522,17 +514,7 @@ impl WorkerCore {
         };
         match action {
             ManageAction::Remove => self.remove(now, id, RemoveReason::Removed, &mut |_| {}),
-            ManageAction::Replace => {
-                if let Some(m) = self.member_mut(id) {
-                    m.send(
-                        ServerMessage::Removed {
-                            reason: "replaced by a new connection with the same identity".into(),
-                        },
-                        now,
-                    );
-                }
-                self.remove(now, id, RemoveReason::Replaced, &mut |_| {});
-            }
+            ManageAction::Replace => self.replace_session(now, id),
             ManageAction::Mute { track, muted } => {
                 let mid = self.member_mut(id).and_then(|m| m.track_by_sid(&track));
                 if let Some(mid) = mid {

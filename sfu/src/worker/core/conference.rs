@@ -173,15 +173,7 @@ impl WorkerCore {
             .get(&room_name)
             .and_then(|r| r.identities.get(&req.identity).copied());
         if let Some(old) = previous {
-            if let Some(m) = self.member_mut(old) {
-                m.send(
-                    ServerMessage::Removed {
-                        reason: "replaced by a new connection with the same identity".into(),
-                    },
-                    now,
-                );
-            }
-            self.remove(now, old, RemoveReason::Replaced, &mut |_| {});
+            self.replace_session(now, old);
         }
         self.replace_remote(now, &room_name, &req.identity, None);
         if let Some(room) = self.rooms.get(&room_name) {
@@ -251,6 +243,19 @@ impl WorkerCore {
             generation,
             messages,
         })
+    }
+
+    /// Member `old`'s identity joined again: it is told, and removed.
+    pub(super) fn replace_session(&mut self, now: Instant, old: ParticipantId) {
+        if let Some(m) = self.member_mut(old) {
+            m.send(
+                ServerMessage::Removed {
+                    reason: "replaced by a new connection with the same identity".into(),
+                },
+                now,
+            );
+        }
+        self.remove(now, old, RemoveReason::Replaced, &mut |_| {});
     }
 
     /// Tell the room (and the webhooks) a member arrived.
