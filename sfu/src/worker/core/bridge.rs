@@ -160,6 +160,9 @@ fn end_line(lines: &mut HashMap<Mid, String>, to_stop: &mut Vec<Mid>, sid: &str)
     Some(mid)
 }
 
+/// What a bridge does that nobody else may.
+const SPEAKS_FOR_OTHERS: &str = "speaks for other participants";
+
 fn media_kind(kind: MediaKindName) -> MediaKind {
     match kind {
         MediaKindName::Audio => MediaKind::Audio,
@@ -184,6 +187,23 @@ fn relay_rids(streams: usize) -> Vec<Rid> {
 }
 
 impl WorkerCore {
+    /// The room and member of bridge `bridge`, for a bridge-only message;
+    /// anyone else is told it may not (`what`: what the message does).
+    fn bridge_member(
+        &mut self,
+        now: Instant,
+        bridge: ParticipantId,
+        what: &str,
+    ) -> Option<(Arc<str>, &mut Member)> {
+        if !self.participants.get(&bridge)?.member.as_ref()?.bridge {
+            let message = format!("only another node's bridge {what}");
+            self.reply_error(bridge, ErrorCode::NotAllowed, message, now);
+            return None;
+        }
+        let p = self.participants.get_mut(&bridge)?;
+        Some((p.room.clone(), p.member.as_mut()?))
+    }
+
     /// Hosting side (and satellite, mirroring): a bridge's participant
     /// joined or changed.
     pub(super) fn remote_joined(
@@ -193,22 +213,9 @@ impl WorkerCore {
         info: ParticipantInfo,
         fresh: bool,
     ) {
-        let Some(p) = self.participants.get_mut(&bridge) else {
+        let Some((room, m)) = self.bridge_member(now, bridge, SPEAKS_FOR_OTHERS) else {
             return;
         };
-        let room = p.room.clone();
-        let Some(m) = p.member.as_mut() else {
-            return;
-        };
-        if !m.bridge {
-            self.reply_error(
-                bridge,
-                ErrorCode::NotAllowed,
-                "only another node's bridge speaks for other participants".into(),
-                now,
-            );
-            return;
-        }
         let mut info = info;
         info.tracks = vec![];
         info.name = info.name.chars().take(128).collect();
@@ -300,17 +307,8 @@ impl WorkerCore {
         bridge: ParticipantId,
         updates: Vec<QualityUpdate>,
     ) {
-        let Some(p) = self.participants.get_mut(&bridge) else {
-            return;
-        };
-        let room = p.room.clone();
-        let Some(m) = p.member.as_mut().filter(|m| m.bridge) else {
-            self.reply_error(
-                bridge,
-                ErrorCode::NotAllowed,
-                "only another node's bridge reports others' connection quality".into(),
-                now,
-            );
+        let what = "reports others' connection quality";
+        let Some((room, m)) = self.bridge_member(now, bridge, what) else {
             return;
         };
         let updates: Vec<QualityUpdate> = updates
@@ -331,17 +329,7 @@ impl WorkerCore {
 
     /// A bridge's participant left: its tracks end, the room hears it.
     pub(super) fn remote_left(&mut self, now: Instant, bridge: ParticipantId, sid: &str) {
-        let Some(p) = self.participants.get_mut(&bridge) else {
-            return;
-        };
-        let room = p.room.clone();
-        let Some(m) = p.member.as_mut().filter(|m| m.bridge) else {
-            self.reply_error(
-                bridge,
-                ErrorCode::NotAllowed,
-                "only another node's bridge speaks for other participants".into(),
-                now,
-            );
+        let Some((room, m)) = self.bridge_member(now, bridge, SPEAKS_FOR_OTHERS) else {
             return;
         };
         let Some(info) = m.remote.remove(sid) else {
@@ -369,19 +357,10 @@ impl WorkerCore {
     /// A data message that crossed a bridge (either way): for the members
     /// here and the other bridges.
     pub(super) fn bridged_data(&mut self, now: Instant, bridge: ParticipantId, d: BridgedData) {
-        let Some(p) = self.participants.get(&bridge) else {
+        let what = "relays data for other participants";
+        let Some((room, _)) = self.bridge_member(now, bridge, what) else {
             return;
         };
-        if !p.member.as_ref().is_some_and(|m| m.bridge) {
-            self.reply_error(
-                bridge,
-                ErrorCode::NotAllowed,
-                "only another node's bridge relays data for other participants".into(),
-                now,
-            );
-            return;
-        }
-        let room = p.room.clone();
         self.ctx
             .metrics
             .data_messages
@@ -399,16 +378,13 @@ impl WorkerCore {
         track: &str,
         active: &std::collections::BTreeMap<String, bool>,
     ) {
+        if self.bridge_member(now, bridge, "asks for layers").is_none() {
+            return;
+        }
         let Some(p) = self.participants.get(&bridge) else {
             return;
         };
-        let Some(m) = p.member.as_ref().filter(|m| m.bridge) else {
-            self.reply_error(
-                bridge,
-                ErrorCode::NotAllowed,
-                "only another node's bridge asks for layers".into(),
-                now,
-            );
+        let Some(m) = p.member.as_ref() else {
             return;
         };
         let lines = m.subscriptions.iter().filter(|(_, sid)| *sid == track);
@@ -753,14 +729,8 @@ impl WorkerCore {
                 }
             }
             ServerMessage::Answer { sdp } => self.uplink_answer(now, id, &sdp),
-            ServerMessage::ConnectionQuality { updates } => {
-                let ours = self.uplinks.get(&id).map(|up| up.announced.clone());
-                let updates = updates
-                    .into_iter()
-                    .filter(|u| ours.as_ref().is_some_and(|o| !o.contains(&u.sid)))
-                    .collect();
-                self.remote_quality(now, id, updates);
-            }
+            // Only the far participants' grades count (ours are not mirrored).
+            ServerMessage::ConnectionQuality { updates } => self.remote_quality(now, id, updates),
             ServerMessage::Data(d) => self.bridged_data(now, id, d),
             ServerMessage::Manage { identity, action } => self.managed(now, id, &identity, action),
             ServerMessage::Layers { track, active } => {
