@@ -135,20 +135,7 @@ async fn viewers_spread_over_workers_through_one_relay() -> TestResult {
 
     // The admin API reports on a viewer wherever it is (here the one that
     // went to the other worker first).
-    let report: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "{}/api/rooms/{room}/participants/spread-small/subscriptions",
-            server.base
-        ))
-        .basic_auth("devkey", Some("secret"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let video = report["subscriptions"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["kind"] == "video"))
-        .ok_or(format!("no video subscription: {report}"))?;
+    let (report, video) = server.video_subscription(room, "spread-small").await?;
     assert_eq!(video["maxWidth"], 320, "{report}");
     assert_eq!(video["layer"]["width"], 320, "{report}");
 

@@ -59,21 +59,7 @@ async fn each_viewer_gets_one_layer_by_wish_and_falls_back_when_it_stops() -> Te
     let running = publisher.spawn_for(Duration::from_secs(5));
     // While it runs, the admin API says what viewer B receives and why.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let report: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "{}/api/rooms/{room}/participants/b/subscriptions",
-            server.base
-        ))
-        .basic_auth("devkey", Some("secret"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let video = report["subscriptions"]
-        .as_array()
-        .and_then(|subs| subs.iter().find(|s| s["kind"] == "video"))
-        .cloned()
-        .ok_or_else(|| format!("no video line: {report}"))?;
+    let (report, video) = server.video_subscription(room, "b").await?;
     assert_eq!(video["publisher"], "pub", "{report}");
     assert_eq!(video["maxWidth"], 640, "{report}");
     assert_eq!(video["layer"]["width"], 640, "{report}");

@@ -93,6 +93,32 @@ impl TestServer {
         self.metric_with(name, "").await
     }
 
+    /// The admin API's report of what `identity` in `room` receives: the
+    /// whole report, and its video line.
+    pub async fn video_subscription(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<(serde_json::Value, serde_json::Value), Box<dyn std::error::Error + Send + Sync>>
+    {
+        let report: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "{}/api/rooms/{room}/participants/{identity}/subscriptions",
+                self.base
+            ))
+            .basic_auth("devkey", Some("secret"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let video = report["subscriptions"]
+            .as_array()
+            .and_then(|subs| subs.iter().find(|s| s["kind"] == "video"))
+            .cloned()
+            .ok_or_else(|| format!("no video subscription: {report}"))?;
+        Ok((report, video))
+    }
+
     /// One metric's series that carry `label` (e.g. `reason="closed"`), summed.
     pub async fn metric_with(&self, name: &str, label: &str) -> f64 {
         let text = reqwest::get(format!("{}/metrics", self.base))
