@@ -25,4 +25,15 @@ ip netns exec "$ns" ip link set lo up
 mkdir -p "$here/artifacts"
 cd "$here"
 if [ "$#" -gt 0 ]; then tests=("$@"); else tests=(*.test.mjs); fi
-ip netns exec "$ns" node --test --test-concurrency=1 --test-timeout=240000 "${tests[@]}"
+# TAP on stdout and into a file; a failure's digest is printed last, so the
+# reason is in the tail of a long CI log, not only in its middle.
+results="$here/artifacts/results.tap"
+status=0
+ip netns exec "$ns" node --test --test-concurrency=1 --test-timeout=240000 \
+  --test-reporter=tap --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$results" "${tests[@]}" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "==> e2e failures (from $results):"
+  awk '/^not ok/ { p = 1 } p { print } p && /^  \.\.\.$/ { p = 0 }' "$results"
+fi
+exit "$status"
