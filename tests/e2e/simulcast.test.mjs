@@ -9,7 +9,11 @@
 // gets padding to move it, an upgrade's sustained padding lasts 700 ms
 // (router::ProbeRequest), and a backed-up send queue skips to the next
 // keyframe (participant::MAX_SEND_BACKLOG). Server decisions are printed
-// every second under the cap and after it.
+// every second under the cap and after it. The switch down itself may
+// still freeze the picture for up to ~3 s (seen 1 run in 6 with a busy
+// core: the 640 -> 320 switch, nothing lost, then 61 frames at once): it is
+// reported and bounded on its own (adaptation), and the strict no-freeze
+// window starts once the player has settled on one layer.
 //
 // Simulcast with real Chromium: a publisher sends three layers (rids f/h/q);
 // an unconstrained player gets the top layer, a player asking for 640 wide
@@ -71,6 +75,35 @@ async function freezeWindow(page, ms) {
     lost: b.packetsLost - a.packetsLost,
     timeline,
   };
+}
+
+// From a sudden cap until the player has settled: below `topWidth`, on one
+// width, decoding without a gap over `stableMs`. Returns how long that took
+// and the longest stretch without a decoded frame meanwhile (the freeze a
+// user sees while the layers switch down). Gives up after `timeoutMs`.
+async function watchAdaptation(page, topWidth, stableMs, timeoutMs) {
+  const t0 = Date.now();
+  let v = (await rtpStats(page)).inbound.video;
+  let lastDecoded = v.framesDecoded;
+  let lastProgress = t0;
+  let longestStallMs = 0;
+  let lastWidth = v.frameWidth;
+  let stableSince = t0;
+  while (Date.now() - t0 < timeoutMs) {
+    await sleep(250);
+    v = (await rtpStats(page)).inbound.video;
+    const now = Date.now();
+    if (v.framesDecoded > lastDecoded) {
+      lastDecoded = v.framesDecoded;
+      lastProgress = now;
+    }
+    const stall = now - lastProgress;
+    longestStallMs = Math.max(longestStallMs, stall);
+    if (v.frameWidth !== lastWidth || v.frameWidth >= topWidth || stall > 500) stableSince = now;
+    lastWidth = v.frameWidth;
+    if (now - stableSince >= stableMs) return { settledMs: now - t0, longestStallMs, width: lastWidth };
+  }
+  return { settledMs: null, longestStallMs, width: lastWidth };
 }
 
 // What the server decides for one subscriber, sampled every second: [ms since
@@ -154,7 +187,14 @@ test('simulcast: per-player layers by wish and by capped downlink, loss repaired
   reportMetric('adapted_to_cap_ms', Date.now() - capStart, 'ms');
   await waitFor('capped player below the top layer', async () => (await width(capped)) < 1280, 20000, 200);
   reportMetric('downgrade_below_top_layer_ms', Date.now() - capStart, 'ms');
-  await sleep(3000);
+  // The switch down: the player settles on one lower layer (3 s on one
+  // width, no gap over 500 ms) within 25 s, and any freeze meanwhile ends.
+  const adaptation = await watchAdaptation(capped, 1280, 3000, 25000);
+  console.log('adaptation to the cap', JSON.stringify(adaptation));
+  reportMetric('capped_settled_ms', adaptation.settledMs, 'ms');
+  reportMetric('adaptation_longest_stall_ms', adaptation.longestStallMs, 'ms');
+  assert.ok(adaptation.settledMs !== null, `the capped player settles on a lower layer (${JSON.stringify(adaptation)})`);
+  assert.ok(adaptation.longestStallMs < 5000, `switching down freezes the picture for less than 5 s (${adaptation.longestStallMs} ms)`);
   const before = await rtpStats(capped);
   const steady = await freezeWindow(capped, 8000);
   const after = await rtpStats(capped);
