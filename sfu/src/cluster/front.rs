@@ -20,6 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use signaling::errors::ApiError;
+use signaling::rtc_socket::READ_CHUNK_BYTES;
 use signaling::KeySet;
 use tokio_tungstenite::tungstenite;
 use tracing::Instrument;
@@ -427,7 +428,7 @@ async fn proxy_http(front: &ClusterFront, req: Request, url: &str) -> Response {
 async fn proxy_websocket(front: &ClusterFront, req: Request, url: &str) -> Response {
     let (mut parts, _) = req.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(u) => u,
+        Ok(u) => u.read_buffer_size(READ_CHUNK_BYTES),
         Err(e) => return e.into_response(),
     };
     let ws_url = url.replacen("http", "ws", 1);
@@ -437,7 +438,12 @@ async fn proxy_websocket(front: &ClusterFront, req: Request, url: &str) -> Respo
     };
     let headers = onward_headers(front, &HeaderMap::new());
     onward.headers_mut().extend(headers);
-    let connected = tokio::time::timeout(FORWARD_TIMEOUT, tokio_tungstenite::connect_async(onward));
+    let config =
+        tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_CHUNK_BYTES);
+    let connected = tokio::time::timeout(
+        FORWARD_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(onward, Some(config), false),
+    );
     let upstream = match connected.await {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(tungstenite::Error::Http(answer))) => {
