@@ -173,7 +173,7 @@ PY
   head -1 "$out/cluster.txt"
 }
 
-all=(relay broadcast-100 broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 audio-500 audio-1000 audio-2000 cluster meeting-nodes)
+all=(relay broadcast-100 broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 audio-500 audio-1000 audio-2000 audio-2000-1speaker relay-audio-2000 cluster meeting-nodes)
 names=("${@:-${all[@]}}")
 for n in "${names[@]}"; do
   case $n in
@@ -188,6 +188,8 @@ for n in "${names[@]}"; do
     audio-500) run "$n" audio-room --speakers 4 --listeners 500 --ramp 10 --duration 20 --room a500 ;;
     audio-1000) run "$n" audio-room --speakers 4 --listeners 1000 --ramp 15 --duration 20 --room a1000 ;;
     audio-2000) run "$n" audio-room --speakers 4 --listeners 2000 --ramp 20 --duration 20 --room a2000 ;;
+    audio-2000-1speaker) run "$n" audio-room --speakers 1 --listeners 2000 --ramp 20 --duration 20 --room a2000s ;;
+    relay-audio-2000) "$lt" relay-baseline --fanout 2000 --pps 200 --duration 10 ;;
     soak) soak ;;
     cluster) cluster ;;
     meeting-nodes) meeting_nodes ;;
