@@ -14,6 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use signaling::room_protocol::{
     ClientMessage, MediaKindName, PublishInfo, ServerMessage, TrackInfo, TrackSource,
 };
+use signaling::rtc_socket::READ_CHUNK_BYTES;
 use str0m::media::MediaKind;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -137,7 +138,12 @@ async fn join(target: &Target, plan: &RoomPlan) -> Result<(Ws, String, Vec<Track
         target.base.replacen("http", "ws", 1),
         plan.token
     );
-    let (mut ws, _) = tokio::time::timeout(SIGNAL_TIMEOUT, tokio_tungstenite::connect_async(url))
+    // Each turn of the peer's loop polls the socket again: read in small
+    // chunks (tungstenite zero-fills the whole read buffer per read).
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_CHUNK_BYTES);
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), false);
+    let (mut ws, _) = tokio::time::timeout(SIGNAL_TIMEOUT, connect)
         .await
         .map_err(|_| "WebSocket connect timed out".to_string())?
         .map_err(|e| format!("WebSocket: {e}"))?;
