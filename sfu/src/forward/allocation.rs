@@ -16,8 +16,7 @@ use std::hash::Hash;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim<K> {
     pub key: K,
-    /// The estimate its lowest layer needs: to start (full rate) when it is
-    /// not flowing, to be kept (the selector's pause floor) when it is.
+    /// The estimate that carries its lowest layer.
     pub need_bps: u64,
     /// It is flowing now (not paused, a layer chosen).
     pub flowing: bool,
@@ -47,15 +46,8 @@ pub fn share_out<K: Copy + Ord + Hash>(
             granted += 1;
         }
     }
-    if granted == 0 {
-        // Not even one fits: equal shares, and each track's selector decides
-        // by its own floor (a single track keeps its lowest layer down to
-        // its base temporal layer).
-        shares.extend(claims.iter().map(|c| (c.key, equal)));
-        return;
-    }
     // What is left over is spread over the granted tracks.
-    let extra = left / granted;
+    let extra = left.checked_div(granted).unwrap_or(0);
     let mut left = estimate_bps;
     for c in claims.iter() {
         let share = if c.need_bps <= left {
@@ -99,20 +91,6 @@ mod tests {
         assert!(carried.iter().all(|k| shares[k] == 300_000));
         // Never more than the estimate in all.
         assert!(shares.values().sum::<u64>() <= 3_000_000);
-    }
-
-    #[test]
-    fn when_nothing_fits_the_selectors_decide() {
-        // One track over a link that carries less than its need: it gets
-        // the whole estimate, as it would alone.
-        let mut claims = vec![claim(1, 200_000, true)];
-        let mut shares = HashMap::new();
-        share_out(150_000, &mut claims, &mut shares);
-        assert_eq!(shares, HashMap::from([(1, 150_000)]));
-        let mut claims = vec![claim(1, 200_000, false), claim(2, 200_000, false)];
-        shares.clear();
-        share_out(150_000, &mut claims, &mut shares);
-        assert_eq!(shares, HashMap::from([(1, 75_000), (2, 75_000)]));
     }
 
     #[test]

@@ -105,15 +105,10 @@ fn estimate_for(budget: u64) -> u64 {
     (budget as f64 / VIDEO_SHARE).ceil() as u64 + AUDIO_RESERVE_BPS
 }
 
-/// What a track claims of a small estimate being shared out: the estimate
-/// that starts its lowest layer at full rate, or (`flowing`) the one below
-/// which its selector would pause it.
-pub fn lowest_need_bps(layers: &[LayerView], flowing: bool) -> u64 {
-    match layers.first() {
-        Some(lowest) if flowing => pause_below(lowest),
-        Some(lowest) => estimate_for(lowest.bitrate_bps),
-        None => 0,
-    }
+/// The estimate that carries the lowest of `layers` at its full rate (what
+/// a track claims when a small estimate is shared out).
+pub fn lowest_need_bps(layers: &[LayerView]) -> u64 {
+    layers.first().map_or(0, |l| estimate_for(l.bitrate_bps))
 }
 
 /// What video may use of a subscriber's estimate.

@@ -692,16 +692,15 @@ impl Router {
     fn share_out(&mut self, now: Instant) {
         let mut claims: HashMap<ParticipantId, Vec<Claim<Mid>>> = HashMap::new();
         for t in self.tracks.values().filter(|t| t.kind == MediaKind::Video) {
-            let ranked = t.layers.ranked(now);
+            let need_bps = lowest_need_bps(&t.layers.ranked(now));
             for down in &t.down_tracks {
                 let Some(dt) = self.down_tracks.get(down).filter(|d| d.relay.is_none()) else {
                     continue;
                 };
-                let flowing = dt.selector.current().is_some() && !dt.selector.is_paused();
                 claims.entry(down.subscriber).or_default().push(Claim {
                     key: down.mid,
-                    need_bps: lowest_need_bps(&ranked, flowing),
-                    flowing,
+                    need_bps,
+                    flowing: dt.selector.current().is_some() && !dt.selector.is_paused(),
                 });
             }
         }
