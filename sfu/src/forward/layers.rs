@@ -105,12 +105,6 @@ fn estimate_for(budget: u64) -> u64 {
     (budget as f64 / VIDEO_SHARE).ceil() as u64 + AUDIO_RESERVE_BPS
 }
 
-/// The estimate that carries the lowest of `layers` at its full rate (what
-/// a track claims when a small estimate is shared out).
-pub fn lowest_need_bps(layers: &[LayerView]) -> u64 {
-    layers.first().map_or(0, |l| estimate_for(l.bitrate_bps))
-}
-
 /// What video may use of a subscriber's estimate.
 fn budget_of(estimate: u64) -> u64 {
     (estimate.saturating_sub(AUDIO_RESERVE_BPS) as f64 * VIDEO_SHARE) as u64
@@ -519,9 +513,7 @@ impl LayerSelector {
             // paused: its estimate may still be the initial guess.
             match full_fit.or(best_fit) {
                 Some(i) => self.target = Some(allowed[i].id),
-                // ...unless its share was none at all (the subscriber's
-                // estimate went to its other tracks: `allocation`).
-                None if before.is_none() && self.current.is_none() && estimate > 0 => {
+                None if before.is_none() && self.current.is_none() => {
                     self.target = Some(allowed[0].id)
                 }
                 None => self.pause(now),
@@ -980,24 +972,6 @@ mod tests {
             two.settled_for(t0, Some(320)),
             "every announced layer is there and none fits: the narrowest it is"
         );
-    }
-
-    #[test]
-    fn a_new_track_with_no_share_starts_paused() {
-        let t0 = Instant::now();
-        let layers = chrome_layers();
-        // Too little for any layer: a new track still starts at the lowest
-        // (the estimate may be the initial guess)...
-        let mut s = LayerSelector::default();
-        s.update(t0, &layers, Some(50_000));
-        assert_eq!(s.target(), Some(&rid("q")));
-        // ...but not when its subscriber's estimate went to its other tracks.
-        let mut s = LayerSelector::default();
-        s.update(t0, &layers, Some(0));
-        assert!(s.is_paused() && s.target().is_none());
-        // It resumes once it gets a share.
-        s.update(t0 + Duration::from_secs(3), &layers, Some(1_000_000));
-        assert_eq!(s.target(), Some(&rid("q")));
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! Everything here is plain data with time passed in; no sockets, threads or
 //! tokio. The worker executes the decisions these types return.
 
-pub mod allocation;
 pub mod bitstream;
 pub mod keyframe;
 pub mod layers;

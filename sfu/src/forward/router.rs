@@ -27,11 +27,10 @@ use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
 
-use super::allocation::{share_out, Claim};
 use super::keyframe::KeyframeThrottle;
 use super::layers::{
-    lowest_need_bps, selection_estimate, FrameVerdict, LayerId, LayerSelector, LayerView,
-    PublishedLayers, INITIAL_ESTIMATE_BPS,
+    selection_estimate, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
+    INITIAL_ESTIMATE_BPS,
 };
 pub use super::probe::ProbeRequest;
 use super::probe::{FROZEN_ESTIMATE_AFTER, SUSTAIN_WINDOW};
@@ -209,9 +208,6 @@ pub struct Router {
     estimates: HashMap<ParticipantId, Estimate>,
     /// Video down-tracks per subscriber, as of the last `poll_layers`.
     video_shares: HashMap<ParticipantId, u64>,
-    /// Each video down-track's share of its subscriber's estimate, as of
-    /// the last `poll_layers` ([`allocation::share_out`]).
-    shares: HashMap<DownTrackKey, u64>,
     /// Subscribers' reported loss of what we send them (0..1).
     losses: HashMap<ParticipantId, f32>,
     /// Layer switches (up, down) since the last [`Router::take_switch_counts`].
@@ -521,9 +517,7 @@ impl Router {
                 // First frames for this down-track: choose a layer now, from
                 // its share of the subscriber's (initial) estimate.
                 let layers = ranked.get_or_insert_with(|| t.layers.ranked(now));
-                let share = self.shares.get(down).copied().unwrap_or_else(|| {
-                    share_of(&self.estimates, &self.video_shares, down.subscriber)
-                });
+                let share = share_of(&self.estimates, &self.video_shares, down.subscriber);
                 dt.selector.update(now, layers, Some(share));
             }
             match dt.selector.on_frame_temporal(
@@ -618,7 +612,6 @@ impl Router {
                 *video_tracks.entry(down.subscriber).or_default() += 1;
             }
         }
-        self.share_out(now);
         // Per subscriber: (what it would receive with the probes, any probe
         // wanted, any upgrade in its sustained-padding window).
         let mut wanted: HashMap<ParticipantId, (u64, bool, bool)> = HashMap::new();
@@ -648,10 +641,7 @@ impl Router {
                 } else {
                     self.losses.get(&down.subscriber).copied().unwrap_or(0.0)
                 };
-                let share =
-                    self.shares.get(down).copied().unwrap_or_else(|| {
-                        share_of(&self.estimates, &video_tracks, down.subscriber)
-                    });
+                let share = share_of(&self.estimates, &video_tracks, down.subscriber);
                 let estimate = selection_estimate(share, loss, sending, &ranked);
                 let before = (dt.selector.switches_up, dt.selector.switches_down);
                 if dt.selector.update(now, &ranked, estimate) {
@@ -686,39 +676,6 @@ impl Router {
                 }),
         );
         self.video_shares = video_tracks;
-    }
-
-    /// Share each subscriber's estimate among its video down-tracks.
-    fn share_out(&mut self, now: Instant) {
-        let mut claims: HashMap<ParticipantId, Vec<Claim<Mid>>> = HashMap::new();
-        for t in self.tracks.values().filter(|t| t.kind == MediaKind::Video) {
-            let need_bps = lowest_need_bps(&t.layers.ranked(now));
-            for down in &t.down_tracks {
-                let Some(dt) = self.down_tracks.get(down).filter(|d| d.relay.is_none()) else {
-                    continue;
-                };
-                claims.entry(down.subscriber).or_default().push(Claim {
-                    key: down.mid,
-                    need_bps,
-                    flowing: dt.selector.current().is_some() && !dt.selector.is_paused(),
-                });
-            }
-        }
-        self.shares.clear();
-        let mut by_mid = HashMap::new();
-        for (subscriber, mut claims) in claims {
-            let estimate = self
-                .estimates
-                .get(&subscriber)
-                .map_or(INITIAL_ESTIMATE_BPS, |e| e.bps);
-            by_mid.clear();
-            share_out(estimate, &mut claims, &mut by_mid);
-            self.shares.extend(
-                by_mid
-                    .drain()
-                    .map(|(mid, share)| (DownTrackKey { subscriber, mid }, share)),
-            );
-        }
     }
 
     /// Layer switches (up, down) since the last call.
