@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::member::{ms, subscribe, wait_tracks_of, T};
-use common::redis::{free_port, log_file, wait_answering, Redis};
+use common::redis::{free_port, log_file, log_lines, wait_answering, Redis};
 use common::ws::{idle, RoomClient};
 use common::{post_sdp_with, Posted, TestPeer, TestResult};
 use serde_json::json;
@@ -49,7 +49,7 @@ impl Node {
             .args(workers)
             .args(["--cluster-relay", if relay { "true" } else { "false" }])
             .args(["--http-rate-limit", "0", "--session-timeout-secs", "5"])
-            .env("SFU_LOG", "info,sfu::cluster=debug")
+            .env("SFU_LOG", "info,sfu::cluster=debug,sfu::dynacast=debug")
             .stdout(log_file(id))
             .stderr(Stdio::null())
             .spawn()
@@ -1217,12 +1217,13 @@ fn dynacast_crosses_the_bridge() {
         });
         assert!(
             paused.is_some(),
-            "pub-{i}: every layer paused: {:?}",
+            "pub-{i}: every layer paused: {:?}\n{}",
             publisher
                 .inbox
                 .iter()
                 .filter(|v| v["type"] == "layers")
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            dynacast_logs(&nodes)
         );
     }
     // Each listener now watches the other node's camera at most 640 wide:
@@ -1246,8 +1247,9 @@ fn dynacast_crosses_the_bridge() {
         );
         assert!(
             resumed.is_some(),
-            "pub-{i}: the layers the viewer can use resume: {:?}",
-            &publisher.inbox[n..]
+            "pub-{i}: the layers the viewer can use resume: {:?}\n{}",
+            &publisher.inbox[n..],
+            dynacast_logs(&nodes)
         );
         let mut refs: Vec<&mut TestPeer> = peers.iter_mut().collect();
         let got = common::member::run_until(&mut refs, 2 * T, |p| {
@@ -1264,6 +1266,17 @@ fn dynacast_crosses_the_bridge() {
             peers[2 + i].stats.keyframe_widths
         );
     }
+}
+
+/// What each node decided about layers (its `sfu::dynacast` debug lines,
+/// with its bridges' and rooms' lifecycle).
+fn dynacast_logs(nodes: &[Node]) -> String {
+    let mut out = String::new();
+    for node in nodes {
+        let needles = ["DEBUG", "bridge", "room created", "satellite"];
+        out.push_str(&log_lines(&node.id, &needles));
+    }
+    out
 }
 
 fn run_all(peers: &mut [TestPeer]) {

@@ -567,13 +567,18 @@ impl Router {
     }
 
     /// A relay down-track's downstream wants only these streams (None: all).
-    pub fn set_relay_wanted(&mut self, down: DownTrackKey, wanted: Option<Vec<usize>>) {
-        if let Some(gate) = self
+    /// False when `down` is not a relay line (only those have a gate).
+    pub fn set_relay_wanted(&mut self, down: DownTrackKey, wanted: Option<Vec<usize>>) -> bool {
+        match self
             .down_tracks
             .get_mut(&down)
             .and_then(|d| d.relay.as_mut())
         {
-            gate.set_wanted(wanted);
+            Some(gate) => {
+                gate.set_wanted(wanted);
+                true
+            }
+            None => false,
         }
     }
 

@@ -15,12 +15,49 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+fn log_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cluster-logs")
+        .join(format!("{name}.log"))
+}
+
 pub fn log_file(name: &str) -> Stdio {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-logs");
-    let _ = std::fs::create_dir_all(&dir);
-    std::fs::File::create(dir.join(format!("{name}.log")))
+    let path = log_path(name);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::File::create(path)
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null())
+}
+
+/// The lines of server `name`'s log (see [`log_file`]) that contain any
+/// of `needles`, without colour codes: for a failing assertion to show what
+/// the server decided (CI keeps only the test's output).
+pub fn log_lines(name: &str, needles: &[&str]) -> String {
+    let text = std::fs::read_to_string(log_path(name)).unwrap_or_default();
+    let mut out = String::new();
+    for line in text
+        .lines()
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+    {
+        let mut plain = String::with_capacity(line.len());
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // An SGR sequence: ESC [ ... m.
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        out.push_str(&format!("{name}: {plain}\n"));
+    }
+    out
 }
 
 /// Wait (bounded by `within`) until a server process started on `base`

@@ -391,15 +391,18 @@ impl WorkerCore {
         let wishes: Vec<(Mid, Vec<usize>)> = lines
             .filter_map(|(mid, _)| Some((*mid, wanted_streams(p.relay_rids.get(mid)?, active))))
             .collect();
+        let lines = wishes.len();
+        let mut gated = 0;
         if let Some(room) = self.rooms.get_mut(&p.room) {
             for (mid, wanted) in wishes {
                 let down = DownTrackKey {
                     subscriber: bridge,
                     mid,
                 };
-                room.router.set_relay_wanted(down, Some(wanted));
+                gated += usize::from(room.router.set_relay_wanted(down, Some(wanted)));
             }
         }
+        tracing::debug!(target: "sfu::dynacast", bridge, %track, ?active, lines, gated, "a satellite's wish");
     }
 
     /// The room's sessions, counting each bridge as the participants it
@@ -743,14 +746,18 @@ impl WorkerCore {
                         .map(|(m, _)| *m)
                 });
                 let room = self.participants.get(&id).map(|p| p.room.clone());
-                if let (Some(mid), Some(room)) = (mid, room.and_then(|r| self.rooms.get_mut(&r))) {
-                    let wanted = wanted_streams(&relay_rids(RELAY_STREAMS.len()), &active);
-                    let down = DownTrackKey {
-                        subscriber: id,
-                        mid,
-                    };
-                    room.router.set_relay_wanted(down, Some(wanted));
-                }
+                let gated = match (mid, room.and_then(|r| self.rooms.get_mut(&r))) {
+                    (Some(mid), Some(room)) => {
+                        let wanted = wanted_streams(&relay_rids(RELAY_STREAMS.len()), &active);
+                        let down = DownTrackKey {
+                            subscriber: id,
+                            mid,
+                        };
+                        room.router.set_relay_wanted(down, Some(wanted))
+                    }
+                    _ => false,
+                };
+                tracing::debug!(target: "sfu::dynacast", bridge = id, %track, ?active, ?mid, gated, "the hosting node's wish");
             }
             ServerMessage::Error { code, message } => {
                 tracing::warn!(participant = id, ?code, %message, "bridge: the hosting node refused");

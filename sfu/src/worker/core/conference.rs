@@ -1117,12 +1117,16 @@ impl WorkerCore {
                 Some(up) => {
                     for msg in messages {
                         if let ServerMessage::Layers { track, active } = msg {
+                            tracing::debug!(target: "sfu::dynacast", bridge = p.id, %track, ?active, "wish to the hosting node");
                             up.tell(ClientMessage::Layers { track, active });
                         }
                     }
                 }
                 None => {
                     for msg in messages {
+                        if let ServerMessage::Layers { track, active } = &msg {
+                            tracing::debug!(target: "sfu::dynacast", publisher = p.id, %track, ?active, "layers asked of a publisher");
+                        }
                         m.send(msg, now);
                     }
                 }
