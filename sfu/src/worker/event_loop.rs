@@ -39,6 +39,16 @@ const RECV_BUFFER: usize = 2048;
 const SEND_BATCH: usize = 64;
 /// How often the sent-packet counters reach the shared metrics.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// Kernel buffer asked for on the worker's socket, each way. While the
+/// worker is busy for a moment (a 70 KB offer to apply, a keyframe to send
+/// to hundreds) what arrives must wait, not be dropped: at Linux's default
+/// of 208 KiB (~90 loopback datagrams of 1200 B, each costing ~2.3 KB of
+/// buffer) a 25-person meeting lost 24,628 datagrams at the server's socket
+/// while its members joined. The kernel caps it at `net.core.rmem_max` /
+/// `wmem_max`.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Below this receive buffer the worker warns (the cap is too low).
+const SOCKET_BUFFER_WARN_BYTES: usize = 1024 * 1024;
 
 pub fn run(
     ctx: WorkerContext,
@@ -144,6 +154,7 @@ async fn worker_loop(
         gro_segments = udp.gro_segments(),
         "UDP offloads"
     );
+    size_socket_buffers(&udp, &socket);
     let mut core = WorkerCore::new(ctx, Instant::now());
     let mut recv_buf = vec![0u8; RECV_SLOT * quinn_udp::BATCH_SIZE];
     let mut recv_meta = vec![RecvMeta::default(); quinn_udp::BATCH_SIZE];
@@ -262,6 +273,25 @@ fn send_outbox(
     counts.packets_sent += flushed.datagrams;
     counts.bytes_sent += flushed.bytes;
     counts.send_calls += flushed.calls;
+}
+
+/// Ask for [`SOCKET_BUFFER_BYTES`] each way; say what the kernel granted.
+fn size_socket_buffers(udp: &UdpSocketState, socket: &UdpSocket) {
+    let _ = udp.set_recv_buffer_size(socket.into(), SOCKET_BUFFER_BYTES);
+    let _ = udp.set_send_buffer_size(socket.into(), SOCKET_BUFFER_BYTES);
+    // Linux reports twice what it grants (the other half is bookkeeping).
+    let recv = udp.recv_buffer_size(socket.into()).unwrap_or(0) / 2;
+    let send = udp.send_buffer_size(socket.into()).unwrap_or(0) / 2;
+    if recv < SOCKET_BUFFER_WARN_BYTES {
+        tracing::warn!(
+            granted = recv,
+            wanted = SOCKET_BUFFER_BYTES,
+            "small UDP receive buffer: media arriving while the worker is busy will be dropped; \
+             raise net.core.rmem_max (sysctl -w net.core.rmem_max={SOCKET_BUFFER_BYTES})"
+        );
+    } else {
+        tracing::debug!(recv, send, "UDP socket buffers");
+    }
 }
 
 /// One send call on the worker's socket; how many datagrams left.
