@@ -1131,7 +1131,8 @@ fn carol_sees_own_video(c: &RoomClient) -> String {
 fn simulcast_member_on(base: &str, room: &str, identity: &str) -> (RoomClient, TestPeer, String) {
     use common::SimLayer;
     let mut client = RoomClient::connect(base, &member_token(room, identity), None).expect("join");
-    client.wait_type(0, "joined", T, &mut idle).expect("joined");
+    let joined = client.wait_type(0, "joined", T, &mut idle).expect("joined");
+    let me = joined["participant"]["sid"].clone();
     let (mut peer, offer) = TestPeer::simulcast_member(vec![
         SimLayer::new("f", 1280, 720, 4000),
         SimLayer::new("h", 640, 360, 1500),
@@ -1141,10 +1142,15 @@ fn simulcast_member_on(base: &str, room: &str, identity: &str) -> (RoomClient, T
     let answer = client.wait_type(0, "answer", T, &mut idle).expect("answer");
     peer.accept_answer(answer["sdp"].as_str().expect("sdp"))
         .expect("accept");
+    // Its own camera: another publisher's may be announced first.
     let video = client
         .wait_from(
             0,
-            |v| v["type"] == "trackPublished" && v["track"]["kind"] == "video",
+            |v| {
+                v["type"] == "trackPublished"
+                    && v["participant"] == me
+                    && v["track"]["kind"] == "video"
+            },
             T,
             &mut || peer.run_for(ms(5)),
         )
@@ -1231,6 +1237,7 @@ fn dynacast_crosses_the_bridge() {
     for i in 0..2 {
         let n = clients[i].inbox.len();
         let listener = &mut clients[2 + i];
+        let listener_n = listener.inbox.len();
         listener.send(json!({"type": "subscription", "track": videos[i], "maxWidth": 640}));
         let line = subscribe(
             listener,
@@ -1245,9 +1252,14 @@ fn dynacast_crosses_the_bridge() {
             2 * T,
             &mut || run_all(&mut peers),
         );
+        let heard: Vec<String> = clients[2 + i].inbox[listener_n..]
+            .iter()
+            .map(|v| v["type"].to_string())
+            .collect();
+        let publisher = &mut clients[i];
         assert!(
             resumed.is_some(),
-            "pub-{i}: the layers the viewer can use resume: {:?}\n{}",
+            "pub-{i}: the layers the viewer can use resume: {:?}\nlistener-{i} was told {heard:?}\n{}",
             &publisher.inbox[n..],
             dynacast_logs(&nodes)
         );

@@ -69,7 +69,8 @@ pub fn sid_of(tracks: &[(String, String)], kind: &str) -> String {
 /// and the sids of its audio and video tracks.
 pub fn join_and_publish(base: &str, token: &str) -> (RoomClient, TestPeer, String, String) {
     let mut client = RoomClient::connect(base, token, None).expect("join");
-    client.wait_type(0, "joined", T, &mut idle).expect("joined");
+    let joined = client.wait_type(0, "joined", T, &mut idle).expect("joined");
+    let me = joined["participant"]["sid"].clone();
     let (mut peer, offer) = TestPeer::member(
         &[
             (MediaKind::Audio, Direction::SendOnly),
@@ -92,7 +93,12 @@ pub fn join_and_publish(base: &str, token: &str) -> (RoomClient, TestPeer, Strin
         let m = client
             .wait_from(
                 n,
-                |v| v["type"] == "trackPublished" && !own_contains(&own, v),
+                // Only its own: others' tracks may be announced meanwhile.
+                |v| {
+                    v["type"] == "trackPublished"
+                        && v["participant"] == me
+                        && !own_contains(&own, v)
+                },
                 T,
                 &mut || peer.run_for(ms(5)),
             )
