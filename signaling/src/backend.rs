@@ -146,6 +146,11 @@ pub enum BackendError {
         "the cluster state (Redis) is unreachable, so no new room can be placed; retry shortly"
     )]
     ClusterUnavailable { retry_after: Duration },
+    /// The room is placed on a node whose registration is gone (it stopped
+    /// or missed its heartbeats): 503 with Retry-After; once the
+    /// registration expires for good the room is placed anew.
+    #[error("the room's node {node:?} is not registered in the cluster (restarting or unreachable); retry shortly")]
+    RoomNodeUnregistered { node: String, retry_after: Duration },
     /// A resume token is unknown or expired.
     #[error("cannot resume: the participant is gone (rejoin)")]
     ResumeFailed,

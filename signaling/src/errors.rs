@@ -40,7 +40,8 @@ impl ApiError {
                 BackendError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
                 BackendError::OverCapacity { .. }
                 | BackendError::Draining { .. }
-                | BackendError::ClusterUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                | BackendError::ClusterUnavailable { .. }
+                | BackendError::RoomNodeUnregistered { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 BackendError::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
                 BackendError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -71,7 +72,8 @@ impl IntoResponse for ApiError {
         if let ApiError::Backend(
             BackendError::OverCapacity { retry_after, .. }
             | BackendError::Draining { retry_after }
-            | BackendError::ClusterUnavailable { retry_after },
+            | BackendError::ClusterUnavailable { retry_after }
+            | BackendError::RoomNodeUnregistered { retry_after, .. },
         ) = &self
         {
             if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {

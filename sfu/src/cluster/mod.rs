@@ -123,6 +123,8 @@ pub enum ClusterError {
     BadRegistration(#[from] serde_json::Error),
     #[error("no node can take new rooms (all draining)")]
     NoNode,
+    #[error("the room's node {0:?} is not registered")]
+    OwnerUnregistered(String),
 }
 
 impl From<ClusterError> for BackendError {
@@ -130,6 +132,10 @@ impl From<ClusterError> for BackendError {
         tracing::warn!(error = %e, "cluster placement failed");
         match e {
             ClusterError::NoNode => BackendError::Draining {
+                retry_after: UNAVAILABLE_RETRY_AFTER,
+            },
+            ClusterError::OwnerUnregistered(node) => BackendError::RoomNodeUnregistered {
+                node,
                 retry_after: UNAVAILABLE_RETRY_AFTER,
             },
             _ => BackendError::ClusterUnavailable {
@@ -218,11 +224,10 @@ impl Cluster {
             None => Ok(Location::Here),
             Some(id) if id == self.inner.id => Ok(Location::Here),
             Some(id) => {
-                let http_url = self
-                    .node(&id)
-                    .await?
-                    .map(|n| n.http_url)
-                    .ok_or(ClusterError::NoNode)?;
+                let http_url = match self.node(&id).await? {
+                    Some(n) => n.http_url,
+                    None => return Err(ClusterError::OwnerUnregistered(id).into()),
+                };
                 Ok(Location::Node { id, http_url })
             }
         }
@@ -454,6 +459,19 @@ fn process_cpu_ticks() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_room_on_an_unregistered_node_is_not_called_draining() {
+        let e = BackendError::from(ClusterError::OwnerUnregistered("n2".into()));
+        let text = e.to_string();
+        assert!(
+            text.contains("\"n2\"") && text.contains("not registered"),
+            "{text}"
+        );
+        assert!(!text.contains("shutting down"), "{text}");
+        let status = signaling::errors::ApiError::Backend(e).status();
+        assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     #[test]
     fn process_cpu_time_follows_work_done() {
