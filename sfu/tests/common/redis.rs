@@ -32,32 +32,15 @@ pub fn log_file(name: &str) -> Stdio {
 }
 
 /// The lines of server `name`'s log (see [`log_file`]) that contain any
-/// of `needles`, without colour codes: for a failing assertion to show what
-/// the server decided (CI keeps only the test's output).
+/// of `needles`: for a failing assertion to show what the server decided
+/// (CI keeps only the test's output). Start the server with `NO_COLOR=1`
+/// so that its lines are plain text.
 pub fn log_lines(name: &str, needles: &[&str]) -> String {
     let text = std::fs::read_to_string(log_path(name)).unwrap_or_default();
-    let mut out = String::new();
-    for line in text
-        .lines()
+    text.lines()
         .filter(|l| needles.iter().any(|n| l.contains(n)))
-    {
-        let mut plain = String::with_capacity(line.len());
-        let mut chars = line.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                // An SGR sequence: ESC [ ... m.
-                for c in chars.by_ref() {
-                    if c == 'm' {
-                        break;
-                    }
-                }
-            } else {
-                plain.push(c);
-            }
-        }
-        out.push_str(&format!("{name}: {plain}\n"));
-    }
-    out
+        .map(|l| format!("{name}: {l}\n"))
+        .collect()
 }
 
 /// Wait (bounded by `within`) until a server process started on `base`
