@@ -100,7 +100,7 @@ if ! av_ok; then
 fi
 
 echo "test dependencies ready: $(chromium --version 2>/dev/null | head -1)," \
-  "$(firefox-esr --version 2>/dev/null | head -1), $("$gd" --version | head -1)," \
+  "$(firefox-esr --version 2>/dev/null | head -1), $("$gd" --version 2>/dev/null | sed -n 1p)," \
   "coturn $(turnserver --version 2>/dev/null | head -1)," \
   "node $(node --version), playwright-core $want_pw, helm $("$helm" version --short)," \
   "kubernetes-validate $KUBERNETES_VALIDATE_VERSION," \

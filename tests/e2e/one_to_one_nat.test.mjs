@@ -9,7 +9,6 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { startServer, freePort } from './lib/server.mjs';
 import { launchBrowser, openPage, waitFor, reportMetric } from './lib/browser.mjs';
 import {
@@ -63,9 +62,9 @@ test('a server behind a 1:1 NAT discovers its public address through STUN and is
     extraArgs: ['--api-key', KEY, '--api-secret', SECRET, '--stun-server', `${vm.hostIp}:${stunPort}`,
       '--ice-tcp', 'false', '--log', process.env.NAT_LOG || 'info'],
   });
-  const log = readFileSync(server.logPath, 'utf8');
-  assert.match(log, new RegExp(`public IP discovered through STUN ip=${vm.publicIp.replaceAll('.', '\\.')}`),
-    'the server learned the router\'s public address');
+  const discovered = await server.waitForLog(/public IP discovered through STUN ip=\S+/);
+  assert.equal(discovered, `public IP discovered through STUN ip=${vm.publicIp}`,
+    `the server learned the router's public address:\n${server.logTail()}`);
 
   const start = Date.now();
   const pages = await meetThrough(t, server, ROOM);

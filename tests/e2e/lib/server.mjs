@@ -57,7 +57,8 @@ process.on('exit', () => { for (const c of children) { try { c.kill('SIGKILL'); 
  * sessionTimeoutSecs (default 5), extraArgs, env, healthTimeoutMs; netns
  * (run it in that network namespace, then also give `port`) and reachAt
  * (the address the test reaches it at, default host).
- * Returns { base, port, pid, proc, logPath, stop(), mintToken(), metrics(), logTail() }.
+ * Returns { base, port, pid, proc, logPath, stop(), mintToken(), metrics(), logTail(),
+ * waitForLog(pattern, timeoutMs) -> the first match, or null when it has not appeared in time }.
  */
 export async function startServer(t, name, {
   host = '127.0.0.1', mediaAddr = host, sessionTimeoutSecs = 5, extraArgs = [], env = {}, healthTimeoutMs = 15000,
@@ -103,8 +104,19 @@ export async function startServer(t, name, {
     if (Date.now() >= end) { await stop(); throw new Error(`server /healthz not 200 within ${healthTimeoutMs} ms:\n${logTail()}`); }
     await sleep(100);
   }
+  // The log reaches its file through a pipe and Node's write stream, so a
+  // line the server printed before answering /healthz may not be on disk yet.
+  const waitForLog = async (pattern, timeoutMs = 5000) => {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const found = readFileSync(logPath, 'utf8').match(pattern);
+      if (found) return found[0];
+      if (Date.now() >= until) return null;
+      await sleep(100);
+    }
+  };
   return {
-    base, port, pid: proc.pid, proc, logPath, stop, logTail,
+    base, port, pid: proc.pid, proc, logPath, stop, logTail, waitForLog,
     mintToken: (room, identity, perms) => mintToken(base, room, identity, perms),
     metrics: () => metrics(base),
   };
