@@ -41,7 +41,9 @@ print(f'{sys.argv[2]:>22}: {r["streams_connected"]}/{r["streams_requested"]} con
       f'(audio p99 {r["audio_delay_ms"]["p99"]:.1f}), {r["received_mbps"]:.0f} Mbit/s, '
       f'layers {r["layer_distribution"]}, server {p.get("cpu_secs", 0):.1f} CPU s '
       f'peak {p.get("peak_rss_mb", 0):.0f} MB, {s.get("packets_sent_per_cpu_sec") or 0:.0f} pkts/CPU-s, '
-      f'generator {r["generator"]["cpu_secs"]:.1f} CPU s, {"PASS" if r["passed"] else "FAIL"}')
+      f'generator {r["generator"]["cpu_secs"]:.1f} CPU s, '
+      f'socket drops server/generator {p.get("udp_receive_drops")}/{r["generator"].get("udp_receive_drops")}, '
+      f'{"PASS" if r["passed"] else "FAIL"}')
 PY
 }
 
@@ -129,7 +131,9 @@ print(f'meeting-2nodes: {r["streams_connected"]}/{r["streams_requested"]} connec
       f'{r["one_way_delay_ms"]["p99"]:.1f}/{r["one_way_delay_ms"]["max"]:.0f} ms '
       f'(audio p99 {r["audio_delay_ms"]["p99"]:.1f}), layers {r["layer_distribution"]}, '
       f'node CPU s {[round(c, 1) for c in cpu]} (sum {sum(cpu):.1f}), '
-      f'generator {r["generator"]["cpu_secs"]:.1f} CPU s, {"PASS" if r["passed"] else "FAIL"}')
+      f'generator {r["generator"]["cpu_secs"]:.1f} CPU s, '
+      f'generator socket drops {r["generator"].get("udp_receive_drops")}, '
+      f'{"PASS" if r["passed"] else "FAIL"}')
 PY
 }
 

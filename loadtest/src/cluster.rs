@@ -290,6 +290,7 @@ fn totals(nodes: &[NodeFigures]) -> ServerFigures {
             cpu_secs: p.iter().map(|r| r.cpu_secs).sum(),
             cpu_pct: p.iter().map(|r| r.cpu_pct).sum(),
             peak_rss_mb: p.iter().map(|r| r.peak_rss_mb).sum(),
+            udp_receive_drops: p.iter().map(|r| r.udp_receive_drops).sum(),
         });
     ServerFigures::new(
         process,
@@ -616,6 +617,7 @@ mod tests {
                 cpu_secs: cpu,
                 cpu_pct: cpu * 5.0,
                 peak_rss_mb: 50.0,
+                udp_receive_drops: None,
             }),
             packets_sent: Some(sent),
             packets_received: Some(1.0),

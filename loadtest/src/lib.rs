@@ -25,5 +25,6 @@ pub mod run;
 pub mod session;
 pub mod signal;
 pub mod soak;
+pub mod socket_drops;
 pub mod source;
 pub mod stamp;

@@ -19,9 +19,14 @@ pub struct ProcSample {
     pub threads: u64,
 }
 
+/// The `/proc` directory of `pid`; None: this process.
+pub fn proc_dir(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "/proc/self".to_string(), |p| format!("/proc/{p}"))
+}
+
 /// `pid` None: this process.
 pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
-    let dir = pid.map_or_else(|| "/proc/self".to_string(), |p| format!("/proc/{p}"));
+    let dir = proc_dir(pid);
     let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
     let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
     Some(ProcSample {

@@ -39,6 +39,10 @@ pub struct ResourceUse {
     /// Average use of one core, percent.
     pub cpu_pct: f64,
     pub peak_rss_mb: f64,
+    /// Datagrams the kernel dropped at this process's full UDP receive
+    /// buffers from the start to the end of the steady window (None: not
+    /// read, e.g. a scenario without one).
+    pub udp_receive_drops: Option<u64>,
 }
 
 impl ResourceUse {
@@ -48,6 +52,7 @@ impl ResourceUse {
             cpu_secs: cpu,
             cpu_pct: 100.0 * cpu / wall_secs.max(1e-9),
             peak_rss_mb: after.peak_rss_bytes as f64 / 1048576.0,
+            udp_receive_drops: None,
         }
     }
 }
@@ -116,6 +121,9 @@ pub struct Report {
     pub generator: ResourceUse,
     pub errors: Vec<String>,
     pub failures: Vec<String>,
+    /// What the reader must know to read the verdict (e.g. the generator
+    /// was a bottleneck); not failures.
+    pub notes: Vec<String>,
     pub passed: bool,
 }
 
@@ -224,6 +232,7 @@ pub fn merge(
             .map(|(e, n)| format!("{n}x {e}"))
             .collect(),
         failures: vec![],
+        notes: vec![],
         passed: false,
     }
 }
@@ -253,6 +262,13 @@ impl Report {
         }
         if self.frames_received == 0 {
             f.push("no frames received".into());
+        }
+        self.notes.clear();
+        if let Some(d) = self.generator.udp_receive_drops.filter(|d| *d > 0) {
+            self.notes.push(format!(
+                "the generator dropped {d} datagrams at its own sockets (too busy to read them): \
+                 part of the loss is the generator's, not the server's"
+            ));
         }
         self.passed = f.is_empty();
         self.failures = f;
@@ -313,6 +329,22 @@ impl Report {
                 ),
             ));
         }
+        let server_drops = self
+            .server
+            .process
+            .as_ref()
+            .and_then(|p| p.udp_receive_drops);
+        if server_drops.is_some() || self.generator.udp_receive_drops.is_some() {
+            let show = |d: Option<u64>| d.map_or("-".to_string(), |d| d.to_string());
+            rows.push((
+                "UDP receive-buffer drops: server / generator".into(),
+                format!(
+                    "{} / {}",
+                    show(server_drops),
+                    show(self.generator.udp_receive_drops)
+                ),
+            ));
+        }
         if let (Some(s), Some(r)) = (self.server.packets_sent, self.server.packets_received) {
             rows.push((
                 "server packets sent / received".into(),
@@ -337,6 +369,9 @@ impl Report {
         }
         for e in &self.errors {
             rows.push(("error".into(), e.clone()));
+        }
+        for n in &self.notes {
+            rows.push(("note".into(), n.clone()));
         }
         rows.push((
             "verdict".into(),

@@ -18,6 +18,7 @@ use crate::process::{metric_sum, sample, scrape, ProcSample};
 use crate::report::{merge, Report, ResourceUse, ServerFigures, Thresholds};
 use crate::session::SessionResult;
 use crate::signal::Target;
+use crate::socket_drops::SocketDrops;
 
 /// Settings every scenario takes.
 #[derive(Debug, Clone)]
@@ -41,6 +42,10 @@ pub struct Run {
     server_before: Option<ProcSample>,
     self_before: Option<ProcSample>,
     metrics_before: Option<String>,
+    /// Socket drop counters of the server and of the generator at the start,
+    /// and what they grew by when the steady window ended (`hold`).
+    drops_before: (Option<SocketDrops>, Option<SocketDrops>),
+    drops_in_window: (Option<u64>, Option<u64>),
     bar: ProgressBar,
     ticker: Option<JoinHandle<()>>,
 }
@@ -95,6 +100,11 @@ impl Run {
             server_before: common.server_pid.and_then(|p| sample(Some(p))),
             self_before: sample(None),
             metrics_before: scrape(&common.target.http, &common.target.base).await,
+            drops_before: (
+                common.server_pid.and_then(|p| SocketDrops::read(Some(p))),
+                SocketDrops::read(None),
+            ),
+            drops_in_window: (None, None),
             bar,
             ticker: Some(ticker),
         }
@@ -132,9 +142,19 @@ impl Run {
         handles
     }
 
-    /// The steady window after the ramp.
-    pub async fn hold(&self) {
+    /// The steady window after the ramp; ends with a reading of the socket
+    /// drops (before the sessions close their sockets).
+    pub async fn hold(&mut self) {
         tokio::time::sleep(self.common.duration).await;
+        let since = |before: &Option<SocketDrops>, pid| {
+            Some(SocketDrops::read(pid)?.since(before.as_ref()?))
+        };
+        self.drops_in_window = (
+            self.common
+                .server_pid
+                .and_then(|p| since(&self.drops_before.0, Some(p))),
+            since(&self.drops_before.1, None),
+        );
     }
 
     /// End every session and collect the results (publishers first).
@@ -182,7 +202,10 @@ impl Run {
             self.server_before,
             self.common.server_pid.and_then(|p| sample(Some(p))),
         ) {
-            (Some(b), Some(a)) => Some(ResourceUse::between(b, a, wall)),
+            (Some(b), Some(a)) => Some(ResourceUse {
+                udp_receive_drops: self.drops_in_window.0,
+                ..ResourceUse::between(b, a, wall)
+            }),
             _ => None,
         };
         report.server = ServerFigures::new(
@@ -193,6 +216,7 @@ impl Run {
         if let (Some(b), Some(a)) = (self.self_before, sample(None)) {
             report.generator = ResourceUse::between(b, a, wall);
         }
+        report.generator.udp_receive_drops = self.drops_in_window.1;
         report.judge(self.common.thresholds);
         report
     }

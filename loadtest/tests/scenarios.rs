@@ -81,6 +81,13 @@ async fn a_small_broadcast_reaches_every_viewer_and_is_measured() {
     assert!(report.one_way_delay_ms.p50 > 0.0);
     assert_eq!(report.layer_distribution.values().sum::<u64>(), 3);
     assert!(report.server.packets_sent.unwrap_or(0.0) > 0.0);
+    // Read from /proc over the window (this process holds the server's
+    // sockets too: in-process, they are counted as the generator's).
+    assert!(
+        report.generator.udp_receive_drops.is_some(),
+        "{}",
+        report.table()
+    );
     shutdown.cancel();
 }
 
