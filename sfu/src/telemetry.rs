@@ -6,6 +6,9 @@
 //! session lifetime (room, identity, resource, kind), all carrying the node
 //! (`service.instance.id`). Off by default.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
@@ -73,12 +76,24 @@ fn tracer_provider(endpoint: Option<&str>, node: &str) -> Result<SdkTracerProvid
         .build())
 }
 
+/// Colour codes in the log only for a person at a terminal: a file, a pipe,
+/// journald or `docker logs` gets plain text, and a non-empty `NO_COLOR`
+/// (no-color.org) turns them off everywhere.
+fn colour_logs(stdout_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Install the global subscriber: logs filtered by `filter`, and OTLP spans
 /// when an endpoint is configured here or in the environment.
 pub fn init(filter: &str, otlp_endpoint: Option<&str>, node: &str) -> Result<Telemetry, String> {
     let log_filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = colour_logs(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let logs = tracing_subscriber::fmt::layer()
         .with_target(false)
+        .with_ansi(ansi)
         .with_filter(log_filter);
     let enabled = otlp_endpoint.is_some() || OTLP_ENV.iter().any(|k| std::env::var_os(k).is_some());
     if !enabled {
@@ -102,6 +117,14 @@ pub fn init(filter: &str, otlp_endpoint: Option<&str>, node: &str) -> Result<Tel
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_at_a_terminal_without_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some(OsStr::new(""))));
+        assert!(!colour_logs(true, Some(OsStr::new("1"))));
+        assert!(!colour_logs(false, None));
+    }
 
     #[test]
     fn the_traces_path_is_appended_once() {

@@ -1,7 +1,9 @@
 //! The `sfu` command line: token minting, help, and configuration
 //! precedence and errors (file < environment < flags), run as a process.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use signaling::auth::{KeySet, Permission};
 
@@ -169,5 +171,38 @@ fn configuration_errors_name_the_key_and_flags_override_env_and_file() -> TestRe
         "{err}"
     );
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn logs_into_a_pipe_are_plain_text() -> TestResult {
+    let mut child = sfu()
+        .env_remove("NO_COLOR")
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--media-addr",
+            "127.0.0.1",
+        ])
+        .args(["--media-port", "0", "--workers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let lines: Vec<String> = BufReader::new(stdout).lines().take(3).flatten().collect();
+        let _ = tx.send(lines);
+    });
+    let lines = rx.recv_timeout(Duration::from_secs(20));
+    child.kill()?;
+    child.wait()?;
+    let lines = lines?;
+    assert_eq!(lines.len(), 3, "the server logs its start: {lines:?}");
+    assert!(
+        lines.iter().all(|l| !l.contains('\x1b')),
+        "escape codes in a piped log: {lines:?}"
+    );
     Ok(())
 }
