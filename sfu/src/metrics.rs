@@ -36,6 +36,8 @@ pub struct Metrics {
     pub publishers_with_bframes: IntGaugeVec,
     pub alive_tasks: IntGauge,
     pub subscriber_estimate: Histogram,
+    /// How late media workers handled their due timers.
+    pub worker_timer_lag: Histogram,
     pub layer_switches: IntCounterVec,
     pub video_down_tracks: IntGaugeVec,
     pub paused_seconds: IntCounter,
@@ -214,6 +216,22 @@ impl Metrics {
                     )
                     .buckets(vec![
                         100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6,
+                    ]),
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
+            worker_timer_lag: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "sfu_worker_timer_lag_seconds",
+                        "How late a media worker handled its due timers (pacing, RTCP, \
+                         housekeeping), at each wake-up where one was due: about a millisecond \
+                         (the timer's resolution) on a worker that keeps up; more means it is \
+                         busy or starved of CPU, and its media waits as long",
+                    )
+                    .buckets(vec![
+                        0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     ]),
                 )?;
                 r.register(Box::new(h.clone()))?;

@@ -108,6 +108,8 @@ async fn publish_play_delete_timeout_and_no_leaks() -> TestResult {
         "viewers waiting for a picture make the server ask for a keyframe"
     );
     assert!(server.metric("sfu_frames_forwarded_total").await > 0.0);
+    // The worker woke for due timers (pacing, RTCP) and measured how late.
+    assert!(server.metric("sfu_worker_timer_lag_seconds_count").await > 0.0);
 
     // DELETE ends the session: 200, then 404.
     let client = reqwest::Client::new();

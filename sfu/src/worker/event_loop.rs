@@ -235,6 +235,9 @@ async fn worker_loop(
             _ = tokio::time::sleep_until(deadline) => {}
         }
         let now = Instant::now();
+        if let Some(lag) = now.checked_duration_since(deadline.into_std()) {
+            metrics.worker_timer_lag.observe(lag.as_secs_f64());
+        }
         core.handle_timeout(now, &mut transmit);
         send_outbox(&mut outbox, &udp, &socket, v6, batch, &mut sent);
         if now >= next_flush {
