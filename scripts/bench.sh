@@ -43,6 +43,7 @@ print(f'{sys.argv[2]:>22}: {r["streams_connected"]}/{r["streams_requested"]} con
       f'peak {p.get("peak_rss_mb", 0):.0f} MB, {s.get("packets_sent_per_cpu_sec") or 0:.0f} pkts/CPU-s, '
       f'generator {r["generator"]["cpu_secs"]:.1f} CPU s, '
       f'socket drops server/generator {p.get("udp_receive_drops")}/{r["generator"].get("udp_receive_drops")}, '
+      f'timer lag p99 <= {(s.get("timer_lag") or {}).get("p99_at_most_secs")} s, '
       f'{"PASS" if r["passed"] else "FAIL"}')
 PY
 }

@@ -66,6 +66,49 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     found.then_some(sum)
 }
 
+/// Cumulative bucket counts of a Prometheus histogram, summed over its
+/// other labels: (upper bound `le`, count), in increasing order of bound.
+pub fn histogram_buckets(text: &str, name: &str) -> Option<Vec<(f64, f64)>> {
+    let series = format!("{name}_bucket");
+    let mut buckets: Vec<(f64, f64)> = vec![];
+    for line in text
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(&series))
+    {
+        let le = line.split("le=\"").nth(1)?.split('"').next()?;
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().ok()?
+        };
+        let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        match buckets.iter_mut().find(|(bound, _)| *bound == le) {
+            Some((_, c)) => *c += count,
+            None => buckets.push((le, count)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (!buckets.is_empty()).then_some(buckets)
+}
+
+/// The upper bound of the bucket holding quantile `q` of what a histogram
+/// counted between two readings, and how many observations that was; None
+/// when nothing was observed.
+pub fn quantile_bound(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<(f64, f64)> {
+    let counted = |bound: f64| -> f64 {
+        let of = |b: &[(f64, f64)]| b.iter().find(|(le, _)| *le == bound).map_or(0.0, |x| x.1);
+        of(after) - of(before)
+    };
+    let total = counted(f64::INFINITY);
+    if total <= 0.0 {
+        return None;
+    }
+    after
+        .iter()
+        .find(|(le, _)| counted(*le) >= q * total)
+        .map(|(le, _)| (*le, total))
+}
+
 /// The server's `/metrics` text.
 pub async fn scrape(http: &reqwest::Client, base: &str) -> Option<String> {
     let resp = http
@@ -92,6 +135,27 @@ mod tests {
     fn stat_with_spaces_in_the_name_parses() {
         let stat = "42 (my (odd) proc) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
         assert_eq!(parse_cpu(stat), Some(3.0));
+    }
+
+    #[test]
+    fn histogram_quantiles_come_from_the_counts_between_two_readings() {
+        let at = |counts: [u64; 3]| {
+            format!(
+                "h_bucket{{node=\"a\",le=\"0.001\"}} {}\nh_bucket{{node=\"a\",le=\"0.01\"}} {}\n\
+                 h_bucket{{node=\"a\",le=\"+Inf\"}} {}\nh_count{{node=\"a\"}} {}\n",
+                counts[0], counts[1], counts[2], counts[2]
+            )
+        };
+        let before = histogram_buckets(&at([90, 100, 100]), "h").expect("buckets");
+        // Since then: 10 within 1 ms, 80 within 10 ms, 10 above.
+        let after = histogram_buckets(&at([100, 180, 200]), "h").expect("buckets");
+        assert_eq!(quantile_bound(&before, &after, 0.5), Some((0.01, 100.0)));
+        assert_eq!(
+            quantile_bound(&before, &after, 0.99),
+            Some((f64::INFINITY, 100.0))
+        );
+        assert_eq!(quantile_bound(&after, &after, 0.5), None);
+        assert_eq!(histogram_buckets("x 1\n", "h"), None);
     }
 
     #[test]

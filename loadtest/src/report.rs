@@ -67,6 +67,18 @@ pub struct ServerFigures {
     pub packets_received: Option<f64>,
     /// Datagrams sent per CPU-second of the server.
     pub packets_sent_per_cpu_sec: Option<f64>,
+    /// How late the server's media workers served due timers during the
+    /// run (`sfu_worker_timer_lag_seconds`).
+    pub timer_lag: Option<TimerLag>,
+}
+
+/// Quantiles of the server's timer lag, as the upper bounds of the
+/// histogram buckets that hold them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TimerLag {
+    pub wakeups: f64,
+    pub p50_at_most_secs: f64,
+    pub p99_at_most_secs: f64,
 }
 
 impl ServerFigures {
@@ -85,6 +97,7 @@ impl ServerFigures {
             packets_sent,
             packets_received,
             packets_sent_per_cpu_sec,
+            timer_lag: None,
         }
     }
 }
@@ -237,6 +250,17 @@ pub fn merge(
     }
 }
 
+/// A bucket bound for people: "2 ms", "0.5 s", "inf".
+fn seconds(s: f64) -> String {
+    if s.is_infinite() {
+        "inf".into()
+    } else if s < 1.0 {
+        format!("{} ms", s * 1000.0)
+    } else {
+        format!("{s} s")
+    }
+}
+
 impl Report {
     /// Check the thresholds; sets `failures` and `passed`.
     pub fn judge(&mut self, t: Thresholds) {
@@ -353,6 +377,17 @@ impl Report {
         }
         if let Some(p) = self.server.packets_sent_per_cpu_sec {
             rows.push(("server packets sent per CPU-s".into(), format!("{p:.0}")));
+        }
+        if let Some(lag) = self.server.timer_lag {
+            rows.push((
+                "server timer lag p50 / p99 (wake-ups)".into(),
+                format!(
+                    "<= {} / <= {} ({:.0})",
+                    seconds(lag.p50_at_most_secs),
+                    seconds(lag.p99_at_most_secs),
+                    lag.wakeups
+                ),
+            ));
         }
         rows.push((
             "generator CPU s (% of a core)".into(),

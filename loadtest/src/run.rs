@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::peer::{Clock, Live};
-use crate::process::{metric_sum, sample, scrape, ProcSample};
-use crate::report::{merge, Report, ResourceUse, ServerFigures, Thresholds};
+use crate::process::{histogram_buckets, metric_sum, quantile_bound, sample, scrape, ProcSample};
+use crate::report::{merge, Report, ResourceUse, ServerFigures, Thresholds, TimerLag};
 use crate::session::SessionResult;
 use crate::signal::Target;
 use crate::socket_drops::SocketDrops;
@@ -213,6 +213,18 @@ impl Run {
             delta("sfu_packets_sent_total"),
             delta("sfu_packets_received_total"),
         );
+        report.server.timer_lag = (|| {
+            let name = "sfu_worker_timer_lag_seconds";
+            let before = histogram_buckets(self.metrics_before.as_deref()?, name)?;
+            let after = histogram_buckets(metrics_after.as_deref()?, name)?;
+            let (p50, wakeups) = quantile_bound(&before, &after, 0.5)?;
+            let (p99, _) = quantile_bound(&before, &after, 0.99)?;
+            Some(TimerLag {
+                wakeups,
+                p50_at_most_secs: p50,
+                p99_at_most_secs: p99,
+            })
+        })();
         if let (Some(b), Some(a)) = (self.self_before, sample(None)) {
             report.generator = ResourceUse::between(b, a, wall);
         }

@@ -88,6 +88,12 @@ async fn a_small_broadcast_reaches_every_viewer_and_is_measured() {
         "{}",
         report.table()
     );
+    // The server's timer lag over the run, from its /metrics.
+    assert!(
+        report.server.timer_lag.is_some_and(|l| l.wakeups > 0.0),
+        "{}",
+        report.table()
+    );
     shutdown.cancel();
 }
 
