@@ -53,13 +53,18 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
     line[key.len()..].split_whitespace().next()?.parse().ok()
 }
 
+/// The sample lines of series `name` (any labels) in a Prometheus text
+/// exposition; not those of names it is a prefix of.
+fn series_lines<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(move |l| l.split(['{', ' ']).next() == Some(name))
+}
+
 /// Sum of one metric over its labels in a Prometheus text exposition.
 pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
     let mut found = false;
-    let sum = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+    let sum = series_lines(text, name)
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .inspect(|_| found = true)
         .sum();
@@ -71,10 +76,7 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
 pub fn histogram_buckets(text: &str, name: &str) -> Option<Vec<(f64, f64)>> {
     let series = format!("{name}_bucket");
     let mut buckets: Vec<(f64, f64)> = vec![];
-    for line in text
-        .lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(&series))
-    {
+    for line in series_lines(text, &series) {
         let le = line.split("le=\"").nth(1)?.split('"').next()?;
         let le = if le == "+Inf" {
             f64::INFINITY

@@ -50,8 +50,6 @@ impl Node {
             .args(["--cluster-relay", if relay { "true" } else { "false" }])
             .args(["--http-rate-limit", "0", "--session-timeout-secs", "5"])
             .env("SFU_LOG", "info,sfu::cluster=debug,sfu::dynacast=debug")
-            // Plain lines: `log_lines` shows them when an assertion fails.
-            .env("NO_COLOR", "1")
             .stdout(log_file(id))
             .stderr(Stdio::null())
             .spawn()

@@ -33,8 +33,8 @@ pub fn log_file(name: &str) -> Stdio {
 
 /// The lines of server `name`'s log (see [`log_file`]) that contain any
 /// of `needles`: for a failing assertion to show what the server decided
-/// (CI keeps only the test's output). Start the server with `NO_COLOR=1`
-/// so that its lines are plain text.
+/// (CI keeps only the test's output). A server logging into a file writes
+/// plain text (colour only at a terminal).
 pub fn log_lines(name: &str, needles: &[&str]) -> String {
     let text = std::fs::read_to_string(log_path(name)).unwrap_or_default();
     text.lines()
