@@ -18,6 +18,8 @@ mod negotiation;
 pub mod relay;
 
 use forwarding::LAYER_INTERVAL;
+/// The `Rtc` configuration of a session (public for the send-path benchmark).
+pub use negotiation::{rtc_config, Downlink};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@ use crate::room::member::Member;
 
 /// Whether a session that sends media estimates the link it sends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Downlink {
+pub enum Downlink {
     /// A real network: estimate it (TWCC) and pace to the estimate.
     Estimated,
     /// A relay to another worker of this process over loopback: nothing to
@@ -21,7 +21,7 @@ pub(super) enum Downlink {
 
 /// The `Rtc` configuration every participant gets; viewers also estimate
 /// their downlink (TWCC), which drives simulcast layer selection.
-pub(super) fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink) -> RtcConfig {
+pub fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink) -> RtcConfig {
     let mut config = RtcConfig::new()
         .set_crypto_provider(crate::dtls::crypto_provider())
         .set_ice_lite(true)
