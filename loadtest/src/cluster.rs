@@ -167,10 +167,7 @@ fn lost_by_second(viewers: &[SessionResult]) -> Vec<u64> {
 fn video_delay(viewers: &[SessionResult]) -> Quantiles {
     let mut video = histogram();
     for v in viewers {
-        let mut mine = v.stats.delay_us.clone();
-        if mine.subtract(&v.stats.audio_delay_us).is_ok() {
-            let _ = video.add(&mine);
-        }
+        let _ = video.add(v.stats.video_delay_us());
     }
     Quantiles::of_us(&video)
 }
@@ -511,7 +508,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::receive::{Kind, ReceiveStats};
+    use crate::receive::{Frame, ReceiveStats};
     use crate::stamp::Stamp;
 
     /// A connected viewer answered by `node` that got 10 video frames
@@ -526,9 +523,7 @@ mod tests {
             };
             let now = stamp.sent_us + delay_ms * 1000;
             stats.on_frame(
-                Kind::Video,
-                1,
-                1000,
+                Frame::video(1, 1000, false),
                 Some(stamp),
                 Duration::from_millis(100),
                 now,
@@ -594,7 +589,7 @@ mod tests {
                 sent_us: 0,
             };
             v.stats
-                .on_frame(Kind::Audio, 0, 120, Some(stamp), Duration::ZERO, 1000);
+                .on_frame(Frame::audio(0, 120), Some(stamp), Duration::ZERO, 1000);
         }
         let f = PathFigures::of(&[v], 1.0);
         assert!((f.audio_delay_ms.max - 1.0).abs() < 0.01, "{f:?}");

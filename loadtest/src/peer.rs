@@ -18,7 +18,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::receive::{Kind, ReceiveStats};
+use crate::receive::{Frame, ReceiveStats};
 use crate::source::MediaSource;
 use crate::stamp::{audio_stamp, video_stamp, VideoCodec};
 
@@ -329,21 +329,20 @@ impl Peer {
             Event::MediaData(d) => {
                 let now = Instant::now();
                 let codec = d.params.spec().codec;
-                let (kind, stamp) = if codec.is_video() {
+                let stream = self.mids.iter().position(|(m, _)| *m == d.mid).unwrap_or(0);
+                let (frame, stamp) = if codec.is_video() {
                     let vc = if codec == Codec::H264 {
                         VideoCodec::H264
                     } else {
                         VideoCodec::Vp8
                     };
-                    (Kind::Video, video_stamp(vc, &d.data))
+                    let frame = Frame::video(stream, d.data.len(), d.is_keyframe());
+                    (frame, video_stamp(vc, &d.data))
                 } else {
-                    (Kind::Audio, audio_stamp(&d.data))
+                    (Frame::audio(stream, d.data.len()), audio_stamp(&d.data))
                 };
-                let stream = self.mids.iter().position(|(m, _)| *m == d.mid).unwrap_or(0);
                 self.stats.on_frame(
-                    kind,
-                    stream,
-                    d.data.len(),
+                    frame,
                     stamp,
                     now.saturating_duration_since(self.started),
                     clock.now_us(now),

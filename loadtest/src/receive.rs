@@ -44,12 +44,46 @@ pub enum Kind {
     Video,
 }
 
+/// What a receiver knows of a frame besides its stamp.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame {
+    pub kind: Kind,
+    /// A video keyframe (str0m's reading of the payload).
+    pub keyframe: bool,
+    /// The media line index.
+    pub stream: usize,
+    pub len: usize,
+}
+
+impl Frame {
+    pub fn audio(stream: usize, len: usize) -> Frame {
+        Frame {
+            kind: Kind::Audio,
+            keyframe: false,
+            stream,
+            len,
+        }
+    }
+
+    pub fn video(stream: usize, len: usize, keyframe: bool) -> Frame {
+        Frame {
+            kind: Kind::Video,
+            keyframe,
+            stream,
+            len,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ReceiveStats {
     /// One-way delay through the server, µs, of every stamped frame.
     pub delay_us: Histogram<u64>,
     /// The same for audio frames only (audio is not paced behind video).
     pub audio_delay_us: Histogram<u64>,
+    /// Video keyframes only: the largest frames, which a paced sender
+    /// spreads over the most time.
+    pub keyframe_delay_us: Histogram<u64>,
     pub frames: HashMap<Kind, u64>,
     pub frames_lost: HashMap<Kind, u64>,
     pub bytes: u64,
@@ -74,6 +108,7 @@ impl Default for ReceiveStats {
         ReceiveStats {
             delay_us: histogram(),
             audio_delay_us: histogram(),
+            keyframe_delay_us: histogram(),
             frames: HashMap::new(),
             frames_lost: HashMap::new(),
             bytes: 0,
@@ -89,17 +124,18 @@ impl Default for ReceiveStats {
 }
 
 impl ReceiveStats {
-    /// A frame on `stream` (the media line index), `since_start` after
-    /// signaling began, at generator time `now_us`.
+    /// A frame, `since_start` after signaling began, at generator time
+    /// `now_us`.
     pub fn on_frame(
         &mut self,
-        kind: Kind,
-        stream: usize,
-        len: usize,
+        frame: Frame,
         stamp: Option<Stamp>,
         since_start: Duration,
         now_us: u64,
     ) {
+        let Frame {
+            kind, stream, len, ..
+        } = frame;
         self.bytes += len as u64;
         *self.frames.entry(kind).or_default() += 1;
         self.first_frame.entry(kind).or_insert(since_start);
@@ -114,6 +150,9 @@ impl ReceiveStats {
         if kind == Kind::Audio {
             let _ = self.audio_delay_us.record(delay);
         } else {
+            if frame.keyframe {
+                let _ = self.keyframe_delay_us.record(delay);
+            }
             let second = (now_us / 1_000_000).min(24 * 3600) as usize;
             if self.video_delay_by_second.len() <= second {
                 self.video_delay_by_second.resize(second + 1, 0);
@@ -130,6 +169,21 @@ impl ReceiveStats {
             self.layer_frames[usize::from(s.layer.min(3))] += 1;
             self.current_layer = Some(s.layer);
         }
+    }
+
+    /// Delay of video frames: every frame's but the audio frames'.
+    pub fn video_delay_us(&self) -> Histogram<u64> {
+        let mut video = self.delay_us.clone();
+        // Cannot fail: the audio frames were recorded into both.
+        let _ = video.subtract(&self.audio_delay_us);
+        video
+    }
+
+    /// Delay of video frames that are not keyframes.
+    pub fn delta_frame_delay_us(&self) -> Histogram<u64> {
+        let mut delta = self.video_delay_us();
+        let _ = delta.subtract(&self.keyframe_delay_us);
+        delta
     }
 
     pub fn frames_of(&self, kind: Kind) -> u64 {
@@ -158,38 +212,58 @@ mod tests {
         let mut r = ReceiveStats::default();
         let t = Duration::ZERO;
         for seq in [0, 1, 2, 5, 6] {
-            r.on_frame(Kind::Video, 1, 100, stamp(2, seq, 0), t, 1000);
+            r.on_frame(Frame::video(1, 100, false), stamp(2, seq, 0), t, 1000);
         }
         assert_eq!(r.lost_of(Kind::Video), 2);
         assert_eq!(r.video_lost_by_second, vec![2], "counted in second 0");
         // Switch to layer 0 whose numbering is elsewhere: no loss.
-        r.on_frame(Kind::Video, 1, 100, stamp(0, 900, 0), t, 1000);
-        r.on_frame(Kind::Video, 1, 100, stamp(0, 901, 0), t, 1000);
+        r.on_frame(Frame::video(1, 100, false), stamp(0, 900, 0), t, 1000);
+        r.on_frame(Frame::video(1, 100, false), stamp(0, 901, 0), t, 1000);
         // A duplicate or late frame is not a loss either.
-        r.on_frame(Kind::Video, 1, 100, stamp(0, 900, 0), t, 1000);
+        r.on_frame(Frame::video(1, 100, false), stamp(0, 900, 0), t, 1000);
         assert_eq!(r.lost_of(Kind::Video), 2);
         assert_eq!(r.current_layer, Some(0));
         assert_eq!(r.layer_frames[2], 5);
         // Audio is counted on its own.
-        r.on_frame(Kind::Audio, 0, 120, stamp(0, 0, 0), t, 1000);
-        r.on_frame(Kind::Audio, 0, 120, stamp(0, 3, 0), t, 1000);
+        r.on_frame(Frame::audio(0, 120), stamp(0, 0, 0), t, 1000);
+        r.on_frame(Frame::audio(0, 120), stamp(0, 3, 0), t, 1000);
         assert_eq!(r.lost_of(Kind::Audio), 2);
+    }
+
+    #[test]
+    fn keyframes_and_other_video_frames_are_told_apart() {
+        let mut r = ReceiveStats::default();
+        let t = Duration::ZERO;
+        // Audio 1 ms, video delta frames 5 ms, keyframes 80 ms.
+        r.on_frame(Frame::audio(0, 120), stamp(0, 0, 0), t, 1_000);
+        for seq in 0..10 {
+            let key = seq % 5 == 0;
+            let delay = if key { 80_000 } else { 5_000 };
+            let sent = seq * 33_000;
+            let frame = Frame::video(1, 1000, key);
+            r.on_frame(frame, stamp(2, seq, sent), t, sent + delay);
+        }
+        assert_eq!(r.keyframe_delay_us.len(), 2);
+        assert!(r.keyframe_delay_us.min() >= 79_000);
+        let video = r.video_delay_us();
+        assert_eq!(video.len(), 10, "the audio frame is not video");
+        let delta = r.delta_frame_delay_us();
+        assert_eq!(delta.len(), 8);
+        assert!((4_990..=5_010).contains(&delta.max()), "{}", delta.max());
     }
 
     #[test]
     fn delay_is_receive_time_minus_send_time() {
         let mut r = ReceiveStats::default();
         r.on_frame(
-            Kind::Audio,
-            0,
-            120,
+            Frame::audio(0, 120),
             stamp(0, 0, 10_000),
             Duration::ZERO,
             12_500,
         );
         assert_eq!(r.delay_us.len(), 1);
         assert!((2_490..=2_510).contains(&r.delay_us.value_at_quantile(0.5)));
-        r.on_frame(Kind::Audio, 0, 120, None, Duration::ZERO, 0);
+        r.on_frame(Frame::audio(0, 120), None, Duration::ZERO, 0);
         assert_eq!(r.unstamped, 1);
     }
 }

@@ -124,6 +124,11 @@ pub struct Report {
     pub video_loss_pct: f64,
     pub one_way_delay_ms: Quantiles,
     pub audio_delay_ms: Quantiles,
+    /// Video keyframes alone: a paced sender spreads these largest frames
+    /// over the most time.
+    pub keyframe_delay_ms: Quantiles,
+    /// Video frames that are not keyframes.
+    pub delta_frame_delay_ms: Quantiles,
     /// Worst video delay over all receivers in each second of the run (ms):
     /// shows whether delay is a start-up transient or steady.
     pub video_delay_max_ms_by_second: Vec<f64>,
@@ -169,6 +174,8 @@ pub fn merge(
 ) -> Report {
     let mut delay = histogram();
     let mut audio_delay = histogram();
+    let mut keyframe_delay = histogram();
+    let mut delta_delay = histogram();
     let mut by_second: Vec<u64> = vec![];
     let mut join = histogram();
     let mut signaling = histogram();
@@ -185,6 +192,8 @@ pub fn merge(
         let s = &r.stats;
         let _ = delay.add(&s.delay_us);
         let _ = audio_delay.add(&s.audio_delay_us);
+        let _ = keyframe_delay.add(&s.keyframe_delay_us);
+        let _ = delta_delay.add(s.delta_frame_delay_us());
         if by_second.len() < s.video_delay_by_second.len() {
             by_second.resize(s.video_delay_by_second.len(), 0);
         }
@@ -234,6 +243,8 @@ pub fn merge(
         video_loss_pct: pct(v_lost, v_rx),
         one_way_delay_ms: Quantiles::of_us(&delay),
         audio_delay_ms: Quantiles::of_us(&audio_delay),
+        keyframe_delay_ms: Quantiles::of_us(&keyframe_delay),
+        delta_frame_delay_ms: Quantiles::of_us(&delta_delay),
         video_delay_max_ms_by_second: by_second.iter().map(|us| *us as f64 / 1000.0).collect(),
         layer_distribution: layers,
         unstamped_frames: unstamped,
@@ -335,6 +346,11 @@ impl Report {
                 q(&self.one_way_delay_ms),
             ),
             ("  audio only".into(), q(&self.audio_delay_ms)),
+            ("  video keyframes".into(), q(&self.keyframe_delay_ms)),
+            (
+                "  video, other frames".into(),
+                q(&self.delta_frame_delay_ms),
+            ),
             (
                 "layers (receivers per layer)".into(),
                 self.layer_distribution

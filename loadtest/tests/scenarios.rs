@@ -79,6 +79,9 @@ async fn a_small_broadcast_reaches_every_viewer_and_is_measured() {
     // ~3.3 s of 50 audio frames/s and 30 video frames/s per viewer.
     assert!(report.frames_received > 3 * 150, "{}", report.table());
     assert!(report.one_way_delay_ms.p50 > 0.0);
+    // Keyframes (at start, on request) and the other video frames apart.
+    assert!(report.keyframe_delay_ms.max > 0.0, "{}", report.table());
+    assert!(report.delta_frame_delay_ms.p50 > 0.0, "{}", report.table());
     assert_eq!(report.layer_distribution.values().sum::<u64>(), 3);
     assert!(report.server.packets_sent.unwrap_or(0.0) > 0.0);
     // Read from /proc over the window (this process holds the server's
