@@ -44,7 +44,7 @@ pub async fn start_publisher(
         codec,
         default_layers(usize::from(layers)),
         true,
-        run.clock.0,
+        run.clock.origin,
         Instant::now(),
     );
     let connected_before = run.live.connected.load(Ordering::Relaxed);

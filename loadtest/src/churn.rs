@@ -174,7 +174,7 @@ pub async fn wait_until_empty(
 pub async fn churn(common: &Common, args: &ChurnArgs) -> Result<ChurnReport, String> {
     let start = Instant::now();
     let server_before = common.server_pid.and_then(|p| sample(Some(p)));
-    let clock = Clock(Instant::now());
+    let clock = Clock::without_steady_window(Instant::now());
     let live = Arc::new(Live::default());
     let slots = Arc::new(Semaphore::new(args.concurrency.max(1) as usize));
     let lifetime = Duration::from_millis(args.lifetime_ms);
@@ -185,7 +185,7 @@ pub async fn churn(common: &Common, args: &ChurnArgs) -> Result<ChurnReport, Str
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        let plan = plan_of(common, i, args, clock.0)?;
+        let plan = plan_of(common, i, args, clock.origin)?;
         let (target, live) = (common.target.clone(), live.clone());
         handles.push(tokio::spawn(async move {
             let cancel = CancellationToken::new();

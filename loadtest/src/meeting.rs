@@ -82,7 +82,7 @@ pub async fn ramp_cameras(
     layers: u8,
     nodes: &[Arc<Target>],
 ) -> Vec<tokio::task::JoinHandle<SessionResult>> {
-    let origin = run.clock.0;
+    let origin = run.clock.origin;
     let layers = default_layers(usize::from(layers));
     let bind = run.common.bind;
     ramp_members(run, room, n, "member", nodes, |_, token| RoomPlan {
@@ -130,7 +130,7 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
 pub async fn audio_room(common: &Common, args: &AudioRoomArgs) -> Result<Report, String> {
     let total = args.speakers + args.listeners;
     let mut run = Run::start(common, total).await;
-    let origin = run.clock.0;
+    let origin = run.clock.origin;
     let bind = common.bind;
     // Speakers first (a short ramp of their own), then the listeners.
     let speakers = ramp_members(

@@ -31,13 +31,38 @@ pub struct Live {
     pub bytes: AtomicU64,
 }
 
-/// The generator's clock origin: stamps are µs since this instant.
+/// The generator's clock: stamps are µs since its origin. Frames sent from
+/// `steady_from` on are also counted apart, as the run after its joins.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock(pub Instant);
+pub struct Clock {
+    pub origin: Instant,
+    steady_from_us: u64,
+}
 
 impl Clock {
+    /// A clock whose steady window starts `steady_from` after its origin.
+    pub fn new(origin: Instant, steady_from: Duration) -> Clock {
+        Clock {
+            origin,
+            steady_from_us: u64::try_from(steady_from.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// A clock without a steady window (sessions come and go throughout).
+    pub fn without_steady_window(origin: Instant) -> Clock {
+        Clock {
+            origin,
+            steady_from_us: u64::MAX,
+        }
+    }
+
     pub fn now_us(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.0).as_micros() as u64
+        now.saturating_duration_since(self.origin).as_micros() as u64
+    }
+
+    /// A frame sent at `sent_us` belongs to the steady window.
+    pub fn is_steady(&self, sent_us: u64) -> bool {
+        sent_us >= self.steady_from_us
     }
 }
 
@@ -341,8 +366,9 @@ impl Peer {
                 } else {
                     (Frame::audio(stream, d.data.len()), audio_stamp(&d.data))
                 };
+                let steady = stamp.is_some_and(|s| clock.is_steady(s.sent_us));
                 self.stats.on_frame(
-                    frame,
+                    Frame { steady, ..frame },
                     stamp,
                     now.saturating_duration_since(self.started),
                     clock.now_us(now),

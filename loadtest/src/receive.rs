@@ -53,6 +53,8 @@ pub struct Frame {
     /// The media line index.
     pub stream: usize,
     pub len: usize,
+    /// Sent in the run's steady window (after the joins settled).
+    pub steady: bool,
 }
 
 impl Frame {
@@ -62,6 +64,7 @@ impl Frame {
             keyframe: false,
             stream,
             len,
+            steady: false,
         }
     }
 
@@ -71,6 +74,7 @@ impl Frame {
             keyframe,
             stream,
             len,
+            steady: false,
         }
     }
 }
@@ -84,6 +88,11 @@ pub struct ReceiveStats {
     /// Video keyframes only: the largest frames, which a paced sender
     /// spreads over the most time.
     pub keyframe_delay_us: Histogram<u64>,
+    /// Frames sent in the steady window: delay, received, lost (a gap is
+    /// counted there when the frame after it is).
+    pub steady_delay_us: Histogram<u64>,
+    pub steady_frames: u64,
+    pub steady_lost: u64,
     pub frames: HashMap<Kind, u64>,
     pub frames_lost: HashMap<Kind, u64>,
     pub bytes: u64,
@@ -109,6 +118,9 @@ impl Default for ReceiveStats {
             delay_us: histogram(),
             audio_delay_us: histogram(),
             keyframe_delay_us: histogram(),
+            steady_delay_us: histogram(),
+            steady_frames: 0,
+            steady_lost: 0,
             frames: HashMap::new(),
             frames_lost: HashMap::new(),
             bytes: 0,
@@ -147,6 +159,11 @@ impl ReceiveStats {
         *self.frames_lost.entry(kind).or_default() += lost;
         let delay = now_us.saturating_sub(s.sent_us).clamp(1, MAX_US);
         let _ = self.delay_us.record(delay);
+        if frame.steady {
+            self.steady_frames += 1;
+            self.steady_lost += lost;
+            let _ = self.steady_delay_us.record(delay);
+        }
         if kind == Kind::Audio {
             let _ = self.audio_delay_us.record(delay);
         } else {
@@ -250,6 +267,27 @@ mod tests {
         let delta = r.delta_frame_delay_us();
         assert_eq!(delta.len(), 8);
         assert!((4_990..=5_010).contains(&delta.max()), "{}", delta.max());
+    }
+
+    #[test]
+    fn the_steady_window_counts_only_its_frames() {
+        let mut r = ReceiveStats::default();
+        let t = Duration::ZERO;
+        // Frames 0-4 during the joins (slow, one lost); 5-9 steady (one lost).
+        for seq in [0, 1, 3, 4] {
+            r.on_frame(Frame::audio(0, 120), stamp(0, seq, 0), t, 900_000);
+        }
+        for seq in [5, 6, 8, 9] {
+            let frame = Frame {
+                steady: true,
+                ..Frame::audio(0, 120)
+            };
+            r.on_frame(frame, stamp(0, seq, 0), t, 2_000);
+        }
+        assert_eq!(r.lost_of(Kind::Audio), 2);
+        assert_eq!((r.steady_frames, r.steady_lost), (4, 1));
+        assert_eq!(r.steady_delay_us.len(), 4);
+        assert!(r.steady_delay_us.max() < 2_100, "only the steady delays");
     }
 
     #[test]

@@ -129,6 +129,12 @@ pub struct Report {
     pub keyframe_delay_ms: Quantiles,
     /// Video frames that are not keyframes.
     pub delta_frame_delay_ms: Quantiles,
+    /// Frames sent from this second of the run on (the ramp plus a settling
+    /// time: the joins are over): their loss and delay. None without a
+    /// steady window.
+    pub steady_from_secs: Option<f64>,
+    pub steady_loss_pct: f64,
+    pub steady_delay_ms: Quantiles,
     /// Worst video delay over all receivers in each second of the run (ms):
     /// shows whether delay is a start-up transient or steady.
     pub video_delay_max_ms_by_second: Vec<f64>,
@@ -176,6 +182,8 @@ pub fn merge(
     let mut audio_delay = histogram();
     let mut keyframe_delay = histogram();
     let mut delta_delay = histogram();
+    let mut steady_delay = histogram();
+    let (mut steady_rx, mut steady_lost) = (0u64, 0u64);
     let mut by_second: Vec<u64> = vec![];
     let mut join = histogram();
     let mut signaling = histogram();
@@ -194,6 +202,9 @@ pub fn merge(
         let _ = audio_delay.add(&s.audio_delay_us);
         let _ = keyframe_delay.add(&s.keyframe_delay_us);
         let _ = delta_delay.add(s.delta_frame_delay_us());
+        let _ = steady_delay.add(&s.steady_delay_us);
+        steady_rx += s.steady_frames;
+        steady_lost += s.steady_lost;
         if by_second.len() < s.video_delay_by_second.len() {
             by_second.resize(s.video_delay_by_second.len(), 0);
         }
@@ -245,6 +256,9 @@ pub fn merge(
         audio_delay_ms: Quantiles::of_us(&audio_delay),
         keyframe_delay_ms: Quantiles::of_us(&keyframe_delay),
         delta_frame_delay_ms: Quantiles::of_us(&delta_delay),
+        steady_from_secs: None,
+        steady_loss_pct: pct(steady_lost, steady_rx),
+        steady_delay_ms: Quantiles::of_us(&steady_delay),
         video_delay_max_ms_by_second: by_second.iter().map(|us| *us as f64 / 1000.0).collect(),
         layer_distribution: layers,
         unstamped_frames: unstamped,
@@ -305,6 +319,16 @@ impl Report {
                  part of the loss is the generator's, not the server's"
             ));
         }
+        let steady_passes = self.steady_delay_ms.max > 0.0
+            && self.steady_loss_pct <= t.max_loss_pct
+            && self.steady_delay_ms.p99 <= t.max_p99_ms;
+        if let (false, true, Some(from)) = (f.is_empty(), steady_passes, self.steady_from_secs) {
+            self.notes.push(format!(
+                "the frames sent from {from:.0} s on (after the joins) met the thresholds: \
+                 loss {:.3}%, p99 {:.1} ms",
+                self.steady_loss_pct, self.steady_delay_ms.p99
+            ));
+        }
         self.passed = f.is_empty();
         self.failures = f;
     }
@@ -360,6 +384,25 @@ impl Report {
                     .join(" "),
             ),
         ];
+        if let Some(from) = self.steady_from_secs {
+            let at = rows
+                .iter()
+                .position(|(k, _)| k == "  video, other frames")
+                .map_or(rows.len(), |i| i + 1);
+            let figures = if self.steady_delay_ms.max > 0.0 {
+                format!(
+                    "loss {:.3} %, delay {}",
+                    self.steady_loss_pct,
+                    q(&self.steady_delay_ms)
+                )
+            } else {
+                "no frames".into()
+            };
+            rows.insert(
+                at,
+                (format!("after the joins (sent from {from:.0} s)"), figures),
+            );
+        }
         if let Some(p) = &self.server.process {
             rows.push((
                 "server CPU s (% of a core), peak RSS MB".into(),

@@ -50,6 +50,10 @@ pub struct Run {
     ticker: Option<JoinHandle<()>>,
 }
 
+/// The steady figures count frames sent this long after the ramp: the
+/// last joins connect and their first keyframes and layer choices settle.
+pub const SETTLE_AFTER_RAMP: Duration = Duration::from_secs(3);
+
 /// Longest wait for sessions to wind down after the window.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -93,7 +97,7 @@ impl Run {
         };
         Run {
             common: common.clone(),
-            clock: Clock(Instant::now()),
+            clock: Clock::new(Instant::now(), common.ramp + SETTLE_AFTER_RAMP),
             live,
             cancel: CancellationToken::new(),
             started: Instant::now(),
@@ -191,6 +195,7 @@ impl Run {
     ) -> Report {
         let wall = self.started.elapsed().as_secs_f64();
         let mut report = merge(scenario, settings, receivers, requested, wall, wall);
+        report.steady_from_secs = Some((self.common.ramp + SETTLE_AFTER_RAMP).as_secs_f64());
         let t = &self.common.target;
         let metrics_after = scrape(&t.http, &t.base).await;
         let delta = |name: &str| -> Option<f64> {
