@@ -74,11 +74,22 @@ struct LayerState {
     key_wanted: bool,
 }
 
+/// Opus: the next frame's sequence number and due time, the last RTP time.
+#[derive(Debug, Clone, Copy)]
+struct AudioState {
+    seq: u64,
+    next: Instant,
+    rtp_time: Option<u64>,
+}
+
+/// 48 kHz ticks in one 20 ms Opus frame.
+const AUDIO_TICKS: u64 = 960;
+
 pub struct MediaSource {
     codec: VideoCodec,
     layers: Vec<LayerState>,
     simulcast: bool,
-    audio: Option<(u64, Instant)>,
+    audio: Option<AudioState>,
     origin: Instant,
     started: Instant,
 }
@@ -108,7 +119,11 @@ impl MediaSource {
                 })
                 .collect(),
             simulcast,
-            audio: audio.then_some((0, now)),
+            audio: audio.then_some(AudioState {
+                seq: 0,
+                next: now,
+                rtp_time: None,
+            }),
             origin,
             started: now,
         }
@@ -147,7 +162,7 @@ impl MediaSource {
     /// When the next frame is due.
     pub fn next_due(&self) -> Option<Instant> {
         let video = self.layers.iter().map(|l| l.next);
-        let audio = self.audio.map(|(_, t)| t);
+        let audio = self.audio.map(|a| a.next);
         video.chain(audio).min()
     }
 
@@ -162,18 +177,27 @@ impl MediaSource {
     /// Every frame due at `now`.
     pub fn poll(&mut self, now: Instant) -> Vec<DueFrame> {
         let mut out = vec![];
-        if let Some((n, next)) = self.audio {
-            if now >= next {
-                let stamp = self.stamp(0, n, now);
+        if let Some(a) = self.audio {
+            if now >= a.next {
+                let stamp = self.stamp(0, a.seq, now);
+                // Media time follows the wall clock, as a capture device's
+                // does: after a stall it jumps (the frames of the stall are
+                // never made) while the stamps' sequence stays contiguous.
+                let elapsed = now.saturating_duration_since(self.started).as_micros() as u64;
+                let wall = elapsed * 48 / 1000 / AUDIO_TICKS * AUDIO_TICKS;
+                let rtp_time = a.rtp_time.map_or(wall, |t| wall.max(t + AUDIO_TICKS));
                 out.push(DueFrame {
                     rid: None,
                     keyframe: false,
-                    rtp_time: n * 960,
+                    rtp_time,
                     data: audio_frame(AUDIO_BYTES, stamp),
                 });
                 // Keep the cadence; skip ahead rather than burst after a stall.
-                let next = (next + AUDIO_INTERVAL).max(now);
-                self.audio = Some((n + 1, next));
+                self.audio = Some(AudioState {
+                    seq: a.seq + 1,
+                    next: (a.next + AUDIO_INTERVAL).max(now),
+                    rtp_time: Some(rtp_time),
+                });
             }
         }
         for i in 0..self.layers.len() {
@@ -260,6 +284,30 @@ mod tests {
             );
             assert_eq!(keys[i], 3, "keyframes at 0, 3 and 6 s");
         }
+    }
+
+    #[test]
+    fn audio_media_time_follows_the_clock_across_a_stall() {
+        let t0 = Instant::now();
+        let mut src = MediaSource::audio_only(t0, t0);
+        let mut sent = vec![];
+        // 10 frames on time, then a 200 ms stall, then 5 more.
+        let times = (0..10)
+            .map(|i| t0 + AUDIO_INTERVAL * i)
+            .chain((0..5).map(|i| t0 + Duration::from_millis(400) + AUDIO_INTERVAL * i));
+        for now in times {
+            for f in src.poll(now) {
+                let seq = crate::stamp::audio_stamp(&f.data).map(|s| s.seq);
+                sent.push((seq, f.rtp_time));
+            }
+        }
+        let seqs: Vec<_> = sent.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, (0..15).map(Some).collect::<Vec<_>>(), "contiguous");
+        let rtp: Vec<_> = sent.iter().map(|(_, t)| *t).collect();
+        assert_eq!(rtp[..10], (0..10).map(|i| i * 960).collect::<Vec<_>>());
+        // 400 ms after the start: 20 frames' worth of media time.
+        assert_eq!(rtp[10], 20 * 960, "{rtp:?}");
+        assert_eq!(rtp[14], 24 * 960, "{rtp:?}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub bytes_received: IntCounter,
     pub bytes_sent: IntCounter,
     pub frames_received: IntCounterVec,
+    pub stale_audio_frames: IntCounter,
     pub frames_forwarded: IntCounterVec,
     pub nacks_received: IntCounter,
     pub plis_received: IntCounter,
@@ -182,6 +183,11 @@ impl Metrics {
                 "Media frames written to subscribers",
                 &["kind"],
             )?,
+            stale_audio_frames: counter(
+                &r,
+                "sfu_stale_audio_frames_total",
+                "Audio frames not forwarded: the worker read them more than 1 s later than the line's least late frame (it was behind its socket)",
+            )?,
             nacks_received: counter(&r, "sfu_nacks_received_total", "NACKs from subscribers")?,
             plis_received: counter(&r, "sfu_plis_received_total", "PLIs from subscribers")?,
             firs_received: counter(&r, "sfu_firs_received_total", "FIRs from subscribers")?,
@@ -303,6 +309,8 @@ impl Metrics {
 pub struct FrameCounters {
     pub received: [IntCounter; 2],
     pub forwarded: [IntCounter; 2],
+    /// Audio frames read too late to forward.
+    pub stale_audio: IntCounter,
 }
 
 impl FrameCounters {
@@ -322,6 +330,7 @@ impl Metrics {
         FrameCounters {
             received: pair(&self.frames_received),
             forwarded: pair(&self.frames_forwarded),
+            stale_audio: self.stale_audio_frames.clone(),
         }
     }
 }

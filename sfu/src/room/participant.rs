@@ -20,6 +20,7 @@ use str0m::net::Transmit;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::mpsc;
 
+use crate::forward::freshness::Freshness;
 use crate::forward::payload_map;
 use crate::forward::reorder::FrameOrderMonitor;
 use crate::forward::router::{ProbeRequest, TrackKey};
@@ -121,6 +122,8 @@ pub struct Participant {
     /// A relay ingest (edge node): our offer awaiting the hosting node's answer.
     pub pending_offer: Option<str0m::change::SdpPendingOffer>,
     pub frame_order: HashMap<(Mid, Option<Rid>), FrameOrderMonitor>,
+    /// How late each of its audio lines reaches the forwarding core.
+    pub audio_freshness: HashMap<Mid, Freshness>,
     egress_totals: HashMap<(Mid, Option<Rid>), (u64, u64, u64)>,
     /// Log span of this session (room, identity, resource, kind).
     pub span: tracing::Span,
@@ -187,6 +190,7 @@ impl Participant {
             relay_rids: HashMap::new(),
             pending_offer: None,
             frame_order: HashMap::new(),
+            audio_freshness: HashMap::new(),
             egress_totals: HashMap::new(),
             event_senders: Vec::new(),
             last_event: None,

@@ -649,7 +649,16 @@ impl TestPeer {
                     };
                     let _ = writer.write(pt, now, t, vec![0xfc; 120]);
                     self.audio_no += 1;
-                    self.next_audio = now + Duration::from_millis(20);
+                    // On the capture clock: media time keeps pace with ours
+                    // (the server drops audio that falls a second behind);
+                    // after a stall the missed frames are skipped, not sent.
+                    self.next_audio += Duration::from_millis(20);
+                    let behind = now.saturating_duration_since(self.next_audio);
+                    if behind > Duration::from_millis(100) {
+                        let missed = (behind.as_millis() / 20) as u32;
+                        self.audio_no += u64::from(missed);
+                        self.next_audio += Duration::from_millis(20) * missed;
+                    }
                 }
                 _ => {}
             }

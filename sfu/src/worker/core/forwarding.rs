@@ -12,6 +12,24 @@ pub(super) const LAYER_INTERVAL: Duration = Duration::from_millis(250);
 
 impl WorkerCore {
     /// The packet path: one publisher frame to every subscriber of its track.
+    /// An audio frame read so late that forwarding it would only keep the
+    /// worker behind (see [`crate::forward::freshness`]).
+    fn is_stale(
+        &mut self,
+        publisher: ParticipantId,
+        data: &str0m::media::MediaData,
+        now: Instant,
+    ) -> bool {
+        let Some(p) = self.participants.get_mut(&publisher) else {
+            return false;
+        };
+        let media_secs = data.time.numer() as f64 / data.time.frequency().get() as f64;
+        p.audio_freshness
+            .entry(data.mid)
+            .or_default()
+            .is_stale(media_secs, now)
+    }
+
     pub(super) fn forward(
         &mut self,
         now: Instant,
@@ -27,6 +45,10 @@ impl WorkerCore {
         if !is_video {
             if self.is_muted(publisher, data.mid) {
                 return; // muted (possibly by an administrator): nothing leaves
+            }
+            if self.is_stale(publisher, &data, now) {
+                self.frame_counters.stale_audio.inc();
+                return;
             }
             if let (Some(level), Some(room)) =
                 (data.ext_vals.audio_level, self.rooms.get_mut(room_name))
