@@ -70,9 +70,9 @@ pub struct ServerFigures {
     /// How late the server's media workers served due timers during the
     /// run (`sfu_worker_timer_lag_seconds`).
     pub timer_lag: Option<TimerLag>,
-    /// Audio frames the server read too late to forward and dropped
-    /// (`sfu_stale_audio_frames_total`; a server without it: None).
-    pub stale_audio_frames: Option<f64>,
+    /// Frames the server read too late to forward and dropped
+    /// (`sfu_stale_frames_total`; a server without it: None).
+    pub stale_frames: Option<f64>,
 }
 
 /// Quantiles of the server's timer lag, as the upper bounds of the
@@ -101,7 +101,7 @@ impl ServerFigures {
             packets_received,
             packets_sent_per_cpu_sec,
             timer_lag: None,
-            stale_audio_frames: None,
+            stale_frames: None,
         }
     }
 }
@@ -441,7 +441,7 @@ impl Report {
         if let Some(p) = self.server.packets_sent_per_cpu_sec {
             rows.push(("server packets sent per CPU-s".into(), format!("{p:.0}")));
         }
-        if let Some(stale) = self.server.stale_audio_frames {
+        if let Some(stale) = self.server.stale_frames {
             rows.push((
                 "server's stale audio frames (read > 1 s late, dropped)".into(),
                 format!("{stale:.0}"),

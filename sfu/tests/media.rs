@@ -110,7 +110,7 @@ async fn publish_play_delete_timeout_and_no_leaks() -> TestResult {
     assert!(server.metric("sfu_frames_forwarded_total").await > 0.0);
     // The worker woke for due timers (pacing, RTCP) and measured how late.
     assert!(server.metric("sfu_worker_timer_lag_seconds_count").await > 0.0);
-    // A worker that keeps up forwards all audio: none was read too late.
+    // A worker that keeps up forwards everything: nothing was read too late.
     assert_eq!(server.metric("sfu_stale_audio_frames_total").await, 0.0);
 
     // DELETE ends the session: 200, then 404.

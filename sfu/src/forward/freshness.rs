@@ -5,12 +5,16 @@
 //! sent (a busy two-core machine: 4-11 s in the audio-500 benchmark).
 //! Forwarding it then costs the same as forwarding it on time, so the worker
 //! never catches up, and a listener hears the room seconds late, which is
-//! worse than a gap. A [`Freshness`] per audio line compares the frame's
+//! worse than a gap. A [`Freshness`] per incoming audio line compares the
+//! frame's
 //! media time with when it is processed: the difference is constant while the
 //! worker keeps up (network transit plus the publisher's clock offset) and
 //! grows by exactly the worker's backlog when it does not. Frames more than
 //! [`STALE_AFTER`] later than the least late frame of the last 10-20 s are
 //! stale and are not forwarded; dropping one costs only its reception.
+//! Video is left alone: after a gap its subscribers would have to wait for
+//! a keyframe, and a worker that stays behind (the debug-built nodes of the
+//! cluster tests are) would keep closing them.
 //!
 //! A jump of the media time (a restarted encoder, a new stream on the line)
 //! shifts the difference by any amount at once: beyond
@@ -30,7 +34,19 @@ pub const DISCONTINUITY_AFTER: Duration = Duration::from_secs(10);
 /// clock may drift from ours, a few ms per period at 100 ppm.
 const PERIOD: Duration = Duration::from_secs(10);
 
-/// The lateness reference of one incoming audio line.
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Forward,
+    /// Drop it: it is `late_by` later than the reference; `first`: the
+    /// frame before it was forwarded.
+    Drop {
+        first: bool,
+        late_by: Duration,
+    },
+}
+
+/// The lateness reference of one incoming stream.
 #[derive(Debug, Clone, Default)]
 pub struct Freshness {
     /// Our clock's origin for this line.
@@ -39,12 +55,36 @@ pub struct Freshness {
     current: Option<(Instant, f64)>,
     /// The previous period's least lateness (s).
     previous: Option<f64>,
+    /// The last frame was dropped.
+    dropped: bool,
 }
 
 impl Freshness {
+    /// Whether to forward a frame with media time `media_secs` processed
+    /// at `now`.
+    pub fn admit(&mut self, media_secs: f64, now: Instant) -> Admit {
+        match self.excess(media_secs, now) {
+            Some(late_by) if late_by > STALE_AFTER => Admit::Drop {
+                first: !std::mem::replace(&mut self.dropped, true),
+                late_by,
+            },
+            _ => {
+                self.dropped = false;
+                Admit::Forward
+            }
+        }
+    }
+
     /// A frame with media time `media_secs` (RTP time over its clock rate)
     /// is processed at `now`: true when it is stale.
     pub fn is_stale(&mut self, media_secs: f64, now: Instant) -> bool {
+        self.excess(media_secs, now)
+            .is_some_and(|late_by| late_by > STALE_AFTER)
+    }
+
+    /// How much later than the reference the frame is (None: not later,
+    /// or a discontinuity that became the new reference).
+    fn excess(&mut self, media_secs: f64, now: Instant) -> Option<Duration> {
         let epoch = *self.epoch.get_or_insert(now);
         let lateness = now.saturating_duration_since(epoch).as_secs_f64() - media_secs;
         let reference = match (self.current, self.previous) {
@@ -56,10 +96,10 @@ impl Freshness {
         if excess > DISCONTINUITY_AFTER.as_secs_f64() {
             self.current = Some((now, lateness));
             self.previous = None;
-            return false;
+            return None;
         }
         self.record(lateness, now);
-        excess > STALE_AFTER.as_secs_f64()
+        (excess > 0.0).then(|| Duration::from_secs_f64(excess))
     }
 
     fn record(&mut self, lateness: f64, now: Instant) {
@@ -124,6 +164,28 @@ mod tests {
         assert_eq!(stale.len(), 101);
         // Caught up: on time again.
         assert!(run(&mut f, t0, 300, 100, |_| Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn the_first_of_a_run_of_drops_says_so() {
+        let mut f = Freshness::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(f.admit(0.0, at(0)), Admit::Forward);
+        assert_eq!(f.admit(0.02, at(20)), Admit::Forward);
+        let late = Duration::from_millis(1499);
+        assert!(
+            matches!(f.admit(0.04, at(1540)), Admit::Drop { first: true, late_by } if late_by >= late)
+        );
+        assert!(matches!(
+            f.admit(0.06, at(1560)),
+            Admit::Drop { first: false, .. }
+        ));
+        assert_eq!(f.admit(1.58, at(1580)), Admit::Forward);
+        assert!(matches!(
+            f.admit(0.10, at(2600)),
+            Admit::Drop { first: true, .. }
+        ));
     }
 
     #[test]

@@ -21,6 +21,25 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// A server running on a background runtime; stopped on drop.
+/// One Opus frame, and one video frame at 30 fps (3000 ticks of 90 kHz).
+const AUDIO_FRAME: Duration = Duration::from_millis(20);
+const VIDEO_FRAME: Duration = Duration::from_micros(33_333);
+
+/// Frames of `interval` a source on the capture clock skips when it is
+/// serviced more than 100 ms after `due`: it does not send them late, and
+/// its media time keeps pace with the wall clock (as a real source's does;
+/// the server drops frames read a second behind). Returns how many, and
+/// moves `due` past them.
+fn skip_stalled(due: &mut Instant, interval: Duration, now: Instant) -> u64 {
+    let behind = now.saturating_duration_since(*due);
+    if behind <= Duration::from_millis(100) {
+        return 0;
+    }
+    let skipped = (behind.as_micros() / interval.as_micros().max(1)) as u32;
+    *due += interval * skipped;
+    u64::from(skipped)
+}
+
 pub struct TestServer {
     pub base: String,
     /// The media workers' UDP addresses.
@@ -284,6 +303,10 @@ pub struct TestPeer {
     audio_no: u64,
     next_video: Instant,
     next_audio: Instant,
+    /// Media time (in frames) skipped after stalls, so that media time keeps
+    /// pace with the wall clock while frame numbers stay contiguous.
+    video_skipped: u64,
+    audio_skipped: u64,
     force_keyframe: bool,
     /// When false the peer stops sending media (but keeps ICE alive).
     pub send_media: bool,
@@ -452,6 +475,8 @@ impl TestPeer {
                 audio_no: 0,
                 next_video: now,
                 next_audio: now,
+                video_skipped: 0,
+                audio_skipped: 0,
                 force_keyframe: true,
                 send_media: true,
                 video_codec: Codec::Vp8,
@@ -587,8 +612,10 @@ impl TestPeer {
                         continue;
                     };
                     drop(writer);
+                    self.video_skipped += skip_stalled(&mut self.next_video, VIDEO_FRAME, now);
                     let periodic = self.frame_no.is_multiple_of(90);
-                    let t = MediaTime::from_90khz(self.frame_no * 3000 + 90_000);
+                    let t =
+                        MediaTime::from_90khz((self.frame_no + self.video_skipped) * 3000 + 90_000);
                     for layer in self.layers.iter_mut().filter(|l| !l.stopped) {
                         let key = layer.keyframe_wanted || periodic;
                         layer.keyframe_wanted = false;
@@ -604,7 +631,7 @@ impl TestPeer {
                         }
                     }
                     self.frame_no += 1;
-                    self.next_video = now + Duration::from_millis(33);
+                    self.next_video += VIDEO_FRAME;
                 }
                 MediaKind::Video if now >= self.next_video => {
                     let codec = self.video_codec;
@@ -615,6 +642,7 @@ impl TestPeer {
                     else {
                         continue;
                     };
+                    self.video_skipped += skip_stalled(&mut self.next_video, VIDEO_FRAME, now);
                     let key = self.force_keyframe || self.frame_no.is_multiple_of(60);
                     self.force_keyframe = false;
                     let data = match codec {
@@ -626,10 +654,11 @@ impl TestPeer {
                     } else {
                         self.frame_no
                     };
-                    let t = MediaTime::from_90khz(presentation * 3000 + 90_000);
+                    let t =
+                        MediaTime::from_90khz((presentation + self.video_skipped) * 3000 + 90_000);
                     let _ = writer.write(pt, now, t, data);
                     self.frame_no += 1;
-                    self.next_video = now + Duration::from_millis(33);
+                    self.next_video += VIDEO_FRAME;
                 }
                 MediaKind::Audio if now >= self.next_audio => {
                     let Some(pt) = writer
@@ -639,8 +668,9 @@ impl TestPeer {
                     else {
                         continue;
                     };
+                    self.audio_skipped += skip_stalled(&mut self.next_audio, AUDIO_FRAME, now);
                     let t = MediaTime::new(
-                        self.audio_no * 960,
+                        (self.audio_no + self.audio_skipped) * 960,
                         str0m::media::Frequency::FORTY_EIGHT_KHZ,
                     );
                     let writer = match self.audio_level {
@@ -649,16 +679,7 @@ impl TestPeer {
                     };
                     let _ = writer.write(pt, now, t, vec![0xfc; 120]);
                     self.audio_no += 1;
-                    // On the capture clock: media time keeps pace with ours
-                    // (the server drops audio that falls a second behind);
-                    // after a stall the missed frames are skipped, not sent.
-                    self.next_audio += Duration::from_millis(20);
-                    let behind = now.saturating_duration_since(self.next_audio);
-                    if behind > Duration::from_millis(100) {
-                        let missed = (behind.as_millis() / 20) as u32;
-                        self.audio_no += u64::from(missed);
-                        self.next_audio += Duration::from_millis(20) * missed;
-                    }
+                    self.next_audio += AUDIO_FRAME;
                 }
                 _ => {}
             }

@@ -4,6 +4,7 @@
 //! evaluation with its metrics.
 
 use super::*;
+use crate::forward::freshness::Admit;
 use crate::metrics::FrameCounters;
 use str0m::format::CodecExtra;
 
@@ -11,25 +12,26 @@ use str0m::format::CodecExtra;
 pub(super) const LAYER_INTERVAL: Duration = Duration::from_millis(250);
 
 impl WorkerCore {
-    /// The packet path: one publisher frame to every subscriber of its track.
-    /// An audio frame read so late that forwarding it would only keep the
-    /// worker behind (see [`crate::forward::freshness`]).
-    fn is_stale(
+    /// Whether an audio frame is forwarded or was read so late that
+    /// forwarding it would only keep the worker behind (see
+    /// [`crate::forward::freshness`]).
+    fn admit(
         &mut self,
         publisher: ParticipantId,
         data: &str0m::media::MediaData,
         now: Instant,
-    ) -> bool {
+    ) -> Admit {
         let Some(p) = self.participants.get_mut(&publisher) else {
-            return false;
+            return Admit::Forward;
         };
         let media_secs = data.time.numer() as f64 / data.time.frequency().get() as f64;
         p.audio_freshness
             .entry(data.mid)
             .or_default()
-            .is_stale(media_secs, now)
+            .admit(media_secs, now)
     }
 
+    /// The packet path: one publisher frame to every subscriber of its track.
     pub(super) fn forward(
         &mut self,
         now: Instant,
@@ -39,16 +41,28 @@ impl WorkerCore {
     ) {
         let is_video = data.params.spec().codec.is_video();
         self.frame_counters.received[FrameCounters::index(is_video)].inc();
+        // Audio only: a video stream resumes only at a keyframe, so dropping
+        // its stale frames would need the subscribers closed until one.
+        if !is_video {
+            if let Admit::Drop { first, late_by } = self.admit(publisher, &data, now) {
+                self.frame_counters.stale_audio.inc();
+                if first {
+                    tracing::info!(
+                        participant = publisher,
+                        mid = %data.mid,
+                        late_ms = late_by.as_millis() as u64,
+                        "dropping stale audio: read too late to forward (the worker is behind)"
+                    );
+                }
+                return;
+            }
+        }
         if is_video {
             self.watch_frame_order(publisher, room_name, &data);
         }
         if !is_video {
             if self.is_muted(publisher, data.mid) {
                 return; // muted (possibly by an administrator): nothing leaves
-            }
-            if self.is_stale(publisher, &data, now) {
-                self.frame_counters.stale_audio.inc();
-                return;
             }
             if let (Some(level), Some(room)) =
                 (data.ext_vals.audio_level, self.rooms.get_mut(room_name))
