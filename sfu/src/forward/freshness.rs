@@ -6,10 +6,9 @@
 //! Forwarding it then costs the same as forwarding it on time, so the worker
 //! never catches up, and a listener hears the room seconds late, which is
 //! worse than a gap. A [`Freshness`] per incoming audio line compares the
-//! frame's
-//! media time with when it is processed: the difference is constant while the
-//! worker keeps up (network transit plus the publisher's clock offset) and
-//! grows by exactly the worker's backlog when it does not. Frames more than
+//! frame's media time with when it is processed: the difference is constant
+//! while the worker keeps up (network transit plus the publisher's clock
+//! offset) and grows by exactly the worker's backlog when it does not. Frames more than
 //! [`STALE_AFTER`] later than the least late frame of the last 10-20 s are
 //! stale and are not forwarded; dropping one costs only its reception.
 //! Video is left alone: after a gap its subscribers would have to wait for
@@ -46,7 +45,7 @@ pub enum Admit {
     },
 }
 
-/// The lateness reference of one incoming stream.
+/// The lateness reference of one incoming audio line.
 #[derive(Debug, Clone, Default)]
 pub struct Freshness {
     /// Our clock's origin for this line.
