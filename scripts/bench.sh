@@ -44,7 +44,7 @@ print(f'{sys.argv[2]:>22}: {r["streams_connected"]}/{r["streams_requested"]} con
       f'generator {r["generator"]["cpu_secs"]:.1f} CPU s, '
       f'socket drops server/generator {p.get("udp_receive_drops")}/{r["generator"].get("udp_receive_drops")}, '
       f'timer lag p99 <= {(s.get("timer_lag") or {}).get("p99_at_most_secs")} s, '
-      f'stale audio dropped {s.get("stale_frames")}, '
+      f'stale audio dropped {s.get("stale_audio_frames")}, '
       f'{"PASS" if r["passed"] else "FAIL"}')
 PY
 }

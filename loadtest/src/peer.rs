@@ -60,6 +60,12 @@ impl Clock {
         now.saturating_duration_since(self.origin).as_micros() as u64
     }
 
+    /// Where the steady window starts, in seconds of the run (None: the
+    /// clock has none).
+    pub fn steady_from_secs(&self) -> Option<f64> {
+        (self.steady_from_us != u64::MAX).then(|| self.steady_from_us as f64 / 1e6)
+    }
+
     /// A frame sent at `sent_us` belongs to the steady window.
     pub fn is_steady(&self, sent_us: u64) -> bool {
         sent_us >= self.steady_from_us

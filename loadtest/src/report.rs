@@ -70,9 +70,9 @@ pub struct ServerFigures {
     /// How late the server's media workers served due timers during the
     /// run (`sfu_worker_timer_lag_seconds`).
     pub timer_lag: Option<TimerLag>,
-    /// Frames the server read too late to forward and dropped
-    /// (`sfu_stale_frames_total`; a server without it: None).
-    pub stale_frames: Option<f64>,
+    /// Audio frames the server read too late to forward and dropped
+    /// (`sfu_stale_audio_frames_total`; a server without it: None).
+    pub stale_audio_frames: Option<f64>,
 }
 
 /// Quantiles of the server's timer lag, as the upper bounds of the
@@ -101,7 +101,7 @@ impl ServerFigures {
             packets_received,
             packets_sent_per_cpu_sec,
             timer_lag: None,
-            stale_frames: None,
+            stale_audio_frames: None,
         }
     }
 }
@@ -379,20 +379,8 @@ impl Report {
                 "  video, other frames".into(),
                 q(&self.delta_frame_delay_ms),
             ),
-            (
-                "layers (receivers per layer)".into(),
-                self.layer_distribution
-                    .iter()
-                    .map(|(k, v)| format!("L{k}:{v}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
         ];
         if let Some(from) = self.steady_from_secs {
-            let at = rows
-                .iter()
-                .position(|(k, _)| k == "  video, other frames")
-                .map_or(rows.len(), |i| i + 1);
             let figures = if self.steady_delay_ms.max > 0.0 {
                 format!(
                     "loss {:.3} %, delay {}",
@@ -402,11 +390,16 @@ impl Report {
             } else {
                 "no frames".into()
             };
-            rows.insert(
-                at,
-                (format!("after the joins (sent from {from:.0} s)"), figures),
-            );
+            rows.push((format!("after the joins (sent from {from:.0} s)"), figures));
         }
+        rows.push((
+            "layers (receivers per layer)".into(),
+            self.layer_distribution
+                .iter()
+                .map(|(k, v)| format!("L{k}:{v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ));
         if let Some(p) = &self.server.process {
             rows.push((
                 "server CPU s (% of a core), peak RSS MB".into(),
@@ -441,7 +434,7 @@ impl Report {
         if let Some(p) = self.server.packets_sent_per_cpu_sec {
             rows.push(("server packets sent per CPU-s".into(), format!("{p:.0}")));
         }
-        if let Some(stale) = self.server.stale_frames {
+        if let Some(stale) = self.server.stale_audio_frames {
             rows.push((
                 "server's stale audio frames (read > 1 s late, dropped)".into(),
                 format!("{stale:.0}"),

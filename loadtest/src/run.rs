@@ -195,7 +195,7 @@ impl Run {
     ) -> Report {
         let wall = self.started.elapsed().as_secs_f64();
         let mut report = merge(scenario, settings, receivers, requested, wall, wall);
-        report.steady_from_secs = Some((self.common.ramp + SETTLE_AFTER_RAMP).as_secs_f64());
+        report.steady_from_secs = self.clock.steady_from_secs();
         let t = &self.common.target;
         let metrics_after = scrape(&t.http, &t.base).await;
         let delta = |name: &str| -> Option<f64> {
@@ -218,7 +218,7 @@ impl Run {
             delta("sfu_packets_sent_total"),
             delta("sfu_packets_received_total"),
         );
-        report.server.stale_frames = delta("sfu_stale_audio_frames_total");
+        report.server.stale_audio_frames = delta("sfu_stale_audio_frames_total");
         report.server.timer_lag = (|| {
             let name = "sfu_worker_timer_lag_seconds";
             let before = histogram_buckets(self.metrics_before.as_deref()?, name)?;

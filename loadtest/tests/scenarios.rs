@@ -92,7 +92,11 @@ async fn a_small_broadcast_reaches_every_viewer_and_is_measured() {
         report.table()
     );
     // Frames the server read too late to forward (from its /metrics).
-    assert!(report.server.stale_frames.is_some(), "{}", report.table());
+    assert!(
+        report.server.stale_audio_frames.is_some(),
+        "{}",
+        report.table()
+    );
     // The server's timer lag over the run, from its /metrics.
     assert!(
         report.server.timer_lag.is_some_and(|l| l.wakeups > 0.0),

@@ -196,11 +196,18 @@ impl Pair {
 
     /// Hand the datagrams in flight over, as the network would.
     fn deliver(&mut self) {
+        self.deliver_to_client();
+        self.deliver_to_server();
+    }
+
+    fn deliver_to_client(&mut self) {
         for t in std::mem::take(&mut self.to_client) {
             receive(&mut self.client, self.now, &t);
-            let (timeout, _) = drain(&mut self.client, &mut self.to_server);
-            self.client_timeout = timeout;
+            self.drain_client();
         }
+    }
+
+    fn deliver_to_server(&mut self) {
         for t in std::mem::take(&mut self.to_server) {
             receive(&mut self.server, self.now, &t);
             let (timeout, _) = drain(&mut self.server, &mut self.to_client);
@@ -208,14 +215,24 @@ impl Pair {
         }
     }
 
-    fn serve_timeouts(&mut self) {
+    /// Drain the client after an input, counting the frames it got.
+    fn drain_client(&mut self) {
+        let (timeout, seen) = drain(&mut self.client, &mut self.to_server);
+        self.client_timeout = timeout;
+        self.frames_received += seen.frames;
+    }
+
+    fn serve_client_timeout(&mut self) {
         if self.client_timeout <= self.now {
             self.client
                 .handle_input(Input::Timeout(self.now))
                 .expect("timeout");
-            let (t, _) = drain(&mut self.client, &mut self.to_server);
-            self.client_timeout = t;
+            self.drain_client();
         }
+    }
+
+    fn serve_timeouts(&mut self) {
+        self.serve_client_timeout();
         self.serve_server_timeouts();
     }
 
@@ -241,11 +258,7 @@ impl Pair {
         self.rtp_time += self.media.ticks / u64::from(lines);
         let started = Instant::now();
         // What the client said since the last frame (reports, TWCC).
-        for t in std::mem::take(&mut self.to_server) {
-            receive(&mut self.server, self.now, &t);
-            let (timeout, _) = drain(&mut self.server, &mut self.to_client);
-            self.server_timeout = timeout;
-        }
+        self.deliver_to_server();
         self.serve_server_timeouts();
         let mid = self.mids[i % self.mids.len()];
         let writer = self.server.writer(mid).expect("a sending line");
@@ -259,20 +272,8 @@ impl Pair {
         let spent = started.elapsed();
         self.datagrams_sent += self.to_client.len() as u64;
         // The client's part, not timed.
-        for t in std::mem::take(&mut self.to_client) {
-            receive(&mut self.client, self.now, &t);
-            let (timeout, seen) = drain(&mut self.client, &mut self.to_server);
-            self.client_timeout = timeout;
-            self.frames_received += seen.frames;
-        }
-        if self.client_timeout <= self.now {
-            self.client
-                .handle_input(Input::Timeout(self.now))
-                .expect("timeout");
-            let (timeout, seen) = drain(&mut self.client, &mut self.to_server);
-            self.client_timeout = timeout;
-            self.frames_received += seen.frames;
-        }
+        self.deliver_to_client();
+        self.serve_client_timeout();
         spent
     }
 }

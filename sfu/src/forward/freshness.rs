@@ -59,8 +59,8 @@ pub struct Freshness {
 }
 
 impl Freshness {
-    /// Whether to forward a frame with media time `media_secs` processed
-    /// at `now`.
+    /// Whether to forward a frame with media time `media_secs` (RTP time
+    /// over its clock rate) processed at `now`.
     pub fn admit(&mut self, media_secs: f64, now: Instant) -> Admit {
         match self.excess(media_secs, now) {
             Some(late_by) if late_by > STALE_AFTER => Admit::Drop {
@@ -72,13 +72,6 @@ impl Freshness {
                 Admit::Forward
             }
         }
-    }
-
-    /// A frame with media time `media_secs` (RTP time over its clock rate)
-    /// is processed at `now`: true when it is stale.
-    pub fn is_stale(&mut self, media_secs: f64, now: Instant) -> bool {
-        self.excess(media_secs, now)
-            .is_some_and(|late_by| late_by > STALE_AFTER)
     }
 
     /// How much later than the reference the frame is (None: not later,
@@ -133,7 +126,8 @@ mod tests {
         (first..first + n)
             .filter(|&i| {
                 let media = (FRAME * i).as_secs_f64();
-                f.is_stale(media, t0 + FRAME * i + behind(i))
+                let at = t0 + FRAME * i + behind(i);
+                matches!(f.admit(media, at), Admit::Drop { .. })
             })
             .collect()
     }

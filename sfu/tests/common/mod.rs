@@ -20,7 +20,6 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-/// A server running on a background runtime; stopped on drop.
 /// One Opus frame, and one video frame at 30 fps (3000 ticks of 90 kHz).
 const AUDIO_FRAME: Duration = Duration::from_millis(20);
 const VIDEO_FRAME: Duration = Duration::from_micros(33_333);
@@ -40,6 +39,7 @@ fn skip_stalled(due: &mut Instant, interval: Duration, now: Instant) -> u64 {
     u64::from(skipped)
 }
 
+/// A server running on a background runtime; stopped on drop.
 pub struct TestServer {
     pub base: String,
     /// The media workers' UDP addresses.
