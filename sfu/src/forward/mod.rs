@@ -14,6 +14,7 @@ pub mod payload_map;
 pub mod probe;
 pub mod relay_gate;
 pub mod reorder;
+pub mod rewriter;
 pub mod router;
 pub mod speakers;
 pub mod timeline;
