@@ -1,29 +1,22 @@
-//! Picture size from the bitstream, so simulcast layers are ranked by what
-//! they carry: VP8 keyframe headers (RFC 6386 section 9.1) and H.264
-//! sequence parameter sets (ITU-T H.264 7.3.2.1.1). Input is untrusted:
-//! every read is bounded and malformed data yields `None`.
+//! Picture size from the bitstream of a whole depacketized frame (frame
+//! mode), so simulcast layers are ranked by what they carry: VP8 keyframe
+//! headers (RFC 6386 section 9.1) and H.264 sequence parameter sets (ITU-T
+//! H.264 7.3.2.1.1) in an Annex B stream. The header parsers themselves live
+//! in [`super::codec`], which reads the same headers per RTP packet. Input
+//! is untrusted: every read is bounded and malformed data yields `None`.
 
+use super::codec::{h264, vp8};
 use str0m::format::Codec;
 
 /// Width and height of a keyframe, when the codec's header tells.
 pub fn picture_size(codec: Codec, frame: &[u8]) -> Option<(u32, u32)> {
     match codec {
-        Codec::Vp8 => vp8_size(frame),
+        Codec::Vp8 => vp8::keyframe_size(frame),
         Codec::H264 => annex_b_nalus(frame)
             .find(|n| n.first().is_some_and(|h| h & 0x1f == 7))
-            .and_then(h264_sps_size),
+            .and_then(|sps| h264::sps_size(sps.get(1..)?)),
         _ => None,
     }
-}
-
-fn vp8_size(frame: &[u8]) -> Option<(u32, u32)> {
-    // Frame tag bit 0 is 0 for a keyframe; then the start code 9d 01 2a.
-    if frame.len() < 10 || frame[0] & 0x01 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
-        return None;
-    }
-    let w = u32::from(u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff);
-    let h = u32::from(u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff);
-    (w > 0 && h > 0).then_some((w, h))
 }
 
 /// NAL units of an Annex B byte stream (start codes removed).
@@ -56,149 +49,6 @@ fn annex_b_nalus(data: &[u8]) -> impl Iterator<Item = &[u8]> {
         .zip(ends)
         .filter(|(s, e)| s < e)
         .map(move |(s, e)| &data[s..e])
-}
-
-/// Bit reader over an RBSP (emulation prevention bytes removed).
-struct Bits {
-    data: Vec<u8>,
-    pos: usize,
-}
-
-impl Bits {
-    fn new(nal_payload: &[u8]) -> Bits {
-        let mut data = Vec::with_capacity(nal_payload.len());
-        let mut zeros = 0;
-        for &b in nal_payload {
-            if zeros >= 2 && b == 3 {
-                zeros = 0;
-                continue;
-            }
-            zeros = if b == 0 { zeros + 1 } else { 0 };
-            data.push(b);
-        }
-        Bits { data, pos: 0 }
-    }
-
-    fn bit(&mut self) -> Option<u32> {
-        let byte = *self.data.get(self.pos / 8)?;
-        let bit = (byte >> (7 - self.pos % 8)) & 1;
-        self.pos += 1;
-        Some(u32::from(bit))
-    }
-
-    fn bits(&mut self, n: u32) -> Option<u32> {
-        (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.bit()?))
-    }
-
-    /// Unsigned Exp-Golomb.
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bit()? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
-    }
-
-    /// Signed Exp-Golomb.
-    fn se(&mut self) -> Option<i32> {
-        let k = self.ue()?;
-        let magnitude = k.div_ceil(2) as i32;
-        Some(if k % 2 == 1 { magnitude } else { -magnitude })
-    }
-}
-
-fn skip_scaling_list(b: &mut Bits, size: usize) -> Option<()> {
-    let (mut last, mut next) = (8i32, 8i32);
-    for _ in 0..size {
-        if next != 0 {
-            // delta_scale is in -128..=127 (H.264 7.4.2.1.1.1); anything
-            // else is a malformed SPS (and would overflow the sum).
-            let delta = b.se()?;
-            if !(-128..=127).contains(&delta) {
-                return None;
-            }
-            next = (last + delta + 256) % 256;
-        }
-        if next != 0 {
-            last = next;
-        }
-    }
-    Some(())
-}
-
-/// Picture size from an H.264 SPS NAL unit (with its one-byte header).
-fn h264_sps_size(nal: &[u8]) -> Option<(u32, u32)> {
-    let mut b = Bits::new(nal.get(1..)?);
-    let profile_idc = b.bits(8)?;
-    b.bits(16)?; // constraint flags, level_idc
-    b.ue()?; // seq_parameter_set_id
-    let mut chroma_format_idc = 1;
-    if [100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135].contains(&profile_idc) {
-        chroma_format_idc = b.ue()?;
-        if chroma_format_idc == 3 {
-            b.bit()?; // separate_colour_plane_flag
-        }
-        b.ue()?; // bit_depth_luma_minus8
-        b.ue()?; // bit_depth_chroma_minus8
-        b.bit()?; // qpprime_y_zero_transform_bypass_flag
-        if b.bit()? == 1 {
-            let lists = if chroma_format_idc == 3 { 12 } else { 8 };
-            for i in 0..lists {
-                if b.bit()? == 1 {
-                    skip_scaling_list(&mut b, if i < 6 { 16 } else { 64 })?;
-                }
-            }
-        }
-    }
-    b.ue()?; // log2_max_frame_num_minus4
-    match b.ue()? {
-        0 => {
-            b.ue()?; // log2_max_pic_order_cnt_lsb_minus4
-        }
-        1 => {
-            b.bit()?;
-            b.se()?;
-            b.se()?;
-            let cycle = b.ue()?;
-            if cycle > 255 {
-                return None;
-            }
-            for _ in 0..cycle {
-                b.se()?;
-            }
-        }
-        _ => {}
-    }
-    b.ue()?; // max_num_ref_frames
-    b.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = b.ue()?.checked_add(1)?;
-    let height_units = b.ue()?.checked_add(1)?;
-    let frame_mbs_only = b.bit()?;
-    if frame_mbs_only == 0 {
-        b.bit()?; // mb_adaptive_frame_field_flag
-    }
-    b.bit()?; // direct_8x8_inference_flag
-    let (mut crop_x, mut crop_y) = (0, 0);
-    if b.bit()? == 1 {
-        let (l, r, t, btm) = (b.ue()?, b.ue()?, b.ue()?, b.ue()?);
-        let (unit_x, unit_y) = match chroma_format_idc {
-            0 => (1, 2 - frame_mbs_only),
-            1 => (2, 2 * (2 - frame_mbs_only)),
-            2 => (2, 2 - frame_mbs_only),
-            _ => (1, 2 - frame_mbs_only),
-        };
-        crop_x = l.checked_add(r)?.checked_mul(unit_x)?;
-        crop_y = t.checked_add(btm)?.checked_mul(unit_y)?;
-    }
-    let width = width_mbs.checked_mul(16)?.checked_sub(crop_x)?;
-    let height = (2 - frame_mbs_only)
-        .checked_mul(height_units)?
-        .checked_mul(16)?
-        .checked_sub(crop_y)?;
-    (width > 0 && height > 0 && width <= 16384 && height <= 16384).then_some((width, height))
 }
 
 #[cfg(test)]

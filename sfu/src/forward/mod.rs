@@ -7,6 +7,7 @@
 //! tokio. The worker executes the decisions these types return.
 
 pub mod bitstream;
+pub mod codec;
 pub mod freshness;
 pub mod keyframe;
 pub mod layers;
