@@ -203,7 +203,7 @@ pub const NODE_COUNTERS: [&str; 5] = [
     "sfu_plis_received_total",
     "sfu_keyframe_requests_sent_total",
     "sfu_layer_switches_total",
-    "sfu_frames_forwarded_total",
+    "sfu_media_packets_forwarded_total",
 ];
 
 #[derive(Debug, Clone, Serialize)]

@@ -71,7 +71,7 @@ pub struct ServerFigures {
     /// run (`sfu_worker_timer_lag_seconds`).
     pub timer_lag: Option<TimerLag>,
     /// Audio frames the server read too late to forward and dropped
-    /// (`sfu_stale_audio_frames_total`; a server without it: None).
+    /// (`sfu_stale_audio_packets_total`, one Opus frame a packet; a server without it: None).
     pub stale_audio_frames: Option<f64>,
 }
 

@@ -218,7 +218,7 @@ impl Run {
             delta("sfu_packets_sent_total"),
             delta("sfu_packets_received_total"),
         );
-        report.server.stale_audio_frames = delta("sfu_stale_audio_frames_total");
+        report.server.stale_audio_frames = delta("sfu_stale_audio_packets_total");
         report.server.timer_lag = (|| {
             let name = "sfu_worker_timer_lag_seconds";
             let before = histogram_buckets(self.metrics_before.as_deref()?, name)?;

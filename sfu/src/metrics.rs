@@ -26,9 +26,11 @@ pub struct Metrics {
     pub udp_send_calls: IntCounter,
     pub bytes_received: IntCounter,
     pub bytes_sent: IntCounter,
-    pub frames_received: IntCounterVec,
-    pub stale_audio_frames: IntCounter,
-    pub frames_forwarded: IntCounterVec,
+    pub media_packets_received: IntCounterVec,
+    pub stale_audio_packets: IntCounter,
+    pub media_packets_forwarded: IntCounterVec,
+    pub media_packets_late: IntCounter,
+    pub malformed_packets: IntCounterVec,
     pub nacks_received: IntCounter,
     pub plis_received: IntCounter,
     pub firs_received: IntCounter,
@@ -171,22 +173,33 @@ impl Metrics {
             )?,
             bytes_received: counter(&r, "sfu_bytes_received_total", "UDP bytes received")?,
             bytes_sent: counter(&r, "sfu_bytes_sent_total", "UDP bytes sent")?,
-            frames_received: counter_vec(
+            media_packets_received: counter_vec(
                 &r,
-                "sfu_frames_received_total",
-                "Media frames received from publishers",
+                "sfu_media_packets_received_total",
+                "RTP media packets received from publishers (repairs included, duplicates not)",
                 &["kind"],
             )?,
-            frames_forwarded: counter_vec(
+            media_packets_forwarded: counter_vec(
                 &r,
-                "sfu_frames_forwarded_total",
-                "Media frames written to subscribers",
+                "sfu_media_packets_forwarded_total",
+                "RTP media packets written to subscribers",
                 &["kind"],
             )?,
-            stale_audio_frames: counter(
+            media_packets_late: counter(
                 &r,
-                "sfu_stale_audio_frames_total",
-                "Audio frames not forwarded: the worker read them more than 1 s later than the line's least late frame (it was behind its socket)",
+                "sfu_media_packets_late_total",
+                "Packets not forwarded to a subscriber because they could not be placed in its stream (from before a layer switch, or older than the stream's history)",
+            )?,
+            stale_audio_packets: counter(
+                &r,
+                "sfu_stale_audio_packets_total",
+                "Audio packets not forwarded: the worker read them more than 1 s later than the line's least late packet (it was behind its socket)",
+            )?,
+            malformed_packets: counter_vec(
+                &r,
+                "sfu_malformed_packets_total",
+                "Incoming video packets whose payload header did not parse (dropped), by codec",
+                &["codec"],
             )?,
             nacks_received: counter(&r, "sfu_nacks_received_total", "NACKs from subscribers")?,
             plis_received: counter(&r, "sfu_plis_received_total", "PLIs from subscribers")?,
@@ -273,8 +286,12 @@ impl Metrics {
         }
         for kind in ["audio", "video"] {
             self.tracks.with_label_values(&[kind]).set(0);
-            self.frames_forwarded.with_label_values(&[kind]).inc_by(0);
-            self.frames_received.with_label_values(&[kind]).inc_by(0);
+            self.media_packets_forwarded
+                .with_label_values(&[kind])
+                .inc_by(0);
+            self.media_packets_received
+                .with_label_values(&[kind])
+                .inc_by(0);
         }
         for direction in ["up", "down"] {
             self.layer_switches
@@ -302,35 +319,37 @@ impl Metrics {
     }
 }
 
-/// The per-kind frame counters, resolved once so the packet path does no
-/// label lookup (a hash and a lock inside `with_label_values`) per frame.
-/// Index with [`FrameCounters::index`]: 0 audio, 1 video.
+/// The per-kind media packet counters, resolved once so the packet path
+/// does no label lookup (a hash and a lock inside `with_label_values`) per
+/// packet. Index with [`MediaCounters::index`]: 0 audio, 1 video.
 #[derive(Clone)]
-pub struct FrameCounters {
+pub struct MediaCounters {
     pub received: [IntCounter; 2],
     pub forwarded: [IntCounter; 2],
-    /// Audio frames read too late to forward.
+    pub late: IntCounter,
+    /// Audio packets read too late to forward.
     pub stale_audio: IntCounter,
 }
 
-impl FrameCounters {
+impl MediaCounters {
     pub fn index(is_video: bool) -> usize {
         usize::from(is_video)
     }
 }
 
 impl Metrics {
-    pub fn frame_counters(&self) -> FrameCounters {
+    pub fn media_counters(&self) -> MediaCounters {
         let pair = |v: &IntCounterVec| {
             [
                 v.with_label_values(&["audio"]),
                 v.with_label_values(&["video"]),
             ]
         };
-        FrameCounters {
-            received: pair(&self.frames_received),
-            forwarded: pair(&self.frames_forwarded),
-            stale_audio: self.stale_audio_frames.clone(),
+        MediaCounters {
+            received: pair(&self.media_packets_received),
+            forwarded: pair(&self.media_packets_forwarded),
+            late: self.media_packets_late.clone(),
+            stale_audio: self.stale_audio_packets.clone(),
         }
     }
 }

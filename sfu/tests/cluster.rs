@@ -605,10 +605,10 @@ async fn viewers_on_other_nodes_get_the_room_over_one_relay_per_node() -> TestRe
     Ok(())
 }
 
-/// Video frames per second a node receives from publishers (its relays
+/// Video packets per second a node receives from publishers (its relays
 /// included), over `window`.
-async fn video_frames_per_sec(base: &str, window: Duration) -> f64 {
-    let name = "sfu_frames_received_total";
+async fn video_packets_per_sec(base: &str, window: Duration) -> f64 {
+    let name = "sfu_media_packets_received_total";
     let before = metric(base, name, "kind=\"video\"").await;
     tokio::time::sleep(window).await;
     (metric(base, name, "kind=\"video\"").await - before) / window.as_secs_f64()
@@ -640,12 +640,12 @@ async fn a_relay_carries_only_the_layers_its_viewers_can_use() -> TestResult {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let one_layer = video_frames_per_sec(&edge, Duration::from_secs(2)).await;
+    let one_layer = video_packets_per_sec(&edge, Duration::from_secs(2)).await;
     // A viewer without a limit arrives: every layer flows again.
     let (full, _) = play(&format!("{edge}/whep/{room}"), room, "full", 14).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let all_layers = video_frames_per_sec(&edge, Duration::from_secs(2)).await;
-    eprintln!("edge receives {one_layer:.1} video frames/s for a 320 viewer, {all_layers:.1} with a full one");
+    let all_layers = video_packets_per_sec(&edge, Duration::from_secs(2)).await;
+    eprintln!("edge receives {one_layer:.1} video packets/s for a 320 viewer, {all_layers:.1} with a full one");
     assert!(one_layer > 10.0, "the low layer flows: {one_layer}");
     assert!(
         all_layers > 2.0 * one_layer,

@@ -107,11 +107,11 @@ async fn publish_play_delete_timeout_and_no_leaks() -> TestResult {
         publisher.stats.keyframe_requests >= 1,
         "viewers waiting for a picture make the server ask for a keyframe"
     );
-    assert!(server.metric("sfu_frames_forwarded_total").await > 0.0);
+    assert!(server.metric("sfu_media_packets_forwarded_total").await > 0.0);
     // The worker woke for due timers (pacing, RTCP) and measured how late.
     assert!(server.metric("sfu_worker_timer_lag_seconds_count").await > 0.0);
     // A worker that keeps up forwards everything: nothing was read too late.
-    assert_eq!(server.metric("sfu_stale_audio_frames_total").await, 0.0);
+    assert_eq!(server.metric("sfu_stale_audio_packets_total").await, 0.0);
 
     // DELETE ends the session: 200, then 404.
     let client = reqwest::Client::new();

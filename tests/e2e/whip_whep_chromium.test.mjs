@@ -96,7 +96,7 @@ test('browser publishes over WHIP, browsers play over WHEP, nothing leaks', asyn
   for (const p of [publisher, playerB, playerC, playerD]) await closePage(p);
   const m = await assertServerEmpty(server);
   reportMetric('pages_closed_to_server_empty_ms', Date.now() - closedAt, 'ms');
-  assert.ok(metricTotal(m, 'sfu_frames_forwarded_total') > 0);
+  assert.ok(metricTotal(m, 'sfu_media_packets_forwarded_total') > 0);
   assert.ok(metricTotal(m, 'sfu_keyframe_requests_sent_total') > 0, 'new viewers made the server request keyframes');
 });
 

@@ -666,30 +666,32 @@ impl LayerSelector {
             .map(|l| estimate_for((l.bitrate_bps as f64 * UPGRADE_MARGIN) as u64))
     }
 
-    /// Decide about one frame of layer `id` and temporal layer `tid`
-    /// (`sync`: the frame depends only on the base layer, so a higher
-    /// temporal layer can be added from here on).
-    pub fn on_frame_temporal(
+    /// Decide about one packet of layer `id` and temporal layer `tid`.
+    /// Temporal layers change only where a frame starts (`starts_frame`),
+    /// so no frame is cut in two: down at the next frame, up at the next
+    /// frame that is a switching point (`sync`: it depends only on the base
+    /// layer) or a keyframe.
+    pub fn on_packet(
         &mut self,
         id: &LayerId,
-        is_keyframe: bool,
+        starts_keyframe: bool,
+        starts_frame: bool,
         tid: u8,
         sync: bool,
     ) -> FrameVerdict {
-        let verdict = self.on_frame(id, is_keyframe);
+        let verdict = self.on_frame(id, starts_keyframe);
         match verdict {
             FrameVerdict::SwitchTo => {
                 self.current_temporal = self.target_temporal;
                 verdict
             }
             FrameVerdict::Forward => {
-                if self.current_temporal > self.target_temporal {
-                    self.current_temporal = self.target_temporal; // down at once
+                let down = self.current_temporal > self.target_temporal;
+                let up_here = tid > self.current_temporal && tid <= self.target_temporal && sync;
+                if (starts_frame && (down || up_here)) || starts_keyframe {
+                    self.current_temporal = self.target_temporal;
                 }
                 if tid <= self.current_temporal {
-                    verdict
-                } else if tid <= self.target_temporal && (sync || is_keyframe) {
-                    self.current_temporal = self.target_temporal; // up at a sync point
                     verdict
                 } else {
                     FrameVerdict::Drop
@@ -699,7 +701,8 @@ impl LayerSelector {
         }
     }
 
-    /// Decide about one frame of layer `id` (spatial only).
+    /// Decide about one packet of layer `id` (spatial only): switches
+    /// happen at the first packet of the target's keyframe.
     pub fn on_frame(&mut self, id: &LayerId, is_keyframe: bool) -> FrameVerdict {
         let Some(target) = &self.target else {
             // Paused: nothing flows.
@@ -852,7 +855,7 @@ mod tests {
         let mut s = LayerSelector::default();
         s.update(t0, &layers, Some(3_200_000));
         let frame =
-            |s: &mut LayerSelector, key, tid, sync| s.on_frame_temporal(&rid("f"), key, tid, sync);
+            |s: &mut LayerSelector, key, tid, sync| s.on_packet(&rid("f"), key, true, tid, sync);
         assert_eq!(frame(&mut s, true, 0, false), FrameVerdict::SwitchTo);
         // f at half frame rate: TL2 frames stop at once.
         s.update(t0 + Duration::from_millis(50), &layers, Some(2_200_000));
@@ -870,6 +873,41 @@ mod tests {
         s.update(t0 + Duration::from_millis(200), &layers, Some(2_200_000));
         assert_eq!(frame(&mut s, false, 2, false), FrameVerdict::Drop);
         assert_eq!(frame(&mut s, false, 1, false), FrameVerdict::Forward);
+    }
+
+    #[test]
+    fn temporal_layers_change_only_where_a_frame_starts() {
+        let t0 = Instant::now();
+        let layers = vec![temporal_layer("f", 1280, 2_500_000)];
+        let mut s = LayerSelector::default();
+        s.update(t0, &layers, Some(3_200_000));
+        let f = rid("f");
+        assert_eq!(
+            s.on_packet(&f, true, true, 0, false),
+            FrameVerdict::SwitchTo
+        );
+        // A TL2 frame of three packets is under way when the budget shrinks:
+        // its remaining packets still go, the next TL2 frame does not.
+        assert_eq!(
+            s.on_packet(&f, false, true, 2, false),
+            FrameVerdict::Forward
+        );
+        s.update(t0 + Duration::from_millis(50), &layers, Some(2_200_000));
+        assert_eq!(
+            s.on_packet(&f, false, false, 2, false),
+            FrameVerdict::Forward
+        );
+        assert_eq!(
+            s.on_packet(&f, false, false, 2, false),
+            FrameVerdict::Forward
+        );
+        assert_eq!(s.on_packet(&f, false, true, 2, false), FrameVerdict::Drop);
+        assert_eq!(s.on_packet(&f, false, false, 2, false), FrameVerdict::Drop);
+        // Raised again: a sync packet in the middle of a frame does not open
+        // TL2; the next frame that starts with a sync point does.
+        s.update(t0 + Duration::from_millis(100), &layers, Some(3_200_000));
+        assert_eq!(s.on_packet(&f, false, false, 2, true), FrameVerdict::Drop);
+        assert_eq!(s.on_packet(&f, false, true, 2, true), FrameVerdict::Forward);
     }
 
     #[test]

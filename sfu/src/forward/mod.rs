@@ -9,6 +9,7 @@
 pub mod bitstream;
 pub mod codec;
 pub mod freshness;
+pub mod gaps;
 pub mod keyframe;
 pub mod layers;
 pub mod payload_map;
@@ -18,7 +19,6 @@ pub mod reorder;
 pub mod rewriter;
 pub mod router;
 pub mod speakers;
-pub mod timeline;
 
 /// Identifies a participant (one `Rtc`) within a worker.
 pub type ParticipantId = u64;

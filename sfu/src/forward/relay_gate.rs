@@ -4,16 +4,18 @@
 //! itself. Streams are handed out in the order layers first show a
 //! keyframe and stay with their layer, so a stream never changes content
 //! mid-picture; the downstream server ranks layers by what they carry, not
-//! by rid. Each stream opens at a keyframe of its layer and closes after an
-//! unrepaired gap until the next one.
+//! by rid. Each stream opens at a keyframe of its layer; packets flow as
+//! they come, gaps included (the downstream server NACKs and asks for
+//! keyframes itself).
 
 use super::layers::LayerId;
 
 /// What to do with one frame on a relay down-track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayVerdict {
-    /// Write it on stream `slot`.
-    Forward(usize),
+    /// Write it on stream `slot`; `opened`: the stream (re)starts here, at
+    /// a keyframe, after carrying nothing.
+    Forward { slot: usize, opened: bool },
     /// Drop it and ask the publisher for a keyframe of its layer.
     DropNeedKeyframe,
     /// Drop it (no stream left for this layer).
@@ -62,10 +64,12 @@ impl RelayGate {
         self.open.clear();
     }
 
-    pub fn on_frame(&mut self, layer: &LayerId, keyframe: bool, contiguous: bool) -> RelayVerdict {
+    /// Decide about one packet of `layer` (`starts_keyframe`: the first
+    /// packet of a keyframe).
+    pub fn on_packet(&mut self, layer: &LayerId, starts_keyframe: bool) -> RelayVerdict {
         let slot = match self.slots.iter().position(|l| l == layer) {
             Some(s) => s,
-            None if !keyframe => return RelayVerdict::DropNeedKeyframe,
+            None if !starts_keyframe => return RelayVerdict::DropNeedKeyframe,
             None if self.slots.len() < self.streams => {
                 self.slots.push(*layer);
                 self.open.push(false);
@@ -77,13 +81,12 @@ impl RelayGate {
             self.open[slot] = false;
             return RelayVerdict::Drop;
         }
-        if keyframe {
+        let opened = starts_keyframe && !self.open[slot];
+        if starts_keyframe {
             self.open[slot] = true;
-        } else if !contiguous {
-            self.open[slot] = false;
         }
         if self.open[slot] {
-            RelayVerdict::Forward(slot)
+            RelayVerdict::Forward { slot, opened }
         } else {
             RelayVerdict::DropNeedKeyframe
         }
@@ -104,54 +107,42 @@ mod tests {
         Some(Rid::from(s))
     }
 
+    fn fwd(slot: usize, opened: bool) -> RelayVerdict {
+        RelayVerdict::Forward { slot, opened }
+    }
+
     #[test]
     fn layers_get_sticky_streams_opened_by_keyframes() {
         let mut g = RelayGate::new(3);
         assert_eq!(
-            g.on_frame(&rid("h"), false, true),
+            g.on_packet(&rid("h"), false),
             RelayVerdict::DropNeedKeyframe
         );
-        assert_eq!(g.on_frame(&rid("f"), true, true), RelayVerdict::Forward(0));
-        assert_eq!(g.on_frame(&rid("q"), true, true), RelayVerdict::Forward(1));
-        assert_eq!(g.on_frame(&rid("f"), false, true), RelayVerdict::Forward(0));
-        assert_eq!(g.on_frame(&rid("h"), true, true), RelayVerdict::Forward(2));
+        assert_eq!(g.on_packet(&rid("f"), true), fwd(0, true));
+        assert_eq!(g.on_packet(&rid("q"), true), fwd(1, true));
+        assert_eq!(g.on_packet(&rid("f"), false), fwd(0, false));
+        assert_eq!(g.on_packet(&rid("f"), true), fwd(0, false));
+        assert_eq!(g.on_packet(&rid("h"), true), fwd(2, true));
         assert_eq!(g.layer_of(1), Some(rid("q")));
         // A fourth layer has no stream.
-        assert_eq!(g.on_frame(&rid("x"), true, true), RelayVerdict::Drop);
+        assert_eq!(g.on_packet(&rid("x"), true), RelayVerdict::Drop);
     }
 
     #[test]
     fn unwanted_streams_carry_nothing_and_reopen_at_a_keyframe() {
         let mut g = RelayGate::new(2);
-        g.on_frame(&rid("a"), true, true);
-        g.on_frame(&rid("b"), true, true);
+        g.on_packet(&rid("a"), true);
+        g.on_packet(&rid("b"), true);
         g.set_wanted(Some(vec![1]));
-        assert_eq!(g.on_frame(&rid("a"), false, true), RelayVerdict::Drop);
-        assert_eq!(g.on_frame(&rid("b"), false, true), RelayVerdict::Forward(1));
+        assert_eq!(g.on_packet(&rid("a"), false), RelayVerdict::Drop);
+        assert_eq!(g.on_packet(&rid("b"), false), fwd(1, false));
         g.set_wanted(None);
         assert_eq!(
-            g.on_frame(&rid("a"), false, true),
+            g.on_packet(&rid("a"), false),
             RelayVerdict::DropNeedKeyframe
         );
-        assert_eq!(g.on_frame(&rid("a"), true, true), RelayVerdict::Forward(0));
-    }
-
-    #[test]
-    fn a_gap_closes_only_its_stream_until_a_keyframe() {
-        let mut g = RelayGate::new(2);
-        g.on_frame(&rid("a"), true, true);
-        g.on_frame(&rid("b"), true, true);
-        assert_eq!(
-            g.on_frame(&rid("a"), false, false),
-            RelayVerdict::DropNeedKeyframe
-        );
-        assert_eq!(
-            g.on_frame(&rid("a"), false, true),
-            RelayVerdict::DropNeedKeyframe
-        );
-        assert_eq!(g.on_frame(&rid("b"), false, true), RelayVerdict::Forward(1));
-        assert_eq!(g.on_frame(&rid("a"), true, true), RelayVerdict::Forward(0));
+        assert_eq!(g.on_packet(&rid("a"), true), fwd(0, true));
         g.reset();
-        assert_eq!(g.on_frame(&rid("b"), true, true), RelayVerdict::Forward(0));
+        assert_eq!(g.on_packet(&rid("b"), true), fwd(0, true));
     }
 }

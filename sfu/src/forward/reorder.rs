@@ -7,11 +7,28 @@
 #[derive(Debug, Default, Clone)]
 pub struct FrameOrderMonitor {
     last: Option<u64>,
+    highest_seq: Option<u64>,
     reordered: u64,
     frames: u64,
 }
 
 impl FrameOrderMonitor {
+    /// Observe a packet: its (extended) sequence number and (unwrapped) RTP
+    /// timestamp. Only packets in sequence order count (one the network
+    /// reordered, or a repair, says nothing of the encoder), and a frame
+    /// counts once. Returns true at the first reordered frame (time to
+    /// warn, once).
+    pub fn observe_packet(&mut self, seq: u64, rtp_time: u64) -> bool {
+        if self.highest_seq.is_some_and(|h| seq <= h) {
+            return false;
+        }
+        self.highest_seq = Some(seq);
+        if self.last == Some(rtp_time) {
+            return false;
+        }
+        self.observe(rtp_time)
+    }
+
     /// Observe a frame's (unwrapped) RTP timestamp. Returns true when this
     /// frame is the first reordered one seen (time to warn, once).
     pub fn observe(&mut self, rtp_time: u64) -> bool {
@@ -60,5 +77,27 @@ mod tests {
         );
         assert_eq!(m.reordered(), 4);
         assert!(m.has_bframes());
+    }
+
+    #[test]
+    fn packets_count_per_frame_and_network_reordering_is_not_a_bframe() {
+        let mut m = FrameOrderMonitor::default();
+        // Frames of three packets; packet 5 (frame 1) arrives after 7 (frame 2).
+        let arrivals = [
+            (1, 0),
+            (2, 0),
+            (3, 0),
+            (4, 3000),
+            (6, 3000),
+            (7, 6000),
+            (5, 3000),
+        ];
+        for (seq, ts) in arrivals {
+            assert!(!m.observe_packet(seq, ts));
+        }
+        assert!(!m.has_bframes());
+        // B-frames in sequence order do count.
+        assert!(m.observe_packet(8, 4500), "the first reordered frame warns");
+        assert_eq!(m.reordered(), 1);
     }
 }

@@ -28,6 +28,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
+pub use super::codec::Vp8Ids;
 use super::layers::LayerId;
 use super::router::TrackKey;
 
@@ -59,22 +60,12 @@ pub struct SenderClock {
     pub rtp: u32,
 }
 
-/// VP8 payload descriptor fields that are rewritten.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Vp8Ids {
-    pub picture_id: Option<u16>,
-    /// Width of the picture id field: 7 or 15 bits.
-    pub picture_id_bits: u8,
-    pub tl0_pic_idx: Option<u8>,
-}
-
-impl Vp8Ids {
-    fn pid_modulus(&self) -> u16 {
-        if self.picture_id_bits == 7 {
-            1 << 7
-        } else {
-            1 << 15
-        }
+/// Width of a picture id field: 7 or 15 bits.
+fn pid_modulus(ids: &Vp8Ids) -> u16 {
+    if ids.picture_id_bits == 7 {
+        1 << 7
+    } else {
+        1 << 15
     }
 }
 
@@ -182,10 +173,12 @@ impl StreamRewriter {
 
     /// A packet to forward: its outgoing header fields, or None when it
     /// cannot be placed (from before the current source took over, or
-    /// older than the offsets kept).
-    pub fn forward(&mut self, p: &Incoming) -> Option<Outgoing> {
+    /// older than the offsets kept). `fresh`: the stream starts over here
+    /// (a layer switch, video resumed after a pause), even from the same
+    /// source: numbering continues right after the last packet sent.
+    pub fn forward(&mut self, p: &Incoming, fresh: bool) -> Option<Outgoing> {
         let continues = self.segment.as_ref().is_some_and(|s| s.source == p.source);
-        if !continues {
+        if !continues || fresh {
             self.start_segment(p, false);
         } else if self.jumped(p) {
             self.jumps += 1;
@@ -208,7 +201,7 @@ impl StreamRewriter {
         }
         let timestamp = p.timestamp.wrapping_sub(seg.ts_offset);
         let vp8 = p.vp8.map(|ids| {
-            let m = ids.pid_modulus();
+            let m = pid_modulus(&ids);
             let picture_id = ids.picture_id.map(|pid| {
                 if seg
                     .highest_in_pid
@@ -233,7 +226,7 @@ impl StreamRewriter {
                 at: p.arrival,
                 clock_rate: p.clock_rate,
                 picture_id: vp8
-                    .and_then(|v| v.picture_id.map(|pid| (pid, v.pid_modulus())))
+                    .and_then(|v| v.picture_id.map(|pid| (pid, pid_modulus(&v))))
                     .or(prev.and_then(|l| l.picture_id)),
                 tl0_pic_idx: vp8
                     .and_then(|v| v.tl0_pic_idx)
@@ -262,7 +255,7 @@ impl StreamRewriter {
             seg.push_offset(p.seq + 1, offset);
         }
         if let Some((ids, pid)) = p.vp8.and_then(|v| v.picture_id.map(|pid| (v, pid))) {
-            let m = ids.pid_modulus();
+            let m = pid_modulus(&ids);
             let pid = pid % m;
             if seg.highest_in_pid.is_some_and(|h| pid_ahead(pid, h % m, m)) {
                 seg.highest_in_pid = Some(pid);
@@ -311,7 +304,7 @@ impl StreamRewriter {
         };
         let (pid_offset, tl0_offset) = match (p.vp8, self.last_out) {
             (Some(ids), Some(last)) => {
-                let m = ids.pid_modulus();
+                let m = pid_modulus(&ids);
                 let pid_offset = match (ids.picture_id, last.picture_id) {
                     (Some(pid), Some((last_pid, _))) => {
                         let next = (last_pid % m + 1) % m;
@@ -341,7 +334,7 @@ impl StreamRewriter {
             pid_offset,
             highest_in_pid: p
                 .vp8
-                .and_then(|v| v.picture_id.map(|pid| pid % v.pid_modulus())),
+                .and_then(|v| v.picture_id.map(|pid| pid % pid_modulus(&v))),
             tl0_offset,
         });
     }

@@ -54,7 +54,7 @@ impl Pkt {
 }
 
 fn fwd(rw: &mut StreamRewriter, p: Pkt) -> Outgoing {
-    rw.forward(&p.inner).expect("packet is forwarded")
+    rw.forward(&p.inner, false).expect("packet is forwarded")
 }
 
 fn ms(n: u64) -> Duration {
@@ -176,7 +176,7 @@ fn a_layer_switch_continues_numbers_and_time() {
     // A late packet of the low layer, or of the high one from before the
     // switch, cannot be placed.
     assert_eq!(
-        rw.forward(&Pkt::new(high, 39_999, 7_777_000, t1).inner),
+        rw.forward(&Pkt::new(high, 39_999, 7_777_000, t1).inner, false),
         None
     );
     assert_eq!(rw.dropped_late, 1);
@@ -377,5 +377,19 @@ fn offset_history_is_bounded() {
     let seg = rw.segment.as_ref().expect("segment");
     assert!(seg.offsets.len() <= OFFSET_HISTORY);
     // A packet older than the history kept is dropped, not misplaced.
-    assert_eq!(rw.forward(&Pkt::new(a, 2, 0, t0).inner), None);
+    assert_eq!(rw.forward(&Pkt::new(a, 2, 0, t0).inner, false), None);
+}
+
+#[test]
+fn a_fresh_start_on_the_same_source_continues_after_what_was_sent() {
+    let t0 = Instant::now();
+    let a = source(1, None, 10);
+    let mut rw = StreamRewriter::default();
+    let last = fwd(&mut rw, Pkt::new(a, 100, 0, t0));
+    // Video paused for two seconds (nothing forwarded, nothing skipped),
+    // then resumed at a keyframe: no gap of 600 packets to NACK.
+    let p = Pkt::new(a, 700, 180_000, t0 + Duration::from_secs(2));
+    let resumed = rw.forward(&p.inner, true).expect("forwarded");
+    assert_eq!(resumed.seq, last.seq + 1);
+    assert_eq!(resumed.timestamp, 180_000, "same clock: time runs on");
 }

@@ -2,7 +2,7 @@
 //!
 //! A *track* is one incoming media line of a publisher ([`TrackKey`]). A
 //! *down-track* is one outgoing media line of a subscriber. The router binds
-//! down-tracks to tracks, answers "who receives this frame" on the packet
+//! down-tracks to tracks, answers "who receives this packet" on the packet
 //! path, and returns every other decision (request a keyframe, a down-track
 //! lost its source) as values for the worker to carry out.
 //!
@@ -13,20 +13,25 @@
 //! participants' down-tracks are *pinned* to the track they subscribed to
 //! and go unbound when it ends.
 //!
-//! Video down-tracks start closed and open at a keyframe, and close again
-//! when the publisher's stream has an unrepaired gap: frames are
-//! re-packetized per subscriber, so a decoder would not notice the loss and
-//! would show corrupt pictures instead of waiting for a keyframe.
+//! The router works on RTP packets. Video down-tracks start at a keyframe;
+//! after that, packets flow as they come, gaps included: the subscriber
+//! NACKs what the publisher lost and gets the repair when it comes, and a
+//! keyframe is asked of the publisher only when a gap stays unrepaired
+//! ([`GapWatch`]). Nothing closes on a lost packet.
 //!
 //! Simulcast: a video down-track receives one layer of its track, chosen by
-//! its [`LayerSelector`] from the subscriber's estimate and wishes; frames of
-//! other layers are dropped and switches happen at the target's keyframes.
+//! its [`LayerSelector`] from the subscriber's estimate and wishes; packets
+//! of other layers are dropped and switches happen at the first packet of
+//! the target's keyframe. Packets of the current layer dropped on purpose
+//! (a temporal layer above the budget) are delivered as skips, so the
+//! subscriber's stream rewriter squeezes them out of its sequence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
 
+use super::gaps::GapWatch;
 use super::keyframe::KeyframeThrottle;
 use super::layers::{
     selection_estimate, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
@@ -65,8 +70,6 @@ pub enum KeyframeCause {
     PublisherGap,
     /// A deferred, throttled request became due.
     Deferred,
-    /// A frame for a subscriber was skipped: its send queue had backed up.
-    SendBacklog,
 }
 
 impl KeyframeCause {
@@ -76,7 +79,6 @@ impl KeyframeCause {
             KeyframeCause::SubscriberRequest => "subscriber_request",
             KeyframeCause::PublisherGap => "publisher_gap",
             KeyframeCause::Deferred => "deferred",
-            KeyframeCause::SendBacklog => "send_backlog",
         }
     }
 }
@@ -96,34 +98,61 @@ pub enum RouterAction {
     Unbound { down: DownTrackKey, track: TrackKey },
 }
 
-/// One frame as the router needs to know it.
-#[derive(Debug, Clone)]
-pub struct FrameInfo {
-    /// Simulcast layer (rid) of the frame; None without simulcast.
+/// One packet as the router needs to know it.
+#[derive(Debug, Clone, Default)]
+pub struct PacketInfo {
+    /// Simulcast layer (rid) of the packet; None without simulcast.
     pub layer: LayerId,
-    pub keyframe: bool,
-    /// False after packets were lost and not repaired.
-    pub contiguous: bool,
+    /// Extended sequence number in its layer's stream.
+    pub seq: u64,
+    /// The first packet of a keyframe.
+    pub starts_keyframe: bool,
+    /// The first packet of a frame.
+    pub starts_frame: bool,
+    /// Payload bytes (0: padding only).
     pub size: usize,
-    /// Picture size when the bitstream tells (keyframes).
+    /// Picture size when the packet tells (keyframes).
     pub dims: Option<(u32, u32)>,
-    /// Temporal layer (VP8 TID; 0 without temporal scalability).
+    /// Temporal layer (0 without temporal scalability).
     pub temporal: u8,
-    /// Temporal layer sync point (VP8 Y bit): higher layers may start here.
+    /// Temporal switching point: higher layers may start at this frame.
     pub sync: bool,
 }
 
-impl FrameInfo {
-    /// An audio frame, or a video frame without simulcast.
-    pub fn simple(keyframe: bool, contiguous: bool) -> FrameInfo {
-        FrameInfo {
-            layer: None,
-            keyframe,
-            contiguous,
-            size: 0,
-            dims: None,
-            temporal: 0,
-            sync: false,
+impl PacketInfo {
+    /// An audio packet, or a video packet without simulcast.
+    pub fn simple(seq: u64, starts_keyframe: bool) -> PacketInfo {
+        PacketInfo {
+            seq,
+            starts_keyframe,
+            starts_frame: starts_keyframe,
+            size: 100,
+            ..Default::default()
+        }
+    }
+}
+
+/// One down-track's share of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub down: DownTrackKey,
+    /// The stream of a relay's line it goes on (None: the line's only one).
+    pub slot: Option<usize>,
+    /// Write it (false: a packet of the flowing layer dropped on purpose,
+    /// for the stream's sequence to skip).
+    pub send: bool,
+    /// The stream starts over here (a layer switch, a stream reopened): its
+    /// numbering continues from what was sent, whatever came before.
+    pub fresh: bool,
+}
+
+impl Delivery {
+    fn send(down: DownTrackKey, slot: Option<usize>, fresh: bool) -> Delivery {
+        Delivery {
+            down,
+            slot,
+            send: true,
+            fresh,
         }
     }
 }
@@ -133,6 +162,8 @@ struct Track {
     kind: MediaKind,
     created_seq: u64,
     keyframes: HashMap<LayerId, KeyframeThrottle>,
+    /// Unrepaired gaps per layer (video).
+    gaps: HashMap<LayerId, GapWatch>,
     layers: PublishedLayers,
     down_tracks: Vec<DownTrackKey>,
 }
@@ -145,15 +176,16 @@ impl Track {
         cause: KeyframeCause,
         now: Instant,
     ) -> Option<RouterAction> {
-        self.keyframes
-            .entry(layer)
-            .or_default()
-            .request(now)
-            .then_some(RouterAction::RequestKeyframe {
-                track: key,
-                layer,
-                cause,
-            })
+        let throttle = self.keyframes.entry(layer).or_default();
+        let send = match cause {
+            KeyframeCause::NewSubscriber => throttle.request_for_waiting(now),
+            _ => throttle.request(now),
+        };
+        send.then_some(RouterAction::RequestKeyframe {
+            track: key,
+            layer,
+            cause,
+        })
     }
 }
 
@@ -161,16 +193,16 @@ impl Track {
 struct DownTrack {
     kind: MediaKind,
     source: Option<TrackKey>,
-    /// Video: frames stop until the next keyframe, which is asked for with
-    /// this cause (the publisher's stream had an unrepaired gap, or the
-    /// subscriber's send queue backed up and a frame was skipped).
-    closed: Option<KeyframeCause>,
     /// Video: which layer this subscriber gets.
     selector: LayerSelector,
     /// Subscribed to one track (conference) rather than following the room.
     pinned: bool,
     /// A relay to another node: every layer, each on its own stream.
     relay: Option<RelayGate>,
+    /// The subscriber's session is connected: packets can reach it. Until
+    /// then nothing is decided for the line (a layer switched to while the
+    /// packets cannot go out would start the stream without its keyframe).
+    ready: bool,
 }
 
 /// One of a subscriber's receiving lines, for diagnostics.
@@ -206,6 +238,8 @@ pub struct Router {
     down_tracks: HashMap<DownTrackKey, DownTrack>,
     /// Subscribers' downlink estimates.
     estimates: HashMap<ParticipantId, Estimate>,
+    /// Subscribers whose sessions are connected.
+    ready: HashSet<ParticipantId>,
     /// Video down-tracks per subscriber, as of the last `poll_layers`.
     video_shares: HashMap<ParticipantId, u64>,
     /// Subscribers' reported loss of what we send them (0..1).
@@ -213,9 +247,6 @@ pub struct Router {
     /// Layer switches (up, down) since the last [`Router::take_switch_counts`].
     switches: (u64, u64),
     next_seq: u64,
-    /// Relay down-tracks receiving the frame of the last `route_frame`,
-    /// with the stream (slot) it goes on.
-    relay_receivers: Vec<(DownTrackKey, usize)>,
 }
 
 impl Router {
@@ -262,6 +293,7 @@ impl Router {
                 kind,
                 created_seq: self.next_seq,
                 keyframes: HashMap::new(),
+                gaps: HashMap::new(),
                 layers: PublishedLayers::new(layers),
                 down_tracks: vec![],
             },
@@ -323,10 +355,10 @@ impl Router {
             DownTrack {
                 kind,
                 source: None,
-                closed: None,
                 selector: LayerSelector::with_max_width(max_width),
                 pinned: false,
                 relay,
+                ready: self.ready.contains(&down.subscriber),
             },
         );
         let mut actions = vec![];
@@ -386,13 +418,14 @@ impl Router {
                 self.remove_down_track(down);
             }
         }
+        let ready = self.ready.contains(&down.subscriber);
         self.down_tracks.entry(down).or_insert(DownTrack {
             kind,
             source: None,
-            closed: None,
             selector: LayerSelector::with_max_width(max_width),
             pinned: true,
             relay,
+            ready,
         });
         let mut actions = vec![];
         self.bind(down, track, now, &mut actions);
@@ -444,6 +477,7 @@ impl Router {
     /// unbound) and its down-tracks are dropped.
     pub fn remove_participant(&mut self, id: ParticipantId, now: Instant) -> Vec<RouterAction> {
         self.estimates.remove(&id);
+        self.ready.remove(&id);
         self.losses.remove(&id);
         let mut actions = vec![];
         let own_downs: Vec<DownTrackKey> = self
@@ -468,43 +502,52 @@ impl Router {
         actions
     }
 
-    /// Who receives `frame` of `track` now. Video down-tracks get frames of
-    /// their selected layer only, switch layers at keyframes, and close after
-    /// an unrepaired gap until a keyframe. Returns a keyframe request when one
-    /// is needed (throttled per layer).
-    pub fn route_frame(
+    /// Who receives this packet of `track` now, in `deliveries`. Video
+    /// down-tracks get packets of their selected layer only and switch
+    /// layers at the first packet of a keyframe. Returns a keyframe request
+    /// when one is needed (throttled per layer).
+    pub fn route_packet(
         &mut self,
         track: TrackKey,
-        frame: &FrameInfo,
+        packet: &PacketInfo,
         now: Instant,
-        receivers: &mut Vec<DownTrackKey>,
+        deliveries: &mut Vec<Delivery>,
     ) -> Option<RouterAction> {
-        receivers.clear();
-        self.relay_receivers.clear();
+        deliveries.clear();
         let t = self.tracks.get_mut(&track)?;
         if t.kind == MediaKind::Audio {
-            receivers.extend_from_slice(&t.down_tracks);
+            deliveries.extend(
+                t.down_tracks
+                    .iter()
+                    .map(|d| Delivery::send(*d, None, false)),
+            );
             return None;
         }
-        t.layers
-            .observe(frame.layer, frame.size, frame.dims, frame.temporal, now);
-        if frame.keyframe {
-            t.keyframes
-                .entry(frame.layer)
-                .or_default()
-                .keyframe_received();
+        let layer = packet.layer;
+        if packet.size > 0 {
+            t.layers
+                .observe(layer, packet.size, packet.dims, packet.temporal, now);
+        }
+        if packet.starts_keyframe {
+            t.keyframes.entry(layer).or_default().keyframe_received();
         }
         let mut want: Option<(LayerId, KeyframeCause)> = None;
+        let gaps = t.gaps.entry(layer).or_default();
+        if gaps.on_packet(packet.seq, packet.starts_keyframe, now) {
+            want = Some((layer, KeyframeCause::PublisherGap));
+        }
         let mut ranked: Option<Vec<LayerView>> = None;
         for down in &t.down_tracks {
-            let Some(dt) = self.down_tracks.get_mut(down) else {
+            let Some(dt) = self.down_tracks.get_mut(down).filter(|d| d.ready) else {
                 continue;
             };
             if let Some(gate) = dt.relay.as_mut() {
-                match gate.on_frame(&frame.layer, frame.keyframe, frame.contiguous) {
-                    RelayVerdict::Forward(slot) => self.relay_receivers.push((*down, slot)),
+                match gate.on_packet(&layer, packet.starts_keyframe) {
+                    RelayVerdict::Forward { slot, opened } => {
+                        deliveries.push(Delivery::send(*down, Some(slot), opened));
+                    }
                     RelayVerdict::DropNeedKeyframe => {
-                        want.get_or_insert((frame.layer, KeyframeCause::PublisherGap));
+                        want.get_or_insert((layer, KeyframeCause::NewSubscriber));
                     }
                     RelayVerdict::Drop => {}
                 }
@@ -514,56 +557,36 @@ impl Router {
                 continue; // wait until the layers showed up before choosing
             }
             if !dt.selector.has_chosen() {
-                // First frames for this down-track: choose a layer now, from
+                // First packets for this down-track: choose a layer now, from
                 // its share of the subscriber's (initial) estimate.
                 let layers = ranked.get_or_insert_with(|| t.layers.ranked(now));
                 let share = share_of(&self.estimates, &self.video_shares, down.subscriber);
                 dt.selector.update(now, layers, Some(share));
             }
-            match dt.selector.on_frame_temporal(
-                &frame.layer,
-                frame.keyframe,
-                frame.temporal,
-                frame.sync,
+            let flowing = dt.selector.current() == Some(&layer);
+            match dt.selector.on_packet(
+                &layer,
+                packet.starts_keyframe,
+                packet.starts_frame,
+                packet.temporal,
+                packet.sync,
             ) {
+                FrameVerdict::Drop if flowing => deliveries.push(Delivery {
+                    down: *down,
+                    slot: None,
+                    send: false,
+                    fresh: false,
+                }),
                 FrameVerdict::Drop => {}
                 FrameVerdict::DropNeedKeyframe => {
-                    want.get_or_insert((frame.layer, KeyframeCause::NewSubscriber));
+                    want.get_or_insert((layer, KeyframeCause::NewSubscriber));
                 }
-                FrameVerdict::SwitchTo => {
-                    dt.closed = None;
-                    receivers.push(*down);
-                }
-                FrameVerdict::Forward => {
-                    if !frame.contiguous && !frame.keyframe {
-                        dt.closed = Some(KeyframeCause::PublisherGap);
-                        want = Some((frame.layer, KeyframeCause::PublisherGap));
-                    }
-                    if frame.keyframe {
-                        dt.closed = None;
-                    }
-                    if let Some(cause) = dt.closed {
-                        want.get_or_insert((frame.layer, cause));
-                        continue;
-                    }
-                    receivers.push(*down);
-                }
+                FrameVerdict::SwitchTo => deliveries.push(Delivery::send(*down, None, true)),
+                FrameVerdict::Forward => deliveries.push(Delivery::send(*down, None, false)),
             }
         }
         let (layer, cause) = want?;
         t.request_keyframe(track, layer, cause, now)
-    }
-
-    /// A video frame for `down` was skipped because the subscriber's send
-    /// queue had backed up (its link carries less than was queued): it takes
-    /// nothing more until the next keyframe, since deltas after a skipped
-    /// frame would not decode. The keyframe is asked for with the next frame.
-    pub fn close_until_keyframe(&mut self, down: DownTrackKey) {
-        if let Some(dt) = self.down_tracks.get_mut(&down) {
-            if dt.kind == MediaKind::Video && dt.relay.is_none() {
-                dt.closed = Some(KeyframeCause::SendBacklog);
-            }
-        }
     }
 
     /// A relay down-track's downstream wants only these streams (None: all).
@@ -582,10 +605,48 @@ impl Router {
         }
     }
 
-    /// Relay down-tracks that receive the frame of the last
-    /// [`Router::route_frame`], each with the stream it goes on.
-    pub fn relay_receivers(&self) -> &[(DownTrackKey, usize)] {
-        &self.relay_receivers
+    /// A subscriber's session connected: its lines start deciding, and each
+    /// video line that waits for a picture asks for the keyframe of the
+    /// layer it will start on (sooner than other requests: see
+    /// [`KeyframeThrottle::request_for_waiting`]).
+    pub fn subscriber_connected(
+        &mut self,
+        subscriber: ParticipantId,
+        now: Instant,
+    ) -> Vec<RouterAction> {
+        self.ready.insert(subscriber);
+        let mut actions = vec![];
+        for (down, dt) in self
+            .down_tracks
+            .iter_mut()
+            .filter(|(d, _)| d.subscriber == subscriber)
+        {
+            dt.ready = true;
+            let (Some(track), MediaKind::Video) = (dt.source, dt.kind) else {
+                continue;
+            };
+            let Some(t) = self.tracks.get_mut(&track) else {
+                continue;
+            };
+            let ranked = t.layers.ranked(now);
+            let layer = match &dt.relay {
+                // A relay opens every layer's stream at its keyframe: the lowest first.
+                Some(_) => ranked.first().map(|l| l.id),
+                None => {
+                    if !dt.selector.has_chosen() && t.layers.ready_for(&dt.selector, now) {
+                        let share = share_of(&self.estimates, &self.video_shares, down.subscriber);
+                        dt.selector.update(now, &ranked, Some(share));
+                    }
+                    dt.selector
+                        .target()
+                        .copied()
+                        .or(ranked.first().map(|l| l.id))
+                }
+            };
+            let layer = layer.unwrap_or(None);
+            actions.extend(t.request_keyframe(track, layer, KeyframeCause::NewSubscriber, now));
+        }
+        actions
     }
 
     /// A subscriber's downlink estimate changed.
@@ -876,7 +937,6 @@ impl Router {
             return;
         };
         dt.source = Some(track);
-        dt.closed = None;
         // A new source: the selector starts over (no current layer).
         dt.selector = LayerSelector::with_max_width(dt.selector.max_width);
         if let Some(gate) = dt.relay.as_mut() {
@@ -884,7 +944,7 @@ impl Router {
         }
         t.down_tracks.push(down);
         actions.push(RouterAction::Bound { down, track });
-        if dt.kind == MediaKind::Video {
+        if dt.kind == MediaKind::Video && dt.ready {
             // Ask for a keyframe of the layer this subscriber will most likely start on.
             let layer = t.layers.ranked(now).first().map(|l| l.id).unwrap_or(None);
             if let Some(a) = t.request_keyframe(track, layer, KeyframeCause::NewSubscriber, now) {

@@ -25,11 +25,19 @@ fn keyframe_requests(actions: &[RouterAction]) -> usize {
         .filter(|a| matches!(a, RouterAction::RequestKeyframe { .. }))
         .count()
 }
+/// The down-tracks a packet is written to.
+fn sent(rx: &[Delivery]) -> Vec<DownTrackKey> {
+    rx.iter().filter(|d| d.send).map(|d| d.down).collect()
+}
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 
 #[test]
 fn viewer_before_publisher_binds_when_publisher_arrives() {
     let t0 = Instant::now();
     let mut r = Router::default();
+    r.subscriber_connected(2, t0);
     assert!(r
         .add_down_track(down(2, "1"), MediaKind::Video, None, t0)
         .is_empty());
@@ -60,107 +68,81 @@ fn viewer_before_publisher_binds_when_publisher_arrives() {
 fn video_flows_only_from_a_keyframe() {
     let t0 = Instant::now();
     let mut r = Router::default();
-    r.add_track(track(1, "v"), MediaKind::Video, 1, t0);
+    r.subscriber_connected(2, t0);
+    r.subscriber_connected(3, t0);
+    let v = track(1, "v");
+    r.add_track(v, MediaKind::Video, 1, t0);
     r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
     r.add_down_track(down(3, "v"), MediaKind::Video, None, t0);
     let mut rx = vec![];
     // Deltas before a keyframe reach nobody (and the request is throttled).
-    let a = r.route_frame(
-        track(1, "v"),
-        &FrameInfo::simple(false, true),
-        t0 + Duration::from_millis(10),
-        &mut rx,
-    );
+    let a = r.route_packet(v, &PacketInfo::simple(1, false), t0 + ms(10), &mut rx);
     assert!(rx.is_empty());
     assert!(a.is_none(), "throttled: a request went out at bind time");
-    r.route_frame(
-        track(1, "v"),
-        &FrameInfo::simple(true, true),
-        t0 + Duration::from_millis(40),
-        &mut rx,
-    );
-    assert_eq!(rx.len(), 2);
-    r.route_frame(
-        track(1, "v"),
-        &FrameInfo::simple(false, true),
-        t0 + Duration::from_millis(70),
-        &mut rx,
-    );
-    assert_eq!(rx.len(), 2);
+    r.route_packet(v, &PacketInfo::simple(2, true), t0 + ms(40), &mut rx);
+    assert_eq!(sent(&rx), vec![down(2, "v"), down(3, "v")]);
+    assert!(rx.iter().all(|d| d.fresh), "each stream starts here");
+    r.route_packet(v, &PacketInfo::simple(3, false), t0 + ms(41), &mut rx);
+    assert_eq!(sent(&rx).len(), 2);
+    assert!(rx.iter().all(|d| !d.fresh));
 }
 
 #[test]
-fn publisher_gap_closes_video_and_requests_keyframe() {
+fn a_publisher_gap_is_forwarded_and_only_an_unrepaired_one_asks_for_a_keyframe() {
     let t0 = Instant::now();
     let mut r = Router::default();
-    r.add_track(track(1, "v"), MediaKind::Video, 1, t0);
+    r.subscriber_connected(2, t0);
+    let v = track(1, "v");
+    r.add_track(v, MediaKind::Video, 1, t0);
     r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
     let mut rx = vec![];
-    r.route_frame(track(1, "v"), &FrameInfo::simple(true, true), t0, &mut rx);
+    r.route_packet(v, &PacketInfo::simple(1, true), t0, &mut rx);
+    // 2 and 3 are lost: 4 still goes out (the subscriber NACKs the gap).
     let t1 = t0 + Duration::from_secs(2);
-    let a = r.route_frame(track(1, "v"), &FrameInfo::simple(false, false), t1, &mut rx);
-    assert!(
-        rx.is_empty(),
-        "a frame after an unrepaired gap is not forwarded"
-    );
+    let a = r.route_packet(v, &PacketInfo::simple(4, false), t1, &mut rx);
+    assert_eq!(sent(&rx), vec![down(2, "v")]);
+    assert_eq!(a, None);
+    // 2's repair comes and is forwarded; 3's does not.
+    r.route_packet(v, &PacketInfo::simple(2, false), t1 + ms(100), &mut rx);
+    assert_eq!(sent(&rx), vec![down(2, "v")]);
+    let a = r.route_packet(v, &PacketInfo::simple(5, false), t1 + ms(400), &mut rx);
+    assert_eq!(sent(&rx), vec![down(2, "v")], "nothing closes");
     assert_eq!(
         a,
         Some(RouterAction::RequestKeyframe {
-            track: track(1, "v"),
+            track: v,
             layer: None,
             cause: KeyframeCause::PublisherGap
         })
     );
-    r.route_frame(
-        track(1, "v"),
-        &FrameInfo::simple(false, true),
-        t1 + Duration::from_millis(30),
-        &mut rx,
-    );
-    assert!(rx.is_empty(), "stays closed until the keyframe");
-    r.route_frame(
-        track(1, "v"),
-        &FrameInfo::simple(true, true),
-        t1 + Duration::from_millis(60),
-        &mut rx,
-    );
-    assert_eq!(rx, vec![down(2, "v")]);
 }
 
 #[test]
-fn a_backed_up_subscriber_skips_to_the_next_keyframe() {
+fn nothing_is_decided_for_a_subscriber_until_it_connects() {
     let t0 = Instant::now();
     let mut r = Router::default();
-    r.add_track(track(1, "v"), MediaKind::Video, 1, t0);
-    r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
-    r.add_down_track(down(3, "v"), MediaKind::Video, None, t0);
+    let v = track(1, "v");
+    r.add_track(v, MediaKind::Video, 1, t0);
+    let bound = r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
+    assert_eq!(
+        keyframe_requests(&bound),
+        0,
+        "a keyframe now would be wasted"
+    );
     let mut rx = vec![];
-    r.route_frame(track(1, "v"), &FrameInfo::simple(true, true), t0, &mut rx);
-    assert_eq!(rx.len(), 2);
-    // Subscriber 2's send queue backed up: a frame was skipped for it.
-    r.close_until_keyframe(down(2, "v"));
-    let t1 = t0 + Duration::from_secs(2);
-    let a = r.route_frame(track(1, "v"), &FrameInfo::simple(false, true), t1, &mut rx);
-    assert_eq!(
-        rx,
-        vec![down(3, "v")],
-        "the other subscriber is not affected"
-    );
-    assert_eq!(
-        a,
-        Some(RouterAction::RequestKeyframe {
-            track: track(1, "v"),
-            layer: None,
-            cause: KeyframeCause::SendBacklog
-        })
-    );
-    r.route_frame(
-        track(1, "v"),
-        &FrameInfo::simple(true, true),
-        t1 + Duration::from_millis(30),
-        &mut rx,
-    );
-    assert_eq!(rx.len(), 2, "both again from the keyframe on: {rx:?}");
+    // A keyframe passes while the viewer is still connecting: it must not
+    // start its stream on packets that cannot reach it.
+    r.route_packet(v, &PacketInfo::simple(1, true), t0 + ms(10), &mut rx);
+    r.route_packet(v, &PacketInfo::simple(2, false), t0 + ms(20), &mut rx);
+    assert!(rx.is_empty());
+    // Connected: the keyframe is asked for at once, and the stream starts there.
+    let asked = r.subscriber_connected(2, t0 + ms(30));
+    assert_eq!(keyframe_requests(&asked), 1);
+    r.route_packet(v, &PacketInfo::simple(3, false), t0 + ms(40), &mut rx);
+    assert!(rx.is_empty(), "no delta before the keyframe");
+    r.route_packet(v, &PacketInfo::simple(4, true), t0 + ms(60), &mut rx);
+    assert_eq!(sent(&rx), vec![down(2, "v")]);
+    assert!(rx[0].fresh);
 }
 
 #[test]
@@ -171,9 +153,62 @@ fn audio_is_never_gated() {
     r.add_down_track(down(2, "a"), MediaKind::Audio, None, t0);
     let mut rx = vec![];
     assert!(r
-        .route_frame(track(1, "a"), &FrameInfo::simple(false, false), t0, &mut rx)
+        .route_packet(track(1, "a"), &PacketInfo::simple(1, false), t0, &mut rx)
         .is_none());
-    assert_eq!(rx, vec![down(2, "a")]);
+    assert_eq!(sent(&rx), vec![down(2, "a")]);
+}
+
+#[test]
+fn packets_of_a_dropped_temporal_layer_are_skips_for_the_flowing_stream() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.subscriber_connected(2, t0);
+    let v = track(1, "v");
+    r.add_track(v, MediaKind::Video, 1, t0);
+    r.add_down_track(down(2, "v"), MediaKind::Video, None, t0);
+    let mut rx = vec![];
+    // 30 fps in three temporal layers at ~1.2 Mbit/s, for a second.
+    let mut seq = 0;
+    let mut now = t0;
+    for i in 0..30u64 {
+        now = t0 + ms(i * 33);
+        seq += 1;
+        let p = PacketInfo {
+            seq,
+            starts_keyframe: i == 0,
+            starts_frame: true,
+            size: 5000,
+            temporal: [0, 2, 1, 2][(i % 4) as usize],
+            sync: i % 4 != 0,
+            ..Default::default()
+        };
+        r.route_packet(v, &p, now, &mut rx);
+    }
+    // 300 kbit/s fits the base temporal layer only.
+    r.set_estimate(2, 400_000, now);
+    r.poll_layers(now, &mut vec![]);
+    let mut skips = 0;
+    for i in 30..38u64 {
+        seq += 1;
+        let p = PacketInfo {
+            seq,
+            starts_frame: true,
+            size: 5000,
+            temporal: [0, 2, 1, 2][(i % 4) as usize],
+            ..Default::default()
+        };
+        r.route_packet(v, &p, now + ms(i * 33), &mut rx);
+        match rx.as_slice() {
+            [d] if d.send => assert_eq!(p.temporal, 0),
+            [d] => {
+                assert!(p.temporal > 0);
+                skips += 1;
+                assert_eq!(d.down, down(2, "v"));
+            }
+            other => panic!("one delivery per packet: {other:?}"),
+        }
+    }
+    assert_eq!(skips, 6);
 }
 
 #[test]
@@ -251,10 +286,10 @@ fn pinned_subscriptions_receive_their_track_and_go_unbound_when_it_ends() {
         track: track(2, "0")
     }));
     let mut rx = vec![];
-    r.route_frame(track(1, "0"), &FrameInfo::simple(false, true), t0, &mut rx);
+    r.route_packet(track(1, "0"), &PacketInfo::simple(1, false), t0, &mut rx);
     assert!(rx.is_empty(), "not subscribed to publisher 1");
-    r.route_frame(track(2, "0"), &FrameInfo::simple(false, true), t0, &mut rx);
-    assert_eq!(rx, vec![down(3, "5")]);
+    r.route_packet(track(2, "0"), &PacketInfo::simple(1, false), t0, &mut rx);
+    assert_eq!(sent(&rx), vec![down(3, "5")]);
 
     // The track is unpublished: the pinned line does not move to track 1.
     let actions = r.remove_track(track(2, "0"), t0);
@@ -273,7 +308,7 @@ fn pinned_subscriptions_receive_their_track_and_go_unbound_when_it_ends() {
     r.subscribe(down(3, "5"), track(1, "0"), None, t0);
     assert_eq!(r.source_of(down(3, "5")), Some(track(1, "0")));
     r.remove_down_track(down(3, "5"));
-    r.route_frame(track(1, "0"), &FrameInfo::simple(false, true), t0, &mut rx);
+    r.route_packet(track(1, "0"), &PacketInfo::simple(1, false), t0, &mut rx);
     assert!(rx.is_empty(), "unsubscribed");
 }
 
@@ -292,15 +327,14 @@ fn subscriptions_to_own_or_missing_tracks_are_ignored() {
 }
 
 /// A keyframe of simulcast layer `rid` at `width`.
-fn layer_keyframe(rid: &str, width: u32) -> FrameInfo {
-    FrameInfo {
+fn layer_keyframe(rid: &str, width: u32) -> PacketInfo {
+    PacketInfo {
         layer: Some(str0m::media::Rid::from(rid)),
-        keyframe: true,
-        contiguous: true,
+        starts_keyframe: true,
+        starts_frame: true,
         size: 1000,
         dims: Some((width, width * 9 / 16)),
-        temporal: 0,
-        sync: false,
+        ..Default::default()
     }
 }
 
@@ -314,7 +348,7 @@ fn dynacast_wants_only_layers_some_subscriber_can_use() {
     assert_eq!(r.wanted_layers(t), None, "layers not seen yet");
     // Rid names deliberately do not follow size order.
     for (rid, w) in [("a", 1280), ("b", 320), ("c", 640)] {
-        r.route_frame(t, &layer_keyframe(rid, w), t0, &mut rx);
+        r.route_packet(t, &layer_keyframe(rid, w), t0, &mut rx);
     }
     let wanted = |r: &Router| -> Vec<(String, bool)> {
         r.wanted_layers(t)
@@ -374,13 +408,13 @@ fn run_simulcast(
         now = t0 + Duration::from_millis(i * 1000 / 30);
         for t in tracks {
             for (rid, width, size) in layers {
-                let frame = FrameInfo {
+                let packet = PacketInfo {
+                    seq: i,
                     size,
-                    keyframe: i % 30 == 0,
+                    starts_keyframe: i % 30 == 0,
                     ..layer_keyframe(rid, width)
                 };
-                rx.clear();
-                r.route_frame(*t, &frame, now, &mut rx);
+                r.route_packet(*t, &packet, now, &mut rx);
             }
         }
         if i % 3 == 0 {
@@ -398,6 +432,8 @@ fn run_simulcast(
 fn a_subscribers_estimate_is_shared_by_all_the_video_it_receives() {
     let t0 = Instant::now();
     let mut r = Router::default();
+    r.subscriber_connected(3, t0);
+    r.subscriber_connected(4, t0);
     let (a, b) = (track(1, "1"), track(2, "1"));
     r.add_track(a, MediaKind::Video, 3, t0);
     r.add_track(b, MediaKind::Video, 3, t0);
@@ -425,6 +461,7 @@ fn a_subscribers_estimate_is_shared_by_all_the_video_it_receives() {
 fn one_probe_target_per_subscriber_sums_its_tracks() {
     let t0 = Instant::now();
     let mut r = Router::default();
+    r.subscriber_connected(3, t0);
     let (a, b) = (track(1, "1"), track(2, "1"));
     r.add_track(a, MediaKind::Video, 3, t0);
     r.add_track(b, MediaKind::Video, 3, t0);
@@ -458,6 +495,7 @@ fn one_probe_target_per_subscriber_sums_its_tracks() {
 fn a_new_viewer_without_an_estimate_starts_from_the_initial_guess_not_the_top() {
     let t0 = Instant::now();
     let mut r = Router::default();
+    r.subscriber_connected(2, t0);
     let a = track(1, "1");
     r.add_track(a, MediaKind::Video, 3, t0);
     r.subscribe(down(2, "5"), a, None, t0);
@@ -470,6 +508,7 @@ fn a_new_viewer_without_an_estimate_starts_from_the_initial_guess_not_the_top() 
 fn an_estimate_that_stops_changing_is_frozen() {
     let t0 = Instant::now();
     let mut r = Router::default();
+    r.subscriber_connected(2, t0);
     let a = track(1, "1");
     r.add_track(a, MediaKind::Video, 3, t0);
     r.subscribe(down(2, "5"), a, None, t0);

@@ -4,6 +4,7 @@
 
 pub mod member;
 pub mod offer;
+pub mod out_streams;
 pub mod participant;
 pub mod quality;
 

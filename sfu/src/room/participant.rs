@@ -1,5 +1,6 @@
-//! One participant: a str0m `Rtc` plus what the worker knows about it
-//! (identity, resource id, liveness, payload-type cache).
+//! One participant: a str0m `Rtc` (in RTP mode) plus what the worker knows
+//! about it (identity, resource id, liveness, its incoming streams and its
+//! outgoing ones).
 //!
 //! `Participant` feeds input into its `Rtc`, drains its output, sends
 //! transmits through the callback it is given, and hands the events the rest
@@ -13,30 +14,39 @@ use signaling::backend::SessionEvent;
 use signaling::SessionKind;
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::channel::ChannelId;
-use str0m::media::{
-    KeyframeRequest, KeyframeRequestKind, MediaAdded, MediaData, MediaTime, Mid, Pt, Rid,
-};
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaAdded, Mid, Pt, Rid};
 use str0m::net::Transmit;
+use str0m::rtp::{RtpPacket, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::mpsc;
 
 use crate::forward::freshness::Freshness;
-use crate::forward::payload_map;
 use crate::forward::reorder::FrameOrderMonitor;
-use crate::forward::router::{ProbeRequest, TrackKey};
-use crate::forward::timeline::Timeline;
+use crate::forward::router::ProbeRequest;
 use crate::forward::ParticipantId;
 use crate::room::member::Member;
+use crate::room::out_streams::{Forwarded, OutStreams, WriteOutcome};
+
+/// An RTP packet a participant sent us, with the media line and layer it
+/// belongs to and its codec.
+#[derive(Debug)]
+pub struct Received {
+    pub mid: Mid,
+    pub rid: Option<Rid>,
+    pub params: PayloadParams,
+    pub packet: RtpPacket,
+}
 
 /// What a participant's `Rtc` told the worker.
-// Media frames dominate; they live briefly in a reused Vec, and boxing them
-// would allocate once per frame on the packet path.
+// Packets dominate; they live briefly in a reused Vec, and boxing them
+// would allocate once per packet on the packet path.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum ParticipantEvent {
     Connected,
     MediaAdded(MediaAdded),
-    Media(MediaData),
+    Rtp(Received),
     KeyframeRequest(KeyframeRequest),
     /// The subscriber's downlink estimate (TWCC), bits per second.
     BandwidthEstimate(u64),
@@ -62,27 +72,6 @@ pub struct LinkStats {
     pub egress_loss: f32,
     pub rtt: Option<Duration>,
 }
-
-/// Outcome of writing a frame to a subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOutcome {
-    Written,
-    /// The subscriber has no payload type its decoder could use for this frame.
-    NoCompatibleCodec,
-    /// The media line is gone or the session is closed.
-    NotWritable,
-    /// Skipped: this video line's send queue already holds more than
-    /// [`MAX_SEND_BACKLOG`] (the link carries less than was queued). Frames
-    /// after a skipped one would not decode: the line waits for a keyframe.
-    Backlogged,
-}
-
-/// The longest a subscriber's oldest unsent video packet may have waited
-/// in str0m's pacer before new frames are skipped. The pacer drains at the
-/// estimate; after the estimate falls (a link suddenly capped), what was
-/// queued at the old rate would otherwise arrive seconds late (seen: a
-/// viewer frozen for 2.8 s, then 63 frames decoded in half a second).
-pub const MAX_SEND_BACKLOG: Duration = Duration::from_millis(500);
 
 /// The negotiated state a PATCH (trickle, ICE restart) works on.
 #[derive(Debug, Clone)]
@@ -113,9 +102,12 @@ pub struct Participant {
     pub connected: bool,
     pub closed: bool,
     next_timeout: Instant,
-    pt_cache: HashMap<(Mid, Pt), Option<Pt>>,
-    /// Outgoing timestamp continuity per media line (and stream, on a relay's).
-    timelines: HashMap<(Mid, Option<Rid>), Timeline>,
+    /// Incoming streams: media line and rid by SSRC.
+    rx_streams: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    /// Codec parameters of incoming payload types.
+    rx_params: HashMap<Pt, PayloadParams>,
+    /// Outgoing streams with their header rewriting.
+    out: OutStreams,
     /// The streams (rids) of lines that relay to another node: every layer
     /// of the source goes out on one of them.
     pub relay_rids: HashMap<Mid, Vec<Rid>>,
@@ -139,6 +131,16 @@ pub struct Participant {
     /// Video lines this publisher sends whose feedback can only be REMB.
     pub remb_mids: Vec<Mid>,
 }
+
+/// Due timeouts served in one poll (each lets str0m's pacer release one
+/// more packet); what remains waits for the worker's next turn.
+const MAX_DUE_TIMEOUTS: usize = 256;
+
+/// A timeout this close is served within the poll: str0m's pacer asks for
+/// one a microsecond after the last to release its next packet (unpaced
+/// ones too), and a turn of the worker's loop per packet would cost more
+/// than the packet.
+const IMMEDIATE: Duration = Duration::from_micros(100);
 
 /// Most concurrent event streams per session.
 pub const MAX_EVENT_STREAMS: usize = 4;
@@ -185,8 +187,9 @@ impl Participant {
             connected: false,
             closed: false,
             next_timeout: p.now,
-            pt_cache: HashMap::new(),
-            timelines: HashMap::new(),
+            rx_streams: HashMap::new(),
+            rx_params: HashMap::new(),
+            out: OutStreams::default(),
             relay_rids: HashMap::new(),
             pending_offer: None,
             frame_order: HashMap::new(),
@@ -272,12 +275,18 @@ impl Participant {
     }
 
     /// Drain the `Rtc`: transmits go to `transmit`, events to `events`.
+    /// str0m's pacer releases one queued packet per timeout, so a timeout
+    /// that is due, or [`IMMEDIATE`], is served here at once (bounded),
+    /// rather than by another turn of the worker's loop for every packet
+    /// written.
     pub fn poll(
         &mut self,
+        mut now: Instant,
         transmit: &mut dyn FnMut(Transmit),
         events: &mut Vec<(ParticipantId, ParticipantEvent)>,
     ) {
         // Bounded: str0m returns a Timeout once its queues are empty.
+        let mut due_timeouts = 0;
         for _ in 0..100_000 {
             if !self.rtc.is_alive() {
                 if !self.closed {
@@ -289,6 +298,17 @@ impl Participant {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
                     self.next_timeout = t;
+                    // str0m asks for the next packet one microsecond after
+                    // its last timeout: served here, on the clock if it has
+                    // passed that, else at the time asked (str0m never lets
+                    // its clock go back, so what comes in later is no older).
+                    let soon = t <= now + IMMEDIATE;
+                    if soon && due_timeouts < MAX_DUE_TIMEOUTS && !self.closed {
+                        due_timeouts += 1;
+                        now = now.max(t).max(if t > now { Instant::now() } else { now });
+                        self.handle_input(Input::Timeout(now));
+                        continue;
+                    }
                     return;
                 }
                 Ok(Output::Transmit(t)) => transmit(t),
@@ -319,7 +339,11 @@ impl Participant {
                 }
             }
             Event::MediaAdded(m) => events.push((id, ParticipantEvent::MediaAdded(m))),
-            Event::MediaData(d) => events.push((id, ParticipantEvent::Media(d))),
+            Event::RtpPacket(packet) => {
+                if let Some(received) = self.received(packet) {
+                    events.push((id, ParticipantEvent::Rtp(received)));
+                }
+            }
             Event::KeyframeRequest(r) => events.push((id, ParticipantEvent::KeyframeRequest(r))),
             Event::ChannelOpen(cid, label) => {
                 events.push((id, ParticipantEvent::ChannelOpen(cid, label)))
@@ -368,67 +392,63 @@ impl Participant {
         }
     }
 
-    /// Write a frame of `source` to this subscriber's media line `mid`.
-    pub fn write_frame(
+    /// Resolve an incoming packet's media line, layer and codec (each
+    /// once per SSRC / payload type, then from a map).
+    fn received(&mut self, packet: RtpPacket) -> Option<Received> {
+        let ssrc = packet.header.ssrc;
+        let (mid, rid) = match self.rx_streams.get(&ssrc) {
+            Some(found) => *found,
+            None => {
+                let stream = self
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|s| (s.mid(), s.rid()))?;
+                self.rx_streams.insert(ssrc, stream);
+                stream
+            }
+        };
+        let pt = packet.header.payload_type;
+        let params = match self.rx_params.get(&pt) {
+            Some(p) => *p,
+            None => {
+                let p = *self
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| p.pt() == pt)?;
+                self.rx_params.insert(pt, p);
+                p
+            }
+        };
+        Some(Received {
+            mid,
+            rid,
+            params,
+            packet,
+        })
+    }
+
+    /// Write a publisher's packet on this subscriber's media line `mid`
+    /// (`rid`: the stream of a relay's line); `fresh`: the stream starts
+    /// over at this packet (a layer switch).
+    pub fn write_packet(
         &mut self,
         mid: Mid,
         rid: Option<Rid>,
-        source: TrackKey,
-        data: &MediaData,
+        fresh: bool,
+        packet: &Forwarded,
     ) -> WriteOutcome {
         if !self.is_alive() || !self.connected {
             return WriteOutcome::NotWritable;
         }
-        if rid.is_none() && data.params.spec().codec.is_video() && self.send_backlogged(mid) {
-            return WriteOutcome::Backlogged;
-        }
-        let Some(writer) = self.rtc.writer(mid) else {
-            return WriteOutcome::NotWritable;
-        };
-        let pt = *self
-            .pt_cache
-            .entry((mid, data.pt))
-            .or_insert_with(|| payload_map::select(&data.params, writer.payload_params()));
-        let Some(pt) = pt else {
-            return WriteOutcome::NoCompatibleCodec;
-        };
-        let mut writer = match rid {
-            Some(rid) => writer.rid(rid),
-            None => writer,
-        };
-        if let Some(level) = data.ext_vals.audio_level {
-            writer = writer.audio_level(level, data.ext_vals.voice_activity.unwrap_or(false));
-        }
-        let clock = data.time.frequency();
-        let time = self.timelines.entry((mid, rid)).or_default().map(
-            source,
-            data.time.numer(),
-            clock.get(),
-            data.network_time,
-        );
-        let time = MediaTime::new(time, clock);
-        match writer.write(pt, data.network_time, time, data.data.clone()) {
-            Ok(()) => WriteOutcome::Written,
-            Err(e) => {
-                tracing::debug!(participant = self.id, error = %e, "write failed");
-                WriteOutcome::NotWritable
-            }
-        }
+        self.out.write(&mut self.rtc, mid, rid, fresh, packet)
     }
 
-    /// True when the oldest unsent packet of `mid`'s (single) send stream had
-    /// waited longer than [`MAX_SEND_BACKLOG`] at the pacer's last sample.
-    fn send_backlogged(&mut self, mid: Mid) -> bool {
-        let mut api = self.rtc.direct_api();
-        let Some(info) = api
-            .stream_tx_by_mid(mid, None)
-            .and_then(|tx| tx.queue_info())
-        else {
-            return false;
-        };
-        info.first_unsent().is_some_and(|oldest| {
-            info.created_at().saturating_duration_since(oldest) > MAX_SEND_BACKLOG
-        })
+    /// A packet of the source flowing on `mid` was dropped on purpose.
+    pub fn skip_packet(&mut self, mid: Mid, rid: Option<Rid>, packet: &Forwarded) {
+        self.out.skip(mid, rid, packet);
     }
 
     /// Apply the answer to our own pending offer (a relay ingest).
@@ -443,17 +463,27 @@ impl Participant {
             .map_err(|e| e.to_string())
     }
 
-    /// Ask this publisher for a keyframe on `mid`.
+    /// Ask this publisher for a keyframe on `mid` (layer `rid`): PLI, or
+    /// FIR where the publisher negotiated only that.
     pub fn request_keyframe(&mut self, mid: Mid, rid: Option<Rid>) -> bool {
-        let Some(mut writer) = self.rtc.writer(mid) else {
-            return false;
-        };
-        let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
-            KeyframeRequestKind::Pli
-        } else {
+        let mut video = self
+            .rx_params
+            .values()
+            .filter(|p| p.spec().codec.is_video())
+            .peekable();
+        let fir_only = video.peek().is_some() && video.all(|p| p.fb_fir() && !p.fb_pli());
+        let kind = if fir_only {
             KeyframeRequestKind::Fir
+        } else {
+            KeyframeRequestKind::Pli
         };
-        writer.request_keyframe(rid, kind).is_ok()
+        match self.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+            Some(rx) => {
+                rx.request_keyframe(kind);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Add an event stream; it first receives the current state.

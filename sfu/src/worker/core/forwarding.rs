@@ -1,169 +1,198 @@
 //! The worker's packet path and its control loop: forwarding a
-//! publisher's frame to the subscribers the router names, carrying out
+//! publisher's RTP packet to the subscribers the router names (the payload
+//! shared, each subscriber's stream rewriting the header), carrying out
 //! router decisions (keyframe requests), and the periodic simulcast layer
 //! evaluation with its metrics.
 
 use super::*;
+use crate::forward::codec;
 use crate::forward::freshness::Admit;
-use crate::metrics::FrameCounters;
-use str0m::format::CodecExtra;
+use crate::forward::rewriter::{Incoming, SenderClock, SourceKey};
+use crate::forward::router::{Delivery, PacketInfo};
+use crate::metrics::MediaCounters;
+use crate::room::out_streams::{Forwarded, WriteOutcome};
+use crate::room::participant::Received;
+use str0m::media::Mid;
+use str0m::rtp::{ExtensionValues, Vp8Descriptor};
 
 /// How often simulcast layer choices are re-evaluated.
 pub(super) const LAYER_INTERVAL: Duration = Duration::from_millis(250);
 
 impl WorkerCore {
-    /// Whether an audio frame is forwarded or was read so late that
+    /// Whether an audio packet is forwarded or was read so late that
     /// forwarding it would only keep the worker behind (see
     /// [`crate::forward::freshness`]).
     fn admit(
         &mut self,
         publisher: ParticipantId,
-        data: &str0m::media::MediaData,
+        mid: Mid,
+        media_secs: f64,
         now: Instant,
     ) -> Admit {
         let Some(p) = self.participants.get_mut(&publisher) else {
             return Admit::Forward;
         };
-        let media_secs = data.time.numer() as f64 / data.time.frequency().get() as f64;
         p.audio_freshness
-            .entry(data.mid)
+            .entry(mid)
             .or_default()
             .admit(media_secs, now)
     }
 
-    /// The packet path: one publisher frame to every subscriber of its track.
+    /// The packet path: one publisher packet to every subscriber of its track.
     pub(super) fn forward(
         &mut self,
         now: Instant,
         publisher: ParticipantId,
         room_name: &Arc<str>,
-        data: str0m::media::MediaData,
+        received: Received,
     ) {
-        let is_video = data.params.spec().codec.is_video();
-        self.frame_counters.received[FrameCounters::index(is_video)].inc();
-        // Audio only: a video stream resumes only at a keyframe, so dropping
-        // its stale frames would need the subscribers closed until one.
-        if !is_video {
-            if let Admit::Drop { first, late_by } = self.admit(publisher, &data, now) {
-                self.frame_counters.stale_audio.inc();
+        let Received {
+            mid,
+            rid,
+            params,
+            packet,
+        } = received;
+        let spec = params.spec();
+        let video = spec.codec.is_video();
+        self.media_counters.received[MediaCounters::index(video)].inc();
+        let track = TrackKey { publisher, mid };
+        let seq = *packet.seq_no;
+        if !video {
+            let media_secs = packet.time.numer() as f64 / packet.time.frequency().get() as f64;
+            if let Admit::Drop { first, late_by } = self.admit(publisher, mid, media_secs, now) {
+                self.media_counters.stale_audio.inc();
                 if first {
                     tracing::info!(
                         participant = publisher,
-                        mid = %data.mid,
+                        mid = %mid,
                         late_ms = late_by.as_millis() as u64,
                         "dropping stale audio: read too late to forward (the worker is behind)"
                     );
                 }
                 return;
             }
-        }
-        if is_video {
-            self.watch_frame_order(publisher, room_name, &data);
-        }
-        if !is_video {
-            if self.is_muted(publisher, data.mid) {
+            if self.is_muted(publisher, mid) {
                 return; // muted (possibly by an administrator): nothing leaves
             }
-            if let (Some(level), Some(room)) =
-                (data.ext_vals.audio_level, self.rooms.get_mut(room_name))
-            {
-                let track = TrackKey {
-                    publisher,
-                    mid: data.mid,
-                };
+            if let (Some(level), Some(room)) = (
+                packet.header.ext_vals.audio_level,
+                self.rooms.get_mut(room_name),
+            ) {
                 room.speakers.observe(track, level, now);
             }
+        }
+        let parsed = if video && !packet.payload.is_empty() {
+            match codec::parse(spec.codec, &packet.payload) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    self.malformed(spec.codec, publisher, e);
+                    return;
+                }
+            }
+        } else {
+            codec::PacketInfo::default()
+        };
+        if video && parsed.starts_frame {
+            self.watch_frame_order(publisher, room_name, mid, rid, seq, packet.time.numer());
         }
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };
-        let track = TrackKey {
-            publisher,
-            mid: data.mid,
+        let info = PacketInfo {
+            layer: rid,
+            seq,
+            starts_keyframe: parsed.starts_keyframe,
+            starts_frame: parsed.starts_frame || !video,
+            size: packet.payload.len(),
+            dims: parsed.dims,
+            temporal: parsed.temporal,
+            sync: parsed.sync,
         };
-        let keyframe = is_video && data.is_keyframe();
-        let frame = FrameInfo {
-            layer: data.rid,
-            keyframe,
-            contiguous: data.contiguous,
-            size: data.data.len(),
-            dims: keyframe
-                .then(|| picture_size(data.params.spec().codec, &data.data))
-                .flatten(),
-            temporal: match data.codec_extra {
-                CodecExtra::Vp8(e) => e.layer_index,
-                _ => 0,
-            },
-            sync: matches!(data.codec_extra, CodecExtra::Vp8(e) if e.sync),
-        };
-        let action = room
-            .router
-            .route_frame(track, &frame, now, &mut self.receivers);
-        let mut receivers = std::mem::take(&mut self.receivers);
-        let relays = receivers.len();
-        for &(down, slot) in room.router.relay_receivers() {
-            receivers.push(down);
-            self.relay_slots.push(slot);
-        }
-        let mut written = 0u64;
-        for (i, down) in receivers.iter().enumerate() {
-            let Some(sub) = self.participants.get_mut(&down.subscriber) else {
-                continue;
-            };
-            // Relay lines (after the plain ones) name the stream to write on.
-            let rid = match i.checked_sub(relays) {
-                Some(r) => {
-                    let slot = self.relay_slots.get(r).copied().unwrap_or(0);
-                    match sub
-                        .relay_rids
-                        .get(&down.mid)
-                        .and_then(|rids| rids.get(slot))
-                    {
-                        Some(rid) => Some(*rid),
-                        None => continue,
-                    }
-                }
-                None => None,
-            };
-            match sub.write_frame(down.mid, rid, track, &data) {
-                WriteOutcome::Written => {
-                    written += 1;
-                    self.dirty.push(down.subscriber);
-                }
-                WriteOutcome::NoCompatibleCodec => {
-                    tracing::debug!(subscriber = down.subscriber, pt = %data.pt, "no compatible codec");
-                }
-                WriteOutcome::NotWritable => {}
-                WriteOutcome::Backlogged => {
-                    tracing::debug!(subscriber = down.subscriber, mid = %down.mid,
-                        "send queue backed up: frame skipped, waiting for a keyframe");
-                    room.router.close_until_keyframe(*down);
-                }
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        let action = room.router.route_packet(track, &info, now, &mut deliveries);
+        if !deliveries.is_empty() {
+            let forwarded = forwarded_packet(track, rid, params, packet, parsed.vp8, video);
+            let written = self.deliver(&deliveries, &forwarded);
+            if written > 0 {
+                self.media_counters.forwarded[MediaCounters::index(video)].inc_by(written);
             }
         }
-        receivers.clear();
-        self.relay_slots.clear();
-        self.receivers = receivers;
-        if written > 0 {
-            self.frame_counters.forwarded[FrameCounters::index(is_video)].inc_by(written);
-        }
+        deliveries.clear();
+        self.deliveries = deliveries;
         if let Some(action) = action {
             self.execute(action);
         }
     }
 
+    /// Write (or skip) one packet on each delivery's stream; returns how
+    /// many were written.
+    fn deliver(&mut self, deliveries: &[Delivery], packet: &Forwarded) -> u64 {
+        let padding = packet.payload.is_empty();
+        let mut written = 0u64;
+        for d in deliveries {
+            let Some(sub) = self.participants.get_mut(&d.down.subscriber) else {
+                continue;
+            };
+            // A relay's line names the stream (rid) each slot goes on.
+            let rid = match d.slot {
+                Some(slot) => match sub.relay_rids.get(&d.down.mid).and_then(|r| r.get(slot)) {
+                    Some(rid) => Some(*rid),
+                    None => continue,
+                },
+                None => None,
+            };
+            if !d.send || padding {
+                sub.skip_packet(d.down.mid, rid, packet);
+                continue;
+            }
+            match sub.write_packet(d.down.mid, rid, d.fresh, packet) {
+                WriteOutcome::Written => {
+                    written += 1;
+                    self.dirty.push(d.down.subscriber);
+                }
+                WriteOutcome::NoCompatibleCodec => {
+                    tracing::debug!(subscriber = d.down.subscriber, pt = %packet.params.pt(), "no compatible codec");
+                }
+                WriteOutcome::Late => self.media_counters.late.inc(),
+                WriteOutcome::NotWritable => {}
+            }
+        }
+        written
+    }
+
+    /// A video packet whose payload header does not parse: dropped, counted
+    /// and logged at debug (it concerns this publisher's stream only).
+    fn malformed(
+        &self,
+        codec: str0m::format::Codec,
+        publisher: ParticipantId,
+        e: codec::ParseError,
+    ) {
+        let label = format!("{codec:?}").to_lowercase();
+        self.ctx
+            .metrics
+            .malformed_packets
+            .with_label_values(&[label.as_str()])
+            .inc();
+        tracing::debug!(participant = publisher, ?codec, error = %e, "malformed video packet dropped");
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn watch_frame_order(
         &mut self,
         publisher: ParticipantId,
         room: &Arc<str>,
-        data: &str0m::media::MediaData,
+        mid: Mid,
+        rid: Option<str0m::media::Rid>,
+        seq: u64,
+        rtp_time: u64,
     ) {
         let Some(p) = self.participants.get_mut(&publisher) else {
             return;
         };
-        let monitor = p.frame_order.entry((data.mid, data.rid)).or_default();
+        let monitor = p.frame_order.entry((mid, rid)).or_default();
         let before = monitor.reordered();
-        let first = monitor.observe(data.time.numer());
+        let first = monitor.observe_packet(seq, rtp_time);
         if monitor.reordered() > before {
             self.ctx
                 .metrics
@@ -172,7 +201,7 @@ impl WorkerCore {
                 .inc();
         }
         if first {
-            tracing::warn!(room = %room, identity = %p.identity, codec = ?data.params.spec().codec,
+            tracing::warn!(room = %room, identity = %p.identity,
                 "publisher sends B-frames (frames out of presentation order); browsers will stutter. \
                  Disable B-frames in the encoder (OBS: Output -> Encoder settings, bframes=0 / profile baseline)");
             self.ctx
@@ -274,5 +303,54 @@ impl WorkerCore {
             }
         }
         self.probes = probes;
+    }
+}
+
+/// A publisher's packet as subscribers' streams write it.
+fn forwarded_packet(
+    track: TrackKey,
+    layer: Option<str0m::media::Rid>,
+    params: str0m::format::PayloadParams,
+    packet: str0m::rtp::RtpPacket,
+    vp8: Option<codec::Vp8Ids>,
+    video: bool,
+) -> Forwarded {
+    let h = &packet.header;
+    let ext = ExtensionValues {
+        audio_level: h.ext_vals.audio_level,
+        voice_activity: h.ext_vals.voice_activity,
+        video_orientation: h.ext_vals.video_orientation,
+        video_content_type: h.ext_vals.video_content_type,
+        play_delay_min: h.ext_vals.play_delay_min,
+        play_delay_max: h.ext_vals.play_delay_max,
+        ..Default::default()
+    };
+    let descriptor = vp8
+        .is_some()
+        .then(|| Vp8Descriptor::parse(&packet.payload).ok())
+        .flatten();
+    Forwarded {
+        incoming: Incoming {
+            source: SourceKey {
+                track,
+                layer,
+                ssrc: *h.ssrc,
+            },
+            seq: *packet.seq_no,
+            timestamp: h.timestamp,
+            clock_rate: params.spec().clock_rate.get(),
+            arrival: packet.timestamp,
+            sender_clock: packet.last_sender_info.map(|s| SenderClock {
+                ntp: s.ntp_time,
+                rtp: s.rtp_time.numer() as u32,
+            }),
+            vp8,
+        },
+        params,
+        marker: h.marker,
+        ext,
+        vp8: descriptor,
+        video,
+        payload: packet.payload,
     }
 }

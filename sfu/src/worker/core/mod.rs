@@ -37,15 +37,12 @@ use str0m::{Candidate, IceCreds, Input, Rtc, RtcConfig};
 
 use super::demux::{Demux, Route};
 use super::Command;
-use crate::forward::bitstream::picture_size;
-use crate::forward::router::{DownTrackKey, FrameInfo, ProbeRequest, RouterAction, TrackKey};
+use crate::forward::router::{DownTrackKey, ProbeRequest, RouterAction, TrackKey};
 use crate::forward::ParticipantId;
 use crate::metrics::{Metrics, PacketCounts};
 use crate::registry::{Registry, ResourceEntry};
 use crate::room::offer::{check_answer, check_offer};
-use crate::room::participant::{
-    Negotiation, NewParticipant, Participant, ParticipantEvent, WriteOutcome,
-};
+use crate::room::participant::{Negotiation, NewParticipant, Participant, ParticipantEvent};
 use crate::room::Room;
 
 /// What REMB-only publishers are allowed to send (their loss-based
@@ -160,9 +157,8 @@ pub struct WorkerCore {
     /// Participants whose `Rtc` got input and must be polled.
     dirty: Vec<ParticipantId>,
     events: Vec<(ParticipantId, ParticipantEvent)>,
-    receivers: Vec<DownTrackKey>,
-    /// Streams of the relay receivers appended to `receivers`.
-    relay_slots: Vec<usize>,
+    /// Where the packet being forwarded goes (reused).
+    deliveries: Vec<crate::forward::router::Delivery>,
     /// Relay ingests by the local address of their own socket.
     relay_sockets: HashMap<SocketAddr, ParticipantId>,
     /// Relay ingests' media lines, published while their upstream carries a
@@ -171,7 +167,7 @@ pub struct WorkerCore {
     /// Relay ingests alone in their edge room, since when.
     relays_alone: HashMap<ParticipantId, Instant>,
     pub counts: PacketCounts,
-    frame_counters: crate::metrics::FrameCounters,
+    media_counters: crate::metrics::MediaCounters,
     next_housekeeping: Instant,
     next_layer_poll: Instant,
     probes: Vec<(ParticipantId, ProbeRequest)>,
@@ -188,7 +184,7 @@ pub struct WorkerCore {
 impl WorkerCore {
     pub fn new(ctx: WorkerContext, now: Instant) -> WorkerCore {
         WorkerCore {
-            frame_counters: ctx.metrics.frame_counters(),
+            media_counters: ctx.metrics.media_counters(),
             ctx,
             participants: HashMap::new(),
             by_resource: HashMap::new(),
@@ -197,8 +193,7 @@ impl WorkerCore {
             next_id: 1,
             dirty: Vec::new(),
             events: Vec::new(),
-            receivers: Vec::new(),
-            relay_slots: Vec::new(),
+            deliveries: Vec::new(),
             relay_sockets: HashMap::new(),
             relays_alone: HashMap::new(),
             relay_media: HashMap::new(),
@@ -443,7 +438,7 @@ impl WorkerCore {
             self.dirty.dedup();
             for id in std::mem::take(&mut self.dirty) {
                 if let Some(p) = self.participants.get_mut(&id) {
-                    p.poll(transmit, &mut self.events);
+                    p.poll(now, transmit, &mut self.events);
                 }
             }
             let events = std::mem::take(&mut self.events);
@@ -470,9 +465,8 @@ impl WorkerCore {
         let room_name = p.room.clone();
         let kind = p.kind;
         let max_width = p.max_width;
-        // Media frames are the packet path: no span work for them.
-        let _span =
-            (!matches!(event, ParticipantEvent::Media(_))).then(|| p.span.clone().entered());
+        // Packets are the packet path: no span work for them.
+        let _span = (!matches!(event, ParticipantEvent::Rtp(_))).then(|| p.span.clone().entered());
         match event {
             ParticipantEvent::Connected => {
                 let m = &self.ctx.metrics;
@@ -482,6 +476,13 @@ impl WorkerCore {
                     after_ms = now.saturating_duration_since(p.created_at).as_millis() as u64,
                     "connected"
                 );
+                let actions = match self.rooms.get_mut(&room_name) {
+                    Some(room) => room.router.subscriber_connected(id, now),
+                    None => vec![],
+                };
+                for action in actions {
+                    self.execute(action);
+                }
             }
             ParticipantEvent::MediaAdded(added) => {
                 let Some(room) = self.rooms.get_mut(&room_name) else {
@@ -530,7 +531,7 @@ impl WorkerCore {
                     self.execute(action);
                 }
             }
-            ParticipantEvent::Media(data) => self.forward(now, id, &room_name, data),
+            ParticipantEvent::Rtp(received) => self.forward(now, id, &room_name, received),
             ParticipantEvent::KeyframeRequest(req) => {
                 tracing::debug!(mid = %req.mid, kind = ?req.kind, "subscriber asks for a keyframe");
                 let slot = req.rid.and_then(|rid| {
@@ -641,7 +642,7 @@ impl WorkerCore {
         let _span = p.span.clone().entered();
         p.close();
         let mut ignored = vec![];
-        p.poll(transmit, &mut ignored); // flush DTLS close_notify / RTCP BYE
+        p.poll(now, transmit, &mut ignored); // flush DTLS close_notify / RTCP BYE
         self.demux.remove_participant(id);
         self.by_resource.remove(&p.resource_id);
         self.ctx.registry.remove_resource(&p.resource_id);

@@ -19,10 +19,12 @@ pub enum Downlink {
     Trunk,
 }
 
-/// The `Rtc` configuration every participant gets; viewers also estimate
-/// their downlink (TWCC), which drives simulcast layer selection.
+/// The `Rtc` configuration every participant gets: RTP mode (media is
+/// forwarded as packets, never depacketized); viewers also estimate their
+/// downlink (TWCC), which drives simulcast layer selection.
 pub fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink) -> RtcConfig {
     let mut config = RtcConfig::new()
+        .set_rtp_mode(true)
         .set_crypto_provider(crate::dtls::crypto_provider())
         .set_ice_lite(true)
         .set_local_ice_credentials(creds)
@@ -44,9 +46,7 @@ pub fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink) -> Rtc
         Downlink::Loopback => return config,
     };
     if kind != SessionKind::Whip {
-        config = config
-            .enable_bwe(Some(Bitrate::bps(start)))
-            .set_send_buffer_video(SEND_BUFFER_VIDEO);
+        config = config.enable_bwe(Some(Bitrate::bps(start)));
     }
     config
 }
@@ -56,12 +56,6 @@ pub fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink) -> Rtc
 /// 1.4 and 2.6 s from 3 Mbit/s, 1.2 and 0.9 s from 50 Mbit/s (two runs
 /// each; the same meeting on one node: 0.7-1.4 s).
 pub(super) const TRUNK_START_BPS: u64 = 50_000_000;
-
-/// Video packets kept per outgoing stream for NACK resends and BWE probes:
-/// ~1.7 s of a 2.5 Mbit/s layer (~290 packets/s), far beyond any round trip
-/// a resend still helps with. str0m's default of 1000 cost ~1.5 MB per 720p
-/// viewer (sfu-loadtest broadcast, 100 viewers: 186 MB peak RSS).
-const SEND_BUFFER_VIDEO: usize = 500;
 
 /// The bandwidth estimate a viewer's estimator (and so its pacer, which
 /// sends at 1.1x the estimate) starts from. Higher than the 1 Mbit/s the

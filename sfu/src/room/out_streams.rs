@@ -1,0 +1,192 @@
+//! The outgoing RTP streams of one session, in str0m's RTP mode: each
+//! forwarded packet keeps the publisher's payload (shared, not copied) and
+//! gets a header of this stream: its SSRC, its payload type for the codec,
+//! and the sequence numbers, timestamps and VP8 ids of its
+//! [`StreamRewriter`].
+//!
+//! Streams are looked up once by media line (and rid, on a relay's lines)
+//! and then addressed by SSRC, str0m's direct lookup. They are sent
+//! unpaced: forwarded media is never queued behind str0m's pacer (the layer
+//! choice keeps each subscriber under its estimate; padding probes are
+//! still paced). str0m keeps what was sent for NACKs.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use str0m::format::PayloadParams;
+use str0m::media::{Mid, Pt, Rid};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
+use str0m::Rtc;
+
+use crate::forward::payload_map;
+use crate::forward::rewriter::{Incoming, StreamRewriter};
+use crate::forward::ParticipantId;
+
+/// Video packets kept per outgoing stream for NACK resends, and for how
+/// long: ~1.5 s of a 2.5 Mbit/s layer. The payloads are shared with the
+/// publisher's packet, so an entry costs its header only.
+const RTX_CACHE_PACKETS: usize = 512;
+const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
+/// str0m's default: resends stop while they exceed this share of what is sent.
+const RTX_RATIO_CAP: f32 = 0.15;
+
+/// A publisher's packet as every subscriber's stream writes it: prepared
+/// once per incoming packet.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub incoming: Incoming,
+    /// The publisher's payload type and codec parameters.
+    pub params: PayloadParams,
+    pub marker: bool,
+    pub payload: Arc<[u8]>,
+    /// Header extensions carried to subscribers (audio level, orientation…).
+    pub ext: ExtensionValues,
+    /// The parsed VP8 payload descriptor (to patch picture ids).
+    pub vp8: Option<Vp8Descriptor>,
+    pub video: bool,
+}
+
+/// Outcome of writing a packet to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// The subscriber has no payload type its decoder could use.
+    NoCompatibleCodec,
+    /// The media line (or its stream) is gone, or the session not connected.
+    NotWritable,
+    /// The packet could not be placed in the stream (from before a switch,
+    /// or older than the stream's history): dropped.
+    Late,
+}
+
+#[derive(Debug)]
+struct OutStream {
+    ssrc: Ssrc,
+    rewriter: StreamRewriter,
+    /// Payload type per (publisher, publisher's payload type).
+    pts: Vec<(ParticipantId, Pt, Option<Pt>)>,
+}
+
+/// The session's outgoing streams by media line and rid.
+#[derive(Debug, Default)]
+pub struct OutStreams {
+    streams: HashMap<(Mid, Option<Rid>), OutStream>,
+}
+
+impl OutStreams {
+    /// Write `packet` on the stream of `mid` (and `rid`, on a relay line).
+    pub fn write(
+        &mut self,
+        rtc: &mut Rtc,
+        mid: Mid,
+        rid: Option<Rid>,
+        fresh: bool,
+        packet: &Forwarded,
+    ) -> WriteOutcome {
+        let Some(stream) = self.stream(rtc, mid, rid, packet.video) else {
+            return WriteOutcome::NotWritable;
+        };
+        let publisher = packet.incoming.source.track.publisher;
+        let src_pt = packet.params.pt();
+        let pt = match stream
+            .pts
+            .iter()
+            .find(|(p, s, _)| *p == publisher && *s == src_pt)
+        {
+            Some((_, _, pt)) => *pt,
+            None => {
+                let pt = subscriber_pt(rtc, mid, &packet.params);
+                stream.pts.push((publisher, src_pt, pt));
+                pt
+            }
+        };
+        let Some(pt) = pt else {
+            return WriteOutcome::NoCompatibleCodec;
+        };
+        let Some(out) = stream.rewriter.forward(&packet.incoming, fresh) else {
+            return WriteOutcome::Late;
+        };
+        let mut write = RtpWrite::new(
+            pt,
+            SeqNo::from(out.seq),
+            out.timestamp,
+            packet.incoming.arrival,
+            packet.payload.clone(),
+        )
+        .marker(packet.marker)
+        .ext_vals(packet.ext.clone())
+        .nackable(packet.video);
+        if let (Some(desc), Some(ids)) = (packet.vp8, out.vp8) {
+            let mut patch = desc.patch();
+            if let Some(pid) = ids.picture_id {
+                patch = patch.picture_id(pid);
+            }
+            if let Some(tl0) = ids.tl0_pic_idx {
+                patch = patch.tl0_pic_idx(tl0);
+            }
+            if let Ok(patch) = patch.build() {
+                write = write.vp8_patch(patch);
+            }
+        }
+        let ssrc = stream.ssrc;
+        match rtc.direct_api().stream_tx(&ssrc) {
+            Some(tx) => {
+                tx.write_rtp(write);
+                WriteOutcome::Written
+            }
+            None => {
+                // Renegotiated away: looked up again by media line next time.
+                self.streams.remove(&(mid, rid));
+                WriteOutcome::NotWritable
+            }
+        }
+    }
+
+    /// A packet of the stream's flowing source dropped on purpose: the
+    /// stream's numbering skips it.
+    pub fn skip(&mut self, mid: Mid, rid: Option<Rid>, packet: &Forwarded) {
+        if let Some(stream) = self.streams.get_mut(&(mid, rid)) {
+            stream.rewriter.skip(&packet.incoming);
+        }
+    }
+
+    /// The stream of `mid`/`rid`, set up on first use.
+    fn stream(
+        &mut self,
+        rtc: &mut Rtc,
+        mid: Mid,
+        rid: Option<Rid>,
+        video: bool,
+    ) -> Option<&mut OutStream> {
+        match self.streams.entry((mid, rid)) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(e) => {
+                let mut api = rtc.direct_api();
+                let tx = api.stream_tx_by_mid(mid, rid)?;
+                tx.set_unpaced(true);
+                if video {
+                    tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
+                }
+                Some(e.insert(OutStream {
+                    ssrc: tx.ssrc(),
+                    rewriter: StreamRewriter::default(),
+                    pts: Vec::new(),
+                }))
+            }
+        }
+    }
+}
+
+/// The subscriber's payload type on `mid` for packets described by `src`.
+fn subscriber_pt(rtc: &Rtc, mid: Mid, src: &PayloadParams) -> Option<Pt> {
+    let media = rtc.media(mid)?;
+    let remote = media.remote_pts();
+    let candidates = rtc
+        .codec_config()
+        .params()
+        .iter()
+        .filter(|p| remote.contains(&p.pt()));
+    payload_map::select(src, candidates)
+}
