@@ -31,6 +31,7 @@ pub struct Metrics {
     pub media_packets_forwarded: IntCounterVec,
     pub media_packets_late: IntCounter,
     pub malformed_packets: IntCounterVec,
+    pub publisher_stream_events: IntCounterVec,
     pub nacks_received: IntCounter,
     pub plis_received: IntCounter,
     pub firs_received: IntCounter,
@@ -195,6 +196,12 @@ impl Metrics {
                 "sfu_stale_audio_packets_total",
                 "Audio packets not forwarded: the worker read them more than 1 s later than the line's least late packet (it was behind its socket)",
             )?,
+            publisher_stream_events: counter_vec(
+                &r,
+                "sfu_publisher_stream_events_total",
+                "Irregularities in publishers' RTP streams the server absorbed: padding-only or malformed packets squeezed out of subscribers' streams (padding, malformed), a media line moved to a new SSRC (ssrc_change), sequence numbers that jumped further than any loss (sequence_jump)",
+                &["event"],
+            )?,
             malformed_packets: counter_vec(
                 &r,
                 "sfu_malformed_packets_total",
@@ -329,6 +336,12 @@ pub struct MediaCounters {
     pub late: IntCounter,
     /// Audio packets read too late to forward.
     pub stale_audio: IntCounter,
+    /// Padding-only packets from publishers (squeezed out).
+    pub padding: IntCounter,
+    /// Packets whose payload header did not parse (squeezed out).
+    pub malformed: IntCounter,
+    pub ssrc_changes: IntCounter,
+    pub sequence_jumps: IntCounter,
 }
 
 impl MediaCounters {
@@ -350,6 +363,16 @@ impl Metrics {
             forwarded: pair(&self.media_packets_forwarded),
             late: self.media_packets_late.clone(),
             stale_audio: self.stale_audio_packets.clone(),
+            padding: self.publisher_stream_events.with_label_values(&["padding"]),
+            malformed: self
+                .publisher_stream_events
+                .with_label_values(&["malformed"]),
+            ssrc_changes: self
+                .publisher_stream_events
+                .with_label_values(&["ssrc_change"]),
+            sequence_jumps: self
+                .publisher_stream_events
+                .with_label_values(&["sequence_jump"]),
         }
     }
 }

@@ -16,8 +16,20 @@ use std::time::{Duration, Instant};
 /// few round trips) before the picture is given up and a keyframe asked.
 pub const UNREPAIRED_AFTER: Duration = Duration::from_millis(400);
 
-/// Missing packets remembered; a larger hole is reported at once.
+/// Missing packets remembered; a larger hole is a jump, reported at once.
 const MAX_MISSING: u64 = 512;
+
+/// What a packet says about the stream's gaps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapVerdict {
+    /// Nothing to do: no gap, or one that may still be repaired.
+    Fine,
+    /// A gap stayed open past [`UNREPAIRED_AFTER`]: ask for a keyframe.
+    Unrepaired,
+    /// The sequence jumped further than any loss (an encoder restart, a
+    /// hostile sender): ask for a keyframe unless this packet starts one.
+    Jump,
+}
 
 /// Missing sequence numbers of one stream, oldest first.
 #[derive(Debug, Clone, Default)]
@@ -31,9 +43,9 @@ pub struct GapWatch {
 
 impl GapWatch {
     /// Packet `seq` (extended) arrived; `starts_keyframe` when it begins a
-    /// keyframe. True when a gap has now stayed open too long (reported
-    /// once: the gaps are then forgotten).
-    pub fn on_packet(&mut self, seq: u64, starts_keyframe: bool, now: Instant) -> bool {
+    /// keyframe. A gap that has now stayed open too long, or a jump, is
+    /// reported once (the gaps are then forgotten).
+    pub fn on_packet(&mut self, seq: u64, starts_keyframe: bool, now: Instant) -> GapVerdict {
         match self.highest {
             None => self.highest = Some(seq),
             Some(h) if seq > h => {
@@ -41,10 +53,7 @@ impl GapWatch {
                 self.highest = Some(seq);
                 if lost > MAX_MISSING {
                     self.missing.clear();
-                    if !starts_keyframe {
-                        self.unrepaired += 1;
-                        return true;
-                    }
+                    return GapVerdict::Jump;
                 } else {
                     self.missing.extend((h + 1..seq).map(|s| (s, now)));
                     let excess = self.missing.len().saturating_sub(MAX_MISSING as usize);
@@ -68,8 +77,9 @@ impl GapWatch {
         if expired {
             self.missing.clear();
             self.unrepaired += 1;
+            return GapVerdict::Unrepaired;
         }
-        expired
+        GapVerdict::Fine
     }
 
     /// Packets missing now.
@@ -90,13 +100,13 @@ mod tests {
     fn a_repaired_gap_asks_for_nothing() {
         let t0 = Instant::now();
         let mut g = GapWatch::default();
-        assert!(!g.on_packet(1, true, t0));
-        assert!(!g.on_packet(3, false, t0 + ms(10)));
+        assert_eq!(GapVerdict::Fine, g.on_packet(1, true, t0));
+        assert_eq!(GapVerdict::Fine, g.on_packet(3, false, t0 + ms(10)));
         assert_eq!(g.missing(), 1);
         // The resend of 2 comes 100 ms later.
-        assert!(!g.on_packet(2, false, t0 + ms(110)));
+        assert_eq!(GapVerdict::Fine, g.on_packet(2, false, t0 + ms(110)));
         assert_eq!(g.missing(), 0);
-        assert!(!g.on_packet(4, false, t0 + ms(600)));
+        assert_eq!(GapVerdict::Fine, g.on_packet(4, false, t0 + ms(600)));
     }
 
     #[test]
@@ -105,9 +115,13 @@ mod tests {
         let mut g = GapWatch::default();
         g.on_packet(1, true, t0);
         g.on_packet(4, false, t0); // 2 and 3 lost
-        assert!(!g.on_packet(5, false, t0 + ms(399)));
-        assert!(g.on_packet(6, false, t0 + ms(400)));
-        assert!(!g.on_packet(7, false, t0 + ms(800)), "reported once");
+        assert_eq!(GapVerdict::Fine, g.on_packet(5, false, t0 + ms(399)));
+        assert_eq!(g.on_packet(6, false, t0 + ms(400)), GapVerdict::Unrepaired);
+        assert_eq!(
+            GapVerdict::Fine,
+            g.on_packet(7, false, t0 + ms(800)),
+            "reported once"
+        );
         assert_eq!(g.unrepaired, 1);
     }
 
@@ -119,18 +133,18 @@ mod tests {
         g.on_packet(3, false, t0);
         g.on_packet(10, true, t0 + ms(100)); // 4..9 lost, then a keyframe
         assert_eq!(g.missing(), 0);
-        assert!(!g.on_packet(11, false, t0 + ms(900)));
+        assert_eq!(GapVerdict::Fine, g.on_packet(11, false, t0 + ms(900)));
     }
 
     #[test]
-    fn a_huge_hole_is_reported_at_once_unless_a_keyframe_starts_there() {
+    fn a_huge_hole_is_a_jump_and_forgets_the_gaps() {
         let t0 = Instant::now();
         let mut g = GapWatch::default();
         g.on_packet(1, true, t0);
-        assert!(g.on_packet(5_000, false, t0));
+        assert_eq!(g.on_packet(5_000, false, t0), GapVerdict::Jump);
         let mut h = GapWatch::default();
         h.on_packet(1, true, t0);
-        assert!(!h.on_packet(5_000, true, t0));
+        assert_eq!(h.on_packet(5_000, true, t0), GapVerdict::Jump);
         assert_eq!(h.missing(), 0);
     }
 
@@ -144,6 +158,6 @@ mod tests {
         g.on_packet(11, false, t0 + ms(6));
         g.on_packet(9, false, t0 + ms(7)); // older than the first: ignored
         assert_eq!(g.missing(), 0);
-        assert!(!g.on_packet(13, false, t0 + ms(1000)));
+        assert_eq!(GapVerdict::Fine, g.on_packet(13, false, t0 + ms(1000)));
     }
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
 
-use super::gaps::GapWatch;
+use super::gaps::{GapVerdict, GapWatch};
 use super::keyframe::KeyframeThrottle;
 use super::layers::{
     selection_estimate, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
@@ -246,6 +246,9 @@ pub struct Router {
     losses: HashMap<ParticipantId, f32>,
     /// Layer switches (up, down) since the last [`Router::take_switch_counts`].
     switches: (u64, u64),
+    /// Publisher streams whose sequence numbers jumped, since the last
+    /// [`Router::take_sequence_jumps`].
+    sequence_jumps: u64,
     next_seq: u64,
 }
 
@@ -532,9 +535,20 @@ impl Router {
             t.keyframes.entry(layer).or_default().keyframe_received();
         }
         let mut want: Option<(LayerId, KeyframeCause)> = None;
-        let gaps = t.gaps.entry(layer).or_default();
-        if gaps.on_packet(packet.seq, packet.starts_keyframe, now) {
-            want = Some((layer, KeyframeCause::PublisherGap));
+        match t
+            .gaps
+            .entry(layer)
+            .or_default()
+            .on_packet(packet.seq, packet.starts_keyframe, now)
+        {
+            GapVerdict::Fine => {}
+            GapVerdict::Unrepaired => want = Some((layer, KeyframeCause::PublisherGap)),
+            GapVerdict::Jump => {
+                self.sequence_jumps += 1;
+                if !packet.starts_keyframe {
+                    want = Some((layer, KeyframeCause::PublisherGap));
+                }
+            }
         }
         let mut ranked: Option<Vec<LayerView>> = None;
         for down in &t.down_tracks {
@@ -747,6 +761,11 @@ impl Router {
     /// Layer switches (up, down) since the last call.
     pub fn take_switch_counts(&mut self) -> (u64, u64) {
         std::mem::take(&mut self.switches)
+    }
+
+    /// Publisher streams whose sequence numbers jumped, since the last call.
+    pub fn take_sequence_jumps(&mut self) -> u64 {
+        std::mem::take(&mut self.sequence_jumps)
     }
 
     /// The selector state of a down-track (metrics, tests).

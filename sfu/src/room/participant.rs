@@ -102,8 +102,17 @@ pub struct Participant {
     pub connected: bool,
     pub closed: bool,
     next_timeout: Instant,
-    /// Incoming streams: media line and rid by SSRC.
+    /// Incoming streams: media line and rid by SSRC (only SSRCs whose
+    /// packets passed SRTP authentication).
     rx_streams: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    /// The SSRC media last started arriving on, per media line and rid:
+    /// where keyframe requests go once media flows (str0m's lookup by media
+    /// line may find a stream a forged, unauthenticated packet made it
+    /// declare).
+    rx_latest: HashMap<(Mid, Option<Rid>), Ssrc>,
+    /// Times an incoming media line moved to a new SSRC (not yet counted
+    /// in the metrics).
+    pub ssrc_changes: u64,
     /// Codec parameters of incoming payload types.
     rx_params: HashMap<Pt, PayloadParams>,
     /// Outgoing streams with their header rewriting.
@@ -188,6 +197,8 @@ impl Participant {
             closed: false,
             next_timeout: p.now,
             rx_streams: HashMap::new(),
+            rx_latest: HashMap::new(),
+            ssrc_changes: 0,
             rx_params: HashMap::new(),
             out: OutStreams::default(),
             relay_rids: HashMap::new(),
@@ -405,6 +416,9 @@ impl Participant {
                     .stream_rx(&ssrc)
                     .map(|s| (s.mid(), s.rid()))?;
                 self.rx_streams.insert(ssrc, stream);
+                if self.rx_latest.insert(stream, ssrc).is_some() {
+                    self.ssrc_changes += 1;
+                }
                 stream
             }
         };
@@ -477,7 +491,14 @@ impl Participant {
         } else {
             KeyframeRequestKind::Pli
         };
-        match self.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+        let latest = self.rx_latest.get(&(mid, rid)).copied();
+        let mut api = self.rtc.direct_api();
+        // Before any packet arrived: the stream the negotiation declared.
+        let rx = match latest {
+            Some(ssrc) => api.stream_rx(&ssrc),
+            None => api.stream_rx_by_mid(mid, rid),
+        };
+        match rx {
             Some(rx) => {
                 rx.request_keyframe(kind);
                 true

@@ -6,6 +6,7 @@
 
 pub mod member;
 pub mod redis;
+pub mod rtp_publisher;
 pub mod ws;
 
 use std::net::{SocketAddr, UdpSocket};

@@ -81,12 +81,20 @@ impl WorkerCore {
                 room.speakers.observe(track, level, now);
             }
         }
-        let parsed = if video && !packet.payload.is_empty() {
+        // A padding-only or malformed packet is routed like any packet of
+        // its layer, but squeezed out of the subscribers' streams: nobody
+        // waits for it as a loss.
+        let mut absorbed = packet.payload.is_empty();
+        if absorbed {
+            self.media_counters.padding.inc();
+        }
+        let parsed = if video && !absorbed {
             match codec::parse(spec.codec, &packet.payload) {
                 Ok(parsed) => parsed,
                 Err(e) => {
                     self.malformed(spec.codec, publisher, e);
-                    return;
+                    absorbed = true;
+                    codec::PacketInfo::default()
                 }
             }
         } else {
@@ -103,7 +111,7 @@ impl WorkerCore {
             seq,
             starts_keyframe: parsed.starts_keyframe,
             starts_frame: parsed.starts_frame || !video,
-            size: packet.payload.len(),
+            size: if absorbed { 0 } else { packet.payload.len() },
             dims: parsed.dims,
             temporal: parsed.temporal,
             sync: parsed.sync,
@@ -112,7 +120,7 @@ impl WorkerCore {
         let action = room.router.route_packet(track, &info, now, &mut deliveries);
         if !deliveries.is_empty() {
             let forwarded = forwarded_packet(track, rid, params, packet, parsed.vp8, video);
-            let written = self.deliver(&deliveries, &forwarded);
+            let written = self.deliver(&deliveries, &forwarded, absorbed);
             if written > 0 {
                 self.media_counters.forwarded[MediaCounters::index(video)].inc_by(written);
             }
@@ -125,9 +133,8 @@ impl WorkerCore {
     }
 
     /// Write (or skip) one packet on each delivery's stream; returns how
-    /// many were written.
-    fn deliver(&mut self, deliveries: &[Delivery], packet: &Forwarded) -> u64 {
-        let padding = packet.payload.is_empty();
+    /// many were written. An `absorbed` packet is skipped by every stream.
+    fn deliver(&mut self, deliveries: &[Delivery], packet: &Forwarded, absorbed: bool) -> u64 {
         let mut written = 0u64;
         for d in deliveries {
             let Some(sub) = self.participants.get_mut(&d.down.subscriber) else {
@@ -141,7 +148,7 @@ impl WorkerCore {
                 },
                 None => None,
             };
-            if !d.send || padding {
+            if !d.send || absorbed {
                 sub.skip_packet(d.down.mid, rid, packet);
                 continue;
             }
@@ -160,14 +167,15 @@ impl WorkerCore {
         written
     }
 
-    /// A video packet whose payload header does not parse: dropped, counted
-    /// and logged at debug (it concerns this publisher's stream only).
+    /// A video packet whose payload header does not parse: not forwarded,
+    /// counted and logged at debug (it concerns this publisher's stream only).
     fn malformed(
         &self,
         codec: str0m::format::Codec,
         publisher: ParticipantId,
         e: codec::ParseError,
     ) {
+        self.media_counters.malformed.inc();
         let label = format!("{codec:?}").to_lowercase();
         self.ctx
             .metrics
@@ -293,6 +301,9 @@ impl WorkerCore {
         let m = &self.ctx.metrics;
         for room in self.rooms.values_mut() {
             let (up, down) = room.router.take_switch_counts();
+            self.media_counters
+                .sequence_jumps
+                .inc_by(room.router.take_sequence_jumps());
             m.layer_switches.with_label_values(&["up"]).inc_by(up);
             m.layer_switches.with_label_values(&["down"]).inc_by(down);
         }

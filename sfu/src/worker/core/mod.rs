@@ -620,6 +620,9 @@ impl WorkerCore {
             if p.send_remb(remb) {
                 self.dirty.push(p.id);
             }
+            self.media_counters
+                .ssrc_changes
+                .inc_by(std::mem::take(&mut p.ssrc_changes));
         }
         if now >= self.next_quality {
             self.next_quality = now + conference::QUALITY_INTERVAL;
