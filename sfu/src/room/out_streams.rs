@@ -25,10 +25,13 @@ use crate::forward::rewriter::{Incoming, StreamRewriter};
 use crate::forward::ParticipantId;
 
 /// Video packets kept per outgoing stream for NACK resends, and for how
-/// long: ~1.5 s of a 2.5 Mbit/s layer. The payloads are shared with the
-/// publisher's packet, so an entry costs its header only.
-const RTX_CACHE_PACKETS: usize = 512;
-const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
+/// long: 3 s of a 2.5 Mbit/s layer (~300 B of header per entry; the payload
+/// is shared with the publisher's packet). Resends stop while they exceed
+/// [`RTX_RATIO_CAP`] of what is sent, so after a sudden drop in a viewer's
+/// bandwidth its NACKs are answered only once that share falls; the
+/// packets must still be there then (str0m's default age, 3 s).
+const RTX_CACHE_PACKETS: usize = 1024;
+const RTX_CACHE_AGE: Duration = Duration::from_secs(3);
 /// str0m's default: resends stop while they exceed this share of what is sent.
 const RTX_RATIO_CAP: f32 = 0.15;
 

@@ -33,6 +33,13 @@ pub(super) const PROBE_SETTLE: Duration = Duration::from_secs(4);
 /// oscillation penalty does not apply and the settle time is short.
 const STRONG_MARGIN: f64 = 2.0;
 const STRONG_SETTLE: Duration = Duration::from_secs(5);
+/// A layer is trimmed to fewer temporal layers only while the video budget
+/// is at least this share of its full rate; below, the next layer down at
+/// full rate is taken. With media unpaced, a capped link that still gets
+/// the layer at half its frame rate overflowed for 1-3 s (e2e layer-switch
+/// test: the estimate fell to 617 kbit/s for a ~800 kbit/s layer, which
+/// stayed at half rate until the estimate fell further).
+const TEMPORAL_TRIM_FLOOR: f64 = 0.75;
 /// Share of the estimate video may use (the rest: audio, RTCP, headroom).
 const VIDEO_SHARE: f64 = 0.9;
 const AUDIO_RESERVE_BPS: u64 = 40_000;
@@ -266,13 +273,18 @@ impl LayerSelector {
         };
         let budget = budget_of(estimate);
         let fits = |l: &LayerView, margin: f64| (l.bitrate_bps as f64 * margin) as u64 <= budget;
-        // A layer is kept while its base temporal layer fits (temporal layers
-        // go before spatial ones); the lowest is kept unless it is far over
-        // budget (then pause).
+        // A layer is kept while its base temporal layers fit (temporal layers
+        // go before spatial ones) and the budget is not far below its full
+        // rate (a sudden drop, a link suddenly capped: trimming frames would
+        // leave it overflowing, so the layer below at full rate instead); the
+        // lowest is kept unless it is far over budget (then pause).
         let best_fit = allowed
             .iter()
             .enumerate()
-            .rposition(|(i, l)| l.keep_bps(i == 0) <= budget)
+            .rposition(|(i, l)| {
+                l.keep_bps(i == 0) <= budget
+                    && (i == 0 || budget as f64 >= l.bitrate_bps as f64 * TEMPORAL_TRIM_FLOOR)
+            })
             .or_else(|| {
                 ((allowed[0].keep_bps(true) as f64 / PAUSE_TOLERANCE) as u64 <= budget).then_some(0)
             });

@@ -113,6 +113,24 @@ fn drops_temporal_layers_before_spatial_ones() {
 }
 
 #[test]
+fn a_sudden_drop_goes_down_a_spatial_layer_not_to_half_frame_rate() {
+    let t0 = Instant::now();
+    let layers = vec![
+        temporal_layer("q", 320, 150_000),
+        temporal_layer("h", 640, 500_000),
+        temporal_layer("f", 1280, 2_500_000),
+    ];
+    let mut s = LayerSelector::default();
+    s.update(t0, &layers, Some(3_200_000));
+    assert_eq!(s.target(), Some(&rid("f")));
+    // The budget falls to ~65 % of f's rate: f at half its frame rate would
+    // still fit the estimate, but a link that just shrank this much takes
+    // the next layer down at full rate.
+    s.update(t0 + Duration::from_millis(250), &layers, Some(1_850_000));
+    assert_eq!((s.target(), s.target_temporal()), (Some(&rid("h")), 2));
+}
+
+#[test]
 fn temporal_frames_are_filtered_and_raised_only_at_sync_points() {
     let t0 = Instant::now();
     let layers = vec![

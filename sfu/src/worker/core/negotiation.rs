@@ -41,7 +41,7 @@ pub fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink) -> Rtc
     codecs.add_h264(112.into(), Some(113.into()), true, 0x640c1f);
     codecs.add_h264(116.into(), Some(117.into()), true, 0xf4001f);
     let start = match downlink {
-        Downlink::Estimated => PACER_START_BPS,
+        Downlink::Estimated => ESTIMATE_START_BPS,
         Downlink::Trunk => TRUNK_START_BPS,
         Downlink::Loopback => return config,
     };
@@ -51,20 +51,20 @@ pub fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink) -> Rtc
     config
 }
 
-/// The estimate a bridge's pacer starts from: a meeting of eight over two
+/// The estimate a bridge's estimator starts from: a meeting of eight over two
 /// nodes sends ~13 Mbit/s each way. Its join storm's worst video delay was
 /// 1.4 and 2.6 s from 3 Mbit/s, 1.2 and 0.9 s from 50 Mbit/s (two runs
 /// each; the same meeting on one node: 0.7-1.4 s).
 pub(super) const TRUNK_START_BPS: u64 = 50_000_000;
 
-/// The bandwidth estimate a viewer's estimator (and so its pacer, which
-/// sends at 1.1x the estimate) starts from. Higher than the 1 Mbit/s the
-/// layer choice assumes (`INITIAL_ESTIMATE_BPS`): the layer is chosen
-/// conservatively while keyframe bursts leave at once. With the pacer
-/// starting at 1 Mbit/s, a viewer's first 2-3 s of video queued behind it
-/// (sfu-loadtest broadcast: worst video delay 1.44 s at start; 73 ms with a
-/// 4 Mbit/s start, 400 ms with 2 Mbit/s).
-pub(super) const PACER_START_BPS: u64 = 3_000_000;
+/// The bandwidth estimate a viewer's estimator starts from: the figure the
+/// layer choice assumes before the first estimate, so a new viewer starts
+/// at the layer ~1 Mbit/s carries and probes up. (While forwarded media
+/// waited in str0m's pacer, which sends at 1.1x the estimate, this was
+/// 3 Mbit/s so keyframes did not queue; that start then put a new viewer
+/// straight onto the top layer, which overflowed a capped link for 1.4-3 s
+/// in the e2e capped-viewer trial.)
+pub(super) const ESTIMATE_START_BPS: u64 = crate::forward::layers::INITIAL_ESTIMATE_BPS;
 
 pub(super) fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
     sdp.lines()
