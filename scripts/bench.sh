@@ -35,10 +35,12 @@ run() { # name, loadtest args...
   python3 - "$out/$name.json" "$name" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); s = r["server"]; p = s.get("process") or {}
+k = r["first_keyframe_ms"]
 print(f'{sys.argv[2]:>22}: {r["streams_connected"]}/{r["streams_requested"]} connected, '
-      f'loss {r["frame_loss_pct"]:.3f}%, delay p50/p99/max {r["one_way_delay_ms"]["p50"]:.1f}/'
+      f'loss {r["frame_loss_pct"]:.3f}% (packets {r["packet_loss_pct"]:.3f}%), delay p50/p99/max {r["one_way_delay_ms"]["p50"]:.1f}/'
       f'{r["one_way_delay_ms"]["p99"]:.1f}/{r["one_way_delay_ms"]["max"]:.0f} ms '
-      f'(audio p99 {r["audio_delay_ms"]["p99"]:.1f}, keyframes p99 {r["keyframe_delay_ms"]["p99"]:.1f}), {r["received_mbps"]:.0f} Mbit/s, '
+      f'(audio p99 {r["audio_delay_ms"]["p99"]:.1f}, keyframes p99 {r["keyframe_delay_ms"]["p99"]:.1f}), '
+      f'first keyframe p50/p99 {k["p50"]:.0f}/{k["p99"]:.0f} ms ({r["video_lines_without_keyframe"]} lines without), {r["received_mbps"]:.0f} Mbit/s, '
       f'layers {r["layer_distribution"]}, server {p.get("cpu_secs", 0):.1f} CPU s '
       f'peak {p.get("peak_rss_mb", 0):.0f} MB, {s.get("packets_sent_per_cpu_sec") or 0:.0f} pkts/CPU-s, '
       f'generator {r["generator"]["cpu_secs"]:.1f} CPU s, '

@@ -16,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::peer::{Clock, Ending, Live, Media};
 use crate::process::{metric_sum, sample, scrape, ProcSample};
+use crate::report::ResourceUse;
 use crate::room::{run_room_session, RoomPlan};
 use crate::run::Common;
 use crate::session::{run_session, SessionPlan, SessionResult};
 use crate::source::{default_layers, MediaSource};
 use crate::stamp::VideoCodec;
+use crate::subscribe::SubscribePolicy;
 
 /// Gauges of live server state: all zero when nobody is connected.
 pub const LEAK_GAUGES: [&str; 5] = [
@@ -79,6 +81,10 @@ pub struct ChurnReport {
     pub gauges_after: BTreeMap<String, f64>,
     pub server_before: Option<ProcSample>,
     pub server_after: Option<ProcSample>,
+    /// CPU over the run (and the settling after it): the server's (with
+    /// `--server-pid`) and the generator's.
+    pub server: Option<ResourceUse>,
+    pub generator: Option<ResourceUse>,
     pub passed: bool,
 }
 
@@ -128,8 +134,7 @@ fn plan_of(common: &Common, i: u64, args: &ChurnArgs, origin: Instant) -> Result
         ChurnKind::Room => Plan::Room(RoomPlan {
             token: t.token(&room, &format!("churn-member-{i}"), true, true)?,
             publish: Some(MediaSource::audio_only(origin, Instant::now())),
-            receive_audio: true,
-            receive_video: false,
+            subscribe: SubscribePolicy::all(true, false),
             bind: common.bind,
             ending,
         }),
@@ -174,6 +179,7 @@ pub async fn wait_until_empty(
 pub async fn churn(common: &Common, args: &ChurnArgs) -> Result<ChurnReport, String> {
     let start = Instant::now();
     let server_before = common.server_pid.and_then(|p| sample(Some(p)));
+    let generator_before = sample(None);
     let clock = Clock::without_steady_window(Instant::now());
     let live = Arc::new(Live::default());
     let slots = Arc::new(Semaphore::new(args.concurrency.max(1) as usize));
@@ -221,6 +227,10 @@ pub async fn churn(common: &Common, args: &ChurnArgs) -> Result<ChurnReport, Str
         .count() as u64;
     let passed = empty_after.is_some()
         && connected as f64 >= args.sessions as f64 * common.thresholds.min_connected;
+    let wall = start.elapsed().as_secs_f64();
+    let server_after = common.server_pid.and_then(|p| sample(Some(p)));
+    let used =
+        |b: Option<ProcSample>, a: Option<ProcSample>| Some(ResourceUse::between(b?, a?, wall));
     Ok(ChurnReport {
         sessions: args.sessions,
         connected,
@@ -231,11 +241,13 @@ pub async fn churn(common: &Common, args: &ChurnArgs) -> Result<ChurnReport, Str
             .take(5)
             .map(|(e, n)| format!("{n}x {e}"))
             .collect(),
-        wall_secs: start.elapsed().as_secs_f64(),
+        wall_secs: wall,
         empty_after_secs: empty_after,
         gauges_after,
+        server: used(server_before, server_after),
+        generator: used(generator_before, sample(None)),
         server_before,
-        server_after: common.server_pid.and_then(|p| sample(Some(p))),
+        server_after,
         passed,
     })
 }
@@ -264,6 +276,16 @@ impl ChurnReport {
             mb(&self.server_before),
             mb(&self.server_after),
         );
+        let cpu = |u: &Option<ResourceUse>, missing: &str| {
+            u.as_ref().map_or(missing.to_string(), |u| {
+                format!("{:.1} ({:.0}%)", u.cpu_secs, u.cpu_pct)
+            })
+        };
+        out.push_str(&format!(
+            "CPU s (% of a core): server {} / generator {}\n",
+            cpu(&self.server, "- (no --server-pid)"),
+            cpu(&self.generator, "-"),
+        ));
         for e in &self.errors {
             out.push_str(&format!("error: {e}\n"));
         }

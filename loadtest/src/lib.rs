@@ -5,18 +5,25 @@
 //! server's CPU and memory. Also the raw UDP relay baseline that every
 //! figure is compared with.
 //!
-//! Layout: `stamp` and `source` make the media, `receive` measures it
-//! (all sans-IO); `peer` is the str0m shell, `signal` and `session` the
-//! signaling; `run` and the scenario modules drive a whole test;
-//! `report` and `process` turn it into figures.
+//! Layout: `stamp` and `source` make the media, `packetize` cuts it into
+//! RTP payloads; `codec` reads payloads, `packets` accounts packets and
+//! frames, `receive` measures (all sans-IO); `peer` is the str0m shell in
+//! RTP mode, `publish` its sending side; `signal`, `session` and `room`
+//! the signaling, `subscribe` which tracks a room member takes; `run` and
+//! the scenario modules drive a whole test; `report` and `process` turn it
+//! into figures.
 
 pub mod broadcast;
 pub mod capacity;
 pub mod churn;
 pub mod cluster;
+pub mod codec;
 pub mod meeting;
+pub mod packetize;
+pub mod packets;
 pub mod peer;
 pub mod process;
+pub mod publish;
 pub mod receive;
 pub mod relay;
 pub mod report;
@@ -28,3 +35,4 @@ pub mod soak;
 pub mod socket_drops;
 pub mod source;
 pub mod stamp;
+pub mod subscribe;

@@ -1,5 +1,6 @@
 //! Room scenarios over the room protocol: `conference` (N participants,
-//! each publishing audio and video and receiving everyone else's) and
+//! each publishing audio and video and receiving everyone else's audio and
+//! the video of all others or of `--visible` of them) and
 //! `audio-room` (N speakers publishing audio and hearing each other, M
 //! listeners hearing them all).
 
@@ -15,12 +16,22 @@ use crate::session::SessionResult;
 use crate::signal::Target;
 use crate::source::{default_layers, MediaSource};
 use crate::stamp::VideoCodec;
+use crate::subscribe::SubscribePolicy;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConferenceArgs {
     /// Participants, all publishing and all subscribed to each other.
     #[arg(long, default_value_t = 5)]
     pub participants: u64,
+    /// Each participant subscribes to the video of this many others only
+    /// (the first announced), still to every audio track; default: all.
+    #[arg(long)]
+    pub visible: Option<usize>,
+    /// Each participant asks for every video it subscribes to at most this
+    /// wide (the room protocol's `subscription` `maxWidth`), as a grid's
+    /// tile would.
+    #[arg(long)]
+    pub tile_width: Option<u32>,
     /// Simulcast layers each camera sends (1-3).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub layers: u8,
@@ -74,12 +85,14 @@ pub async fn ramp_members(
 }
 
 /// Start `n` participants of `room` over the ramp, each publishing audio
-/// and a VP8 camera in `layers` simulcast layers and receiving everyone.
+/// and a VP8 camera in `layers` simulcast layers and receiving others'
+/// tracks as `subscribe` says.
 pub async fn ramp_cameras(
     run: &Run,
     room: &str,
     n: u64,
     layers: u8,
+    subscribe: SubscribePolicy,
     nodes: &[Arc<Target>],
 ) -> Vec<tokio::task::JoinHandle<SessionResult>> {
     let origin = run.clock.origin;
@@ -94,8 +107,7 @@ pub async fn ramp_cameras(
             origin,
             Instant::now(),
         )),
-        receive_audio: true,
-        receive_video: true,
+        subscribe,
         bind,
         ending: Ending::Graceful,
     })
@@ -109,7 +121,20 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
         .iter()
         .map(|u| Arc::new(common.target.at(u)))
         .collect();
-    let members = ramp_cameras(&run, &common.room, args.participants, args.layers, &nodes).await;
+    let subscribe = SubscribePolicy {
+        visible: args.visible,
+        tile_width: args.tile_width,
+        ..SubscribePolicy::all(true, true)
+    };
+    let members = ramp_cameras(
+        &run,
+        &common.room,
+        args.participants,
+        args.layers,
+        subscribe,
+        &nodes,
+    )
+    .await;
     run.hold().await;
     let mut results = run.finish(vec![members]).await;
     let members = results.remove(0);
@@ -120,10 +145,15 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
     if !nodes.is_empty() {
         settings.insert("nodes".into(), nodes.len().to_string());
     }
-    settings.insert(
-        "video_subscriptions".into(),
-        (n * n.saturating_sub(1)).to_string(),
-    );
+    let others = n.saturating_sub(1);
+    let visible = args.visible.map_or(others, |v| (v as u64).min(others));
+    if let Some(v) = args.visible {
+        settings.insert("visible".into(), v.to_string());
+    }
+    if let Some(w) = args.tile_width {
+        settings.insert("tile_width".into(), w.to_string());
+    }
+    settings.insert("video_subscriptions".into(), (n * visible).to_string());
     Ok(run.report("conference", settings, &members, n).await)
 }
 
@@ -142,8 +172,7 @@ pub async fn audio_room(common: &Common, args: &AudioRoomArgs) -> Result<Report,
         |_, token| RoomPlan {
             token,
             publish: Some(MediaSource::audio_only(origin, Instant::now())),
-            receive_audio: true,
-            receive_video: false,
+            subscribe: SubscribePolicy::all(true, false),
             bind,
             ending: Ending::Graceful,
         },
@@ -160,8 +189,7 @@ pub async fn audio_room(common: &Common, args: &AudioRoomArgs) -> Result<Report,
         |_, token| RoomPlan {
             token,
             publish: None,
-            receive_audio: true,
-            receive_video: false,
+            subscribe: SubscribePolicy::all(true, false),
             bind,
             ending: Ending::Graceful,
         },

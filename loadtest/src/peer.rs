@@ -1,9 +1,11 @@
-//! One virtual participant: a str0m `Rtc` with its own UDP socket, driven
-//! by a tokio task. A publisher writes its `MediaSource`'s frames and
-//! answers keyframe requests; a receiver stamps every frame it gets into
-//! its own `ReceiveStats`. Receiving is batched: after each wake-up every
-//! datagram already queued on the socket is fed to str0m before output is
-//! polled again.
+//! One virtual participant: a str0m `Rtc` in RTP mode with its own UDP
+//! socket, driven by a tokio task. A publisher writes its `MediaSource`'s
+//! frames as RTP packets (`publish`) and answers keyframe requests; a
+//! receiver reads every RTP packet it gets into its own `ReceiveStats`
+//! (packets, and frames put together from them) without depacketizing.
+//! Receiving is batched: after each wake-up every datagram already queued
+//! on the socket is fed to str0m (its packet taken at once: RTP mode holds
+//! one) before waiting again.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,15 +14,18 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Simulcast, SimulcastLayer};
+use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpPacket;
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::receive::{Frame, ReceiveStats};
+use crate::codec::PayloadFormat;
+use crate::packets::PacketIn;
+use crate::publish::RtpPublisher;
+use crate::receive::{Frame, Kind, ReceiveStats, StreamMeta};
 use crate::source::MediaSource;
-use crate::stamp::{audio_stamp, video_stamp, VideoCodec};
 
 /// Counters every peer bumps, read by the progress bar.
 #[derive(Debug, Default)]
@@ -81,6 +86,8 @@ pub struct Offered {
     pub offer: String,
     started: Instant,
     mids: Vec<(Mid, MediaKind)>,
+    /// Indices in `mids` of the receiving lines.
+    recv: Vec<usize>,
 }
 
 /// How a session ends when the scenario stops it.
@@ -118,12 +125,16 @@ pub async fn offer_with(
     let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).await?;
     let local = socket.local_addr()?;
     let started = Instant::now();
-    let mut rtc = RtcConfig::new().build(started);
+    let mut rtc = RtcConfig::new().set_rtp_mode(true).build(started);
     let candidate = Candidate::host(local, "udp").map_err(std::io::Error::other)?;
     rtc.add_local_candidate(candidate);
     let mut api = rtc.sdp_api();
     let mut mids = vec![];
+    let mut recv = vec![];
     let mut add = |api: &mut str0m::change::SdpApi, kind, dir, sim| {
+        if dir == Direction::RecvOnly {
+            recv.push(mids.len());
+        }
         mids.push((api.add_media(kind, dir, None, None, sim), kind));
     };
     match media {
@@ -163,6 +174,7 @@ pub async fn offer_with(
         offer: offer.to_sdp_string(),
         started,
         mids,
+        recv,
     })
 }
 
@@ -183,13 +195,20 @@ impl Offered {
             .sdp_api()
             .accept_answer(self.pending, answer)
             .map_err(|e| format!("answer: {e}"))?;
+        let mut stats = ReceiveStats::default();
+        for &i in &self.recv {
+            if self.mids[i].1 == MediaKind::Video {
+                stats.video_line_offered(i, Duration::ZERO);
+            }
+        }
         Ok(Peer {
             rtc: self.rtc,
             socket: self.socket,
             local: self.local,
             started: self.started,
             media,
-            stats: ReceiveStats::default(),
+            publisher: RtpPublisher::default(),
+            stats,
             connected: false,
             mids: self.mids,
             pending: None,
@@ -203,6 +222,7 @@ pub struct Peer {
     local: SocketAddr,
     started: Instant,
     media: Media,
+    publisher: RtpPublisher,
     pub stats: ReceiveStats,
     pub connected: bool,
     /// Media lines in the order they were added.
@@ -221,8 +241,12 @@ pub enum Turn<T> {
     Dead,
 }
 
-/// Most datagrams taken from the socket per wake-up before polling output.
-const RECV_BATCH: usize = 64;
+/// Most datagrams taken from the socket per wake-up.
+const RECV_BATCH: usize = 32;
+/// Bytes of one datagram's place in the receive buffer.
+const DATAGRAM: usize = 2048;
+/// The buffer [`Peer::turn`] reads a batch of datagrams into.
+pub const RECV_BUFFER: usize = RECV_BATCH * DATAGRAM;
 
 impl Peer {
     /// Run until `cancel`, then close the connection. Returns what it measured.
@@ -233,7 +257,7 @@ impl Peer {
         cancel: CancellationToken,
         ending: Ending,
     ) -> Peer {
-        let mut buf = vec![0u8; 2048];
+        let mut buf = vec![0u8; RECV_BUFFER];
         // Until cancelled (Extra) or the connection dies.
         while let Turn::Io = self.turn(&mut buf, clock, &live, cancel.cancelled()).await {}
         if ending == Ending::Graceful {
@@ -245,11 +269,12 @@ impl Peer {
     /// Close the connection and send what that produces.
     pub async fn close(&mut self, clock: Clock, live: &Live) {
         self.rtc.disconnect();
-        let _ = self.drain_output(clock, live).await;
+        let _ = self.drain_output(clock, live);
     }
 
     /// One turn: write due media, send output, then wait for a datagram
-    /// (and take all that are queued), a timer, or `extra`.
+    /// (and take all that are queued), a timer, or `extra`. `buf` holds
+    /// [`RECV_BUFFER`] bytes.
     pub async fn turn<T>(
         &mut self,
         buf: &mut [u8],
@@ -259,7 +284,7 @@ impl Peer {
     ) -> Turn<T> {
         let now = Instant::now();
         self.write_due(now);
-        let Some(timeout) = self.drain_output(clock, live).await else {
+        let Some(timeout) = self.drain_output(clock, live) else {
             return Turn::Dead;
         };
         let next_media = match &self.media {
@@ -270,15 +295,25 @@ impl Peer {
         let wake = wake.max(now + Duration::from_micros(200));
         tokio::select! {
             t = extra => Turn::Extra(t),
-            r = self.socket.recv_from(buf) => {
+            r = self.socket.recv_from(&mut buf[..DATAGRAM]) => {
                 if let Ok((n, source)) = r {
-                    self.receive(&buf[..n], source);
-                    // Batch: everything already queued, without waiting.
-                    for _ in 0..RECV_BATCH {
-                        match self.socket.try_recv_from(buf) {
-                            Ok((n, source)) => self.receive(&buf[..n], source),
+                    // Read everything already queued first, each datagram
+                    // stamped as it is read, then hand them to str0m: the
+                    // work on one does not delay the next one's arrival
+                    // time (the sender's bandwidth estimate reads those
+                    // from our feedback).
+                    let mut got = [(n, source, Instant::now()); RECV_BATCH];
+                    let mut count = 1;
+                    let slots = buf.chunks_exact_mut(DATAGRAM).take(RECV_BATCH);
+                    for (i, slot) in slots.enumerate().skip(1) {
+                        match self.socket.try_recv_from(slot) {
+                            Ok((n, source)) => got[i] = (n, source, Instant::now()),
                             Err(_) => break,
                         }
+                        count += 1;
+                    }
+                    for (slot, (n, source, at)) in buf.chunks_exact(DATAGRAM).zip(&got[..count]) {
+                        self.receive(&slot[..*n], *source, *at, clock, live);
                     }
                 }
                 Turn::Io
@@ -300,7 +335,13 @@ impl Peer {
             .collect();
         let (offer, pending) = api.apply().ok_or("nothing to re-offer")?;
         self.pending = Some(pending);
-        self.mids.extend(new.iter().copied());
+        let at = self.started.elapsed();
+        for (mid, kind) in &new {
+            if *kind == MediaKind::Video {
+                self.stats.video_line_offered(self.mids.len(), at);
+            }
+            self.mids.push((*mid, *kind));
+        }
         Ok((
             offer.to_sdp_string(),
             new.into_iter().map(|(m, _)| m).collect(),
@@ -316,12 +357,14 @@ impl Peer {
             .map_err(|e| format!("answer: {e}"))
     }
 
-    fn receive(&mut self, data: &[u8], source: SocketAddr) {
+    /// Feed one datagram to str0m and take what it produced (in RTP mode
+    /// str0m holds one received packet until it is polled).
+    fn receive(&mut self, data: &[u8], source: SocketAddr, at: Instant, clock: Clock, live: &Live) {
         let Ok(contents) = data.try_into() else {
             return;
         };
         let input = Input::Receive(
-            Instant::now(),
+            at,
             Receive {
                 proto: Protocol::Udp,
                 source,
@@ -329,12 +372,32 @@ impl Peer {
                 contents,
             },
         );
-        let _ = self.rtc.handle_input(input);
+        if self.rtc.handle_input(input).is_ok() {
+            self.take_packet(at, clock, live);
+        }
+    }
+
+    /// Poll until the packet the last datagram produced (if any) is taken;
+    /// the rest of the output waits for the end of the batch.
+    fn take_packet(&mut self, at: Instant, clock: Clock, live: &Live) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Event(Event::RtpPacket(p))) => {
+                    self.on_packet(&p, at, clock, live);
+                    return;
+                }
+                Ok(Output::Event(e)) => self.on_event(e, clock, live),
+                Ok(Output::Transmit(t)) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Timeout(_)) | Err(_) => return,
+            }
+        }
     }
 
     /// Send what str0m wants sent, handle its events; the next timeout, or
     /// None when the connection is dead.
-    async fn drain_output(&mut self, clock: Clock, live: &Live) -> Option<Instant> {
+    fn drain_output(&mut self, clock: Clock, live: &Live) -> Option<Instant> {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return self.rtc.is_alive().then_some(t),
@@ -357,31 +420,7 @@ impl Peer {
             Event::MediaAdded(m) if !self.mids.iter().any(|(mid, _)| *mid == m.mid) => {
                 self.mids.push((m.mid, m.kind));
             }
-            Event::MediaData(d) => {
-                let now = Instant::now();
-                let codec = d.params.spec().codec;
-                let stream = self.mids.iter().position(|(m, _)| *m == d.mid).unwrap_or(0);
-                let (frame, stamp) = if codec.is_video() {
-                    let vc = if codec == Codec::H264 {
-                        VideoCodec::H264
-                    } else {
-                        VideoCodec::Vp8
-                    };
-                    let frame = Frame::video(stream, d.data.len(), d.is_keyframe());
-                    (frame, video_stamp(vc, &d.data))
-                } else {
-                    (Frame::audio(stream, d.data.len()), audio_stamp(&d.data))
-                };
-                let steady = stamp.is_some_and(|s| clock.is_steady(s.sent_us));
-                self.stats.on_frame(
-                    Frame { steady, ..frame },
-                    stamp,
-                    now.saturating_duration_since(self.started),
-                    clock.now_us(now),
-                );
-                live.frames.fetch_add(1, Ordering::Relaxed);
-                live.bytes.fetch_add(d.data.len() as u64, Ordering::Relaxed);
-            }
+            Event::RtpPacket(p) => self.on_packet(&p, Instant::now(), clock, live),
             Event::KeyframeRequest(req) => {
                 if let Media::Publish(src) = &mut self.media {
                     src.request_keyframe(req.rid.as_deref());
@@ -391,7 +430,51 @@ impl Peer {
         }
     }
 
-    /// Write every frame the source has due.
+    /// Measure one RTP packet read from the socket `now`, and the frame
+    /// it completes.
+    fn on_packet(&mut self, p: &RtpPacket, now: Instant, clock: Clock, live: &Live) {
+        let now_us = clock.now_us(now);
+        let Peer {
+            rtc, mids, stats, ..
+        } = self;
+        let ssrc = p.header.ssrc;
+        // The first packet of a stream: its media line and codec.
+        let meta = || {
+            let mid = rtc.direct_api().stream_rx(&ssrc)?.mid();
+            let stream = mids.iter().position(|(m, _)| *m == mid)?;
+            let pt = p.header.payload_type;
+            let codec = rtc.codec_config().find(|c| c.pt() == pt)?.spec().codec;
+            let (kind, format) = match codec {
+                Codec::Opus => (Kind::Audio, PayloadFormat::Opus),
+                Codec::Vp8 => (Kind::Video, PayloadFormat::Vp8),
+                Codec::H264 => (Kind::Video, PayloadFormat::H264),
+                _ => return None,
+            };
+            Some(StreamMeta {
+                kind,
+                stream,
+                format,
+            })
+        };
+        let packet = PacketIn {
+            seq: p.header.sequence_number,
+            rtp_time: p.header.timestamp,
+            marker: p.header.marker,
+            payload: &p.payload,
+        };
+        let Some((frame, stamp)) = stats.on_packet(*ssrc, meta, &packet, now_us) else {
+            return;
+        };
+        let steady = stamp.is_some_and(|s| clock.is_steady(s.sent_us));
+        let len = frame.len;
+        let since_start = now.saturating_duration_since(self.started);
+        self.stats
+            .on_frame(Frame { steady, ..frame }, stamp, since_start, now_us);
+        live.frames.fetch_add(1, Ordering::Relaxed);
+        live.bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// Write every frame the source has due, as RTP.
     fn write_due(&mut self, now: Instant) {
         let Media::Publish(src) = &mut self.media else {
             return;
@@ -399,37 +482,10 @@ impl Peer {
         if !self.connected {
             return;
         }
-        let codec = match src.codec() {
-            VideoCodec::Vp8 => Codec::Vp8,
-            VideoCodec::H264 => Codec::H264,
-        };
+        let codec = src.codec();
         for frame in src.poll(now) {
-            let (kind, want) = match frame.rid {
-                None => (MediaKind::Audio, Codec::Opus),
-                Some(_) => (MediaKind::Video, codec),
-            };
-            let Some(mid) = self.mids.iter().find(|(_, k)| *k == kind).map(|(m, _)| *m) else {
-                continue;
-            };
-            let Some(writer) = self.rtc.writer(mid) else {
-                continue;
-            };
-            let Some(pt) = writer
-                .payload_params()
-                .find(|p| p.spec().codec == want)
-                .map(|p| p.pt())
-            else {
-                continue;
-            };
-            let time = match kind {
-                MediaKind::Audio => MediaTime::new(frame.rtp_time, Frequency::FORTY_EIGHT_KHZ),
-                MediaKind::Video => MediaTime::from_90khz(frame.rtp_time),
-            };
-            let writer = match frame.rid {
-                Some(rid) if !rid.is_empty() => writer.rid(rid.into()),
-                _ => writer,
-            };
-            let _ = writer.write(pt, now, time, frame.data);
+            self.publisher
+                .write(&mut self.rtc, &self.mids, codec, frame, now);
         }
     }
 }

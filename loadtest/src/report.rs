@@ -126,6 +126,21 @@ pub struct Report {
     pub frame_loss_pct: f64,
     pub audio_loss_pct: f64,
     pub video_loss_pct: f64,
+    /// RTP packets received (distinct) and lost (gaps in each stream's
+    /// sequence numbers), all receivers.
+    pub packets_received: u64,
+    pub packet_loss_pct: f64,
+    pub audio_packet_loss_pct: f64,
+    pub video_packet_loss_pct: f64,
+    /// Per receiving video line: from its offer (a WHEP viewer's POST, a
+    /// room member's offer naming the track) to its first complete
+    /// keyframe.
+    pub first_keyframe_ms: Quantiles,
+    /// Receiving video lines that never completed a keyframe.
+    pub video_lines_without_keyframe: u64,
+    /// Receiving video lines whose first frame was a delta frame, which a
+    /// decoder cannot show (sent without the keyframe before it).
+    pub video_lines_started_on_delta: u64,
     pub one_way_delay_ms: Quantiles,
     pub audio_delay_ms: Quantiles,
     /// Video keyframes alone: a paced sender spreads these largest frames
@@ -190,9 +205,13 @@ pub fn merge(
     let (mut steady_rx, mut steady_lost) = (0u64, 0u64);
     let mut by_second: Vec<u64> = vec![];
     let mut join = histogram();
+    let mut first_keyframe = histogram();
+    let (mut without_keyframe, mut started_on_delta) = (0, 0);
     let mut signaling = histogram();
     let (mut bytes, mut frames, mut unstamped) = (0u64, 0u64, 0u64);
     let (mut a_rx, mut a_lost, mut v_rx, mut v_lost) = (0u64, 0u64, 0u64, 0u64);
+    // Packets: audio received, lost; video received, lost.
+    let mut packets = [0u64; 4];
     let mut layers = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut connected = 0;
@@ -222,6 +241,15 @@ pub fn merge(
         a_lost += s.lost_of(Kind::Audio);
         v_rx += s.frames_of(Kind::Video);
         v_lost += s.lost_of(Kind::Video);
+        packets[0] += s.packets_of(Kind::Audio);
+        packets[1] += s.packets_lost_of(Kind::Audio);
+        packets[2] += s.packets_of(Kind::Video);
+        packets[3] += s.packets_lost_of(Kind::Video);
+        for t in s.first_keyframe.values() {
+            let _ = first_keyframe.record((t.as_micros() as u64).max(1));
+        }
+        without_keyframe += s.video_lines_without_keyframe();
+        started_on_delta += s.lines_started_on_delta();
         let first = s
             .first_frame
             .get(&Kind::Video)
@@ -256,6 +284,13 @@ pub fn merge(
         frame_loss_pct: pct(a_lost + v_lost, a_rx + v_rx),
         audio_loss_pct: pct(a_lost, a_rx),
         video_loss_pct: pct(v_lost, v_rx),
+        packets_received: packets[0] + packets[2],
+        packet_loss_pct: pct(packets[1] + packets[3], packets[0] + packets[2]),
+        audio_packet_loss_pct: pct(packets[1], packets[0]),
+        video_packet_loss_pct: pct(packets[3], packets[2]),
+        first_keyframe_ms: Quantiles::of_us(&first_keyframe),
+        video_lines_without_keyframe: without_keyframe,
+        video_lines_started_on_delta: started_on_delta,
         one_way_delay_ms: Quantiles::of_us(&delay),
         audio_delay_ms: Quantiles::of_us(&audio_delay),
         keyframe_delay_ms: Quantiles::of_us(&keyframe_delay),
@@ -370,6 +405,16 @@ impl Report {
                 ),
             ),
             (
+                "packet loss % (audio / video)".into(),
+                format!(
+                    "{:.3} ({:.3} / {:.3}) of {} packets",
+                    self.packet_loss_pct,
+                    self.audio_packet_loss_pct,
+                    self.video_packet_loss_pct,
+                    self.packets_received
+                ),
+            ),
+            (
                 "one-way delay ms p50 / p99 / max".into(),
                 q(&self.one_way_delay_ms),
             ),
@@ -380,6 +425,22 @@ impl Report {
                 q(&self.delta_frame_delay_ms),
             ),
         ];
+        if self.first_keyframe_ms.max > 0.0 || self.video_lines_without_keyframe > 0 {
+            let mut figures = q(&self.first_keyframe_ms);
+            if self.video_lines_without_keyframe > 0 {
+                figures += &format!("; {} lines without one", self.video_lines_without_keyframe);
+            }
+            if self.video_lines_started_on_delta > 0 {
+                figures += &format!(
+                    "; {} began with a delta frame",
+                    self.video_lines_started_on_delta
+                );
+            }
+            rows.push((
+                "first keyframe ms p50 / p99 / max (video line's offer to keyframe)".into(),
+                figures,
+            ));
+        }
         if let Some(from) = self.steady_from_secs {
             let figures = if self.steady_delay_ms.max > 0.0 {
                 format!(
@@ -400,14 +461,23 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" "),
         ));
+        rows.push((
+            "CPU s (% of a core): server / generator".into(),
+            format!(
+                "{} / {:.1} ({:.0}%)",
+                self.server
+                    .process
+                    .as_ref()
+                    .map_or("- (no --server-pid)".into(), |p| format!(
+                        "{:.1} ({:.0}%)",
+                        p.cpu_secs, p.cpu_pct
+                    )),
+                self.generator.cpu_secs,
+                self.generator.cpu_pct
+            ),
+        ));
         if let Some(p) = &self.server.process {
-            rows.push((
-                "server CPU s (% of a core), peak RSS MB".into(),
-                format!(
-                    "{:.1} ({:.0}%), {:.1}",
-                    p.cpu_secs, p.cpu_pct, p.peak_rss_mb
-                ),
-            ));
+            rows.push(("server peak RSS MB".into(), format!("{:.1}", p.peak_rss_mb)));
         }
         let server_drops = self
             .server
@@ -451,13 +521,6 @@ impl Report {
                 ),
             ));
         }
-        rows.push((
-            "generator CPU s (% of a core)".into(),
-            format!(
-                "{:.1} ({:.0}%)",
-                self.generator.cpu_secs, self.generator.cpu_pct
-            ),
-        ));
         if self.unstamped_frames > 0 {
             rows.push((
                 "frames without a stamp".into(),

@@ -1,8 +1,10 @@
 //! One virtual participant in a room over the room protocol (`/rtc`
 //! WebSocket, `signaling/PROTOCOL.md`): join, offer its own tracks and a
-//! receiving line for every track already there, then re-offer as others
-//! publish (one offer in flight at a time, as the protocol asks), until the
-//! scenario ends; then `leave`.
+//! receiving line for every track already there that it wants
+//! (`subscribe` decides), then re-offer as others publish (one offer in
+//! flight at a time, as the protocol asks), until the scenario ends; then
+//! `leave`. A video wanted at a limited width is asked for with a
+//! `subscription` message (`maxWidth`) before the offer that receives it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use signaling::room_protocol::{
-    ClientMessage, MediaKindName, PublishInfo, ServerMessage, TrackInfo, TrackSource,
+    ClientMessage, ErrorCode, MediaKindName, PublishInfo, ServerMessage, TrackInfo, TrackSource,
 };
 use signaling::rtc_socket::READ_CHUNK_BYTES;
 use str0m::media::MediaKind;
@@ -21,10 +23,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::{offer_with, Clock, Ending, Live, Media, Turn};
+use crate::peer::{offer_with, Clock, Ending, Live, Media, Turn, RECV_BUFFER};
 use crate::session::SessionResult;
 use crate::signal::Target;
 use crate::source::MediaSource;
+use crate::subscribe::{Decision, SubscribePolicy, Subscriber};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -33,9 +36,8 @@ pub struct RoomPlan {
     pub token: String,
     /// What it publishes (None: a listener).
     pub publish: Option<MediaSource>,
-    /// Subscribe to others' tracks of these kinds.
-    pub receive_audio: bool,
-    pub receive_video: bool,
+    /// Which of others' tracks it receives.
+    pub subscribe: SubscribePolicy,
     pub bind: IpAddr,
     pub ending: Ending,
 }
@@ -43,14 +45,8 @@ pub struct RoomPlan {
 /// Longest wait for `joined` and for each `answer`.
 const SIGNAL_TIMEOUT: Duration = Duration::from_secs(15);
 
-impl RoomPlan {
-    fn wants(&self) -> Wants {
-        Wants {
-            audio: self.receive_audio,
-            video: self.receive_video,
-        }
-    }
-}
+/// A track to receive, and the width asked for it.
+type Wanted = (TrackInfo, Option<u32>);
 
 fn kind_of(t: &TrackInfo) -> MediaKind {
     match t.kind {
@@ -80,21 +76,29 @@ async fn next(ws: &mut Ws) -> Result<ServerMessage, String> {
     }
 }
 
-/// Which of others' tracks get a receiving line.
-#[derive(Debug, Clone, Copy)]
-struct Wants {
-    audio: bool,
-    video: bool,
+/// Decide on a track `participant` published: the track to receive, if
+/// `me` wants it.
+fn wanted(sub: &mut Subscriber, me: &str, participant: &str, t: TrackInfo) -> Option<Wanted> {
+    match sub.decide(participant == me, kind_of(&t)) {
+        Decision::Skip => None,
+        Decision::Subscribe { max_width } => Some((t, max_width)),
+    }
 }
 
-impl Wants {
-    fn track(&self, me: &str, participant: &str, t: &TrackInfo) -> bool {
-        participant != me
-            && match t.kind {
-                MediaKindName::Audio => self.audio,
-                MediaKindName::Video => self.video,
-            }
+/// Ask for the widths of `tracks` that have one, before the offer that
+/// receives them (the server keeps a width asked for a known track).
+async fn ask_widths(ws: &mut Ws, tracks: &[Wanted]) -> Result<(), String> {
+    for (t, width) in tracks {
+        if let Some(w) = width {
+            let m = ClientMessage::Subscription {
+                track: t.sid.clone(),
+                subscribed: None,
+                max_width: Some(Some(*w)),
+            };
+            send(ws, &m).await?;
+        }
     }
+    Ok(())
 }
 
 pub async fn run_room_session(
@@ -104,9 +108,10 @@ pub async fn run_room_session(
     live: Arc<Live>,
     cancel: CancellationToken,
 ) -> SessionResult {
+    let mut sub = Subscriber::new(plan.subscribe);
     let result = tokio::select! {
         _ = cancel.cancelled() => Err("cancelled before joining".to_string()),
-        r = join(&target, &plan) => r,
+        r = join(&target, &plan, &mut sub) => r,
     };
     let (mut ws, me, existing) = match result {
         Ok(j) => j,
@@ -116,7 +121,7 @@ pub async fn run_room_session(
         }
     };
     let ending = plan.ending;
-    match participate(&mut ws, plan, &me, existing, clock, &live, &cancel).await {
+    match participate(&mut ws, plan, sub, &me, existing, clock, &live, &cancel).await {
         Ok(r) => {
             if ending == Ending::Graceful {
                 let _ = send(&mut ws, &ClientMessage::Leave {}).await;
@@ -131,8 +136,13 @@ pub async fn run_room_session(
     }
 }
 
-/// Connect and wait for `joined`: the socket, my sid, others' tracks.
-async fn join(target: &Target, plan: &RoomPlan) -> Result<(Ws, String, Vec<TrackInfo>), String> {
+/// Connect and wait for `joined`: the socket, my sid, the tracks already
+/// there that I want.
+async fn join(
+    target: &Target,
+    plan: &RoomPlan,
+    sub: &mut Subscriber,
+) -> Result<(Ws, String, Vec<Wanted>), String> {
     let url = format!(
         "{}/rtc?access_token={}",
         target.base.replacen("http", "ws", 1),
@@ -156,16 +166,12 @@ async fn join(target: &Target, plan: &RoomPlan) -> Result<(Ws, String, Vec<Track
             participants,
             ..
         } => {
-            let tracks = participants
-                .into_iter()
-                .flat_map(|p| {
-                    let sid = p.sid;
-                    p.tracks
-                        .into_iter()
-                        .filter(|t| plan.wants().track(&participant.sid, &sid, t))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let mut tracks = vec![];
+            for p in participants {
+                for t in p.tracks {
+                    tracks.extend(wanted(sub, &participant.sid, &p.sid, t));
+                }
+            }
             Ok((ws, participant.sid, tracks))
         }
         ServerMessage::Error { code, message } => Err(format!("join refused: {code:?}: {message}")),
@@ -173,16 +179,17 @@ async fn join(target: &Target, plan: &RoomPlan) -> Result<(Ws, String, Vec<Track
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn participate(
     ws: &mut Ws,
     plan: RoomPlan,
+    mut sub: Subscriber,
     me: &str,
-    existing: Vec<TrackInfo>,
+    existing: Vec<Wanted>,
     clock: Clock,
     live: &Live,
     cancel: &CancellationToken,
 ) -> Result<SessionResult, String> {
-    let wants = plan.wants();
     let plan_ending = plan.ending;
     let mut existing = existing;
     let media = match plan.publish {
@@ -200,12 +207,10 @@ async fn participate(
             m = next(ws) => m?,
         };
         if let ServerMessage::TrackPublished { participant, track } = m {
-            if wants.track(me, &participant, &track) {
-                existing.push(track);
-            }
+            existing.extend(wanted(&mut sub, me, &participant, track));
         }
     }
-    let receive_kinds: Vec<MediaKind> = existing.iter().map(kind_of).collect();
+    let receive_kinds: Vec<MediaKind> = existing.iter().map(|(t, _)| kind_of(t)).collect();
     let offered = offer_with(plan.bind, &media, &receive_kinds)
         .await
         .map_err(|e| format!("socket: {e}"))?;
@@ -232,9 +237,10 @@ async fn participate(
     let subscribe = recv_lines
         .iter()
         .zip(&existing)
-        .map(|((mid, _), t)| (mid.to_string(), t.sid.clone()))
+        .map(|((mid, _), (t, _))| (mid.to_string(), t.sid.clone()))
         .collect();
     let posted = Instant::now();
+    ask_widths(ws, &existing).await?;
     send(
         ws,
         &ClientMessage::Offer {
@@ -245,16 +251,19 @@ async fn participate(
     )
     .await?;
     // Tracks announced while the first offer is in flight wait for the next.
-    let mut queued: Vec<TrackInfo> = vec![];
+    let mut queued: Vec<Wanted> = vec![];
     let answer = tokio::time::timeout(SIGNAL_TIMEOUT, async {
         loop {
             match next(ws).await? {
                 ServerMessage::Answer { sdp } => return Ok::<_, String>(sdp),
-                ServerMessage::TrackPublished { participant, track }
-                    if wants.track(me, &participant, &track) =>
-                {
-                    queued.push(track)
+                ServerMessage::TrackPublished { participant, track } => {
+                    queued.extend(wanted(&mut sub, me, &participant, track))
                 }
+                // A width asked for a track that has just gone.
+                ServerMessage::Error {
+                    code: ErrorCode::NotFound,
+                    ..
+                } => {}
                 ServerMessage::Error { code, message } => {
                     return Err(format!("{code:?}: {message}"))
                 }
@@ -266,19 +275,20 @@ async fn participate(
     .map_err(|_| "no answer to the offer".to_string())??;
     let signaling_ms = posted.elapsed().as_secs_f64() * 1000.0;
     let mut peer = offered.accept(&answer, media)?;
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; RECV_BUFFER];
     let mut in_flight = false;
     let mut ended = None;
     loop {
         if !in_flight && !queued.is_empty() {
-            let tracks: Vec<TrackInfo> = std::mem::take(&mut queued);
-            let kinds: Vec<MediaKind> = tracks.iter().map(kind_of).collect();
+            let tracks: Vec<Wanted> = std::mem::take(&mut queued);
+            let kinds: Vec<MediaKind> = tracks.iter().map(|(t, _)| kind_of(t)).collect();
             let (sdp, mids) = peer.reoffer(&kinds)?;
             let subscribe = mids
                 .iter()
                 .zip(&tracks)
-                .map(|(mid, t)| (mid.to_string(), t.sid.clone()))
+                .map(|(mid, (t, _))| (mid.to_string(), t.sid.clone()))
                 .collect();
+            ask_widths(ws, &tracks).await?;
             send(
                 ws,
                 &ClientMessage::Offer {
@@ -305,10 +315,8 @@ async fn participate(
                 break;
             }
             Turn::Extra(Some(Ok(m))) => match m {
-                ServerMessage::TrackPublished { participant, track }
-                    if wants.track(me, &participant, &track) =>
-                {
-                    queued.push(track)
+                ServerMessage::TrackPublished { participant, track } => {
+                    queued.extend(wanted(&mut sub, me, &participant, track))
                 }
                 ServerMessage::Answer { sdp } => {
                     peer.accept_answer(&sdp)?;

@@ -25,6 +25,7 @@ use crate::report::Report;
 use crate::run::{Common, Run};
 use crate::session::{run_session, SessionPlan, SessionResult};
 use crate::stamp::VideoCodec;
+use crate::subscribe::SubscribePolicy;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SoakArgs {
@@ -197,7 +198,16 @@ pub async fn soak(common: &Common, args: &SoakArgs) -> Result<SoakReport, String
     let mut run = Run::start(common, args.participants + args.viewers + 1).await;
     let publisher =
         start_publisher(&mut run, &broadcast_room, VideoCodec::Vp8, args.layers).await?;
-    let members = ramp_cameras(&run, &conference_room, args.participants, args.layers, &[]).await;
+    let everything = SubscribePolicy::all(true, true);
+    let members = ramp_cameras(
+        &run,
+        &conference_room,
+        args.participants,
+        args.layers,
+        everything,
+        &[],
+    )
+    .await;
     let viewers = ramp_viewers(&run, &broadcast_room, args.viewers, None).await;
 
     // The steady window: sample, and start a churn viewer every gap.

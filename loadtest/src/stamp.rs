@@ -117,12 +117,16 @@ pub fn video_stamp(codec: VideoCodec, frame: &[u8]) -> Option<Stamp> {
             };
             Stamp::decode_at(frame, at)
         }
-        VideoCodec::H264 => {
-            // Depacketizers may rewrite start codes (3 or 4 bytes): find the magic.
-            let pos = frame.windows(2).position(|w| w == MAGIC)?;
-            Stamp::decode_at(frame, pos)
-        }
+        // Depacketizers may rewrite start codes (3 or 4 bytes): find the magic.
+        VideoCodec::H264 => find_stamp(frame),
     }
+}
+
+/// The first stamp in `data`, wherever it starts (an H.264 NAL unit or
+/// access unit: the stamp follows the slice header).
+pub fn find_stamp(data: &[u8]) -> Option<Stamp> {
+    let pos = data.windows(2).position(|w| w == MAGIC)?;
+    Stamp::decode_at(data, pos)
 }
 
 /// An Opus-sized audio payload (`len` bytes) carrying `stamp`.

@@ -79,6 +79,26 @@ async fn a_small_broadcast_reaches_every_viewer_and_is_measured() {
     // ~3.3 s of 50 audio frames/s and 30 video frames/s per viewer.
     assert!(report.frames_received > 3 * 150, "{}", report.table());
     assert!(report.one_way_delay_ms.p50 > 0.0);
+    // Packets counted from their sequence numbers: none missing here.
+    assert!(
+        report.packets_received > report.frames_received,
+        "{}",
+        report.table()
+    );
+    assert!(report.packet_loss_pct < 1.0, "{}", report.table());
+    // Each viewer's first keyframe, timed from its POST. A line without
+    // one got delta frames first: the server (frame mode) drops a keyframe
+    // it routes to a subscriber not connected yet and forwards the deltas
+    // after it, so a viewer may wait for the next periodic keyframe.
+    assert!(
+        report.video_lines_without_keyframe <= report.video_lines_started_on_delta,
+        "{}",
+        report.table()
+    );
+    assert!(report.first_keyframe_ms.p50 > 0.0, "{}", report.table());
+    assert!(report.first_keyframe_ms.max < 3000.0, "{}", report.table());
+    // Both CPUs, side by side.
+    assert!(report.table().contains("CPU s (% of a core): server"));
     // Keyframes (at start, on request) and the other video frames apart.
     assert!(report.keyframe_delay_ms.max > 0.0, "{}", report.table());
     assert!(report.delta_frame_delay_ms.p50 > 0.0, "{}", report.table());
@@ -176,6 +196,8 @@ async fn a_conference_is_all_to_all() {
     let args = ConferenceArgs {
         participants: 3,
         layers: 2,
+        visible: None,
+        tile_width: None,
         nodes: vec![],
     };
     let report = conference(&common(&base, "conf"), &args)
@@ -191,6 +213,51 @@ async fn a_conference_is_all_to_all() {
         report.table()
     );
     assert_eq!(report.unstamped_frames, 0);
+    // Every video line (two per participant) got a keyframe, or began
+    // with delta frames (see the broadcast test).
+    assert!(
+        report.video_lines_without_keyframe <= report.video_lines_started_on_delta,
+        "{}",
+        report.table()
+    );
+    assert!(report.first_keyframe_ms.p50 > 0.0, "{}", report.table());
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conference_members_see_only_visible_videos_as_tiles() {
+    let (base, shutdown) = start_server().await;
+    let args = ConferenceArgs {
+        participants: 4,
+        layers: 2,
+        visible: Some(2),
+        tile_width: Some(320),
+        nodes: vec![],
+    };
+    let report = conference(&common(&base, "tiles"), &args)
+        .await
+        .expect("runs");
+    let table = report.table();
+    assert_eq!(report.streams_connected, 4, "{table}");
+    assert!(report.passed, "{table}");
+    assert_eq!(
+        report
+            .settings
+            .get("video_subscriptions")
+            .map(String::as_str),
+        Some("8"),
+        "{table}"
+    );
+    // Two video lines each, every one with a keyframe or begun with delta
+    // frames (see the broadcast test); every tile on 320x180.
+    assert!(
+        report.video_lines_without_keyframe <= report.video_lines_started_on_delta,
+        "{table}"
+    );
+    assert_eq!(report.layer_distribution.get("0"), Some(&4), "{table}");
+    // Audio from all three others and two videos: over ~3 s at 50 and
+    // 30 frames/s, more than 2 s' worth each.
+    assert!(report.frames_received > 4 * (3 * 100 + 2 * 60), "{table}");
     shutdown.cancel();
 }
 

@@ -1,0 +1,121 @@
+//! A publishing peer's media written as RTP (str0m's RTP mode): each due
+//! frame of its `MediaSource` is cut into payloads (`packetize`) and
+//! written on the send stream of its media line and simulcast layer, one
+//! SSRC per layer (str0m adds the mid and rid header extensions). Each
+//! stream keeps its own sequence numbers and, for VP8, picture ids.
+
+use std::time::Instant;
+
+use str0m::format::Codec;
+use str0m::media::{MediaKind, Mid, Pt, Rid};
+use str0m::rtp::RtpWrite;
+use str0m::Rtc;
+
+use crate::packetize::{h264, vp8, Vp8Numbering, MAX_PAYLOAD};
+use crate::source::DueFrame;
+use crate::stamp::VideoCodec;
+
+/// One send stream's numbering.
+#[derive(Debug)]
+struct TxStream {
+    mid: Mid,
+    /// None: audio, or video without simulcast.
+    rid: Option<&'static str>,
+    pt: Pt,
+    /// Extended sequence number of the next packet.
+    seq: u64,
+    vp8: Vp8Numbering,
+}
+
+/// The send streams of one publishing peer.
+#[derive(Debug, Default)]
+pub struct RtpPublisher {
+    streams: Vec<TxStream>,
+}
+
+/// The payload type the remote accepted for `codec` on `mid`.
+fn payload_type(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
+    let remote = rtc.media(mid)?.remote_pts();
+    rtc.codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == codec && remote.contains(&p.pt()))
+        .map(|p| p.pt())
+}
+
+impl RtpPublisher {
+    /// Write `frame` on its stream (the first line of its kind in `mids`).
+    /// A stream the session does not have (yet) is skipped, as str0m's
+    /// frame writer skips it.
+    pub fn write(
+        &mut self,
+        rtc: &mut Rtc,
+        mids: &[(Mid, MediaKind)],
+        codec: VideoCodec,
+        frame: DueFrame,
+        now: Instant,
+    ) {
+        let (kind, want) = match frame.rid {
+            None => (MediaKind::Audio, Codec::Opus),
+            Some(_) => (
+                MediaKind::Video,
+                match codec {
+                    VideoCodec::Vp8 => Codec::Vp8,
+                    VideoCodec::H264 => Codec::H264,
+                },
+            ),
+        };
+        let rid = frame.rid.filter(|r| !r.is_empty());
+        let Some(mid) = mids.iter().find(|(_, k)| *k == kind).map(|(m, _)| *m) else {
+            return;
+        };
+        let i = match self
+            .streams
+            .iter()
+            .position(|s| s.mid == mid && s.rid == rid)
+        {
+            Some(i) => i,
+            None => {
+                let Some(pt) = payload_type(rtc, mid, want) else {
+                    return;
+                };
+                let mut api = rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, rid.map(Rid::from)) else {
+                    return;
+                };
+                // Start below 2^15 (no rollover to signal) where the SSRC says.
+                let seed = *tx.ssrc();
+                self.streams.push(TxStream {
+                    mid,
+                    rid,
+                    pt,
+                    seq: u64::from(seed & 0x7fff),
+                    vp8: Vp8Numbering::seeded(seed.rotate_left(7)),
+                });
+                self.streams.len() - 1
+            }
+        };
+        let s = &mut self.streams[i];
+        let payloads = match kind {
+            MediaKind::Audio => vec![frame.data],
+            MediaKind::Video => match codec {
+                VideoCodec::Vp8 => vp8(&frame.data, &mut s.vp8, MAX_PAYLOAD),
+                VideoCodec::H264 => h264(&frame.data, MAX_PAYLOAD),
+            },
+        };
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, s.rid.map(Rid::from)) else {
+            return;
+        };
+        let last = payloads.len().saturating_sub(1);
+        let video = kind == MediaKind::Video;
+        for (n, payload) in payloads.into_iter().enumerate() {
+            let write = RtpWrite::new(s.pt, s.seq.into(), frame.rtp_time as u32, now, payload)
+                .marker(video && n == last)
+                // Video answers NACKs from str0m's send history.
+                .nackable(video);
+            tx.write_rtp(write);
+            s.seq += 1;
+        }
+    }
+}
