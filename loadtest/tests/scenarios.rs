@@ -135,9 +135,14 @@ async fn viewers_asking_for_640_wide_get_the_middle_layer() {
         codec: VideoCodec::Vp8,
         max_width: Some(640),
     };
-    let report = broadcast(&common(&base, "lt640"), &args)
-        .await
-        .expect("runs");
+    // Long enough for a viewer that started below (its first choice is made
+    // on a 1 Mbit/s guess and rates swollen by the first keyframes) to move
+    // up after the selector's hold.
+    let common = Common {
+        duration: Duration::from_secs(6),
+        ..common(&base, "lt640")
+    };
+    let report = broadcast(&common, &args).await.expect("runs");
     assert_eq!(report.streams_connected, 2, "{}", report.table());
     // Both end on layer 1 (640x360), none above.
     assert_eq!(

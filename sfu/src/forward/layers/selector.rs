@@ -120,6 +120,10 @@ pub struct LayerSelector {
     pub(super) upgrade_hold: Duration,
     last_upgrade: Option<Instant>,
     last_downgrade: Option<Instant>,
+    /// The first target was chosen before any layer's rate was measured
+    /// (everything "fit"): the first choice made on measured rates corrects
+    /// it, and is not a downgrade to settle after.
+    blind_choice: bool,
     paused_at: Option<Instant>,
     target_temporal: u8,
     current_temporal: u8,
@@ -152,6 +156,7 @@ impl Default for LayerSelector {
             upgrade_hold: MIN_UPGRADE_HOLD,
             last_upgrade: None,
             last_downgrade: None,
+            blind_choice: false,
             paused_at: None,
             target_temporal: u8::MAX,
             current_temporal: u8::MAX,
@@ -308,6 +313,9 @@ impl LayerSelector {
             // New down-track, or its layer stopped/was excluded: take the best
             // fit now. A new one starts at the lowest layer rather than
             // paused: its estimate may still be the initial guess.
+            if before.is_none() && self.current.is_none() {
+                self.blind_choice = allowed.iter().all(|l| l.bitrate_bps == 0);
+            }
             match full_fit.or(best_fit) {
                 Some(i) => self.target = Some(allowed[i].id),
                 None if before.is_none() && self.current.is_none() => {
@@ -339,7 +347,16 @@ impl LayerSelector {
                 return true;
             }
         }
+        let was_blind = std::mem::take(&mut self.blind_choice);
+        let measured = allowed.iter().any(|l| l.bitrate_bps > 0);
+        self.blind_choice = was_blind && !measured; // still nothing measured
+        let blind = was_blind && measured;
         match best_fit {
+            Some(i) if i < current_index && blind => {
+                // The first choice, made blind, corrected on measured rates.
+                self.target = Some(allowed[i].id);
+                self.upgrade_ok_since = None;
+            }
             None => {
                 self.pause(now);
                 self.switches_down += 1;

@@ -500,3 +500,34 @@ fn probes_toward_the_next_layer() {
         "no probing beyond the wish"
     );
 }
+
+#[test]
+fn a_first_choice_made_before_rates_were_measured_is_corrected_without_a_downgrade() {
+    let t0 = Instant::now();
+    let unmeasured: Vec<LayerView> = chrome_layers()
+        .into_iter()
+        .map(|l| LayerView::new(l.id, l.width, l.height, 0))
+        .collect();
+    let mut s = LayerSelector::with_max_width(Some(640));
+    // Nothing measured yet: the widest layer the wish allows.
+    s.update(t0, &unmeasured, Some(1_000_000));
+    assert_eq!(s.target(), Some(&rid("h")));
+    // The first measured rates are swollen by the first keyframes: h
+    // measures 928 kbit/s, more than 1 Mbit/s carries. Down to q, but as a
+    // correction of the first choice, not a downgrade...
+    let mut swollen = chrome_layers();
+    swollen[1].bitrate_bps = 928_000;
+    swollen[1].temporal_bps = [928_000; 4];
+    s.update(t0 + Duration::from_millis(500), &swollen, Some(1_000_000));
+    assert_eq!(s.target(), Some(&rid("q")));
+    assert_eq!(s.switches_down, 0);
+    // ...so once h measures what it sends, the viewer goes up after the
+    // usual hold, not after the settle time a downgrade imposes.
+    let layers = chrome_layers();
+    let mut t = t0 + Duration::from_millis(500);
+    for _ in 0..30 {
+        t += Duration::from_millis(100);
+        s.update(t, &layers, Some(1_000_000));
+    }
+    assert_eq!(s.target(), Some(&rid("h")));
+}
