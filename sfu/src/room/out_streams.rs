@@ -10,8 +10,6 @@
 //! choice keeps each subscriber under its estimate; padding probes are
 //! still paced). str0m keeps what was sent for NACKs.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,10 +70,12 @@ struct OutStream {
     pts: Vec<(ParticipantId, Pt, Option<Pt>)>,
 }
 
-/// The session's outgoing streams by media line and rid.
+/// The session's outgoing streams by media line and rid: a few per
+/// session (two for a viewer), so a list searched in order beats hashing
+/// the key on every packet.
 #[derive(Debug, Default)]
 pub struct OutStreams {
-    streams: HashMap<(Mid, Option<Rid>), OutStream>,
+    streams: Vec<((Mid, Option<Rid>), OutStream)>,
 }
 
 impl OutStreams {
@@ -121,7 +121,10 @@ impl OutStreams {
         .marker(packet.marker)
         .ext_vals(packet.ext.clone())
         .nackable(packet.video);
-        if let (Some(desc), Some(ids)) = (packet.vp8, out.vp8) {
+        // Patched only where the ids change (not for a stream that still
+        // carries its first source unchanged).
+        let vp8_changed = out.vp8.is_some() && out.vp8 != packet.incoming.vp8;
+        if let (Some(desc), Some(ids), true) = (packet.vp8, out.vp8, vp8_changed) {
             let mut patch = desc.patch();
             if let Some(pid) = ids.picture_id {
                 patch = patch.picture_id(pid);
@@ -141,7 +144,7 @@ impl OutStreams {
             }
             None => {
                 // Renegotiated away: looked up again by media line next time.
-                self.streams.remove(&(mid, rid));
+                self.streams.retain(|(key, _)| *key != (mid, rid));
                 WriteOutcome::NotWritable
             }
         }
@@ -150,7 +153,7 @@ impl OutStreams {
     /// A packet of the stream's flowing source dropped on purpose: the
     /// stream's numbering skips it.
     pub fn skip(&mut self, mid: Mid, rid: Option<Rid>, packet: &Forwarded) {
-        if let Some(stream) = self.streams.get_mut(&(mid, rid)) {
+        if let Some((_, stream)) = self.streams.iter_mut().find(|(key, _)| *key == (mid, rid)) {
             stream.rewriter.skip(&packet.incoming);
         }
     }
@@ -163,22 +166,26 @@ impl OutStreams {
         rid: Option<Rid>,
         video: bool,
     ) -> Option<&mut OutStream> {
-        match self.streams.entry((mid, rid)) {
-            Entry::Occupied(e) => Some(e.into_mut()),
-            Entry::Vacant(e) => {
+        let found = self.streams.iter().position(|(key, _)| *key == (mid, rid));
+        let index = match found {
+            Some(i) => i,
+            None => {
                 let mut api = rtc.direct_api();
                 let tx = api.stream_tx_by_mid(mid, rid)?;
                 tx.set_unpaced(true);
                 if video {
                     tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
                 }
-                Some(e.insert(OutStream {
+                let stream = OutStream {
                     ssrc: tx.ssrc(),
                     rewriter: StreamRewriter::default(),
                     pts: Vec::new(),
-                }))
+                };
+                self.streams.push(((mid, rid), stream));
+                self.streams.len() - 1
             }
-        }
+        };
+        self.streams.get_mut(index).map(|(_, stream)| stream)
     }
 }
 
