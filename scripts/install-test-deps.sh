@@ -42,18 +42,20 @@ if ((${#need_apt[@]})); then apt_install "${need_apt[@]}"; fi
 command -v npm >/dev/null 2>&1 || apt_install npm
 
 # --- playwright-core, exactly as pinned in tests/e2e/package.json ---
-want_pw=$(node -p "require('./tests/e2e/package.json').dependencies['playwright-core']")
-have_pw=$(node -p "try { require('./tests/e2e/node_modules/playwright-core/package.json').version } catch { '' }")
-if [ "$have_pw" != "$want_pw" ]; then
-  echo "npm: installing playwright-core $want_pw (had: ${have_pw:-none})"
-  if [ -f tests/e2e/package-lock.json ]; then
-    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
-  else
-    (cd tests/e2e && npm install --no-audit --no-fund --loglevel=error)
-  fi
+# The e2e packages (playwright-core, livekit-client) at the lockfile's versions:
+# reinstalled when any installed version differs from package.json's.
+e2e_stale=$(node -e '
+const deps = require("./tests/e2e/package.json").dependencies;
+for (const [name, want] of Object.entries(deps)) {
+  let have = "";
+  try { have = require(`./tests/e2e/node_modules/${name}/package.json`).version; } catch {}
+  if (have !== want) { console.log(`${name} ${want} (had: ${have || "none"})`); }
+}')
+if [ -n "$e2e_stale" ]; then
+  echo "npm: installing $e2e_stale"
+  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# --- geckodriver (WebDriver for Firefox), pinned, built with cargo ---
 gd=tests/e2e/.tools/bin/geckodriver
 if ! "$gd" --version 2>/dev/null | grep -q "^geckodriver $GECKODRIVER_VERSION"; then
   echo "cargo: installing geckodriver $GECKODRIVER_VERSION"

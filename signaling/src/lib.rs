@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod errors;
+pub mod livekit;
 pub mod rate_limit;
 pub mod request_span;
 pub mod room_protocol;
