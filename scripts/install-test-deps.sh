@@ -104,6 +104,6 @@ fi
 echo "test dependencies ready: $(chromium --version 2>/dev/null | head -1)," \
   "$(firefox-esr --version 2>/dev/null | head -1), $("$gd" --version 2>/dev/null | sed -n 1p)," \
   "coturn $(turnserver --version 2>/dev/null | head -1)," \
-  "node $(node --version), playwright-core $want_pw, helm $("$helm" version --short)," \
+  "node $(node --version), $(cd tests/e2e && node -p "Object.entries(require('./package.json').dependencies).map(([n, v]) => n + ' ' + v).join(', ')"), helm $("$helm" version --short)," \
   "kubernetes-validate $KUBERNETES_VALIDATE_VERSION," \
   "PyAV $(python3 -c 'import av; print(av.__version__, "(FFmpeg", av.ffmpeg_version_info + ")")')"

@@ -156,6 +156,9 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
     app = app
         .route("/whep/{room}/{id}/events", get(sessions::events::<B>))
         .route("/rtc", get(rtc_socket::upgrade::<B>))
+        .route("/rtc/v1", get(livekit::socket::upgrade_v1::<B>))
+        .route("/rtc/v1/validate", get(livekit::socket::validate_v1::<B>))
+        .route("/rtc/validate", get(livekit::socket::validate_v0::<B>))
         .merge(admin::routes::<B>());
     for asset in web::ASSETS {
         app = app.route(

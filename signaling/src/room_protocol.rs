@@ -37,6 +37,17 @@ pub struct PublishInfo {
     pub sid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant: Option<String>,
+    /// The picture sizes of its simulcast layers, lowest first, as the
+    /// client announced them (LiveKit clients' `add_track`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerSize>,
+}
+
+/// A video layer's announced picture size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSize {
+    pub width: u32,
+    pub height: u32,
 }
 
 /// A published track as others see it.
@@ -48,6 +59,9 @@ pub struct TrackInfo {
     pub name: String,
     pub muted: bool,
     pub simulcast: bool,
+    /// Announced layer sizes, lowest first (empty: not announced).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerSize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

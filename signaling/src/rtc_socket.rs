@@ -48,6 +48,8 @@ const SEND_BATCH: usize = 64;
 pub struct RtcQuery {
     access_token: Option<String>,
     resume: Option<String>,
+    /// Sent by every LiveKit SDK on `/rtc` (its dual peer connection mode).
+    protocol: Option<String>,
 }
 
 /// `GET /rtc`: check the token, join, upgrade.
@@ -58,39 +60,19 @@ pub async fn upgrade<B: MediaBackend>(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    if q.protocol.is_some() {
+        return Ok((
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            "LiveKit's dual peer connection signalling (/rtc) is not served yet; \
+             connect with single peer connection signalling (/rtc/v1, the SDKs' default)\n",
+        )
+            .into_response());
+    }
     let token = match q.access_token.as_deref() {
         Some(t) => t,
         None => bearer(&headers)?,
     };
-    let grant = state.keys.verify(token)?;
-    let room = grant
-        .video
-        .room
-        .clone()
-        .ok_or_else(|| AuthError::Forbidden("roomJoin", "(no room in token)".into()))?;
-    validate_room(&room)?;
-    grant.require(&room, Permission::Join)?;
-    if grant.identity.len() > MAX_IDENTITY {
-        return Err(ApiError::BadRequest(format!(
-            "identity longer than {MAX_IDENTITY} bytes"
-        )));
-    }
-    let req = JoinRoom {
-        room,
-        name: grant.name.clone().unwrap_or_else(|| grant.identity.clone()),
-        metadata: grant.metadata.clone().unwrap_or_default(),
-        identity: grant.identity.clone(),
-        can_publish: grant.video.can_publish(),
-        can_subscribe: grant.video.can_subscribe(),
-        can_publish_data: grant.video.can_publish_data(),
-        resume: q.resume,
-        ice_servers: state
-            .turn
-            .iter()
-            .map(|t| t.issue_now(&grant.identity))
-            .collect(),
-        bridge: grant.video.room_bridge,
-    };
+    let req = admit(&state, token, q.resume)?;
     // Another node's bridge speaks for all of that node's participants.
     let rate = if req.bridge { BRIDGE_RATE_FACTOR } else { 1.0 };
     let joined = match state.backend.join_room(req).await {
@@ -132,6 +114,45 @@ pub async fn upgrade<B: MediaBackend>(
             }
         })
         .into_response())
+}
+
+/// Check a room token and say who joins: the room, identity, grants and
+/// ICE servers with credentials minted for it. Shared by the room
+/// protocols' sockets.
+pub fn admit<B: MediaBackend>(
+    state: &AppState<B>,
+    token: &str,
+    resume: Option<String>,
+) -> Result<JoinRoom, ApiError> {
+    let grant = state.keys.verify(token)?;
+    let room = grant
+        .video
+        .room
+        .clone()
+        .ok_or_else(|| AuthError::Forbidden("roomJoin", "(no room in token)".into()))?;
+    validate_room(&room)?;
+    grant.require(&room, Permission::Join)?;
+    if grant.identity.is_empty() || grant.identity.len() > MAX_IDENTITY {
+        return Err(ApiError::BadRequest(format!(
+            "identity must be 1-{MAX_IDENTITY} bytes"
+        )));
+    }
+    Ok(JoinRoom {
+        room,
+        name: grant.name.clone().unwrap_or_else(|| grant.identity.clone()),
+        metadata: grant.metadata.clone().unwrap_or_default(),
+        identity: grant.identity.clone(),
+        can_publish: grant.video.can_publish(),
+        can_subscribe: grant.video.can_subscribe(),
+        can_publish_data: grant.video.can_publish_data(),
+        resume,
+        ice_servers: state
+            .turn
+            .iter()
+            .map(|t| t.issue_now(&grant.identity))
+            .collect(),
+        bridge: grant.video.room_bridge,
+    })
 }
 
 async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> Result<(), axum::Error> {

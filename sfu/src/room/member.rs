@@ -268,9 +268,11 @@ impl Member {
             (s, _) => s,
         };
         TrackInfo {
+            // A bridge keeps its node's sid; a LiveKit client's sid was
+            // handed out at its `add_track`, before the media line existed.
             sid: said
                 .sid
-                .filter(|_| self.bridge)
+                .filter(|s| self.bridge || is_track_sid(s))
                 .unwrap_or_else(|| self.track_sid(mid)),
             kind,
             source,
@@ -281,8 +283,18 @@ impl Member {
             },
             muted: false,
             simulcast,
+            layers: said.layers.iter().take(4).copied().collect(),
         }
     }
+}
+
+/// A track sid a client may bring: `TR_` and up to 61 more characters
+/// from `[A-Za-z0-9_]`.
+pub fn is_track_sid(sid: &str) -> bool {
+    sid.len() <= 64
+        && sid.strip_prefix("TR_").is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
 }
 
 /// A new participant sid.
@@ -303,6 +315,7 @@ mod tests {
             name: "cam".into(),
             muted: false,
             simulcast: true,
+            layers: vec![],
         })
     }
 

@@ -879,6 +879,7 @@ impl WorkerCore {
                     name: info.name.clone(),
                     sid: Some(sid.clone()),
                     participant: Some(owner),
+                    layers: info.layers.clone(),
                 },
             );
             offered.push(OfferedLine::Send { mid, sid, streams });
@@ -978,6 +979,7 @@ impl WorkerCore {
                                 name: info.name.clone(),
                                 sid: Some(sid),
                                 participant: Some(owner),
+                                layers: info.layers.clone(),
                             },
                         );
                     }
@@ -1032,6 +1034,7 @@ mod tests {
             name: "camera".into(),
             muted: false,
             simulcast: true,
+            layers: vec![],
         }
     }
 

@@ -652,8 +652,17 @@ impl WorkerCore {
         };
         let room_name = p.room.clone();
         let span = p.span.clone();
+        let taken = |sid: &str| {
+            self.rooms
+                .get(&room_name)
+                .is_some_and(|r| r.track_sids.contains_key(sid))
+        };
         let info = p.member.as_mut().map(|m| {
-            let info = m.new_track(mid, kind_name(kind), layers > 1);
+            let mut info = m.new_track(mid, kind_name(kind), layers > 1);
+            if !m.bridge && taken(&info.sid) {
+                // A sid the client brought that names another track.
+                info.sid = m.track_sid(mid);
+            }
             let mut track = PublishedTrack::new(info.clone());
             track.owner = m
                 .publish_info

@@ -1,0 +1,126 @@
+// LiveKit's own browser SDK (livekit-client from npm, unmodified) meets on
+// this server with LiveKit's single peer connection signalling (/rtc/v1):
+// four Chromium pages publish camera (simulcast) and microphone; each
+// decodes the other three's video and receives their audio; a viewer that
+// asks for LOW quality gets a narrower picture and HIGH brings the full
+// a wider one back; a mute shows at the others; active speakers are reported; a
+// participant that leaves disappears at the others. A WHIP publisher
+// (FFmpeg) is seen by a livekit-client page as a participant whose video
+// decodes.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer } from './lib/server.mjs';
+import { launchBrowser, poll, reportMetric, sleep } from './lib/browser.mjs';
+import { signToken } from './lib/harness.mjs';
+import { openLiveKitPage, joinRoom, received, events, speakers } from './lib/livekit.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const KEY = 'e2e-key';
+const SECRET = 'e2e-secret-for-livekit-clients';
+const ROOM = 'lk-standup';
+
+const token = (room, identity) => signToken(KEY, SECRET, room, identity, { publish: true, subscribe: true });
+
+/** Every other participant's video decodes and keeps decoding, and audio arrives. */
+async function seesAndHears(page, label, others) {
+  const want = others.flatMap((o) => [`${o}/video`, `${o}/audio`]);
+  let last = null;
+  const first = await poll(`${label} decodes ${others.join(', ')}`, async () => {
+    const r = last = await received(page);
+    return want.every((k) => r[k] && (k.endsWith('/video') ? r[k].framesDecoded > 0 && r[k].frameWidth > 0 : r[k].samples > 0)) ? r : null;
+  }, 30000, 250).catch((e) => { throw new Error(`${e.message}; receives ${JSON.stringify(last)}`); });
+  await sleep(1000);
+  const later = await received(page);
+  for (const o of others) {
+    assert.ok(later[`${o}/video`].framesDecoded > first[`${o}/video`].framesDecoded, `${label}: ${o}'s video keeps decoding`);
+    assert.ok(later[`${o}/audio`].samples > first[`${o}/audio`].samples, `${label}: ${o}'s audio keeps arriving`);
+  }
+}
+
+test('four livekit-client pages meet: media both ways, layer by quality, mute, speakers, leave', async (t) => {
+  const server = await startServer(t, 'livekit-client', {
+    extraArgs: ['--api-key', KEY, '--api-secret', SECRET],
+  });
+  const ws = server.base.replace('http', 'ws');
+  const browser = await launchBrowser(t, { origin: server.base });
+  const names = ['ann', 'ben', 'cat', 'dan'];
+  const pages = [];
+  for (const n of names.slice(0, 3)) {
+    const page = await openLiveKitPage(browser, server.base, n);
+    const sid = await joinRoom(page, ws, token(ROOM, n));
+    assert.match(sid, /^PA_/);
+    pages.push(page);
+  }
+  // The fourth joins a running meeting: time from its join to its first
+  // decoded remote frame (polled while it joins and publishes).
+  const dan = await openLiveKitPage(browser, server.base, 'dan');
+  const joinedAt = Date.now();
+  const joining = joinRoom(dan, ws, token(ROOM, 'dan'));
+  await poll('dan decodes a first remote frame', async () => {
+    const r = await received(dan).catch(() => ({}));
+    return Object.entries(r).some(([k, v]) => k.endsWith('/video') && v.framesDecoded > 0);
+  }, 20000, 20);
+  reportMetric('livekit_fourth_join_to_first_remote_frame_ms', Date.now() - joinedAt, 'ms');
+  await joining;
+  pages.push(dan);
+
+  for (const [i, page] of pages.entries()) {
+    await seesAndHears(page, names[i], names.filter((n) => n !== names[i]));
+  }
+
+  // Ann asks for ben's LOW layer: a narrower picture; HIGH brings it back.
+  const width = async () => (await received(pages[0]))['ben/video'].frameWidth;
+  const full = await width();
+  await pages[0].evaluate(() => window.lkSetQuality('ben', 'LOW'));
+  const low = await poll('ann gets a narrower layer of ben', async () => {
+    const w = await width();
+    return w > 0 && w < full ? w : null;
+  }, 15000, 250);
+  await pages[0].evaluate(() => window.lkSetQuality('ben', 'HIGH'));
+  const high = await poll('ann gets ben wider again', async () => {
+    const w = await width();
+    return w > low ? w : null;
+  }, 15000, 250);
+  console.log(`# ann sees ben at ${full} px, ${low} px at LOW, ${high} px again at HIGH`);
+
+  // Cat mutes her microphone: the others see it.
+  await pages[2].evaluate(() => window.lk.room.localParticipant.setMicrophoneEnabled(false));
+  for (const i of [0, 1, 3]) {
+    await poll(`${names[i]} sees cat muted`, async () => (await events(pages[i]))
+      .some(([e, who, kind]) => e === 'muted' && who === 'cat' && kind === 'audio'), 10000, 100);
+  }
+  // Everyone's fake microphone beeps: active speakers are reported.
+  await poll('ann hears active speakers', async () => (await speakers(pages[0]))
+    .some((list) => list.length > 0), 15000, 250);
+
+  // Dan leaves: the others see him go, and stop receiving him.
+  await dan.evaluate(() => window.lk.room.disconnect());
+  for (const i of [0, 1, 2]) {
+    await poll(`${names[i]} sees dan leave`, async () => (await events(pages[i]))
+      .some(([e, who]) => e === 'left' && who === 'dan'), 5000, 100);
+    const r = await received(pages[i]);
+    assert.ok(!r['dan/video'] && !r['dan/audio'], `${names[i]} no longer has dan's tracks`);
+  }
+});
+
+test('a WHIP publisher (FFmpeg) is a participant a livekit-client page sees and decodes', async (t) => {
+  const server = await startServer(t, 'livekit-whip', {
+    extraArgs: ['--api-key', KEY, '--api-secret', SECRET],
+  });
+  const room = 'lk-whip';
+  const ffmpeg = spawn('python3', [join(here, 'ffmpeg_whip.py'), `${server.base}/whip/${room}`,
+    signToken(KEY, SECRET, room, 'obs', { publish: true }), '20'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  t.after(() => ffmpeg.kill('SIGKILL'));
+  const browser = await launchBrowser(t, { origin: server.base });
+  const page = await openLiveKitPage(browser, server.base, 'viewer');
+  await joinRoom(page, server.base.replace('http', 'ws'), token(room, 'viewer'), { publish: false });
+  await poll('the viewer decodes the WHIP publisher', async () => {
+    const r = await received(page);
+    const video = Object.entries(r).find(([k]) => k.endsWith('/video'));
+    return video && video[1].framesDecoded > 10 && video[1].frameWidth > 0 ? video : null;
+  }, 30000, 250);
+});
