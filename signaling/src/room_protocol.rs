@@ -339,6 +339,37 @@ pub struct RelayedData {
     #[serde(default)]
     pub topic: Option<String>,
     pub payload: serde_json::Value,
+    /// The LiveKit `DataPacket` (protobuf, stamped with its sender) when a
+    /// LiveKit client sent it; base64 in JSON (between nodes).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "base64_bytes"
+    )]
+    pub packet: Option<Vec<u8>>,
+}
+
+/// `Option<Vec<u8>>` as an optional base64 string.
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| {
+            base64::engine::general_purpose::STANDARD
+                .decode(t)
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
 }
 
 /// Parse a client message with an error a client developer can act on.

@@ -4,7 +4,9 @@
 // decodes the other three's video and receives their audio; a viewer that
 // asks for LOW quality gets a narrower picture and HIGH brings the full
 // a wider one back; a mute shows at the others; active speakers are reported; a
-// participant that leaves disappears at the others. A WHIP publisher
+// participant that leaves disappears at the others; data packets arrive
+// with their sender (to everyone, to one identity, lossy, and from the
+// admin API). A WHIP publisher
 // (FFmpeg) is seen by a livekit-client page as a participant whose video
 // decodes.
 
@@ -16,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { startServer } from './lib/server.mjs';
 import { launchBrowser, poll, reportMetric, sleep } from './lib/browser.mjs';
 import { signToken } from './lib/harness.mjs';
-import { openLiveKitPage, joinRoom, received, events, speakers } from './lib/livekit.mjs';
+import { openLiveKitPage, joinRoom, received, events, speakers, dataReceived, publishData } from './lib/livekit.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const KEY = 'e2e-key';
@@ -41,7 +43,7 @@ async function seesAndHears(page, label, others) {
   }
 }
 
-test('four livekit-client pages meet: media both ways, layer by quality, mute, speakers, leave', async (t) => {
+test('four livekit-client pages meet: media both ways, layer by quality, mute, speakers, data, leave', async (t) => {
   const server = await startServer(t, 'livekit-client', {
     extraArgs: ['--api-key', KEY, '--api-secret', SECRET],
   });
@@ -74,7 +76,11 @@ test('four livekit-client pages meet: media both ways, layer by quality, mute, s
 
   // Ann asks for ben's LOW layer: a narrower picture; HIGH brings it back.
   const width = async () => (await received(pages[0]))['ben/video'].frameWidth;
-  const full = await width();
+  // Ann's estimate climbs from its start: wait until she gets more than ben's lowest layer.
+  const full = await poll('ann gets ben above his lowest layer', async () => {
+    const w = await width();
+    return w > 320 ? w : null;
+  }, 20000, 250);
   await pages[0].evaluate(() => window.lkSetQuality('ben', 'LOW'));
   const low = await poll('ann gets a narrower layer of ben', async () => {
     const w = await width();
@@ -96,6 +102,32 @@ test('four livekit-client pages meet: media both ways, layer by quality, mute, s
   // Everyone's fake microphone beeps: active speakers are reported.
   await poll('ann hears active speakers', async () => (await speakers(pages[0]))
     .some((list) => list.length > 0), 15000, 250);
+
+  // Data: to everyone (reliable), to cat alone, lossy, and from the admin API.
+  await publishData(pages[0], 'hello all');
+  await publishData(pages[0], 'for cat only', { to: ['cat'] });
+  await publishData(pages[1], 'lossy hi', { lossy: true, topic: 'fast' });
+  const admin = await fetch(`${server.base}/api/rooms/${ROOM}/data`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`${KEY}:${SECRET}`).toString('base64')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ topic: 'news', payload: 'from the server' }),
+  });
+  assert.equal(admin.status, 204, await admin.text());
+  for (const i of [1, 2, 3]) {
+    await poll(`${names[i]} gets ann's and the server's messages`, async () => {
+      const d = await dataReceived(pages[i]);
+      return d.some((m) => m.from === 'ann' && m.text === 'hello all' && m.topic === 'chat')
+        && d.some((m) => m.from === null && m.text === 'from the server' && m.topic === 'news');
+    }, 10000, 100);
+  }
+  await poll('cat gets the message for her', async () => (await dataReceived(pages[2]))
+    .some((m) => m.from === 'ann' && m.text === 'for cat only'), 5000, 100);
+  await poll('ann gets ben\'s lossy message', async () => (await dataReceived(pages[0]))
+    .some((m) => m.from === 'ben' && m.text === 'lossy hi' && m.topic === 'fast'), 5000, 100);
+  for (const i of [1, 3]) {
+    assert.ok(!(await dataReceived(pages[i])).some((m) => m.text === 'for cat only'), `${names[i]} does not get cat's message`);
+  }
+  assert.ok(!(await dataReceived(pages[0])).some((m) => m.text === 'hello all'), 'no echo to the sender');
 
   // Dan leaves: the others see him go, and stop receiving him.
   await dan.evaluate(() => window.lk.room.disconnect());

@@ -249,6 +249,16 @@ impl Member {
         track.owner.clone().unwrap_or_else(|| self.sid.clone())
     }
 
+    /// How this member frames data messages: LiveKit clients open
+    /// `_reliable` / `_lossy`, room protocol clients `reliable` / `lossy`.
+    pub fn data_dialect(&self) -> crate::room::data_packets::Dialect {
+        if self.channels.keys().any(|l| l.starts_with('_')) {
+            crate::room::data_packets::Dialect::LiveKit
+        } else {
+            crate::room::data_packets::Dialect::Json
+        }
+    }
+
     /// The sid a track of this member published on `mid` gets.
     pub fn track_sid(&self, mid: Mid) -> String {
         let suffix = self.sid.strip_prefix("PA_").unwrap_or(&self.sid);

@@ -2,6 +2,7 @@
 //! they publish and receive (the room's [`Router`]), and each participant's
 //! `Rtc` ([`participant::Participant`]).
 
+pub mod data_packets;
 pub mod member;
 pub mod offer;
 pub mod out_streams;

@@ -550,13 +550,13 @@ impl Participant {
             .set_bitrate(Bitrate::bps(request.floor_bps), desired);
     }
 
-    /// Write a data-channel text message on channel `id`.
-    pub fn write_channel(&mut self, id: ChannelId, text: &[u8]) -> bool {
+    /// Write one message on data channel `id`, as binary or as text.
+    pub fn write_channel(&mut self, id: ChannelId, data: &[u8], binary: bool) -> bool {
         if !self.connected || !self.is_alive() {
             return false;
         }
         match self.rtc.channel(id) {
-            Some(mut ch) => ch.write(false, text).unwrap_or(false),
+            Some(mut ch) => ch.write(binary, data).unwrap_or(false),
             None => false,
         }
     }

@@ -12,7 +12,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const LIVEKIT_UMD = join(here, '..', 'node_modules', 'livekit-client', 'dist', 'livekit-client.umd.js');
 
 const PAGE_SIDE = `
-window.lk = { events: [], subscribed: {}, speakers: [] };
+window.lk = { events: [], subscribed: {}, speakers: [], data: [] };
 window.lkJoin = async (url, token, opts) => {
   const L = LivekitClient;
   const room = new L.Room({ adaptiveStream: false, dynacast: true, ...(opts.room || {}) });
@@ -33,6 +33,9 @@ window.lkJoin = async (url, token, opts) => {
   room.on(E.TrackUnmuted, (pub, p) => window.lk.events.push(['unmuted', p.identity, pub.kind]));
   room.on(E.ActiveSpeakersChanged, (s) => window.lk.speakers.push(s.map((p) => p.identity)));
   room.on(E.Disconnected, (reason) => window.lk.events.push(['disconnected', reason]));
+  room.on(E.DataReceived, (payload, p, kind, topic) => window.lk.data.push({
+    from: p?.identity ?? null, topic: topic ?? null, text: new TextDecoder().decode(payload), kind,
+  }));
   await room.connect(url, token, { rtcConfig: { iceServers: [] } });
   if (opts.publish) await room.localParticipant.enableCameraAndMicrophone();
   return room.localParticipant.sid;
@@ -74,4 +77,10 @@ export function joinRoom(page, url, token, { publish = true, room = {} } = {}) {
 
 export const received = (page) => page.evaluate(() => window.lkReceived());
 export const events = (page) => page.evaluate(() => window.lk.events);
+export const dataReceived = (page) => page.evaluate(() => window.lk.data);
+/** Publish text as a data packet (reliable unless `lossy`), to `to` identities or everyone. */
+export const publishData = (page, text, { topic = 'chat', to = [], lossy = false } = {}) => page.evaluate(
+  ([t, o]) => window.lk.room.localParticipant.publishData(new TextEncoder().encode(t),
+    { reliable: !o.lossy, topic: o.topic, destinationIdentities: o.to }),
+  [text, { topic, to, lossy }]);
 export const speakers = (page) => page.evaluate(() => window.lk.speakers);

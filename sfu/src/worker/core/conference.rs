@@ -14,12 +14,13 @@ use signaling::admin::{
 };
 use signaling::backend::{JoinRoom, RoomConnection};
 use signaling::room_protocol::{
-    BridgedData, ClientLimits, ClientMessage, DataEnvelope, ErrorCode, ManageAction, MediaKindName,
+    BridgedData, ClientLimits, ClientMessage, ErrorCode, ManageAction, MediaKindName,
     ParticipantInfo, QualityUpdate, RelayedData, ServerMessage, Speaker,
 };
 use str0m::channel::ChannelId;
 use str0m::media::{Mid, Rids};
 
+use crate::room::data_packets;
 use crate::room::member::{new_sid, Member, NewMember, PublishedTrack};
 use crate::room::offer::{check_room_offer, media_sections};
 use crate::room::quality::{score, LinkReport};
@@ -985,24 +986,30 @@ impl WorkerCore {
         } else {
             None
         };
-        let envelope = match refused {
+        let incoming = match refused {
             Some(r) => Err(r),
-            None => serde_json::from_slice::<DataEnvelope>(data).map_err(|e| {
-                (
-                    ErrorCode::BadMessage,
-                    format!("data message is not {{\"topic\",\"payload\",\"to\"}} JSON: {e}"),
-                )
-            }),
+            None => {
+                let sender = data_packets::Sender {
+                    sid: &m.sid,
+                    identity: &identity,
+                };
+                data_packets::decode(&label, data, &sender).map_err(|e| match e {
+                    data_packets::Refused::Malformed(why) => (ErrorCode::BadMessage, why),
+                    data_packets::Refused::NotRelayed => (ErrorCode::BadMessage, String::new()),
+                })
+            }
         };
-        let envelope = match envelope {
-            Ok(e) => e,
+        let incoming = match incoming {
+            Ok(i) => i,
             Err((code, message)) => {
                 self.ctx
                     .metrics
                     .data_messages
                     .with_label_values(&["refused"])
                     .inc();
-                m.send(ServerMessage::error(code, message), now);
+                if !message.is_empty() {
+                    m.send(ServerMessage::error(code, message), now);
+                }
                 return;
             }
         };
@@ -1015,12 +1022,8 @@ impl WorkerCore {
             &room_name,
             Some(from),
             &label,
-            RelayedData {
-                from: Some(identity),
-                topic: envelope.topic,
-                payload: envelope.payload,
-            },
-            envelope.to.as_deref(),
+            incoming.message,
+            incoming.to.as_deref(),
             now,
         );
     }
@@ -1036,9 +1039,9 @@ impl WorkerCore {
         to: Option<&[String]>,
         now: Instant,
     ) -> usize {
-        let Ok(bytes) = serde_json::to_vec(&msg) else {
-            return 0;
-        };
+        let delivery = data_packets::Delivery::of_label(label);
+        // Encoded once per dialect, when a member of it receives it.
+        let mut encoded: [Option<Vec<u8>>; 2] = [None, None];
         let Some(r) = self.rooms.get(room) else {
             return 0;
         };
@@ -1060,14 +1063,23 @@ impl WorkerCore {
             if to.is_some_and(|to| !to.contains(&p.identity)) {
                 continue;
             }
-            let channel = p.member.as_ref().and_then(|m| {
-                m.channels
-                    .get(label)
-                    .or_else(|| m.channels.get("reliable"))
-                    .copied()
-            });
+            let Some(m) = p.member.as_ref() else {
+                continue;
+            };
+            let dialect = m.data_dialect();
+            let channel = m
+                .channels
+                .get(delivery.label(dialect))
+                .or_else(|| {
+                    m.channels
+                        .get(data_packets::Delivery::Reliable.label(dialect))
+                })
+                .copied();
             if let Some(cid) = channel {
-                if p.write_channel(cid, &bytes) {
+                let bytes = encoded[dialect as usize]
+                    .get_or_insert_with(|| data_packets::encode(&msg, dialect, delivery));
+                let binary = dialect == data_packets::Dialect::LiveKit;
+                if p.write_channel(cid, bytes, binary) {
                     delivered += 1;
                     self.dirty.push(*rid);
                 }
@@ -1398,6 +1410,7 @@ impl WorkerCore {
                     from: None,
                     topic,
                     payload,
+                    packet: None,
                 };
                 self.deliver_data(&room, None, "reliable", msg, to.as_deref(), now);
                 Ok(AdminReply::Done)
