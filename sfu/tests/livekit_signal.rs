@@ -153,13 +153,10 @@ async fn refused_joins_say_why_and_validate_answers_like_the_join() {
     assert_eq!(status, 501);
 
     // The upgrade itself is refused the same way.
-    let refused = connect(
-        &server.base,
-        &format!("access_token={token}&join_request={junk}"),
-    )
-    .await
-    .err()
-    .expect("refused");
+    let query = format!("access_token={token}&join_request={junk}");
+    let Err(refused) = connect(&server.base, &query).await else {
+        panic!("a junk join_request was let in");
+    };
     assert_eq!(refused.0, 400, "{}", refused.1);
 }
 
