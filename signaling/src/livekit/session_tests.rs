@@ -78,9 +78,13 @@ fn responses(out: &[Output]) -> Vec<&Response> {
         .collect()
 }
 
-fn room_offer(
-    out: &[Output],
-) -> Option<(&BTreeMap<String, PublishInfo>, &BTreeMap<String, String>)> {
+/// What an offer to the room publishes (by mid) and subscribes (mid -> track).
+type OfferMaps<'a> = (
+    &'a BTreeMap<String, PublishInfo>,
+    &'a BTreeMap<String, String>,
+);
+
+fn room_offer(out: &[Output]) -> Option<OfferMaps<'_>> {
     out.iter().find_map(|o| match o {
         Output::Room(ClientMessage::Offer {
             publish, subscribe, ..
