@@ -101,9 +101,16 @@ if ! av_ok; then
   av_ok || { echo "PyAV $AV_VERSION lacks the whip muxer or libx264/libopus" >&2; exit 1; }
 fi
 
+LIVEKIT_PY_VERSION=1.2.1   # LiveKit's Python SDK (its Rust core ships in the wheel)
+if ! python3 -c "import sys, livekit.rtc, importlib.metadata as m; sys.exit(m.version('livekit') != '$LIVEKIT_PY_VERSION')" 2>/dev/null; then
+  echo "pip: installing livekit==$LIVEKIT_PY_VERSION"
+  python3 -m pip install --quiet "livekit==$LIVEKIT_PY_VERSION" \
+    || python3 -m pip install --quiet --break-system-packages "livekit==$LIVEKIT_PY_VERSION"
+fi
+
 echo "test dependencies ready: $(chromium --version 2>/dev/null | head -1)," \
   "$(firefox-esr --version 2>/dev/null | head -1), $("$gd" --version 2>/dev/null | sed -n 1p)," \
   "coturn $(turnserver --version 2>/dev/null | head -1)," \
   "node $(node --version), $(cd tests/e2e && node -p "Object.entries(require('./package.json').dependencies).map(([n, v]) => n + ' ' + v).join(', ')"), helm $("$helm" version --short)," \
-  "kubernetes-validate $KUBERNETES_VALIDATE_VERSION," \
+  "kubernetes-validate $KUBERNETES_VALIDATE_VERSION, livekit (Python) $LIVEKIT_PY_VERSION," \
   "PyAV $(python3 -c 'import av; print(av.__version__, "(FFmpeg", av.ffmpeg_version_info + ")")')"

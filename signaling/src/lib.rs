@@ -83,6 +83,8 @@ pub struct AppState<B> {
     pub dev_token_key: Option<Arc<str>>,
     pub ice_server_links: Arc<[HeaderValue]>,
     pub turn: Option<Arc<TurnAuth>>,
+    /// LiveKit clients' signalling sessions, for resumes.
+    pub livekit_sessions: Arc<livekit::registry::Registry>,
 }
 
 impl<B: Clone> Clone for AppState<B> {
@@ -93,6 +95,7 @@ impl<B: Clone> Clone for AppState<B> {
             dev_token_key: self.dev_token_key.clone(),
             ice_server_links: self.ice_server_links.clone(),
             turn: self.turn.clone(),
+            livekit_sessions: self.livekit_sessions.clone(),
         }
     }
 }
@@ -135,6 +138,7 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
         dev_token_key: config.dev_token_key.map(Arc::from),
         ice_server_links: links.into(),
         turn: config.turn.map(Arc::new),
+        livekit_sessions: Arc::default(),
     };
 
     let mut app = Router::new();

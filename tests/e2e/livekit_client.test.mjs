@@ -6,7 +6,8 @@
 // a wider one back; a mute shows at the others; active speakers are reported; a
 // participant that leaves disappears at the others; data packets arrive
 // with their sender (to everyone, to one identity, lossy, and from the
-// admin API). A WHIP publisher
+// admin API); a signal connection that drops resumes without the others
+// seeing a leave. A WHIP publisher
 // (FFmpeg) is seen by a livekit-client page as a participant whose video
 // decodes.
 
@@ -43,7 +44,7 @@ async function seesAndHears(page, label, others) {
   }
 }
 
-test('four livekit-client pages meet: media both ways, layer by quality, mute, speakers, data, leave', async (t) => {
+test('four livekit-client pages meet: media both ways, layer by quality, mute, speakers, data, resume, leave', async (t) => {
   const server = await startServer(t, 'livekit-client', {
     extraArgs: ['--api-key', KEY, '--api-secret', SECRET],
   });
@@ -128,6 +129,19 @@ test('four livekit-client pages meet: media both ways, layer by quality, mute, s
     assert.ok(!(await dataReceived(pages[i])).some((m) => m.text === 'for cat only'), `${names[i]} does not get cat's message`);
   }
   assert.ok(!(await dataReceived(pages[0])).some((m) => m.text === 'hello all'), 'no echo to the sender');
+
+  // Ben's signal connection drops (livekit-client's own simulation): it
+  // resumes; nobody sees him leave, and media keeps flowing both ways.
+  await pages[1].evaluate(() => window.lk.room.simulateScenario('signal-reconnect'));
+  await poll('ben resumes', async () => (await events(pages[1]))
+    .some(([e]) => e === 'reconnected'), 15000, 100);
+  const resumedEvents = await events(pages[1]);
+  assert.ok(!resumedEvents.some(([e]) => e === 'disconnected'), `ben stays connected: ${JSON.stringify(resumedEvents)}`);
+  for (const i of [0, 2, 3]) {
+    assert.ok(!(await events(pages[i])).some(([e, who]) => e === 'left' && who === 'ben'), `${names[i]} never sees ben leave`);
+  }
+  await seesAndHears(pages[0], 'ann after ben resumed', ['ben']);
+  await seesAndHears(pages[1], 'ben after resuming', ['ann', 'dan']);
 
   // Dan leaves: the others see him go, and stop receiving him.
   await dan.evaluate(() => window.lk.room.disconnect());

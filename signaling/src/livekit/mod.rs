@@ -11,7 +11,8 @@
 //!   messages, room messages -> responses), with [`slots`] placing remote
 //!   tracks on the client's receive sections and [`sdp`] reading its offers
 //!   and naming tracks in the answers;
-//! - [`socket`]: the WebSocket and validate endpoints around a session.
+//! - [`socket`]: the WebSocket and validate endpoints around a session;
+//!   [`registry`] keeps sessions for a client that resumes on a new socket.
 //!
 //! Served: single peer connection signalling. See
 //! `signaling/LIVEKIT-SURVEY.md` for the protocol as the SDKs speak it.
@@ -19,6 +20,7 @@
 pub mod convert;
 pub mod frames;
 pub mod join;
+pub mod registry;
 pub mod sdp;
 pub mod session;
 pub mod slots;

@@ -75,6 +75,10 @@ pub struct Session {
     awaiting_offer: bool,
     speakers: BTreeSet<String>,
     joined: bool,
+    /// The worker's token to resume this participant on a new socket.
+    resume_token: String,
+    /// Left, removed or refused: nothing to resume.
+    ended: bool,
 }
 
 impl Session {
@@ -91,6 +95,8 @@ impl Session {
             awaiting_offer: false,
             speakers: BTreeSet::new(),
             joined: false,
+            resume_token: String::new(),
+            ended: false,
         }
     }
 
@@ -138,6 +144,7 @@ impl Session {
                 )));
             }
             Request::Leave(_) => {
+                self.ended = true;
                 out.push(Output::Room(ClientMessage::Leave {}));
                 out.push(Output::client(Response::Leave(proto::LeaveRequest {
                     reason: proto::DisconnectReason::ClientInitiated as i32,
@@ -171,8 +178,17 @@ impl Session {
                 participant,
                 participants,
                 ice_servers,
+                resume_token,
+                resumed,
                 ..
-            } => self.joined(room, participant, participants, ice_servers, &mut out),
+            } => {
+                self.resume_token = resume_token;
+                if resumed && self.joined {
+                    self.resumed(participant, participants, ice_servers, &mut out)
+                } else {
+                    self.joined(room, participant, participants, ice_servers, &mut out)
+                }
+            }
             ServerMessage::Answer { sdp } => self.answer(sdp, &mut out),
             ServerMessage::ParticipantJoined { participant }
             | ServerMessage::ParticipantUpdated { participant } => {
@@ -378,6 +394,7 @@ impl Session {
             })
             .collect();
         let sdp = sdp::rewrite_answer(&sdp, &carried, &pending.idle);
+        tracing::trace!(id = pending.id, %sdp, "answer to a LiveKit client");
         out.push(Output::client(Response::Answer(
             proto::SessionDescription {
                 r#type: "answer".into(),
@@ -595,6 +612,7 @@ impl Session {
     }
 
     fn leave(&mut self, reason: proto::DisconnectReason, text: String, out: &mut Vec<Output>) {
+        self.ended = true;
         out.push(Output::client(Response::Leave(proto::LeaveRequest {
             reason: reason as i32,
             action: proto::leave_request::Action::Disconnect as i32,
@@ -673,6 +691,9 @@ fn section_kind(kind: MediaKindName) -> SectionKind {
         MediaKindName::Video => SectionKind::Video,
     }
 }
+
+#[path = "session_resume.rs"]
+mod resume;
 
 #[cfg(test)]
 #[path = "session_tests.rs"]

@@ -7,6 +7,7 @@
 //! socket's.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -18,8 +19,9 @@ use futures_util::SinkExt;
 use super::frames::{self, FrameError};
 use super::join::{self, JoinParams};
 use super::proto;
+use super::registry::{Registry, SharedSession};
 use super::session::{Joining, Output, Session};
-use crate::backend::{BackendError, MediaBackend, RoomConnection};
+use crate::backend::{BackendError, JoinRoom, MediaBackend, RoomConnection};
 use crate::errors::ApiError;
 use crate::rate_limit::RateLimit;
 use crate::rtc_socket::{admit, MESSAGES_PER_SECOND, MESSAGE_BURST, READ_CHUNK_BYTES};
@@ -84,31 +86,45 @@ pub async fn upgrade_v1<B: MediaBackend>(
     let ws = ws
         .max_message_size(4 * frames::MAX_FRAME_BYTES)
         .read_buffer_size(READ_CHUNK_BYTES);
-    if params.is_reconnect() {
-        // Resuming a session is not served yet: the client is told to
-        // join afresh (a full reconnect), which it does at once.
-        return Ok(ws.on_upgrade(|mut socket| async move {
-            let leave = proto::LeaveRequest {
-                reason: proto::DisconnectReason::StateMismatch as i32,
-                action: proto::leave_request::Action::Reconnect as i32,
-                ..Default::default()
-            };
-            let _ = send(&mut socket, proto::signal_response::Message::Leave(leave)).await;
-            close(&mut socket, "resume not supported: rejoin").await;
-        }));
-    }
-    let joining = Joining {
-        can_publish: req.can_publish,
-        can_subscribe: req.can_subscribe,
-        can_publish_data: req.can_publish_data,
-        auto_subscribe: params.auto_subscribe(),
-        offer: params.request.publisher_offer.clone(),
+    let registry = state.livekit_sessions.clone();
+    let (session, req) = if params.is_reconnect() {
+        let sid = &params.request.participant_sid;
+        let Some(session) = registry.resume(sid, &req.identity) else {
+            return Ok(rejoin(ws, "no session to resume: rejoin"));
+        };
+        let token = session.lock().map(|s| s.resume_token().to_string()).ok();
+        let req = JoinRoom {
+            resume: token,
+            ..req
+        };
+        (session, req)
+    } else {
+        let joining = Joining {
+            can_publish: req.can_publish,
+            can_subscribe: req.can_subscribe,
+            can_publish_data: req.can_publish_data,
+            auto_subscribe: params.auto_subscribe(),
+            offer: params.request.publisher_offer.clone(),
+        };
+        (Arc::new(Mutex::new(Session::new(joining))), req)
     };
+    let identity = req.identity.clone();
+    let resuming = req.resume.is_some();
     let conn = match state.backend.join_room(req).await {
         Ok(conn) => conn,
-        Err(BackendError::ResumeFailed) => return Err(ApiError::NotFound),
+        Err(BackendError::ResumeFailed) if resuming => {
+            return Ok(rejoin(ws, "the session is gone: rejoin"))
+        }
         Err(e) => return Err(e.into()),
     };
+    if !resuming {
+        registry.insert(
+            &conn.participant,
+            &identity,
+            session.clone(),
+            Instant::now(),
+        );
+    }
     let backend = state.backend.clone();
     let failed = (
         state.backend.clone(),
@@ -121,8 +137,23 @@ pub async fn upgrade_v1<B: MediaBackend>(
             let (b, sid, generation) = failed;
             tokio::spawn(async move { b.room_socket_closed(&sid, generation).await });
         })
-        .on_upgrade(move |socket| serve(socket, backend, conn, Session::new(joining)))
+        .on_upgrade(move |socket| serve(socket, backend, conn, session, registry))
         .into_response())
+}
+
+/// A resume that cannot be served: the client is told to join afresh (a
+/// full reconnect), which it does at once.
+fn rejoin(ws: WebSocketUpgrade, why: &'static str) -> Response {
+    ws.on_upgrade(move |mut socket| async move {
+        let leave = proto::LeaveRequest {
+            reason: proto::DisconnectReason::StateMismatch as i32,
+            action: proto::leave_request::Action::Reconnect as i32,
+            ..Default::default()
+        };
+        let _ = send(&mut socket, proto::signal_response::Message::Leave(leave)).await;
+        close(&mut socket, why).await;
+    })
+    .into_response()
 }
 
 async fn send(
@@ -209,7 +240,8 @@ async fn serve<B: MediaBackend>(
     mut socket: WebSocket,
     backend: B,
     mut conn: RoomConnection,
-    mut session: Session,
+    session: SharedSession,
+    registry: Arc<Registry>,
 ) {
     let mut limit = RateLimit::new(MESSAGES_PER_SECOND, MESSAGE_BURST, Instant::now());
     let mut keepalive = tokio::time::interval(KEEPALIVE);
@@ -229,7 +261,10 @@ async fn serve<B: MediaBackend>(
                         Ok(Next::Continue)
                     }
                     Some(Ok(request)) => {
-                        let outputs = session.on_client(request, now_ms());
+                        let outputs = session
+                            .lock()
+                            .map(|mut s| s.on_client(request, now_ms()))
+                            .unwrap_or_default();
                         apply(&mut socket, &backend, &conn, outputs).await
                     }
                     Some(Err(FrameError::Empty)) => Ok(Next::Continue),
@@ -242,6 +277,9 @@ async fn serve<B: MediaBackend>(
                             action: proto::leave_request::Action::Disconnect as i32,
                             ..Default::default()
                         };
+                        if let Ok(mut s) = session.lock() {
+                            s.end();
+                        }
                         let _ = send(&mut socket, proto::signal_response::Message::Leave(leave)).await;
                         close(&mut socket, &e.to_string()).await;
                         let _ = backend
@@ -253,7 +291,10 @@ async fn serve<B: MediaBackend>(
             },
             out = conn.messages.recv() => match out {
                 Some(message) => {
-                    let outputs = session.on_room(message);
+                    let outputs = session
+                        .lock()
+                        .map(|mut s| s.on_room(message))
+                        .unwrap_or_default();
                     apply(&mut socket, &backend, &conn, outputs).await
                 }
                 None => {
@@ -271,6 +312,7 @@ async fn serve<B: MediaBackend>(
             Ok(Next::Stop) | Err(_) => break,
         }
     }
+    registry.detach(&conn.participant, &session, Instant::now());
     backend
         .room_socket_closed(&conn.participant, conn.generation)
         .await;

@@ -33,6 +33,9 @@ window.lkJoin = async (url, token, opts) => {
   room.on(E.TrackUnmuted, (pub, p) => window.lk.events.push(['unmuted', p.identity, pub.kind]));
   room.on(E.ActiveSpeakersChanged, (s) => window.lk.speakers.push(s.map((p) => p.identity)));
   room.on(E.Disconnected, (reason) => window.lk.events.push(['disconnected', reason]));
+  room.on(E.SignalReconnecting, () => window.lk.events.push(['signal-reconnecting']));
+  room.on(E.Reconnecting, () => window.lk.events.push(['reconnecting']));
+  room.on(E.Reconnected, () => window.lk.events.push(['reconnected']));
   room.on(E.DataReceived, (payload, p, kind, topic) => window.lk.data.push({
     from: p?.identity ?? null, topic: topic ?? null, text: new TextDecoder().decode(payload), kind,
   }));
