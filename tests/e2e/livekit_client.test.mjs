@@ -2,12 +2,12 @@
 // this server with LiveKit's single peer connection signalling (/rtc/v1):
 // four Chromium pages publish camera (simulcast) and microphone; each
 // decodes the other three's video and receives their audio; a viewer that
-// asks for LOW quality gets a narrower picture and HIGH brings the full
-// a wider one back; a mute shows at the others; active speakers are reported; a
-// participant that leaves disappears at the others; data packets arrive
-// with their sender (to everyone, to one identity, lossy, and from the
-// admin API); a signal connection that drops resumes without the others
-// seeing a leave. A WHIP publisher
+// asks for LOW quality gets a narrower picture and HIGH a wider one back;
+// a hidden (disabled) video stops and comes back; a mute shows at the
+// others; active speakers are reported; data packets arrive with their
+// sender (to everyone, to one identity, lossy, and from the admin API); a
+// signal connection that drops resumes without the others seeing a leave;
+// a participant that leaves disappears at the others. A WHIP publisher
 // (FFmpeg) is seen by a livekit-client page as a participant whose video
 // decodes.
 
@@ -93,6 +93,19 @@ test('four livekit-client pages meet: media both ways, layer by quality, mute, s
     return w > low ? w : null;
   }, 15000, 250);
   console.log(`# ann sees ben at ${full} px, ${low} px at LOW, ${high} px again at HIGH`);
+
+  // Ann hides ben's tile (the track disabled): his frames stop reaching
+  // her; shown again, they come back.
+  const frames = async () => (await received(pages[0]))['ben/video'].framesDecoded;
+  await pages[0].evaluate(() => window.lkSetEnabled('ben', false));
+  const stopped = await poll('ben\'s video stops at ann', async () => {
+    const a = await frames();
+    await sleep(1000);
+    const b = await frames();
+    return b === a ? b : null;
+  }, 10000, 0);
+  await pages[0].evaluate(() => window.lkSetEnabled('ben', true));
+  await poll('ben\'s video comes back at ann', async () => (await frames()) > stopped + 10, 10000, 250);
 
   // Cat mutes her microphone: the others see it.
   await pages[2].evaluate(() => window.lk.room.localParticipant.setMicrophoneEnabled(false));

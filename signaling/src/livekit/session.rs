@@ -79,6 +79,12 @@ pub struct Session {
     resume_token: String,
     /// Left, removed or refused: nothing to resume.
     ended: bool,
+    /// Tracks the client disabled (`track_setting`): they keep their
+    /// section, and nothing is forwarded on it.
+    disabled: BTreeSet<String>,
+    /// An offer is wanted though no placement changed (a track enabled
+    /// again is bound to its section by the next offer).
+    reoffer: bool,
 }
 
 impl Session {
@@ -97,6 +103,8 @@ impl Session {
             joined: false,
             resume_token: String::new(),
             ended: false,
+            disabled: BTreeSet::new(),
+            reoffer: false,
         }
     }
 
@@ -121,14 +129,8 @@ impl Session {
                 self.request_offer(&mut out);
             }
             Request::TrackSetting(s) => {
-                for track in &s.track_sids {
-                    let max_width = self.max_width(track, &s);
-                    out.push(Output::Room(ClientMessage::Subscription {
-                        track: track.clone(),
-                        subscribed: None,
-                        max_width: Some(max_width),
-                    }));
-                }
+                self.track_setting(s, &mut out);
+                self.request_offer(&mut out);
             }
             Request::UpdateMetadata(u) => {
                 out.push(Output::Room(ClientMessage::Metadata {
@@ -365,7 +367,11 @@ impl Session {
         out.push(Output::Room(ClientMessage::Offer {
             sdp: offer.sdp,
             publish,
-            subscribe: carried.clone(),
+            subscribe: carried
+                .iter()
+                .filter(|(_, track)| !self.disabled.contains(*track))
+                .map(|(mid, track)| (mid.clone(), track.clone()))
+                .collect(),
         }));
         self.answers.push_back(PendingAnswer {
             id: offer.id,
@@ -412,10 +418,11 @@ impl Session {
             return;
         }
         let missing = self.slots.missing();
-        if !self.slots.changed() && missing.audio == 0 && missing.video == 0 {
+        if !self.slots.changed() && !self.reoffer && missing.audio == 0 && missing.video == 0 {
             return;
         }
         self.awaiting_offer = true;
+        self.reoffer = false;
         out.push(Output::client(Response::MediaSectionsRequirement(
             proto::MediaSectionsRequirement {
                 num_audios: missing.audio,
@@ -462,6 +469,7 @@ impl Session {
             }
         } else {
             self.unsubscribed.insert(track.clone());
+            self.disabled.remove(&track);
             if self.slots.drop_track(&track) {
                 out.push(Output::Room(ClientMessage::Subscription {
                     track,
@@ -470,129 +478,6 @@ impl Session {
                 }));
             }
         }
-    }
-
-    fn participant(&mut self, p: crate::room_protocol::ParticipantInfo, out: &mut Vec<Output>) {
-        if p.sid == self.me.sid {
-            self.me.name = p.name;
-            self.me.metadata = p.metadata;
-            self.me.version += 1;
-            self.send_update(vec![self.me.clone()], out);
-            return;
-        }
-        let version = self.others.get(&p.sid).map_or(0, |i| i.version);
-        let mut info = convert::participant_info(&p, proto::participant_info::State::Active);
-        info.version = version + 1;
-        let tracks: Vec<(String, SectionKind)> = p
-            .tracks
-            .iter()
-            .map(|t| (t.sid.clone(), section_kind(t.kind)))
-            .collect();
-        self.others.insert(p.sid.clone(), info.clone());
-        self.send_update(vec![info], out);
-        for (track, kind) in tracks {
-            self.want(&track, kind);
-        }
-        self.request_offer(out);
-    }
-
-    fn left(&mut self, sid: &str, out: &mut Vec<Output>) {
-        let Some(mut info) = self.others.remove(sid) else {
-            return;
-        };
-        for t in &info.tracks {
-            self.slots.drop_track(&t.sid);
-        }
-        info.state = proto::participant_info::State::Disconnected as i32;
-        info.version += 1;
-        info.tracks.clear();
-        self.speakers.remove(sid);
-        self.send_update(vec![info], out);
-        self.request_offer(out);
-    }
-
-    fn published(
-        &mut self,
-        participant: &str,
-        track: &crate::room_protocol::TrackInfo,
-        out: &mut Vec<Output>,
-    ) {
-        if participant == self.me.sid {
-            let info = self
-                .own
-                .values()
-                .find(|t| t.sid == track.sid)
-                .cloned()
-                .unwrap_or_else(|| convert::track_info(track));
-            self.me.tracks.retain(|t| t.sid != track.sid);
-            self.me.tracks.push(info);
-            self.me.is_publisher = true;
-            self.me.version += 1;
-            self.send_update(vec![self.me.clone()], out);
-            return;
-        }
-        let Some(info) = self.others.get_mut(participant) else {
-            return;
-        };
-        info.tracks.retain(|t| t.sid != track.sid);
-        info.tracks.push(convert::track_info(track));
-        info.is_publisher = true;
-        info.version += 1;
-        let info = info.clone();
-        self.send_update(vec![info], out);
-        self.want(&track.sid, section_kind(track.kind));
-        self.request_offer(out);
-    }
-
-    fn unpublished(&mut self, participant: &str, track: &str, out: &mut Vec<Output>) {
-        if participant == self.me.sid {
-            self.me.tracks.retain(|t| t.sid != track);
-            self.own.retain(|_, t| t.sid != track);
-            self.me.version += 1;
-            out.push(Output::client(Response::TrackUnpublished(
-                proto::TrackUnpublishedResponse {
-                    track_sid: track.to_string(),
-                },
-            )));
-            self.send_update(vec![self.me.clone()], out);
-            return;
-        }
-        self.slots.drop_track(track);
-        self.unsubscribed.remove(track);
-        // The worker names no publisher when a subscribed track ended.
-        let owner = self
-            .others
-            .iter()
-            .find(|(_, p)| p.tracks.iter().any(|t| t.sid == track))
-            .map(|(sid, _)| sid.clone());
-        if let Some(info) = owner.and_then(|sid| self.others.get_mut(&sid)) {
-            info.tracks.retain(|t| t.sid != track);
-            info.version += 1;
-            let info = info.clone();
-            self.send_update(vec![info], out);
-        }
-        self.request_offer(out);
-    }
-
-    fn muted(&mut self, participant: &str, track: &str, muted: bool, out: &mut Vec<Output>) {
-        let info = if participant == self.me.sid {
-            out.push(Output::client(Response::Mute(proto::MuteTrackRequest {
-                sid: track.to_string(),
-                muted,
-            })));
-            Some(&mut self.me)
-        } else {
-            self.others.get_mut(participant)
-        };
-        let Some(info) = info else {
-            return;
-        };
-        for t in info.tracks.iter_mut().filter(|t| t.sid == track) {
-            t.muted = muted;
-        }
-        info.version += 1;
-        let info = info.clone();
-        self.send_update(vec![info], out);
     }
 
     fn error(&mut self, code: ErrorCode, message: String, out: &mut Vec<Output>) {
@@ -643,33 +528,6 @@ impl Session {
             .map(|(sid, _)| sid.clone())
     }
 
-    /// The widest picture a `track_setting` asks for: its size if it
-    /// names one, else the width of the layer of its quality (the
-    /// narrowest layer for LOW when the publisher announced no sizes).
-    fn max_width(&self, track: &str, setting: &proto::UpdateTrackSettings) -> Option<u32> {
-        if setting.width > 0 {
-            return Some(setting.width);
-        }
-        let quality =
-            proto::VideoQuality::try_from(setting.quality).unwrap_or(proto::VideoQuality::High);
-        if quality == proto::VideoQuality::High {
-            return None;
-        }
-        let layers = self
-            .others
-            .values()
-            .flat_map(|p| &p.tracks)
-            .find(|t| t.sid == track)
-            .map(convert::layer_sizes)
-            .unwrap_or_default();
-        match (quality, layers.as_slice()) {
-            (proto::VideoQuality::Medium, [.., medium, _]) => Some(medium.width),
-            (proto::VideoQuality::Medium, _) => None,
-            (_, [low, ..]) => Some(low.width),
-            (_, []) => Some(1),
-        }
-    }
-
     fn kind_of(&self, track: &str) -> Option<SectionKind> {
         self.others
             .values()
@@ -694,6 +552,10 @@ fn section_kind(kind: MediaKindName) -> SectionKind {
 
 #[path = "session_resume.rs"]
 mod resume;
+#[path = "session_room.rs"]
+mod room;
+#[path = "session_settings.rs"]
+mod settings;
 
 #[cfg(test)]
 #[path = "session_tests.rs"]

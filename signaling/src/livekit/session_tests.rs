@@ -266,3 +266,45 @@ fn an_unsubscribe_frees_the_section_and_tells_the_room() {
     let out = s.on_client(Request::Offer(offer(2, "")), 0);
     assert!(room_offer(&out).expect("offer").1.is_empty());
 }
+
+#[test]
+fn a_disabled_track_keeps_its_section_and_is_bound_again_when_enabled() {
+    let mut s = session(Some(offer(1, "")));
+    s.on_room(joined(vec![person(
+        "PA_bob",
+        vec![track("TR_v", MediaKindName::Video)],
+    )]));
+    s.on_room(ServerMessage::Answer { sdp: offer_sdp("") });
+    let setting = |disabled| {
+        Request::TrackSetting(proto::UpdateTrackSettings {
+            track_sids: vec!["TR_v".into()],
+            disabled,
+            ..Default::default()
+        })
+    };
+    let out = s.on_client(setting(true), 0);
+    assert!(out.iter().any(|o| matches!(o,
+        Output::Room(ClientMessage::Subscription { track, subscribed: Some(false), .. }) if track == "TR_v")));
+    // Later offers leave it unbound, but the answer still names it.
+    let out = s.on_client(Request::Offer(offer(2, "")), 0);
+    assert!(room_offer(&out).expect("offer").1.is_empty());
+    let out = s.on_room(ServerMessage::Answer { sdp: offer_sdp("") });
+    let Some(Response::Answer(a)) = responses(&out).first().copied() else {
+        panic!("no answer: {out:?}");
+    };
+    assert_eq!(a.mid_to_track_id.get("1").map(String::as_str), Some("TR_v"));
+    // Enabled again: a re-offer is asked for, and binds it.
+    let out = s.on_client(setting(false), 0);
+    assert!(responses(&out)
+        .iter()
+        .any(|r| matches!(r, Response::MediaSectionsRequirement(_))));
+    let out = s.on_client(Request::Offer(offer(3, "")), 0);
+    assert_eq!(
+        room_offer(&out)
+            .expect("offer")
+            .1
+            .get("1")
+            .map(String::as_str),
+        Some("TR_v")
+    );
+}

@@ -58,6 +58,11 @@ window.lkReceived = async () => {
   }
   return out;
 };
+window.lkSetEnabled = (identity, enabled) => {
+  for (const s of Object.values(window.lk.subscribed)) {
+    if (s.identity === identity && s.kind === 'video') s.pub.setEnabled(enabled);
+  }
+};
 window.lkSetQuality = (identity, quality) => {
   for (const s of Object.values(window.lk.subscribed)) {
     if (s.identity === identity && s.kind === 'video') s.pub.setVideoQuality(LivekitClient.VideoQuality[quality]);
