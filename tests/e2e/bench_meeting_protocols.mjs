@@ -2,7 +2,8 @@
 // Chromium pages (camera 320x240 without simulcast, and microphone; each
 // receives everyone) once on the project's meeting page (JSON room
 // protocol, /rtc) and once with livekit-client (LiveKit's signalling,
-// /rtc/v1), each against a fresh server; reports the server's CPU time
+// /rtc/v1), each against a fresh server (PROTOCOLS=json,livekit picks
+// which and in what order); reports the server's CPU time
 // and memory over a steady window from /proc/<pid>, and the time until
 // every page decodes every other. Run:
 //   tests/e2e/run.sh bench_meeting_protocols.mjs   (MEMBERS=10 WINDOW_MS=20000)
@@ -35,7 +36,10 @@ async function measure(t, label, server, join, decoding) {
   const pages = [];
   for (let i = 0; i < MEMBERS; i++) pages.push(await join(i));
   for (const [i, page] of pages.entries()) {
-    await poll(`${label}: member ${i} decodes ${MEMBERS - 1} others`, async () => (await decoding(page)) >= MEMBERS - 1, 90000, 500);
+    await poll(`${label}: member ${i} decodes ${MEMBERS - 1} others`, async () => {
+      const n = await decoding(page);
+      return n >= MEMBERS - 1 ? n : null;
+    }, 90000, 500);
   }
   reportMetric(`${label}_all_decoding_ms`, Date.now() - started, 'ms');
   await sleep(5000);
@@ -49,9 +53,11 @@ async function measure(t, label, server, join, decoding) {
   await Promise.all(pages.map((p) => p.context().close()));
 }
 
-test(`a meeting of ${MEMBERS}: JSON room protocol, then livekit-client`, async (t) => {
-  const token = (room, i) => signToken(KEY, SECRET, room, `m${i}`, { publish: true, subscribe: true });
-  {
+const PROTOCOLS = (process.env.PROTOCOLS || 'json,livekit').split(',');
+const token = (room, i) => signToken(KEY, SECRET, room, `m${i}`, { publish: true, subscribe: true });
+
+const runs = {
+  async json(t) {
     const server = await startServer(t, 'bench-json', { extraArgs: ['--api-key', KEY, '--api-secret', SECRET, '--log', 'warn'] });
     const browser = await launchBrowser(t, { origin: server.base });
     await measure(t, 'json', server,
@@ -60,8 +66,8 @@ test(`a meeting of ${MEMBERS}: JSON room protocol, then livekit-client`, async (
         .filter((e) => e.framesDecoded > 0 && e.audioBytes > 0).length));
     await browser.close();
     server.stop();
-  }
-  {
+  },
+  async livekit(t) {
     const server = await startServer(t, 'bench-livekit', { extraArgs: ['--api-key', KEY, '--api-secret', SECRET, '--log', 'warn'] });
     const browser = await launchBrowser(t, { origin: server.base });
     const ws = server.base.replace('http', 'ws');
@@ -80,5 +86,11 @@ test(`a meeting of ${MEMBERS}: JSON room protocol, then livekit-client`, async (
         const people = new Set(Object.keys(r).map((k) => k.split('/')[0]));
         return [...people].filter((p) => r[`${p}/video`]?.framesDecoded > 0 && r[`${p}/audio`]?.samples > 0).length;
       });
-  }
+    await browser.close();
+    server.stop();
+  },
+};
+
+test(`a meeting of ${MEMBERS}: ${PROTOCOLS.join(', then ')}`, async (t) => {
+  for (const p of PROTOCOLS) await runs[p](t);
 });
