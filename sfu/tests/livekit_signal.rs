@@ -144,6 +144,27 @@ async fn refused_joins_say_why_and_validate_answers_like_the_join() {
     let (status, body) = get(&v1(&format!("access_token={token}&join_request={junk}"))).await;
     assert_eq!(status, 400);
     assert!(body.contains("protobuf"), "{body}");
+    // A browser page reads these answers only with CORS, whatever the
+    // status: without it livekit-client reports the server unreachable.
+    for (query, status) in [
+        (format!("access_token={token}&join_request={jr}"), 200),
+        (format!("access_token=not-a-jwt&join_request={jr}"), 401),
+    ] {
+        let resp = reqwest::Client::new()
+            .get(v1(&query))
+            .header("origin", "http://page.example")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status().as_u16(), status);
+        assert_eq!(
+            resp.headers()
+                .get("access-control-allow-origin")
+                .and_then(|v| v.to_str().ok()),
+            Some("*"),
+            "CORS on a {status}"
+        );
+    }
     // The dual mode is not served, and says so (a 404 would send SDKs there).
     let (status, _) = get(&format!(
         "{}/rtc/validate?access_token={token}&protocol=17",
