@@ -129,7 +129,7 @@ impl std::fmt::Debug for KeySet {
     }
 }
 
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -153,6 +153,38 @@ impl KeySet {
     }
 
     pub fn verify_at(&self, token: &str, now: u64) -> Result<Grant, AuthError> {
+        let claims = self.verified_claims(token, now)?;
+        Ok(Grant {
+            identity: claims.sub,
+            name: claims.name,
+            metadata: claims.metadata,
+            video: claims.video,
+        })
+    }
+
+    /// The same token with a new validity of `ttl` from `now` (LiveKit's
+    /// `refresh_token`: a client that reconnects after its first token
+    /// expired uses the last one it was sent).
+    pub fn refresh_at(&self, token: &str, now: u64, ttl: Duration) -> Result<String, AuthError> {
+        let claims = self.verified_claims(token, now)?;
+        let secret = self
+            .secret(&claims.iss)
+            .ok_or_else(|| AuthError::UnknownKey(claims.iss.clone()))?;
+        let claims = Claims {
+            exp: now + ttl.as_secs(),
+            nbf: Some(now),
+            ..claims
+        };
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .map_err(|e| AuthError::Malformed(e.to_string()))
+    }
+
+    /// Verify signature, time window and identity; the claims as signed.
+    fn verified_claims(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
         // Read `iss` unverified to select the secret, then verify for real.
         let mut peek = Validation::new(Algorithm::HS256);
         peek.insecure_disable_signature_validation();
@@ -190,12 +222,7 @@ impl KeySet {
         if claims.sub.is_empty() {
             return Err(AuthError::NoIdentity);
         }
-        Ok(Grant {
-            identity: claims.sub,
-            name: claims.name,
-            metadata: claims.metadata,
-            video: claims.video,
-        })
+        Ok(claims)
     }
 
     /// Sign a token with `key`'s secret.
@@ -356,5 +383,37 @@ mod tests {
         g.require("x", Permission::Publish)?;
         g.require("x", Permission::Subscribe)?;
         Ok(())
+    }
+
+    #[test]
+    fn a_refreshed_token_keeps_identity_and_grants_with_a_new_expiry() {
+        let keys = KeySet::new([("k".to_string(), "s3cret-s3cret-s3cret-s3cret".to_string())]);
+        let video = VideoGrant {
+            room: Some("r".into()),
+            room_join: true,
+            ..Default::default()
+        };
+        let token = keys
+            .mint("k", "ann", video, Duration::from_secs(60))
+            .expect("mint");
+        let now = unix_now();
+        let fresh = keys
+            .refresh_at(&token, now, Duration::from_secs(600))
+            .expect("refresh");
+        // Still valid long after the first one expired.
+        let grant = keys.verify_at(&fresh, now + 300).expect("valid");
+        assert_eq!(grant.identity, "ann");
+        assert_eq!(grant.video.room.as_deref(), Some("r"));
+        assert!(grant.require("r", Permission::Join).is_ok());
+        assert_eq!(
+            keys.verify_at(&token, now + 300).err(),
+            Some(AuthError::Expired)
+        );
+        assert_eq!(
+            keys.refresh_at("garbage", now, Duration::from_secs(1))
+                .err()
+                .map(|e| e.is_forbidden()),
+            Some(false)
+        );
     }
 }

@@ -30,6 +30,11 @@ use crate::AppState;
 /// A WebSocket-level ping when the socket was quiet this long (the Go SDK
 /// sends no signal pings of its own).
 const KEEPALIVE: Duration = Duration::from_secs(10);
+/// How often the client is sent a fresh token (`refresh_token`), and how
+/// long each stays valid: a client reconnecting after its first token
+/// expired uses the last one.
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+const REFRESH_TTL: Duration = Duration::from_secs(10 * 60);
 
 type QueryMap = Query<HashMap<String, String>>;
 
@@ -137,7 +142,13 @@ pub async fn upgrade_v1<B: MediaBackend>(
             let (b, sid, generation) = failed;
             tokio::spawn(async move { b.room_socket_closed(&sid, generation).await });
         })
-        .on_upgrade(move |socket| serve(socket, backend, conn, session, registry))
+        .on_upgrade(move |socket| {
+            let refresh = Refresh {
+                keys: state.keys.clone(),
+                token: params.token,
+            };
+            serve(socket, backend, conn, session, registry, refresh)
+        })
         .into_response())
 }
 
@@ -236,16 +247,35 @@ async fn apply<B: MediaBackend>(
     Ok(Next::Continue)
 }
 
+/// What a fresh token is made from: the keys, and the last token.
+struct Refresh {
+    keys: Arc<crate::auth::KeySet>,
+    token: String,
+}
+
+impl Refresh {
+    fn next(&mut self) -> Option<String> {
+        let now = crate::auth::unix_now();
+        let fresh = self.keys.refresh_at(&self.token, now, REFRESH_TTL).ok()?;
+        self.token = fresh.clone();
+        Some(fresh)
+    }
+}
+
 async fn serve<B: MediaBackend>(
     mut socket: WebSocket,
     backend: B,
     mut conn: RoomConnection,
     session: SharedSession,
     registry: Arc<Registry>,
+    mut refresh: Refresh,
 ) {
     let mut limit = RateLimit::new(MESSAGES_PER_SECOND, MESSAGE_BURST, Instant::now());
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
+    // Not at once: the join response must be the first message.
+    let mut refresh_timer =
+        tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_EVERY, REFRESH_EVERY);
     loop {
         let next = tokio::select! {
             incoming = socket.recv() => match incoming {
@@ -301,6 +331,12 @@ async fn serve<B: MediaBackend>(
                     close(&mut socket, "session ended").await;
                     Ok(Next::Stop)
                 }
+            },
+            _ = refresh_timer.tick() => match refresh.next() {
+                Some(token) => send(&mut socket, proto::signal_response::Message::RefreshToken(token))
+                    .await
+                    .map(|_| Next::Continue),
+                None => Ok(Next::Continue),
             },
             _ = keepalive.tick() => socket
                 .send(Message::Ping(Default::default()))
