@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
+use common::ws::Refused;
 use common::TestServer;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
@@ -41,22 +42,13 @@ async fn get(url: &str) -> (u16, String) {
     (status, resp.text().await.unwrap_or_default())
 }
 
-/// Open `/rtc/v1` and read the first response; `Err((status, body))` when
+/// Open `/rtc/v1` and read the first response; the status and body when
 /// the upgrade is refused.
-async fn connect(base: &str, query: &str) -> Result<(Socket, proto::JoinResponse), (u16, String)> {
+async fn connect(base: &str, query: &str) -> Result<(Socket, proto::JoinResponse), Refused> {
     let url = format!("{}/rtc/v1?{query}", base.replace("http://", "ws://"));
-    let (mut ws, _) = match tokio_tungstenite::connect_async(url).await {
-        Ok(c) => c,
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            return Err((resp.status().as_u16(), body));
-        }
-        Err(e) => return Err((0, e.to_string())),
-    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(Refused::from)?;
     match next(&mut ws).await {
         Some(proto::signal_response::Message::Join(join)) => Ok((ws, join)),
         other => panic!("the first response is not a join: {other:?}"),
@@ -178,7 +170,7 @@ async fn refused_joins_say_why_and_validate_answers_like_the_join() {
     let Err(refused) = connect(&server.base, &query).await else {
         panic!("a junk join_request was let in");
     };
-    assert_eq!(refused.0, 400, "{}", refused.1);
+    assert_eq!(refused.status, 400, "{}", refused.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

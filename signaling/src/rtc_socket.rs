@@ -132,9 +132,9 @@ pub fn admit<B: MediaBackend>(
         .ok_or_else(|| AuthError::Forbidden("roomJoin", "(no room in token)".into()))?;
     validate_room(&room)?;
     grant.require(&room, Permission::Join)?;
-    if grant.identity.is_empty() || grant.identity.len() > MAX_IDENTITY {
+    if grant.identity.len() > MAX_IDENTITY {
         return Err(ApiError::BadRequest(format!(
-            "identity must be 1-{MAX_IDENTITY} bytes"
+            "identity longer than {MAX_IDENTITY} bytes"
         )));
     }
     Ok(JoinRoom {
@@ -206,7 +206,8 @@ async fn send_burst(
     }
 }
 
-async fn close(socket: &mut WebSocket, reason: &str) {
+/// Close the socket normally (1000) with `reason` (at most 100 characters).
+pub(crate) async fn close(socket: &mut WebSocket, reason: &str) {
     let frame = CloseFrame {
         code: 1000,
         reason: reason.chars().take(100).collect::<String>().into(),

@@ -252,11 +252,12 @@ impl Member {
     /// How this member frames data messages: LiveKit clients open
     /// `_reliable` / `_lossy`, room protocol clients `reliable` / `lossy`.
     pub fn data_dialect(&self) -> crate::room::data_packets::Dialect {
-        if self.channels.keys().any(|l| l.starts_with('_')) {
-            crate::room::data_packets::Dialect::LiveKit
-        } else {
-            crate::room::data_packets::Dialect::Json
-        }
+        use crate::room::data_packets::Dialect;
+        self.channels
+            .keys()
+            .map(|label| Dialect::of_label(label))
+            .find(|d| *d == Dialect::LiveKit)
+            .unwrap_or(Dialect::Json)
     }
 
     /// The sid a track of this member published on `mid` gets.

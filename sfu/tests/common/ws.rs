@@ -25,6 +25,26 @@ pub struct Refused {
     pub body: String,
 }
 
+impl From<tokio_tungstenite::tungstenite::Error> for Refused {
+    /// A refused upgrade's status and body; status 0 for any other failure.
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Refused {
+        match e {
+            tokio_tungstenite::tungstenite::Error::Http(resp) => Refused {
+                status: resp.status().as_u16(),
+                body: resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            },
+            e => Refused {
+                status: 0,
+                body: e.to_string(),
+            },
+        }
+    }
+}
+
 impl RoomClient {
     pub fn connect(base: &str, token: &str, resume: Option<&str>) -> Result<RoomClient, Refused> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -46,18 +66,7 @@ impl RoomClient {
                 inbox: vec![],
                 closed: false,
             }),
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(Refused {
-                status: resp.status().as_u16(),
-                body: resp
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default(),
-            }),
-            Err(e) => Err(Refused {
-                status: 0,
-                body: e.to_string(),
-            }),
+            Err(e) => Err(Refused::from(e)),
         }
     }
 

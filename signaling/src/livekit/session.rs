@@ -146,14 +146,12 @@ impl Session {
                 )));
             }
             Request::Leave(_) => {
-                self.ended = true;
                 out.push(Output::Room(ClientMessage::Leave {}));
-                out.push(Output::client(Response::Leave(proto::LeaveRequest {
-                    reason: proto::DisconnectReason::ClientInitiated as i32,
-                    action: proto::leave_request::Action::Disconnect as i32,
-                    ..Default::default()
-                })));
-                out.push(Output::Close("left".into()));
+                self.leave(
+                    proto::DisconnectReason::ClientInitiated,
+                    "left".into(),
+                    &mut out,
+                );
             }
             Request::Ping(_) => out.push(Output::client(Response::Pong(now_ms))),
             Request::PingReq(p) => out.push(Output::client(Response::PongResp(proto::Pong {
@@ -521,6 +519,14 @@ impl Session {
         })));
     }
 
+    /// The client sent a frame that means nothing: it is told why and let
+    /// go, and the room sees it leave.
+    pub fn refuse(&mut self, why: String) -> Vec<Output> {
+        let mut out = vec![Output::Room(ClientMessage::Leave {})];
+        self.leave(proto::DisconnectReason::StateMismatch, why, &mut out);
+        out
+    }
+
     fn publisher_of(&self, track: &str) -> Option<String> {
         self.others
             .iter()
@@ -528,18 +534,22 @@ impl Session {
             .map(|(sid, _)| sid.clone())
     }
 
-    fn kind_of(&self, track: &str) -> Option<SectionKind> {
+    /// Another participant's track, as the client was told of it.
+    fn remote_track(&self, track: &str) -> Option<&proto::TrackInfo> {
         self.others
             .values()
             .flat_map(|p| &p.tracks)
             .find(|t| t.sid == track)
-            .map(|t| {
-                if t.r#type == proto::TrackType::Audio as i32 {
-                    SectionKind::Audio
-                } else {
-                    SectionKind::Video
-                }
-            })
+    }
+
+    fn kind_of(&self, track: &str) -> Option<SectionKind> {
+        self.remote_track(track).map(|t| {
+            if t.r#type == proto::TrackType::Audio as i32 {
+                SectionKind::Audio
+            } else {
+                SectionKind::Video
+            }
+        })
     }
 }
 

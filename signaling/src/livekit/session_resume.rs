@@ -20,12 +20,6 @@ impl Session {
         self.ended
     }
 
-    /// The connection is being closed for good (a bad frame): nothing to
-    /// resume.
-    pub fn end(&mut self) {
-        self.ended = true;
-    }
-
     /// The worker re-attached the participant: tell the client, and bring
     /// its view of the room up to date.
     pub(super) fn resumed(

@@ -101,11 +101,7 @@ impl Session {
         self.unsubscribed.remove(track);
         self.disabled.remove(track);
         // The worker names no publisher when a subscribed track ended.
-        let owner = self
-            .others
-            .iter()
-            .find(|(_, p)| p.tracks.iter().any(|t| t.sid == track))
-            .map(|(sid, _)| sid.clone());
+        let owner = self.publisher_of(track);
         if let Some(info) = owner.and_then(|sid| self.others.get_mut(&sid)) {
             info.tracks.retain(|t| t.sid != track);
             info.version += 1;

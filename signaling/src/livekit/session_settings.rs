@@ -45,10 +45,7 @@ impl Session {
             return None;
         }
         let layers = self
-            .others
-            .values()
-            .flat_map(|p| &p.tracks)
-            .find(|t| t.sid == track)
+            .remote_track(track)
             .map(convert::layer_sizes)
             .unwrap_or_default();
         match (quality, layers.as_slice()) {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +24,7 @@ use super::session::{Joining, Output, Session};
 use crate::backend::{BackendError, JoinRoom, MediaBackend, RoomConnection};
 use crate::errors::ApiError;
 use crate::rate_limit::RateLimit;
-use crate::rtc_socket::{admit, MESSAGES_PER_SECOND, MESSAGE_BURST, READ_CHUNK_BYTES};
+use crate::rtc_socket::{admit, close, MESSAGES_PER_SECOND, MESSAGE_BURST, READ_CHUNK_BYTES};
 use crate::AppState;
 
 /// A WebSocket-level ping when the socket was quiet this long (the Go SDK
@@ -176,14 +176,6 @@ async fn send(
         .await
 }
 
-async fn close(socket: &mut WebSocket, reason: &str) {
-    let frame = CloseFrame {
-        code: 1000,
-        reason: reason.chars().take(100).collect::<String>().into(),
-    };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -299,23 +291,12 @@ async fn serve<B: MediaBackend>(
                     }
                     Some(Err(FrameError::Empty)) => Ok(Next::Continue),
                     Some(Err(e)) => {
-                        // A client that sends what it cannot mean is told
-                        // why and let go; the room sees it leave.
                         tracing::info!(participant = %conn.participant, error = %e, "bad LiveKit signal frame");
-                        let leave = proto::LeaveRequest {
-                            reason: proto::DisconnectReason::StateMismatch as i32,
-                            action: proto::leave_request::Action::Disconnect as i32,
-                            ..Default::default()
-                        };
-                        if let Ok(mut s) = session.lock() {
-                            s.end();
-                        }
-                        let _ = send(&mut socket, proto::signal_response::Message::Leave(leave)).await;
-                        close(&mut socket, &e.to_string()).await;
-                        let _ = backend
-                            .room_message(&conn.participant, conn.generation, crate::room_protocol::ClientMessage::Leave {})
-                            .await;
-                        Ok(Next::Stop)
+                        let outputs = session
+                            .lock()
+                            .map(|mut s| s.refuse(e.to_string()))
+                            .unwrap_or_default();
+                        apply(&mut socket, &backend, &conn, outputs).await
                     }
                 },
             },

@@ -986,28 +986,29 @@ impl WorkerCore {
         } else {
             None
         };
-        let incoming = match refused {
-            Some(r) => Err(r),
+        // Refused with an error for the sender, or (client metrics) silently.
+        let incoming: Result<_, Option<(ErrorCode, String)>> = match refused {
+            Some(r) => Err(Some(r)),
             None => {
                 let sender = data_packets::Sender {
                     sid: &m.sid,
                     identity: &identity,
                 };
                 data_packets::decode(&label, data, &sender).map_err(|e| match e {
-                    data_packets::Refused::Malformed(why) => (ErrorCode::BadMessage, why),
-                    data_packets::Refused::NotRelayed => (ErrorCode::BadMessage, String::new()),
+                    data_packets::Refused::Malformed(why) => Some((ErrorCode::BadMessage, why)),
+                    data_packets::Refused::NotRelayed => None,
                 })
             }
         };
         let incoming = match incoming {
             Ok(i) => i,
-            Err((code, message)) => {
+            Err(reply) => {
                 self.ctx
                     .metrics
                     .data_messages
                     .with_label_values(&["refused"])
                     .inc();
-                if !message.is_empty() {
+                if let Some((code, message)) = reply {
                     m.send(ServerMessage::error(code, message), now);
                 }
                 return;
