@@ -157,13 +157,19 @@ async fn refused_joins_say_why_and_validate_answers_like_the_join() {
             "CORS on a {status}"
         );
     }
-    // The dual mode is not served, and says so (a 404 would send SDKs there).
-    let (status, _) = get(&format!(
+    // The dual mode's validate makes the same checks.
+    let (status, body) = get(&format!(
         "{}/rtc/validate?access_token={token}&protocol=17",
         server.base
     ))
     .await;
-    assert_eq!(status, 501);
+    assert_eq!((status, body.as_str()), (200, "success"));
+    let (status, _) = get(&format!(
+        "{}/rtc/validate?access_token=garbage&protocol=17",
+        server.base
+    ))
+    .await;
+    assert_eq!(status, 401);
 
     // The upgrade itself is refused the same way.
     let query = format!("access_token={token}&join_request={junk}");

@@ -151,6 +151,23 @@ pub enum ClientMessage {
         name: Option<String>,
     },
     Leave {},
+    /// Receive these tracks (sids) on a connection of their own that the
+    /// server offers (a LiveKit client's subscriber peer connection):
+    /// the server answers with an `offer` whenever the lines must change.
+    /// `paused` tracks keep their line and get nothing forwarded (a
+    /// hidden tile); `restartIce` restarts that connection's ICE.
+    #[serde(rename_all = "camelCase")]
+    Downlink {
+        tracks: Vec<String>,
+        #[serde(default)]
+        paused: Vec<String>,
+        #[serde(default)]
+        restart_ice: bool,
+    },
+    /// The client's answer to the server's `offer` of its downlink.
+    Answer {
+        sdp: String,
+    },
     /// Bridges only: a participant of the room on the bridge's node joined
     /// or changed (its name, metadata; its tracks come with offers).
     Remote {
@@ -200,6 +217,12 @@ pub enum ServerMessage {
     },
     Answer {
         sdp: String,
+    },
+    /// The server's offer for the client's downlink connection (see the
+    /// client's `downlink`): `tracks` says which mid carries which track.
+    Offer {
+        sdp: String,
+        tracks: BTreeMap<String, String>,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
@@ -413,6 +436,8 @@ mod tests {
             r#"{"type":"subscription","track":"TR_a_1","maxWidth":null}"#,
             r#"{"type":"metadata","metadata":"{}","name":"Alice"}"#,
             r#"{"type":"leave"}"#,
+            r#"{"type":"downlink","tracks":["TR_a_1"],"paused":[],"restartIce":false}"#,
+            r#"{"type":"answer","sdp":"v=0"}"#,
             r#"{"type":"ping","id":7}"#,
         ];
         for c in cases {

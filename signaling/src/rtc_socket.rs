@@ -56,17 +56,14 @@ pub struct RtcQuery {
 pub async fn upgrade<B: MediaBackend>(
     State(state): State<AppState<B>>,
     query: Result<Query<RtcQuery>, axum::extract::rejection::QueryRejection>,
+    Query(raw): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
     if q.protocol.is_some() {
-        return Ok((
-            axum::http::StatusCode::NOT_IMPLEMENTED,
-            "LiveKit's dual peer connection signalling (/rtc) is not served yet; \
-             connect with single peer connection signalling (/rtc/v1, the SDKs' default)\n",
-        )
-            .into_response());
+        // LiveKit's dual peer connection signalling.
+        return crate::livekit::socket::upgrade_dual(state, &raw, &headers, ws).await;
     }
     let token = match q.access_token.as_deref() {
         Some(t) => t,

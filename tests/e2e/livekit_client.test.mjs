@@ -1,6 +1,8 @@
 // LiveKit's own browser SDK (livekit-client from npm, unmodified) meets on
-// this server with LiveKit's single peer connection signalling (/rtc/v1):
-// four Chromium pages publish camera (simulcast) and microphone; each
+// this server with LiveKit's signalling in both of its modes: four Chromium
+// pages, ann and ben with two peer connections (/rtc: they offer to
+// publish, the server offers what they receive), cat and dan with one
+// (/rtc/v1), publish camera (simulcast) and microphone; each
 // decodes the other three's video and receives their audio; a viewer that
 // asks for LOW quality gets a narrower picture and HIGH a wider one back;
 // a hidden (disabled) video stops and comes back; a mute shows at the
@@ -19,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { startServer } from './lib/server.mjs';
 import { launchBrowser, poll, reportMetric, sleep } from './lib/browser.mjs';
 import { signToken } from './lib/harness.mjs';
-import { openLiveKitPage, joinRoom, received, events, speakers, dataReceived, publishData } from './lib/livekit.mjs';
+import { openLiveKitPage, joinRoom, received, events, speakers, dataReceived, publishData, connectionMode, DUAL } from './lib/livekit.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const KEY = 'e2e-key';
@@ -39,12 +41,13 @@ async function seesAndHears(page, label, others) {
   await sleep(1000);
   const later = await received(page);
   for (const o of others) {
-    assert.ok(later[`${o}/video`].framesDecoded > first[`${o}/video`].framesDecoded, `${label}: ${o}'s video keeps decoding`);
+    assert.ok(later[`${o}/video`].framesDecoded > first[`${o}/video`].framesDecoded,
+      `${label}: ${o}'s video keeps decoding (${JSON.stringify(first[`${o}/video`])} then ${JSON.stringify(later[`${o}/video`])})`);
     assert.ok(later[`${o}/audio`].samples > first[`${o}/audio`].samples, `${label}: ${o}'s audio keeps arriving`);
   }
 }
 
-test('four livekit-client pages meet: media both ways, layer by quality, mute, speakers, data, resume, leave', async (t) => {
+test('four livekit-client pages meet in both signalling modes: media both ways, layer by quality, mute, speakers, data, resume, leave', async (t) => {
   const server = await startServer(t, 'livekit-client', {
     extraArgs: ['--api-key', KEY, '--api-secret', SECRET],
   });
@@ -52,10 +55,12 @@ test('four livekit-client pages meet: media both ways, layer by quality, mute, s
   const browser = await launchBrowser(t, { origin: server.base });
   const names = ['ann', 'ben', 'cat', 'dan'];
   const pages = [];
+  const dual = (n) => n === 'ann' || n === 'ben';
   for (const n of names.slice(0, 3)) {
     const page = await openLiveKitPage(browser, server.base, n);
-    const sid = await joinRoom(page, ws, token(ROOM, n));
+    const sid = await joinRoom(page, ws, token(ROOM, n), { room: dual(n) ? DUAL : {} });
     assert.match(sid, /^PA_/);
+    assert.equal(await connectionMode(page), dual(n) ? 'subscriber-primary' : 'publisher-only', `${n}'s signalling mode`);
     pages.push(page);
   }
   // The fourth joins a running meeting: time from its join to its first

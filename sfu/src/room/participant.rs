@@ -139,6 +139,8 @@ pub struct Participant {
     pub link: LinkStats,
     /// Video lines this publisher sends whose feedback can only be REMB.
     pub remb_mids: Vec<Mid>,
+    /// A member's downlink connection: that member's id.
+    pub leg_of: Option<ParticipantId>,
 }
 
 /// Due timeouts served in one poll (each lets str0m's pacer release one
@@ -213,6 +215,7 @@ impl Participant {
             member: p.member,
             link: LinkStats::default(),
             remb_mids: vec![],
+            leg_of: None,
         }
     }
 

@@ -97,6 +97,7 @@ mod tests {
             can_publish_data: true,
             auto_subscribe: true,
             offer: None,
+            dual: false,
         })))
     }
 

@@ -1,5 +1,4 @@
-//! One LiveKit client's signalling session in single-peer-connection mode,
-//! sans-IO: it turns the client's `SignalRequest`s into the room's
+//! One LiveKit client's signalling session, sans-IO: it turns the client's `SignalRequest`s into the room's
 //! messages for the participant's media worker, and the room's messages
 //! into `SignalResponse`s, keeping what LiveKit's clients need and the room
 //! does not say: the others' `ParticipantInfo` with versions that only
@@ -7,9 +6,14 @@
 //! which remote track ([`ReceiveSlots`]), offer ids, and the active
 //! speakers.
 //!
-//! The client always offers; the server answers. A remote track reaches
-//! the client by being placed on one of its receive-only sections and, if
-//! that needs a new offer, by a `media_sections_requirement`.
+//! In the single peer connection mode the client always offers and the
+//! server answers. A remote track reaches the client by being placed on
+//! one of its receive-only sections and, if that needs a new offer, by a
+//! `media_sections_requirement`. In the dual mode the client's offers
+//! only publish; it receives on a second connection (its subscriber),
+//! which the worker offers and whose lines the worker places: the session
+//! tells the worker which tracks the client should receive (`downlink`)
+//! and passes offers and answers through.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -47,6 +51,9 @@ pub struct Joining {
     pub auto_subscribe: bool,
     /// The client's first offer, carried in its join request.
     pub offer: Option<proto::SessionDescription>,
+    /// Dual peer connection mode (`/rtc`): the client receives on a
+    /// connection the server offers.
+    pub dual: bool,
 }
 
 /// Most tracks a client may announce with `add_track` and not publish yet.
@@ -85,6 +92,12 @@ pub struct Session {
     /// An offer is wanted though no placement changed (a track enabled
     /// again is bound to its section by the next offer).
     reoffer: bool,
+    /// Dual mode: the last `downlink` wish sent (tracks, paused).
+    downlink_sent: Option<(Vec<String>, Vec<String>)>,
+    /// Dual mode: the next `downlink` wish restarts ICE (after a resume).
+    restart_downlink: bool,
+    /// Dual mode: the id of the server's last offer.
+    offer_id: u32,
 }
 
 impl Session {
@@ -105,6 +118,9 @@ impl Session {
             ended: false,
             disabled: BTreeSet::new(),
             reoffer: false,
+            downlink_sent: None,
+            restart_downlink: false,
+            offer_id: 0,
         }
     }
 
@@ -158,6 +174,10 @@ impl Session {
                 last_ping_timestamp: p.timestamp,
                 timestamp: now_ms,
             }))),
+            // The answer to the server's offer of the subscriber connection.
+            Request::Answer(a) if self.joining.dual => {
+                out.push(Output::Room(ClientMessage::Answer { sdp: a.sdp }))
+            }
             // The server is ICE-lite and learns the client's addresses
             // from its checks; in one peer connection the client answers
             // nothing.
@@ -190,6 +210,15 @@ impl Session {
                 }
             }
             ServerMessage::Answer { sdp } => self.answer(sdp, &mut out),
+            ServerMessage::Offer { sdp, tracks } => {
+                self.offer_id += 1;
+                out.push(Output::client(Response::Offer(proto::SessionDescription {
+                    r#type: "offer".into(),
+                    sdp,
+                    id: self.offer_id,
+                    mid_to_track_id: tracks.into_iter().collect(),
+                })));
+            }
             ServerMessage::ParticipantJoined { participant }
             | ServerMessage::ParticipantUpdated { participant } => {
                 self.participant(participant, &mut out)
@@ -320,6 +349,9 @@ impl Session {
             ping_timeout: convert::PING_TIMEOUT_S,
             enabled_publish_codecs: convert::publish_codecs(),
             fast_publish: self.joining.can_publish,
+            // Dual mode: the server's connection comes first (it carries
+            // the data channels the client hears the room on).
+            subscriber_primary: self.joining.dual,
             ..Default::default()
         };
         out.push(Output::client(Response::Join(response)));
@@ -334,6 +366,7 @@ impl Session {
         if let Some(offer) = self.joining.offer.take() {
             self.offer(offer, out);
         }
+        self.request_offer(out);
     }
 
     fn offer(&mut self, offer: proto::SessionDescription, out: &mut Vec<Output>) {
@@ -344,7 +377,9 @@ impl Session {
         }
         self.awaiting_offer = false;
         let sections = sdp::offer_sections(&offer.sdp);
-        self.slots.offered(&sections);
+        if !self.joining.dual {
+            self.slots.offered(&sections);
+        }
         let mut publish = BTreeMap::new();
         for s in sections.iter().filter(|s| s.sends()) {
             let Some(track) = s.msid_track.as_ref().and_then(|cid| self.own.get(cid)) else {
@@ -361,7 +396,11 @@ impl Session {
                 },
             );
         }
-        let (carried, idle) = self.slots.answer();
+        let (carried, idle) = if self.joining.dual {
+            Default::default()
+        } else {
+            self.slots.answer()
+        };
         out.push(Output::Room(ClientMessage::Offer {
             sdp: offer.sdp,
             publish,
@@ -410,8 +449,12 @@ impl Session {
         self.request_offer(out);
     }
 
-    /// Ask the client to offer again when what it should receive changed.
+    /// Ask the client to offer again when what it should receive changed
+    /// (dual mode: tell the worker, which offers).
     fn request_offer(&mut self, out: &mut Vec<Output>) {
+        if self.joining.dual {
+            return self.request_downlink(out);
+        }
         if self.awaiting_offer || !self.answers.is_empty() || !self.joined {
             return;
         }
@@ -427,6 +470,32 @@ impl Session {
                 num_videos: missing.video,
             },
         )));
+    }
+
+    /// Dual mode: tell the worker what the client should receive now, if
+    /// that changed (the first time even if nothing: the server's
+    /// connection carries the data channels).
+    fn request_downlink(&mut self, out: &mut Vec<Output>) {
+        if !self.joined {
+            return;
+        }
+        let tracks = self.slots.wanted_tracks();
+        let paused: Vec<String> = tracks
+            .iter()
+            .filter(|t| self.disabled.contains(*t))
+            .cloned()
+            .collect();
+        let wish = (tracks, paused);
+        let restart_ice = std::mem::take(&mut self.restart_downlink);
+        if !restart_ice && self.downlink_sent.as_ref() == Some(&wish) {
+            return;
+        }
+        self.downlink_sent = Some(wish.clone());
+        out.push(Output::Room(ClientMessage::Downlink {
+            tracks: wish.0,
+            paused: wish.1,
+            restart_ice,
+        }));
     }
 
     fn add_track(&mut self, req: proto::AddTrackRequest, out: &mut Vec<Output>) {

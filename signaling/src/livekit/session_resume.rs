@@ -74,5 +74,11 @@ impl Session {
             everyone.push(info);
         }
         self.send_update(everyone, out);
+        if self.joining.dual {
+            // The server's connection restarts ICE, as the client's own
+            // does with its next offer.
+            self.restart_downlink = true;
+            self.request_offer(out);
+        }
     }
 }

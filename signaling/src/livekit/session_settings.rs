@@ -11,7 +11,7 @@ impl Session {
     pub(super) fn track_setting(&mut self, s: proto::UpdateTrackSettings, out: &mut Vec<Output>) {
         for track in &s.track_sids {
             if s.disabled {
-                if self.slots.slot_of(track).is_some() && self.disabled.insert(track.clone()) {
+                if self.slots.is_wanted(track) && self.disabled.insert(track.clone()) {
                     out.push(Output::Room(ClientMessage::Subscription {
                         track: track.clone(),
                         subscribed: Some(false),

@@ -66,6 +66,7 @@ fn session(first_offer: Option<proto::SessionDescription>) -> Session {
         can_publish_data: true,
         auto_subscribe: true,
         offer: first_offer,
+        dual: false,
     })
 }
 
@@ -307,4 +308,93 @@ fn a_disabled_track_keeps_its_section_and_is_bound_again_when_enabled() {
             .map(String::as_str),
         Some("TR_v")
     );
+}
+
+fn downlink(out: &[Output]) -> Option<(&Vec<String>, &Vec<String>, bool)> {
+    out.iter().find_map(|o| match o {
+        Output::Room(ClientMessage::Downlink {
+            tracks,
+            paused,
+            restart_ice,
+        }) => Some((tracks, paused, *restart_ice)),
+        _ => None,
+    })
+}
+
+#[test]
+fn in_the_dual_mode_the_worker_offers_what_the_client_receives() {
+    let mut s = Session::new(Joining {
+        can_publish: true,
+        can_subscribe: true,
+        can_publish_data: true,
+        auto_subscribe: true,
+        offer: None,
+        dual: true,
+    });
+    let alice = person("PA_alice", vec![track("TR_a", MediaKindName::Video)]);
+    let out = s.on_room(joined(vec![alice]));
+    let Some(Response::Join(join)) = responses(&out).first().copied() else {
+        panic!("first response is not the join: {out:?}");
+    };
+    assert!(
+        join.subscriber_primary,
+        "the server's connection comes first"
+    );
+    // The worker is told at once (it offers the connection and its data
+    // channels), and never the client to offer for receiving.
+    assert_eq!(
+        downlink(&out),
+        Some((&vec!["TR_a".to_string()], &vec![], false))
+    );
+    assert!(!responses(&out)
+        .iter()
+        .any(|r| matches!(r, Response::MediaSectionsRequirement(_))));
+    // The worker's offer reaches the client with its placements; the
+    // client's answer goes back.
+    let out = s.on_room(ServerMessage::Offer {
+        sdp: "v=0\r\n".into(),
+        tracks: BTreeMap::from([("0".to_string(), "TR_a".to_string())]),
+    });
+    let Some(Response::Offer(o)) = responses(&out).first().copied() else {
+        panic!("no offer: {out:?}");
+    };
+    assert_eq!(o.id, 1);
+    assert_eq!(o.mid_to_track_id.get("0").map(String::as_str), Some("TR_a"));
+    let answer = proto::SessionDescription {
+        r#type: "answer".into(),
+        sdp: "v=0\r\nanswer".into(),
+        id: 1,
+        mid_to_track_id: Default::default(),
+    };
+    let out = s.on_client(Request::Answer(answer), 0);
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Room(ClientMessage::Answer { sdp })] if sdp.ends_with("answer")
+    ));
+    // The client's own offer publishes and subscribes nothing.
+    let out = s.on_client(Request::Offer(offer(2, "")), 0);
+    let (_, subscribe) = room_offer(&out).expect("offer to the room");
+    assert!(subscribe.is_empty());
+    // A hidden tile pauses the track on its line; a new publisher's
+    // track is added; nothing is sent when nothing changed.
+    let setting = proto::UpdateTrackSettings {
+        track_sids: vec!["TR_a".into()],
+        disabled: true,
+        ..Default::default()
+    };
+    let out = s.on_client(Request::TrackSetting(setting), 0);
+    assert_eq!(
+        downlink(&out).map(|(t, p, _)| (t.len(), p.clone())),
+        Some((1, vec!["TR_a".to_string()]))
+    );
+    let out = s.on_room(ServerMessage::TrackPublished {
+        participant: "PA_alice".into(),
+        track: track("TR_b", MediaKindName::Audio),
+    });
+    assert_eq!(
+        downlink(&out).map(|(t, _, _)| t.clone()),
+        Some(vec!["TR_a".to_string(), "TR_b".to_string()])
+    );
+    let out = s.on_client(Request::Ping(1), 0);
+    assert!(downlink(&out).is_none());
 }

@@ -145,6 +145,16 @@ impl ReceiveSlots {
         need
     }
 
+    /// The tracks wanted, in the order they were wanted.
+    pub fn wanted_tracks(&self) -> Vec<String> {
+        self.wanted.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    /// Whether track `track` is wanted (placed or waiting for a slot).
+    pub fn is_wanted(&self, track: &str) -> bool {
+        self.wanted.iter().any(|(t, _)| t == track)
+    }
+
     /// Whether what the client should receive differs from what the last
     /// answer told it (so it should offer again).
     pub fn changed(&self) -> bool {

@@ -1,6 +1,7 @@
-//! The WebSocket of LiveKit's single-peer-connection signalling
-//! (`GET /rtc/v1`) and the validate endpoints the SDKs call when a
-//! connection fails (`GET /rtc/v1/validate`, `GET /rtc/validate`): a thin
+//! The WebSocket of LiveKit's signalling in both modes (single peer
+//! connection: `GET /rtc/v1`; dual: `GET /rtc` with LiveKit's query) and
+//! the validate endpoints the SDKs call when a connection fails
+//! (`GET /rtc/v1/validate`, `GET /rtc/validate`): a thin
 //! shell that checks the token and the join request, joins through the
 //! [`MediaBackend`], and moves frames between the socket and the
 //! [`Session`] that translates them. Size and rate limits are the room
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 
@@ -63,20 +64,15 @@ pub async fn validate_v1<B: MediaBackend>(
     Ok("success")
 }
 
-/// `GET /rtc/validate` (dual peer connection): its signalling is not
-/// served, and a 404 here would send clients to it.
+/// `GET /rtc/validate` (dual peer connection): as `/rtc/v1/validate`.
 pub async fn validate_v0<B: MediaBackend>(
     State(state): State<AppState<B>>,
     Query(query): QueryMap,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<&'static str, ApiError> {
     let params = join::dual_pc(&query, authorization(&headers)).map_err(bad_join)?;
     admit(&state, &params.token, None)?;
-    Ok((
-        StatusCode::NOT_IMPLEMENTED,
-        "LiveKit's dual peer connection signalling is not served; use /rtc/v1\n",
-    )
-        .into_response())
+    Ok("success")
 }
 
 /// `GET /rtc/v1`: check the token and join request, join, upgrade.
@@ -87,6 +83,27 @@ pub async fn upgrade_v1<B: MediaBackend>(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let params: JoinParams = join::single_pc(&query, authorization(&headers)).map_err(bad_join)?;
+    upgrade(state, params, ws).await
+}
+
+/// `GET /rtc` with LiveKit's query (the dual peer connection mode; the
+/// room socket hands it over).
+pub async fn upgrade_dual<B: MediaBackend>(
+    state: AppState<B>,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let params: JoinParams = join::dual_pc(query, authorization(headers)).map_err(bad_join)?;
+    upgrade(state, params, ws).await
+}
+
+/// Join (or resume) as `params` say, and serve the socket.
+async fn upgrade<B: MediaBackend>(
+    state: AppState<B>,
+    params: JoinParams,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     let req = admit(&state, &params.token, None)?;
     let ws = ws
         .max_message_size(4 * frames::MAX_FRAME_BYTES)
@@ -110,6 +127,7 @@ pub async fn upgrade_v1<B: MediaBackend>(
             can_publish_data: req.can_publish_data,
             auto_subscribe: params.auto_subscribe(),
             offer: params.request.publisher_offer.clone(),
+            dual: params.mode == join::Mode::DualPeerConnection,
         };
         (Arc::new(Mutex::new(Session::new(joining))), req)
     };

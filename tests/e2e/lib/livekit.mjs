@@ -40,6 +40,8 @@ window.lkJoin = async (url, token, opts) => {
     from: p?.identity ?? null, topic: topic ?? null, text: new TextDecoder().decode(payload), kind,
   }));
   await room.connect(url, token, { rtcConfig: { iceServers: [] } });
+  // 'publisher-only': one peer connection (/rtc/v1); 'subscriber-primary': two (/rtc).
+  window.lk.mode = room.engine?.pcManager?._mode ?? null;
   if (opts.publish) await room.localParticipant.enableCameraAndMicrophone();
   return room.localParticipant.sid;
 };
@@ -83,6 +85,10 @@ export function joinRoom(page, url, token, { publish = true, room = {} } = {}) {
   return page.evaluate(([u, t, o]) => window.lkJoin(u, t, o), [url, token, { publish, room }]);
 }
 
+/** livekit-client's connection mode ('publisher-only': single peer connection). */
+export const connectionMode = (page) => page.evaluate(() => window.lk.mode);
+/** Room options of LiveKit's dual peer connection mode (/rtc). */
+export const DUAL = { singlePeerConnection: false };
 export const received = (page) => page.evaluate(() => window.lkReceived());
 export const events = (page) => page.evaluate(() => window.lk.events);
 export const dataReceived = (page) => page.evaluate(() => window.lk.data);

@@ -374,6 +374,8 @@ impl WorkerCore {
             ClientMessage::Subscription { .. } => "subscription",
             ClientMessage::Metadata { .. } => "metadata",
             ClientMessage::Leave {} => "leave",
+            ClientMessage::Downlink { .. } => "downlink",
+            ClientMessage::Answer { .. } => "answer",
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Remote { .. } => "remote",
             ClientMessage::RemoteLeft { .. } => "remote_left",
@@ -428,6 +430,12 @@ impl WorkerCore {
                 }
             }
             ClientMessage::Leave {} => self.remove(now, id, RemoveReason::Left, transmit),
+            ClientMessage::Downlink {
+                tracks,
+                paused,
+                restart_ice,
+            } => self.downlink_wish(now, id, tracks, paused, restart_ice),
+            ClientMessage::Answer { sdp } => self.downlink_answer(now, id, sdp),
             ClientMessage::Ping { .. } => {}
             ClientMessage::Remote { participant, fresh } => {
                 self.remote_joined(now, id, participant, fresh)
@@ -568,11 +576,17 @@ impl WorkerCore {
         self.reconcile_subscriptions(now, id);
     }
 
-    fn reconcile_subscriptions(&mut self, now: Instant, id: ParticipantId) {
+    /// Bind member `id`'s receiving lines (on its downlink, if it has
+    /// one) to the tracks its subscriptions name.
+    pub(super) fn reconcile_subscriptions(&mut self, now: Instant, id: ParticipantId) {
         let Some(p) = self.participants.get(&id) else {
             return;
         };
         let Some(m) = p.member.as_ref() else {
+            return;
+        };
+        let receiver = self.receiver_of(id);
+        let Some(rp) = self.participants.get(&receiver) else {
             return;
         };
         let room_name = p.room.clone();
@@ -584,10 +598,10 @@ impl WorkerCore {
         let mut gone = vec![];
         for (mid, track_sid) in &m.subscriptions {
             let down = DownTrackKey {
-                subscriber: id,
+                subscriber: receiver,
                 mid: *mid,
             };
-            let sends = p.rtc_ref().media(*mid).is_some_and(|md| {
+            let sends = rp.rtc_ref().media(*mid).is_some_and(|md| {
                 matches!(md.direction(), Direction::SendOnly | Direction::SendRecv)
             });
             if !sends || !m.can_subscribe {
@@ -597,7 +611,7 @@ impl WorkerCore {
             match room.track_sids.get(track_sid) {
                 Some(track) if room.router.source_of(down) != Some(*track) => {
                     let width = m.max_widths.get(track_sid).copied().flatten();
-                    let streams = p.relay_rids.get(mid).map(Vec::len);
+                    let streams = rp.relay_rids.get(mid).map(Vec::len);
                     binds.push((down, *track, width, streams));
                 }
                 Some(_) => {}
@@ -897,10 +911,11 @@ impl WorkerCore {
             );
             return;
         }
+        let receiver = self.receiver_of(id);
         if let Some(room) = self.rooms.get_mut(&room_name) {
             for mid in mids {
                 let down = DownTrackKey {
-                    subscriber: id,
+                    subscriber: receiver,
                     mid,
                 };
                 if subscribed == Some(false) {
@@ -1048,11 +1063,12 @@ impl WorkerCore {
         };
         let mut delivered = 0;
         let mut bridges = vec![];
+        let mut targets = vec![];
         for rid in &r.participants {
             if Some(*rid) == except {
                 continue;
             }
-            let Some(p) = self.participants.get_mut(rid) else {
+            let Some(p) = self.participants.get(rid) else {
                 continue;
             };
             if let Some(m) = p.member.as_ref().filter(|m| m.bridge) {
@@ -1067,23 +1083,37 @@ impl WorkerCore {
             let Some(m) = p.member.as_ref() else {
                 continue;
             };
-            let dialect = m.data_dialect();
-            let channel = m
-                .channels
-                .get(delivery.label(dialect))
-                .or_else(|| {
-                    m.channels
-                        .get(data_packets::Delivery::Reliable.label(dialect))
-                })
-                .copied();
-            if let Some(cid) = channel {
-                let bytes = encoded[dialect as usize]
-                    .get_or_insert_with(|| data_packets::encode(&msg, dialect, delivery));
-                let binary = dialect == data_packets::Dialect::LiveKit;
-                if p.write_channel(cid, bytes, binary) {
-                    delivered += 1;
-                    self.dirty.push(*rid);
-                }
+            let dialect = if self.downlinks.contains_key(rid) {
+                data_packets::Dialect::LiveKit
+            } else {
+                m.data_dialect()
+            };
+            let labels = [
+                delivery.label(dialect),
+                data_packets::Delivery::Reliable.label(dialect),
+            ];
+            // A member with a downlink hears the room on the server's
+            // channels there (its own may never connect).
+            let channel = self.downlink_channel_for(*rid, labels).or_else(|| {
+                labels
+                    .iter()
+                    .find_map(|l| m.channels.get(*l))
+                    .map(|cid| (*rid, *cid))
+            });
+            if let Some((via, cid)) = channel {
+                targets.push((via, cid, dialect));
+            }
+        }
+        for (via, cid, dialect) in targets {
+            let Some(p) = self.participants.get_mut(&via) else {
+                continue;
+            };
+            let bytes = encoded[dialect as usize]
+                .get_or_insert_with(|| data_packets::encode(&msg, dialect, delivery));
+            let binary = dialect == data_packets::Dialect::LiveKit;
+            if p.write_channel(cid, bytes, binary) {
+                delivered += 1;
+                self.dirty.push(via);
             }
         }
         for id in bridges {

@@ -13,6 +13,7 @@
 
 pub mod bridge;
 mod conference;
+mod downlink;
 mod forwarding;
 mod negotiation;
 pub mod relay;
@@ -179,6 +180,8 @@ pub struct WorkerCore {
     uplinks: HashMap<ParticipantId, bridge::Uplink>,
     /// Room events the bridges heard, not yet acted on.
     heard: Vec<(ParticipantId, signaling::room_protocol::ServerMessage)>,
+    /// Members' downlink connections (LiveKit dual mode), by member.
+    downlinks: HashMap<ParticipantId, downlink::DownlinkLeg>,
 }
 
 impl WorkerCore {
@@ -199,6 +202,7 @@ impl WorkerCore {
             relay_media: HashMap::new(),
             uplinks: HashMap::new(),
             heard: Vec::new(),
+            downlinks: HashMap::new(),
             counts: PacketCounts::default(),
             next_housekeeping: now + HOUSEKEEPING_INTERVAL,
             next_layer_poll: now + LAYER_INTERVAL,
@@ -573,7 +577,10 @@ impl WorkerCore {
                 m.plis_received.inc_by(plis);
                 m.firs_received.inc_by(firs);
             }
-            ParticipantEvent::ChannelOpen(cid, label) => self.channel_opened(id, cid, label),
+            ParticipantEvent::ChannelOpen(cid, label) => match p.leg_of {
+                Some(owner) => self.downlink_channel(owner, cid, label),
+                None => self.channel_opened(id, cid, label),
+            },
             ParticipantEvent::ChannelData(cid, data) => self.relay_data(now, id, cid, &data),
             ParticipantEvent::Closed => {}
         }
@@ -585,6 +592,11 @@ impl WorkerCore {
             .participants
             .values()
             .filter_map(|p| {
+                // A member that only receives (on its downlink) never
+                // connects its own session: its downlink's liveness counts.
+                if p.offered_at.is_none() && self.downlinks.contains_key(&p.id) {
+                    return None;
+                }
                 if !p.is_alive() {
                     Some((p.id, RemoveReason::Closed))
                 } else if p
@@ -669,6 +681,8 @@ impl WorkerCore {
                 .remove_label_values(&[&*p.room, p.identity.as_str()]);
         }
         tracing::info!(reason = reason.as_str(), "participant left");
+        // A member and its downlink leave together.
+        let downlink = self.downlinks.remove(&id).map(|d| d.leg);
         self.member_left(now, &mut p, reason);
         self.uplinks.remove(&id);
 
@@ -703,6 +717,9 @@ impl WorkerCore {
         }
         for action in actions {
             self.execute(action);
+        }
+        for other in downlink.into_iter().chain(p.leg_of) {
+            self.remove(now, other, reason, transmit);
         }
     }
 }

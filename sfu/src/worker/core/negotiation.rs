@@ -79,7 +79,7 @@ fn random_token() -> String {
 
 impl WorkerCore {
     /// A participant's `Rtc`, ICE-lite with our host candidate.
-    fn build_rtc(
+    pub(super) fn build_rtc(
         &self,
         kind: SessionKind,
         downlink: Downlink,
