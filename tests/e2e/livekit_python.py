@@ -14,13 +14,15 @@ subscribe: joins without publishing, decodes the publisher's video and
   {"width","height","frames","rgb":[r,g,b],"audio_frames","audio_rms",
   "echo_from"} and exits 0 (or 2 with the reason on stderr).
 
-Connects with the SDK's defaults (single peer connection signalling at
-/rtc/v1) and no ICE servers.
+Connects with no ICE servers and the SDK's default signalling (one peer
+connection, /rtc/v1), or with LIVEKIT_SIGNALLING=dual its two peer
+connection mode (/rtc).
 """
 
 import asyncio
 import json
 import math
+import os
 import sys
 
 from livekit import rtc
@@ -30,7 +32,11 @@ COLOUR = (200, 40, 40)
 
 
 def options() -> rtc.RoomOptions:
-    return rtc.RoomOptions(auto_subscribe=True, rtc_config=rtc.RtcConfiguration(ice_servers=[]))
+    return rtc.RoomOptions(
+        auto_subscribe=True,
+        rtc_config=rtc.RtcConfiguration(ice_servers=[]),
+        single_peer_connection=os.environ.get("LIVEKIT_SIGNALLING") != "dual",
+    )
 
 
 async def publish(url: str, token: str, seconds: float) -> None:

@@ -1,5 +1,7 @@
 // LiveKit's Python SDK (PyPI `livekit`, a self-contained Rust core) with
-// LiveKit's single peer connection signalling: one process publishes
+// LiveKit's signalling in both modes: one process publishes over one peer
+// connection (/rtc/v1), another receives on two (/rtc, the server offering
+// its subscriber connection); the publisher publishes
 // synthetic video (a solid colour, simulcast) and a 440 Hz tone, another
 // subscribes and decodes them: picture size, colour, audio samples, and a
 // data packet round trip (the publisher echoes to the sender it sees).
@@ -26,8 +28,9 @@ function sdkMissing() {
 }
 
 /** Run the script; resolves { code, stdout } when it exits (killed when the test ends). */
-function run(t, ns, args, label) {
-  const child = spawn('ip', ['netns', 'exec', ns, 'python3', script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function run(t, ns, args, label, signalling = 'single') {
+  const child = spawn('ip', ['netns', 'exec', ns, 'env', `LIVEKIT_SIGNALLING=${signalling}`, 'python3', script, ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => child.kill('SIGKILL'));
   let stdout = '';
   child.stdout.on('data', (d) => { stdout += d; });
@@ -37,7 +40,7 @@ function run(t, ns, args, label) {
   return new Promise((res) => child.on('exit', (code) => res({ code, stdout })));
 }
 
-test('the Python SDK publishes video, audio and data that the Python SDK decodes', { skip: sdkMissing() ?? false }, async (t) => {
+test('the Python SDK publishes video, audio and data that the Python SDK decodes on two peer connections', { skip: sdkMissing() ?? false }, async (t) => {
   const peer = createPeerHost(t, 'py');
   const server = await startServer(t, 'livekit-python', {
     host: peer.hostIp, extraArgs: ['--api-key', KEY, '--api-secret', SECRET],
@@ -45,7 +48,7 @@ test('the Python SDK publishes video, audio and data that the Python SDK decodes
   const ws = server.base.replace('http', 'ws');
   const tok = (id) => signToken(KEY, SECRET, ROOM, id, { publish: true, subscribe: true });
   const publisher = run(t, peer.ns, ['publish', ws, tok('py-camera'), '25'], 'publisher');
-  const { stdout } = await run(t, peer.ns, ['subscribe', ws, tok('py-viewer'), '20', 'py-camera'], 'subscriber');
+  const { stdout } = await run(t, peer.ns, ['subscribe', ws, tok('py-viewer'), '20', 'py-camera'], 'subscriber', 'dual');
   const line = stdout.trim().split('\n').pop();
   const seen = JSON.parse(line);
   console.log(`# the subscriber saw ${line}`);
