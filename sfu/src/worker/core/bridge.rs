@@ -411,12 +411,15 @@ impl WorkerCore {
     pub(super) fn headcount(&self, room: &Room) -> usize {
         room.participants
             .iter()
-            .map(
-                |id| match self.participants.get(id).and_then(|p| p.member.as_ref()) {
-                    Some(m) if m.bridge => m.remote.len(),
-                    _ => 1,
-                },
-            )
+            .map(|id| match self.participants.get(id) {
+                Some(p) if p.leg_of.is_some() => 0, // a member's downlink
+                Some(p) => p
+                    .member
+                    .as_ref()
+                    .filter(|m| m.bridge)
+                    .map_or(1, |m| m.remote.len()),
+                None => 1,
+            })
             .sum()
     }
 

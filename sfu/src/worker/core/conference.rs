@@ -840,9 +840,16 @@ impl WorkerCore {
                 }
             })
             .collect();
+        // A downlink reports as its member.
+        let sid = p
+            .leg_of
+            .and_then(|owner| self.participants.get(&owner))
+            .unwrap_or(p)
+            .resource_id
+            .clone();
         Ok(AdminReply::Subscriptions(SubscriberReport {
             identity: p.identity.clone(),
-            sid: p.resource_id.clone(),
+            sid,
             downlink_estimate_bps: r.router.estimate_of(p.id),
             subscriptions,
         }))
@@ -1224,13 +1231,23 @@ impl WorkerCore {
     /// Grade every member's link and tell rooms what changed.
     pub(super) fn poll_quality(&mut self, now: Instant) {
         let mut updates: HashMap<Arc<str>, Vec<QualityUpdate>> = HashMap::new();
+        let report = |p: &Participant| LinkReport {
+            ingress_loss: p.link.ingress_loss,
+            egress_loss: p.link.egress_loss,
+            rtt: p.link.rtt,
+            silent_for: p.idle_for(now),
+            connected: p.connected,
+        };
+        // A member that only receives is graded by its downlink.
+        let downlinks: HashMap<ParticipantId, LinkReport> = self
+            .participants
+            .values()
+            .filter_map(|p| Some((p.leg_of?, report(p))))
+            .collect();
         for p in self.participants.values_mut() {
-            let link = LinkReport {
-                ingress_loss: p.link.ingress_loss,
-                egress_loss: p.link.egress_loss,
-                rtt: p.link.rtt,
-                silent_for: p.idle_for(now),
-                connected: p.connected,
+            let link = match downlinks.get(&p.id) {
+                Some(down) if p.offered_at.is_none() => *down,
+                _ => report(p),
             };
             let Some(m) = p.member.as_mut().filter(|m| !m.bridge) else {
                 continue;

@@ -128,7 +128,7 @@ impl WorkerCore {
             .participants
             .iter()
             .filter_map(|id| self.participants.get(id))
-            .filter(|p| p.identity == identity)
+            .filter(|p| p.identity == identity && p.leg_of.is_none())
             .count();
         if held >= limit {
             return Err(BackendError::TooManySessions {
