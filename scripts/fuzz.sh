@@ -3,6 +3,7 @@
 # of them crashes (panic, failed assertion, sanitizer report, timeout, OOM).
 #
 #   scripts/fuzz.sh [seconds-per-target]      (default 30)
+#   scripts/fuzz.sh build                     (only build the targets)
 #
 # Toolchain: with FUZZ_TOOLCHAIN=nightly (the default when a nightly toolchain
 # is installed) the targets build with AddressSanitizer. With
@@ -13,7 +14,9 @@
 # sanitizer adds little; panics, failed assertions, timeouts and OOMs are
 # caught either way. FUZZ_PROFILE=dev builds without optimisation: about 40 %
 # less build time but 4-30x fewer executions per second, so test.sh keeps
-# release. Installs cargo-fuzz if it is missing. Seeds come from fuzz/corpus/<target>/ (read
+# release. FUZZ_CODEGEN_UNITS=16 lets rustc split each crate again (cargo
+# fuzz builds release with one codegen unit, for up to 3x faster runs):
+# test.sh sets it, its 10-second runs gain less than the build costs. Installs cargo-fuzz if it is missing. Seeds come from fuzz/corpus/<target>/ (read
 # only, committed); what libFuzzer discovers goes to fuzz/generated/ (ignored
 # by git). Crashing inputs land in fuzz/artifacts/<target>/. Logs:
 # fuzz/generated/logs/<target>.log.
@@ -24,8 +27,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs="${1:-30}"
-if ! [[ "$secs" =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
-    echo "usage: $0 [seconds-per-target]" >&2
+build_only=false
+if [ "$secs" = build ]; then
+    build_only=true
+elif ! [[ "$secs" =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
+    echo "usage: $0 [seconds-per-target | build]" >&2
     exit 2
 fi
 
@@ -43,6 +49,9 @@ case "${FUZZ_PROFILE:-release}" in
     dev) mode+=(--dev) ;;
     *) echo "FUZZ_PROFILE must be release or dev" >&2; exit 2 ;;
 esac
+if [ -n "${FUZZ_CODEGEN_UNITS:-}" ]; then
+    mode+=(--codegen-units "$FUZZ_CODEGEN_UNITS")
+fi
 echo "==> fuzzing with the $toolchain toolchain (${mode[*]})"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "==> installing cargo-fuzz"
@@ -51,6 +60,9 @@ fi
 
 echo "==> building fuzz targets"
 timeout 3600 "${fuzz[@]}" build "${mode[@]}"
+if $build_only; then
+    exit 0
+fi
 
 mapfile -t targets < <("${fuzz[@]}" list)
 if [ "${#targets[@]}" -eq 0 ]; then
