@@ -406,6 +406,11 @@ async fn a_redis_outage_keeps_sessions_refuses_new_rooms_and_heals() -> TestResu
     let routed = post(&http, &url, &token(room, "z", false), &offer).await;
     assert_eq!(routed.status, 307, "{}", routed.body);
     assert_eq!(placed_on(&routed).as_deref(), Some(host.as_str()));
+    // A browser follows it only if it may read it.
+    assert_eq!(
+        routed.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
 
     let v = joined(viewer);
     eprintln!("viewer across the outage: {:?}", v.stats);

@@ -212,9 +212,26 @@ async fn resource_patch_delete_and_cors() -> TestResult {
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    // A candidate the server cannot use (an mDNS name) is dropped: 204
+    // (MediaMTX's client ends its session on anything else).
+    let mdns = "a=mid:0\r\na=candidate:1 1 udp 2130706431 3f2a9c1e-7b.local 50000 typ host\r\n";
+    let (s, _, body) = send(Method::PATCH, &resource, Some(&token), frag_ct, mdns, &[]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
 
-    // ICE restart: If-Match mismatch 412; matching ETag 200 with new credentials and ETag.
+    // ICE restart: without If-Match 428, If-Match mismatch 412; matching
+    // ETag 200 with new credentials, a=ice-lite and a new ETag.
     let restart = "a=ice-ufrag:newfrag1\r\na=ice-pwd:newpasswordnewpassword12\r\n";
+    let (s, _, body) = send(
+        Method::PATCH,
+        &resource,
+        Some(&token),
+        frag_ct,
+        restart,
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::PRECONDITION_REQUIRED, "{body}");
+    assert!(body.contains("If-Match"), "{body}");
     let (s, _, _) = send(
         Method::PATCH,
         &resource,
@@ -240,6 +257,7 @@ async fn resource_patch_delete_and_cors() -> TestResult {
         "{body}"
     );
     assert!(body.contains("a=candidate:"), "{body}");
+    assert!(body.starts_with("a=ice-lite\r\n"), "{body}");
     let new_etag = h
         .get("etag")
         .and_then(|v| v.to_str().ok())
@@ -303,6 +321,66 @@ async fn resource_patch_delete_and_cors() -> TestResult {
     for m in ["POST", "PATCH", "DELETE"] {
         assert!(methods.contains(m), "allow-methods: {methods}");
     }
+    // OPTIONS says what POST takes, preflight or not (RFC 9725 §4.2).
+    let accept_post = |h: &reqwest::header::HeaderMap| {
+        h.get("accept-post")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        accept_post(pre.headers()).as_deref(),
+        Some("application/sdp")
+    );
+    let (s, h, _) = send(Method::OPTIONS, &whip, None, None, "", &[]).await;
+    assert!(s.is_success(), "{s}");
+    assert_eq!(accept_post(&h).as_deref(), Some("application/sdp"));
+    let whep = format!("{}/whep/res", server.base);
+    let (s, h, _) = send(Method::OPTIONS, &whep, None, None, "", &[]).await;
+    assert!(s.is_success(), "{s}");
+    assert_eq!(accept_post(&h).as_deref(), Some("application/sdp"));
+    // A WHEP player that cannot set headers puts the token in the URL;
+    // WHIP keeps it out of URLs (they end up in logs).
+    let (_viewer, view_offer) = TestPeer::viewer(str0m::RtcConfig::new());
+    let (s, h, body) = send(
+        Method::POST,
+        &format!("{whep}?access_token={sub}"),
+        None,
+        sdp_ct(),
+        &view_offer,
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let viewer = format!(
+        "{}{}",
+        server.base,
+        h.get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("no Location")?
+    );
+    let (s, _, _) = send(
+        Method::POST,
+        &format!("{whep}?access_token=forged"),
+        None,
+        sdp_ct(),
+        &view_offer,
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, body) = send(
+        Method::POST,
+        &format!("{whip}?access_token={token}"),
+        None,
+        sdp_ct(),
+        &offer,
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("Authorization"), "{body}");
+    let (s, _, _) = send(Method::DELETE, &viewer, Some(&sub), None, "", &[]).await;
+    assert_eq!(s, StatusCode::OK);
     let (s, _, _) = send(Method::DELETE, &resource, Some(&token), None, "", &[]).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _, _) = send(Method::DELETE, &resource, Some(&token), None, "", &[]).await;

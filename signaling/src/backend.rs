@@ -130,6 +130,9 @@ pub enum BackendError {
     /// `If-Match` did not match the current entity tag (412).
     #[error("entity tag does not match the session's current ICE session")]
     PreconditionFailed,
+    /// An ICE restart without `If-Match` (428, RFC 9725 §4.3.2).
+    #[error("an ICE restart needs an If-Match header with the session's ETag (or \"*\")")]
+    PreconditionRequired,
     /// A configured limit is reached (503 with Retry-After).
     #[error("{what} limit reached")]
     OverCapacity { what: String, retry_after: Duration },

@@ -38,6 +38,7 @@ impl ApiError {
                 BackendError::NotFound | BackendError::ResumeFailed => StatusCode::NOT_FOUND,
                 BackendError::NotOwner => StatusCode::FORBIDDEN,
                 BackendError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+                BackendError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
                 BackendError::OverCapacity { .. }
                 | BackendError::Draining { .. }
                 | BackendError::ClusterUnavailable { .. }

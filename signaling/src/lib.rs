@@ -210,5 +210,27 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
     app.layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn(request_span::trace_request))
         .layer(cors())
+        .layer(axum::middleware::from_fn(accept_post))
         .with_state(state)
+}
+
+/// `Accept-Post: application/sdp` on every answer to `OPTIONS` of a WHIP or
+/// WHEP endpoint, CORS preflights included (RFC 9725 §4.2).
+async fn accept_post(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let endpoint = req.method() == Method::OPTIONS && {
+        let mut parts = req.uri().path().trim_matches('/').split('/');
+        matches!(
+            (parts.next(), parts.next(), parts.next()),
+            (Some("whip" | "whep"), Some(_), None)
+        )
+    };
+    let mut resp = next.run(req).await;
+    if endpoint && resp.status().is_success() {
+        resp.headers_mut()
+            .insert("accept-post", HeaderValue::from_static(sessions::SDP));
+    }
+    resp
 }

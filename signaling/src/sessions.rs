@@ -97,9 +97,13 @@ pub struct CreateQuery {
     /// WHEP layer selection: the widest video the viewer wants.
     #[serde(rename = "maxWidth", alias = "max_width")]
     max_width: Option<u32>,
+    /// WHEP only: the token, for players that cannot set a header (an
+    /// `Authorization` header wins when both are sent).
+    access_token: Option<String>,
 }
 
-/// `POST /whip/{room}` and `POST /whep/{room}` (`?maxWidth=640` for WHEP).
+/// `POST /whip/{room}` and `POST /whep/{room}` (`?maxWidth=640` and
+/// `?access_token=` for WHEP).
 pub async fn create<B: MediaBackend>(
     kind: SessionKind,
     State(state): State<AppState<B>>,
@@ -111,7 +115,19 @@ pub async fn create<B: MediaBackend>(
     validate_room(&room)?;
     let Query(query) =
         query.map_err(|e| ApiError::BadRequest(format!("bad query parameters: {e}")))?;
-    let grant = authorize(&state, &headers, &room, kind)?;
+    let grant = match (&query.access_token, kind) {
+        (Some(_), SessionKind::Whip) => {
+            return Err(ApiError::BadRequest(
+                "a WHIP token goes in the Authorization header, not the URL".into(),
+            ))
+        }
+        (Some(token), SessionKind::Whep) if headers.get(header::AUTHORIZATION).is_none() => {
+            let grant = state.keys.verify(token)?;
+            grant.require(&room, permission(kind))?;
+            grant
+        }
+        _ => authorize(&state, &headers, &room, kind)?,
+    };
     require_content_type(&headers, SDP)?;
     let offer_sdp = utf8(&body)?.to_string();
     if offer_sdp.trim().is_empty() {

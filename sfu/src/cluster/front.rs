@@ -349,9 +349,19 @@ async fn forward(front: &ClusterFront, req: Request, base: &str) -> Response {
             front.count("redirected");
             tracing::debug!(%url, "redirecting to the room's node");
             let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+            let h = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&url) {
-                resp.headers_mut().insert(header::LOCATION, v);
+                h.insert(header::LOCATION, v);
             }
+            // A browser follows a cross-origin redirect only if it may read it.
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("location"),
+            );
             resp
         }
         ForwardMode::Proxy => {

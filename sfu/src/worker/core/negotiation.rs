@@ -336,10 +336,17 @@ impl WorkerCore {
             (None, _) => false,
         };
         if !restart {
+            // A candidate the server cannot use (an mDNS `.local` name, an
+            // unknown transport) is dropped, not refused: RFC 9725 lets
+            // the server ignore candidates, and some clients end their
+            // session on anything but 204.
             for line in &frag.candidates {
-                let c = Candidate::from_sdp_string(line)
-                    .map_err(|e| BackendError::MalformedSdp(format!("bad candidate: {e}")))?;
-                p.rtc_mut().add_remote_candidate(c);
+                match Candidate::from_sdp_string(line) {
+                    Ok(c) => p.rtc_mut().add_remote_candidate(c),
+                    Err(e) => {
+                        tracing::debug!(candidate = %line, error = %e, "trickled candidate dropped")
+                    }
+                }
             }
             self.dirty.push(id);
             return Ok(PatchOutcome::Trickled);
@@ -347,9 +354,7 @@ impl WorkerCore {
         // ICE restart: re-apply the remote offer with the new credentials;
         // str0m restarts ICE and answers with fresh local credentials.
         if if_match.is_none() {
-            return Err(BackendError::MalformedSdp(
-                "an ICE restart needs an If-Match header with the session's ETag".into(),
-            ));
+            return Err(BackendError::PreconditionRequired);
         }
         let (Some(ufrag), Some(pwd)) = (&frag.ice_ufrag, &frag.ice_pwd) else {
             return Err(BackendError::MalformedSdp(
@@ -373,7 +378,10 @@ impl WorkerCore {
                 "answer lacks ICE credentials".into(),
             ));
         };
-        let mut fragment = format!("a=ice-ufrag:{new_ufrag}\r\na=ice-pwd:{new_pwd}\r\n");
+        // The server stays ICE-lite (RFC 9725 §4.3.2 asks for it in the
+        // fragment when it is).
+        let mut fragment =
+            format!("a=ice-lite\r\na=ice-ufrag:{new_ufrag}\r\na=ice-pwd:{new_pwd}\r\n");
         for c in answer.lines().filter(|l| l.starts_with("a=candidate:")) {
             fragment.push_str(c.trim_end());
             fragment.push_str("\r\n");
