@@ -7,12 +7,23 @@
 
 use std::collections::BTreeMap;
 
+use crate::room_protocol::MediaKindName;
+
 /// Kind of a media section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SectionKind {
     Audio,
     Video,
     Application,
+}
+
+impl From<MediaKindName> for SectionKind {
+    fn from(kind: MediaKindName) -> SectionKind {
+        match kind {
+            MediaKindName::Audio => SectionKind::Audio,
+            MediaKindName::Video => SectionKind::Video,
+        }
+    }
 }
 
 /// Direction of a section, as the offer states it.
@@ -106,6 +117,28 @@ pub fn offer_sections(sdp: &str) -> Vec<OfferSection> {
 pub struct Carried {
     pub participant: String,
     pub track: String,
+}
+
+/// Who each section of `carried` (mid -> track sid) carries, for
+/// [`rewrite_answer`]; tracks whose publisher `publisher_of` does not know
+/// are left out.
+pub fn name_carried(
+    carried: &BTreeMap<String, String>,
+    publisher_of: impl Fn(&str) -> Option<String>,
+) -> BTreeMap<String, Carried> {
+    carried
+        .iter()
+        .filter_map(|(mid, track)| {
+            let participant = publisher_of(track)?;
+            Some((
+                mid.clone(),
+                Carried {
+                    participant,
+                    track: track.clone(),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Rewrite the server's answer for a LiveKit client: every section in

@@ -21,9 +21,9 @@ use super::convert;
 use super::proto::{
     self, signal_request::Message as Request, signal_response::Message as Response,
 };
-use super::sdp::{self, Carried, SectionKind};
+use super::sdp::{self, SectionKind};
 use super::slots::ReceiveSlots;
-use crate::room_protocol::{ClientMessage, ErrorCode, MediaKindName, PublishInfo, ServerMessage};
+use crate::room_protocol::{ClientMessage, ErrorCode, PublishInfo, ServerMessage};
 
 /// What the session asks its shell to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -359,7 +359,7 @@ impl Session {
         if self.joining.auto_subscribe && self.joining.can_subscribe {
             for p in &others {
                 for t in &p.tracks {
-                    self.slots.want(&t.sid, section_kind(t.kind));
+                    self.slots.want(&t.sid, SectionKind::from(t.kind));
                 }
             }
         }
@@ -422,20 +422,7 @@ impl Session {
             tracing::debug!("an answer with no offer pending");
             return;
         };
-        let carried: BTreeMap<String, Carried> = pending
-            .carried
-            .iter()
-            .filter_map(|(mid, track)| {
-                let participant = self.publisher_of(track)?;
-                Some((
-                    mid.clone(),
-                    Carried {
-                        participant,
-                        track: track.clone(),
-                    },
-                ))
-            })
-            .collect();
+        let carried = sdp::name_carried(&pending.carried, |track| self.publisher_of(track));
         let sdp = sdp::rewrite_answer(&sdp, &carried, &pending.idle);
         tracing::trace!(id = pending.id, %sdp, "answer to a LiveKit client");
         out.push(Output::client(Response::Answer(
@@ -619,13 +606,6 @@ impl Session {
                 SectionKind::Video
             }
         })
-    }
-}
-
-fn section_kind(kind: MediaKindName) -> SectionKind {
-    match kind {
-        MediaKindName::Audio => SectionKind::Audio,
-        MediaKindName::Video => SectionKind::Video,
     }
 }
 

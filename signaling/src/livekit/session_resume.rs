@@ -68,7 +68,7 @@ impl Session {
                 }
             }
             for t in &p.tracks {
-                self.want(&t.sid, section_kind(t.kind));
+                self.want(&t.sid, SectionKind::from(t.kind));
             }
             self.others.insert(p.sid.clone(), info.clone());
             everyone.push(info);

@@ -25,7 +25,7 @@ impl Session {
         let tracks: Vec<(String, SectionKind)> = p
             .tracks
             .iter()
-            .map(|t| (t.sid.clone(), section_kind(t.kind)))
+            .map(|t| (t.sid.clone(), SectionKind::from(t.kind)))
             .collect();
         self.others.insert(p.sid.clone(), info.clone());
         self.send_update(vec![info], out);
@@ -80,7 +80,7 @@ impl Session {
         info.version += 1;
         let info = info.clone();
         self.send_update(vec![info], out);
-        self.want(&track.sid, section_kind(track.kind));
+        self.want(&track.sid, SectionKind::from(track.kind));
         self.request_offer(out);
     }
 

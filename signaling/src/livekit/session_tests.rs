@@ -2,7 +2,7 @@
 //! the room see it.
 
 use super::*;
-use crate::room_protocol::{ParticipantInfo, Quality, TrackInfo, TrackSource};
+use crate::room_protocol::{MediaKindName, ParticipantInfo, Quality, TrackInfo, TrackSource};
 
 fn track(sid: &str, kind: MediaKindName) -> TrackInfo {
     TrackInfo {

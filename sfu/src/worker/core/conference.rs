@@ -1101,12 +1101,11 @@ impl WorkerCore {
             ];
             // A member with a downlink hears the room on the server's
             // channels there (its own may never connect).
-            let channel = self.downlink_channel_for(*rid, labels).or_else(|| {
-                labels
-                    .iter()
-                    .find_map(|l| m.channels.get(*l))
-                    .map(|cid| (*rid, *cid))
-            });
+            let channel = self
+                .downlinks
+                .get(rid)
+                .and_then(|dl| Some((dl.leg, first_channel(&dl.channels, labels)?)))
+                .or_else(|| Some((*rid, first_channel(&m.channels, labels)?)));
             if let Some((via, cid)) = channel {
                 targets.push((via, cid, dialect));
             }
@@ -1477,3 +1476,8 @@ impl WorkerCore {
 }
 
 use signaling::room_protocol::TrackInfo;
+
+/// The first of `labels` that `channels` has open.
+fn first_channel(channels: &HashMap<String, ChannelId>, labels: [&str; 2]) -> Option<ChannelId> {
+    labels.iter().find_map(|l| channels.get(*l)).copied()
+}

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
-use signaling::livekit::sdp::{self, Carried, OfferSection, SectionKind};
+use signaling::livekit::sdp::{self, OfferSection, SectionKind};
 use signaling::livekit::slots::ReceiveSlots;
 use signaling::room_protocol::{ErrorCode, MediaKindName, ServerMessage};
 use signaling::SessionKind;
@@ -137,13 +137,6 @@ impl DownlinkLeg {
     }
 }
 
-fn section_kind(kind: MediaKindName) -> SectionKind {
-    match kind {
-        MediaKindName::Audio => SectionKind::Audio,
-        MediaKindName::Video => SectionKind::Video,
-    }
-}
-
 impl WorkerCore {
     /// The participant that receives for member `id`: its downlink, or
     /// itself.
@@ -189,7 +182,7 @@ impl WorkerCore {
             .into_iter()
             .filter_map(|t| {
                 let kind = self.track_kind(&room, &t)?;
-                Some((t, section_kind(kind)))
+                Some((t, SectionKind::from(kind)))
             })
             .collect();
         if !self.downlinks.contains_key(&id) {
@@ -269,18 +262,14 @@ impl WorkerCore {
         let missing = dl.slots.missing();
         let mut added = vec![];
         let mut api = lp.rtc_mut().sdp_api();
-        for (kind, count) in [
-            (MediaKind::Audio, missing.audio),
-            (MediaKind::Video, missing.video),
+        for (kind, section, count) in [
+            (MediaKind::Audio, SectionKind::Audio, missing.audio),
+            (MediaKind::Video, SectionKind::Video, missing.video),
         ] {
             for _ in 0..count {
                 let mid = api.add_media(kind, Direction::SendOnly, None, None, None);
                 added.push(mid);
-                let kind = match kind {
-                    MediaKind::Audio => SectionKind::Audio,
-                    MediaKind::Video => SectionKind::Video,
-                };
-                dl.lines.push((mid, kind));
+                dl.lines.push((mid, section));
             }
         }
         let adds_channels = !dl.channels_added;
@@ -327,20 +316,8 @@ impl WorkerCore {
             adds_channels,
         });
         let leg = dl.leg;
-        let named: BTreeMap<String, Carried> = carried
-            .iter()
-            .filter_map(|(mid, track)| {
-                let room = self.participants.get(&id)?.room.clone();
-                let participant = self.publisher_sid(&room, track)?;
-                Some((
-                    mid.clone(),
-                    Carried {
-                        participant,
-                        track: track.clone(),
-                    },
-                ))
-            })
-            .collect();
+        let room = lp.room.clone();
+        let named = sdp::name_carried(&carried, |track| self.publisher_sid(&room, track));
         let sdp = sdp::rewrite_answer(&offer.to_sdp_string(), &named, &idle);
         self.dirty.push(leg);
         if let Some(m) = self.member_mut(id) {
@@ -365,17 +342,12 @@ impl WorkerCore {
 
     /// Member `id` answered its downlink's offer.
     pub(super) fn downlink_answer(&mut self, now: Instant, id: ParticipantId, sdp: String) {
-        let Some(dl) = self.downlinks.get_mut(&id) else {
-            self.reply_error(
-                id,
-                ErrorCode::Negotiation,
-                "no offer awaits an answer".into(),
-                now,
-            );
-            return;
-        };
-        let (Some(flight), Some(lp)) = (dl.in_flight.take(), self.participants.get_mut(&dl.leg))
-        else {
+        let awaited = self.downlinks.get_mut(&id).and_then(|dl| {
+            let lp = self.participants.get_mut(&dl.leg)?;
+            let flight = dl.in_flight.take()?;
+            Some((dl, lp, flight))
+        });
+        let Some((dl, lp, flight)) = awaited else {
             self.reply_error(
                 id,
                 ErrorCode::Negotiation,
@@ -422,19 +394,5 @@ impl WorkerCore {
                 dl.channels.insert(label, cid);
             }
         }
-    }
-
-    /// Where member `id`'s data messages of `label` go: its downlink's
-    /// channel of that label (or the reliable one) when it has one.
-    pub(super) fn downlink_channel_for(
-        &self,
-        id: ParticipantId,
-        labels: [&str; 2],
-    ) -> Option<(ParticipantId, ChannelId)> {
-        let dl = self.downlinks.get(&id)?;
-        labels
-            .iter()
-            .find_map(|l| dl.channels.get(*l))
-            .map(|cid| (dl.leg, *cid))
     }
 }
