@@ -5,6 +5,8 @@
 #   docker build -t ghcr.io/sfu-project/sfu:0.1.0 .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# npm installs the meeting page's SDK (client-web/package-lock.json) at build time.
+RUN apt-get update && apt-get install -y --no-install-recommends npm && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked -p sfu
 

@@ -2,7 +2,9 @@
 //! token endpoint that lets those pages work with zero set-up.
 //!
 //! The pages live in `client-web/` and are compiled into the binary, so the
-//! server has no runtime file dependencies.
+//! server has no runtime file dependencies; the meeting page's SDK
+//! (livekit-client's browser bundle) is fetched by `build.rs` from
+//! `client-web/package-lock.json` and compiled in the same way.
 
 use std::time::Duration;
 
@@ -45,6 +47,11 @@ pub const ASSETS: &[Asset] = &[
         path: "/js/room.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../../client-web/room.js"),
+    },
+    Asset {
+        path: "/js/livekit-client.umd.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!(concat!(env!("OUT_DIR"), "/livekit-client.umd.js")),
     },
     Asset {
         path: "/js/whip-client.js",

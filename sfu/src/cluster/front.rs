@@ -103,7 +103,8 @@ enum Target {
         room: String,
         id: String,
     },
-    /// The room protocol's socket (`/rtc`): its room is in its token.
+    /// A room signalling socket (`/rtc`, LiveKit's `/rtc/v1`): its room is
+    /// in its token.
     RoomSocket,
     /// The room listing: gathered from every node.
     AllRooms,
@@ -126,21 +127,26 @@ fn target(method: &Method, path: &str) -> Target {
         },
         ["api", "rooms"] if method == Method::GET => Target::AllRooms,
         ["api", "rooms", room, ..] => Target::Room(room.to_string(), Intent::Existing),
-        ["rtc"] => Target::RoomSocket,
+        ["rtc"] | ["rtc", "v1"] => Target::RoomSocket,
         _ => Target::Local,
     }
 }
 
-/// `/rtc?access_token=...`: the room is in the token. A token that does not
-/// verify is left to the local handler (`Target::Local`), which says what is
-/// wrong with it.
-fn rtc_target(query: &str, keys: &KeySet) -> Target {
-    let mut token = None;
+/// `/rtc?access_token=...` (or `Authorization: Bearer`, as LiveKit's Go SDK
+/// sends it): the room is in the token. A token that does not verify is
+/// left to the local handler (`Target::Local`), which says what is wrong
+/// with it. `resume=` (room protocol) and `reconnect=1` (LiveKit) come back
+/// to a room that exists.
+fn rtc_target(query: &str, headers: &HeaderMap, keys: &KeySet) -> Target {
+    let mut token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     let mut resume = false;
     for pair in query.split('&') {
         match pair.split_once('=') {
             Some(("access_token", v)) => token = Some(v),
-            Some(("resume", _)) => resume = true,
+            Some(("resume", _)) | Some(("reconnect", "1" | "true")) => resume = true,
             _ => {}
         }
     }
@@ -175,13 +181,15 @@ async fn route_request(front: &ClusterFront, req: Request, next: Next) -> Respon
         _ if forwarded => next.run(req).await,
         Target::Local => next.run(req).await,
         Target::AllRooms => list_all_rooms(front, req).await,
-        Target::RoomSocket => match rtc_target(req.uri().query().unwrap_or(""), &front.keys) {
-            Target::Room(room, intent) => match &front.bridges {
-                Some(bridges) => serve_member(front, bridges, req, next, &room, intent).await,
-                None => to_room(front, req, next, &room, intent).await,
-            },
-            _ => next.run(req).await,
-        },
+        Target::RoomSocket => {
+            match rtc_target(req.uri().query().unwrap_or(""), req.headers(), &front.keys) {
+                Target::Room(room, intent) => match &front.bridges {
+                    Some(bridges) => serve_member(front, bridges, req, next, &room, intent).await,
+                    None => to_room(front, req, next, &room, intent).await,
+                },
+                _ => next.run(req).await,
+            }
+        }
         Target::Resource { id, .. } if front.cluster.hosts_resource(&id) => next.run(req).await,
         Target::Resource { room, .. } => to_room(front, req, next, &room, Intent::Existing).await,
         Target::Viewer(room) => match &front.edge {
@@ -593,12 +601,18 @@ mod tests {
         );
         assert_eq!(t(Method::GET, "/metrics"), Target::Local);
         assert_eq!(t(Method::GET, "/rtc"), Target::RoomSocket);
+        assert_eq!(t(Method::GET, "/rtc/v1"), Target::RoomSocket);
+        assert_eq!(t(Method::GET, "/rtc/v1/validate"), Target::Local);
+        let none = HeaderMap::new();
         assert_eq!(
-            rtc_target("", &keys),
+            rtc_target("", &none, &keys),
             Target::Local,
             "no token: local error"
         );
-        assert_eq!(rtc_target("access_token=forged", &keys), Target::Local);
+        assert_eq!(
+            rtc_target("access_token=forged", &none, &keys),
+            Target::Local
+        );
         let grant = signaling::auth::VideoGrant {
             room: Some("meet".into()),
             room_join: true,
@@ -608,13 +622,23 @@ mod tests {
             .mint("k", "ann", grant, Duration::from_secs(60))
             .expect("token");
         assert_eq!(
-            rtc_target(&format!("access_token={token}"), &keys),
+            rtc_target(&format!("access_token={token}"), &none, &keys),
             Target::Room("meet".into(), Intent::Create)
         );
         assert_eq!(
-            rtc_target(&format!("access_token={token}&resume=x"), &keys),
+            rtc_target(&format!("access_token={token}&resume=x"), &none, &keys),
             Target::Room("meet".into(), Intent::Existing),
             "a resumed participant is looked up, not placed"
+        );
+        let mut bearer = HeaderMap::new();
+        bearer.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        assert_eq!(
+            rtc_target("reconnect=1&sid=PA_x", &bearer, &keys),
+            Target::Room("meet".into(), Intent::Existing),
+            "LiveKit's resume, token in the header"
         );
     }
 }

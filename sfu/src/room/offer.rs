@@ -13,7 +13,9 @@ pub const MAX_MEDIA_SECTIONS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaSection {
     pub kind: String,
-    pub port_zero: bool,
+    /// Port 0 without `a=bundle-only` (a port-0 section that is bundle-only
+    /// rides the bundle's transport, RFC 8843 section 7.3; Firefox offers so).
+    pub rejected: bool,
     pub direction: String,
     pub mid: Option<String>,
     /// Transport-wide congestion control feedback is negotiable.
@@ -42,10 +44,10 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
         if let Some(m) = line.strip_prefix("m=") {
             let mut parts = m.split_ascii_whitespace();
             let kind = parts.next().unwrap_or("").to_string();
-            let port_zero = parts.next() == Some("0");
+            let rejected = parts.next() == Some("0");
             sections.push(MediaSection {
                 kind,
-                port_zero,
+                rejected,
                 direction: session_direction.clone(),
                 mid: None,
                 twcc: false,
@@ -62,6 +64,10 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
             if let Some(mid) = attr.strip_prefix("mid:") {
                 if let Some(s) = sections.last_mut() {
                     s.mid = Some(mid.trim().to_string());
+                }
+            } else if attr == "bundle-only" {
+                if let Some(s) = sections.last_mut() {
+                    s.rejected = false;
                 }
             } else if matches!(attr, "sendonly" | "recvonly" | "sendrecv" | "inactive") {
                 match sections.last_mut() {
@@ -86,7 +92,7 @@ pub fn check_offer(kind: SessionKind, sdp: &str) -> Result<(), String> {
             sections.len()
         ));
     }
-    let usable = sections.iter().filter(|s| s.is_av() && !s.port_zero);
+    let usable = sections.iter().filter(|s| s.is_av() && !s.rejected);
     let ok = match kind {
         SessionKind::Whip => usable.clone().any(MediaSection::sends),
         SessionKind::Whep => usable.clone().any(MediaSection::receives),
@@ -111,7 +117,7 @@ pub fn check_offer(kind: SessionKind, sdp: &str) -> Result<(), String> {
 pub fn remb_only_video_mids(sdp: &str) -> Vec<String> {
     media_sections(sdp)
         .into_iter()
-        .filter(|s| s.kind == "video" && s.sends() && !s.port_zero && s.remb && !s.twcc)
+        .filter(|s| s.kind == "video" && s.sends() && !s.rejected && s.remb && !s.twcc)
         .filter_map(|s| s.mid)
         .collect()
 }
@@ -145,7 +151,7 @@ pub fn check_room_offer(
     }
     let sending = sections
         .iter()
-        .filter(|s| s.is_av() && !s.port_zero && s.sends())
+        .filter(|s| s.is_av() && !s.rejected && s.sends())
         .count();
     if sending > 0 && !can_publish {
         return Err((
@@ -167,7 +173,7 @@ pub fn check_room_offer(
 pub fn check_answer(answer: &str) -> Result<(), String> {
     let active = media_sections(answer)
         .iter()
-        .any(|s| s.is_av() && !s.port_zero && s.direction != "inactive");
+        .any(|s| s.is_av() && !s.rejected && s.direction != "inactive");
     if active {
         Ok(())
     } else {
@@ -193,6 +199,16 @@ mod tests {
         let recv = WHIP_OFFER.replace("sendonly", "recvonly");
         assert!(check_offer(SessionKind::Whep, &recv).is_ok());
         assert!(check_offer(SessionKind::Whip, &recv).is_err());
+    }
+
+    #[test]
+    fn a_bundle_only_section_at_port_zero_is_not_rejected() {
+        let sdp = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=bundle-only\r\na=sendonly\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\n";
+        let s = media_sections(sdp);
+        assert!(!s[1].rejected, "bundled on the first section's transport");
+        assert!(s[2].rejected, "port 0 alone: rejected");
     }
 
     #[test]

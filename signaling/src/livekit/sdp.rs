@@ -41,8 +41,10 @@ pub struct OfferSection {
     pub mid: String,
     pub kind: SectionKind,
     pub direction: Direction,
-    /// `m=... 0 ...`: rejected or stopped.
-    pub port_zero: bool,
+    /// `m=... 0 ...` without `a=bundle-only`: rejected or stopped. (Port 0
+    /// with `a=bundle-only` is a section bundled on the first one's
+    /// transport, RFC 8843 section 7.3: Firefox offers its later sections so.)
+    pub rejected: bool,
     /// The track id of its `a=msid` (a LiveKit client's `cid`).
     pub msid_track: Option<String>,
 }
@@ -50,12 +52,12 @@ pub struct OfferSection {
 impl OfferSection {
     /// The client sends media on it.
     pub fn sends(&self) -> bool {
-        !self.port_zero && matches!(self.direction, Direction::SendRecv | Direction::SendOnly)
+        !self.rejected && matches!(self.direction, Direction::SendRecv | Direction::SendOnly)
     }
 
     /// The client can receive a track on it.
     pub fn receives(&self) -> bool {
-        !self.port_zero && matches!(self.direction, Direction::SendRecv | Direction::RecvOnly)
+        !self.rejected && matches!(self.direction, Direction::SendRecv | Direction::RecvOnly)
     }
 }
 
@@ -84,7 +86,7 @@ pub fn offer_sections(sdp: &str) -> Vec<OfferSection> {
                 mid: String::new(),
                 kind,
                 direction: Direction::SendRecv,
-                port_zero: fields.next() == Some("0"),
+                rejected: fields.next() == Some("0"),
                 msid_track: None,
             };
             current = Some((section, false));
@@ -98,6 +100,7 @@ pub fn offer_sections(sdp: &str) -> Vec<OfferSection> {
             "a=sendonly" => section.direction = Direction::SendOnly,
             "a=recvonly" => section.direction = Direction::RecvOnly,
             "a=inactive" => section.direction = Direction::Inactive,
+            "a=bundle-only" => section.rejected = false,
             _ => {
                 if let Some(v) = line.strip_prefix("a=mid:") {
                     section.mid = v.trim().to_string();
@@ -219,19 +222,24 @@ m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=recvonly\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=recvonly\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=sendonly\r\na=msid:stream cam-cid\r\n\
 m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:3\r\n\
-m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=inactive\r\n";
+m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=inactive\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:5\r\na=bundle-only\r\na=recvonly\r\n";
 
     #[test]
     fn an_offer_lists_its_sections_with_direction_and_cid() {
         let s = offer_sections(OFFER);
-        assert_eq!(s.len(), 5);
+        assert_eq!(s.len(), 6);
         assert_eq!(s[0].kind, SectionKind::Audio);
         assert!(s[0].receives() && !s[0].sends());
         assert!(s[1].receives());
         assert_eq!(s[2].msid_track.as_deref(), Some("cam-cid"));
         assert!(s[2].sends() && !s[2].receives());
         assert_eq!(s[3].kind, SectionKind::Application);
-        assert!(s[4].port_zero && !s[4].receives());
+        assert!(s[4].rejected && !s[4].receives());
+        assert!(
+            !s[5].rejected && s[5].receives(),
+            "bundle-only is not rejected"
+        );
     }
 
     #[test]

@@ -202,7 +202,7 @@ mod tests {
             mid: mid.into(),
             kind,
             direction: Direction::RecvOnly,
-            port_zero: false,
+            rejected: false,
             msid_track: None,
         }
     }
@@ -275,7 +275,7 @@ mod tests {
         s.want("TR_v", SectionKind::Video);
         assert_eq!(s.slot_of("TR_v"), Some("2"));
         let mut fewer = pool();
-        fewer[2].port_zero = true;
+        fewer[2].rejected = true;
         s.offered(&fewer);
         assert_eq!(s.slot_of("TR_v"), Some("3"));
         assert!(!s.drop_track("TR_unknown"));

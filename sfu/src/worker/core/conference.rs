@@ -554,7 +554,7 @@ impl WorkerCore {
                         .and_then(|i| i.participant.as_ref())
                         .is_some_and(|owner| m.remote.contains_key(owner))
             });
-            if receives && !s.port_zero && !orphan {
+            if receives && !s.rejected && !orphan {
                 sending_mids.push(mid);
                 if !published {
                     let layers = match media.rids_rx() {

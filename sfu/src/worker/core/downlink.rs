@@ -111,7 +111,7 @@ impl DownlinkLeg {
                 mid: mid.to_string(),
                 kind: *kind,
                 direction: sdp::Direction::RecvOnly,
-                port_zero: false,
+                rejected: false,
                 msid_track: None,
             })
             .collect()
