@@ -8,8 +8,9 @@
 //! Layout: `stamp` and `source` make the media, `packetize` cuts it into
 //! RTP payloads; `codec` reads payloads, `packets` accounts packets and
 //! frames, `receive` measures (all sans-IO); `peer` is the str0m shell in
-//! RTP mode, `publish` its sending side; `signal`, `session` and `room`
-//! the signaling, `subscribe` which tracks a room member takes; `run` and
+//! RTP mode, `publish` its sending side; `signal` and `session` the
+//! WHIP/WHEP signaling, `livekit_signal` and `room` a room member over
+//! LiveKit's client signalling, `subscribe` which tracks it takes; `run` and
 //! the scenario modules drive a whole test; `report` and `process` turn it
 //! into figures.
 
@@ -18,6 +19,7 @@ pub mod capacity;
 pub mod churn;
 pub mod cluster;
 pub mod codec;
+pub mod livekit_signal;
 pub mod meeting;
 pub mod packetize;
 pub mod packets;

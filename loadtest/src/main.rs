@@ -79,7 +79,7 @@ enum Command {
         #[command(flatten)]
         args: BroadcastArgs,
     },
-    /// N participants, all-to-all over the room protocol.
+    /// N participants, all-to-all over LiveKit's room signalling (/rtc/v1).
     Conference {
         #[command(flatten)]
         common: CommonArgs,

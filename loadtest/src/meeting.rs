@@ -1,4 +1,4 @@
-//! Room scenarios over the room protocol: `conference` (N participants,
+//! Room scenarios over LiveKit's room signalling (`room`): `conference` (N participants,
 //! each publishing audio and video and receiving everyone else's audio and
 //! the video of all others or of `--visible` of them) and
 //! `audio-room` (N speakers publishing audio and hearing each other, M
@@ -28,7 +28,7 @@ pub struct ConferenceArgs {
     #[arg(long)]
     pub visible: Option<usize>,
     /// Each participant asks for every video it subscribes to at most this
-    /// wide (the room protocol's `subscription` `maxWidth`), as a grid's
+    /// wide (LiveKit's `track_setting` width), as a grid's
     /// tile would.
     #[arg(long)]
     pub tile_width: Option<u32>,

@@ -111,6 +111,14 @@ pub enum Media {
     },
 }
 
+/// The msid track id of the line sending `kind` (LiveKit's `cid`).
+pub fn send_track_id(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "microphone",
+        MediaKind::Video => "camera",
+    }
+}
+
 /// Make the offer for `media` on a fresh socket bound to `bind`.
 pub async fn offer(bind: std::net::IpAddr, media: &Media) -> std::io::Result<Offered> {
     offer_with(bind, media, &[]).await
@@ -135,7 +143,10 @@ pub async fn offer_with(
         if dir == Direction::RecvOnly {
             recv.push(mids.len());
         }
-        mids.push((api.add_media(kind, dir, None, None, sim), kind));
+        // A sent line's msid names its track (LiveKit's `cid`).
+        let track = (dir == Direction::SendOnly).then(|| send_track_id(kind).to_string());
+        let stream = track.as_ref().map(|_| "loadtest".to_string());
+        mids.push((api.add_media(kind, dir, stream, track, sim), kind));
     };
     match media {
         Media::Publish(src) => {
@@ -327,8 +338,14 @@ impl Peer {
 
     /// Re-offer with one new recvonly line per entry of `add`; returns the
     /// offer and the new lines' mids. The answer goes to `accept_answer`.
+    /// With nothing to add (the server wants an offer to place a track on
+    /// a line it has), the offer restarts ICE: str0m makes no offer without
+    /// a change, and a restart keeps the transport.
     pub fn reoffer(&mut self, add: &[MediaKind]) -> Result<(String, Vec<Mid>), String> {
         let mut api = self.rtc.sdp_api();
+        if add.is_empty() {
+            api.ice_restart(true);
+        }
         let new: Vec<(Mid, MediaKind)> = add
             .iter()
             .map(|k| (api.add_media(*k, Direction::RecvOnly, None, None, None), *k))
@@ -346,6 +363,13 @@ impl Peer {
             offer.to_sdp_string(),
             new.into_iter().map(|(m, _)| m).collect(),
         ))
+    }
+
+    /// A candidate the server trickled (`a=candidate` line without `a=`).
+    pub fn add_remote_candidate(&mut self, line: &str) -> Result<(), String> {
+        let c = Candidate::from_sdp_string(line).map_err(|e| format!("candidate: {e}"))?;
+        self.rtc.add_remote_candidate(c);
+        Ok(())
     }
 
     pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {

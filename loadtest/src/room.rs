@@ -1,35 +1,31 @@
-//! One virtual participant in a room over the room protocol (`/rtc`
-//! WebSocket, `signaling/PROTOCOL.md`): join, offer its own tracks and a
-//! receiving line for every track already there that it wants
-//! (`subscribe` decides), then re-offer as others publish (one offer in
-//! flight at a time, as the protocol asks), until the scenario ends; then
-//! `leave`. A video wanted at a limited width is asked for with a
-//! `subscription` message (`maxWidth`) before the offer that receives it.
+//! One virtual participant in a room over LiveKit's client signalling with
+//! one peer connection (`livekit_signal`): join (auto-subscribe off),
+//! announce its tracks (`add_track`, answered by `track_published`) and
+//! offer them; subscribe to the others' tracks that `subscribe` picks
+//! (`subscription`, and `track_setting` with the tile width), whether they
+//! were there at the join or arrive in participant updates; add receive
+//! sections when the server asks (`media_sections_requirement`), one offer
+//! in flight at a time; take trickled server candidates; ping; `leave` at
+//! the end. The same participant runs against this server and a LiveKit
+//! server.
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
-use signaling::room_protocol::{
-    ClientMessage, ErrorCode, MediaKindName, PublishInfo, ServerMessage, TrackInfo, TrackSource,
-};
-use signaling::rtc_socket::READ_CHUNK_BYTES;
+use signaling::livekit::proto;
+use signaling::livekit::proto::signal_response::Message as Response;
 use str0m::media::MediaKind;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::{offer_with, Clock, Ending, Live, Media, Turn, RECV_BUFFER};
+use crate::livekit_signal::{self as signal, Ws};
+use crate::peer::{offer_with, send_track_id, Clock, Ending, Live, Media, Peer, Turn, RECV_BUFFER};
 use crate::session::SessionResult;
 use crate::signal::Target;
 use crate::source::MediaSource;
 use crate::subscribe::{Decision, SubscribePolicy, Subscriber};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What a participant does in the room.
 pub struct RoomPlan {
@@ -42,63 +38,83 @@ pub struct RoomPlan {
     pub ending: Ending,
 }
 
-/// Longest wait for `joined` and for each `answer`.
+/// Longest wait for the join, each `track_published` and each answer.
 const SIGNAL_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A track to receive, and the width asked for it.
-type Wanted = (TrackInfo, Option<u32>);
-
-fn kind_of(t: &TrackInfo) -> MediaKind {
-    match t.kind {
-        MediaKindName::Audio => MediaKind::Audio,
-        MediaKindName::Video => MediaKind::Video,
-    }
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
-async fn send(ws: &mut Ws, m: &ClientMessage) -> Result<(), String> {
-    let text = serde_json::to_string(m).map_err(|e| e.to_string())?;
-    ws.send(Message::text(text))
-        .await
-        .map_err(|e| format!("socket: {e}"))
+/// The participant's signalling state between messages.
+struct Signalling {
+    me: String,
+    sub: Subscriber,
+    /// Tracks already decided on (each track once).
+    seen: HashSet<String>,
+    /// Receive sections the server asked for and no offer has carried yet.
+    audio_lines: u32,
+    video_lines: u32,
+    /// The server asked for an offer.
+    offer_wanted: bool,
+    next_offer_id: u32,
+    ping_every: Duration,
 }
 
-/// The next server message, or an error when the socket ends.
-async fn next(ws: &mut Ws) -> Result<ServerMessage, String> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(&t).map_err(|e| format!("bad server message: {e}"))
+impl Signalling {
+    /// Decide on the tracks of `participants`: the requests that subscribe
+    /// to the wanted ones.
+    fn tracks_of(
+        &mut self,
+        participants: &[proto::ParticipantInfo],
+    ) -> Vec<proto::signal_request::Message> {
+        let mut wanted = vec![];
+        let mut tiles = vec![];
+        for p in participants {
+            let own = p.sid == self.me;
+            for t in &p.tracks {
+                if !self.seen.insert(t.sid.clone()) {
+                    continue;
+                }
+                let kind = if t.r#type == proto::TrackType::Video as i32 {
+                    MediaKind::Video
+                } else {
+                    MediaKind::Audio
+                };
+                if let Decision::Subscribe { max_width } = self.sub.decide(own, kind) {
+                    wanted.push(t.sid.clone());
+                    if let Some(w) = max_width {
+                        tiles.push(signal::tile(t.sid.clone(), w));
+                    }
+                }
             }
-            Some(Ok(Message::Close(_))) | None => return Err("socket closed".into()),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(format!("socket: {e}")),
         }
-    }
-}
-
-/// Decide on a track `participant` published: the track to receive, if
-/// `me` wants it.
-fn wanted(sub: &mut Subscriber, me: &str, participant: &str, t: TrackInfo) -> Option<Wanted> {
-    match sub.decide(participant == me, kind_of(&t)) {
-        Decision::Skip => None,
-        Decision::Subscribe { max_width } => Some((t, max_width)),
-    }
-}
-
-/// Ask for the widths of `tracks` that have one, before the offer that
-/// receives them (the server keeps a width asked for a known track).
-async fn ask_widths(ws: &mut Ws, tracks: &[Wanted]) -> Result<(), String> {
-    for (t, width) in tracks {
-        if let Some(w) = width {
-            let m = ClientMessage::Subscription {
-                track: t.sid.clone(),
-                subscribed: None,
-                max_width: Some(Some(*w)),
-            };
-            send(ws, &m).await?;
+        let mut out = vec![];
+        if !wanted.is_empty() {
+            // The width first: the server keeps it for the track it places.
+            out.extend(tiles);
+            out.push(signal::subscribe(wanted));
         }
+        out
     }
-    Ok(())
+
+    fn required(&mut self, r: &proto::MediaSectionsRequirement) {
+        self.audio_lines += r.num_audios;
+        self.video_lines += r.num_videos;
+        self.offer_wanted = true;
+    }
+
+    /// The receive lines the next offer adds.
+    fn take_lines(&mut self) -> Vec<MediaKind> {
+        let mut kinds = vec![MediaKind::Audio; std::mem::take(&mut self.audio_lines) as usize];
+        kinds.extend(vec![
+            MediaKind::Video;
+            std::mem::take(&mut self.video_lines) as usize
+        ]);
+        self.offer_wanted = false;
+        kinds
+    }
 }
 
 pub async fn run_room_session(
@@ -108,12 +124,11 @@ pub async fn run_room_session(
     live: Arc<Live>,
     cancel: CancellationToken,
 ) -> SessionResult {
-    let mut sub = Subscriber::new(plan.subscribe);
-    let result = tokio::select! {
+    let joined = tokio::select! {
         _ = cancel.cancelled() => Err("cancelled before joining".to_string()),
-        r = join(&target, &plan, &mut sub) => r,
+        r = join(&target, &plan) => r,
     };
-    let (mut ws, me, existing) = match result {
+    let (mut ws, signalling, participants) = match joined {
         Ok(j) => j,
         Err(e) => {
             live.failed.fetch_add(1, Ordering::Relaxed);
@@ -121,77 +136,99 @@ pub async fn run_room_session(
         }
     };
     let ending = plan.ending;
-    match participate(&mut ws, plan, sub, &me, existing, clock, &live, &cancel).await {
-        Ok(r) => {
-            if ending == Ending::Graceful {
-                let _ = send(&mut ws, &ClientMessage::Leave {}).await;
-                let _ = ws.close(None).await;
-            }
-            r
-        }
-        Err(e) => {
-            live.failed.fetch_add(1, Ordering::Relaxed);
-            SessionResult::failed(e)
-        }
+    let result = participate(
+        &mut ws,
+        plan,
+        signalling,
+        participants,
+        clock,
+        &live,
+        &cancel,
+    )
+    .await;
+    if ending == Ending::Graceful {
+        let _ = signal::send(&mut ws, signal::leave()).await;
+        let _ = ws.close(None).await;
     }
+    result.unwrap_or_else(|e| {
+        live.failed.fetch_add(1, Ordering::Relaxed);
+        SessionResult::failed(e)
+    })
 }
 
-/// Connect and wait for `joined`: the socket, my sid, the tracks already
-/// there that I want.
+/// Connect and wait for the join response.
 async fn join(
     target: &Target,
     plan: &RoomPlan,
-    sub: &mut Subscriber,
-) -> Result<(Ws, String, Vec<Wanted>), String> {
-    let url = format!(
-        "{}/rtc?access_token={}",
-        target.base.replacen("http", "ws", 1),
-        plan.token
-    );
-    // Each turn of the peer's loop polls the socket again: read in small
-    // chunks (tungstenite zero-fills the whole read buffer per read).
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(READ_CHUNK_BYTES);
-    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), false);
-    let (mut ws, _) = tokio::time::timeout(SIGNAL_TIMEOUT, connect)
+) -> Result<(Ws, Signalling, Vec<proto::ParticipantInfo>), String> {
+    let mut ws =
+        signal::connect(&signal::join_url(&target.base, &plan.token), SIGNAL_TIMEOUT).await?;
+    let first = tokio::time::timeout(SIGNAL_TIMEOUT, signal::next(&mut ws))
         .await
-        .map_err(|_| "WebSocket connect timed out".to_string())?
-        .map_err(|e| format!("WebSocket: {e}"))?;
-    let joined = tokio::time::timeout(SIGNAL_TIMEOUT, next(&mut ws))
-        .await
-        .map_err(|_| "no joined message".to_string())??;
-    match joined {
-        ServerMessage::Joined {
-            participant,
-            participants,
-            ..
-        } => {
-            let mut tracks = vec![];
-            for p in participants {
-                for t in p.tracks {
-                    tracks.extend(wanted(sub, &participant.sid, &p.sid, t));
+        .map_err(|_| "no join response".to_string())??;
+    match first {
+        Response::Join(j) => {
+            let me = j.participant.map(|p| p.sid).unwrap_or_default();
+            let signalling = Signalling {
+                me,
+                sub: Subscriber::new(plan.subscribe),
+                seen: HashSet::new(),
+                audio_lines: 0,
+                video_lines: 0,
+                offer_wanted: false,
+                next_offer_id: 1,
+                ping_every: Duration::from_secs(u64::from(j.ping_interval.clamp(1, 60) as u32)),
+            };
+            Ok((ws, signalling, j.other_participants))
+        }
+        Response::Leave(l) => Err(format!("join refused: {:?}", l.reason())),
+        other => Err(format!("expected a join response, got {other:?}")),
+    }
+}
+
+/// What the loop before the first answer and the peer's loop both do with
+/// a server message; returns why the session ends, if it does.
+async fn on_message(
+    ws: &mut Ws,
+    s: &mut Signalling,
+    m: Response,
+    peer: Option<&mut Peer>,
+    candidates: &mut Vec<String>,
+) -> Result<Option<String>, String> {
+    match m {
+        Response::Update(u) => {
+            for r in s.tracks_of(&u.participants) {
+                signal::send(ws, r).await?;
+            }
+        }
+        Response::MediaSectionsRequirement(r) => s.required(&r),
+        Response::Trickle(t) => {
+            if let Some(line) = signal::trickled_candidate(&t) {
+                match peer {
+                    Some(p) => p.add_remote_candidate(&line)?,
+                    None => candidates.push(line),
                 }
             }
-            Ok((ws, participant.sid, tracks))
         }
-        ServerMessage::Error { code, message } => Err(format!("join refused: {code:?}: {message}")),
-        other => Err(format!("expected joined, got {other:?}")),
+        Response::Leave(l) => return Ok(Some(format!("removed: {:?}", l.reason()))),
+        _ => {}
     }
+    Ok(None)
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn participate(
     ws: &mut Ws,
     plan: RoomPlan,
-    mut sub: Subscriber,
-    me: &str,
-    existing: Vec<Wanted>,
+    mut s: Signalling,
+    participants: Vec<proto::ParticipantInfo>,
     clock: Clock,
     live: &Live,
     cancel: &CancellationToken,
 ) -> Result<SessionResult, String> {
-    let plan_ending = plan.ending;
-    let mut existing = existing;
+    for r in s.tracks_of(&participants) {
+        signal::send(ws, r).await?;
+    }
     let media = match plan.publish {
         Some(src) => Media::Publish(src),
         None => Media::Receive {
@@ -199,75 +236,69 @@ async fn participate(
             video: false,
         },
     };
-    let publishing = matches!(media, Media::Publish(_));
-    // A listener in a room with nothing to receive yet waits for a track.
-    while !publishing && existing.is_empty() {
-        let m = tokio::select! {
-            _ = cancel.cancelled() => return Err("nothing was published".into()),
-            m = next(ws) => m?,
-        };
-        if let ServerMessage::TrackPublished { participant, track } = m {
-            existing.extend(wanted(&mut sub, me, &participant, track));
+    // Announce what it publishes; the offer follows the server's answers.
+    let mut announced = 0;
+    if let Media::Publish(src) = &media {
+        signal::send(ws, signal::add_track(send_track_id(MediaKind::Audio), None)).await?;
+        announced += 1;
+        if src.has_video() {
+            let layers = src.layer_specs();
+            signal::send(
+                ws,
+                signal::add_track(send_track_id(MediaKind::Video), Some(&layers)),
+            )
+            .await?;
+            announced += 1;
         }
     }
-    let receive_kinds: Vec<MediaKind> = existing.iter().map(|(t, _)| kind_of(t)).collect();
-    let offered = offer_with(plan.bind, &media, &receive_kinds)
+    let mut candidates = vec![];
+    // Before the first offer: the tracks announced are published, or (a
+    // listener) the server asked for sections.
+    let ready = async {
+        let mut published = 0;
+        loop {
+            if (announced > 0 && published == announced) || (announced == 0 && s.offer_wanted) {
+                return Ok::<_, String>(None);
+            }
+            match signal::next(ws).await? {
+                Response::TrackPublished(_) => published += 1,
+                m => {
+                    if let Some(end) = on_message(ws, &mut s, m, None, &mut candidates).await? {
+                        return Ok(Some(end));
+                    }
+                }
+            }
+        }
+    };
+    let limit = if announced > 0 {
+        SIGNAL_TIMEOUT
+    } else {
+        Duration::from_secs(24 * 3600)
+    };
+    let ended = tokio::select! {
+        _ = cancel.cancelled() => return Err("nothing to receive".into()),
+        r = tokio::time::timeout(limit, ready) => r.map_err(|_| "no track_published".to_string())??,
+    };
+    if let Some(end) = ended {
+        return Err(end);
+    }
+    let receive = s.take_lines();
+    let offered = offer_with(plan.bind, &media, &receive)
         .await
         .map_err(|e| format!("socket: {e}"))?;
-    let lines = offered.mids().to_vec();
-    let (send_lines, recv_lines) = lines.split_at(lines.len() - receive_kinds.len());
-    let publish = send_lines
-        .iter()
-        .map(|(mid, kind)| {
-            let source = if *kind == MediaKind::Audio {
-                TrackSource::Microphone
-            } else {
-                TrackSource::Camera
-            };
-            (
-                mid.to_string(),
-                PublishInfo {
-                    source,
-                    name: format!("{source:?}").to_lowercase(),
-                    ..PublishInfo::default()
-                },
-            )
-        })
-        .collect();
-    let subscribe = recv_lines
-        .iter()
-        .zip(&existing)
-        .map(|((mid, _), (t, _))| (mid.to_string(), t.sid.clone()))
-        .collect();
     let posted = Instant::now();
-    ask_widths(ws, &existing).await?;
-    send(
-        ws,
-        &ClientMessage::Offer {
-            sdp: offered.offer.clone(),
-            publish,
-            subscribe,
-        },
-    )
-    .await?;
-    // Tracks announced while the first offer is in flight wait for the next.
-    let mut queued: Vec<Wanted> = vec![];
+    let id = s.next_offer_id;
+    s.next_offer_id += 1;
+    signal::send(ws, signal::offer(offered.offer.clone(), id)).await?;
     let answer = tokio::time::timeout(SIGNAL_TIMEOUT, async {
         loop {
-            match next(ws).await? {
-                ServerMessage::Answer { sdp } => return Ok::<_, String>(sdp),
-                ServerMessage::TrackPublished { participant, track } => {
-                    queued.extend(wanted(&mut sub, me, &participant, track))
+            match signal::next(ws).await? {
+                Response::Answer(a) => return Ok::<_, String>(a.sdp),
+                m => {
+                    if let Some(end) = on_message(ws, &mut s, m, None, &mut candidates).await? {
+                        return Err(end);
+                    }
                 }
-                // A width asked for a track that has just gone.
-                ServerMessage::Error {
-                    code: ErrorCode::NotFound,
-                    ..
-                } => {}
-                ServerMessage::Error { code, message } => {
-                    return Err(format!("{code:?}: {message}"))
-                }
-                _ => {}
             }
         }
     })
@@ -275,62 +306,53 @@ async fn participate(
     .map_err(|_| "no answer to the offer".to_string())??;
     let signaling_ms = posted.elapsed().as_secs_f64() * 1000.0;
     let mut peer = offered.accept(&answer, media)?;
+    for line in candidates.drain(..) {
+        peer.add_remote_candidate(&line)?;
+    }
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut in_flight = false;
     let mut ended = None;
+    let mut next_ping = Instant::now() + s.ping_every;
     loop {
-        if !in_flight && !queued.is_empty() {
-            let tracks: Vec<Wanted> = std::mem::take(&mut queued);
-            let kinds: Vec<MediaKind> = tracks.iter().map(|(t, _)| kind_of(t)).collect();
-            let (sdp, mids) = peer.reoffer(&kinds)?;
-            let subscribe = mids
-                .iter()
-                .zip(&tracks)
-                .map(|(mid, (t, _))| (mid.to_string(), t.sid.clone()))
-                .collect();
-            ask_widths(ws, &tracks).await?;
-            send(
-                ws,
-                &ClientMessage::Offer {
-                    sdp,
-                    publish: BTreeMap::new(),
-                    subscribe,
-                },
-            )
-            .await?;
+        if !in_flight && s.offer_wanted {
+            let (sdp, _) = peer.reoffer(&s.take_lines())?;
+            let id = s.next_offer_id;
+            s.next_offer_id += 1;
+            signal::send(ws, signal::offer(sdp, id)).await?;
             in_flight = true;
+        }
+        if Instant::now() >= next_ping {
+            signal::send(ws, signal::ping(now_ms())).await?;
+            next_ping = Instant::now() + s.ping_every;
         }
         let extra = async {
             tokio::select! {
                 _ = cancel.cancelled() => None,
-                m = next(ws) => Some(m),
+                _ = tokio::time::sleep_until(next_ping.into()) => Some(Ok(None)),
+                m = signal::next(ws) => Some(m.map(Some)),
             }
         };
         match peer.turn(&mut buf, clock, live, extra).await {
-            Turn::Io => {}
-            Turn::Dead => break,
-            Turn::Extra(None) => break,
+            Turn::Io | Turn::Extra(Some(Ok(None))) => {}
+            Turn::Dead | Turn::Extra(None) => break,
             Turn::Extra(Some(Err(e))) => {
                 ended = Some(e);
                 break;
             }
-            Turn::Extra(Some(Ok(m))) => match m {
-                ServerMessage::TrackPublished { participant, track } => {
-                    queued.extend(wanted(&mut sub, me, &participant, track))
-                }
-                ServerMessage::Answer { sdp } => {
-                    peer.accept_answer(&sdp)?;
+            Turn::Extra(Some(Ok(Some(m)))) => {
+                if let Response::Answer(a) = m {
+                    peer.accept_answer(&a.sdp)?;
                     in_flight = false;
-                }
-                ServerMessage::Removed { reason } | ServerMessage::RoomClosed { reason } => {
-                    ended = Some(format!("removed: {reason}"));
+                } else if let Some(end) =
+                    on_message(ws, &mut s, m, Some(&mut peer), &mut candidates).await?
+                {
+                    ended = Some(end);
                     break;
                 }
-                _ => {}
-            },
+            }
         }
     }
-    if plan_ending == Ending::Graceful {
+    if plan.ending == Ending::Graceful {
         peer.close(clock, live).await;
     }
     let connected = peer.connected;

@@ -146,6 +146,11 @@ impl MediaSource {
         self.simulcast
     }
 
+    /// The video layers, lowest first (empty: audio only).
+    pub fn layer_specs(&self) -> Vec<LayerSpec> {
+        self.layers.iter().map(|l| l.spec.clone()).collect()
+    }
+
     pub fn rids(&self) -> Vec<&'static str> {
         self.layers.iter().map(|l| l.spec.rid).collect()
     }

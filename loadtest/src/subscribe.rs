@@ -1,6 +1,6 @@
 //! Which of the other participants' tracks a room member subscribes to,
 //! and how wide it wants each video, apart from how it says so: the
-//! signaling (`room`, the JSON room protocol) asks for a decision on every
+//! signaling (`room`, LiveKit's room signalling) asks for a decision on every
 //! track it learns of and carries it out in its own messages, so another
 //! signaling can reuse the same choices.
 
