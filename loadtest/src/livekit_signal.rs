@@ -46,7 +46,11 @@ pub fn join_url(base: &str, token: &str) -> String {
         compression: proto::wrapped_join_request::Compression::None as i32,
         join_request: join.encode_to_vec(),
     };
-    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(wrapped.encode_to_vec());
+    // Padded base64url, its `=` escaped, as livekit-client sends it (a
+    // LiveKit server refuses it unpadded).
+    let encoded = base64::engine::general_purpose::URL_SAFE
+        .encode(wrapped.encode_to_vec())
+        .replace('=', "%3D");
     format!(
         "{}/rtc/v1?access_token={token}&join_request={encoded}",
         base.replacen("http", "ws", 1)
@@ -105,6 +109,7 @@ pub fn add_track(cid: &str, video: Option<&[crate::source::LayerSpec]>) -> Reque
         .enumerate()
         .map(|(i, l)| proto::VideoLayer {
             quality: i as i32,
+            spatial_layer: i as i32,
             width: l.width,
             height: l.height,
             bitrate: l.kbps * 1000,
@@ -185,7 +190,7 @@ mod tests {
         let url = join_url("http://127.0.0.1:8080", "tok");
         assert!(url.starts_with("ws://127.0.0.1:8080/rtc/v1?access_token=tok&join_request="));
         let raw = url.split("join_request=").nth(1).expect("parameter");
-        let request = join::decode_join_request(raw).expect("decodes");
+        let request = join::decode_join_request(&raw.replace("%3D", "=")).expect("decodes");
         assert_eq!(
             request.connection_settings.map(|c| c.auto_subscribe),
             Some(false)

@@ -1,9 +1,10 @@
 // Benchmark (not part of the test suite): the same meeting of MEMBERS
 // Chromium pages (camera 320x240 without simulcast, and microphone; each
-// receives everyone) once on the project's meeting page (JSON room
-// protocol, /rtc) and once with livekit-client (LiveKit's signalling,
-// /rtc/v1), each against a fresh server (PROTOCOLS=json,livekit picks
-// which and in what order); reports the server's CPU time
+// receives everyone) once on the project's meeting page (/room/{name},
+// livekit-client since 525e978: the JSON room protocol's figures are in
+// BENCHMARKS.md) and once with bare livekit-client pages (LiveKit's
+// signalling, /rtc/v1), each against a fresh server (PROTOCOLS=page,livekit
+// picks which and in what order); reports the server's CPU time
 // and memory over a steady window from /proc/<pid>, and the time until
 // every page decodes every other. Run:
 //   tests/e2e/run.sh bench_meeting_protocols.mjs   (MEMBERS=10 WINDOW_MS=20000)
@@ -53,15 +54,15 @@ async function measure(t, label, server, join, decoding) {
   await Promise.all(pages.map((p) => p.context().close()));
 }
 
-const PROTOCOLS = (process.env.PROTOCOLS || 'json,livekit').split(',');
+const PROTOCOLS = (process.env.PROTOCOLS || 'page,livekit').split(',');
 const token = (room, i) => signToken(KEY, SECRET, room, `m${i}`, { publish: true, subscribe: true });
 
 const runs = {
-  async json(t) {
-    const server = await startServer(t, 'bench-json', { extraArgs: ['--api-key', KEY, '--api-secret', SECRET, '--log', 'warn'] });
+  async page(t) {
+    const server = await startServer(t, 'bench-page', { extraArgs: ['--api-key', KEY, '--api-secret', SECRET, '--log', 'warn'] });
     const browser = await launchBrowser(t, { origin: server.base });
-    await measure(t, 'json', server,
-      (i) => openPage(browser, `${server.base}/room/bench?autojoin=1&resolution=320x240&simulcast=0&name=m${i}&token=${token('bench', i)}`, `json-${i}`),
+    await measure(t, 'page', server,
+      (i) => openPage(browser, `${server.base}/room/bench?autojoin=1&resolution=320x240&simulcast=0&adaptive=0&name=m${i}&token=${token('bench', i)}`, `page-${i}`),
       (page) => page.evaluate(async () => Object.values(await window.room.stats())
         .filter((e) => e.framesDecoded > 0 && e.audioBytes > 0).length));
     await browser.close();
