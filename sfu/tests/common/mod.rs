@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod livekit;
 pub mod member;
 pub mod redis;
 pub mod rtp_publisher;
@@ -322,6 +323,8 @@ pub struct TestPeer {
     /// Data channels by label, and the text messages received on them.
     pub channels: std::collections::HashMap<String, str0m::channel::ChannelId>,
     pub channel_messages: Vec<(String, String)>,
+    /// The same messages as bytes (LiveKit's data packets are protobuf).
+    pub channel_bytes: Vec<(String, Vec<u8>)>,
     /// RFC 6464 level put on audio packets (None: no level).
     pub audio_level: Option<i8>,
     /// Never send DTLS (ICE still runs): a handshake stuck half-way.
@@ -455,7 +458,17 @@ impl TestPeer {
             let sim = (*kind == MediaKind::Video)
                 .then(|| simulcast.clone())
                 .flatten();
-            mids.push((api.add_media(*kind, *dir, None, None, sim), *kind));
+            // A sending line's msid names its track as a LiveKit client's
+            // `cid` would: "audio" or "video".
+            let cid = matches!(dir, Direction::SendOnly | Direction::SendRecv).then(|| {
+                match kind {
+                    MediaKind::Audio => "audio",
+                    MediaKind::Video => "video",
+                }
+                .to_string()
+            });
+            let stream = cid.as_ref().map(|_| "test".to_string());
+            mids.push((api.add_media(*kind, *dir, stream, cid, sim), *kind));
         }
         let mut channels = std::collections::HashMap::new();
         for label in labels {
@@ -486,6 +499,7 @@ impl TestPeer {
                 frames_by_mid: Default::default(),
                 channels,
                 channel_messages: vec![],
+                channel_bytes: vec![],
                 audio_level: None,
                 drop_dtls: false,
             },
@@ -514,6 +528,34 @@ impl TestPeer {
             self.mids.push((*mid, *kind));
         }
         (offer.to_sdp_string(), new)
+    }
+
+    /// `offer_changes` of receive lines; with none to add, an ICE restart
+    /// (str0m offers only on a change; a LiveKit server may ask for an offer
+    /// to place a track on a line it has).
+    pub fn offer_changes_or_restart(
+        &mut self,
+        add: &[(MediaKind, Direction)],
+    ) -> (String, Vec<Mid>) {
+        if !add.is_empty() {
+            return self.offer_changes(add, &[]);
+        }
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply().expect("a restart to offer");
+        self.pending = Some(pending);
+        (offer.to_sdp_string(), vec![])
+    }
+
+    /// Send binary `data` on the data channel `label`.
+    pub fn send_bytes(&mut self, label: &str, data: &[u8]) -> bool {
+        let Some(id) = self.channels.get(label).copied() else {
+            return false;
+        };
+        match self.rtc.channel(id) {
+            Some(mut ch) => ch.write(true, data).unwrap_or(false),
+            None => false,
+        }
     }
 
     /// Send a text message on the data channel `label`.
@@ -752,7 +794,8 @@ impl TestPeer {
                     .map(|(l, _)| l.clone())
                     .unwrap_or_default();
                 self.channel_messages
-                    .push((label, String::from_utf8_lossy(&d.data).into_owned()));
+                    .push((label.clone(), String::from_utf8_lossy(&d.data).into_owned()));
+                self.channel_bytes.push((label, d.data.to_vec()));
             }
             Event::MediaData(d) => {
                 *self.frames_by_mid.entry(d.mid).or_default() += 1;
