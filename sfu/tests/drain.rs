@@ -7,9 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ws::{idle, RoomClient};
+use common::livekit::LkClient;
 use common::{post_sdp, TestPeer, TestServer};
 use sfu::config::ConfigArgs;
+use signaling::livekit::proto;
+use signaling::livekit::proto::signal_response::Message as Response;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -38,14 +40,12 @@ fn a_draining_server_finishes_its_rooms_and_takes_no_new_one() {
     let grace = Duration::from_secs(2);
     let server = draining_server(grace.as_secs());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut idle = idle;
-    let mut alice = RoomClient::connect(
+    let mut alice = LkClient::connect(
         &server.base,
         &server.token("meeting", "alice", true, true),
         None,
     )
     .expect("alice joins");
-    alice.wait_type(0, "joined", T, &mut idle).expect("joined");
     let health = |base: &str| {
         rt.block_on(async {
             let r = reqwest::get(format!("{base}/healthz"))
@@ -83,28 +83,32 @@ fn a_draining_server_finishes_its_rooms_and_takes_no_new_one() {
     assert_eq!(retry_after, Some("5"));
 
     // The meeting goes on: bob still joins it and sees alice.
-    let mut bob = RoomClient::connect(
+    let bob = LkClient::connect(
         &server.base,
         &server.token("meeting", "bob", true, true),
         None,
     )
     .expect("bob joins the running meeting");
-    let joined = bob.wait_type(0, "joined", T, &mut idle).expect("joined");
-    assert_eq!(
-        joined["participants"].as_array().map(Vec::len),
-        Some(1),
-        "{joined}"
-    );
+    let others = &bob.join().other_participants;
+    assert_eq!(others.len(), 1, "{others:?}");
 
     // After the grace period the participants are told why, and the server stops.
-    let closed = alice.wait_type(0, "roomClosed", grace + T, &mut idle);
+    let closed = alice.wait(
+        0,
+        |m| matches!(m, Response::Leave(_)),
+        grace + T,
+        &mut || {},
+    );
     let closed = closed.unwrap_or_else(|| {
         panic!(
             "alice is told the room closed; she got {:?} (socket closed: {})",
             alice.inbox, alice.closed
         )
     });
-    assert_eq!(closed["reason"], "the server is shutting down", "{closed}");
+    assert!(
+        matches!(closed, Response::Leave(ref l) if l.reason == proto::DisconnectReason::RoomDeleted as i32),
+        "{closed:?}"
+    );
     assert!(
         drained_at.elapsed() >= grace - Duration::from_millis(300),
         "the rooms ran for the grace period, not {:?}",

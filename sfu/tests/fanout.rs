@@ -326,7 +326,11 @@ async fn a_viewer_on_another_worker_sees_the_publisher_come_and_go() -> TestResu
 /// listed once with its four participants.
 #[test]
 fn a_meeting_spreads_over_workers_through_one_bridge() {
-    use common::member::{join_and_publish, run_until, subscribe, wait_tracks_of, T};
+    use common::livekit::{join_and_publish, subscribe, user_packet, user_packets, RELIABLE};
+    use common::member::{run_until, T};
+    use signaling::livekit::proto;
+    use signaling::livekit::proto::signal_request::Message as Request;
+    use signaling::livekit::proto::signal_response::Message as Response;
 
     let server = TestServer::start_with(ConfigArgs {
         workers: Some(2),
@@ -349,10 +353,14 @@ fn a_meeting_spreads_over_workers_through_one_bridge() {
         let mut wanted = vec![];
         for (j, other) in names.iter().enumerate() {
             if i != j {
-                let mut refs: Vec<&mut TestPeer> = peers.iter_mut().collect();
-                let tracks = wait_tracks_of(&mut clients[i], other, &mut refs)
+                let (audio, video) = clients[i]
+                    .wait_tracks_of(other, &mut || {
+                        for p in peers.iter_mut() {
+                            p.run_for(std::time::Duration::from_millis(2));
+                        }
+                    })
                     .unwrap_or_else(|| panic!("{} is told of {other}'s tracks", names[i]));
-                wanted.extend(tracks);
+                wanted.extend([audio, video]);
             }
         }
         lines.push(subscribe(&mut clients[i], &mut peers[i], &wanted));
@@ -376,7 +384,7 @@ fn a_meeting_spreads_over_workers_through_one_bridge() {
     // Chat from a member of the satellite reaches the room's worker's.
     let mut sent = false;
     for _ in 0..200 {
-        if peers[3].send_text("reliable", r#"{"topic":"chat","payload":"hi all"}"#) {
+        if peers[3].send_bytes(RELIABLE, &user_packet(b"hi all", "chat", &[])) {
             sent = true;
             break;
         }
@@ -386,25 +394,22 @@ fn a_meeting_spreads_over_workers_through_one_bridge() {
     assert!(sent, "m4's data channel opened");
     let mut refs: Vec<&mut TestPeer> = peers.iter_mut().collect();
     assert!(
-        run_until(&mut refs, T, |p| (0..3).all(|i| p[i]
-            .channel_messages
+        run_until(&mut refs, T, |p| (0..3).all(|i| user_packets(p[i])
             .iter()
-            .any(|(_, t)| t.contains("hi all") && t.contains("m4")))),
+            .any(|(from, _, payload)| from == "m4" && payload == b"hi all"))),
         "m1-m3 get m4's chat"
     );
     // m4 (on the satellite) loses its socket and resumes there.
-    let resume = clients[3].inbox[0]["resumeToken"]
-        .as_str()
-        .expect("resume token")
-        .to_string();
+    let m4 = clients[3].me();
     let token = server.token(room, "m4", true, true);
     clients.pop().expect("m4").drop_connection();
     let mut again =
-        common::ws::RoomClient::connect(&server.base, &token, Some(&resume)).expect("m4 resumes");
-    let joined = again
-        .wait_type(0, "joined", T, &mut common::ws::idle)
-        .expect("joined again");
-    assert_eq!(joined["resumed"], true, "{joined}");
+        common::livekit::LkClient::connect(&server.base, &token, Some(&m4)).expect("m4 resumes");
+    assert!(
+        matches!(again.inbox.first(), Some(Response::Reconnect(_))),
+        "{:?}",
+        again.inbox.first()
+    );
     let rooms = rt.block_on(async {
         reqwest::Client::new()
             .get(format!("{}/api/rooms", server.base))
@@ -425,9 +430,15 @@ fn a_meeting_spreads_over_workers_through_one_bridge() {
     assert_eq!(ours[0]["participants"], 4, "{rooms}");
 
     // Everyone leaves: the bridge, left alone, closes, and the room ends.
-    again.send(serde_json::json!({"type": "leave"}));
+    let leave = || {
+        Request::Leave(proto::LeaveRequest {
+            reason: proto::DisconnectReason::ClientInitiated as i32,
+            ..Default::default()
+        })
+    };
+    again.send(leave());
     for c in clients.iter_mut() {
-        c.send(serde_json::json!({"type": "leave"}));
+        c.send(leave());
     }
     let left = rt.block_on(wait_for(&server, "sfu_rooms", "", 0.0, 3 * T));
     assert_eq!(left, 0.0, "the room ended");
