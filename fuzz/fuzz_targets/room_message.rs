@@ -1,6 +1,6 @@
 //! Feeds arbitrary bytes, as UTF-8 text, to
 //! `signaling::room_protocol::parse_client_message`: a WebSocket text frame
-//! of the room protocol (`/rtc`, signaling/PROTOCOL.md). A message that
+//! of the room protocol (the nodes' bridges on `/rtc`, signaling/PROTOCOL.md). A message that
 //! parses is serialized again with serde_json, which must not fail, and the
 //! serialized form must parse back to the same message.
 #![no_main]

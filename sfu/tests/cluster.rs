@@ -8,11 +8,13 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::member::{ms, subscribe, wait_tracks_of, T};
+use common::member::{ms, T};
 use common::redis::{free_port, log_file, log_lines, wait_answering, Redis};
-use common::ws::{idle, RoomClient};
 use common::{post_sdp_with, Posted, TestPeer, TestResult};
-use serde_json::json;
+use signaling::livekit::proto;
+use signaling::livekit::proto::signal_request::Message as Request;
+use signaling::livekit::proto::signal_response::Message as Response;
+use str0m::media::MediaKind;
 use str0m::RtcConfig;
 
 const START: Duration = Duration::from_secs(15);
@@ -776,7 +778,11 @@ fn member_token(room: &str, identity: &str) -> String {
 /// and leave reach the other node.
 #[test]
 fn a_meeting_spans_nodes_over_one_bridge() {
-    use common::member::{join_and_publish, ms, run_until, subscribe, wait_tracks_of, T};
+    use common::livekit::{
+        join_and_publish, leave, left, muted, subscribe, told_to_leave, user_packet, user_packets,
+        LkClient, RELIABLE,
+    };
+    use common::member::{ms, run_until, T};
     use serde_json::json;
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -810,17 +816,23 @@ fn a_meeting_spans_nodes_over_one_bridge() {
         join_and_publish(&nodes[1].base, &member_token(room, "bob"));
 
     // Each learns of the other's tracks, through the bridge.
-    let seen_by_bob = wait_tracks_of(&mut b, "alice", &mut [&mut pa, &mut pb])
+    let seen_by_bob = b
+        .wait_tracks_of("alice", &mut || {
+            pa.run_for(ms(2));
+            pb.run_for(ms(2));
+        })
         .expect("bob is told of alice's tracks");
-    assert!(seen_by_bob.contains(&("audio".into(), a_audio.clone())));
-    assert!(seen_by_bob.contains(&("video".into(), a_video.clone())));
-    let seen_by_alice = wait_tracks_of(&mut a, "bob", &mut [&mut pa, &mut pb])
+    assert_eq!(seen_by_bob, (a_audio.clone(), a_video.clone()));
+    let seen_by_alice = a
+        .wait_tracks_of("bob", &mut || {
+            pa.run_for(ms(2));
+            pb.run_for(ms(2));
+        })
         .expect("alice is told of bob's tracks");
-    assert!(seen_by_alice.contains(&("audio".into(), b_audio.clone())));
-    assert!(seen_by_alice.contains(&("video".into(), b_video.clone())));
+    assert_eq!(seen_by_alice, (b_audio.clone(), b_video.clone()));
 
-    let b_subs = subscribe(&mut b, &mut pb, &seen_by_bob);
-    let a_subs = subscribe(&mut a, &mut pa, &seen_by_alice);
+    let b_subs = subscribe(&mut b, &mut pb, &[a_audio.clone(), a_video.clone()]);
+    let a_subs = subscribe(&mut a, &mut pa, &[b_audio.clone(), b_video.clone()]);
     let decoded = run_until(&mut [&mut pa, &mut pb], 2 * T, |p| {
         frames_of(p[0], &a_subs, &b_video) >= 10
             && frames_of(p[0], &a_subs, &b_audio) >= 10
@@ -834,10 +846,16 @@ fn a_meeting_spans_nodes_over_one_bridge() {
     );
 
     // Carol joins beside bob: she gets alice's video over the same bridge.
-    let (mut c, mut pc, _, _) = join_and_publish(&nodes[1].base, &member_token(room, "carol"));
-    let carol_sees = wait_tracks_of(&mut c, "alice", &mut [&mut pa, &mut pb, &mut pc])
+    let (mut c, mut pc, _, carol_video) =
+        join_and_publish(&nodes[1].base, &member_token(room, "carol"));
+    let carol_sees = c
+        .wait_tracks_of("alice", &mut || {
+            pa.run_for(ms(2));
+            pb.run_for(ms(2));
+            pc.run_for(ms(2));
+        })
         .expect("carol is told of alice's tracks");
-    let c_subs = subscribe(&mut c, &mut pc, &carol_sees);
+    let c_subs = subscribe(&mut c, &mut pc, &[carol_sees.0, carol_sees.1]);
     assert!(
         run_until(&mut [&mut pa, &mut pb, &mut pc], 2 * T, |p| {
             frames_of(p[2], &c_subs, &a_video) >= 10
@@ -848,16 +866,13 @@ fn a_meeting_spans_nodes_over_one_bridge() {
     // Past the reconnect grace, nobody has seen anyone leave.
     run_until(&mut [&mut pa, &mut pb, &mut pc], ms(3000), |_| false);
     for (who, client) in [("alice", &mut a), ("bob", &mut b), ("carol", &mut c)] {
-        client.wait_from(0, |_| false, ms(500), &mut || {});
-        assert!(
-            !client.inbox.iter().any(|v| v["type"] == "participantLeft"),
-            "{who} saw someone leave: {:?}",
-            client
-                .inbox
-                .iter()
-                .filter(|v| v["type"] == "participantLeft")
-                .collect::<Vec<_>>()
-        );
+        client.wait(0, |_| false, ms(500), &mut || {});
+        for other in ["alice", "bob", "carol"] {
+            assert!(
+                !client.inbox.iter().any(|m| left(m, other)),
+                "{who} saw {other} leave"
+            );
+        }
     }
     let bridges: f64 = rt.block_on(async {
         metric(&nodes[0].base, "sfu_cluster_bridges", "").await
@@ -868,15 +883,14 @@ fn a_meeting_spans_nodes_over_one_bridge() {
     // Alice talks: bob, on the other node, is told she speaks (and not
     // the bridge that carries her voice).
     pa.audio_level = Some(-15);
-    let alice_sid = a.inbox[0]["participant"]["sid"].clone();
+    let alice_sid = a.me();
     let n = b.inbox.len();
-    let spoke = b.wait_from(
+    let spoke = b.wait(
         n,
-        |v| {
-            v["type"] == "speakers"
-                && v["speakers"]
-                    .as_array()
-                    .is_some_and(|s| s.len() == 1 && s[0]["sid"] == alice_sid)
+        |m| {
+            matches!(m, Response::SpeakersChanged(s)
+                if s.speakers.iter().any(|s| s.active && s.sid == alice_sid)
+                    && s.speakers.iter().all(|s| !s.active || s.sid == alice_sid))
         },
         T,
         &mut || {
@@ -892,35 +906,31 @@ fn a_meeting_spans_nodes_over_one_bridge() {
     );
     pa.audio_level = None;
 
-    // Chat crosses the bridge: to everyone, and to carol alone.
+    // Data packets cross the bridge: to everyone, and to carol alone.
     let mut sent = false;
     for _ in 0..200 {
-        if pa.send_text("reliable", r#"{"topic":"chat","payload":"hello all"}"#) {
+        if pa.send_bytes(RELIABLE, &user_packet(b"hello all", "chat", &[])) {
             sent = true;
             break;
         }
         run_until(&mut [&mut pa, &mut pb, &mut pc], ms(20), |_| false);
     }
     assert!(sent, "alice's data channel opened");
-    assert!(pa.send_text(
-        "reliable",
-        r#"{"topic":"chat","payload":"psst","to":["carol"]}"#
-    ));
-    let got = |p: &TestPeer, payload: &str| {
-        p.channel_messages.iter().any(|(_, t)| {
-            serde_json::from_str::<serde_json::Value>(t)
-                .is_ok_and(|v| v["payload"] == payload && v["from"] == "alice")
-        })
+    assert!(pa.send_bytes(RELIABLE, &user_packet(b"psst", "chat", &["carol"])));
+    let got = |p: &TestPeer, payload: &[u8]| {
+        user_packets(p)
+            .iter()
+            .any(|(from, _, data)| from == "alice" && data == payload)
     };
     assert!(
         run_until(&mut [&mut pa, &mut pb, &mut pc], T, |p| {
-            got(p[1], "hello all") && got(p[2], "hello all") && got(p[2], "psst")
+            got(p[1], b"hello all") && got(p[2], b"hello all") && got(p[2], b"psst")
         }),
-        "bob and carol get alice's chat: bob {:?}, carol {:?}",
-        pb.channel_messages,
-        pc.channel_messages
+        "bob and carol get alice's packets: bob {:?}, carol {:?}",
+        user_packets(&pb),
+        user_packets(&pc)
     );
-    assert!(!got(&pb, "psst"), "a message to carol is not bob's");
+    assert!(!got(&pb, b"psst"), "a packet to carol is not bob's");
 
     // The room's API (asked at bob's node, answered by the room's) acts on
     // participants of the satellite: listed, updated, muted, removed.
@@ -961,9 +971,12 @@ fn a_meeting_spans_nodes_over_one_bridge() {
         Some(json!({"metadata": "host"})),
     );
     assert_eq!(status, 200, "{body}");
-    a.wait_from(
+    a.wait(
         n,
-        |v| v["type"] == "participantUpdated" && v["participant"]["metadata"] == "host",
+        |m| {
+            matches!(m, Response::Update(u) if u.participants.iter()
+            .any(|p| p.identity == "carol" && p.metadata == "host"))
+        },
         T,
         &mut || pa.run_for(ms(2)),
     )
@@ -978,55 +991,38 @@ fn a_meeting_spans_nodes_over_one_bridge() {
     // Redis goes away: a new participant still joins the satellite (a room
     // bridged here is served without a placement), a new room is refused.
     redis.stop();
-    let mut dan = RoomClient::connect(&nodes[1].base, &member_token(room, "dan"), None)
+    let mut dan = LkClient::connect(&nodes[1].base, &member_token(room, "dan"), None)
         .expect("dan joins the satellite without Redis");
-    dan.wait_type(0, "joined", T, &mut idle)
-        .expect("dan joined");
-    let refused = RoomClient::connect(&nodes[1].base, &member_token("elsewhere", "eve"), None);
+    let refused = LkClient::connect(&nodes[1].base, &member_token("elsewhere", "eve"), None);
     assert_eq!(
         refused.err().map(|r| r.status),
         Some(503),
         "a room needing a placement is refused"
     );
-    dan.send(json!({"type": "leave"}));
+    dan.send(leave());
     redis.restart();
 
     // Bob mutes his microphone, then leaves: alice hears both.
-    let bob_sid = a
-        .inbox
-        .iter()
-        .find(|v| v["participant"]["identity"] == "bob")
-        .and_then(|v| v["participant"]["sid"].as_str())
-        .expect("bob's sid")
-        .to_string();
+    let bob_sid = a.participant("bob").map(|p| p.sid).expect("bob's sid");
     let n = a.inbox.len();
-    b.send(json!({"type": "mute", "track": b_audio, "muted": true}));
-    a.wait_from(
-        n,
-        |v| v["type"] == "trackMuted" && v["track"] == json!(b_audio) && v["muted"] == true,
-        T,
-        &mut || {
-            pa.run_for(ms(2));
-            pb.run_for(ms(2));
-        },
-    )
+    b.send(Request::Mute(proto::MuteTrackRequest {
+        sid: b_audio.clone(),
+        muted: true,
+    }));
+    a.wait(n, |m| muted(m, &b_audio), T, &mut || {
+        pa.run_for(ms(2));
+        pb.run_for(ms(2));
+    })
     .expect("alice sees bob's microphone muted");
-    b.send(json!({"type": "leave"}));
-    let left = a
-        .wait_from(
-            n,
-            |v| v["type"] == "participantLeft" && v["identity"] == "bob",
-            T,
-            &mut || pa.run_for(ms(2)),
-        )
+    b.send(leave());
+    let gone = a
+        .wait(n, |m| left(m, "bob"), T, &mut || pa.run_for(ms(2)))
         .expect("alice hears bob left");
-    assert_eq!(left["sid"], json!(bob_sid));
     assert!(
-        a.inbox[n..]
-            .iter()
-            .any(|v| v["type"] == "trackUnpublished" && v["track"] == json!(b_video)),
-        "bob's camera ended for alice"
+        matches!(gone, Response::Update(ref u) if u.participants.iter().any(|p| p.sid == bob_sid)),
+        "{gone:?}"
     );
+    assert!(a.participant("bob").is_none());
     // Carol still sees alice after bob left.
     let before = frames_of(&pc, &c_subs, &a_video);
     assert!(
@@ -1036,7 +1032,6 @@ fn a_meeting_spans_nodes_over_one_bridge() {
         "carol still decodes alice"
     );
     // An administrator mutes carol's camera, then removes her.
-    let carol_video = carol_sees_own_video(&c);
     let n = a.inbox.len();
     let (status, body) = api(
         reqwest::Method::POST,
@@ -1044,124 +1039,92 @@ fn a_meeting_spans_nodes_over_one_bridge() {
         Some(json!({"track": carol_video, "muted": true})),
     );
     assert_eq!(status, 204, "{body}");
-    a.wait_from(
-        n,
-        |v| v["type"] == "trackMuted" && v["track"] == json!(carol_video) && v["muted"] == true,
-        T,
-        &mut || pa.run_for(ms(2)),
-    )
-    .expect("alice sees carol's camera muted");
+    a.wait(n, |m| muted(m, &carol_video), T, &mut || pa.run_for(ms(2)))
+        .expect("alice sees carol's camera muted");
     let (status, body) = api(
         reqwest::Method::DELETE,
         "/api/rooms/span/participants/carol",
         None,
     );
     assert!(status == 200 || status == 204, "{status} {body}");
-    c.wait_type(0, "removed", T, &mut || pc.run_for(ms(2)))
-        .expect("carol is told she was removed");
-    a.wait_from(
-        n,
-        |v| v["type"] == "participantLeft" && v["identity"] == "carol",
+    c.wait(
+        0,
+        |m| told_to_leave(m, proto::DisconnectReason::ParticipantRemoved),
         T,
-        &mut || pa.run_for(ms(2)),
+        &mut || pc.run_for(ms(2)),
     )
-    .expect("alice hears carol left");
+    .expect("carol is told she was removed");
+    a.wait(n, |m| left(m, "carol"), T, &mut || pa.run_for(ms(2)))
+        .expect("alice hears carol left");
 
     // One identity, one session in the room, whichever nodes: erin joins
     // on the satellite, then again on the room's node, and the first is
     // replaced; alice joins again on the satellite, and so is she.
     let mut erin =
-        RoomClient::connect(&nodes[1].base, &member_token(room, "erin"), None).expect("erin");
-    erin.wait_type(0, "joined", T, &mut idle)
-        .expect("erin joined");
-    a.wait_from(
+        LkClient::connect(&nodes[1].base, &member_token(room, "erin"), None).expect("erin");
+    a.wait(
         0,
-        |v| v["type"] == "participantJoined" && v["participant"]["identity"] == "erin",
+        |m| matches!(m, Response::Update(u) if u.participants.iter().any(|p| p.identity == "erin")),
         T,
         &mut || pa.run_for(ms(2)),
     )
     .expect("alice sees erin");
     // Erin sends no media: her node grades her link lost, and alice is told.
-    let erin_sid = erin.inbox[0]["participant"]["sid"].clone();
-    a.wait_from(
+    let erin_sid = erin.me();
+    a.wait(
         0,
-        |v| {
-            v["type"] == "connectionQuality"
-                && v["updates"].as_array().is_some_and(|u| {
-                    u.iter()
-                        .any(|u| u["sid"] == erin_sid && u["quality"] == "lost")
-                })
+        |m| {
+            matches!(m, Response::ConnectionQuality(q) if q.updates.iter().any(|u|
+                u.participant_sid == erin_sid && u.quality == proto::ConnectionQuality::Lost as i32))
         },
         T,
         &mut || pa.run_for(ms(2)),
     )
     .expect("alice is told erin's link is lost");
-    let mut erin2 =
-        RoomClient::connect(&nodes[0].base, &member_token(room, "erin"), None).expect("erin again");
-    erin2
-        .wait_type(0, "joined", T, &mut idle)
-        .expect("erin joined again");
-    let replaced = erin.wait_type(0, "removed", T, &mut idle);
+    let _erin2 =
+        LkClient::connect(&nodes[0].base, &member_token(room, "erin"), None).expect("erin again");
+    let replaced = erin.wait(
+        0,
+        |m| told_to_leave(m, proto::DisconnectReason::DuplicateIdentity),
+        T,
+        &mut || {},
+    );
     assert!(
-        replaced.is_some_and(|r| r["reason"].as_str().is_some_and(|r| r.contains("replaced"))),
+        replaced.is_some(),
         "erin's first session is replaced: {:?}",
         erin.inbox
     );
-    let mut alice2 = RoomClient::connect(&nodes[1].base, &member_token(room, "alice"), None)
-        .expect("alice again");
-    alice2
-        .wait_type(0, "joined", T, &mut idle)
-        .expect("alice joined again");
-    let replaced = a.wait_type(0, "removed", T, &mut || pa.run_for(ms(2)));
-    assert!(
-        replaced.is_some_and(|r| r["reason"].as_str().is_some_and(|r| r.contains("replaced"))),
-        "alice's first session is replaced"
+    let _alice2 =
+        LkClient::connect(&nodes[1].base, &member_token(room, "alice"), None).expect("alice again");
+    let replaced = a.wait(
+        0,
+        |m| told_to_leave(m, proto::DisconnectReason::DuplicateIdentity),
+        T,
+        &mut || pa.run_for(ms(2)),
     );
-}
-
-/// The sid of the video track a member published (from its own messages).
-fn carol_sees_own_video(c: &RoomClient) -> String {
-    let me = c.inbox[0]["participant"]["sid"].clone();
-    c.inbox
-        .iter()
-        .find(|v| {
-            v["type"] == "trackPublished" && v["participant"] == me && v["track"]["kind"] == "video"
-        })
-        .and_then(|v| v["track"]["sid"].as_str())
-        .expect("own video published")
-        .to_string()
+    assert!(replaced.is_some(), "alice's first session is replaced");
 }
 
 /// A simulcast member joined through `base`: its client, peer and video sid.
-fn simulcast_member_on(base: &str, room: &str, identity: &str) -> (RoomClient, TestPeer, String) {
+fn simulcast_member_on(
+    base: &str,
+    room: &str,
+    identity: &str,
+) -> (common::livekit::LkClient, TestPeer, String) {
+    use common::livekit::{add_track, answered, LkClient};
     use common::SimLayer;
-    let mut client = RoomClient::connect(base, &member_token(room, identity), None).expect("join");
-    let joined = client.wait_type(0, "joined", T, &mut idle).expect("joined");
-    let me = joined["participant"]["sid"].clone();
+    let mut client = LkClient::connect(base, &member_token(room, identity), None).expect("join");
+    add_track(&mut client, "audio", MediaKind::Audio, &mut || {});
+    let video = add_track(&mut client, "video", MediaKind::Video, &mut || {});
     let (mut peer, offer) = TestPeer::simulcast_member(vec![
         SimLayer::new("f", 1280, 720, 4000),
         SimLayer::new("h", 640, 360, 1500),
         SimLayer::new("q", 320, 180, 500),
     ]);
-    client.send(json!({"type": "offer", "sdp": offer}));
-    let answer = client.wait_type(0, "answer", T, &mut idle).expect("answer");
-    peer.accept_answer(answer["sdp"].as_str().expect("sdp"))
-        .expect("accept");
-    // Its own camera: another publisher's may be announced first.
-    let video = client
-        .wait_from(
-            0,
-            |v| {
-                v["type"] == "trackPublished"
-                    && v["participant"] == me
-                    && v["track"]["kind"] == "video"
-            },
-            T,
-            &mut || peer.run_for(ms(5)),
-        )
-        .expect("video published");
-    let sid = video["track"]["sid"].as_str().expect("sid").to_string();
-    (client, peer, sid)
+    let n = client.inbox.len();
+    let id = client.offer(offer);
+    answered(&mut client, &mut peer, id, n);
+    (client, peer, video)
 }
 
 /// Dynacast across a bridge, both ways: a simulcast publisher on each node
@@ -1170,6 +1133,8 @@ fn simulcast_member_on(base: &str, room: &str, identity: &str) -> (RoomClient, T
 /// there can.
 #[test]
 fn dynacast_crosses_the_bridge() {
+    use common::livekit::{enabled_qualities, receive_only, subscribe, LkClient};
+    use proto::VideoQuality::{High, Low, Medium};
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let redis = Redis::start();
     let nodes = [
@@ -1188,51 +1153,40 @@ fn dynacast_crosses_the_bridge() {
     for (i, base) in [(0, &nodes[1].base), (1, &nodes[0].base)] {
         let identity = format!("listener-{i}");
         let mut client =
-            RoomClient::connect(base, &member_token(room, &identity), None).expect("listener");
-        let (mut peer, _) = TestPeer::member(&[], &["reliable"]);
-        let tracks = wait_tracks_of(
-            &mut client,
-            &format!("pub-{i}"),
-            &mut peers.iter_mut().collect::<Vec<_>>(),
-        )
-        .expect("the publisher's tracks");
-        let audio = tracks
-            .into_iter()
-            .filter(|t| t.0 == "audio")
-            .collect::<Vec<_>>();
-        subscribe(&mut client, &mut peer, &audio);
+            LkClient::connect(base, &member_token(room, &identity), None).expect("listener");
+        let (audio, _) = client
+            .wait_tracks_of(&format!("pub-{i}"), &mut || run_all(&mut peers))
+            .expect("the publisher's tracks");
+        let (peer, _) = receive_only(&mut client, &[audio]);
         clients.push(client);
         peers.push(peer);
     }
-    let all = json!({"f": true, "h": true, "q": true});
-    let none = json!({"f": false, "h": false, "q": false});
-    let lower = json!({"f": false, "h": true, "q": true});
-    for i in 0..2 {
+    for (i, video) in videos.iter().enumerate() {
         let (first, rest) = clients.split_at_mut(1);
         let publisher = if i == 0 { &mut first[0] } else { &mut rest[0] };
         // First the bridge takes every layer, then the other node's view
         // (nobody there wants the camera) pauses them all.
-        let told = |v: &serde_json::Value, active: &serde_json::Value| {
-            v["type"] == "layers" && v["active"] == *active
+        let told = |m: &Response, q: &[proto::VideoQuality]| {
+            enabled_qualities(m, video).as_deref() == Some(q)
         };
         publisher
-            .wait_from(0, |v| told(v, &all), T, &mut || run_all(&mut peers))
+            .wait(0, |m| told(m, &[Low, Medium, High]), T, &mut || {
+                run_all(&mut peers)
+            })
             .expect("the bridge wants every layer");
         let taken = publisher
             .inbox
             .iter()
-            .position(|v| told(v, &all))
+            .position(|m| told(m, &[Low, Medium, High]))
             .unwrap_or(0);
-        let paused = publisher.wait_from(taken, |v| told(v, &none), 2 * T, &mut || {
-            run_all(&mut peers)
-        });
+        let paused = publisher.wait(taken, |m| told(m, &[]), 2 * T, &mut || run_all(&mut peers));
         assert!(
             paused.is_some(),
             "pub-{i}: every layer paused: {:?}\n{}",
             publisher
                 .inbox
                 .iter()
-                .filter(|v| v["type"] == "layers")
+                .filter_map(|m| enabled_qualities(m, video))
                 .collect::<Vec<_>>(),
             dynacast_logs(&nodes)
         );
@@ -1242,30 +1196,32 @@ fn dynacast_crosses_the_bridge() {
     for i in 0..2 {
         let n = clients[i].inbox.len();
         let listener = &mut clients[2 + i];
-        let listener_n = listener.inbox.len();
-        listener.send(json!({"type": "subscription", "track": videos[i], "maxWidth": 640}));
+        listener.send(Request::TrackSetting(proto::UpdateTrackSettings {
+            track_sids: vec![videos[i].clone()],
+            width: 640,
+            height: 360,
+            ..Default::default()
+        }));
         let line = subscribe(
             listener,
             &mut peers[2 + i],
-            &[("video".into(), videos[i].clone())],
+            std::slice::from_ref(&videos[i]),
         )[0]
         .1;
         let publisher = &mut clients[i];
-        let resumed = publisher.wait_from(
+        let resumed = publisher.wait(
             n,
-            |v| v["type"] == "layers" && v["active"] == lower,
+            |m| enabled_qualities(m, &videos[i]).as_deref() == Some(&[Low, Medium][..]),
             2 * T,
             &mut || run_all(&mut peers),
         );
-        let heard: Vec<String> = clients[2 + i].inbox[listener_n..]
-            .iter()
-            .map(|v| v["type"].to_string())
-            .collect();
-        let publisher = &mut clients[i];
         assert!(
             resumed.is_some(),
-            "pub-{i}: the layers the viewer can use resume: {:?}\nlistener-{i} was told {heard:?}\n{}",
-            &publisher.inbox[n..],
+            "pub-{i}: the layers the viewer can use resume: {:?}\n{}",
+            publisher.inbox[n..]
+                .iter()
+                .filter_map(|m| enabled_qualities(m, &videos[i]))
+                .collect::<Vec<_>>(),
             dynacast_logs(&nodes)
         );
         let mut refs: Vec<&mut TestPeer> = peers.iter_mut().collect();
@@ -1307,7 +1263,7 @@ fn run_all(peers: &mut [TestPeer]) {
 /// satellite's (not the one bridge that speaks for them).
 #[test]
 fn the_participant_limit_counts_every_node() {
-    use common::member::join_and_publish;
+    use common::livekit::{join_and_publish, leave, LkClient};
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let redis = Redis::start();
@@ -1321,8 +1277,15 @@ fn the_participant_limit_counts_every_node() {
     let (_a, mut pa, _, _) = join_and_publish(&nodes[0].base, &member_token(room, "alice"));
     let (mut b, mut pb, _, _) = join_and_publish(&nodes[1].base, &member_token(room, "bob"));
     let (mut c, mut pc, _, _) = join_and_publish(&nodes[1].base, &member_token(room, "carol"));
-    wait_tracks_of(&mut b, "alice", &mut [&mut pa, &mut pb, &mut pc]).expect("bob sees alice");
-    wait_tracks_of(&mut c, "alice", &mut [&mut pa, &mut pb, &mut pc]).expect("carol sees alice");
+    for (who, client) in [("bob", &mut b), ("carol", &mut c)] {
+        client
+            .wait_tracks_of("alice", &mut || {
+                pa.run_for(ms(2));
+                pb.run_for(ms(2));
+                pc.run_for(ms(2));
+            })
+            .unwrap_or_else(|| panic!("{who} sees alice"));
+    }
     // Node 0 has alice and a bridge (or the room's copy of bob and carol):
     // counting sessions there would admit a fourth.
     for (node, who) in [(0, "dave"), (1, "erin")] {
@@ -1332,10 +1295,10 @@ fn the_participant_limit_counts_every_node() {
             pa.run_for(ms(20));
             pb.run_for(ms(20));
             pc.run_for(ms(20));
-            match RoomClient::connect(&nodes[node].base, &member_token(room, who), None) {
+            match LkClient::connect(&nodes[node].base, &member_token(room, who), None) {
                 Err(r) => break Some(r),
                 Ok(mut c) => {
-                    c.send(json!({"type": "leave"}));
+                    c.send(leave());
                     if std::time::Instant::now() > end {
                         break None;
                     }

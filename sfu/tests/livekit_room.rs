@@ -5,8 +5,8 @@
 mod common;
 
 use common::livekit::{
-    add_track, answered, join_and_publish, member_peer, receive_only, subscribe, user_packets,
-    LkClient, RELIABLE,
+    add_track, answered, enabled_qualities, join_and_publish, left, member_peer, receive_only,
+    subscribe, user_packets, LkClient, RELIABLE,
 };
 use common::member::{ms, run, run_until, T};
 use common::{TestPeer, TestServer};
@@ -21,12 +21,6 @@ use str0m::media::{Direction, MediaKind};
 
 fn token(server: &TestServer, room: &str, identity: &str) -> String {
     server.token(room, identity, true, true)
-}
-
-/// An update that says `identity` left.
-fn left(m: &Response, identity: &str) -> bool {
-    matches!(m, Response::Update(u) if u.participants.iter().any(|p| p.identity == identity
-        && p.state == proto::participant_info::State::Disconnected as i32))
 }
 
 #[test]
@@ -635,24 +629,6 @@ fn admin_api_manages_the_room_and_webhooks_are_signed() {
     );
     assert!(pos("participant_left") < pos("room_finished"));
     assert_eq!(names.last().map(String::as_str), Some("room_finished"));
-}
-
-/// The qualities a `subscribed_quality_update` about `track` enables.
-fn enabled_qualities(m: &Response, track: &str) -> Option<Vec<proto::VideoQuality>> {
-    match m {
-        #[allow(deprecated)] // livekit-client still reads it; the codec list is newer
-        Response::SubscribedQualityUpdate(u) if u.track_sid == track => {
-            let mut on: Vec<proto::VideoQuality> = u
-                .subscribed_qualities
-                .iter()
-                .filter(|q| q.enabled)
-                .map(|q| q.quality())
-                .collect();
-            on.sort_by_key(|q| *q as i32);
-            Some(on)
-        }
-        _ => None,
-    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::ws::Refused;
+use common::livekit::Refused;
 use common::TestServer;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
@@ -260,4 +260,30 @@ async fn a_client_sending_garbage_is_let_go_and_the_others_go_on() {
         "ann sees cat leave"
     );
     assert!(ping_answered(&mut ann).await, "ann is still served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_the_bridge_socket_is_told_to_speak_livekit() {
+    let server = TestServer::start(30);
+    let token = server.token("json", "old-client", true, true);
+    let url = format!(
+        "{}/rtc?access_token={token}",
+        server.base.replace("http://", "ws://")
+    );
+    let refused = match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => panic!("a client token is not a bridge's"),
+        Err(e) => Refused::from(e),
+    };
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("/rtc/v1"), "{}", refused.body);
+    // A bad token is still a 401 first.
+    let url = format!(
+        "{}/rtc?access_token=nope",
+        server.base.replace("http://", "ws://")
+    );
+    let refused = match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => panic!("a bad token is refused"),
+        Err(e) => Refused::from(e),
+    };
+    assert_eq!(refused.status, 401, "{}", refused.body);
 }

@@ -17,7 +17,7 @@ pub enum SessionKind {
     Whip,
     /// WHEP playback: the client plays the room.
     Whep,
-    /// A conference participant on the room protocol (`/rtc`).
+    /// A room member (a LiveKit client, or another node's bridge).
     Room,
 }
 
@@ -82,7 +82,8 @@ impl SessionEvent {
 /// Events of one session; the stream ends when the session ends.
 pub type SessionEvents = tokio::sync::mpsc::Receiver<SessionEvent>;
 
-/// A participant joining a room over the room protocol.
+/// A member joining a room (its session then speaks the room protocol
+/// with the room's worker).
 #[derive(Debug, Clone)]
 pub struct JoinRoom {
     pub room: String,

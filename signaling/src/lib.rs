@@ -1,5 +1,6 @@
-//! The SFU's HTTP front door (axum): WHIP ingest, WHEP playback, the room
-//! protocol's WebSocket (`/rtc`), the admin API (`/api/`), the embedded web
+//! The SFU's HTTP front door (axum): WHIP ingest, WHEP playback, LiveKit's
+//! client signalling (`/rtc/v1`, `/rtc`), the nodes' bridge socket (`/rtc`
+//! with a `roomBridge` token), the admin API (`/api/`), the embedded web
 //! client, `/metrics` and `/healthz`.
 //!
 //! This crate authenticates and validates requests and turns them into calls

@@ -1,9 +1,11 @@
-//! The room protocol's messages (`/rtc`, see `signaling/PROTOCOL.md`): what a
-//! conference client and the server say to each other over the WebSocket,
-//! and the envelopes of data-channel messages.
+//! The room protocol's messages (`signaling/PROTOCOL.md`, the node
+//! protocol): what a room member and the room's worker say to each other —
+//! a LiveKit session inside the node (which translates LiveKit's
+//! signalling to and from them) or another node's bridge over `/rtc` — and
+//! the envelopes of data-channel messages.
 //!
-//! Plain serde types shared by the socket handler (which parses and rate
-//! limits) and the media workers (which act on them).
+//! Plain serde types shared by the socket handlers and the media workers
+//! (which act on them).
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,9 @@
-//! The room protocol's WebSocket (`/rtc`): authenticate the token, join (or
-//! resume) through the [`MediaBackend`], then shuttle JSON messages between
-//! the socket and the participant's worker.
+//! The nodes' bridge socket (`/rtc` without LiveKit's query): another
+//! node's bridge, holding a `room_bridge` token, joins (or resumes) through
+//! the [`MediaBackend`] and exchanges the room protocol's JSON messages
+//! (`room_protocol`) with the room's worker. Clients speak LiveKit's
+//! signalling (`livekit`); a client token here is refused with a `400` that
+//! says so. `/rtc` with LiveKit's query goes to LiveKit's dual mode.
 //!
 //! This handler owns what is about the socket itself: message size and rate
 //! limits, parsing with clear errors, `ping`, and telling the backend when
@@ -44,6 +47,12 @@ pub const READ_CHUNK_BYTES: usize = 8 * 1024;
 /// a burst of room events instead of one per message).
 const SEND_BATCH: usize = 64;
 
+/// Why a client token is refused on the bridge socket.
+pub const CLIENTS_SPEAK_LIVEKIT: &str = "this server's room signalling is LiveKit's: \
+    connect to /rtc/v1?access_token=<token>&join_request=<base64url WrappedJoinRequest> \
+    (or /rtc?access_token=<token>&protocol=<n>), as LiveKit's client SDKs do; \
+    /rtc without LiveKit's query is the nodes' bridge protocol and needs a roomBridge grant";
+
 #[derive(Debug, Deserialize)]
 pub struct RtcQuery {
     access_token: Option<String>,
@@ -70,8 +79,11 @@ pub async fn upgrade<B: MediaBackend>(
         None => bearer(&headers)?,
     };
     let req = admit(&state, token, q.resume)?;
+    if !req.bridge {
+        return Err(ApiError::BadRequest(CLIENTS_SPEAK_LIVEKIT.into()));
+    }
     // Another node's bridge speaks for all of that node's participants.
-    let rate = if req.bridge { BRIDGE_RATE_FACTOR } else { 1.0 };
+    let rate = BRIDGE_RATE_FACTOR;
     let joined = match state.backend.join_room(req).await {
         Ok(conn) => Ok(conn),
         Err(BackendError::ResumeFailed) => Err(ServerMessage::error(

@@ -18,11 +18,37 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::member::{ms, T};
-use super::ws::Refused;
 use super::TestPeer;
 
 /// The data channel LiveKit clients publish reliable data packets on.
 pub const RELIABLE: &str = "_reliable";
+
+/// Why a connection failed: HTTP status and body of the refused upgrade.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: String,
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for Refused {
+    /// A refused upgrade's status and body; status 0 for any other failure.
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Refused {
+        match e {
+            tokio_tungstenite::tungstenite::Error::Http(resp) => Refused {
+                status: resp.status().as_u16(),
+                body: resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            },
+            e => Refused {
+                status: 0,
+                body: e.to_string(),
+            },
+        }
+    }
+}
 
 pub struct LkClient {
     rt: tokio::runtime::Runtime,
@@ -394,4 +420,47 @@ pub fn user_packets(peer: &TestPeer) -> Vec<(String, String, Vec<u8>)> {
             _ => None,
         })
         .collect()
+}
+
+/// The qualities a `subscribed_quality_update` about `track` enables.
+pub fn enabled_qualities(m: &Response, track: &str) -> Option<Vec<proto::VideoQuality>> {
+    match m {
+        #[allow(deprecated)] // livekit-client still reads it; the codec list is newer
+        Response::SubscribedQualityUpdate(u) if u.track_sid == track => {
+            let mut on: Vec<proto::VideoQuality> = u
+                .subscribed_qualities
+                .iter()
+                .filter(|q| q.enabled)
+                .map(|q| q.quality())
+                .collect();
+            on.sort_by_key(|q| *q as i32);
+            Some(on)
+        }
+        _ => None,
+    }
+}
+
+/// An update that says `identity` left.
+pub fn left(m: &Response, identity: &str) -> bool {
+    matches!(m, Response::Update(u) if u.participants.iter().any(|p| p.identity == identity
+        && p.state == proto::participant_info::State::Disconnected as i32))
+}
+
+/// An update that shows track `sid` muted.
+pub fn muted(m: &Response, sid: &str) -> bool {
+    matches!(m, Response::Update(u) if u.participants.iter()
+        .flat_map(|p| &p.tracks).any(|t| t.sid == sid && t.muted))
+}
+
+/// A leave request for the server, as a client that leaves sends it.
+pub fn leave() -> Request {
+    Request::Leave(proto::LeaveRequest {
+        reason: proto::DisconnectReason::ClientInitiated as i32,
+        ..Default::default()
+    })
+}
+
+/// A `leave` from the server with `reason`.
+pub fn told_to_leave(m: &Response, reason: proto::DisconnectReason) -> bool {
+    matches!(m, Response::Leave(l) if l.reason == reason as i32)
 }

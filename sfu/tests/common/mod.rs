@@ -8,7 +8,6 @@ pub mod livekit;
 pub mod member;
 pub mod redis;
 pub mod rtp_publisher;
-pub mod ws;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
