@@ -3,11 +3,11 @@
 //! announce its tracks (`add_track`, answered by `track_published`) and
 //! offer them; subscribe to the others' tracks that `subscribe` picks
 //! (`subscription`, and `track_setting` with the tile width), whether they
-//! were there at the join or arrive in participant updates; add receive
-//! sections when the server asks (`media_sections_requirement`), one offer
-//! in flight at a time; take trickled server candidates; ping; `leave` at
-//! the end. The same participant runs against this server and a LiveKit
-//! server.
+//! were there at the join (their receive sections ride on the first offer)
+//! or arrive in participant updates; add receive sections when the server
+//! asks (`media_sections_requirement`), one offer in flight at a time;
+//! take trickled server candidates; ping; `leave` at the end. The same
+//! participant runs against this server and a LiveKit server.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -38,7 +38,7 @@ pub struct RoomPlan {
     pub ending: Ending,
 }
 
-/// Longest wait for the join, each `track_published` and each answer.
+/// Longest wait for the join, the first sections asked for, and each answer.
 const SIGNAL_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn now_ms() -> i64 {
@@ -226,7 +226,11 @@ async fn participate(
     live: &Live,
     cancel: &CancellationToken,
 ) -> Result<SessionResult, String> {
-    for r in s.tracks_of(&participants) {
+    // What it wants of the tracks already there: the server answers with
+    // the receive sections that needs (`media_sections_requirement`).
+    let asked = s.tracks_of(&participants);
+    let subscribed = !asked.is_empty();
+    for r in asked {
         signal::send(ws, r).await?;
     }
     let media = match plan.publish {
@@ -236,11 +240,12 @@ async fn participate(
             video: false,
         },
     };
-    // Announce what it publishes; the offer follows the server's answers.
-    let mut announced = 0;
+    // Announce what it publishes. The offer does not wait for
+    // `track_published`: the server reads the socket in order, so the
+    // tracks are known when the offer that carries them comes.
+    let publishing = matches!(media, Media::Publish(_));
     if let Media::Publish(src) = &media {
         signal::send(ws, signal::add_track(send_track_id(MediaKind::Audio), None)).await?;
-        announced += 1;
         if src.has_video() {
             let layers = src.layer_specs();
             signal::send(
@@ -248,36 +253,34 @@ async fn participate(
                 signal::add_track(send_track_id(MediaKind::Video), Some(&layers)),
             )
             .await?;
-            announced += 1;
         }
     }
     let mut candidates = vec![];
-    // Before the first offer: the tracks announced are published, or (a
-    // listener) the server asked for sections.
+    // The first offer carries the receive sections asked for the tracks
+    // already there; a listener waits until there is something to receive.
     let ready = async {
-        let mut published = 0;
         loop {
-            if (announced > 0 && published == announced) || (announced == 0 && s.offer_wanted) {
+            if s.offer_wanted || (publishing && !subscribed) {
                 return Ok::<_, String>(None);
             }
-            match signal::next(ws).await? {
-                Response::TrackPublished(_) => published += 1,
-                m => {
-                    if let Some(end) = on_message(ws, &mut s, m, None, &mut candidates).await? {
-                        return Ok(Some(end));
-                    }
-                }
+            let m = signal::next(ws).await?;
+            if let Some(end) = on_message(ws, &mut s, m, None, &mut candidates).await? {
+                return Ok(Some(end));
             }
         }
     };
-    let limit = if announced > 0 {
+    let limit = if publishing || subscribed {
         SIGNAL_TIMEOUT
     } else {
         Duration::from_secs(24 * 3600)
     };
     let ended = tokio::select! {
-        _ = cancel.cancelled() => return Err("nothing to receive".into()),
-        r = tokio::time::timeout(limit, ready) => r.map_err(|_| "no track_published".to_string())??,
+        _ = cancel.cancelled() => return Err(if publishing || subscribed {
+            "ended before its first offer".to_string()
+        } else {
+            "nothing was published to receive".to_string()
+        }),
+        r = tokio::time::timeout(limit, ready) => r.map_err(|_| "no media_sections_requirement".to_string())??,
     };
     if let Some(end) = ended {
         return Err(end);
