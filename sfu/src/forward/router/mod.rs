@@ -25,22 +25,33 @@
 //! the target's keyframe. Packets of the current layer dropped on purpose
 //! (a temporal layer above the budget) are delivered as skips, so the
 //! subscriber's stream rewriter squeezes them out of its sequence.
+//!
+//! This file holds the routing table and binding; `packet_path` routes
+//! packets, `allocation` splits estimates into layers, `keyframes` takes
+//! subscribers' keyframe requests.
+
+mod allocation;
+mod keyframes;
+mod packet_path;
+
+use allocation::share_of;
+pub use packet_path::{Delivery, PacketInfo};
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
 
-use super::gaps::{GapVerdict, GapWatch};
-use super::keyframe::KeyframeThrottle;
-use super::layers::{
+use crate::forward::gaps::{GapVerdict, GapWatch};
+use crate::forward::keyframe::KeyframeThrottle;
+use crate::forward::layers::{
     selection_estimate, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
     INITIAL_ESTIMATE_BPS,
 };
-pub use super::probe::ProbeRequest;
-use super::probe::{FROZEN_ESTIMATE_AFTER, SUSTAIN_WINDOW};
-use super::relay_gate::{RelayGate, RelayVerdict};
-use super::ParticipantId;
+pub use crate::forward::probe::ProbeRequest;
+use crate::forward::probe::{FROZEN_ESTIMATE_AFTER, SUSTAIN_WINDOW};
+use crate::forward::relay_gate::{RelayGate, RelayVerdict};
+use crate::forward::ParticipantId;
 
 /// Receiver loss reports are ignored for this long after a layer switch.
 const LOSS_AFTER_SWITCH: Duration = Duration::from_secs(3);
@@ -96,65 +107,6 @@ pub enum RouterAction {
     Bound { down: DownTrackKey, track: TrackKey },
     /// `down` lost its source and nothing replaced it.
     Unbound { down: DownTrackKey, track: TrackKey },
-}
-
-/// One packet as the router needs to know it.
-#[derive(Debug, Clone, Default)]
-pub struct PacketInfo {
-    /// Simulcast layer (rid) of the packet; None without simulcast.
-    pub layer: LayerId,
-    /// Extended sequence number in its layer's stream.
-    pub seq: u64,
-    /// The first packet of a keyframe.
-    pub starts_keyframe: bool,
-    /// The first packet of a frame.
-    pub starts_frame: bool,
-    /// Payload bytes (0: padding only).
-    pub size: usize,
-    /// Picture size when the packet tells (keyframes).
-    pub dims: Option<(u32, u32)>,
-    /// Temporal layer (0 without temporal scalability).
-    pub temporal: u8,
-    /// Temporal switching point: higher layers may start at this frame.
-    pub sync: bool,
-}
-
-impl PacketInfo {
-    /// An audio packet, or a video packet without simulcast.
-    pub fn simple(seq: u64, starts_keyframe: bool) -> PacketInfo {
-        PacketInfo {
-            seq,
-            starts_keyframe,
-            starts_frame: starts_keyframe,
-            size: 100,
-            ..Default::default()
-        }
-    }
-}
-
-/// One down-track's share of a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    pub down: DownTrackKey,
-    /// The stream of a relay's line it goes on (None: the line's only one).
-    pub slot: Option<usize>,
-    /// Write it (false: a packet of the flowing layer dropped on purpose,
-    /// for the stream's sequence to skip).
-    pub send: bool,
-    /// The stream starts over here (a layer switch, a stream reopened): its
-    /// numbering continues from what was sent, whatever came before.
-    pub fresh: bool,
-}
-
-impl Delivery {
-    fn send(down: DownTrackKey, slot: Option<usize>, fresh: bool) -> Delivery {
-        Delivery {
-            down,
-            slot,
-            send: true,
-            fresh,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -441,13 +393,6 @@ impl Router {
         self.down_tracks.remove(&down);
     }
 
-    /// A subscriber's wish for a down-track's video width (`None`: no limit).
-    pub fn set_max_width(&mut self, down: DownTrackKey, max_width: Option<u32>) {
-        if let Some(dt) = self.down_tracks.get_mut(&down) {
-            dt.selector.max_width = max_width;
-        }
-    }
-
     /// One track ended: room-following down-tracks move to the next track
     /// of the kind, pinned ones go unbound.
     pub fn remove_track(&mut self, key: TrackKey, now: Instant) -> Vec<RouterAction> {
@@ -503,104 +448,6 @@ impl Router {
             actions.extend(self.remove_track(key, now));
         }
         actions
-    }
-
-    /// Who receives this packet of `track` now, in `deliveries`. Video
-    /// down-tracks get packets of their selected layer only and switch
-    /// layers at the first packet of a keyframe. Returns a keyframe request
-    /// when one is needed (throttled per layer).
-    pub fn route_packet(
-        &mut self,
-        track: TrackKey,
-        packet: &PacketInfo,
-        now: Instant,
-        deliveries: &mut Vec<Delivery>,
-    ) -> Option<RouterAction> {
-        deliveries.clear();
-        let t = self.tracks.get_mut(&track)?;
-        if t.kind == MediaKind::Audio {
-            deliveries.extend(
-                t.down_tracks
-                    .iter()
-                    .map(|d| Delivery::send(*d, None, false)),
-            );
-            return None;
-        }
-        let layer = packet.layer;
-        if packet.size > 0 {
-            t.layers
-                .observe(layer, packet.size, packet.dims, packet.temporal, now);
-        }
-        if packet.starts_keyframe {
-            t.keyframes.entry(layer).or_default().keyframe_received();
-        }
-        let mut want: Option<(LayerId, KeyframeCause)> = None;
-        match t
-            .gaps
-            .entry(layer)
-            .or_default()
-            .on_packet(packet.seq, packet.starts_keyframe, now)
-        {
-            GapVerdict::Fine => {}
-            GapVerdict::Unrepaired => want = Some((layer, KeyframeCause::PublisherGap)),
-            GapVerdict::Jump => {
-                self.sequence_jumps += 1;
-                if !packet.starts_keyframe {
-                    want = Some((layer, KeyframeCause::PublisherGap));
-                }
-            }
-        }
-        let mut ranked: Option<Vec<LayerView>> = None;
-        for down in &t.down_tracks {
-            let Some(dt) = self.down_tracks.get_mut(down).filter(|d| d.ready) else {
-                continue;
-            };
-            if let Some(gate) = dt.relay.as_mut() {
-                match gate.on_packet(&layer, packet.starts_keyframe) {
-                    RelayVerdict::Forward { slot, opened } => {
-                        deliveries.push(Delivery::send(*down, Some(slot), opened));
-                    }
-                    RelayVerdict::DropNeedKeyframe => {
-                        want.get_or_insert((layer, KeyframeCause::NewSubscriber));
-                    }
-                    RelayVerdict::Drop => {}
-                }
-                continue;
-            }
-            if !t.layers.ready_for(&dt.selector, now) {
-                continue; // wait until the layers showed up before choosing
-            }
-            if !dt.selector.has_chosen() {
-                // First packets for this down-track: choose a layer now, from
-                // its share of the subscriber's (initial) estimate.
-                let layers = ranked.get_or_insert_with(|| t.layers.ranked(now));
-                let share = share_of(&self.estimates, &self.video_shares, down.subscriber);
-                dt.selector.update(now, layers, Some(share));
-            }
-            let flowing = dt.selector.current() == Some(&layer);
-            match dt.selector.on_packet(
-                &layer,
-                packet.starts_keyframe,
-                packet.starts_frame,
-                packet.temporal,
-                packet.sync,
-            ) {
-                FrameVerdict::Drop if flowing => deliveries.push(Delivery {
-                    down: *down,
-                    slot: None,
-                    send: false,
-                    fresh: false,
-                }),
-                FrameVerdict::Drop => {}
-                FrameVerdict::DropNeedKeyframe => {
-                    want.get_or_insert((layer, KeyframeCause::NewSubscriber));
-                }
-                FrameVerdict::SwitchTo => deliveries.push(Delivery::send(*down, None, true)),
-                FrameVerdict::Forward => deliveries.push(Delivery::send(*down, None, false)),
-            }
-        }
-        let (layer, cause) = want?;
-        t.request_keyframe(track, layer, cause, now)
     }
 
     /// A relay down-track's downstream wants only these streams (None: all).
@@ -663,263 +510,9 @@ impl Router {
         actions
     }
 
-    /// A subscriber's downlink estimate changed.
-    pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) {
-        let e = self
-            .estimates
-            .entry(subscriber)
-            .or_insert(Estimate { bps, since: now });
-        if e.bps != bps {
-            *e = Estimate { bps, since: now };
-        }
-    }
-
-    /// A subscriber's receiver reports said this fraction of our packets was lost.
-    pub fn set_loss(&mut self, subscriber: ParticipantId, loss: f32) {
-        self.losses.insert(subscriber, loss);
-    }
-
-    /// Re-evaluate every video down-track's layer (estimates move, layers
-    /// start and stop). A subscriber's estimate is one downlink shared by
-    /// all the video it receives: each of its video down-tracks gets an
-    /// equal share. Returns one probe request per subscriber: what it would
-    /// receive if every track that wants to go up got its next layer.
-    pub fn poll_layers(&mut self, now: Instant, probes: &mut Vec<(ParticipantId, ProbeRequest)>) {
-        let mut video_tracks = std::mem::take(&mut self.video_shares);
-        video_tracks.clear();
-        for t in self.tracks.values().filter(|t| t.kind == MediaKind::Video) {
-            for down in &t.down_tracks {
-                *video_tracks.entry(down.subscriber).or_default() += 1;
-            }
-        }
-        // Per subscriber: (what it would receive with the probes, any probe
-        // wanted, any upgrade in its sustained-padding window).
-        let mut wanted: HashMap<ParticipantId, (u64, bool, bool)> = HashMap::new();
-        for t in self
-            .tracks
-            .values_mut()
-            .filter(|t| t.kind == MediaKind::Video)
-        {
-            let ranked = t.layers.ranked(now);
-            for down in &t.down_tracks {
-                let Some(dt) = self.down_tracks.get_mut(down).filter(|d| d.relay.is_none()) else {
-                    continue;
-                };
-                if !t.layers.ready_for(&dt.selector, now) {
-                    continue; // no first choice before the layers showed up
-                }
-                // What flows to this viewer (or would, at the lowest layer, while paused).
-                let sending = dt
-                    .selector
-                    .current()
-                    .and_then(|c| ranked.iter().find(|l| l.id == *c))
-                    .or(ranked.first())
-                    .map_or(0, |l| l.bitrate_bps);
-                // Loss reported soon after a switch describes the old rate: ignore it.
-                let loss = if dt.selector.changed_within(now, LOSS_AFTER_SWITCH) {
-                    0.0
-                } else {
-                    self.losses.get(&down.subscriber).copied().unwrap_or(0.0)
-                };
-                let share = share_of(&self.estimates, &video_tracks, down.subscriber);
-                let estimate = selection_estimate(share, loss, sending, &ranked);
-                let before = (dt.selector.switches_up, dt.selector.switches_down);
-                if dt.selector.update(now, &ranked, estimate) {
-                    tracing::debug!(subscriber = down.subscriber, target = ?dt.selector.target(),
-                        paused = dt.selector.is_paused(), ?estimate, layers = ?ranked, "layer target changed");
-                }
-                self.switches.0 += dt.selector.switches_up - before.0;
-                self.switches.1 += dt.selector.switches_down - before.1;
-                let probe = dt.selector.probe_target_bps(now, &ranked);
-                let w = wanted.entry(down.subscriber).or_default();
-                w.0 += probe.unwrap_or(sending);
-                w.1 |= probe.is_some();
-                w.2 |= probe.is_some()
-                    && dt
-                        .selector
-                        .upgrade_pending_for(now)
-                        .is_some_and(|d| d < SUSTAIN_WINDOW);
-            }
-        }
-        probes.extend(
-            wanted
-                .into_iter()
-                .map(|(subscriber, (total, any, sustain))| {
-                    let estimate = self.estimates.get(&subscriber);
-                    let frozen = estimate.is_some_and(|e| {
-                        now.saturating_duration_since(e.since) >= FROZEN_ESTIMATE_AFTER
-                    });
-                    let estimate = estimate.map(|e| e.bps);
-                    let request =
-                        ProbeRequest::new(any.then_some(total), sustain, estimate, frozen);
-                    (subscriber, request)
-                }),
-        );
-        self.video_shares = video_tracks;
-    }
-
-    /// Layer switches (up, down) since the last call.
-    pub fn take_switch_counts(&mut self) -> (u64, u64) {
-        std::mem::take(&mut self.switches)
-    }
-
     /// Publisher streams whose sequence numbers jumped, since the last call.
     pub fn take_sequence_jumps(&mut self) -> u64 {
         std::mem::take(&mut self.sequence_jumps)
-    }
-
-    /// The selector state of a down-track (metrics, tests).
-    pub fn selector(&self, down: DownTrackKey) -> Option<&LayerSelector> {
-        self.down_tracks.get(&down).map(|d| &d.selector)
-    }
-
-    /// Rank (0 = lowest) of the layer a video down-track receives, with the
-    /// number of layers; None when nothing flows.
-    pub fn layer_rank(&self, down: DownTrackKey, now: Instant) -> Option<(usize, usize)> {
-        let dt = self.down_tracks.get(&down)?;
-        let t = self.tracks.get(&dt.source?)?;
-        let current = dt.selector.current()?;
-        let ranked = t.layers.ranked(now);
-        let rank = ranked.iter().position(|l| l.id == *current)?;
-        Some((rank, ranked.len()))
-    }
-
-    /// What one subscriber receives, line by line (the admin API's answer
-    /// to "why is Alice's video blurry").
-    pub fn subscription_views(
-        &self,
-        subscriber: ParticipantId,
-        now: Instant,
-    ) -> Vec<SubscriptionView> {
-        let mut views: Vec<SubscriptionView> = self
-            .down_tracks
-            .iter()
-            .filter(|(k, _)| k.subscriber == subscriber)
-            .map(|(k, d)| {
-                let available = d
-                    .source
-                    .and_then(|s| self.tracks.get(&s))
-                    .filter(|t| t.kind == MediaKind::Video)
-                    .map(|t| t.layers.ranked(now))
-                    .unwrap_or_default();
-                let current = d
-                    .selector
-                    .current()
-                    .and_then(|c| available.iter().find(|l| l.id == *c))
-                    .copied();
-                SubscriptionView {
-                    mid: k.mid,
-                    kind: d.kind,
-                    source: d.source,
-                    current,
-                    target: d.selector.target().copied(),
-                    paused: d.selector.is_paused(),
-                    max_width: d.selector.max_width,
-                    available,
-                    switches_up: d.selector.switches_up,
-                    switches_down: d.selector.switches_down,
-                }
-            })
-            .collect();
-        views.sort_by_cached_key(|v| v.mid.to_string());
-        views
-    }
-
-    /// The subscriber's last downlink estimate (bits per second).
-    pub fn estimate_of(&self, subscriber: ParticipantId) -> Option<u64> {
-        self.estimates.get(&subscriber).map(|e| e.bps)
-    }
-
-    /// Video down-tracks (for metrics).
-    pub fn video_down_tracks(&self) -> impl Iterator<Item = DownTrackKey> + '_ {
-        self.down_tracks
-            .iter()
-            .filter(|(_, d)| d.kind == MediaKind::Video && d.source.is_some() && d.relay.is_none())
-            .map(|(k, _)| *k)
-    }
-
-    /// A subscriber asked for a keyframe on one of its down-tracks (on
-    /// stream `slot` of a relay's).
-    pub fn keyframe_requested(
-        &mut self,
-        down: DownTrackKey,
-        slot: Option<usize>,
-        now: Instant,
-    ) -> Option<RouterAction> {
-        let dt = self.down_tracks.get(&down)?;
-        let track = dt.source?;
-        let layer = match &dt.relay {
-            Some(gate) => gate.layer_of(slot.unwrap_or(0))?,
-            None => dt
-                .selector
-                .current()
-                .or(dt.selector.target())
-                .cloned()
-                .unwrap_or(None),
-        };
-        let t = self.tracks.get_mut(&track)?;
-        t.request_keyframe(track, layer, KeyframeCause::SubscriberRequest, now)
-    }
-
-    /// Release deferred keyframe requests that are due.
-    pub fn poll_keyframes(&mut self, now: Instant, actions: &mut Vec<RouterAction>) {
-        for (key, t) in &mut self.tracks {
-            for (layer, throttle) in &mut t.keyframes {
-                if throttle.poll(now) {
-                    actions.push(RouterAction::RequestKeyframe {
-                        track: *key,
-                        layer: *layer,
-                        cause: KeyframeCause::Deferred,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Dynacast: which simulcast layers of `track` anyone could use now.
-    /// A layer is wanted when some subscriber's width limit admits it (or
-    /// it is the lowest one); with no subscriber nothing is wanted. Layers
-    /// a subscriber may need after its bandwidth grows stay wanted: only
-    /// width wishes and absence of subscribers pause a layer. `None` while
-    /// the track is not simulcast or not all its layers were seen yet.
-    pub fn wanted_layers(&self, track: TrackKey) -> Option<Vec<(LayerId, bool)>> {
-        let t = self.tracks.get(&track)?;
-        let (mut known, complete) = t.layers.known();
-        if t.kind != MediaKind::Video || known.len() < 2 || !complete {
-            return None;
-        }
-        known.sort_by_key(|(_, w)| *w);
-        let downs: Vec<&DownTrack> = t
-            .down_tracks
-            .iter()
-            .filter_map(|d| self.down_tracks.get(d))
-            .collect();
-        let lowest = known.first().map(|(id, _)| *id);
-        Some(
-            known
-                .iter()
-                .map(|(id, width)| {
-                    // A relay's downstream says which layers it wants.
-                    let wanted = downs
-                        .iter()
-                        .any(|d| match (&d.relay, d.selector.max_width) {
-                            (Some(gate), _) => gate.wants(id),
-                            (None, None) => true,
-                            (None, Some(max)) => *width <= max || Some(*id) == lowest,
-                        });
-                    (*id, wanted)
-                })
-                .collect(),
-        )
-    }
-
-    /// The earliest time a deferred keyframe request becomes due.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.tracks
-            .values()
-            .flat_map(|t| t.keyframes.values())
-            .filter_map(|k| k.deadline())
-            .min()
     }
 
     fn oldest_track(&self, kind: MediaKind, exclude: ParticipantId) -> Option<TrackKey> {
@@ -973,20 +566,5 @@ impl Router {
     }
 }
 
-/// One video down-track's share of its subscriber's downlink estimate (the
-/// initial guess until the first estimate arrives), split evenly over the
-/// subscriber's video down-tracks counted in `shares`.
-fn share_of(
-    estimates: &HashMap<ParticipantId, Estimate>,
-    shares: &HashMap<ParticipantId, u64>,
-    subscriber: ParticipantId,
-) -> u64 {
-    let estimate = estimates
-        .get(&subscriber)
-        .map_or(INITIAL_ESTIMATE_BPS, |e| e.bps);
-    estimate / shares.get(&subscriber).copied().unwrap_or(1).max(1)
-}
-
 #[cfg(test)]
-#[path = "router_tests.rs"]
 mod tests;

@@ -1,0 +1,167 @@
+//! The router's packet path: who receives one packet of a track now. Video
+//! down-tracks get their selected layer only and switch at the first
+//! packet of the target's keyframe; a relay's down-track takes every layer
+//! it wants, each on its own stream; a packet dropped on purpose in the
+//! current layer goes out as a skip, so the stream rewriter squeezes it
+//! out of the subscriber's sequence.
+
+use super::*;
+
+/// One packet as the router needs to know it.
+#[derive(Debug, Clone, Default)]
+pub struct PacketInfo {
+    /// Simulcast layer (rid) of the packet; None without simulcast.
+    pub layer: LayerId,
+    /// Extended sequence number in its layer's stream.
+    pub seq: u64,
+    /// The first packet of a keyframe.
+    pub starts_keyframe: bool,
+    /// The first packet of a frame.
+    pub starts_frame: bool,
+    /// Payload bytes (0: padding only).
+    pub size: usize,
+    /// Picture size when the packet tells (keyframes).
+    pub dims: Option<(u32, u32)>,
+    /// Temporal layer (0 without temporal scalability).
+    pub temporal: u8,
+    /// Temporal switching point: higher layers may start at this frame.
+    pub sync: bool,
+}
+
+impl PacketInfo {
+    /// An audio packet, or a video packet without simulcast.
+    pub fn simple(seq: u64, starts_keyframe: bool) -> PacketInfo {
+        PacketInfo {
+            seq,
+            starts_keyframe,
+            starts_frame: starts_keyframe,
+            size: 100,
+            ..Default::default()
+        }
+    }
+}
+
+/// One down-track's share of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub down: DownTrackKey,
+    /// The stream of a relay's line it goes on (None: the line's only one).
+    pub slot: Option<usize>,
+    /// Write it (false: a packet of the flowing layer dropped on purpose,
+    /// for the stream's sequence to skip).
+    pub send: bool,
+    /// The stream starts over here (a layer switch, a stream reopened): its
+    /// numbering continues from what was sent, whatever came before.
+    pub fresh: bool,
+}
+
+impl Delivery {
+    fn send(down: DownTrackKey, slot: Option<usize>, fresh: bool) -> Delivery {
+        Delivery {
+            down,
+            slot,
+            send: true,
+            fresh,
+        }
+    }
+}
+
+impl Router {
+    /// Who receives this packet of `track` now, in `deliveries`. Video
+    /// down-tracks get packets of their selected layer only and switch
+    /// layers at the first packet of a keyframe. Returns a keyframe request
+    /// when one is needed (throttled per layer).
+    pub fn route_packet(
+        &mut self,
+        track: TrackKey,
+        packet: &PacketInfo,
+        now: Instant,
+        deliveries: &mut Vec<Delivery>,
+    ) -> Option<RouterAction> {
+        deliveries.clear();
+        let t = self.tracks.get_mut(&track)?;
+        if t.kind == MediaKind::Audio {
+            deliveries.extend(
+                t.down_tracks
+                    .iter()
+                    .map(|d| Delivery::send(*d, None, false)),
+            );
+            return None;
+        }
+        let layer = packet.layer;
+        if packet.size > 0 {
+            t.layers
+                .observe(layer, packet.size, packet.dims, packet.temporal, now);
+        }
+        if packet.starts_keyframe {
+            t.keyframes.entry(layer).or_default().keyframe_received();
+        }
+        let mut want: Option<(LayerId, KeyframeCause)> = None;
+        match t
+            .gaps
+            .entry(layer)
+            .or_default()
+            .on_packet(packet.seq, packet.starts_keyframe, now)
+        {
+            GapVerdict::Fine => {}
+            GapVerdict::Unrepaired => want = Some((layer, KeyframeCause::PublisherGap)),
+            GapVerdict::Jump => {
+                self.sequence_jumps += 1;
+                if !packet.starts_keyframe {
+                    want = Some((layer, KeyframeCause::PublisherGap));
+                }
+            }
+        }
+        let mut ranked: Option<Vec<LayerView>> = None;
+        for down in &t.down_tracks {
+            let Some(dt) = self.down_tracks.get_mut(down).filter(|d| d.ready) else {
+                continue;
+            };
+            if let Some(gate) = dt.relay.as_mut() {
+                match gate.on_packet(&layer, packet.starts_keyframe) {
+                    RelayVerdict::Forward { slot, opened } => {
+                        deliveries.push(Delivery::send(*down, Some(slot), opened));
+                    }
+                    RelayVerdict::DropNeedKeyframe => {
+                        want.get_or_insert((layer, KeyframeCause::NewSubscriber));
+                    }
+                    RelayVerdict::Drop => {}
+                }
+                continue;
+            }
+            if !t.layers.ready_for(&dt.selector, now) {
+                continue; // wait until the layers showed up before choosing
+            }
+            if !dt.selector.has_chosen() {
+                // First packets for this down-track: choose a layer now, from
+                // its share of the subscriber's (initial) estimate.
+                let layers = ranked.get_or_insert_with(|| t.layers.ranked(now));
+                let share = share_of(&self.estimates, &self.video_shares, down.subscriber);
+                dt.selector.update(now, layers, Some(share));
+            }
+            let flowing = dt.selector.current() == Some(&layer);
+            match dt.selector.on_packet(
+                &layer,
+                packet.starts_keyframe,
+                packet.starts_frame,
+                packet.temporal,
+                packet.sync,
+            ) {
+                FrameVerdict::Drop if flowing => deliveries.push(Delivery {
+                    down: *down,
+                    slot: None,
+                    send: false,
+                    fresh: false,
+                }),
+                FrameVerdict::Drop => {}
+                FrameVerdict::DropNeedKeyframe => {
+                    want.get_or_insert((layer, KeyframeCause::NewSubscriber));
+                }
+                FrameVerdict::SwitchTo => deliveries.push(Delivery::send(*down, None, true)),
+                FrameVerdict::Forward => deliveries.push(Delivery::send(*down, None, false)),
+            }
+        }
+        let (layer, cause) = want?;
+        t.request_keyframe(track, layer, cause, now)
+    }
+}
