@@ -34,6 +34,23 @@ pub struct Live {
     pub failed: AtomicU64,
     pub frames: AtomicU64,
     pub bytes: AtomicU64,
+    /// The largest room offer sent and answer received (SDP bytes).
+    pub largest_offer: AtomicU64,
+    pub largest_answer: AtomicU64,
+}
+
+impl Live {
+    /// A room offer of `bytes` was sent.
+    pub fn offered(&self, bytes: usize) {
+        self.largest_offer
+            .fetch_max(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A room answer of `bytes` arrived.
+    pub fn answered(&self, bytes: usize) {
+        self.largest_answer
+            .fetch_max(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The generator's clock: stamps are µs since its origin. Frames sent from

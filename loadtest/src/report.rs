@@ -160,6 +160,10 @@ pub struct Report {
     /// Receivers per video layer they ended on (0 = lowest).
     pub layer_distribution: BTreeMap<String, u64>,
     pub unstamped_frames: u64,
+    /// Room members' largest offer sent and answer received (SDP bytes;
+    /// None: no room members).
+    pub largest_offer_bytes: Option<u64>,
+    pub largest_answer_bytes: Option<u64>,
     pub server: ServerFigures,
     pub generator: ResourceUse,
     pub errors: Vec<String>,
@@ -301,6 +305,8 @@ pub fn merge(
         video_delay_max_ms_by_second: by_second.iter().map(|us| *us as f64 / 1000.0).collect(),
         layer_distribution: layers,
         unstamped_frames: unstamped,
+        largest_offer_bytes: None,
+        largest_answer_bytes: None,
         server: ServerFigures::default(),
         generator: ResourceUse::default(),
         errors: errors
@@ -519,6 +525,12 @@ impl Report {
                     seconds(lag.p99_at_most_secs),
                     lag.wakeups
                 ),
+            ));
+        }
+        if let (Some(offer), Some(answer)) = (self.largest_offer_bytes, self.largest_answer_bytes) {
+            rows.push((
+                "largest room offer / answer (SDP bytes)".into(),
+                format!("{offer} / {answer}"),
             ));
         }
         if self.unstamped_frames > 0 {

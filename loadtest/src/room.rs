@@ -292,6 +292,7 @@ async fn participate(
     let posted = Instant::now();
     let id = s.next_offer_id;
     s.next_offer_id += 1;
+    live.offered(offered.offer.len());
     signal::send(ws, signal::offer(offered.offer.clone(), id)).await?;
     let answer = tokio::time::timeout(SIGNAL_TIMEOUT, async {
         loop {
@@ -308,6 +309,7 @@ async fn participate(
     .await
     .map_err(|_| "no answer to the offer".to_string())??;
     let signaling_ms = posted.elapsed().as_secs_f64() * 1000.0;
+    live.answered(answer.len());
     let mut peer = offered.accept(&answer, media)?;
     for line in candidates.drain(..) {
         peer.add_remote_candidate(&line)?;
@@ -321,6 +323,7 @@ async fn participate(
             let (sdp, _) = peer.reoffer(&s.take_lines())?;
             let id = s.next_offer_id;
             s.next_offer_id += 1;
+            live.offered(sdp.len());
             signal::send(ws, signal::offer(sdp, id)).await?;
             in_flight = true;
         }
@@ -344,6 +347,7 @@ async fn participate(
             }
             Turn::Extra(Some(Ok(Some(m)))) => {
                 if let Response::Answer(a) = m {
+                    live.answered(a.sdp.len());
                     peer.accept_answer(&a.sdp)?;
                     in_flight = false;
                 } else if let Some(end) =

@@ -196,6 +196,9 @@ impl Run {
         let wall = self.started.elapsed().as_secs_f64();
         let mut report = merge(scenario, settings, receivers, requested, wall, wall);
         report.steady_from_secs = self.clock.steady_from_secs();
+        let sizes = [&self.live.largest_offer, &self.live.largest_answer]
+            .map(|n| Some(n.load(Ordering::Relaxed)).filter(|n| *n > 0));
+        [report.largest_offer_bytes, report.largest_answer_bytes] = sizes;
         let t = &self.common.target;
         let metrics_after = scrape(&t.http, &t.base).await;
         let delta = |name: &str| -> Option<f64> {
