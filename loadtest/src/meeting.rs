@@ -40,6 +40,11 @@ pub struct ConferenceArgs {
     /// server alone. Server figures are the server's (`--server`).
     #[arg(long, value_delimiter = ',')]
     pub nodes: Vec<String>,
+    /// Participants whose microphone carries speech (the first ones to
+    /// join); the others send Opus DTX, as livekit-client does by default
+    /// while its user is silent. Default: every microphone speaks.
+    #[arg(long)]
+    pub talking: Option<u64>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -85,6 +90,7 @@ pub async fn ramp_members(
 }
 
 /// Start `n` participants of `room` over the ramp, each publishing audio
+/// (speech from the first `talking`, DTX from the rest; None: all speak)
 /// and a VP8 camera in `layers` simulcast layers and receiving others'
 /// tracks as `subscribe` says.
 pub async fn ramp_cameras(
@@ -92,24 +98,29 @@ pub async fn ramp_cameras(
     room: &str,
     n: u64,
     layers: u8,
+    talking: Option<u64>,
     subscribe: SubscribePolicy,
     nodes: &[Arc<Target>],
 ) -> Vec<tokio::task::JoinHandle<SessionResult>> {
     let origin = run.clock.origin;
     let layers = default_layers(usize::from(layers));
     let bind = run.common.bind;
-    ramp_members(run, room, n, "member", nodes, |_, token| RoomPlan {
-        token,
-        publish: Some(MediaSource::new(
+    ramp_members(run, room, n, "member", nodes, |i, token| {
+        let source = MediaSource::new(
             VideoCodec::Vp8,
             layers.clone(),
             true,
             origin,
             Instant::now(),
-        )),
-        subscribe,
-        bind,
-        ending: Ending::Graceful,
+        );
+        let silent = talking.is_some_and(|t| i >= t);
+        RoomPlan {
+            token,
+            publish: Some(if silent { source.silent() } else { source }),
+            subscribe,
+            bind,
+            ending: Ending::Graceful,
+        }
     })
     .await
 }
@@ -131,6 +142,7 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
         &common.room,
         args.participants,
         args.layers,
+        args.talking,
         subscribe,
         &nodes,
     )
@@ -152,6 +164,9 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
     }
     if let Some(w) = args.tile_width {
         settings.insert("tile_width".into(), w.to_string());
+    }
+    if let Some(t) = args.talking {
+        settings.insert("talking".into(), t.to_string());
     }
     settings.insert("video_subscriptions".into(), (n * visible).to_string());
     Ok(run.report("conference", settings, &members, n).await)

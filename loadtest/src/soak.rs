@@ -204,6 +204,7 @@ pub async fn soak(common: &Common, args: &SoakArgs) -> Result<SoakReport, String
         &conference_room,
         args.participants,
         args.layers,
+        None,
         everything,
         &[],
     )

@@ -1,7 +1,9 @@
 //! A synthetic publisher's media schedule (sans-IO: time is passed in).
 //! Video per simulcast layer at its frame rate and bitrate, keyframes at
-//! start, every few seconds and on request; Opus audio every 20 ms. It says
-//! what to send when; the peer writes it to str0m.
+//! start, every few seconds and on request; Opus audio every 20 ms, or, for
+//! a silent member, Opus DTX (a small frame every 400 ms, as a WebRTC
+//! client with DTX on sends while nobody speaks: livekit-client's default).
+//! It says what to send when; the peer writes it to str0m.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,10 @@ pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(3);
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
 /// Opus at ~48 kbit/s: 120-byte payloads.
 const AUDIO_BYTES: usize = 120;
+/// Opus DTX: one comfort-noise frame per 400 ms while silent.
+const DTX_INTERVAL: Duration = Duration::from_millis(400);
+/// A DTX frame (libopus makes 1-3 bytes; this one carries the stamp).
+const DTX_BYTES: usize = 24;
 
 /// One frame due for sending.
 #[derive(Debug)]
@@ -80,6 +86,8 @@ struct AudioState {
     seq: u64,
     next: Instant,
     rtp_time: Option<u64>,
+    /// Silent: DTX frames only.
+    dtx: bool,
 }
 
 /// 48 kHz ticks in one 20 ms Opus frame.
@@ -123,6 +131,7 @@ impl MediaSource {
                 seq: 0,
                 next: now,
                 rtp_time: None,
+                dtx: false,
             }),
             origin,
             started: now,
@@ -132,6 +141,14 @@ impl MediaSource {
     /// Opus only (a speaker, a room member without a camera).
     pub fn audio_only(origin: Instant, now: Instant) -> MediaSource {
         MediaSource::new(VideoCodec::Vp8, vec![], true, origin, now)
+    }
+
+    /// The same source with its microphone silent: Opus DTX frames only.
+    pub fn silent(mut self) -> MediaSource {
+        if let Some(a) = &mut self.audio {
+            a.dtx = true;
+        }
+        self
     }
 
     pub fn codec(&self) -> VideoCodec {
@@ -191,17 +208,22 @@ impl MediaSource {
                 let elapsed = now.saturating_duration_since(self.started).as_micros() as u64;
                 let wall = elapsed * 48 / 1000 / AUDIO_TICKS * AUDIO_TICKS;
                 let rtp_time = a.rtp_time.map_or(wall, |t| wall.max(t + AUDIO_TICKS));
+                let (bytes, interval) = match a.dtx {
+                    true => (DTX_BYTES, DTX_INTERVAL),
+                    false => (AUDIO_BYTES, AUDIO_INTERVAL),
+                };
                 out.push(DueFrame {
                     rid: None,
                     keyframe: false,
                     rtp_time,
-                    data: audio_frame(AUDIO_BYTES, stamp),
+                    data: audio_frame(bytes, stamp),
                 });
                 // Keep the cadence; skip ahead rather than burst after a stall.
                 self.audio = Some(AudioState {
                     seq: a.seq + 1,
-                    next: (a.next + AUDIO_INTERVAL).max(now),
+                    next: (a.next + interval).max(now),
                     rtp_time: Some(rtp_time),
+                    ..a
                 });
             }
         }
@@ -330,5 +352,28 @@ mod tests {
             .map(|s| (s.layer, s.seq))
             .collect();
         assert_eq!(seqs, vec![(0, 1), (1, 1)]);
+    }
+
+    #[test]
+    fn a_silent_microphone_sends_dtx_frames_with_media_time_of_the_clock() {
+        let t0 = Instant::now();
+        let mut src = MediaSource::audio_only(t0, t0).silent();
+        let mut sent = vec![];
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(2) {
+            for f in src.poll(now) {
+                let seq = crate::stamp::audio_stamp(&f.data).map(|s| s.seq);
+                sent.push((seq, f.rtp_time, f.data.len()));
+            }
+            now += Duration::from_millis(1);
+        }
+        // One frame per 400 ms (0, 400, ..., 1600), numbered contiguously,
+        // media time 400 ms (19,200 ticks) apart, small.
+        assert_eq!(sent.len(), 5, "{sent:?}");
+        for (i, (seq, rtp_time, len)) in sent.iter().enumerate() {
+            assert_eq!(*seq, Some(i as u64));
+            assert_eq!(*rtp_time, i as u64 * 19_200);
+            assert_eq!(*len, DTX_BYTES);
+        }
     }
 }

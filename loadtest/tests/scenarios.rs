@@ -204,6 +204,7 @@ async fn a_conference_is_all_to_all() {
         visible: None,
         tile_width: None,
         nodes: vec![],
+        talking: None,
     };
     let report = conference(&common(&base, "conf"), &args)
         .await
@@ -238,6 +239,8 @@ async fn conference_members_see_only_visible_videos_as_tiles() {
         visible: Some(2),
         tile_width: Some(320),
         nodes: vec![],
+        // One speaks, three send DTX: their audio still arrives, none lost.
+        talking: Some(1),
     };
     let report = conference(&common(&base, "tiles"), &args)
         .await
@@ -260,9 +263,10 @@ async fn conference_members_see_only_visible_videos_as_tiles() {
         "{table}"
     );
     assert_eq!(report.layer_distribution.get("0"), Some(&4), "{table}");
-    // Audio from all three others and two videos: over ~3 s at 50 and
-    // 30 frames/s, more than 2 s' worth each.
-    assert!(report.frames_received > 4 * (3 * 100 + 2 * 60), "{table}");
+    // The speaker's audio at the three others (50 frames/s), DTX frames
+    // (2.5/s) and two videos (30/s) at everyone: more than 2 s' worth.
+    assert!(report.frames_received > 3 * 100 + 4 * 2 * 60, "{table}");
+    assert_eq!(report.audio_loss_pct, 0.0, "{table}");
     shutdown.cancel();
 }
 
