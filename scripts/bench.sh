@@ -181,7 +181,7 @@ PY
   head -1 "$out/cluster.txt"
 }
 
-all=(relay broadcast-100 broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 audio-500 audio-1000 audio-2000 audio-2000-1speaker relay-audio-2000 cluster meeting-nodes)
+all=(relay broadcast-100 broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 conference-25-grid conference-50 audio-500 audio-1000 audio-2000 audio-2000-1speaker relay-audio-2000 cluster meeting-nodes)
 names=("${@:-${all[@]}}")
 for n in "${names[@]}"; do
   case $n in
@@ -193,6 +193,8 @@ for n in "${names[@]}"; do
     broadcast-500-1layer) run "$n" broadcast --viewers 500 --layers 1 --ramp 5 --duration 20 --room b500s ;;
     conference-10) run "$n" conference --participants 10 --layers 3 --ramp 5 --duration 20 --room c10 ;;
     conference-25) run "$n" conference --participants 25 --layers 3 --ramp 10 --duration 20 --room c25 ;;
+    conference-25-grid) run "$n" conference --participants 25 --layers 3 --tile-width 320 --talking 2 --ramp 10 --duration 20 --room c25g ;;
+    conference-50) run "$n" conference --participants 50 --layers 3 --visible 16 --tile-width 320 --talking 2 --ramp 15 --duration 20 --room c50 ;;
     audio-500) run "$n" audio-room --speakers 4 --listeners 500 --ramp 10 --duration 20 --room a500 ;;
     audio-1000) run "$n" audio-room --speakers 4 --listeners 1000 --ramp 15 --duration 20 --room a1000 ;;
     audio-2000) run "$n" audio-room --speakers 4 --listeners 2000 --ramp 20 --duration 20 --room a2000 ;;
