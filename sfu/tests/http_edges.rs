@@ -624,3 +624,84 @@ async fn an_identity_over_its_session_limit_gets_429() -> TestResult {
     assert_eq!(posted.status, 201, "{}", posted.body);
     Ok(())
 }
+
+/// A str0m peer with Opus and one video codec (`vp8` or H.264).
+fn one_codec_peer(vp8: bool, direction: str0m::media::Direction) -> (TestPeer, String) {
+    use str0m::media::MediaKind;
+    let config = str0m::RtcConfig::new()
+        .clear_codecs()
+        .enable_opus(true, false);
+    let config = if vp8 {
+        config.enable_vp8(true)
+    } else {
+        config.enable_h264(true)
+    };
+    TestPeer::new(
+        config,
+        &[(MediaKind::Audio, direction), (MediaKind::Video, direction)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codecs_that_cannot_be_served_are_refused_with_what_would_work() -> TestResult {
+    use str0m::media::Direction;
+    let server = TestServer::start(5);
+    let whip = format!("{}/whip/codecs", server.base);
+    let whep = format!("{}/whep/codecs", server.base);
+    let publish = server.token("codecs", "p", true, false);
+    let subscribe = server.token("codecs", "v", false, true);
+
+    // A publisher whose only video codec the server does not take gets 422
+    // naming both sides, not an audio-only answer.
+    let (_p, offer) = one_codec_peer(true, Direction::SendOnly);
+    let h263 = offer.replace("VP8/90000", "H263/90000");
+    let (s, _, body) = send(
+        Method::POST,
+        &whip,
+        Some(&publish),
+        Some("application/sdp"),
+        &h263,
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("video section"), "{body}");
+    assert!(body.contains("offered H263"), "{body}");
+    assert!(
+        body.contains("supported video codecs: ") && body.contains("VP8"),
+        "{body}"
+    );
+    assert_eq!(
+        server.metric("sfu_rtc_instances").await,
+        0.0,
+        "nothing half set up"
+    );
+
+    // An H.264-only publisher; a VP8-only viewer is told what the room sends.
+    let (_publisher, offer) = one_codec_peer(false, Direction::SendOnly);
+    let created = post_sdp(&whip, &publish, &offer).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let (_v, vp8_viewer) = one_codec_peer(true, Direction::RecvOnly);
+    let (s, _, body) = send(
+        Method::POST,
+        &whep,
+        Some(&subscribe),
+        Some("application/sdp"),
+        &vp8_viewer,
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("sent as H264 "), "{body}");
+    assert!(body.contains("receives video as VP8"), "{body}");
+    assert_eq!(
+        server.metric("sfu_rtc_instances").await,
+        1.0,
+        "only the publisher"
+    );
+    // A viewer that takes H.264 is served.
+    let (_v, h264_viewer) = one_codec_peer(false, Direction::RecvOnly);
+    let posted = post_sdp(&whep, &subscribe, &h264_viewer).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    Ok(())
+}

@@ -1,7 +1,9 @@
 //! Offer and answer checks that turn "str0m accepted something" into a clear
 //! answer for the client: a WHIP offer must send audio or video, a WHEP
 //! offer must receive it, the number of media lines is bounded, and an
-//! answer that would carry nothing is rejected (422) instead of returned.
+//! answer that would carry nothing — or would drop a section the client
+//! offered because none of its codecs is supported — is rejected (422,
+//! naming the codecs on both sides) instead of returned.
 
 use signaling::room_protocol::ErrorCode;
 use signaling::SessionKind;
@@ -22,16 +24,19 @@ pub struct MediaSection {
     pub twcc: bool,
     /// REMB feedback (`goog-remb`) is negotiable.
     pub remb: bool,
+    /// The media codecs of its `a=rtpmap` lines in order (repair formats:
+    /// rtx, red, ulpfec, flexfec, left out).
+    pub codecs: Vec<String>,
 }
 
 impl MediaSection {
     fn is_av(&self) -> bool {
         self.kind == "audio" || self.kind == "video"
     }
-    fn sends(&self) -> bool {
+    pub fn sends(&self) -> bool {
         matches!(self.direction.as_str(), "sendonly" | "sendrecv")
     }
-    fn receives(&self) -> bool {
+    pub fn receives(&self) -> bool {
         matches!(self.direction.as_str(), "recvonly" | "sendrecv")
     }
 }
@@ -52,6 +57,7 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
                 mid: None,
                 twcc: false,
                 remb: false,
+                codecs: vec![],
             });
         } else if let Some(attr) = line.strip_prefix("a=") {
             if let (Some(s), true) = (
@@ -60,6 +66,17 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
             ) {
                 s.twcc |= attr.ends_with(" transport-cc") || attr.contains("transport-wide-cc");
                 s.remb |= attr.ends_with(" goog-remb");
+            }
+            if let (Some(s), Some(map)) = (sections.last_mut(), attr.strip_prefix("rtpmap:")) {
+                let name = map.split_ascii_whitespace().nth(1).unwrap_or("");
+                let name = name.split('/').next().unwrap_or("").to_string();
+                let repair = ["rtx", "red", "ulpfec", "flexfec-03"];
+                if !name.is_empty()
+                    && !repair.iter().any(|r| r.eq_ignore_ascii_case(&name))
+                    && !s.codecs.contains(&name)
+                {
+                    s.codecs.push(name);
+                }
             }
             if let Some(mid) = attr.strip_prefix("mid:") {
                 if let Some(s) = sections.last_mut() {
@@ -107,6 +124,48 @@ pub fn check_offer(kind: SessionKind, sdp: &str) -> Result<(), String> {
                 "a WHEP offer must receive audio or video (recvonly or sendrecv)".into()
             }
         });
+    }
+    Ok(())
+}
+
+/// Check that the answer serves every audio/video section of the offer
+/// that carries media the session needs (a WHIP offer's sending sections,
+/// a WHEP offer's receiving ones): a section answered with port 0 had no
+/// codec the server supports, and a session that silently lost its video
+/// is worse than a clear refusal. `supported(kind)` names the server's
+/// codecs of a kind. Sections pair up by position (RFC 3264).
+pub fn check_served(
+    kind: SessionKind,
+    offer: &str,
+    answer: &str,
+    supported: impl Fn(&str) -> Vec<String>,
+) -> Result<(), String> {
+    let answered = media_sections(answer);
+    for (i, offered) in media_sections(offer).iter().enumerate() {
+        let needed = offered.is_av()
+            && !offered.rejected
+            && match kind {
+                SessionKind::Whip => offered.sends(),
+                SessionKind::Whep => offered.receives(),
+                SessionKind::Room => false,
+            };
+        if !needed || answered.get(i).is_some_and(|a| !a.rejected) {
+            continue;
+        }
+        let what = match &offered.mid {
+            Some(mid) => format!("the offer's {} section (mid {mid})", offered.kind),
+            None => format!("the offer's {} section", offered.kind),
+        };
+        let listed = |names: &[String]| match names.is_empty() {
+            true => "none".to_string(),
+            false => names.join(", "),
+        };
+        return Err(format!(
+            "{what} has no codec this server supports: offered {}; supported {} codecs: {}",
+            listed(&offered.codecs),
+            offered.kind,
+            listed(&supported(&offered.kind)),
+        ));
     }
     Ok(())
 }
@@ -252,5 +311,47 @@ mod tests {
         assert!(check_answer(WHIP_OFFER).is_ok());
         assert!(check_answer(&WHIP_OFFER.replace("sendonly", "inactive")).is_err());
         assert!(check_answer(&WHIP_OFFER.replace(" 9 ", " 0 ")).is_err());
+    }
+
+    fn supported(kind: &str) -> Vec<String> {
+        match kind {
+            "audio" => vec!["opus".into()],
+            _ => vec!["VP8".into(), "H264".into()],
+        }
+    }
+
+    const H263_VIDEO: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 34 35\r\na=mid:1\r\na=sendonly\r\n\
+        a=rtpmap:34 H263/90000\r\na=rtpmap:35 rtx/90000\r\n";
+
+    #[test]
+    fn a_section_dropped_for_its_codecs_is_refused_with_both_lists() {
+        // The answer kept the audio and rejected the video (port 0).
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 0\r\na=inactive\r\n";
+        let err = check_served(SessionKind::Whip, H263_VIDEO, answer, supported)
+            .expect_err("video dropped");
+        assert!(err.contains("video section (mid 1)"), "{err}");
+        assert!(err.contains("offered H263;"), "{err}");
+        assert!(err.contains("supported video codecs: VP8, H264"), "{err}");
+        // Both served: fine.
+        let both = answer.replace("m=video 0", "m=video 9");
+        assert!(check_served(SessionKind::Whip, H263_VIDEO, &both, supported).is_ok());
+        // A section the session does not need (a WHIP offer's receiving
+        // line) may go unanswered.
+        let recv = H263_VIDEO.replace("a=mid:1\r\na=sendonly", "a=mid:1\r\na=recvonly");
+        assert!(check_served(SessionKind::Whip, &recv, answer, supported).is_ok());
+        let err = check_served(SessionKind::Whep, &recv, answer, supported)
+            .expect_err("a viewer's video dropped");
+        assert!(err.contains("offered H263;"), "{err}");
+    }
+
+    #[test]
+    fn codec_names_skip_repair_formats_and_repeats() {
+        let sdp = "m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99 100\r\n\
+            a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=rtpmap:98 H264/90000\r\n\
+            a=rtpmap:99 H264/90000\r\na=rtpmap:100 red/90000\r\na=rtpmap:bogus\r\n";
+        assert_eq!(media_sections(sdp)[0].codecs, vec!["VP8", "H264"]);
     }
 }

@@ -3,7 +3,41 @@
 //! restarts from PATCH, and the WHEP event streams.
 
 use super::*;
+use crate::forward::payload_map;
 use crate::room::member::Member;
+use crate::room::offer::check_served;
+use str0m::format::PayloadParams;
+use str0m::media::Mid;
+
+/// A codec as a refusal names it: H.264 with its profile-level-id, which
+/// decides whether a decoder can take it.
+fn describe(p: &PayloadParams) -> String {
+    let spec = p.spec();
+    match spec.format.profile_level_id {
+        Some(id) if spec.codec == str0m::format::Codec::H264 => format!("{} {id:06x}", spec.codec),
+        _ => spec.codec.to_string(),
+    }
+}
+
+/// The server's codecs of `kind` ("audio" or "video") as SDP names them,
+/// for refusals that say what would have worked.
+pub(super) fn supported_codecs(kind: &str) -> Vec<String> {
+    let mut config = rtc_config(IceCreds::new(), SessionKind::Whep, Downlink::Loopback);
+    let mut names: Vec<String> = vec![];
+    for p in config.codec_config().params() {
+        let codec = p.spec().codec;
+        let matches = match kind {
+            "audio" => codec.is_audio(),
+            "video" => codec.is_video(),
+            _ => false,
+        };
+        let name = codec.to_string();
+        if matches && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
 
 /// Whether a session that sends media estimates the link it sends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +196,12 @@ impl WorkerCore {
             .map_err(|e| BackendError::UnusableSdp(e.to_string()))?;
         let answer_sdp = answer.to_sdp_string();
         check_answer(&answer_sdp).map_err(BackendError::UnusableSdp)?;
+        check_served(req.kind, &req.offer_sdp, &answer_sdp, supported_codecs)
+            .map_err(BackendError::UnusableSdp)?;
+        if req.kind == SessionKind::Whep {
+            self.check_viewer_codecs(&req.room, &rtc, &req.offer_sdp)
+                .map_err(BackendError::UnusableSdp)?;
+        }
         // WHIP publishers are room members (others see them with their tracks).
         let member = (req.kind == SessionKind::Whip)
             .then(|| Member::publisher(&req.resource_id, &req.identity, now));
@@ -187,6 +227,64 @@ impl WorkerCore {
             answer_sdp,
             etag,
         })
+    }
+
+    /// A WHEP viewer arriving while the room has video: it must be able to
+    /// receive at least one publisher's video in a codec that publisher
+    /// negotiated, or it would connect and never see a picture.
+    fn check_viewer_codecs(&self, room: &str, viewer: &Rtc, offer: &str) -> Result<(), String> {
+        let video_params = |rtc: &Rtc, mid: Mid| -> Vec<PayloadParams> {
+            let Some(media) = rtc.media(mid) else {
+                return vec![];
+            };
+            let remote = media.remote_pts();
+            rtc.codec_config()
+                .params()
+                .iter()
+                .filter(|p| remote.contains(&p.pt()) && p.spec().codec.is_video())
+                .cloned()
+                .collect()
+        };
+        let receivable: Vec<PayloadParams> = crate::room::offer::media_sections(offer)
+            .into_iter()
+            .filter_map(|s| s.mid)
+            .flat_map(|mid| video_params(viewer, Mid::from(mid.as_str())))
+            .collect();
+        let mut sent = vec![];
+        for p in self.participants.values().filter(|p| &*p.room == room) {
+            // The video lines a publisher sends, as its offer negotiated them.
+            let sending = crate::room::offer::media_sections(&p.negotiation.remote_offer)
+                .into_iter()
+                .filter(|s| s.kind == "video" && s.sends() && !s.rejected)
+                .filter_map(|s| s.mid);
+            for mid in sending {
+                let offered = video_params(p.rtc_ref(), Mid::from(mid.as_str()));
+                let fits = offered.iter().any(|src| {
+                    receivable
+                        .iter()
+                        .any(|dst| payload_map::compatibility(src, dst).is_some())
+                });
+                if fits {
+                    return Ok(());
+                }
+                sent.extend(offered.iter().map(describe));
+            }
+        }
+        if sent.is_empty() {
+            return Ok(()); // no video yet: whatever comes is checked per packet
+        }
+        sent.dedup();
+        let mut takes: Vec<String> = receivable.iter().map(describe).collect();
+        takes.dedup();
+        let takes = if takes.is_empty() {
+            "none".to_string()
+        } else {
+            takes.join(", ")
+        };
+        Err(format!(
+            "the room's video is sent as {}; this offer receives video as {takes}: offer one of the publisher's codecs",
+            sent.join(", ")
+        ))
     }
 
     /// A conference participant without an offer yet.
