@@ -705,3 +705,127 @@ async fn codecs_that_cannot_be_served_are_refused_with_what_would_work() -> Test
     assert_eq!(posted.status, 201, "{}", posted.body);
     Ok(())
 }
+
+/// Odd but legal offers, as other WHIP stacks send them, each edited from a
+/// real offer: served (201) or refused with a 4xx that says why; never a
+/// 5xx, and every refused one leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_but_legal_offers_are_served_or_refused_clearly() -> TestResult {
+    let server = TestServer::start(5);
+    let publish = server.token("odd", "p", true, false);
+    // A publisher with Opus and VP8 only, so edits to PT 96 hit VP8.
+    let (_p, offer) = one_codec_peer(true, str0m::media::Direction::SendOnly);
+    let lines: Vec<&str> = offer.lines().collect();
+    let without = |prefix: &str| -> String {
+        let kept: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with(prefix))
+            .collect();
+        kept.join("\r\n") + "\r\n"
+    };
+    let video_at = offer.find("m=video").expect("a video section");
+    let (audio_part, video_part) = offer.split_at(video_at);
+    let edits: Vec<(&str, String)> = vec![
+        ("no ssrc lines", without("a=ssrc")),
+        (
+            "no mid header extension",
+            lines
+                .iter()
+                .filter(|l| !l.contains("sdes:mid"))
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\r\n")
+                + "\r\n",
+        ),
+        (
+            "rids without simulcast",
+            offer.replace(
+                "a=rtpmap:96 VP8/90000",
+                "a=rtpmap:96 VP8/90000\r\na=rid:h send",
+            ),
+        ),
+        (
+            "an unknown fmtp",
+            offer.replace(
+                "a=rtpmap:96 VP8/90000",
+                "a=rtpmap:96 VP8/90000\r\na=fmtp:96 x-unknown=1",
+            ),
+        ),
+        (
+            "a duplicate payload type",
+            offer.replace(
+                "a=rtpmap:96 VP8/90000",
+                "a=rtpmap:96 VP8/90000\r\na=rtpmap:96 H264/90000",
+            ),
+        ),
+        ("BUNDLE with one media section", {
+            let session_and_audio = audio_part.split("m=audio").next().unwrap_or("");
+            let mid = video_part
+                .lines()
+                .find_map(|l| l.strip_prefix("a=mid:"))
+                .unwrap_or("1")
+                .trim()
+                .to_string();
+            let session = session_and_audio
+                .lines()
+                .map(|l| match l.starts_with("a=group:BUNDLE") {
+                    true => format!("a=group:BUNDLE {mid}"),
+                    false => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\r\n");
+            format!("{session}\r\n{video_part}")
+        }),
+    ];
+    let whip = format!("{}/whip/odd", server.base);
+    let mut served = 0.0;
+    for (what, sdp) in &edits {
+        let posted = post_sdp(&whip, &publish, sdp).await;
+        assert!(
+            posted.status == 201 || (400..500).contains(&posted.status),
+            "{what}: {} {}",
+            posted.status,
+            posted.body
+        );
+        if *what == "a duplicate payload type" {
+            assert_eq!(posted.status, 400, "{}", posted.body);
+            assert!(posted.body.contains("mapped twice"), "{}", posted.body);
+        }
+        if posted.status == 201 {
+            served += 1.0;
+            // Free the room's publisher slot for the next offer.
+            let url = posted.location.expect("a 201 names its resource");
+            let url = if url.starts_with("http") {
+                url
+            } else {
+                format!("{}{url}", server.base)
+            };
+            let (s, _, body) = send(Method::DELETE, &url, Some(&publish), None, "", &[]).await;
+            assert!(s.is_success(), "{what}: DELETE {s} {body}");
+        } else {
+            assert!(!posted.body.trim().is_empty(), "{what}: a refusal says why");
+            assert!(
+                !posted.body.contains("PointerOffset"),
+                "{what}: {}",
+                posted.body
+            );
+        }
+        eprintln!(
+            "{what}: {} {}",
+            posted.status,
+            posted.body.lines().next().unwrap_or("")
+        );
+    }
+    assert!(
+        served >= 4.0,
+        "most of these are legal and served ({served})"
+    );
+    assert!(
+        server
+            .wait_metric("sfu_rtc_instances", 0.0, Duration::from_secs(5))
+            .await,
+        "nothing half set up"
+    );
+    Ok(())
+}

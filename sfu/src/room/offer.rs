@@ -97,6 +97,34 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
     sections
 }
 
+/// Why an SDP that str0m could not parse is malformed, for the client:
+/// a payload type mapped twice in one section is named; otherwise the
+/// parser's own words, without the memory address it appends.
+pub fn parse_failure(sdp: &str, parser_error: &str) -> String {
+    let mut kind = "session";
+    let mut seen: Vec<(&str, &str)> = vec![];
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = m.split_ascii_whitespace().next().unwrap_or("media");
+            seen.clear();
+        } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+            let mut parts = map.split_ascii_whitespace();
+            let (pt, codec) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if let Some((_, first)) = seen.iter().find(|(p, _)| *p == pt) {
+                return format!(
+                    "payload type {pt} is mapped twice in the {kind} section ({first} and {codec})"
+                );
+            }
+            seen.push((pt, codec));
+        }
+    }
+    let plain = parser_error
+        .split(" at PointerOffset")
+        .next()
+        .unwrap_or(parser_error);
+    format!("the SDP does not parse ({plain})")
+}
+
 /// Check an offer before it is applied. The error text goes to the client.
 pub fn check_offer(kind: SessionKind, sdp: &str) -> Result<(), String> {
     let sections = media_sections(sdp);
@@ -353,5 +381,19 @@ mod tests {
             a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=rtpmap:98 H264/90000\r\n\
             a=rtpmap:99 H264/90000\r\na=rtpmap:100 red/90000\r\na=rtpmap:bogus\r\n";
         assert_eq!(media_sections(sdp)[0].codecs, vec!["VP8", "H264"]);
+    }
+
+    #[test]
+    fn a_parse_failure_names_a_doubly_mapped_payload_type_or_drops_the_address() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+            a=rtpmap:96 VP8/90000\r\na=rtpmap:96 H264/90000\r\n";
+        assert_eq!(
+            parse_failure(sdp, "x"),
+            "payload type 96 is mapped twice in the video section (VP8/90000 and H264/90000)"
+        );
+        assert_eq!(
+            parse_failure("v=0\r\n", "SDP parse: Parse error at PointerOffset(0x7f19)"),
+            "the SDP does not parse (SDP parse: Parse error)"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use super::*;
 use crate::forward::payload_map;
 use crate::room::member::Member;
-use crate::room::offer::check_served;
+use crate::room::offer::{check_served, parse_failure};
 use str0m::format::PayloadParams;
 use str0m::media::Mid;
 
@@ -179,8 +179,9 @@ impl WorkerCore {
         req: CreateRequest,
     ) -> Result<SessionCreated, BackendError> {
         tracing::debug!(room = %req.room, offer = %req.offer_sdp, "offer");
-        let offer = SdpOffer::from_sdp_string(&req.offer_sdp)
-            .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(&req.offer_sdp).map_err(|e| {
+            BackendError::MalformedSdp(parse_failure(&req.offer_sdp, &e.to_string()))
+        })?;
         check_offer(req.kind, &req.offer_sdp).map_err(BackendError::UnusableSdp)?;
         self.check_room_capacity(&req.room)?;
         self.check_identity_sessions(&req.room, &req.identity)?;

@@ -33,7 +33,10 @@ impl WorkerCore {
                 self.reply_error(
                     id,
                     ErrorCode::Negotiation,
-                    format!("malformed SDP: {e}"),
+                    format!(
+                        "malformed SDP: {}",
+                        crate::room::offer::parse_failure(&sdp, &e.to_string())
+                    ),
                     now,
                 );
                 return;
