@@ -191,12 +191,15 @@ impl OutStreams {
 
 /// The subscriber's payload type on `mid` for packets described by `src`.
 fn subscriber_pt(rtc: &Rtc, mid: Mid, src: &PayloadParams) -> Option<Pt> {
-    let media = rtc.media(mid)?;
-    let remote = media.remote_pts();
-    let candidates = rtc
-        .codec_config()
+    payload_map::select(src, negotiated_params(rtc, mid))
+}
+
+/// The codec parameters negotiated on line `mid` of `rtc`: those of the
+/// payload types the remote side listed there (none for an unknown line).
+pub fn negotiated_params(rtc: &Rtc, mid: Mid) -> impl Iterator<Item = &PayloadParams> {
+    let remote = rtc.media(mid).map_or(&[][..], |m| m.remote_pts());
+    rtc.codec_config()
         .params()
         .iter()
-        .filter(|p| remote.contains(&p.pt()));
-    payload_map::select(src, candidates)
+        .filter(move |p| remote.contains(&p.pt()))
 }

@@ -6,6 +6,7 @@ use super::*;
 use crate::forward::payload_map;
 use crate::room::member::Member;
 use crate::room::offer::{check_served, parse_failure};
+use crate::room::out_streams::negotiated_params;
 use str0m::format::PayloadParams;
 use str0m::media::Mid;
 
@@ -235,14 +236,8 @@ impl WorkerCore {
     /// negotiated, or it would connect and never see a picture.
     fn check_viewer_codecs(&self, room: &str, viewer: &Rtc, offer: &str) -> Result<(), String> {
         let video_params = |rtc: &Rtc, mid: Mid| -> Vec<PayloadParams> {
-            let Some(media) = rtc.media(mid) else {
-                return vec![];
-            };
-            let remote = media.remote_pts();
-            rtc.codec_config()
-                .params()
-                .iter()
-                .filter(|p| remote.contains(&p.pt()) && p.spec().codec.is_video())
+            negotiated_params(rtc, mid)
+                .filter(|p| p.spec().codec.is_video())
                 .cloned()
                 .collect()
         };
