@@ -70,17 +70,31 @@ function waitForIceGathering(pc, timeoutMs) {
   });
 }
 
+/** Put `mimeType` first among the video codecs `transceiver` offers (its
+ *  retransmission format stays listed); unchanged where the browser lacks it. */
+function preferCodec(transceiver, mimeType) {
+  const codecs = RTCRtpSender.getCapabilities?.('video')?.codecs || [];
+  const wanted = codecs.filter((c) => c.mimeType.toLowerCase() === mimeType.toLowerCase());
+  if (!wanted.length || !transceiver.setCodecPreferences) return;
+  transceiver.setCodecPreferences([...wanted, ...codecs.filter((c) => !wanted.includes(c))]);
+}
+
 /** A WHIP (publish) or WHEP (play) session. */
 export class Session {
   /**
    * @param {{kind: 'whip'|'whep', room: string, token: string, onState?: (s: string) => void,
-   *          simulcast?: boolean, maxWidth?: number}} opts
+   *          simulcast?: boolean, maxWidth?: number, scalabilityMode?: string,
+   *          videoCodec?: string}} opts
+   *  scalabilityMode: send one scalable video stream (e.g. 'L3T3_KEY');
+   *  videoCodec: the codec to prefer for video (a mimeType, 'video/VP9').
    *  onState receives pc.connectionState values, and 'closed' after stop().
    */
   constructor(opts) {
     this.kind = opts.kind;
     this.simulcast = !!opts.simulcast;
     this.maxWidth = opts.maxWidth || null;
+    this.scalabilityMode = opts.scalabilityMode || null;
+    this.videoCodec = opts.videoCodec || null;
     this.room = opts.room;
     this.token = opts.token;
     this.onState = opts.onState || (() => {});
@@ -146,8 +160,11 @@ export class Session {
           { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
           { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
         ];
+      } else if (track.kind === 'video' && this.scalabilityMode) {
+        init.sendEncodings = [{ scalabilityMode: this.scalabilityMode }];
       }
-      pc.addTransceiver(track, init);
+      const transceiver = pc.addTransceiver(track, init);
+      if (track.kind === 'video' && this.videoCodec) preferCodec(transceiver, this.videoCodec);
     }
   }
 

@@ -5,7 +5,8 @@
 //! and Opus, which is not parsed and must give the default); the rest is the
 //! RTP payload. Besides not panicking, the result must be consistent: a
 //! keyframe start is a frame start, temporal ids fit their fields, sizes
-//! are non-zero and bounded, VP8 ids only for VP8 with a matching width.
+//! are non-zero and bounded, VP8 ids only for VP8 with a matching width,
+//! spatial layer ids, frame ends and spatial layer sizes only for VP9.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -51,5 +52,13 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         (other, Some(ids)) => panic!("{other:?} gave VP8 ids {ids:?}"),
+    }
+    assert!(info.spatial < 8);
+    for (w, h) in info.spatial_dims.iter().flatten() {
+        assert!(*w > 0 && *h > 0 && *w <= 65535 && *h <= 65535, "{w}x{h}");
+    }
+    if codec != Codec::Vp9 {
+        assert_eq!((info.spatial, info.ends_frame), (0, false), "{codec:?}");
+        assert!(info.spatial_dims.iter().all(Option::is_none), "{codec:?}");
     }
 });

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sfu::forward::codec::Vp8Ids;
 use sfu::forward::rewriter::{Incoming, SourceKey, StreamRewriter};
-use sfu::forward::router::TrackKey;
+use sfu::forward::router::{Delivery, DownTrackKey, TrackKey};
 use sfu::room::out_streams::{Forwarded, OutStreams, WriteOutcome};
 use sfu::worker::core::{rtc_config, Downlink};
 use signaling::SessionKind;
@@ -321,8 +321,15 @@ impl Pair {
         // What the client said since the last frame (reports, TWCC).
         self.deliver_to_server();
         self.serve_server_timeouts();
+        let delivery = Delivery {
+            down: DownTrackKey { subscriber: 2, mid },
+            slot: None,
+            send: true,
+            fresh: false,
+            ends_picture: false,
+        };
         for p in packets {
-            let outcome = self.out.write(&mut self.server, mid, None, false, p);
+            let outcome = self.out.write(&mut self.server, (mid, None), &delivery, p);
             assert_eq!(outcome, WriteOutcome::Written);
         }
         let (t, _) = drain(&mut self.server, &mut self.to_client);

@@ -85,11 +85,15 @@ pub struct RoomSummary {
     pub age_seconds: u64,
 }
 
-/// A simulcast layer as the diagnostics show it.
+/// A simulcast layer (or a scalable stream's spatial layers up to one) as
+/// the diagnostics show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerReport {
     pub rid: Option<String>,
+    /// Spatial layers `0..=spatial` of the stream (0 without SVC).
+    #[serde(default)]
+    pub spatial: u8,
     pub width: u32,
     pub height: u32,
     pub bitrate_bps: u64,
@@ -108,6 +112,9 @@ pub struct SubscriptionReport {
     pub layer: Option<LayerReport>,
     /// Video: the layer wanted next (rid; "" for a single-layer track).
     pub target: Option<String>,
+    /// Video: the spatial layer wanted next in a scalable stream.
+    #[serde(default)]
+    pub target_spatial: Option<u8>,
     pub paused: bool,
     pub max_width: Option<u32>,
     /// Video: the publisher's layers flowing now, lowest first.

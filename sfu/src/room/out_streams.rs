@@ -20,6 +20,7 @@ use str0m::Rtc;
 
 use crate::forward::payload_map;
 use crate::forward::rewriter::{Incoming, StreamRewriter};
+use crate::forward::router::Delivery;
 use crate::forward::ParticipantId;
 
 /// Video packets kept per outgoing stream for NACK resends, and for how
@@ -79,13 +80,14 @@ pub struct OutStreams {
 }
 
 impl OutStreams {
-    /// Write `packet` on the stream of `mid` (and `rid`, on a relay line).
+    /// Write `packet` on the stream of `mid` (and `rid`, on a relay line),
+    /// as `delivery` says: a stream that starts over (`fresh`), a picture
+    /// that ends here for this subscriber (`ends_picture`: the marker).
     pub fn write(
         &mut self,
         rtc: &mut Rtc,
-        mid: Mid,
-        rid: Option<Rid>,
-        fresh: bool,
+        (mid, rid): (Mid, Option<Rid>),
+        delivery: &Delivery,
         packet: &Forwarded,
     ) -> WriteOutcome {
         let Some(stream) = self.stream(rtc, mid, rid, packet.video) else {
@@ -108,7 +110,7 @@ impl OutStreams {
         let Some(pt) = pt else {
             return WriteOutcome::NoCompatibleCodec;
         };
-        let Some(out) = stream.rewriter.forward(&packet.incoming, fresh) else {
+        let Some(out) = stream.rewriter.forward(&packet.incoming, delivery.fresh) else {
             return WriteOutcome::Late;
         };
         let mut write = RtpWrite::new(
@@ -118,7 +120,7 @@ impl OutStreams {
             packet.incoming.arrival,
             packet.payload.clone(),
         )
-        .marker(packet.marker)
+        .marker(packet.marker || delivery.ends_picture)
         .ext_vals(packet.ext.clone())
         .nackable(packet.video);
         // Patched only where the ids change (not for a stream that still

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::forward::freshness::Freshness;
 use crate::forward::reorder::FrameOrderMonitor;
-use crate::forward::router::ProbeRequest;
+use crate::forward::router::{Delivery, ProbeRequest};
 use crate::forward::ParticipantId;
 use crate::room::member::Member;
 use crate::room::out_streams::{Forwarded, OutStreams, WriteOutcome};
@@ -448,19 +448,19 @@ impl Participant {
     }
 
     /// Write a publisher's packet on this subscriber's media line `mid`
-    /// (`rid`: the stream of a relay's line); `fresh`: the stream starts
-    /// over at this packet (a layer switch).
+    /// (`rid`: the stream of a relay's line) as `delivery` says (whether
+    /// the stream starts over here, whether the subscriber's picture ends).
     pub fn write_packet(
         &mut self,
         mid: Mid,
         rid: Option<Rid>,
-        fresh: bool,
+        delivery: &Delivery,
         packet: &Forwarded,
     ) -> WriteOutcome {
         if !self.is_alive() || !self.connected {
             return WriteOutcome::NotWritable;
         }
-        self.out.write(&mut self.rtc, mid, rid, fresh, packet)
+        self.out.write(&mut self.rtc, (mid, rid), delivery, packet)
     }
 
     /// A packet of the source flowing on `mid` was dropped on purpose.

@@ -61,6 +61,13 @@
 //!   (maximum frame size). An SPS or sequence header that cannot be read
 //!   gives `None`, not an error.
 //! - `vp8`: VP8 only, when the descriptor has a PictureID or TL0PICIDX.
+//! - `spatial` / `ends_frame` / `spatial_dims`: VP9 only (scalable video,
+//!   several spatial layers in one RTP stream): the packet's SID when L=1,
+//!   E (the last packet of the spatial layer's frame, where a forwarder that
+//!   drops the layers above must set the RTP marker), and every layer's
+//!   size from a scalability structure with Y=1 (Chromium sends it in the
+//!   first packet of a key picture only, so the upper layers' sizes are
+//!   known from there).
 //!
 //! # Errors
 //!
@@ -105,7 +112,23 @@ pub struct PacketInfo {
     /// VP8 payload descriptor fields, to rewrite picture ids when layers
     /// switch (`None` for other codecs, or when neither field is present).
     pub vp8: Option<Vp8Ids>,
+    /// Spatial layer id (VP9 SID when L=1; 0 otherwise).
+    pub spatial: u8,
+    /// Last packet of a (spatial layer's) frame: VP9 E=1.
+    pub ends_frame: bool,
+    /// Picture size of each spatial layer, lowest first, when the packet
+    /// carries a VP9 scalability structure with sizes (the first
+    /// [`MAX_SPATIAL_LAYERS`] of them).
+    pub spatial_dims: SpatialDims,
 }
+
+/// Spatial layers whose sizes are kept from a scalability structure (VP9
+/// allows 8; WebRTC encoders send at most 3).
+pub const MAX_SPATIAL_LAYERS: usize = 4;
+
+/// Sizes of a scalable stream's spatial layers, lowest first (None: not
+/// announced).
+pub type SpatialDims = [Option<(u32, u32)>; MAX_SPATIAL_LAYERS];
 
 /// The VP8 payload descriptor fields (RFC 7741 4.2) a forwarder rewrites to
 /// keep them continuous across a layer switch.

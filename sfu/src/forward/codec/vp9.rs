@@ -16,6 +16,7 @@ const P: u8 = 0x40;
 const L: u8 = 0x20;
 const F: u8 = 0x10;
 const B: u8 = 0x08;
+const E: u8 = 0x04;
 const V: u8 = 0x02;
 
 struct Reader<'a> {
@@ -56,6 +57,7 @@ pub(super) fn parse(payload: &[u8]) -> Result<PacketInfo, ParseError> {
         info.temporal = layers >> 5;
         info.sync = layers & 0x10 != 0;
         spatial = (layers >> 1) & 0x07;
+        info.spatial = spatial;
         if flags & F == 0 {
             r.byte()?; // TL0PICIDX
         }
@@ -78,8 +80,14 @@ pub(super) fn parse(payload: &[u8]) -> Result<PacketInfo, ParseError> {
         if ss & 0x10 != 0 {
             for layer in 0..layers {
                 let (w, h) = (r.be16()?, r.be16()?);
-                if layer == spatial && w > 0 && h > 0 {
+                if w == 0 || h == 0 {
+                    continue;
+                }
+                if layer == spatial {
                     ss_size = Some((w, h));
+                }
+                if let Some(entry) = info.spatial_dims.get_mut(usize::from(layer)) {
+                    *entry = Some((w, h));
                 }
             }
         }
@@ -98,6 +106,7 @@ pub(super) fn parse(payload: &[u8]) -> Result<PacketInfo, ParseError> {
         .get(r.pos..)
         .filter(|f| !f.is_empty())
         .ok_or(ParseError::Truncated)?;
+    info.ends_frame = flags & E != 0;
     if flags & B != 0 {
         info.starts_frame = true;
         let header = uncompressed_header(frame);
@@ -364,6 +373,12 @@ mod tests {
         let info = assert_robust(Codec::Vp9, &packet(&key, &KEY_360P));
         assert!(info.starts_keyframe);
         assert_eq!(info.dims, Some((320, 180)));
+        // Every layer's size, for the layers that start in later packets.
+        assert_eq!(
+            info.spatial_dims,
+            [Some((320, 180)), Some((640, 360)), Some((1280, 720)), None]
+        );
+        assert_eq!((info.spatial, info.ends_frame), (0, false));
         // SID 1 of the same picture (P=0, D=1): starts a layer frame only.
         let upper = Desc {
             layers: Some((0, false, 1, true)),
@@ -372,6 +387,18 @@ mod tests {
         };
         let info = assert_robust(Codec::Vp9, &packet(&upper, &DELTA));
         assert!(info.starts_frame && !info.starts_keyframe);
+        assert_eq!(info.spatial, 1);
+        assert_eq!(info.spatial_dims, [None; 4]);
+        // The last packet of SID 2's frame: E=1, where the picture ends.
+        let last = Desc {
+            begin: false,
+            end: true,
+            layers: Some((0, false, 2, true)),
+            ..upper
+        };
+        let info = assert_robust(Codec::Vp9, &packet(&last, &DELTA));
+        assert!(!info.starts_frame && info.ends_frame);
+        assert_eq!(info.spatial, 2);
     }
 
     #[test]
@@ -386,7 +413,8 @@ mod tests {
         assert_eq!(info.dims, Some((640, 360)));
         let (middle, last) = ([0x00, 0xb6, 0xe7, 0x6c], [0x04, 0x25, 0xff, 0xa8]);
         assert_eq!(assert_robust(Codec::Vp9, &middle), Default::default());
-        assert_eq!(assert_robust(Codec::Vp9, &last), Default::default());
+        let info = assert_robust(Codec::Vp9, &last);
+        assert!(info.ends_frame && !info.starts_frame);
         let delta = [0x0c, 0x86, 0x00, 0x40, 0x92, 0xf0, 0x31];
         let info = assert_robust(Codec::Vp9, &delta);
         assert!(info.starts_frame && !info.starts_keyframe);

@@ -1,6 +1,11 @@
 //! Simulcast layers: what a publisher sends ([`PublishedLayers`], here) and
 //! which layer each subscriber gets ([`LayerSelector`], in `selector`).
 //!
+//! A layer is a simulcast stream (its rid) or, in a scalable stream (VP9
+//! SVC: spatial layers in one RTP stream), the stream's spatial layers up
+//! to one of them ([`LayerChoice`]): forwarding spatial layer 2 means
+//! forwarding 0, 1 and 2, so its bitrate is theirs together.
+//!
 //! Layers are ranked by what they carry (frame width from the bitstream,
 //! then measured bitrate), never by their rid names, because encoders name
 //! and order rids differently. A layer that stops sending drops out of the
@@ -17,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use str0m::media::Rid;
 
+use super::codec::SpatialDims;
+
 mod selector;
 pub use selector::{
     loss_adjusted, selection_estimate, FrameVerdict, LayerSelector, INITIAL_ESTIMATE_BPS,
@@ -26,12 +33,28 @@ pub use selector::{
 pub const LAYER_STALE_AFTER: Duration = Duration::from_millis(700);
 const BITRATE_WINDOW: Duration = Duration::from_millis(500);
 
-/// Identifies a layer of a track: its rid (None for a non-simulcast track).
+/// Identifies a stream of a track: its rid (None for a non-simulcast track).
 pub type LayerId = Option<Rid>;
+
+/// What a subscriber can be given of a video track: one stream and, when
+/// that stream is scalable, its spatial layers `0..=spatial` (0 for a
+/// stream without spatial layers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LayerChoice {
+    pub rid: LayerId,
+    pub spatial: u8,
+}
+
+impl From<LayerId> for LayerChoice {
+    fn from(rid: LayerId) -> Self {
+        LayerChoice { rid, spatial: 0 }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Layer {
     id: LayerId,
+    spatial: u8,
     width: u32,
     height: u32,
     last_frame: Instant,
@@ -43,10 +66,28 @@ struct Layer {
     max_tid: u8,
 }
 
+impl Layer {
+    fn new(id: LayerId, spatial: u8, now: Instant) -> Layer {
+        Layer {
+            id,
+            spatial,
+            width: 0,
+            height: 0,
+            last_frame: now,
+            window_start: now,
+            window_bytes: [0; TEMPORAL_LAYERS],
+            tid_bps: [0; TEMPORAL_LAYERS],
+            max_tid: 0,
+        }
+    }
+}
+
 /// One layer as the selector sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerView {
     pub id: LayerId,
+    /// Spatial layers `0..=spatial` of stream `id` (0 without SVC).
+    pub spatial: u8,
     pub width: u32,
     pub height: u32,
     /// Bitrate of the whole layer (all temporal layers).
@@ -62,11 +103,20 @@ impl LayerView {
     pub fn new(id: LayerId, width: u32, height: u32, bitrate_bps: u64) -> LayerView {
         LayerView {
             id,
+            spatial: 0,
             width,
             height,
             bitrate_bps,
             temporal_bps: [bitrate_bps; TEMPORAL_LAYERS],
             max_tid: 0,
+        }
+    }
+
+    /// What a subscriber given this layer receives.
+    pub fn choice(&self) -> LayerChoice {
+        LayerChoice {
+            rid: self.id,
+            spatial: self.spatial,
         }
     }
 
@@ -107,6 +157,9 @@ pub struct PublishedLayers {
     /// Layers announced in the SDP (`a=simulcast`); 1 without simulcast.
     expected: usize,
     first_frame: Option<Instant>,
+    /// Spatial layer sizes a scalable stream announced (its scalability
+    /// structure), per stream.
+    spatial_dims: Vec<(LayerId, SpatialDims)>,
 }
 
 impl PublishedLayers {
@@ -120,7 +173,7 @@ impl PublishedLayers {
     /// True once an initial layer choice is meaningful: every announced
     /// layer has been seen with its picture size, or enough time passed.
     pub fn settled(&self, now: Instant) -> bool {
-        let all_known = self.layers.len() >= self.expected.max(1)
+        let all_known = self.layers.len() >= self.announced()
             && (self.layers.len() == 1 || self.layers.iter().all(|l| l.width > 0));
         all_known
             || self
@@ -142,17 +195,67 @@ impl PublishedLayers {
             return self.settled(now);
         };
         let fits = self.layers.iter().any(|l| l.width > 0 && l.width <= max);
-        let missing = self.layers.len() < self.expected;
+        let missing = self.layers.len() < self.announced();
         let waited = self
             .first_frame
             .is_some_and(|t| now.saturating_duration_since(t) >= FIT_WAIT);
         self.settled(now) && (fits || !missing || waited)
     }
 
-    /// A frame of layer `id` arrived (`size` bytes; `dims` when the frame tells).
+    /// Layers expected: the simulcast streams announced, each scalable one
+    /// counted with the spatial layers its scalability structure announced.
+    fn announced(&self) -> usize {
+        let extra: usize = self
+            .spatial_dims
+            .iter()
+            .map(|(_, dims)| dims.iter().flatten().count().saturating_sub(1))
+            .sum();
+        self.expected.max(1) + extra
+    }
+
+    /// Spatial layers stream `id` announced (None: not a scalable stream,
+    /// or no scalability structure with sizes seen yet).
+    pub fn spatial_layers(&self, id: &LayerId) -> Option<u8> {
+        let (_, dims) = self.spatial_dims.iter().find(|(i, _)| i == id)?;
+        Some(dims.iter().flatten().count() as u8)
+    }
+
+    /// Stream `id` announced its spatial layers' sizes (a scalability
+    /// structure, sent with key pictures). Layers not seen yet are taken
+    /// as flowing from `now` (their packets follow in the same picture), so
+    /// a subscriber's first choice can be made at the picture's first
+    /// packet, and a layer that never comes goes stale as any other.
+    pub fn announce_spatial(&mut self, id: LayerId, dims: SpatialDims, now: Instant) {
+        match self.spatial_dims.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, d)) => *d = dims,
+            None => self.spatial_dims.push((id, dims)),
+        }
+        for (spatial, size) in dims.iter().enumerate() {
+            let Some((width, height)) = *size else {
+                continue;
+            };
+            let spatial = spatial as u8;
+            match self
+                .layers
+                .iter_mut()
+                .find(|l| l.id == id && l.spatial == spatial)
+            {
+                Some(layer) => (layer.width, layer.height) = (width, height),
+                None => {
+                    let mut layer = Layer::new(id, spatial, now);
+                    (layer.width, layer.height) = (width, height);
+                    self.layers.push(layer);
+                }
+            }
+        }
+    }
+
+    /// A packet of layer `id` (spatial layer `spatial` in it) arrived
+    /// (`size` bytes; `dims` when the frame tells).
     pub fn observe(
         &mut self,
         id: LayerId,
+        spatial: u8,
         size: usize,
         dims: Option<(u32, u32)>,
         tid: u8,
@@ -160,19 +263,14 @@ impl PublishedLayers {
     ) {
         let tid = usize::from(tid).min(TEMPORAL_LAYERS - 1);
         self.first_frame.get_or_insert(now);
-        let index = match self.layers.iter().position(|l| l.id == id) {
+        let index = match self
+            .layers
+            .iter()
+            .position(|l| l.id == id && l.spatial == spatial)
+        {
             Some(i) => i,
             None => {
-                self.layers.push(Layer {
-                    id,
-                    width: 0,
-                    height: 0,
-                    last_frame: now,
-                    window_start: now,
-                    window_bytes: [0; TEMPORAL_LAYERS],
-                    tid_bps: [0; TEMPORAL_LAYERS],
-                    max_tid: 0,
-                });
+                self.layers.push(Layer::new(id, spatial, now));
                 self.layers.len() - 1
             }
         };
@@ -198,30 +296,57 @@ impl PublishedLayers {
     /// Every layer seen so far with its last known width (also layers that
     /// stopped), and whether all announced layers were seen.
     pub fn known(&self) -> (Vec<(LayerId, u32)>, bool) {
-        let known = self.layers.iter().map(|l| (l.id, l.width)).collect();
-        (known, self.layers.len() >= self.expected)
+        let known = self
+            .layers
+            .iter()
+            .filter(|l| l.spatial == 0)
+            .map(|l| (l.id, self.stream_width(&l.id)))
+            .collect();
+        let streams = self.layers.iter().filter(|l| l.spatial == 0).count();
+        (known, streams >= self.expected)
     }
 
-    /// Flowing layers, lowest first (by width, then bitrate).
+    /// The widest picture a stream carries (its top spatial layer's).
+    fn stream_width(&self, id: &LayerId) -> u32 {
+        self.layers
+            .iter()
+            .filter(|l| l.id == *id)
+            .map(|l| l.width)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Flowing layers, lowest first (by width, then bitrate). A spatial
+    /// layer of a scalable stream carries the rates of the layers below it.
     pub fn ranked(&self, now: Instant) -> Vec<LayerView> {
+        let flowing = |l: &&Layer| now.saturating_duration_since(l.last_frame) < LAYER_STALE_AFTER;
         let mut v: Vec<LayerView> = self
             .layers
             .iter()
-            .filter(|l| now.saturating_duration_since(l.last_frame) < LAYER_STALE_AFTER)
+            .filter(flowing)
             .map(|l| {
                 let mut temporal_bps = [0; TEMPORAL_LAYERS];
-                let mut sum = 0;
-                for (t, bps) in l.tid_bps.iter().enumerate() {
-                    sum += bps;
-                    temporal_bps[t] = sum;
+                let mut max_tid = 0;
+                let below = self
+                    .layers
+                    .iter()
+                    .filter(|b| b.id == l.id && b.spatial <= l.spatial);
+                for b in below {
+                    let mut sum = 0;
+                    for (t, bps) in b.tid_bps.iter().enumerate() {
+                        sum += bps;
+                        temporal_bps[t] += sum;
+                    }
+                    max_tid = max_tid.max(b.max_tid);
                 }
                 LayerView {
                     id: l.id,
+                    spatial: l.spatial,
                     width: l.width,
                     height: l.height,
-                    bitrate_bps: sum,
+                    bitrate_bps: temporal_bps[TEMPORAL_LAYERS - 1],
                     temporal_bps,
-                    max_tid: l.max_tid,
+                    max_tid,
                 }
             })
             .collect();

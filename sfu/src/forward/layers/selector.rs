@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{LayerId, LayerView};
+use super::{LayerChoice, LayerId, LayerView};
 
 /// Video budget needed before upgrading, relative to the next layer's
 /// bitrate. With [`VIDEO_SHARE`] that is an estimate of 1.25x the layer
@@ -112,9 +112,9 @@ pub struct LayerSelector {
     /// Subscriber's wish: at most this many pixels wide.
     pub max_width: Option<u32>,
     /// The layer whose frames flow now (`None`: nothing flows yet).
-    current: Option<LayerId>,
+    current: Option<LayerChoice>,
     /// The layer wanted (`None`: video paused for bandwidth).
-    target: Option<LayerId>,
+    target: Option<LayerChoice>,
     paused: bool,
     upgrade_ok_since: Option<Instant>,
     pub(super) upgrade_hold: Duration,
@@ -169,16 +169,16 @@ impl Default for LayerSelector {
 
 /// The best layer a subscriber with `max_width` accepts: the widest that
 /// fits the wish, or the narrowest when none does.
-fn allowed_top(layers: &[LayerView], max_width: Option<u32>) -> Option<LayerId> {
+fn allowed_top(layers: &[LayerView], max_width: Option<u32>) -> Option<LayerChoice> {
     let widest_fitting = layers
         .iter()
         .rev()
         .find(|l| max_width.is_none_or(|m| l.width <= m));
-    widest_fitting.or(layers.first()).map(|l| l.id)
+    widest_fitting.or(layers.first()).map(LayerView::choice)
 }
 
-fn position(layers: &[LayerView], id: &LayerId) -> Option<usize> {
-    layers.iter().position(|l| l.id == *id)
+fn position(layers: &[LayerView], choice: &LayerChoice) -> Option<usize> {
+    layers.iter().position(|l| l.choice() == *choice)
 }
 
 impl LayerSelector {
@@ -189,11 +189,11 @@ impl LayerSelector {
         }
     }
 
-    pub fn current(&self) -> Option<&LayerId> {
+    pub fn current(&self) -> Option<&LayerChoice> {
         self.current.as_ref()
     }
 
-    pub fn target(&self) -> Option<&LayerId> {
+    pub fn target(&self) -> Option<&LayerChoice> {
         self.target.as_ref()
     }
 
@@ -217,7 +217,9 @@ impl LayerSelector {
     ) -> bool {
         let spatial_changed = self.update_spatial(now, layers, estimate_bps);
         // Within the chosen spatial layer, as many temporal layers as fit.
-        let layer = self.target.and_then(|t| layers.iter().find(|l| l.id == t));
+        let layer = self
+            .target
+            .and_then(|t| layers.iter().find(|l| l.choice() == t));
         let temporal = match (layer, estimate_bps) {
             (Some(l), Some(e)) => l.temporal_fit(budget_of(e)),
             (Some(l), None) => l.max_tid,
@@ -273,7 +275,7 @@ impl LayerSelector {
         let Some(estimate) = estimate_bps.filter(|_| allowed.len() > 1) else {
             // Single layer or no estimate: nothing to choose by bandwidth.
             self.paused = false;
-            self.target = Some(allowed[top].id);
+            self.target = Some(allowed[top].choice());
             return before != self.target;
         };
         let budget = budget_of(estimate);
@@ -303,7 +305,7 @@ impl LayerSelector {
                 .is_none_or(|t| now.saturating_duration_since(t) >= MIN_PAUSE);
             if paused_long_enough && fits(&allowed[0], RESUME_MARGIN) {
                 self.paused = false;
-                self.target = Some(allowed[0].id);
+                self.target = Some(allowed[0].choice());
                 self.upgrade_ok_since = None;
             }
             return before != self.target;
@@ -317,9 +319,9 @@ impl LayerSelector {
                 self.blind_choice = allowed.iter().all(|l| l.bitrate_bps == 0);
             }
             match full_fit.or(best_fit) {
-                Some(i) => self.target = Some(allowed[i].id),
+                Some(i) => self.target = Some(allowed[i].choice()),
                 None if before.is_none() && self.current.is_none() => {
-                    self.target = Some(allowed[0].id)
+                    self.target = Some(allowed[0].choice())
                 }
                 None => self.pause(now),
             }
@@ -340,7 +342,7 @@ impl LayerSelector {
             // that fits now, as a first choice would, without the hold.
             let best = allowed.iter().rposition(|l| fits(l, UPGRADE_MARGIN));
             if let Some(best) = best.filter(|&b| b > current_index) {
-                self.target = Some(allowed[best].id);
+                self.target = Some(allowed[best].choice());
                 self.switches_up += 1;
                 self.upgrade_ok_since = None;
                 self.last_upgrade = Some(now);
@@ -354,7 +356,7 @@ impl LayerSelector {
         match best_fit {
             Some(i) if i < current_index && blind => {
                 // The first choice, made blind, corrected on measured rates.
-                self.target = Some(allowed[i].id);
+                self.target = Some(allowed[i].choice());
                 self.upgrade_ok_since = None;
             }
             None => {
@@ -364,7 +366,7 @@ impl LayerSelector {
             }
             Some(i) if i < current_index => {
                 // Down at once; congestion that repeats makes later upgrades wait longer.
-                self.target = Some(allowed[i].id);
+                self.target = Some(allowed[i].choice());
                 self.switches_down += 1;
                 self.upgrade_ok_since = None;
                 let recent_change = [self.last_upgrade, self.last_downgrade]
@@ -400,7 +402,7 @@ impl LayerSelector {
                         .rposition(|l| fits(l, UPGRADE_MARGIN))
                         .unwrap_or(current_index + 1)
                         .max(current_index + 1);
-                    self.target = Some(allowed[best].id);
+                    self.target = Some(allowed[best].choice());
                     self.switches_up += 1;
                     self.upgrade_ok_since = None;
                     self.last_upgrade = Some(now);
@@ -480,20 +482,21 @@ impl LayerSelector {
             .map(|l| estimate_for((l.bitrate_bps as f64 * UPGRADE_MARGIN) as u64))
     }
 
-    /// Decide about one packet of layer `id` and temporal layer `tid`.
-    /// Temporal layers change only where a frame starts (`starts_frame`),
-    /// so no frame is cut in two: down at the next frame, up at the next
-    /// frame that is a switching point (`sync`: it depends only on the base
-    /// layer) or a keyframe.
+    /// Decide about one packet of stream `id`, spatial layer `spatial` in
+    /// it and temporal layer `tid`. Temporal layers change only where a
+    /// picture starts (`starts_picture`), so no picture is cut in two: down
+    /// at the next picture, up at the next one that is a switching point
+    /// (`sync`: it depends only on the base layer) or a keyframe.
     pub fn on_packet(
         &mut self,
         id: &LayerId,
+        spatial: u8,
         starts_keyframe: bool,
-        starts_frame: bool,
+        starts_picture: bool,
         tid: u8,
         sync: bool,
     ) -> FrameVerdict {
-        let verdict = self.on_frame(id, starts_keyframe);
+        let verdict = self.on_frame(id, spatial, starts_picture, starts_keyframe);
         match verdict {
             FrameVerdict::SwitchTo => {
                 self.current_temporal = self.target_temporal;
@@ -502,7 +505,7 @@ impl LayerSelector {
             FrameVerdict::Forward => {
                 let down = self.current_temporal > self.target_temporal;
                 let up_here = tid > self.current_temporal && tid <= self.target_temporal && sync;
-                if (starts_frame && (down || up_here)) || starts_keyframe {
+                if (starts_picture && (down || up_here)) || starts_keyframe {
                     self.current_temporal = self.target_temporal;
                 }
                 if tid <= self.current_temporal {
@@ -515,16 +518,38 @@ impl LayerSelector {
         }
     }
 
-    /// Decide about one packet of layer `id` (spatial only): switches
-    /// happen at the first packet of the target's keyframe.
-    pub fn on_frame(&mut self, id: &LayerId, is_keyframe: bool) -> FrameVerdict {
-        let Some(target) = &self.target else {
+    /// Decide about one packet of stream `id`, spatial layer `spatial`
+    /// (temporal layers aside). A switch to another stream happens at the
+    /// first packet of the target's keyframe; within a scalable stream, a
+    /// switch down happens at the next picture (`starts_picture`), a
+    /// switch up at the next keyframe (upper spatial layers predict from
+    /// the layers below them at key pictures only, in the modes WebRTC
+    /// encoders use). Spatial layers above the one flowing are dropped.
+    pub fn on_frame(
+        &mut self,
+        id: &LayerId,
+        spatial: u8,
+        starts_picture: bool,
+        is_keyframe: bool,
+    ) -> FrameVerdict {
+        let Some(target) = self.target else {
             // Paused: nothing flows.
             self.current = None;
             return FrameVerdict::Drop;
         };
-        if self.current.as_ref() == Some(target) {
-            return if id == target {
+        if let Some(current) = self.current.filter(|c| c.rid == target.rid && *c != target) {
+            let at = if target.spatial < current.spatial {
+                starts_picture
+            } else {
+                is_keyframe
+            };
+            if *id == target.rid && at {
+                self.current = Some(target);
+            }
+        }
+        let carries = |c: &LayerChoice| *id == c.rid && spatial <= c.spatial;
+        if self.current == Some(target) {
+            return if carries(&target) {
                 FrameVerdict::Forward
             } else {
                 FrameVerdict::Drop
@@ -532,15 +557,25 @@ impl LayerSelector {
         }
         // Switching (or starting): wait for the target's keyframe, keep the
         // current layer flowing meanwhile so the picture never freezes.
-        if id == target {
+        if let Some(current) = self.current.filter(|c| c.rid == *id) {
+            return if carries(&current) {
+                FrameVerdict::Forward
+            } else if carries(&target) {
+                FrameVerdict::DropNeedKeyframe // a spatial layer up: its key picture
+            } else {
+                FrameVerdict::Drop
+            };
+        }
+        if *id == target.rid {
             if is_keyframe {
-                self.current = Some(*target);
+                self.current = Some(target);
                 return FrameVerdict::SwitchTo;
             }
-            return FrameVerdict::DropNeedKeyframe;
-        }
-        if self.current.as_ref() == Some(id) {
-            return FrameVerdict::Forward;
+            return if carries(&target) {
+                FrameVerdict::DropNeedKeyframe
+            } else {
+                FrameVerdict::Drop
+            };
         }
         FrameVerdict::Drop
     }

@@ -7,6 +7,10 @@ fn rid(s: &str) -> LayerId {
     Some(Rid::from(s))
 }
 
+fn at(s: &str) -> LayerChoice {
+    rid(s).into()
+}
+
 /// A Chrome-like 3-layer publisher: q 320 wide 150 kbps, h 640/500k, f 1280/2.5M.
 fn chrome_layers() -> Vec<LayerView> {
     vec![
@@ -23,18 +27,18 @@ fn layers_that_appear_above_a_choice_for_want_of_better_are_taken_at_once() {
     let mut s = LayerSelector::default();
     // Only the low layer flows yet (a relay bringing its layers up).
     s.update(t0, &all[..1], Some(3_000_000));
-    assert_eq!(s.target(), Some(&rid("q")));
+    assert_eq!(s.target(), Some(&at("q")));
     // The others arrive: 3 Mbit/s carries 640 with the upgrade margin
     // (1280 would need ~3.2 M): taken in the same update, no hold.
     let t1 = t0 + Duration::from_millis(250);
     assert!(s.update(t1, &all, Some(3_000_000)));
-    assert_eq!(s.target(), Some(&rid("h")));
+    assert_eq!(s.target(), Some(&at("h")));
     // Further up is an upgrade like any other: it waits for the hold.
     let t2 = t1 + Duration::from_millis(250);
     s.update(t2, &all, Some(4_000_000));
-    assert_eq!(s.target(), Some(&rid("h")), "no jump without the hold");
+    assert_eq!(s.target(), Some(&at("h")), "no jump without the hold");
     s.update(t2 + MIN_UPGRADE_HOLD, &all, Some(4_000_000));
-    assert_eq!(s.target(), Some(&rid("f")));
+    assert_eq!(s.target(), Some(&at("f")));
 }
 
 #[test]
@@ -43,15 +47,15 @@ fn a_layer_that_comes_back_after_a_fallback_waits_for_the_hold() {
     let all = chrome_layers();
     let mut s = LayerSelector::default();
     s.update(t0, &all, Some(4_000_000));
-    assert_eq!(s.target(), Some(&rid("f")));
+    assert_eq!(s.target(), Some(&at("f")));
     // The publisher's top layer stops: fall back to 640...
     let t1 = t0 + Duration::from_secs(1);
     s.update(t1, &all[..2], Some(4_000_000));
-    assert_eq!(s.target(), Some(&rid("h")));
+    assert_eq!(s.target(), Some(&at("h")));
     // ...and when it returns, no immediate jump: it may flap.
     let t2 = t1 + Duration::from_millis(500);
     s.update(t2, &all, Some(4_000_000));
-    assert_eq!(s.target(), Some(&rid("h")));
+    assert_eq!(s.target(), Some(&at("h")));
 }
 
 #[test]
@@ -61,9 +65,9 @@ fn ranks_by_content_not_by_rid_names() {
     // An encoder that names its layers 0 (full), 1 (half), 2 (quarter).
     for i in 0..20u64 {
         let t = t0 + Duration::from_millis(i * 33);
-        p.observe(rid("0"), 10_000, Some((1280, 720)), 0, t);
-        p.observe(rid("1"), 2_000, Some((640, 360)), 0, t);
-        p.observe(rid("2"), 600, Some((320, 180)), 0, t);
+        p.observe(rid("0"), 0, 10_000, Some((1280, 720)), 0, t);
+        p.observe(rid("1"), 0, 2_000, Some((640, 360)), 0, t);
+        p.observe(rid("2"), 0, 600, Some((320, 180)), 0, t);
     }
     let ranked = p.ranked(t0 + Duration::from_millis(700));
     let ids: Vec<LayerId> = ranked.iter().map(|l| l.id).collect();
@@ -73,8 +77,8 @@ fn ranks_by_content_not_by_rid_names() {
     let later = t0 + Duration::from_millis(660) + LAYER_STALE_AFTER;
     for i in 0..10u64 {
         let t = later - Duration::from_millis(300) + Duration::from_millis(i * 30);
-        p.observe(rid("1"), 2_000, None, 0, t);
-        p.observe(rid("2"), 600, None, 0, t);
+        p.observe(rid("1"), 0, 2_000, None, 0, t);
+        p.observe(rid("2"), 0, 600, None, 0, t);
     }
     let ids: Vec<LayerId> = p.ranked(later).iter().map(|l| l.id).collect();
     assert_eq!(ids, vec![rid("2"), rid("1")]);
@@ -99,17 +103,17 @@ fn drops_temporal_layers_before_spatial_ones() {
     ];
     let mut s = LayerSelector::default();
     s.update(t0, &layers, Some(3_200_000));
-    assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 2));
+    assert_eq!((s.target(), s.target_temporal()), (Some(&at("f")), 2));
     // 2.2 Mbit/s: f at full rate no longer fits, f at half frame rate does.
     s.update(t0 + Duration::from_millis(100), &layers, Some(2_200_000));
-    assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 1));
+    assert_eq!((s.target(), s.target_temporal()), (Some(&at("f")), 1));
     // 1.5 Mbit/s: f would be down to its base layer alone (a quarter of
     // the frame rate): the lower spatial layer at full frame rate instead.
     s.update(t0 + Duration::from_millis(200), &layers, Some(1_500_000));
-    assert_eq!((s.target(), s.target_temporal()), (Some(&rid("h")), 2));
+    assert_eq!((s.target(), s.target_temporal()), (Some(&at("h")), 2));
     // 150 kbit/s: the lowest layer, down to its base temporal layer.
     s.update(t0 + Duration::from_millis(300), &layers, Some(150_000));
-    assert_eq!((s.target(), s.target_temporal()), (Some(&rid("q")), 0));
+    assert_eq!((s.target(), s.target_temporal()), (Some(&at("q")), 0));
 }
 
 #[test]
@@ -122,12 +126,12 @@ fn a_sudden_drop_goes_down_a_spatial_layer_not_to_half_frame_rate() {
     ];
     let mut s = LayerSelector::default();
     s.update(t0, &layers, Some(3_200_000));
-    assert_eq!(s.target(), Some(&rid("f")));
+    assert_eq!(s.target(), Some(&at("f")));
     // The budget falls to ~65 % of f's rate: f at half its frame rate would
     // still fit the estimate, but a link that just shrank this much takes
     // the next layer down at full rate.
     s.update(t0 + Duration::from_millis(250), &layers, Some(1_850_000));
-    assert_eq!((s.target(), s.target_temporal()), (Some(&rid("h")), 2));
+    assert_eq!((s.target(), s.target_temporal()), (Some(&at("h")), 2));
 }
 
 #[test]
@@ -140,11 +144,11 @@ fn temporal_frames_are_filtered_and_raised_only_at_sync_points() {
     let mut s = LayerSelector::default();
     s.update(t0, &layers, Some(3_200_000));
     let frame =
-        |s: &mut LayerSelector, key, tid, sync| s.on_packet(&rid("f"), key, true, tid, sync);
+        |s: &mut LayerSelector, key, tid, sync| s.on_packet(&rid("f"), 0, key, true, tid, sync);
     assert_eq!(frame(&mut s, true, 0, false), FrameVerdict::SwitchTo);
     // f at half frame rate: TL2 frames stop at once.
     s.update(t0 + Duration::from_millis(50), &layers, Some(2_200_000));
-    assert_eq!((s.target(), s.target_temporal()), (Some(&rid("f")), 1));
+    assert_eq!((s.target(), s.target_temporal()), (Some(&at("f")), 1));
     assert_eq!(frame(&mut s, false, 2, false), FrameVerdict::Drop);
     assert_eq!(frame(&mut s, false, 1, false), FrameVerdict::Forward);
     assert_eq!(frame(&mut s, false, 0, false), FrameVerdict::Forward);
@@ -168,31 +172,43 @@ fn temporal_layers_change_only_where_a_frame_starts() {
     s.update(t0, &layers, Some(3_200_000));
     let f = rid("f");
     assert_eq!(
-        s.on_packet(&f, true, true, 0, false),
+        s.on_packet(&f, 0, true, true, 0, false),
         FrameVerdict::SwitchTo
     );
     // A TL2 frame of three packets is under way when the budget shrinks:
     // its remaining packets still go, the next TL2 frame does not.
     assert_eq!(
-        s.on_packet(&f, false, true, 2, false),
+        s.on_packet(&f, 0, false, true, 2, false),
         FrameVerdict::Forward
     );
     s.update(t0 + Duration::from_millis(50), &layers, Some(2_200_000));
     assert_eq!(
-        s.on_packet(&f, false, false, 2, false),
+        s.on_packet(&f, 0, false, false, 2, false),
         FrameVerdict::Forward
     );
     assert_eq!(
-        s.on_packet(&f, false, false, 2, false),
+        s.on_packet(&f, 0, false, false, 2, false),
         FrameVerdict::Forward
     );
-    assert_eq!(s.on_packet(&f, false, true, 2, false), FrameVerdict::Drop);
-    assert_eq!(s.on_packet(&f, false, false, 2, false), FrameVerdict::Drop);
+    assert_eq!(
+        s.on_packet(&f, 0, false, true, 2, false),
+        FrameVerdict::Drop
+    );
+    assert_eq!(
+        s.on_packet(&f, 0, false, false, 2, false),
+        FrameVerdict::Drop
+    );
     // Raised again: a sync packet in the middle of a frame does not open
     // TL2; the next frame that starts with a sync point does.
     s.update(t0 + Duration::from_millis(100), &layers, Some(3_200_000));
-    assert_eq!(s.on_packet(&f, false, false, 2, true), FrameVerdict::Drop);
-    assert_eq!(s.on_packet(&f, false, true, 2, true), FrameVerdict::Forward);
+    assert_eq!(
+        s.on_packet(&f, 0, false, false, 2, true),
+        FrameVerdict::Drop
+    );
+    assert_eq!(
+        s.on_packet(&f, 0, false, true, 2, true),
+        FrameVerdict::Forward
+    );
 }
 
 #[test]
@@ -201,7 +217,7 @@ fn measures_temporal_layer_rates() {
     let mut p = PublishedLayers::new(1);
     for i in 0..40u64 {
         let tid = [0u8, 2, 1, 2][(i % 4) as usize];
-        p.observe(None, 1000, None, tid, t0 + Duration::from_millis(i * 25));
+        p.observe(None, 0, 1000, None, tid, t0 + Duration::from_millis(i * 25));
     }
     let v = p.ranked(t0 + Duration::from_millis(1000))[0];
     assert_eq!(v.max_tid, 2);
@@ -219,7 +235,7 @@ fn loss_alone_does_not_pause_the_lowest_layer() {
     let t0 = Instant::now();
     // On the lowest layer with a delay-based estimate that carries it.
     s.update(t0, &layers, Some(300_000));
-    assert_eq!(s.target(), Some(&layers[0].id));
+    assert_eq!(s.target(), Some(&layers[0].choice()));
     // One report of 45 % loss: capped by loss alone, this would pause.
     let sending = layers[0].bitrate_bps;
     let capped = loss_adjusted(Some(300_000), 0.45, sending).unwrap_or(0);
@@ -227,7 +243,7 @@ fn loss_alone_does_not_pause_the_lowest_layer() {
     let e = selection_estimate(300_000, 0.45, sending, &layers);
     s.update(t0 + Duration::from_millis(250), &layers, e);
     assert!(!s.is_paused(), "{e:?}");
-    assert_eq!(s.target(), Some(&layers[0].id));
+    assert_eq!(s.target(), Some(&layers[0].choice()));
     // The same loss still takes a subscriber off a higher layer...
     let e = selection_estimate(3_000_000, 0.45, layers[2].bitrate_bps, &layers);
     assert!(e.unwrap_or(0) < 3_000_000 / 2);
@@ -255,21 +271,21 @@ fn heavy_loss_caps_the_estimate() {
 fn settles_when_all_announced_layers_were_seen() {
     let t0 = Instant::now();
     let mut p = PublishedLayers::new(3);
-    p.observe(rid("f"), 5000, Some((1280, 720)), 0, t0);
+    p.observe(rid("f"), 0, 5000, Some((1280, 720)), 0, t0);
     assert!(!p.settled(t0), "only one of three layers seen");
-    p.observe(rid("h"), 2000, Some((640, 360)), 0, t0);
-    p.observe(rid("q"), 500, None, 0, t0);
+    p.observe(rid("h"), 0, 2000, Some((640, 360)), 0, t0);
+    p.observe(rid("q"), 0, 500, None, 0, t0);
     assert!(!p.settled(t0), "q's size is unknown yet");
-    p.observe(rid("q"), 500, Some((320, 180)), 0, t0);
+    p.observe(rid("q"), 0, 500, Some((320, 180)), 0, t0);
     assert!(p.settled(t0));
     let mut slow = PublishedLayers::new(3);
-    slow.observe(rid("f"), 5000, Some((1280, 720)), 0, t0);
+    slow.observe(rid("f"), 0, 5000, Some((1280, 720)), 0, t0);
     assert!(
         slow.settled(t0 + LAYERS_SETTLE),
         "a layer that never comes does not block"
     );
     let mut single = PublishedLayers::new(1);
-    single.observe(None, 5000, None, 0, t0);
+    single.observe(None, 0, 5000, None, 0, t0);
     assert!(single.settled(t0));
 }
 
@@ -278,7 +294,7 @@ fn a_width_limited_subscriber_waits_longer_for_a_layer_that_fits() {
     let t0 = Instant::now();
     let settle = t0 + LAYERS_SETTLE;
     let mut p = PublishedLayers::new(3);
-    p.observe(rid("r0"), 5000, Some((1280, 720)), 0, t0);
+    p.observe(rid("r0"), 0, 5000, Some((1280, 720)), 0, t0);
     assert!(p.settled_for(settle, None), "no limit: as before");
     assert!(p.settled_for(settle, Some(1280)), "a layer fits");
     assert!(
@@ -286,11 +302,11 @@ fn a_width_limited_subscriber_waits_longer_for_a_layer_that_fits() {
         "the small layer may come"
     );
     assert!(p.settled_for(t0 + FIT_WAIT, Some(320)), "but not forever");
-    p.observe(rid("r1"), 500, Some((320, 180)), 0, settle);
+    p.observe(rid("r1"), 0, 500, Some((320, 180)), 0, settle);
     assert!(p.settled_for(settle, Some(320)));
     let mut two = PublishedLayers::new(2);
-    two.observe(rid("r0"), 5000, Some((1280, 720)), 0, t0);
-    two.observe(rid("r1"), 2000, Some((640, 360)), 0, t0);
+    two.observe(rid("r0"), 0, 5000, Some((1280, 720)), 0, t0);
+    two.observe(rid("r1"), 0, 2000, Some((640, 360)), 0, t0);
     assert!(
         two.settled_for(t0, Some(320)),
         "every announced layer is there and none fits: the narrowest it is"
@@ -303,20 +319,20 @@ fn picks_by_bandwidth_and_max_width() {
     let layers = chrome_layers();
     let mut s = LayerSelector::default();
     s.update(t0, &layers, Some(5_000_000));
-    assert_eq!(s.target(), Some(&rid("f")));
+    assert_eq!(s.target(), Some(&at("f")));
     let mut s = LayerSelector::default();
     s.update(t0, &layers, Some(400_000));
     assert_eq!(
         s.target(),
-        Some(&rid("q")),
+        Some(&at("q")),
         "400 kbit/s carries only the low layer"
     );
     let mut s = LayerSelector::with_max_width(Some(640));
     s.update(t0, &layers, Some(5_000_000));
-    assert_eq!(s.target(), Some(&rid("h")), "at most 640 wide");
+    assert_eq!(s.target(), Some(&at("h")), "at most 640 wide");
     let mut s = LayerSelector::default();
     s.update(t0, &layers, None);
-    assert_eq!(s.target(), Some(&rid("f")), "no feedback: the best layer");
+    assert_eq!(s.target(), Some(&at("f")), "no feedback: the best layer");
 }
 
 #[test]
@@ -325,26 +341,26 @@ fn downgrades_at_once_upgrades_after_hold() {
     let layers = chrome_layers();
     let mut s = LayerSelector::default();
     s.update(t0, &layers, Some(5_000_000));
-    assert_eq!(s.target(), Some(&rid("f")));
+    assert_eq!(s.target(), Some(&at("f")));
     // Bandwidth falls: down immediately.
     assert!(s.update(t0 + Duration::from_millis(100), &layers, Some(700_000)));
-    assert_eq!(s.target(), Some(&rid("h")));
+    assert_eq!(s.target(), Some(&at("h")));
     // Bandwidth returns: not at once...
     let mut t = t0 + Duration::from_millis(200);
     s.update(t, &layers, Some(5_000_000));
-    assert_eq!(s.target(), Some(&rid("h")));
+    assert_eq!(s.target(), Some(&at("h")));
     // ...nor while the link settles after the downgrade...
     for _ in 0..95 {
         t += Duration::from_millis(100);
         s.update(t, &layers, Some(5_000_000));
     }
-    assert_eq!(s.target(), Some(&rid("h")));
+    assert_eq!(s.target(), Some(&at("h")));
     // ...but then, after the estimate held for the hold time, one step up.
     for _ in 0..30 {
         t += Duration::from_millis(100);
         s.update(t, &layers, Some(5_000_000));
     }
-    assert_eq!(s.target(), Some(&rid("f")));
+    assert_eq!(s.target(), Some(&at("f")));
 }
 
 #[test]
@@ -373,7 +389,7 @@ fn a_lifted_cap_upgrades_quickly_even_after_oscillation() {
     for _ in 0..300 {
         t += Duration::from_millis(100);
         s.update(t, &layers, Some(8_000_000));
-        if s.target() == Some(&rid("f")) {
+        if s.target() == Some(&at("f")) {
             upgraded_at = Some(t - lifted);
             break;
         }
@@ -421,10 +437,10 @@ fn pauses_when_nothing_fits_and_resumes_with_margin() {
     let layers = chrome_layers();
     let mut s = LayerSelector::default();
     s.update(t0, &layers, Some(400_000));
-    assert_eq!(s.on_frame(&rid("q"), true), FrameVerdict::SwitchTo);
+    assert_eq!(s.on_frame(&rid("q"), 0, true, true), FrameVerdict::SwitchTo);
     s.update(t0 + Duration::from_millis(100), &layers, Some(150_000));
     assert!(s.is_paused());
-    assert_eq!(s.on_frame(&rid("q"), false), FrameVerdict::Drop);
+    assert_eq!(s.on_frame(&rid("q"), 0, false, false), FrameVerdict::Drop);
     // Just enough for the layer is not enough to resume.
     s.update(t0 + Duration::from_millis(200), &layers, Some(200_000));
     assert!(s.is_paused());
@@ -436,7 +452,7 @@ fn pauses_when_nothing_fits_and_resumes_with_margin() {
         Some(400_000),
     );
     assert!(!s.is_paused());
-    assert_eq!(s.target(), Some(&rid("q")));
+    assert_eq!(s.target(), Some(&at("q")));
 }
 
 #[test]
@@ -445,17 +461,29 @@ fn switches_only_at_a_keyframe_of_the_target_without_a_gap() {
     let layers = chrome_layers();
     let mut s = LayerSelector::default();
     s.update(t0, &layers, Some(700_000));
-    assert_eq!(s.on_frame(&rid("h"), false), FrameVerdict::DropNeedKeyframe);
-    assert_eq!(s.on_frame(&rid("h"), true), FrameVerdict::SwitchTo);
-    assert_eq!(s.on_frame(&rid("h"), false), FrameVerdict::Forward);
-    assert_eq!(s.on_frame(&rid("q"), false), FrameVerdict::Drop);
+    assert_eq!(
+        s.on_frame(&rid("h"), 0, false, false),
+        FrameVerdict::DropNeedKeyframe
+    );
+    assert_eq!(s.on_frame(&rid("h"), 0, true, true), FrameVerdict::SwitchTo);
+    assert_eq!(
+        s.on_frame(&rid("h"), 0, false, false),
+        FrameVerdict::Forward
+    );
+    assert_eq!(s.on_frame(&rid("q"), 0, false, false), FrameVerdict::Drop);
     // Down to q: h keeps flowing until q's keyframe arrives.
     s.update(t0 + Duration::from_millis(100), &layers, Some(300_000));
-    assert_eq!(s.target(), Some(&rid("q")));
-    assert_eq!(s.on_frame(&rid("q"), false), FrameVerdict::DropNeedKeyframe);
-    assert_eq!(s.on_frame(&rid("h"), false), FrameVerdict::Forward);
-    assert_eq!(s.on_frame(&rid("q"), true), FrameVerdict::SwitchTo);
-    assert_eq!(s.on_frame(&rid("h"), false), FrameVerdict::Drop);
+    assert_eq!(s.target(), Some(&at("q")));
+    assert_eq!(
+        s.on_frame(&rid("q"), 0, false, false),
+        FrameVerdict::DropNeedKeyframe
+    );
+    assert_eq!(
+        s.on_frame(&rid("h"), 0, false, false),
+        FrameVerdict::Forward
+    );
+    assert_eq!(s.on_frame(&rid("q"), 0, true, true), FrameVerdict::SwitchTo);
+    assert_eq!(s.on_frame(&rid("h"), 0, false, false), FrameVerdict::Drop);
 }
 
 #[test]
@@ -463,14 +491,14 @@ fn falls_back_when_its_layer_stops() {
     let t0 = Instant::now();
     let mut s = LayerSelector::default();
     s.update(t0, &chrome_layers(), Some(5_000_000));
-    assert_eq!(s.target(), Some(&rid("f")));
+    assert_eq!(s.target(), Some(&at("f")));
     let without_top = &chrome_layers()[..2];
     assert!(s.update(
         t0 + Duration::from_millis(800),
         without_top,
         Some(5_000_000)
     ));
-    assert_eq!(s.target(), Some(&rid("h")));
+    assert_eq!(s.target(), Some(&at("h")));
 }
 
 #[test]
@@ -491,7 +519,7 @@ fn probes_toward_the_next_layer() {
         before,
         "an estimate at the probe target upgrades"
     );
-    assert_eq!(s.target(), Some(&layers[2].id));
+    assert_eq!(s.target(), Some(&layers[2].choice()));
     let mut capped = LayerSelector::with_max_width(Some(640));
     capped.update(t0, &layers, Some(700_000));
     assert_eq!(
@@ -511,7 +539,7 @@ fn a_first_choice_made_before_rates_were_measured_is_corrected_without_a_downgra
     let mut s = LayerSelector::with_max_width(Some(640));
     // Nothing measured yet: the widest layer the wish allows.
     s.update(t0, &unmeasured, Some(1_000_000));
-    assert_eq!(s.target(), Some(&rid("h")));
+    assert_eq!(s.target(), Some(&at("h")));
     // The first measured rates are swollen by the first keyframes: h
     // measures 928 kbit/s, more than 1 Mbit/s carries. Down to q, but as a
     // correction of the first choice, not a downgrade...
@@ -519,7 +547,7 @@ fn a_first_choice_made_before_rates_were_measured_is_corrected_without_a_downgra
     swollen[1].bitrate_bps = 928_000;
     swollen[1].temporal_bps = [928_000; 4];
     s.update(t0 + Duration::from_millis(500), &swollen, Some(1_000_000));
-    assert_eq!(s.target(), Some(&rid("q")));
+    assert_eq!(s.target(), Some(&at("q")));
     assert_eq!(s.switches_down, 0);
     // ...so once h measures what it sends, the viewer goes up after the
     // usual hold, not after the settle time a downgrade imposes.
@@ -529,5 +557,5 @@ fn a_first_choice_made_before_rates_were_measured_is_corrected_without_a_downgra
         t += Duration::from_millis(100);
         s.update(t, &layers, Some(1_000_000));
     }
-    assert_eq!(s.target(), Some(&rid("h")));
+    assert_eq!(s.target(), Some(&at("h")));
 }

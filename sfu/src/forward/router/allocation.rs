@@ -63,7 +63,7 @@ impl Router {
                 let sending = dt
                     .selector
                     .current()
-                    .and_then(|c| ranked.iter().find(|l| l.id == *c))
+                    .and_then(|c| ranked.iter().find(|l| l.choice() == *c))
                     .or(ranked.first())
                     .map_or(0, |l| l.bitrate_bps);
                 // Loss reported soon after a switch describes the old rate: ignore it.
@@ -126,7 +126,7 @@ impl Router {
         let t = self.tracks.get(&dt.source?)?;
         let current = dt.selector.current()?;
         let ranked = t.layers.ranked(now);
-        let rank = ranked.iter().position(|l| l.id == *current)?;
+        let rank = ranked.iter().position(|l| l.choice() == *current)?;
         Some((rank, ranked.len()))
     }
 
@@ -151,7 +151,7 @@ impl Router {
                 let current = d
                     .selector
                     .current()
-                    .and_then(|c| available.iter().find(|l| l.id == *c))
+                    .and_then(|c| available.iter().find(|l| l.choice() == *c))
                     .copied();
                 SubscriptionView {
                     mid: k.mid,

@@ -21,8 +21,7 @@ impl Router {
                 .selector
                 .current()
                 .or(dt.selector.target())
-                .cloned()
-                .unwrap_or(None),
+                .and_then(|c| c.rid),
         };
         let t = self.tracks.get_mut(&track)?;
         t.request_keyframe(track, layer, KeyframeCause::SubscriberRequest, now)

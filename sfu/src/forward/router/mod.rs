@@ -42,11 +42,12 @@ use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
 
+use crate::forward::codec::SpatialDims;
 use crate::forward::gaps::{GapVerdict, GapWatch};
 use crate::forward::keyframe::KeyframeThrottle;
 use crate::forward::layers::{
-    selection_estimate, FrameVerdict, LayerId, LayerSelector, LayerView, PublishedLayers,
-    INITIAL_ESTIMATE_BPS,
+    selection_estimate, FrameVerdict, LayerChoice, LayerId, LayerSelector, LayerView,
+    PublishedLayers, INITIAL_ESTIMATE_BPS,
 };
 pub use crate::forward::probe::ProbeRequest;
 use crate::forward::probe::{FROZEN_ESTIMATE_AFTER, SUSTAIN_WINDOW};
@@ -166,7 +167,7 @@ pub struct SubscriptionView {
     /// The layer flowing now (video).
     pub current: Option<LayerView>,
     /// The layer the selector wants (switched to at its next keyframe).
-    pub target: Option<LayerId>,
+    pub target: Option<LayerChoice>,
     pub paused: bool,
     pub max_width: Option<u32>,
     /// The publisher's layers flowing now, lowest first.
@@ -201,6 +202,10 @@ pub struct Router {
     /// Publisher streams whose sequence numbers jumped, since the last
     /// [`Router::take_sequence_jumps`].
     sequence_jumps: u64,
+    /// Scalable-stream packets whose spatial layer lies beyond the
+    /// announced structure, since the last
+    /// [`Router::take_lying_descriptors`].
+    lying_descriptors: u64,
     next_seq: u64,
 }
 
@@ -500,7 +505,7 @@ impl Router {
                     }
                     dt.selector
                         .target()
-                        .copied()
+                        .map(|c| c.rid)
                         .or(ranked.first().map(|l| l.id))
                 }
             };
@@ -513,6 +518,12 @@ impl Router {
     /// Publisher streams whose sequence numbers jumped, since the last call.
     pub fn take_sequence_jumps(&mut self) -> u64 {
         std::mem::take(&mut self.sequence_jumps)
+    }
+
+    /// Packets dropped since the last call because their spatial layer
+    /// lies beyond what their stream announced (VP9 descriptors).
+    pub fn take_lying_descriptors(&mut self) -> u64 {
+        std::mem::take(&mut self.lying_descriptors)
     }
 
     fn oldest_track(&self, kind: MediaKind, exclude: ParticipantId) -> Option<TrackKey> {
@@ -568,3 +579,6 @@ impl Router {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod svc_tests;

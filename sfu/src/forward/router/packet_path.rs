@@ -4,6 +4,13 @@
 //! it wants, each on its own stream; a packet dropped on purpose in the
 //! current layer goes out as a skip, so the stream rewriter squeezes it
 //! out of the subscriber's sequence.
+//!
+//! A scalable stream (VP9 SVC) reaches each down-track up to its chosen
+//! spatial layer: the packets of the layers above are skips, and the last
+//! packet of the chosen layer's frame is marked as the end of the picture
+//! (the RTP marker the publisher put on the top layer's last packet). A
+//! packet whose spatial layer lies beyond what the stream's scalability
+//! structure announced is dropped for everyone and counted.
 
 use super::*;
 
@@ -26,6 +33,13 @@ pub struct PacketInfo {
     pub temporal: u8,
     /// Temporal switching point: higher layers may start at this frame.
     pub sync: bool,
+    /// Spatial layer in a scalable stream (0 otherwise).
+    pub spatial: u8,
+    /// Last packet of its (spatial layer's) frame, where a subscriber
+    /// receiving no higher spatial layer has its picture end.
+    pub ends_frame: bool,
+    /// The spatial layers' sizes, when the packet announces them.
+    pub spatial_dims: Option<SpatialDims>,
 }
 
 impl PacketInfo {
@@ -53,6 +67,9 @@ pub struct Delivery {
     /// The stream starts over here (a layer switch, a stream reopened): its
     /// numbering continues from what was sent, whatever came before.
     pub fresh: bool,
+    /// Set the RTP marker: the subscriber's picture ends with this packet
+    /// (the packet's own marker is kept in any case).
+    pub ends_picture: bool,
 }
 
 impl Delivery {
@@ -62,6 +79,14 @@ impl Delivery {
             slot,
             send: true,
             fresh,
+            ends_picture: false,
+        }
+    }
+
+    fn skip(down: DownTrackKey) -> Delivery {
+        Delivery {
+            send: false,
+            ..Delivery::send(down, None, false)
         }
     }
 }
@@ -89,9 +114,26 @@ impl Router {
             return None;
         }
         let layer = packet.layer;
-        if packet.size > 0 {
-            t.layers
-                .observe(layer, packet.size, packet.dims, packet.temporal, now);
+        if let Some(dims) = packet.spatial_dims {
+            t.layers.announce_spatial(layer, dims, now);
+        }
+        let lying = t
+            .layers
+            .spatial_layers(&layer)
+            .is_some_and(|n| packet.spatial >= n.max(1));
+        if lying {
+            self.lying_descriptors += 1;
+        }
+        if packet.size > 0 && !lying {
+            let spatial = packet.spatial;
+            t.layers.observe(
+                layer,
+                spatial,
+                packet.size,
+                packet.dims,
+                packet.temporal,
+                now,
+            );
         }
         if packet.starts_keyframe {
             t.keyframes.entry(layer).or_default().keyframe_received();
@@ -139,27 +181,43 @@ impl Router {
                 let share = share_of(&self.estimates, &self.video_shares, down.subscriber);
                 dt.selector.update(now, layers, Some(share));
             }
-            let flowing = dt.selector.current() == Some(&layer);
-            match dt.selector.on_packet(
+            let flowing = dt.selector.current().is_some_and(|c| c.rid == layer);
+            if lying {
+                if flowing {
+                    deliveries.push(Delivery::skip(*down));
+                }
+                continue;
+            }
+            let verdict = dt.selector.on_packet(
                 &layer,
+                packet.spatial,
                 packet.starts_keyframe,
-                packet.starts_frame,
+                packet.starts_frame && packet.spatial == 0,
                 packet.temporal,
                 packet.sync,
-            ) {
-                FrameVerdict::Drop if flowing => deliveries.push(Delivery {
-                    down: *down,
-                    slot: None,
-                    send: false,
-                    fresh: false,
-                }),
-                FrameVerdict::Drop => {}
-                FrameVerdict::DropNeedKeyframe => {
-                    want.get_or_insert((layer, KeyframeCause::NewSubscriber));
+            );
+            let fresh = match verdict {
+                FrameVerdict::Drop | FrameVerdict::DropNeedKeyframe => {
+                    if verdict == FrameVerdict::DropNeedKeyframe {
+                        want.get_or_insert((layer, KeyframeCause::NewSubscriber));
+                    }
+                    if flowing {
+                        deliveries.push(Delivery::skip(*down));
+                    }
+                    continue;
                 }
-                FrameVerdict::SwitchTo => deliveries.push(Delivery::send(*down, None, true)),
-                FrameVerdict::Forward => deliveries.push(Delivery::send(*down, None, false)),
-            }
+                FrameVerdict::SwitchTo => true,
+                FrameVerdict::Forward => false,
+            };
+            let ends_picture = packet.ends_frame
+                && dt
+                    .selector
+                    .current()
+                    .is_some_and(|c| c.spatial == packet.spatial);
+            deliveries.push(Delivery {
+                ends_picture,
+                ..Delivery::send(*down, None, fresh)
+            });
         }
         let (layer, cause) = want?;
         t.request_keyframe(track, layer, cause, now)

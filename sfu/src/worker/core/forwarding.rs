@@ -115,6 +115,13 @@ impl WorkerCore {
             dims: parsed.dims,
             temporal: parsed.temporal,
             sync: parsed.sync,
+            spatial: parsed.spatial,
+            ends_frame: parsed.ends_frame,
+            spatial_dims: parsed
+                .spatial_dims
+                .iter()
+                .any(Option::is_some)
+                .then_some(parsed.spatial_dims),
         };
         let mut deliveries = std::mem::take(&mut self.deliveries);
         let action = room.router.route_packet(track, &info, now, &mut deliveries);
@@ -152,7 +159,7 @@ impl WorkerCore {
                 sub.skip_packet(d.down.mid, rid, packet);
                 continue;
             }
-            match sub.write_packet(d.down.mid, rid, d.fresh, packet) {
+            match sub.write_packet(d.down.mid, rid, d, packet) {
                 WriteOutcome::Written => {
                     written += 1;
                     self.dirty.push(d.down.subscriber);
@@ -304,6 +311,9 @@ impl WorkerCore {
             self.media_counters
                 .sequence_jumps
                 .inc_by(room.router.take_sequence_jumps());
+            m.malformed_packets
+                .with_label_values(&["vp9"])
+                .inc_by(room.router.take_lying_descriptors());
             m.layer_switches.with_label_values(&["up"]).inc_by(up);
             m.layer_switches.with_label_values(&["down"]).inc_by(down);
         }

@@ -128,6 +128,7 @@ impl WorkerCore {
             .ok_or(BackendError::NotFound)?;
         let layer = |l: &crate::forward::layers::LayerView| LayerReport {
             rid: l.id.as_ref().map(|r| r.to_string()),
+            spatial: l.spatial,
             width: l.width,
             height: l.height,
             bitrate_bps: l.bitrate_bps,
@@ -155,7 +156,8 @@ impl WorkerCore {
                     layer: v.current.as_ref().map(layer),
                     target: v
                         .target
-                        .map(|t| t.map(|r| r.to_string()).unwrap_or_default()),
+                        .map(|t| t.rid.map(|r| r.to_string()).unwrap_or_default()),
+                    target_spatial: v.target.map(|t| t.spatial),
                     paused: v.paused,
                     max_width: v.max_width,
                     available: v.available.iter().map(layer).collect(),
