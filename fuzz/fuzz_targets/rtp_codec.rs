@@ -1,9 +1,10 @@
 //! Feeds arbitrary bytes to `sfu::forward::codec::parse`, which reads the
 //! codec payload header of every video RTP packet a publisher sends (VP8,
 //! VP9, H.264, H.265 and AV1 payload formats, and the SPS / sequence header
-//! inside them). The first input byte picks the codec (the five parsed ones
-//! and Opus, which is not parsed and must give the default); the rest is the
-//! RTP payload. Besides not panicking, the result must be consistent: a
+//! inside them), and audio redundancy (RED, RFC 2198) block headers. The
+//! first input byte picks the codec (the five parsed ones, Opus, which is
+//! not parsed and must give the default, and RED); the rest is the RTP
+//! payload. Besides not panicking, the result must be consistent: a
 //! keyframe start is a frame start, temporal ids fit their fields, sizes
 //! are non-zero and bounded, VP8 ids only for VP8 with a matching width,
 //! spatial layer ids, frame ends and spatial layer sizes only for VP9.
@@ -11,6 +12,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use sfu::forward::codec::{parse, PacketInfo};
+use sfu::forward::red;
+use str0m::media::Pt;
 use str0m::format::Codec;
 
 const CODECS: [Codec; 6] = [
@@ -26,7 +29,17 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, payload)) = data.split_first() else {
         return;
     };
-    let codec = CODECS[usize::from(selector) % CODECS.len()];
+    let pick = usize::from(selector) % (CODECS.len() + 1);
+    let Some(&codec) = CODECS.get(pick) else {
+        // RED: the primary lies within the payload; renumbering keeps the length.
+        if let Ok(layout) = red::parse(payload) {
+            assert!(layout.primary.start <= layout.primary.end);
+            assert!(layout.primary.end == payload.len());
+            let out = layout.renumbered(payload, Pt::from(111), Pt::from(109));
+            assert_eq!(out.len(), payload.len());
+        }
+        return;
+    };
     let Ok(info) = parse(codec, payload) else {
         assert!(codec != Codec::Opus, "audio is not parsed");
         return;

@@ -405,6 +405,7 @@ fn forwarded(
             }),
         },
         params,
+        red: None,
         marker: marker || !video,
         vp8: if video {
             Vp8Descriptor::parse(&payload).ok()

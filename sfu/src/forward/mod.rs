@@ -14,6 +14,7 @@ pub mod keyframe;
 pub mod layers;
 pub mod payload_map;
 pub mod probe;
+pub mod red;
 pub mod relay_gate;
 pub mod reorder;
 pub mod rewriter;

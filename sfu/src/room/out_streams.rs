@@ -4,6 +4,10 @@
 //! and the sequence numbers, timestamps and VP8 ids of its
 //! [`StreamRewriter`].
 //!
+//! Audio with redundancy (RED, RFC 2198) goes as RED to subscribers that
+//! negotiated it on the line and as its primary encoding (plain Opus) to
+//! the others.
+//!
 //! Streams are looked up once by media line (and rid, on a relay's lines)
 //! and then addressed by SSRC, str0m's direct lookup. They are sent
 //! unpaced: forwarded media is never queued behind str0m's pacer (the layer
@@ -19,6 +23,7 @@ use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
 use str0m::Rtc;
 
 use crate::forward::payload_map;
+use crate::forward::red::RedLayout;
 use crate::forward::rewriter::{Incoming, StreamRewriter};
 use crate::forward::router::Delivery;
 use crate::forward::ParticipantId;
@@ -48,6 +53,16 @@ pub struct Forwarded {
     /// The parsed VP8 payload descriptor (to patch picture ids).
     pub vp8: Option<Vp8Descriptor>,
     pub video: bool,
+    /// The payload is RED (RFC 2198) around `params`' codec.
+    pub red: Option<RedPayload>,
+}
+
+/// A RED payload as subscribers' streams write it.
+#[derive(Debug, Clone)]
+pub struct RedPayload {
+    pub layout: RedLayout,
+    /// The primary encoding alone, for subscribers without RED.
+    pub primary: Arc<[u8]>,
 }
 
 /// Outcome of writing a packet to a subscriber.
@@ -61,14 +76,17 @@ pub enum WriteOutcome {
     /// The packet could not be placed in the stream (from before a switch,
     /// or older than the stream's history): dropped.
     Late,
+    /// Nothing to send this subscriber: a RED packet without a new primary
+    /// encoding, to a subscriber without RED (skipped in its numbering).
+    Nothing,
 }
 
 #[derive(Debug)]
 struct OutStream {
     ssrc: Ssrc,
     rewriter: StreamRewriter,
-    /// Payload type per (publisher, publisher's payload type).
-    pts: Vec<(ParticipantId, Pt, Option<Pt>)>,
+    /// Payload types per (publisher, publisher's payload type).
+    pts: Vec<(ParticipantId, Pt, Option<SubscriberPts>)>,
 }
 
 /// The session's outgoing streams by media line and rid: a few per
@@ -95,20 +113,33 @@ impl OutStreams {
         };
         let publisher = packet.incoming.source.track.publisher;
         let src_pt = packet.params.pt();
-        let pt = match stream
+        let pts = match stream
             .pts
             .iter()
             .find(|(p, s, _)| *p == publisher && *s == src_pt)
         {
-            Some((_, _, pt)) => *pt,
+            Some((_, _, pts)) => *pts,
             None => {
-                let pt = subscriber_pt(rtc, mid, &packet.params);
-                stream.pts.push((publisher, src_pt, pt));
-                pt
+                let pts = subscriber_pts(rtc, mid, &packet.params);
+                stream.pts.push((publisher, src_pt, pts));
+                pts
             }
         };
-        let Some(pt) = pt else {
+        let Some(pts) = pts else {
             return WriteOutcome::NoCompatibleCodec;
+        };
+        let (pt, payload) = match (&packet.red, pts.red) {
+            (None, _) => (pts.main, packet.payload.clone()),
+            (Some(_), Some(red_pt)) if pts.main == src_pt => (red_pt, packet.payload.clone()),
+            (Some(red), Some(red_pt)) => (
+                red_pt,
+                red.layout.renumbered(&packet.payload, src_pt, pts.main),
+            ),
+            (Some(red), None) if red.primary.is_empty() => {
+                stream.rewriter.skip(&packet.incoming);
+                return WriteOutcome::Nothing;
+            }
+            (Some(red), None) => (pts.main, red.primary.clone()),
         };
         let Some(out) = stream.rewriter.forward(&packet.incoming, delivery.fresh) else {
             return WriteOutcome::Late;
@@ -118,7 +149,7 @@ impl OutStreams {
             SeqNo::from(out.seq),
             out.timestamp,
             packet.incoming.arrival,
-            packet.payload.clone(),
+            payload,
         )
         .marker(packet.marker || delivery.ends_picture)
         .ext_vals(packet.ext.clone())
@@ -191,9 +222,21 @@ impl OutStreams {
     }
 }
 
-/// The subscriber's payload type on `mid` for packets described by `src`.
-fn subscriber_pt(rtc: &Rtc, mid: Mid, src: &PayloadParams) -> Option<Pt> {
-    payload_map::select(src, negotiated_params(rtc, mid))
+/// A subscriber's payload types for one publisher codec on one line.
+#[derive(Debug, Clone, Copy)]
+struct SubscriberPts {
+    main: Pt,
+    /// Its RED payload type, when the subscriber negotiated RED.
+    red: Option<Pt>,
+}
+
+/// The subscriber's payload types on `mid` for packets described by `src`.
+fn subscriber_pts(rtc: &Rtc, mid: Mid, src: &PayloadParams) -> Option<SubscriberPts> {
+    let main = payload_map::select(src, negotiated_params(rtc, mid))?;
+    let red = negotiated_params(rtc, mid)
+        .find(|p| p.pt() == main)
+        .and_then(|p| p.red());
+    Some(SubscriberPts { main, red })
 }
 
 /// The codec parameters negotiated on line `mid` of `rtc`: those of the

@@ -429,12 +429,13 @@ impl Participant {
         let params = match self.rx_params.get(&pt) {
             Some(p) => *p,
             None => {
+                // The codec's own payload type, or its RED (RFC 2198) one.
                 let p = *self
                     .rtc
                     .codec_config()
                     .params()
                     .iter()
-                    .find(|p| p.pt() == pt)?;
+                    .find(|p| p.pt() == pt || p.red() == Some(pt))?;
                 self.rx_params.insert(pt, p);
                 p
             }

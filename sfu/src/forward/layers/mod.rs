@@ -64,6 +64,8 @@ struct Layer {
     /// Bitrate per temporal layer (not cumulative).
     tid_bps: [u64; TEMPORAL_LAYERS],
     max_tid: u8,
+    /// A bitrate window closed: `tid_bps` is a measurement.
+    measured: bool,
 }
 
 impl Layer {
@@ -78,6 +80,7 @@ impl Layer {
             window_bytes: [0; TEMPORAL_LAYERS],
             tid_bps: [0; TEMPORAL_LAYERS],
             max_tid: 0,
+            measured: false,
         }
     }
 }
@@ -96,6 +99,8 @@ pub struct LayerView {
     pub temporal_bps: [u64; TEMPORAL_LAYERS],
     /// Highest temporal layer seen (0: no temporal scalability).
     pub max_tid: u8,
+    /// The rates were measured (a spatial layer's: its own and those below).
+    pub measured: bool,
 }
 
 impl LayerView {
@@ -109,6 +114,7 @@ impl LayerView {
             bitrate_bps,
             temporal_bps: [bitrate_bps; TEMPORAL_LAYERS],
             max_tid: 0,
+            measured: bitrate_bps > 0,
         }
     }
 
@@ -286,6 +292,7 @@ impl PublishedLayers {
             }
             layer.window_bytes = [0; TEMPORAL_LAYERS];
             layer.window_start = now;
+            layer.measured = true;
         }
         if let Some((w, h)) = dims {
             layer.width = w;
@@ -327,6 +334,7 @@ impl PublishedLayers {
             .map(|l| {
                 let mut temporal_bps = [0; TEMPORAL_LAYERS];
                 let mut max_tid = 0;
+                let mut measured = true;
                 let below = self
                     .layers
                     .iter()
@@ -338,6 +346,7 @@ impl PublishedLayers {
                         temporal_bps[t] += sum;
                     }
                     max_tid = max_tid.max(b.max_tid);
+                    measured &= b.measured;
                 }
                 LayerView {
                     id: l.id,
@@ -347,6 +356,7 @@ impl PublishedLayers {
                     bitrate_bps: temporal_bps[TEMPORAL_LAYERS - 1],
                     temporal_bps,
                     max_tid,
+                    measured,
                 }
             })
             .collect();

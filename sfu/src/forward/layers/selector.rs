@@ -120,9 +120,9 @@ pub struct LayerSelector {
     pub(super) upgrade_hold: Duration,
     last_upgrade: Option<Instant>,
     last_downgrade: Option<Instant>,
-    /// The first target was chosen before any layer's rate was measured
-    /// (everything "fit"): the first choice made on measured rates corrects
-    /// it, and is not a downgrade to settle after.
+    /// The first target was chosen before every layer's rate was measured
+    /// (an unmeasured layer "fits"): the first choice made once all are
+    /// measured corrects it, and is not a downgrade to settle after.
     blind_choice: bool,
     paused_at: Option<Instant>,
     target_temporal: u8,
@@ -130,6 +130,8 @@ pub struct LayerSelector {
     /// The target is the best layer the publisher sent (within the width
     /// wish) at the last update: chosen for want of better, not for bandwidth.
     best_available: bool,
+    /// The estimate when the target last changed.
+    chosen_at_estimate: Option<u64>,
     pub switches_up: u64,
     pub switches_down: u64,
 }
@@ -161,6 +163,7 @@ impl Default for LayerSelector {
             target_temporal: u8::MAX,
             current_temporal: u8::MAX,
             best_available: false,
+            chosen_at_estimate: None,
             switches_up: 0,
             switches_down: 0,
         }
@@ -242,6 +245,9 @@ impl LayerSelector {
         estimate_bps: Option<u64>,
     ) -> bool {
         let changed = self.choose_spatial(now, layers, estimate_bps);
+        if changed {
+            self.chosen_at_estimate = estimate_bps;
+        }
         self.best_available =
             self.target.is_some() && self.target == allowed_top(layers, self.max_width);
         changed
@@ -316,7 +322,7 @@ impl LayerSelector {
             // fit now. A new one starts at the lowest layer rather than
             // paused: its estimate may still be the initial guess.
             if before.is_none() && self.current.is_none() {
-                self.blind_choice = allowed.iter().all(|l| l.bitrate_bps == 0);
+                self.blind_choice = allowed.iter().any(|l| !l.measured);
             }
             match full_fit.or(best_fit) {
                 Some(i) => self.target = Some(allowed[i].choice()),
@@ -350,8 +356,8 @@ impl LayerSelector {
             }
         }
         let was_blind = std::mem::take(&mut self.blind_choice);
-        let measured = allowed.iter().any(|l| l.bitrate_bps > 0);
-        self.blind_choice = was_blind && !measured; // still nothing measured
+        let measured = allowed.iter().all(|l| l.measured);
+        self.blind_choice = was_blind && !measured; // still not all measured
         let blind = was_blind && measured;
         match best_fit {
             Some(i) if i < current_index && blind => {
@@ -365,18 +371,25 @@ impl LayerSelector {
                 self.last_downgrade = Some(now);
             }
             Some(i) if i < current_index => {
-                // Down at once; congestion that repeats makes later upgrades wait longer.
+                // Down at once; congestion that repeats makes later upgrades
+                // wait longer. A link no worse than when the current layer
+                // was chosen is no congestion (the layer grew past the
+                // budget: an encoder still ramping up its rate): no settle
+                // time after it, no longer hold.
                 self.target = Some(allowed[i].choice());
                 self.switches_down += 1;
                 self.upgrade_ok_since = None;
-                let recent_change = [self.last_upgrade, self.last_downgrade]
-                    .into_iter()
-                    .flatten()
-                    .any(|t| now.saturating_duration_since(t) < OSCILLATION_WINDOW * 3);
-                if recent_change {
-                    self.upgrade_hold = (self.upgrade_hold * 2).min(MAX_UPGRADE_HOLD);
+                let congested = self.chosen_at_estimate.is_none_or(|then| estimate < then);
+                if congested {
+                    let recent_change = [self.last_upgrade, self.last_downgrade]
+                        .into_iter()
+                        .flatten()
+                        .any(|t| now.saturating_duration_since(t) < OSCILLATION_WINDOW * 3);
+                    if recent_change {
+                        self.upgrade_hold = (self.upgrade_hold * 2).min(MAX_UPGRADE_HOLD);
+                    }
+                    self.last_downgrade = Some(now);
                 }
-                self.last_downgrade = Some(now);
             }
             Some(_)
                 if current_index < top

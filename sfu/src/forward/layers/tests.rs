@@ -559,3 +559,83 @@ fn a_first_choice_made_before_rates_were_measured_is_corrected_without_a_downgra
     }
     assert_eq!(s.target(), Some(&at("h")));
 }
+
+#[test]
+fn a_first_choice_made_before_every_rate_was_measured_is_corrected_without_penalty() {
+    // A scalable stream whose upper spatial layer appeared in the key
+    // picture's structure but whose rate is not measured yet: it "fits".
+    let t0 = Instant::now();
+    let unmeasured = LayerView {
+        spatial: 2,
+        measured: false,
+        ..LayerView::new(None, 1280, 720, 150_000)
+    };
+    let s0 = LayerView::new(None, 320, 180, 150_000);
+    let s1 = LayerView {
+        spatial: 1,
+        ..LayerView::new(None, 640, 360, 500_000)
+    };
+    let mut s = LayerSelector::default();
+    s.update(t0, &[s0, s1, unmeasured], Some(INITIAL_ESTIMATE_BPS));
+    assert_eq!(s.target(), Some(&unmeasured.choice()));
+    assert_eq!(s.on_frame(&None, 0, true, true), FrameVerdict::SwitchTo);
+    // Measured: 1.6 Mbit/s, over the initial estimate. Down, as a
+    // correction (no downgrade counted, no settle time after it).
+    let s2 = LayerView {
+        spatial: 2,
+        ..LayerView::new(None, 1280, 720, 1_600_000)
+    };
+    let t1 = t0 + Duration::from_millis(600);
+    s.update(t1, &[s0, s1, s2], Some(INITIAL_ESTIMATE_BPS));
+    assert_eq!(s.target(), Some(&s1.choice()));
+    assert_eq!(s.switches_down, 0);
+    // The estimate grows: up after the hold, not after the 10 s settle.
+    let mut t = t1;
+    while s.target() != Some(&s2.choice()) && t < t1 + Duration::from_secs(20) {
+        t += Duration::from_millis(100);
+        s.update(t, &[s0, s1, s2], Some(3_000_000));
+    }
+    assert!(
+        t - t1 <= MIN_UPGRADE_HOLD + Duration::from_millis(200),
+        "up after {:?}",
+        t - t1
+    );
+}
+
+#[test]
+fn a_layer_that_outgrows_an_unchanged_link_is_left_without_a_settle_time() {
+    // Chosen on measured rates while the publisher's encoder still ramps
+    // up: the top layer grows past the budget of an unchanged estimate.
+    let t0 = Instant::now();
+    let small_top = LayerView::new(rid("f"), 1280, 720, 700_000);
+    let low = LayerView::new(rid("h"), 640, 360, 500_000);
+    let mut s = LayerSelector::default();
+    s.update(t0, &[low, small_top], Some(INITIAL_ESTIMATE_BPS));
+    assert_eq!(s.target(), Some(&at("f")));
+    let grown = LayerView::new(rid("f"), 1280, 720, 1_600_000);
+    let t1 = t0 + Duration::from_secs(1);
+    s.update(t1, &[low, grown], Some(INITIAL_ESTIMATE_BPS));
+    assert_eq!(s.target(), Some(&at("h")), "down at once");
+    assert_eq!(s.switches_down, 1);
+    // The link turns out larger: up after the hold, not the 10 s settle.
+    let mut t = t1;
+    while s.target() != Some(&at("f")) && t < t1 + Duration::from_secs(20) {
+        t += Duration::from_millis(100);
+        s.update(t, &[low, grown], Some(3_000_000));
+    }
+    assert!(
+        t - t1 <= MIN_UPGRADE_HOLD + Duration::from_millis(200),
+        "up after {:?}",
+        t - t1
+    );
+    // A downgrade on a smaller estimate is congestion: the settle applies.
+    let t2 = t + Duration::from_secs(1);
+    s.update(t2, &[low, grown], Some(1_200_000));
+    assert_eq!(s.target(), Some(&at("h")));
+    let mut t = t2;
+    while s.target() != Some(&at("f")) && t < t2 + Duration::from_secs(30) {
+        t += Duration::from_millis(100);
+        s.update(t, &[low, grown], Some(3_000_000));
+    }
+    assert!(t - t2 >= Duration::from_secs(10), "up after {:?}", t - t2);
+}

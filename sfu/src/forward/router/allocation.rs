@@ -46,12 +46,13 @@ impl Router {
         // Per subscriber: (what it would receive with the probes, any probe
         // wanted, any upgrade in its sustained-padding window).
         let mut wanted: HashMap<ParticipantId, (u64, bool, bool)> = HashMap::new();
-        for t in self
+        for (key, t) in self
             .tracks
-            .values_mut()
-            .filter(|t| t.kind == MediaKind::Video)
+            .iter_mut()
+            .filter(|(_, t)| t.kind == MediaKind::Video)
         {
             let ranked = t.layers.ranked(now);
+            let mut clean_starts: Vec<LayerId> = vec![];
             for down in &t.down_tracks {
                 let Some(dt) = self.down_tracks.get_mut(down).filter(|d| d.relay.is_none()) else {
                     continue;
@@ -75,9 +76,24 @@ impl Router {
                 let share = share_of(&self.estimates, &video_tracks, down.subscriber);
                 let estimate = selection_estimate(share, loss, sending, &ranked);
                 let before = (dt.selector.switches_up, dt.selector.switches_down);
+                let target_before = dt.selector.target().copied();
                 if dt.selector.update(now, &ranked, estimate) {
                     tracing::debug!(subscriber = down.subscriber, target = ?dt.selector.target(),
                         paused = dt.selector.is_paused(), ?estimate, layers = ?ranked, "layer target changed");
+                    // Down within a scalable stream happens at the next
+                    // picture, without a keyframe; but a link that lost
+                    // packets on the way down leaves holes in the lower
+                    // layers too, which its decoder may wait seconds on:
+                    // a key picture starts it clean.
+                    let lossy = self.losses.get(&down.subscriber).copied().unwrap_or(0.0)
+                        >= LOSSY_DOWN_SWITCH;
+                    if let (Some(b), Some(a), true) =
+                        (target_before, dt.selector.target().copied(), lossy)
+                    {
+                        if a.rid == b.rid && a.spatial < b.spatial {
+                            clean_starts.push(a.rid);
+                        }
+                    }
                 }
                 self.switches.0 += dt.selector.switches_up - before.0;
                 self.switches.1 += dt.selector.switches_down - before.1;
@@ -90,6 +106,12 @@ impl Router {
                         .selector
                         .upgrade_pending_for(now)
                         .is_some_and(|d| d < SUSTAIN_WINDOW);
+            }
+            clean_starts.dedup();
+            for rid in clean_starts {
+                let cause = KeyframeCause::LossyDownSwitch;
+                self.pending_actions
+                    .extend(t.request_keyframe(*key, rid, cause, now));
             }
         }
         probes.extend(

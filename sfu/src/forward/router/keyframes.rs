@@ -27,8 +27,10 @@ impl Router {
         t.request_keyframe(track, layer, KeyframeCause::SubscriberRequest, now)
     }
 
-    /// Release deferred keyframe requests that are due.
+    /// Release deferred keyframe requests that are due (and those layer
+    /// allocation decided on).
     pub fn poll_keyframes(&mut self, now: Instant, actions: &mut Vec<RouterAction>) {
+        actions.append(&mut self.pending_actions);
         for (key, t) in &mut self.tracks {
             for (layer, throttle) in &mut t.keyframes {
                 if throttle.poll(now) {

@@ -57,6 +57,10 @@ use crate::forward::ParticipantId;
 /// Receiver loss reports are ignored for this long after a layer switch.
 const LOSS_AFTER_SWITCH: Duration = Duration::from_secs(3);
 
+/// Reported loss from which a switch down within a scalable stream asks the
+/// publisher for a key picture (the lower layers may have holes too).
+const LOSSY_DOWN_SWITCH: f32 = 0.05;
+
 /// One published media line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackKey {
@@ -82,6 +86,8 @@ pub enum KeyframeCause {
     PublisherGap,
     /// A deferred, throttled request became due.
     Deferred,
+    /// A subscriber losing packets went down within a scalable stream.
+    LossyDownSwitch,
 }
 
 impl KeyframeCause {
@@ -91,6 +97,7 @@ impl KeyframeCause {
             KeyframeCause::SubscriberRequest => "subscriber_request",
             KeyframeCause::PublisherGap => "publisher_gap",
             KeyframeCause::Deferred => "deferred",
+            KeyframeCause::LossyDownSwitch => "lossy_down_switch",
         }
     }
 }
@@ -206,6 +213,9 @@ pub struct Router {
     /// announced structure, since the last
     /// [`Router::take_lying_descriptors`].
     lying_descriptors: u64,
+    /// Decisions made outside the packet path (layer allocation), for
+    /// [`Router::poll_keyframes`] to hand out.
+    pending_actions: Vec<RouterAction>,
     next_seq: u64,
 }
 

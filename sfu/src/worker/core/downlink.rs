@@ -230,7 +230,7 @@ impl WorkerCore {
             member: None,
         };
         let built = self
-            .build_rtc(SessionKind::Room, Downlink::Estimated, now)
+            .build_rtc(SessionKind::Room, Downlink::Estimated, None, now)
             .and_then(|(rtc, creds)| self.insert_participant(now, session, rtc, creds));
         match built {
             Ok((leg, _)) => {

@@ -7,10 +7,11 @@
 use super::*;
 use crate::forward::codec;
 use crate::forward::freshness::Admit;
+use crate::forward::red;
 use crate::forward::rewriter::{Incoming, SenderClock, SourceKey};
 use crate::forward::router::{Delivery, PacketInfo};
 use crate::metrics::MediaCounters;
-use crate::room::out_streams::{Forwarded, WriteOutcome};
+use crate::room::out_streams::{Forwarded, RedPayload, WriteOutcome};
 use crate::room::participant::Received;
 use str0m::media::Mid;
 use str0m::rtp::{ExtensionValues, Vp8Descriptor};
@@ -83,16 +84,34 @@ impl WorkerCore {
         }
         // A padding-only or malformed packet is routed like any packet of
         // its layer, but squeezed out of the subscribers' streams: nobody
-        // waits for it as a loss.
+        // waits for it as a loss. (Padding may come with RED's payload
+        // type: Chromium pads an audio-only publisher's stream.)
         let mut absorbed = packet.payload.is_empty();
         if absorbed {
             self.media_counters.padding.inc();
+        }
+        // Audio with redundancy (RFC 2198): where its primary encoding is.
+        let mut red = None;
+        if !absorbed && params.red() == Some(packet.header.payload_type) {
+            match red::parse(&packet.payload) {
+                Ok(layout) => {
+                    red = Some(RedPayload {
+                        primary: layout.primary_payload(&packet.payload),
+                        layout,
+                    })
+                }
+                Err(e) => {
+                    self.malformed("red", publisher, e);
+                    absorbed = true;
+                }
+            }
         }
         let parsed = if video && !absorbed {
             match codec::parse(spec.codec, &packet.payload) {
                 Ok(parsed) => parsed,
                 Err(e) => {
-                    self.malformed(spec.codec, publisher, e);
+                    let label = format!("{:?}", spec.codec).to_lowercase();
+                    self.malformed(&label, publisher, e);
                     absorbed = true;
                     codec::PacketInfo::default()
                 }
@@ -126,7 +145,8 @@ impl WorkerCore {
         let mut deliveries = std::mem::take(&mut self.deliveries);
         let action = room.router.route_packet(track, &info, now, &mut deliveries);
         if !deliveries.is_empty() {
-            let forwarded = forwarded_packet(track, rid, params, packet, parsed.vp8, video);
+            let mut forwarded = forwarded_packet(track, rid, params, packet, parsed.vp8, video);
+            forwarded.red = red;
             let written = self.deliver(&deliveries, &forwarded, absorbed);
             if written > 0 {
                 self.media_counters.forwarded[MediaCounters::index(video)].inc_by(written);
@@ -168,28 +188,23 @@ impl WorkerCore {
                     tracing::debug!(subscriber = d.down.subscriber, pt = %packet.params.pt(), "no compatible codec");
                 }
                 WriteOutcome::Late => self.media_counters.late.inc(),
-                WriteOutcome::NotWritable => {}
+                WriteOutcome::NotWritable | WriteOutcome::Nothing => {}
             }
         }
         written
     }
 
-    /// A video packet whose payload header does not parse: not forwarded,
-    /// counted and logged at debug (it concerns this publisher's stream only).
-    fn malformed(
-        &self,
-        codec: str0m::format::Codec,
-        publisher: ParticipantId,
-        e: codec::ParseError,
-    ) {
+    /// A packet whose payload header does not parse (a video codec's, or
+    /// RED's): not forwarded, counted per `label` (the codec) and logged at
+    /// debug (it concerns this publisher's stream only).
+    fn malformed(&self, label: &str, publisher: ParticipantId, e: impl std::fmt::Display) {
         self.media_counters.malformed.inc();
-        let label = format!("{codec:?}").to_lowercase();
         self.ctx
             .metrics
             .malformed_packets
-            .with_label_values(&[label.as_str()])
+            .with_label_values(&[label])
             .inc();
-        tracing::debug!(participant = publisher, ?codec, error = %e, "malformed video packet dropped");
+        tracing::debug!(participant = publisher, codec = label, error = %e, "malformed packet dropped");
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -373,5 +388,6 @@ fn forwarded_packet(
         vp8: descriptor,
         video,
         payload: packet.payload,
+        red: None,
     }
 }

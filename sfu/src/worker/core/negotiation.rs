@@ -5,9 +5,9 @@
 use super::*;
 use crate::forward::payload_map;
 use crate::room::member::Member;
-use crate::room::offer::{check_served, parse_failure};
+use crate::room::offer::{check_served, media_sections, parse_failure};
 use crate::room::out_streams::negotiated_params;
-use str0m::format::PayloadParams;
+use str0m::format::{CodecConfig, PayloadParams};
 use str0m::media::Mid;
 
 /// A codec as a refusal names it: H.264 with its profile-level-id, which
@@ -63,7 +63,7 @@ pub fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink) -> Rtc
         .set_crypto_provider(crate::dtls::crypto_provider())
         .set_ice_lite(true)
         .set_local_ice_credentials(creds)
-        .enable_opus(true, false)
+        .enable_opus(true, true)
         .enable_vp8(true)
         .enable_vp9(true)
         .enable_h264(true)
@@ -101,6 +101,28 @@ pub(super) const TRUNK_START_BPS: u64 = 50_000_000;
 /// in the e2e capped-viewer trial.)
 pub(super) const ESTIMATE_START_BPS: u64 = crate::forward::layers::INITIAL_ESTIMATE_BPS;
 
+/// Reorders `config`'s codecs (stably) by where each first appears in
+/// `offer_sdp`'s media sections, so the answer lists first what the offerer
+/// prefers: a browser publisher that puts VP9 first sends VP9 (senders use
+/// the answer's first codec; with the server's own order, VP8 first, such a
+/// publisher sent VP8). Codecs the offer lacks keep their order after.
+pub fn prefer_offered_order(config: &mut RtcConfig, offer_sdp: &str) {
+    let offered: Vec<String> = media_sections(offer_sdp)
+        .into_iter()
+        .flat_map(|s| s.codecs)
+        .collect();
+    let rank = |p: &PayloadParams| {
+        let name = p.spec().codec.to_string();
+        offered
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(&name))
+            .unwrap_or(usize::MAX)
+    };
+    let mut params = config.codec_config().params().to_vec();
+    params.sort_by_key(rank);
+    *config.codec_config() = CodecConfig::new_from_payload_params(params);
+}
+
 pub(super) fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
     sdp.lines()
         .filter_map(|l| l.trim().strip_prefix("a="))
@@ -113,15 +135,22 @@ fn random_token() -> String {
 }
 
 impl WorkerCore {
-    /// A participant's `Rtc`, ICE-lite with our host candidate.
+    /// A participant's `Rtc`, ICE-lite with our host candidate; with the
+    /// offer it will answer, its codecs in the offerer's order of preference
+    /// ([`prefer_offered_order`]).
     pub(super) fn build_rtc(
         &self,
         kind: SessionKind,
         downlink: Downlink,
+        offer_sdp: Option<&str>,
         now: Instant,
     ) -> Result<(Rtc, IceCreds), BackendError> {
         let creds = IceCreds::new();
-        let mut rtc: Rtc = rtc_config(creds.clone(), kind, downlink).build(now);
+        let mut config = rtc_config(creds.clone(), kind, downlink);
+        if let Some(offer) = offer_sdp {
+            prefer_offered_order(&mut config, offer);
+        }
+        let mut rtc: Rtc = config.build(now);
         let candidate = Candidate::host(self.ctx.advertised_addr, "udp")
             .map_err(|e| BackendError::Internal(format!("host candidate: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -191,7 +220,8 @@ impl WorkerCore {
         } else {
             Downlink::Estimated
         };
-        let (mut rtc, local_creds) = self.build_rtc(req.kind, downlink, now)?;
+        let (mut rtc, local_creds) =
+            self.build_rtc(req.kind, downlink, Some(&req.offer_sdp), now)?;
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -291,7 +321,7 @@ impl WorkerCore {
         downlink: Downlink,
     ) -> Result<ParticipantId, BackendError> {
         self.check_room_capacity(&session.room)?;
-        let (rtc, local_creds) = self.build_rtc(session.kind, downlink, now)?;
+        let (rtc, local_creds) = self.build_rtc(session.kind, downlink, None, now)?;
         self.insert_participant(now, session, rtc, local_creds)
             .map(|(id, _)| id)
     }
