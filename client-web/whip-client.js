@@ -32,13 +32,15 @@ export function parseIceServers(linkHeader) {
   return servers;
 }
 
-/** The WHEP server-sent-events URL announced in a Link header, if any. */
-export function parseEventsLink(linkHeader, base) {
+/** The URL of the WHEP extension `rel` announced in a Link header, if any. */
+export function parseExtensionLink(linkHeader, base, rel) {
   for (const { url, part } of linkEntries(linkHeader)) {
-    if (/server-sent-events/.test(linkParam(part, 'rel') || '')) return new URL(url, base).toString();
+    if ((linkParam(part, 'rel') || '') === rel) return new URL(url, base).toString();
   }
   return null;
 }
+const SSE_EXTENSION = 'urn:ietf:params:whep:ext:core:server-sent-events';
+const LAYER_EXTENSION = 'urn:ietf:params:whep:ext:core:layer';
 
 /** Get a token: ?token=..., else the server's /dev/token (development mode only).
  *  Resolves to null when the server has no /dev/token: the user must paste one. */
@@ -101,6 +103,7 @@ export class Session {
     this.pc = null;
     this.resource = null;
     this.eventsUrl = null;
+    this.layerUrl = null;
   }
 
   /** Publish `stream` (WHIP) or start receiving (WHEP). Resolves to the
@@ -132,7 +135,8 @@ export class Session {
       if (!where) throw new Error('the server sent no Location header');
       this.resource = new URL(where, url).toString();
       const link = resp.headers.get('link');
-      this.eventsUrl = parseEventsLink(link, url);
+      this.eventsUrl = parseExtensionLink(link, url, SSE_EXTENSION);
+      this.layerUrl = parseExtensionLink(link, url, LAYER_EXTENSION);
       // Candidates are already gathered (no trickle), so advertised STUN/TURN
       // servers only take effect on a later ICE restart; keep them anyway.
       const servers = parseIceServers(link);
@@ -166,6 +170,30 @@ export class Session {
       const transceiver = pc.addTransceiver(track, init);
       if (track.kind === 'video' && this.videoCodec) preferCodec(transceiver, this.videoCodec);
     }
+  }
+
+  /** Open a server-sent event stream of `names` (the WHEP extension: POST
+   *  the list, then listen at the Location); null when the server has none. */
+  async openEvents(names) {
+    if (!this.eventsUrl) return null;
+    const resp = await fetch(this.eventsUrl, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(names),
+    });
+    const where = resp.status === 201 && resp.headers.get('location');
+    return where ? new EventSource(new URL(where, this.eventsUrl).toString()) : null;
+  }
+
+  /** Ask for a video layer (the WHEP layer extension): { rid, spatialLayerId,
+   *  temporalLayerId, maxWidth, ... }; {} hands the choice back to the server.
+   *  Resolves to null on success, else the server's reason. */
+  async selectLayer(selection) {
+    if (!this.layerUrl) return 'the server offers no layer selection';
+    const resp = await fetch(this.layerUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${this.token}` },
+      body: JSON.stringify(selection),
+    });
+    return resp.ok ? null : `${resp.status}: ${(await resp.text()).trim()}`;
   }
 
   /** End the session (DELETE the resource) and close the connection.

@@ -725,7 +725,7 @@ async fn edge_viewers_see_the_publisher_leave_and_return() -> TestResult {
         1.0,
         "one worker relay"
     );
-    let mut events = reqwest::get(format!("{resource}/events")).await?;
+    let mut events = common::open_events(&resource, None).await?;
     let mut buf = String::new();
     common::next_event(&mut events, &mut buf, "active").await?;
 

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{next_event, post_sdp, SimLayer, TestPeer, TestResult, TestServer};
+use common::{next_event, open_events, post_sdp, SimLayer, TestPeer, TestResult, TestServer};
 use sfu::config::ConfigArgs;
 use str0m::RtcConfig;
 
@@ -264,9 +264,9 @@ async fn a_viewer_on_another_worker_sees_the_publisher_come_and_go() -> TestResu
     let viewer = viewer.spawn_for(Duration::from_secs(14));
     assert_eq!(server.metric("sfu_rooms").await, 1.0);
     let location = posted.location.ok_or("no Location")?;
-    let mut events = reqwest::get(format!("{}{location}/events", server.base)).await?;
+    let resource = format!("{}{location}", server.base);
+    let mut events = open_events(&resource, Some(r#"["active","inactive"]"#)).await?;
     let mut buf = String::new();
-    next_event(&mut events, &mut buf, "inactive").await?;
 
     // Two publishers in turn: the viewer is told each time.
     let mut published_for = vec![];

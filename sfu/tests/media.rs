@@ -8,7 +8,7 @@ mod common;
 use sfu::config::ConfigArgs;
 use std::time::{Duration, Instant};
 
-use common::{next_event, post_sdp, TestPeer, TestResult, TestServer};
+use common::{next_event, open_events, post_sdp, TestPeer, TestResult, TestServer};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::Frequency;
 use str0m::RtcConfig;
@@ -216,18 +216,31 @@ async fn whep_viewer_learns_when_tracks_start_and_end() -> TestResult {
         .filter_map(|v| v.to_str().ok())
         .collect();
     assert!(
-        links.iter().any(
-            |l| l.contains(&format!("<{location}/events>")) && l.contains("server-sent-events")
-        ),
-        "WHEP 201 announces the event stream: {links:?}"
+        links
+            .iter()
+            .any(|l| l.contains(&format!("<{location}/sse>")) && l.contains("server-sent-events")),
+        "WHEP 201 announces the event streams: {links:?}"
+    );
+    assert!(
+        links
+            .iter()
+            .any(|l| l.contains(&format!("<{location}/layer>"))
+                && l.contains("urn:ietf:params:whep:ext:core:layer")),
+        "WHEP 201 announces layer selection: {links:?}"
     );
     viewer.accept_answer(&posted.body)?;
     let viewer = viewer.spawn_for(Duration::from_secs(6));
 
-    let mut events = reqwest::get(format!("{}{location}/events", server.base)).await?;
-    assert_eq!(events.status().as_u16(), 200);
+    // No publisher yet: the stream does not open with `inactive` (the
+    // extension forbids it); the viewer count comes first.
+    let resource = format!("{}{location}", server.base);
+    let mut events = open_events(&resource, None).await?;
     let mut buf = String::new();
-    next_event(&mut events, &mut buf, "inactive").await?;
+    assert_eq!(
+        next_event(&mut events, &mut buf, "viewercount").await?,
+        r#"{"viewercount":1}"#
+    );
+    assert!(!buf.contains("inactive"), "{buf}");
 
     let (mut publisher, offer) = TestPeer::publisher();
     let ptoken = server.token(room, "publisher", true, false);
@@ -252,11 +265,10 @@ async fn whep_viewer_learns_when_tracks_start_and_end() -> TestResult {
     next_event(&mut events, &mut buf, "inactive").await?;
 
     // Unknown session: 404.
-    let missing = reqwest::get(format!(
-        "{}/whep/{room}/ffffffffffffffff/events",
-        server.base
-    ))
-    .await?;
+    let missing = reqwest::Client::new()
+        .post(format!("{}/whep/{room}/ffffffffffffffff/sse", server.base))
+        .send()
+        .await?;
     assert_eq!(missing.status().as_u16(), 404);
     viewer.join().map_err(|_| "viewer thread panicked")?;
     Ok(())

@@ -61,23 +61,7 @@ pub enum PatchOutcome {
     Restarted { answer_frag: String, etag: String },
 }
 
-/// What a WHEP viewer is told about its session (server-sent events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionEvent {
-    /// A publisher's media flows to this viewer.
-    Active,
-    /// The publisher's tracks ended; the viewer waits for the next publisher.
-    Inactive,
-}
-
-impl SessionEvent {
-    pub fn name(self) -> &'static str {
-        match self {
-            SessionEvent::Active => "active",
-            SessionEvent::Inactive => "inactive",
-        }
-    }
-}
+pub use crate::whep_ext::{EventKinds, LayerSelection, SessionEvent};
 
 /// Events of one session; the stream ends when the session ends.
 pub type SessionEvents = tokio::sync::mpsc::Receiver<SessionEvent>;
@@ -122,6 +106,10 @@ pub enum BackendError {
     /// The offer parsed but nothing in it can be served (422).
     #[error("unusable SDP: {0}")]
     UnusableSdp(String),
+    /// A request names something the session does not have, such as a
+    /// layer the publisher does not send (422).
+    #[error("{0}")]
+    Unprocessable(String),
     /// No such session (404).
     #[error("no such session")]
     NotFound,
@@ -189,13 +177,42 @@ pub trait MediaBackend: Clone + Send + Sync + 'static {
         identity: &str,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// Subscribe to a session's events (current state first).
-    fn session_events(
+    /// Create an event stream of a WHEP session carrying `kinds` (the
+    /// server-sent events extension's POST); returns its id.
+    fn open_event_stream(
         &self,
-        kind: SessionKind,
         room: &str,
         id: &str,
+        kinds: EventKinds,
+    ) -> impl Future<Output = Result<String, BackendError>> + Send;
+
+    /// Attach to event stream `stream` of a WHEP session: the current state
+    /// first, then changes, of the stream's kinds. Ends with the session or
+    /// when the stream is closed.
+    fn session_events(
+        &self,
+        room: &str,
+        id: &str,
+        stream: &str,
     ) -> impl Future<Output = Result<SessionEvents, BackendError>> + Send;
+
+    /// Close event stream `stream` (NotFound when there is none).
+    fn close_event_stream(
+        &self,
+        room: &str,
+        id: &str,
+        stream: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// A WHEP player's layer wish (the layer extension), held until the
+    /// next; only the session's own identity may.
+    fn select_layer(
+        &self,
+        room: &str,
+        id: &str,
+        identity: &str,
+        selection: LayerSelection,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Prometheus text exposition of the server's metrics.
     fn render_metrics(&self) -> String;

@@ -34,7 +34,9 @@ impl ApiError {
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::Backend(e) => match e {
                 BackendError::MalformedSdp(_) => StatusCode::BAD_REQUEST,
-                BackendError::UnusableSdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                BackendError::UnusableSdp(_) | BackendError::Unprocessable(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 BackendError::NotFound | BackendError::ResumeFailed => StatusCode::NOT_FOUND,
                 BackendError::NotOwner => StatusCode::FORBIDDEN,
                 BackendError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,

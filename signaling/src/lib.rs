@@ -20,6 +20,8 @@ pub mod sdpfrag;
 pub mod sessions;
 pub mod turn;
 pub mod web;
+pub mod whep_events;
+pub mod whep_ext;
 
 use std::sync::Arc;
 
@@ -159,7 +161,18 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
             );
     }
     app = app
-        .route("/whep/{room}/{id}/events", get(sessions::events::<B>))
+        .route(
+            "/whep/{room}/{id}/sse",
+            post(whep_events::create_stream::<B>),
+        )
+        .route(
+            "/whep/{room}/{id}/sse/{stream}",
+            get(whep_events::stream::<B>).delete(whep_events::close_stream::<B>),
+        )
+        .route(
+            "/whep/{room}/{id}/layer",
+            post(whep_events::select_layer::<B>),
+        )
         .route("/rtc", get(rtc_socket::upgrade::<B>))
         .route("/rtc/v1", get(livekit::socket::upgrade_v1::<B>))
         .route("/rtc/v1/validate", get(livekit::socket::validate_v1::<B>))

@@ -72,7 +72,7 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-fn authorize<B: MediaBackend>(
+pub(crate) fn authorize<B: MediaBackend>(
     state: &AppState<B>,
     headers: &HeaderMap,
     room: &str,
@@ -166,11 +166,10 @@ pub async fn create<B: MediaBackend>(
         }
     }
     if kind == SessionKind::Whep {
-        let events = format!(
-            "<{location}/events>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; events=\"active,inactive\""
-        );
-        if let Ok(v) = HeaderValue::from_str(&events) {
-            h.append(header::LINK, v);
+        for link in crate::whep_events::links(&location) {
+            if let Ok(v) = HeaderValue::from_str(&link) {
+                h.append(header::LINK, v);
+            }
         }
     }
     Ok(resp)
@@ -225,27 +224,4 @@ pub async fn delete<B: MediaBackend>(
         .await?;
     tracing::info!(%room, %id, ?kind, "session deleted");
     Ok(StatusCode::OK.into_response())
-}
-
-/// `GET /whep/{room}/{id}/events`: the session's events as `text/event-stream`
-/// (`active` when a publisher's media flows, `inactive` when its tracks end).
-/// The unguessable resource URL is the capability, so browsers' `EventSource`
-/// (which cannot send an Authorization header) can use it.
-pub async fn events<B: MediaBackend>(
-    State(state): State<AppState<B>>,
-    Path((room, id)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    use tokio_stream::StreamExt;
-
-    validate_room(&room)?;
-    let rx = state
-        .backend
-        .session_events(SessionKind::Whep, &room, &id)
-        .await?;
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|e| Ok::<_, std::convert::Infallible>(Event::default().event(e.name()).data("{}")));
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
 }

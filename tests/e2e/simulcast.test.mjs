@@ -145,6 +145,23 @@ test('simulcast: per-player layers by wish and by capped downlink, loss repaired
   const rampMs = await waitForWidth(top, 'top player', 1280, 45000);
   reportMetric('publisher_top_layer_reached_ms', rampMs, 'ms');
   await waitForWidth(mid, 'player asking for 640', 640, 20000);
+  // The player page's viewer count and layer picker (the WHEP extensions:
+  // `viewercount` and `layers` events, layer selection): "top" picks the
+  // 320-wide layer, then hands the choice back to the server.
+  await waitFor('two viewers counted', async () => (await top.evaluate(() => window.sfu.viewers)) === 2, 10000, 200);
+  await waitFor('the layers event lists the three layers', async () =>
+    (await top.evaluate(() => document.querySelectorAll('#layer option').length)) === 4, 15000, 200);
+  const pick = (label) => top.evaluate((label) => {
+    const select = document.querySelector('#layer');
+    const option = [...select.options].find((o) => o.textContent.startsWith(label));
+    select.value = option ? option.value : '';
+    select.dispatchEvent(new Event('change'));
+    return option ? option.textContent : 'automatic';
+  }, label);
+  console.log('picked', await pick('320x'));
+  reportMetric('layer_pick_to_320_ms', await waitForWidth(top, 'top player after picking 320', 320, 15000), 'ms');
+  await pick('automatic');
+  reportMetric('layer_auto_back_to_1280_ms', await waitForWidth(top, 'top player back on automatic', 1280, 20000), 'ms');
   // What each layer really carries (the fake camera compresses well, so
   // layers run below their maxBitrate): the cap goes between low and mid.
   const l1 = (await rtpStats(publisher)).layers;

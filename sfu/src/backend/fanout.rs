@@ -273,6 +273,7 @@ impl SfuBackend {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Events {
             resource_id: relay.upstream.clone(),
+            stream: None,
             reply,
         };
         let mut events = self.ask(relay.home, cmd, rx).await?;

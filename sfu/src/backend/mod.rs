@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use signaling::admin::{AdminReply, AdminRequest};
 use signaling::backend::{
-    BackendError, CreateSession, JoinRoom, PatchOutcome, RoomConnection, SessionCreated,
-    SessionEvents,
+    BackendError, CreateSession, EventKinds, JoinRoom, LayerSelection, PatchOutcome,
+    RoomConnection, SessionCreated, SessionEvents,
 };
 use signaling::room_protocol::ClientMessage;
 use signaling::sdpfrag::SdpFrag;
@@ -390,17 +390,67 @@ impl MediaBackend for SfuBackend {
         self.ask(worker, cmd, rx).await
     }
 
-    async fn session_events(
+    async fn open_event_stream(
         &self,
-        kind: SessionKind,
         room: &str,
         id: &str,
+        kinds: EventKinds,
+    ) -> Result<String, BackendError> {
+        // The unguessable resource URL is the capability for its event streams.
+        let worker = self.resource_worker(SessionKind::Whep, Some(room), id, None)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::OpenEvents {
+            resource_id: id.to_string(),
+            kinds,
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    async fn session_events(
+        &self,
+        room: &str,
+        id: &str,
+        stream: &str,
     ) -> Result<SessionEvents, BackendError> {
-        // The unguessable resource URL is the capability for its event stream.
-        let worker = self.resource_worker(kind, Some(room), id, None)?;
+        let worker = self.resource_worker(SessionKind::Whep, Some(room), id, None)?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Events {
             resource_id: id.to_string(),
+            stream: Some(stream.to_string()),
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    async fn close_event_stream(
+        &self,
+        room: &str,
+        id: &str,
+        stream: &str,
+    ) -> Result<(), BackendError> {
+        let worker = self.resource_worker(SessionKind::Whep, Some(room), id, None)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::CloseEvents {
+            resource_id: id.to_string(),
+            stream: stream.to_string(),
+            reply,
+        };
+        self.ask(worker, cmd, rx).await
+    }
+
+    async fn select_layer(
+        &self,
+        room: &str,
+        id: &str,
+        identity: &str,
+        selection: LayerSelection,
+    ) -> Result<(), BackendError> {
+        let worker = self.resource_worker(SessionKind::Whep, Some(room), id, Some(identity))?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::SelectLayer {
+            resource_id: id.to_string(),
+            selection,
             reply,
         };
         self.ask(worker, cmd, rx).await

@@ -29,6 +29,8 @@ use crate::worker::core::relay::OpenRelay;
 
 /// How often the supervisor looks at the relays.
 const SUPERVISE: Duration = Duration::from_secs(1);
+/// How long an upstream event stream has to say `active` at its start.
+const FIRST_EVENT_WAIT: Duration = Duration::from_secs(2);
 /// Longest wait for the hosting node to answer a relay's offer.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lifetime of the token a relay presents upstream.
@@ -164,14 +166,17 @@ impl Edge {
                     Some(url) => UpstreamEvents::open(&inner.http, url).await,
                     None => None,
                 };
-                // The stream starts with the upstream's state now; without
-                // one, media is taken to flow.
+                // The stream opens with `active` when media flows upstream
+                // (never with `inactive`: the extension forbids it), so no
+                // event soon means none flows; should `active` come later,
+                // it is read from the stream all the same. Without events
+                // (or a stream that broke), media is taken to flow.
                 let active = match events.as_mut() {
-                    Some(e) => tokio::time::timeout(UPSTREAM_TIMEOUT, e.next())
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_none_or(|active| active),
+                    Some(e) => match tokio::time::timeout(FIRST_EVENT_WAIT, e.next()).await {
+                        Ok(Some(active)) => active,
+                        Ok(None) => true,
+                        Err(_) => false,
+                    },
                     None => true,
                 };
                 inner
@@ -363,9 +368,25 @@ struct UpstreamEvents {
 
 impl UpstreamEvents {
     /// Subscribe to the events of upstream session `url` (None: the
-    /// hosting node does not offer them).
+    /// hosting node does not offer them): create a stream of `active` and
+    /// `inactive` (the WHEP server-sent events extension), then read it.
     async fn open(http: &reqwest::Client, url: &str) -> Option<UpstreamEvents> {
-        let sent = http.get(format!("{url}/events")).send();
+        let created = http
+            .post(format!("{url}/sse"))
+            .header("content-type", "application/json")
+            .body(r#"["active","inactive"]"#)
+            .send();
+        let created = tokio::time::timeout(UPSTREAM_TIMEOUT, created)
+            .await
+            .ok()?
+            .ok()?;
+        let location = created
+            .headers()
+            .get(reqwest::header::LOCATION)?
+            .to_str()
+            .ok()?;
+        let stream_url = reqwest::Url::parse(url).ok()?.join(location).ok()?;
+        let sent = http.get(stream_url).send();
         let response = tokio::time::timeout(UPSTREAM_TIMEOUT, sent)
             .await
             .ok()?

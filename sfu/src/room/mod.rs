@@ -8,6 +8,7 @@ pub mod offer;
 pub mod out_streams;
 pub mod participant;
 pub mod quality;
+pub mod session_events;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use signaling::backend::SessionEvent;
 use signaling::SessionKind;
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::channel::ChannelId;
@@ -19,7 +18,6 @@ use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaAdded, Mid, Pt, Ri
 use str0m::net::Transmit;
 use str0m::rtp::{RtpPacket, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
-use tokio::sync::mpsc;
 
 use crate::forward::freshness::Freshness;
 use crate::forward::reorder::FrameOrderMonitor;
@@ -27,6 +25,7 @@ use crate::forward::router::{Delivery, ProbeRequest};
 use crate::forward::ParticipantId;
 use crate::room::member::Member;
 use crate::room::out_streams::{Forwarded, OutStreams, WriteOutcome};
+use crate::room::session_events::EventStreams;
 
 /// An RTP packet a participant sent us, with the media line and layer it
 /// belongs to and its codec.
@@ -128,9 +127,8 @@ pub struct Participant {
     egress_totals: HashMap<(Mid, Option<Rid>), (u64, u64, u64)>,
     /// Log span of this session (room, identity, resource, kind).
     pub span: tracing::Span,
-    /// Subscribers of this session's events (WHEP server-sent events).
-    event_senders: Vec<mpsc::Sender<SessionEvent>>,
-    last_event: Option<SessionEvent>,
+    /// This session's event streams (WHEP server-sent events).
+    pub events: EventStreams,
     probe_target: ProbeRequest,
     /// Latest receiver-reported loss per media line.
     egress_loss: HashMap<Mid, f32>,
@@ -152,9 +150,6 @@ const MAX_DUE_TIMEOUTS: usize = 256;
 /// ones too), and a turn of the worker's loop per packet would cost more
 /// than the packet.
 const IMMEDIATE: Duration = Duration::from_micros(100);
-
-/// Most concurrent event streams per session.
-pub const MAX_EVENT_STREAMS: usize = 4;
 
 /// Constructor arguments (kept together to stay readable).
 pub struct NewParticipant {
@@ -208,8 +203,7 @@ impl Participant {
             frame_order: HashMap::new(),
             audio_freshness: HashMap::new(),
             egress_totals: HashMap::new(),
-            event_senders: Vec::new(),
-            last_event: None,
+            events: EventStreams::default(),
             probe_target: ProbeRequest::default(),
             egress_loss: HashMap::new(),
             member: p.member,
@@ -508,35 +502,6 @@ impl Participant {
                 true
             }
             None => false,
-        }
-    }
-
-    /// Add an event stream; it first receives the current state.
-    pub fn subscribe_events(
-        &mut self,
-        current: SessionEvent,
-    ) -> Option<mpsc::Receiver<SessionEvent>> {
-        self.event_senders.retain(|tx| !tx.is_closed());
-        if self.event_senders.len() >= MAX_EVENT_STREAMS {
-            return None;
-        }
-        let (tx, rx) = mpsc::channel(16);
-        let _ = tx.try_send(current);
-        self.last_event = Some(current);
-        self.event_senders.push(tx);
-        Some(rx)
-    }
-
-    /// Tell event subscribers about a state change (deduplicated; a slow
-    /// reader misses intermediate states rather than blocking the worker).
-    pub fn notify(&mut self, event: SessionEvent) {
-        if self.last_event == Some(event) {
-            return;
-        }
-        self.last_event = Some(event);
-        self.event_senders.retain(|tx| !tx.is_closed());
-        for tx in &self.event_senders {
-            let _ = tx.try_send(event);
         }
     }
 

@@ -18,7 +18,8 @@ use std::thread::JoinHandle;
 
 use signaling::admin::{AdminReply, AdminRequest};
 use signaling::backend::{
-    BackendError, JoinRoom, PatchOutcome, RoomConnection, SessionCreated, SessionEvents,
+    BackendError, EventKinds, JoinRoom, LayerSelection, PatchOutcome, RoomConnection,
+    SessionCreated, SessionEvents,
 };
 use signaling::room_protocol::ClientMessage;
 use signaling::sdpfrag::SdpFrag;
@@ -46,9 +47,31 @@ pub enum Command {
         resource_id: String,
         reply: oneshot::Sender<Result<(), BackendError>>,
     },
+    /// Attach to a session's events: registered stream `stream` (the WHEP
+    /// server-sent events extension), or, with None, its activity alone
+    /// (this node's own relays).
     Events {
         resource_id: String,
+        stream: Option<String>,
         reply: oneshot::Sender<Result<SessionEvents, BackendError>>,
+    },
+    /// Register an event stream of these kinds; its id comes back.
+    OpenEvents {
+        resource_id: String,
+        kinds: EventKinds,
+        reply: oneshot::Sender<Result<String, BackendError>>,
+    },
+    /// Close a registered event stream.
+    CloseEvents {
+        resource_id: String,
+        stream: String,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+    /// A WHEP player's layer wish.
+    SelectLayer {
+        resource_id: String,
+        selection: LayerSelection,
+        reply: oneshot::Sender<Result<(), BackendError>>,
     },
     /// A conference participant joins (or resumes).
     Join {

@@ -200,18 +200,25 @@ pub fn dev_token(room: &str, identity: &str, publish: bool, subscribe: bool) -> 
     .expect("token")
 }
 
-/// Read server-sent events until `name` arrives (bounded).
+/// Read server-sent events until `name` arrives (bounded); its data line.
 pub async fn next_event(
     resp: &mut reqwest::Response,
     buf: &mut String,
     name: &str,
-) -> Result<(), String> {
-    let needle = format!("event: {name}");
+) -> Result<String, String> {
+    let needle = format!("event: {name}\n");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(i) = buf.find(&needle) {
-            buf.drain(..i + needle.len());
-            return Ok(());
+            if let Some(end) = buf[i..].find("\n\n") {
+                let event: String = buf.drain(..i + end + 2).skip(i).collect();
+                let data = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data:"))
+                    .map(|d| d.trim().to_string())
+                    .unwrap_or_default();
+                return Ok(data);
+            }
         }
         let chunk = tokio::time::timeout_at(deadline, resp.chunk())
             .await
@@ -220,6 +227,39 @@ pub async fn next_event(
             .ok_or(format!("event stream ended before '{name}'"))?;
         buf.push_str(&String::from_utf8_lossy(&chunk));
     }
+}
+
+/// Open an event stream of WHEP resource `resource` (its full URL) with
+/// the server-sent events extension: POST `{resource}/sse` with `events`
+/// (a JSON array; None: no body, all events), then GET the Location.
+pub async fn open_events(
+    resource: &str,
+    events: Option<&str>,
+) -> Result<reqwest::Response, String> {
+    let http = reqwest::Client::new();
+    let mut req = http.post(format!("{resource}/sse"));
+    if let Some(body) = events {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let created = req.send().await.map_err(|e| e.to_string())?;
+    if created.status().as_u16() != 201 {
+        return Err(format!("POST {resource}/sse: {}", created.status()));
+    }
+    let location = created
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no Location for the event stream")?;
+    let url = reqwest::Url::parse(resource)
+        .and_then(|u| u.join(location))
+        .map_err(|e| e.to_string())?;
+    let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+    if resp.status().as_u16() != 200 {
+        return Err(format!("GET {location}: {}", resp.status()));
+    }
+    Ok(resp)
 }
 
 /// Result of POSTing an offer.

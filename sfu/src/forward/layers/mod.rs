@@ -25,9 +25,11 @@ use str0m::media::Rid;
 use super::codec::SpatialDims;
 
 mod selector;
+mod wish;
 pub use selector::{
     loss_adjusted, selection_estimate, FrameVerdict, LayerSelector, INITIAL_ESTIMATE_BPS,
 };
+pub use wish::LayerWish;
 
 /// A layer without frames for this long is treated as stopped.
 pub const LAYER_STALE_AFTER: Duration = Duration::from_millis(700);

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{LayerChoice, LayerId, LayerView};
+use super::{LayerChoice, LayerId, LayerView, LayerWish};
 
 /// Video budget needed before upgrading, relative to the next layer's
 /// bitrate. With [`VIDEO_SHARE`] that is an estimate of 1.25x the layer
@@ -111,6 +111,8 @@ fn budget_of(estimate: u64) -> u64 {
 pub struct LayerSelector {
     /// Subscriber's wish: at most this many pixels wide.
     pub max_width: Option<u32>,
+    /// A player's explicit wish (the WHEP layer extension).
+    pub wish: LayerWish,
     /// The layer whose frames flow now (`None`: nothing flows yet).
     current: Option<LayerChoice>,
     /// The layer wanted (`None`: video paused for bandwidth).
@@ -151,6 +153,7 @@ impl Default for LayerSelector {
     fn default() -> Self {
         LayerSelector {
             max_width: None,
+            wish: LayerWish::default(),
             current: None,
             target: None,
             paused: false,
@@ -170,21 +173,16 @@ impl Default for LayerSelector {
     }
 }
 
-/// The best layer a subscriber with `max_width` accepts: the widest that
-/// fits the wish, or the narrowest when none does.
-fn allowed_top(layers: &[LayerView], max_width: Option<u32>) -> Option<LayerChoice> {
-    let widest_fitting = layers
-        .iter()
-        .rev()
-        .find(|l| max_width.is_none_or(|m| l.width <= m));
-    widest_fitting.or(layers.first()).map(LayerView::choice)
-}
-
 fn position(layers: &[LayerView], choice: &LayerChoice) -> Option<usize> {
     layers.iter().position(|l| l.choice() == *choice)
 }
 
 impl LayerSelector {
+    /// The layers this subscriber may be given (its width limit and wish).
+    fn allowed(&self, layers: &[LayerView]) -> Vec<LayerView> {
+        self.wish.allowed(layers, self.max_width)
+    }
+
     pub fn with_max_width(max_width: Option<u32>) -> Self {
         LayerSelector {
             max_width,
@@ -224,8 +222,10 @@ impl LayerSelector {
             .target
             .and_then(|t| layers.iter().find(|l| l.choice() == t));
         let temporal = match (layer, estimate_bps) {
-            (Some(l), Some(e)) => l.temporal_fit(budget_of(e)),
-            (Some(l), None) => l.max_tid,
+            (Some(l), Some(e)) => l
+                .temporal_fit(budget_of(e))
+                .min(self.wish.temporal_cap(l.max_tid)),
+            (Some(l), None) => self.wish.temporal_cap(l.max_tid),
             (None, _) => 0,
         };
         let temporal_changed = temporal != self.target_temporal;
@@ -248,8 +248,8 @@ impl LayerSelector {
         if changed {
             self.chosen_at_estimate = estimate_bps;
         }
-        self.best_available =
-            self.target.is_some() && self.target == allowed_top(layers, self.max_width);
+        let allowed_top = self.allowed(layers).last().map(LayerView::choice);
+        self.best_available = self.target.is_some() && self.target == allowed_top;
         changed
     }
 
@@ -265,18 +265,7 @@ impl LayerSelector {
             return before.is_some();
         }
         // Layers the subscriber accepts; if all are too wide, the narrowest.
-        let allowed: Vec<LayerView> = match self.max_width {
-            Some(max) => {
-                let fit: Vec<LayerView> =
-                    layers.iter().filter(|l| l.width <= max).copied().collect();
-                if fit.is_empty() {
-                    vec![layers[0]]
-                } else {
-                    fit
-                }
-            }
-            None => layers.to_vec(),
-        };
+        let allowed = self.allowed(layers);
         let top = allowed.len() - 1;
         let Some(estimate) = estimate_bps.filter(|_| allowed.len() > 1) else {
             // Single layer or no estimate: nothing to choose by bandwidth.
@@ -478,10 +467,8 @@ impl LayerSelector {
         if !self.downgraded_before(now, PROBE_SETTLE) {
             return None;
         }
-        let allowed_top = match self.max_width {
-            Some(max) => layers.iter().rposition(|l| l.width <= max).unwrap_or(0),
-            None => layers.len().checked_sub(1)?,
-        };
+        let top = self.allowed(layers).last().map(LayerView::choice)?;
+        let allowed_top = position(layers, &top)?;
         let next = match &self.target {
             Some(t) => position(layers, t)? + 1,
             None => 0,

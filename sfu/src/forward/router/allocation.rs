@@ -14,6 +14,14 @@ impl Router {
         }
     }
 
+    /// A player's explicit layer wish for a down-track (held until the
+    /// next, also across a change of publisher).
+    pub fn set_layer_wish(&mut self, down: DownTrackKey, wish: LayerWish) {
+        if let Some(dt) = self.down_tracks.get_mut(&down) {
+            dt.selector.wish = wish;
+        }
+    }
+
     /// A subscriber's downlink estimate changed.
     pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) {
         let e = self

@@ -46,7 +46,7 @@ use crate::forward::codec::SpatialDims;
 use crate::forward::gaps::{GapVerdict, GapWatch};
 use crate::forward::keyframe::KeyframeThrottle;
 use crate::forward::layers::{
-    selection_estimate, FrameVerdict, LayerChoice, LayerId, LayerSelector, LayerView,
+    selection_estimate, FrameVerdict, LayerChoice, LayerId, LayerSelector, LayerView, LayerWish,
     PublishedLayers, INITIAL_ESTIMATE_BPS,
 };
 pub use crate::forward::probe::ProbeRequest;
@@ -570,8 +570,11 @@ impl Router {
             return;
         };
         dt.source = Some(track);
-        // A new source: the selector starts over (no current layer).
+        // A new source: the selector starts over (no current layer), with
+        // the subscriber's wishes.
+        let wish = std::mem::take(&mut dt.selector.wish);
         dt.selector = LayerSelector::with_max_width(dt.selector.max_width);
+        dt.selector.wish = wish;
         if let Some(gate) = dt.relay.as_mut() {
             gate.reset();
         }

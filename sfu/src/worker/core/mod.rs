@@ -19,6 +19,7 @@ mod forwarding;
 mod negotiation;
 pub mod relay;
 mod removal;
+mod whep_ext;
 
 use forwarding::LAYER_INTERVAL;
 /// The `Rtc` configuration of a session (public for the send-path benchmark).
@@ -308,6 +309,7 @@ impl WorkerCore {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             self.housekeeping(now, transmit);
+            self.publish_session_events(now);
         }
         self.process(now, transmit);
     }
@@ -338,9 +340,34 @@ impl WorkerCore {
                 let result = self.patch(&resource_id, if_match, frag);
                 let _ = reply.send(result);
             }
-            Command::Events { resource_id, reply } => {
-                let result = self.subscribe_events(&resource_id);
+            Command::Events {
+                resource_id,
+                stream,
+                reply,
+            } => {
+                let result = self.attach_events(&resource_id, stream.as_deref());
                 let _ = reply.send(result);
+            }
+            Command::OpenEvents {
+                resource_id,
+                kinds,
+                reply,
+            } => {
+                let _ = reply.send(self.open_events(&resource_id, kinds));
+            }
+            Command::CloseEvents {
+                resource_id,
+                stream,
+                reply,
+            } => {
+                let _ = reply.send(self.close_events(&resource_id, &stream));
+            }
+            Command::SelectLayer {
+                resource_id,
+                selection,
+                reply,
+            } => {
+                let _ = reply.send(self.select_layer(&resource_id, selection, now));
             }
             Command::Join { req, reply, span } => {
                 let room = req.room.clone();

@@ -410,34 +410,6 @@ impl WorkerCore {
             .ok_or(BackendError::NotFound)
     }
 
-    pub(super) fn subscribe_events(
-        &mut self,
-        resource_id: &str,
-    ) -> Result<signaling::backend::SessionEvents, BackendError> {
-        let id = self.session_id(resource_id)?;
-        let current = self.activity(id);
-        let p = self
-            .participants
-            .get_mut(&id)
-            .ok_or(BackendError::NotFound)?;
-        p.subscribe_events(current)
-            .ok_or_else(|| BackendError::OverCapacity {
-                what: format!(
-                    "event streams per session ({})",
-                    crate::room::participant::MAX_EVENT_STREAMS
-                ),
-                retry_after: Duration::from_secs(5),
-            })
-    }
-
-    /// A down-track of `subscriber` gained or lost its source.
-    pub(super) fn notify_activity(&mut self, subscriber: ParticipantId) {
-        let event = self.activity(subscriber);
-        if let Some(p) = self.participants.get_mut(&subscriber) {
-            p.notify(event);
-        }
-    }
-
     pub(super) fn patch(
         &mut self,
         resource_id: &str,
