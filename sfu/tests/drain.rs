@@ -1,14 +1,14 @@
 //! Graceful drain (the first SIGTERM): the server reports draining on
 //! `/healthz`, refuses new rooms with 503 and Retry-After, keeps serving the
 //! rooms it has (new participants included) for the grace period, then
-//! closes them with a reason and stops.
+//! closes them with a reason and stops. WHEP players are told to reconnect.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::livekit::LkClient;
-use common::{post_sdp, TestPeer, TestServer};
+use common::{next_event, open_events, post_sdp, TestPeer, TestServer};
 use sfu::config::ConfigArgs;
 use signaling::livekit::proto;
 use signaling::livekit::proto::signal_response::Message as Response;
@@ -55,6 +55,19 @@ fn a_draining_server_finishes_its_rooms_and_takes_no_new_one() {
         })
     };
     assert_eq!(health(&server.base), (200, "ok\n".to_string()));
+    // A WHEP player of the room listens for `reconnect`.
+    let (_viewer, offer) = TestPeer::viewer(str0m::RtcConfig::new());
+    let watch = server.token("meeting", "viewer", false, true);
+    let posted = rt.block_on(post_sdp(
+        &format!("{}/whep/meeting", server.base),
+        &watch,
+        &offer,
+    ));
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    let resource = format!("{}{}", server.base, posted.location.expect("Location"));
+    let mut events = rt
+        .block_on(open_events(&resource, Some(r#"["reconnect"]"#)))
+        .expect("event stream");
 
     let drained_at = Instant::now();
     server.drain();
@@ -64,6 +77,10 @@ fn a_draining_server_finishes_its_rooms_and_takes_no_new_one() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(health(&server.base), (503, "draining\n".to_string()));
+    // The player is told to play again (elsewhere, through the endpoint).
+    let mut buf = String::new();
+    rt.block_on(next_event(&mut events, &mut buf, "reconnect"))
+        .expect("reconnect event");
 
     // A new room is refused, with a reason and a time to retry.
     let (_peer, offer) = TestPeer::publisher();
