@@ -227,7 +227,8 @@ impl WorkerCore {
             .accept_offer(offer)
             .map_err(|e| BackendError::UnusableSdp(e.to_string()))?;
         let answer_sdp = answer.to_sdp_string();
-        check_answer(&answer_sdp).map_err(BackendError::UnusableSdp)?;
+        let supported = [supported_codecs("audio"), supported_codecs("video")].concat();
+        check_answer(&answer_sdp, &supported).map_err(BackendError::UnusableSdp)?;
         check_served(req.kind, &req.offer_sdp, &answer_sdp, supported_codecs)
             .map_err(BackendError::UnusableSdp)?;
         if req.kind == SessionKind::Whep {
@@ -299,8 +300,10 @@ impl WorkerCore {
         if sent.is_empty() {
             return Ok(()); // no video yet: whatever comes is checked per packet
         }
+        sent.sort();
         sent.dedup();
         let mut takes: Vec<String> = receivable.iter().map(describe).collect();
+        takes.sort();
         takes.dedup();
         let takes = if takes.is_empty() {
             "none".to_string()
