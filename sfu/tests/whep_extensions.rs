@@ -33,6 +33,14 @@ async fn layers_are_announced_and_a_player_picks_one() -> TestResult {
     let token = server.token(room, "v", false, true);
     let posted = post_sdp(&format!("{}/whep/{room}", server.base), &token, &offer).await;
     assert_eq!(posted.status, 201, "{}", posted.body);
+    // Audio and video in one media stream (players put streams[0] on screen).
+    let streams: std::collections::BTreeSet<&str> = posted
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=msid:"))
+        .filter_map(|v| v.split_whitespace().next())
+        .collect();
+    assert_eq!(streams.len(), 1, "{}", posted.body);
     viewer.accept_answer(&posted.body)?;
     let viewer = viewer.spawn_for(Duration::from_secs(10));
     let resource = format!("{}{}", server.base, posted.location.ok_or("no Location")?);

@@ -171,7 +171,7 @@ pub fn router<B: MediaBackend>(config: FrontDoorConfig, backend: B) -> Router {
         )
         .route(
             "/whep/{room}/{id}/layer",
-            post(whep_events::select_layer::<B>),
+            post(whep_events::select_layer::<B>).delete(whep_events::automatic_layer::<B>),
         )
         .route("/rtc", get(rtc_socket::upgrade::<B>))
         .route("/rtc/v1", get(livekit::socket::upgrade_v1::<B>))

@@ -10,7 +10,9 @@
 //! - `POST {resource}/layer` with a JSON layer selection (rid, spatial and
 //!   temporal layer ids, maxima, maximum size; `{}` for the server's own
 //!   choice): 200 when applied, 400 for a body that is no selection, 422
-//!   for a layer the publisher does not send.
+//!   for a layer the publisher does not send. `DELETE {resource}/layer`
+//!   hands the choice back as `{}` does (what the `whip-whep` library's
+//!   `unselectLayer` sends).
 //!
 //! The unguessable resource URL is the capability for its event streams
 //! (browsers' `EventSource` cannot send an Authorization header); a layer
@@ -129,6 +131,21 @@ pub async fn select_layer<B: MediaBackend>(
     state
         .backend
         .select_layer(&room, &id, &grant.identity, selection)
+        .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `DELETE /whep/{room}/{id}/layer`: back to the server's own choice.
+pub async fn automatic_layer<B: MediaBackend>(
+    State(state): State<AppState<B>>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    validate_room(&room)?;
+    let grant = authorize(&state, &headers, &room, SessionKind::Whep)?;
+    state
+        .backend
+        .select_layer(&room, &id, &grant.identity, LayerSelection::default())
         .await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -271,9 +271,61 @@ pub fn check_answer(answer: &str, supported: &[String]) -> Result<(), String> {
     }
 }
 
+/// `answer` with all its media in one media stream (`a=msid` stream id,
+/// also in `a=ssrc … msid:` and `a=msid-semantic`): a WHEP player's audio
+/// and video belong together, and players that take `event.streams[0]` for
+/// their video element otherwise play no sound (str0m gives each answered
+/// line a stream id of its own).
+pub fn one_media_stream(answer: &str) -> String {
+    let Some(common) = answer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=msid:"))
+        .and_then(|v| v.split_ascii_whitespace().next())
+        .map(str::to_string)
+    else {
+        return answer.to_string();
+    };
+    let mut out = String::with_capacity(answer.len());
+    for line in answer.split_inclusive('\n') {
+        let (text, end) = match line.find(['\r', '\n']) {
+            Some(i) => line.split_at(i),
+            None => (line, ""),
+        };
+        let replaced = if let Some(v) = text.strip_prefix("a=msid:") {
+            let track = v.split_ascii_whitespace().nth(1).unwrap_or("");
+            format!("a=msid:{common} {track}")
+        } else if text.starts_with("a=msid-semantic:") {
+            format!("a=msid-semantic: WMS {common}")
+        } else if let (true, Some(at)) = (text.starts_with("a=ssrc:"), text.find(" msid:")) {
+            let track = text[at + 6..].split_ascii_whitespace().nth(1).unwrap_or("");
+            format!("{} msid:{common} {track}", &text[..at])
+        } else {
+            text.to_string()
+        };
+        out.push_str(replaced.trim_end());
+        out.push_str(end);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_gets_one_media_stream() {
+        let answer = "v=0\r\na=msid-semantic: WMS aaa bbb\r\nm=audio 9 X 111\r\n\
+            a=msid:aaa t1\r\na=ssrc:1 msid:aaa t1\r\nm=video 9 X 96\r\n\
+            a=msid:bbb t2\r\na=ssrc:2 cname:x\r\na=ssrc:2 msid:bbb t2\r\n";
+        let one = one_media_stream(answer);
+        assert_eq!(
+            one,
+            "v=0\r\na=msid-semantic: WMS aaa\r\nm=audio 9 X 111\r\n\
+            a=msid:aaa t1\r\na=ssrc:1 msid:aaa t1\r\nm=video 9 X 96\r\n\
+            a=msid:aaa t2\r\na=ssrc:2 cname:x\r\na=ssrc:2 msid:aaa t2\r\n"
+        );
+        assert_eq!(one_media_stream("v=0\r\n"), "v=0\r\n");
+    }
 
     const WHIP_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\n\

@@ -5,7 +5,7 @@
 use super::*;
 use crate::forward::payload_map;
 use crate::room::member::Member;
-use crate::room::offer::{check_served, media_sections, parse_failure};
+use crate::room::offer::{check_served, media_sections, one_media_stream, parse_failure};
 use crate::room::out_streams::negotiated_params;
 use str0m::format::{CodecConfig, PayloadParams};
 use str0m::media::Mid;
@@ -226,7 +226,10 @@ impl WorkerCore {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| BackendError::UnusableSdp(e.to_string()))?;
-        let answer_sdp = answer.to_sdp_string();
+        let mut answer_sdp = answer.to_sdp_string();
+        if req.kind == SessionKind::Whep {
+            answer_sdp = one_media_stream(&answer_sdp);
+        }
         let supported = [supported_codecs("audio"), supported_codecs("video")].concat();
         check_answer(&answer_sdp, &supported).map_err(BackendError::UnusableSdp)?;
         check_served(req.kind, &req.offer_sdp, &answer_sdp, supported_codecs)
