@@ -29,8 +29,6 @@ use crate::worker::core::relay::OpenRelay;
 
 /// How often the supervisor looks at the relays.
 const SUPERVISE: Duration = Duration::from_secs(1);
-/// How long an upstream event stream has to say `active` at its start.
-const FIRST_EVENT_WAIT: Duration = Duration::from_secs(2);
 /// Longest wait for the hosting node to answer a relay's offer.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lifetime of the token a relay presents upstream.
@@ -162,23 +160,16 @@ impl Edge {
         match self.post_offer(room, owner_url, &relay.token, offer).await {
             Ok((answer, upstream)) => {
                 relay.upstream = upstream;
-                let mut events = match &relay.upstream {
+                let events = match &relay.upstream {
                     Some(url) => UpstreamEvents::open(&inner.http, url).await,
                     None => None,
                 };
-                // The stream opens with `active` when media flows upstream
-                // (never with `inactive`: the extension forbids it), so no
-                // event soon means none flows; should `active` come later,
-                // it is read from the stream all the same. Without events
-                // (or a stream that broke), media is taken to flow.
-                let active = match events.as_mut() {
-                    Some(e) => match tokio::time::timeout(FIRST_EVENT_WAIT, e.next()).await {
-                        Ok(Some(active)) => active,
-                        Ok(None) => true,
-                        Err(_) => false,
-                    },
-                    None => true,
-                };
+                // With events, the relay's tracks wait for the upstream's
+                // `active`: the upstream session receives nothing before this
+                // side applies its answer (below), and the stream never opens
+                // with `inactive` (the extension forbids it). Without events,
+                // media is taken to flow.
+                let active = events.is_none();
                 inner
                     .backend
                     .answer_relay(&relay.resource_id, answer, None, active)
