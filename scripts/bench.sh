@@ -41,7 +41,9 @@ print(f'{sys.argv[2]:>22}: {r["streams_connected"]}/{r["streams_requested"]} con
       f'{r["one_way_delay_ms"]["p99"]:.1f}/{r["one_way_delay_ms"]["max"]:.0f} ms '
       f'(audio p99 {r["audio_delay_ms"]["p99"]:.1f}, keyframes p99 {r["keyframe_delay_ms"]["p99"]:.1f}), '
       f'first keyframe p50/p99 {k["p50"]:.0f}/{k["p99"]:.0f} ms ({r["video_lines_without_keyframe"]} lines without), {r["received_mbps"]:.0f} Mbit/s, '
-      f'layers {r["layer_distribution"]}, server {p.get("cpu_secs", 0):.1f} CPU s '
+      f'layers {r["layer_distribution"]}'
+      f'{" (frames per layer " + str(r["video_frames_by_layer"]) + ")" if "svc" in r["settings"] else ""}, '
+      f'server {p.get("cpu_secs", 0):.1f} CPU s '
       f'peak {p.get("peak_rss_mb", 0):.0f} MB, {s.get("packets_sent_per_cpu_sec") or 0:.0f} pkts/CPU-s, '
       f'generator {r["generator"]["cpu_secs"]:.1f} CPU s, '
       f'socket drops server/generator {p.get("udp_receive_drops")}/{r["generator"].get("udp_receive_drops")}, '
@@ -181,12 +183,14 @@ PY
   head -1 "$out/cluster.txt"
 }
 
-all=(relay broadcast-100 broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 conference-25-grid conference-50 audio-500 audio-1000 audio-2000 audio-2000-1speaker relay-audio-2000 cluster meeting-nodes)
+all=(relay broadcast-100 broadcast-100-svc broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 conference-25-grid conference-50 audio-500 audio-1000 audio-2000 audio-2000-1speaker relay-audio-2000 cluster meeting-nodes)
 names=("${@:-${all[@]}}")
 for n in "${names[@]}"; do
   case $n in
     relay) "$lt" relay-baseline --fanout 100 --pps 1000 --duration 10 ;;
     broadcast-100) run "$n" broadcast --viewers 100 --layers 3 --ramp 5 --duration 20 --room b100 ;;
+    # Scalable VP9 (L3T3_KEY) at broadcast-100's total rate (150+500+2500 kbit/s).
+    broadcast-100-svc) run "$n" broadcast --viewers 100 --svc L3T3 --svc-kbps 300,800,2050 --ramp 5 --duration 20 --room b100svc ;;
     broadcast-250) run "$n" broadcast --viewers 250 --layers 3 --ramp 10 --duration 20 --room b250 ;;
     broadcast-250-1layer) run "$n" broadcast --viewers 250 --layers 1 --ramp 10 --duration 20 --room b250s ;;
     broadcast-400) run "$n" broadcast --viewers 400 --layers 3 --ramp 5 --duration 20 --room b400 ;;

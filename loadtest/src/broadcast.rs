@@ -1,5 +1,6 @@
 //! Scenario `broadcast`: one WHIP publisher (audio + video in 1-3
-//! simulcast layers) and N WHEP viewers of its room.
+//! simulcast layers, or one scalable VP9 stream with `--svc`) and N WHEP
+//! viewers of its room.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -13,8 +14,9 @@ use crate::report::Report;
 use crate::run::{Common, Run};
 use crate::session::{run_session, SessionPlan, SessionResult};
 use crate::signal::Target;
-use crate::source::{default_layers, MediaSource};
+use crate::source::{default_layers, svc_layers, MediaSource};
 use crate::stamp::VideoCodec;
+use crate::vp9::SvcMode;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BroadcastArgs {
@@ -29,6 +31,61 @@ pub struct BroadcastArgs {
     /// Viewers ask for at most this width (`?maxWidth=` on WHEP).
     #[arg(long)]
     pub max_width: Option<u32>,
+    /// Send scalable video instead of simulcast: one VP9 stream (one SSRC,
+    /// no rids) in scalability mode MODE = LxTy, x spatial and y temporal
+    /// layers (1-3 each; e.g. L3T3: 320x180, 640x360 and 1280x720 at
+    /// 150 / 400 / 1050 kbit/s, temporal layers 0,2,1,2, 20 pictures/s, as
+    /// Chromium's L3T3_KEY). Implies VP9; --layers and --codec are ignored.
+    #[arg(long, value_name = "MODE")]
+    pub svc: Option<SvcMode>,
+    /// With --svc: each spatial layer's own kbit/s, lowest first
+    /// (comma-separated; e.g. 235,625,1640 for 2.5 Mbit/s in all).
+    #[arg(long, value_delimiter = ',', requires = "svc")]
+    pub svc_kbps: Vec<u32>,
+}
+
+/// What a publisher's camera sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Camera {
+    pub codec: VideoCodec,
+    /// Simulcast layers (1-3).
+    pub layers: u8,
+    /// Scalable VP9 instead, with these spatial layer rates (kbit/s,
+    /// lowest first; empty: the defaults).
+    pub svc: Option<(SvcMode, Vec<u32>)>,
+}
+
+impl Camera {
+    pub fn simulcast(codec: VideoCodec, layers: u8) -> Camera {
+        Camera {
+            codec,
+            layers,
+            svc: None,
+        }
+    }
+
+    /// The broadcast's camera.
+    pub fn of(args: &BroadcastArgs) -> Camera {
+        Camera {
+            svc: args.svc.map(|m| (m, args.svc_kbps.clone())),
+            ..Camera::simulcast(args.codec, args.layers)
+        }
+    }
+
+    pub fn source(&self, origin: Instant, now: Instant) -> MediaSource {
+        match &self.svc {
+            Some((mode, kbps)) => {
+                MediaSource::scalable(*mode, svc_layers(*mode, kbps), true, origin, now)
+            }
+            None => MediaSource::new(
+                self.codec,
+                default_layers(usize::from(self.layers)),
+                true,
+                origin,
+                now,
+            ),
+        }
+    }
 }
 
 /// Start the WHIP publisher of `room` and wait (bounded) until it is
@@ -36,17 +93,10 @@ pub struct BroadcastArgs {
 pub async fn start_publisher(
     run: &mut Run,
     room: &str,
-    codec: VideoCodec,
-    layers: u8,
+    camera: &Camera,
 ) -> Result<JoinHandle<SessionResult>, String> {
     let target = run.common.target.clone();
-    let source = MediaSource::new(
-        codec,
-        default_layers(usize::from(layers)),
-        true,
-        run.clock.origin,
-        Instant::now(),
-    );
+    let source = camera.source(run.clock.origin, Instant::now());
     let connected_before = run.live.connected.load(Ordering::Relaxed);
     let publisher = tokio::spawn(run_session(
         target.clone(),
@@ -131,15 +181,28 @@ pub async fn ramp_viewers_on(
 pub async fn broadcast(common: &Common, args: &BroadcastArgs) -> Result<Report, String> {
     let room = common.room.clone();
     let mut run = Run::start(common, args.viewers + 1).await;
-    let publisher = start_publisher(&mut run, &room, args.codec, args.layers).await?;
+    let publisher = start_publisher(&mut run, &room, &Camera::of(args)).await?;
     let viewers = ramp_viewers(&run, &room, args.viewers, args.max_width).await;
     run.hold().await;
     let mut results = run.finish(vec![viewers, vec![publisher]]).await;
     let viewers = results.remove(0);
     let mut settings = BTreeMap::new();
     settings.insert("viewers".into(), args.viewers.to_string());
-    settings.insert("layers".into(), args.layers.to_string());
-    settings.insert("codec".into(), format!("{:?}", args.codec).to_lowercase());
+    match args.svc {
+        Some(mode) => {
+            settings.insert("svc".into(), mode.to_string());
+            settings.insert("codec".into(), "vp9".into());
+            let kbps: Vec<String> = svc_layers(mode, &args.svc_kbps)
+                .iter()
+                .map(|l| l.kbps.to_string())
+                .collect();
+            settings.insert("svc_kbps".into(), kbps.join(","));
+        }
+        None => {
+            settings.insert("layers".into(), args.layers.to_string());
+            settings.insert("codec".into(), format!("{:?}", args.codec).to_lowercase());
+        }
+    }
     if let Some(w) = args.max_width {
         settings.insert("max_width".into(), w.to_string());
     }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::broadcast::{ramp_viewers_on, start_publisher};
+use crate::broadcast::{ramp_viewers_on, start_publisher, Camera};
 use crate::process::{metric_sum, sample, scrape, ProcSample};
 use crate::receive::histogram;
 use crate::report::{merge, Quantiles, Report, ResourceUse, ServerFigures};
@@ -349,7 +349,8 @@ pub async fn cluster(common: &Common, args: &ClusterArgs) -> Result<ClusterRepor
     let before = read_nodes(&servers, &args.server_pids).await;
     let started = Instant::now();
     let mut run = Run::start(&c, args.viewers + 1).await;
-    let publisher = start_publisher(&mut run, &room, args.codec, args.layers).await?;
+    let publisher =
+        start_publisher(&mut run, &room, &Camera::simulcast(args.codec, args.layers)).await?;
     let viewers = ramp_viewers_on(&run, &servers, &room, args.viewers, args.max_width).await;
     run.hold().await;
     let mut participants = vec![];

@@ -9,9 +9,15 @@
 //!   starts with an SPS, an access unit delimiter, SEI or the first slice of
 //!   a picture (`first_mb_in_slice` 0); SPS or IDR make it a keyframe; the
 //!   stamp follows the slice header.
+//! - VP9 (RFC 9628): every packet's descriptor says its spatial and
+//!   temporal layer; a layer frame starts with B and ends with E (the RTP
+//!   marker ends the picture); P clear makes a key picture, whose base
+//!   layer opens with a keyframe header, and the stamp follows the frame
+//!   header (`stamp`).
 //! - Opus: every packet is a frame; the stamp follows the TOC byte.
 
 use crate::stamp::{audio_stamp, find_stamp, video_stamp, Stamp, VideoCodec};
+use crate::vp9;
 
 /// The payload formats the generator sends and measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +25,7 @@ pub enum PayloadFormat {
     Opus,
     Vp8,
     H264,
+    Vp9,
 }
 
 impl From<VideoCodec> for PayloadFormat {
@@ -26,6 +33,7 @@ impl From<VideoCodec> for PayloadFormat {
         match c {
             VideoCodec::Vp8 => PayloadFormat::Vp8,
             VideoCodec::H264 => PayloadFormat::H264,
+            VideoCodec::Vp9 => PayloadFormat::Vp9,
         }
     }
 }
@@ -35,9 +43,15 @@ impl From<VideoCodec> for PayloadFormat {
 pub struct PacketView {
     /// The first packet of a frame (every audio packet).
     pub frame_start: bool,
-    /// Part of a keyframe's start (VP8: its first packet; H.264: SPS or IDR).
+    /// Part of a keyframe's start (VP8: its first packet; H.264: SPS or
+    /// IDR; VP9: the first packet of a key picture's layer frame).
     pub keyframe: bool,
     pub stamp: Option<Stamp>,
+    /// VP9: the last packet of its layer frame (E). Other formats' frames
+    /// end at the RTP marker.
+    pub frame_end: bool,
+    /// VP9: the packet's spatial and temporal layer.
+    pub layer: Option<(u8, u8)>,
 }
 
 /// Read one RTP payload of `format`.
@@ -47,9 +61,33 @@ pub fn inspect(format: PayloadFormat, payload: &[u8]) -> PacketView {
             frame_start: true,
             keyframe: false,
             stamp: audio_stamp(payload),
+            ..PacketView::default()
         },
         PayloadFormat::Vp8 => vp8(payload),
         PayloadFormat::H264 => h264(payload),
+        PayloadFormat::Vp9 => vp9(payload),
+    }
+}
+
+fn vp9(p: &[u8]) -> PacketView {
+    let Some(d) = vp9::descriptor(p) else {
+        return PacketView::default();
+    };
+    let data = &p[d.len..];
+    PacketView {
+        frame_start: d.begin,
+        // A key picture (no inter-picture prediction); its base layer must
+        // open with a keyframe header (frame_type 0).
+        keyframe: d.begin
+            && !d.inter
+            && (d.spatial > 0 || data.first().is_some_and(|b| b & 0x04 == 0)),
+        stamp: if d.begin {
+            video_stamp(VideoCodec::Vp9, data)
+        } else {
+            None
+        },
+        frame_end: d.end,
+        layer: Some((d.spatial, d.temporal)),
     }
 }
 
@@ -107,6 +145,7 @@ fn vp8(p: &[u8]) -> PacketView {
         // The VP8 payload header's P bit: 0 for a keyframe.
         keyframe: data.first().is_some_and(|b| b & 1 == 0),
         stamp: video_stamp(VideoCodec::Vp8, data),
+        ..PacketView::default()
     }
 }
 
@@ -133,6 +172,7 @@ fn nal(t: u8, body: &[u8]) -> PacketView {
         } else {
             None
         },
+        ..PacketView::default()
     }
 }
 

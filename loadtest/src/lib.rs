@@ -6,13 +6,14 @@
 //! figure is compared with.
 //!
 //! Layout: `stamp` and `source` make the media, `packetize` cuts it into
-//! RTP payloads; `codec` reads payloads, `packets` accounts packets and
-//! frames, `receive` measures (all sans-IO); `peer` is the str0m shell in
-//! RTP mode, `publish` its sending side; `signal` and `session` the
-//! WHIP/WHEP signaling, `livekit_signal` and `room` a room member over
-//! LiveKit's client signalling, `subscribe` which tracks it takes; `run` and
-//! the scenario modules drive a whole test; `report` and `process` turn it
-//! into figures.
+//! RTP payloads (`vp9`: VP9's payload descriptor, written and read, and
+//! the scalability modes); `codec` reads payloads, `packets` accounts
+//! packets and frames, `receive` measures (all sans-IO); `peer` is the
+//! str0m shell in RTP mode, `publish` its sending side; `signal` and
+//! `session` the WHIP/WHEP signaling, `livekit_signal` and `room` a room
+//! member over LiveKit's client signalling, `subscribe` which tracks it
+//! takes; `run` and the scenario modules drive a whole test; `report` and
+//! `process` turn it into figures.
 
 pub mod broadcast;
 pub mod capacity;
@@ -38,3 +39,4 @@ pub mod socket_drops;
 pub mod source;
 pub mod stamp;
 pub mod subscribe;
+pub mod vp9;

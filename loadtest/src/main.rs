@@ -72,7 +72,7 @@ struct CommonArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// One WHIP publisher, N WHEP viewers.
+    /// One WHIP publisher (simulcast, or scalable VP9 with --svc), N WHEP viewers.
     Broadcast {
         #[command(flatten)]
         common: CommonArgs,

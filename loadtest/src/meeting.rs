@@ -8,15 +8,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::broadcast::Camera;
 use crate::peer::Ending;
 use crate::report::Report;
 use crate::room::{run_room_session, RoomPlan};
 use crate::run::{Common, Run};
 use crate::session::SessionResult;
 use crate::signal::Target;
-use crate::source::{default_layers, MediaSource};
+use crate::source::MediaSource;
 use crate::stamp::VideoCodec;
 use crate::subscribe::SubscribePolicy;
+use crate::vp9::SvcMode;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConferenceArgs {
@@ -35,6 +37,13 @@ pub struct ConferenceArgs {
     /// Simulcast layers each camera sends (1-3).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub layers: u8,
+    /// Each camera sends scalable VP9 instead of simulcast, in
+    /// scalability mode MODE = LxTy (as `broadcast --svc`).
+    #[arg(long, value_name = "MODE")]
+    pub svc: Option<SvcMode>,
+    /// With --svc: each spatial layer's own kbit/s, lowest first.
+    #[arg(long, value_delimiter = ',', requires = "svc")]
+    pub svc_kbps: Vec<u32>,
     /// Spread the participants round-robin over these base URLs (the nodes
     /// of a cluster: a meeting over nodes), comma-separated; default: the
     /// server alone. Server figures are the server's (`--server`).
@@ -91,28 +100,20 @@ pub async fn ramp_members(
 
 /// Start `n` participants of `room` over the ramp, each publishing audio
 /// (speech from the first `talking`, DTX from the rest; None: all speak)
-/// and a VP8 camera in `layers` simulcast layers and receiving others'
-/// tracks as `subscribe` says.
+/// and `camera` and receiving others' tracks as `subscribe` says.
 pub async fn ramp_cameras(
     run: &Run,
     room: &str,
     n: u64,
-    layers: u8,
+    camera: &Camera,
     talking: Option<u64>,
     subscribe: SubscribePolicy,
     nodes: &[Arc<Target>],
 ) -> Vec<tokio::task::JoinHandle<SessionResult>> {
     let origin = run.clock.origin;
-    let layers = default_layers(usize::from(layers));
     let bind = run.common.bind;
     ramp_members(run, room, n, "member", nodes, |i, token| {
-        let source = MediaSource::new(
-            VideoCodec::Vp8,
-            layers.clone(),
-            true,
-            origin,
-            Instant::now(),
-        );
+        let source = camera.source(origin, Instant::now());
         let silent = talking.is_some_and(|t| i >= t);
         RoomPlan {
             token,
@@ -141,7 +142,10 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
         &run,
         &common.room,
         args.participants,
-        args.layers,
+        &Camera {
+            svc: args.svc.map(|m| (m, args.svc_kbps.clone())),
+            ..Camera::simulcast(VideoCodec::Vp8, args.layers)
+        },
         args.talking,
         subscribe,
         &nodes,
@@ -153,7 +157,10 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
     let n = args.participants;
     let mut settings = BTreeMap::new();
     settings.insert("participants".into(), n.to_string());
-    settings.insert("layers".into(), args.layers.to_string());
+    match args.svc {
+        Some(mode) => settings.insert("svc".into(), mode.to_string()),
+        None => settings.insert("layers".into(), args.layers.to_string()),
+    };
     if !nodes.is_empty() {
         settings.insert("nodes".into(), nodes.len().to_string());
     }

@@ -6,7 +6,9 @@
 //! number from its first packet (`codec::PacketView::frame_start`) to its
 //! marker packet has arrived. Its stamp, read from its first packets, then
 //! gives the one-way delay to its completion and the frame losses, as a
-//! frame-mode receiver measured them.
+//! frame-mode receiver measured them. In a VP9 stream each spatial layer's
+//! frame is a frame of its own: the packets of its layer and RTP time from
+//! its first (B) to its last (E).
 
 use crate::codec::{inspect, PayloadFormat};
 use crate::stamp::Stamp;
@@ -76,7 +78,14 @@ impl SeqCounter {
 #[derive(Debug, Clone)]
 struct Pending {
     rtp_time: u32,
-    /// Extended sequence numbers of its first and its marker packet.
+    /// VP9: spatial layer (0 otherwise).
+    spatial: u8,
+    /// VP9: temporal layer.
+    temporal: Option<u8>,
+    /// A packet of it carried the RTP marker.
+    marker: bool,
+    /// Extended sequence numbers of its first and its last packet (the
+    /// marker's; VP9: E's).
     first: Option<u64>,
     last: Option<u64>,
     /// Extended sequence number and payload bytes of each packet.
@@ -87,9 +96,12 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(rtp_time: u32, since_us: u64) -> Pending {
+    fn new(rtp_time: u32, spatial: u8, since_us: u64) -> Pending {
         Pending {
             rtp_time,
+            spatial,
+            temporal: None,
+            marker: false,
             first: None,
             last: None,
             packets: Vec::new(),
@@ -115,6 +127,8 @@ impl Pending {
             keyframe: self.keyframe,
             bytes,
             stamp: self.stamp,
+            temporal: self.temporal,
+            marker: self.marker,
         })
     }
 }
@@ -126,6 +140,11 @@ pub struct CompleteFrame {
     /// Payload bytes of its packets.
     pub bytes: usize,
     pub stamp: Option<Stamp>,
+    /// VP9: the frame's temporal layer.
+    pub temporal: Option<u8>,
+    /// Its last packet carried the RTP marker: for a VP9 layer frame, the
+    /// top layer of the picture as the receiver gets it.
+    pub marker: bool,
 }
 
 /// An incomplete frame is given up after this long (its loss shows as a
@@ -162,13 +181,18 @@ impl FrameAssembler {
         let view = inspect(format, p.payload);
         self.pending
             .retain(|f| now_us.saturating_sub(f.since_us) < PENDING_US);
-        let i = match self.pending.iter().position(|f| f.rtp_time == p.rtp_time) {
+        let spatial = view.layer.map_or(0, |(s, _)| s);
+        let i = match self
+            .pending
+            .iter()
+            .position(|f| f.rtp_time == p.rtp_time && f.spatial == spatial)
+        {
             Some(i) => i,
             None => {
                 if self.pending.len() >= MAX_PENDING {
                     self.pending.remove(0);
                 }
-                self.pending.push(Pending::new(p.rtp_time, now_us));
+                self.pending.push(Pending::new(p.rtp_time, spatial, now_us));
                 self.pending.len() - 1
             }
         };
@@ -177,7 +201,7 @@ impl FrameAssembler {
         // capture times: a frame of the old layer cut short by a switch,
         // then the new layer's): the old one is given up.
         if view.stamp.is_some() && f.stamp.is_some() && view.stamp != f.stamp {
-            *f = Pending::new(p.rtp_time, now_us);
+            *f = Pending::new(p.rtp_time, spatial, now_us);
         }
         f.packets.push((seq, p.payload.len()));
         f.keyframe |= view.keyframe;
@@ -185,9 +209,16 @@ impl FrameAssembler {
         if view.frame_start && f.first.is_none_or(|s| seq < s) {
             f.first = Some(seq);
         }
-        if p.marker {
+        f.temporal = f.temporal.or(view.layer.map(|(_, t)| t));
+        // A VP9 layer frame ends at E (the marker ends the picture).
+        let ends = match format {
+            PayloadFormat::Vp9 => view.frame_end,
+            _ => p.marker,
+        };
+        if ends {
             f.last = Some(seq);
         }
+        f.marker |= p.marker;
         let done = f.complete()?;
         self.pending.remove(i);
         Some(done)
@@ -226,6 +257,8 @@ impl InStream {
                     keyframe: false,
                     bytes: p.payload.len(),
                     stamp: view.stamp,
+                    temporal: None,
+                    marker: p.marker,
                 })
             }
             _ => self.frames.on_packet(seq, p, self.format, now_us),
@@ -349,6 +382,8 @@ mod tests {
             keyframe: true,
             bytes,
             stamp: Some(S),
+            temporal: None,
+            marker: true,
         };
         assert_eq!(done, vec![want]);
         // A duplicate afterwards completes nothing.
@@ -409,6 +444,72 @@ mod tests {
         let done = feed(&mut s, 5_000, &[&stray, &frame[0], &frame[1]]);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].stamp, Some(S));
+    }
+
+    #[test]
+    fn each_spatial_layer_of_a_vp9_picture_is_a_frame_of_its_own() {
+        use crate::vp9::{packetize, Structure, Vp9Layer, Vp9Numbering};
+        let structure = Structure {
+            spatial_layers: 3,
+            temporal_layers: 1,
+            sizes: [(320, 180), (640, 360), (1280, 720)],
+        };
+        let mut n = Vp9Numbering::seeded(5);
+        // One key picture: layers of 1, 2 and 3 packets; (layer, payload).
+        let mut packets = vec![];
+        for (sid, len) in [(0u8, 900), (1, 1_800), (2, 3_000)] {
+            let stamp = Stamp { layer: sid, ..S };
+            let frame = video_frame(VideoCodec::Vp9, sid == 0, 320, 180, len, stamp);
+            let layer = Vp9Layer {
+                spatial: sid,
+                temporal: 0,
+                switch_up: false,
+                structure,
+            };
+            for p in packetize(&frame, &layer, true, &mut n, MAX_PAYLOAD) {
+                packets.push((sid, p));
+            }
+        }
+        assert_eq!(packets.len(), 6);
+        // As a viewer held to two layers gets it: the top layer skipped
+        // (the sequence closed over it), the marker on layer 1's end.
+        let mut s = InStream::new(PayloadFormat::Vp9);
+        let mut done = vec![];
+        for (i, (_, p)) in packets.iter().filter(|(sid, _)| *sid < 2).enumerate() {
+            let packet = PacketIn {
+                seq: 10 + i as u16,
+                rtp_time: 3_000,
+                marker: i == 2,
+                payload: p,
+            };
+            done.extend(s.on_packet(&packet, 0));
+        }
+        let layers: Vec<_> = done
+            .iter()
+            .map(|f| (f.stamp.map(|s| s.layer), f.keyframe, f.temporal, f.marker))
+            .collect();
+        let want = [(0, false), (1, true)].map(|(l, m)| (Some(l), true, Some(0), m));
+        assert_eq!(layers, want);
+        assert_eq!((s.seq.received(), s.seq.lost()), (3, 0));
+        // Every layer, one packet of layer 1 lost: layers 0 and 2 complete
+        // (each at its E, the marker aside), layer 1 never does.
+        let mut s = InStream::new(PayloadFormat::Vp9);
+        let mut done = vec![];
+        for (i, (_, p)) in packets.iter().enumerate() {
+            if i == 2 {
+                continue;
+            }
+            let packet = PacketIn {
+                seq: 100 + i as u16,
+                rtp_time: 6_000,
+                marker: i == 5,
+                payload: p,
+            };
+            done.extend(s.on_packet(&packet, 0));
+        }
+        let layers: Vec<_> = done.iter().map(|f| f.stamp.map(|s| s.layer)).collect();
+        assert_eq!(layers, vec![Some(0), Some(2)]);
+        assert_eq!(s.seq.lost(), 1);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::Codec;
+use str0m::format::{Codec, CodecConfig};
 use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpPacket;
@@ -150,7 +150,13 @@ pub async fn offer_with(
     let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).await?;
     let local = socket.local_addr()?;
     let started = Instant::now();
-    let mut rtc = RtcConfig::new().set_rtp_mode(true).build(started);
+    let mut config = RtcConfig::new().set_rtp_mode(true);
+    if let Media::Publish(src) = media {
+        if src.has_video() {
+            prefer(&mut config, crate::publish::codec_of(src.codec()));
+        }
+    }
+    let mut rtc = config.build(started);
     let candidate = Candidate::host(local, "udp").map_err(std::io::Error::other)?;
     rtc.add_local_candidate(candidate);
     let mut api = rtc.sdp_api();
@@ -204,6 +210,15 @@ pub async fn offer_with(
         mids,
         recv,
     })
+}
+
+/// Offer `codec` first, the others after in their order (as a browser
+/// preferring its camera's codec does): the server answers in the
+/// offerer's order, and a VP9 publisher's answer then leads with VP9.
+fn prefer(config: &mut RtcConfig, codec: Codec) {
+    let mut params = config.codec_config().params().to_vec();
+    params.sort_by_key(|p| p.spec().codec != codec);
+    *config.codec_config() = CodecConfig::new_from_payload_params(params);
 }
 
 impl Offered {
@@ -489,6 +504,7 @@ impl Peer {
                 Codec::Opus => (Kind::Audio, PayloadFormat::Opus),
                 Codec::Vp8 => (Kind::Video, PayloadFormat::Vp8),
                 Codec::H264 => (Kind::Video, PayloadFormat::H264),
+                Codec::Vp9 => (Kind::Video, PayloadFormat::Vp9),
                 _ => return None,
             };
             Some(StreamMeta {

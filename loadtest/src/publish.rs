@@ -1,8 +1,10 @@
 //! A publishing peer's media written as RTP (str0m's RTP mode): each due
 //! frame of its `MediaSource` is cut into payloads (`packetize`) and
 //! written on the send stream of its media line and simulcast layer, one
-//! SSRC per layer (str0m adds the mid and rid header extensions). Each
-//! stream keeps its own sequence numbers and, for VP8, picture ids.
+//! SSRC per layer (str0m adds the mid and rid header extensions); a
+//! scalable VP9 stream's spatial layers go on one stream, the marker on
+//! the last packet of the picture's top layer. Each stream keeps its own
+//! sequence numbers and, for VP8 and VP9, picture ids.
 
 use std::time::Instant;
 
@@ -14,6 +16,7 @@ use str0m::Rtc;
 use crate::packetize::{h264, vp8, Vp8Numbering, MAX_PAYLOAD};
 use crate::source::DueFrame;
 use crate::stamp::VideoCodec;
+use crate::vp9::{self, Vp9Layer, Vp9Numbering};
 
 /// One send stream's numbering.
 #[derive(Debug)]
@@ -25,12 +28,22 @@ struct TxStream {
     /// Extended sequence number of the next packet.
     seq: u64,
     vp8: Vp8Numbering,
+    vp9: Vp9Numbering,
 }
 
 /// The send streams of one publishing peer.
 #[derive(Debug, Default)]
 pub struct RtpPublisher {
     streams: Vec<TxStream>,
+}
+
+/// str0m's name of a video codec.
+pub fn codec_of(codec: VideoCodec) -> Codec {
+    match codec {
+        VideoCodec::Vp8 => Codec::Vp8,
+        VideoCodec::H264 => Codec::H264,
+        VideoCodec::Vp9 => Codec::Vp9,
+    }
 }
 
 /// The payload type the remote accepted for `codec` on `mid`.
@@ -57,13 +70,7 @@ impl RtpPublisher {
     ) {
         let (kind, want) = match frame.rid {
             None => (MediaKind::Audio, Codec::Opus),
-            Some(_) => (
-                MediaKind::Video,
-                match codec {
-                    VideoCodec::Vp8 => Codec::Vp8,
-                    VideoCodec::H264 => Codec::H264,
-                },
-            ),
+            Some(_) => (MediaKind::Video, codec_of(codec)),
         };
         let rid = frame.rid.filter(|r| !r.is_empty());
         let Some(mid) = mids.iter().find(|(_, k)| *k == kind).map(|(m, _)| *m) else {
@@ -91,6 +98,7 @@ impl RtpPublisher {
                     pt,
                     seq: u64::from(seed & 0x7fff),
                     vp8: Vp8Numbering::seeded(seed.rotate_left(7)),
+                    vp9: Vp9Numbering::seeded(seed.rotate_left(7)),
                 });
                 self.streams.len() - 1
             }
@@ -101,6 +109,10 @@ impl RtpPublisher {
             MediaKind::Video => match codec {
                 VideoCodec::Vp8 => vp8(&frame.data, &mut s.vp8, MAX_PAYLOAD),
                 VideoCodec::H264 => h264(&frame.data, MAX_PAYLOAD),
+                VideoCodec::Vp9 => {
+                    let layer = frame.vp9.unwrap_or(Vp9Layer::single(0, 0));
+                    vp9::packetize(&frame.data, &layer, frame.keyframe, &mut s.vp9, MAX_PAYLOAD)
+                }
             },
         };
         let mut api = rtc.direct_api();
@@ -109,9 +121,11 @@ impl RtpPublisher {
         };
         let last = payloads.len().saturating_sub(1);
         let video = kind == MediaKind::Video;
+        // A scalable picture ends with its top spatial layer's frame.
+        let ends_picture = frame.vp9.is_none_or(|l| l.ends_picture());
         for (n, payload) in payloads.into_iter().enumerate() {
             let write = RtpWrite::new(s.pt, s.seq.into(), frame.rtp_time as u32, now, payload)
-                .marker(video && n == last)
+                .marker(video && n == last && ends_picture)
                 // Video answers NACKs from str0m's send history.
                 .nackable(video);
             tx.write_rtp(write);

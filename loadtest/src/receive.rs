@@ -1,7 +1,9 @@
 //! What one virtual receiver measured (sans-IO): RTP packets received and
 //! lost per stream (`packets`), one-way delay of every stamped frame,
 //! frames lost (gaps in a layer's sequence), bitrate, the layer it is on,
-//! the time to each video line's first keyframe. Each peer owns its own;
+//! the time to each video line's first keyframe; for a scalable (VP9)
+//! stream, frames per spatial layer and the top layer of the newest
+//! picture. Each peer owns its own;
 //! the scenario merges them at the end, so nothing is shared on the packet
 //! path.
 
@@ -28,6 +30,8 @@ struct StreamCounter {
     last: Option<(u8, u64)>,
     /// The first frame number counted on that layer.
     floor: u64,
+    /// Layered streams: the stream's lost packets at the newest frame.
+    packets_lost: u64,
 }
 
 /// What a frame says about the frames before it.
@@ -62,7 +66,28 @@ impl StreamCounter {
             }
         }
     }
+
+    /// A frame of one (spatial, temporal) layer of a stream the server
+    /// thins on purpose (VP9). A gap counts as lost only when the stream's
+    /// RTP sequence lost packets meanwhile (`packets_lost`, the stream's
+    /// count now): frames the server skipped on purpose leave no hole in
+    /// the sequence it sends.
+    fn on_layered_frame(&mut self, s: &Stamp, packets_lost: u64) -> Gap {
+        let holes = packets_lost > self.packets_lost;
+        let gap = self.on_frame(s);
+        if s.seq >= self.last.map_or(0, |(_, seq)| seq) {
+            self.packets_lost = packets_lost;
+        }
+        match gap {
+            Gap::Lost(_) if !holes => Gap::Lost(0),
+            g => g,
+        }
+    }
 }
+
+/// Frames are numbered per (kind, media line) and, in a layered stream,
+/// per (spatial, temporal) layer.
+type CounterKey = (Kind, usize, Option<(u8, u8)>);
 
 /// What a receiver knows of an incoming RTP stream (an SSRC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +116,20 @@ pub struct Frame {
     pub len: usize,
     /// Sent in the run's steady window (after the joins settled).
     pub steady: bool,
+    /// A frame of a layered stream (VP9), whose layers the server may
+    /// drop for this receiver.
+    pub layered: Option<Layered>,
+}
+
+/// A layered stream's frame: its temporal layer (its spatial layer is the
+/// stamp's), the stream's lost packets when it completed, and whether it
+/// ended its picture (the RTP marker: the server puts it on the top layer
+/// it sends this receiver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layered {
+    pub temporal: u8,
+    pub packets_lost: u64,
+    pub ends_picture: bool,
 }
 
 impl Frame {
@@ -101,6 +140,7 @@ impl Frame {
             stream,
             len,
             steady: false,
+            layered: None,
         }
     }
 
@@ -111,6 +151,7 @@ impl Frame {
             stream,
             len,
             steady: false,
+            layered: None,
         }
     }
 }
@@ -136,9 +177,12 @@ pub struct ReceiveStats {
     pub unstamped: u64,
     /// From the start of signaling to the first frame of each kind.
     pub first_frame: HashMap<Kind, Duration>,
-    /// Video frames received per layer index.
+    /// Video frames received per layer index (a scalable stream's:
+    /// per spatial layer).
     pub layer_frames: [u64; 4],
-    /// The video layer of the last frame.
+    /// The video layer of the last frame (a layered stream: the spatial
+    /// layer of the last frame that ended a picture, the top one this
+    /// receiver gets).
     pub current_layer: Option<u8>,
     /// Worst video delay (µs) per second of the run (by generator clock).
     pub video_delay_by_second: Vec<u64>,
@@ -154,7 +198,8 @@ pub struct ReceiveStats {
     /// decoder could not show it: the server forwarded it without the
     /// keyframe before it).
     started_on_delta: HashSet<usize>,
-    streams: HashMap<(Kind, usize), StreamCounter>,
+    /// Frame numbering per stream (see `CounterKey`).
+    streams: HashMap<CounterKey, StreamCounter>,
     /// Incoming RTP streams by SSRC.
     rtp: HashMap<u32, (StreamMeta, InStream)>,
 }
@@ -213,7 +258,14 @@ impl ReceiveStats {
         let done = stream.on_packet(packet, now_us)?;
         let frame = match meta.kind {
             Kind::Audio => Frame::audio(meta.stream, done.bytes),
-            Kind::Video => Frame::video(meta.stream, done.bytes, done.keyframe),
+            Kind::Video => Frame {
+                layered: done.temporal.map(|temporal| Layered {
+                    temporal,
+                    packets_lost: stream.seq.lost(),
+                    ends_picture: done.marker,
+                }),
+                ..Frame::video(meta.stream, done.bytes, done.keyframe)
+            },
         };
         Some((frame, done.stamp))
     }
@@ -277,7 +329,13 @@ impl ReceiveStats {
             self.unstamped += 1;
             return;
         };
-        let lost = match self.streams.entry((kind, stream)).or_default().on_frame(&s) {
+        let key = (kind, stream, frame.layered.map(|l| (s.layer, l.temporal)));
+        let counter = self.streams.entry(key).or_default();
+        let gap = match frame.layered {
+            Some(l) => counter.on_layered_frame(&s, l.packets_lost),
+            None => counter.on_frame(&s),
+        };
+        let lost = match gap {
             Gap::Lost(n) => n,
             Gap::Recovered => {
                 let counted = self.frames_lost.entry(kind).or_default();
@@ -316,7 +374,11 @@ impl ReceiveStats {
         }
         if kind == Kind::Video {
             self.layer_frames[usize::from(s.layer.min(3))] += 1;
-            self.current_layer = Some(s.layer);
+            // A picture cut short (the run ends before its top layer's
+            // frame completes) does not count.
+            if frame.layered.is_none_or(|l| l.ends_picture) {
+                self.current_layer = Some(s.layer);
+            }
         }
     }
 
@@ -345,194 +407,5 @@ impl ReceiveStats {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stamp(layer: u8, seq: u64, sent_us: u64) -> Option<Stamp> {
-        Some(Stamp {
-            layer,
-            seq,
-            sent_us,
-        })
-    }
-
-    #[test]
-    fn gaps_in_a_layer_count_as_loss_and_switches_do_not() {
-        let mut r = ReceiveStats::default();
-        let t = Duration::ZERO;
-        for seq in [0, 1, 2, 5, 6] {
-            r.on_frame(Frame::video(1, 100, false), stamp(2, seq, 0), t, 1000);
-        }
-        assert_eq!(r.lost_of(Kind::Video), 2);
-        assert_eq!(r.video_lost_by_second, vec![2], "counted in second 0");
-        // Switch to layer 0 whose numbering is elsewhere: no loss.
-        r.on_frame(Frame::video(1, 100, false), stamp(0, 900, 0), t, 1000);
-        r.on_frame(Frame::video(1, 100, false), stamp(0, 901, 0), t, 1000);
-        // A duplicate or late frame is not a loss either.
-        r.on_frame(Frame::video(1, 100, false), stamp(0, 900, 0), t, 1000);
-        assert_eq!(r.lost_of(Kind::Video), 2);
-        assert_eq!(r.current_layer, Some(0));
-        assert_eq!(r.layer_frames[2], 5);
-        // Audio is counted on its own.
-        r.on_frame(Frame::audio(0, 120), stamp(0, 0, 0), t, 1000);
-        r.on_frame(Frame::audio(0, 120), stamp(0, 3, 0), t, 1000);
-        assert_eq!(r.lost_of(Kind::Audio), 2);
-    }
-
-    #[test]
-    fn keyframes_and_other_video_frames_are_told_apart() {
-        let mut r = ReceiveStats::default();
-        let t = Duration::ZERO;
-        // Audio 1 ms, video delta frames 5 ms, keyframes 80 ms.
-        r.on_frame(Frame::audio(0, 120), stamp(0, 0, 0), t, 1_000);
-        for seq in 0..10 {
-            let key = seq % 5 == 0;
-            let delay = if key { 80_000 } else { 5_000 };
-            let sent = seq * 33_000;
-            let frame = Frame::video(1, 1000, key);
-            r.on_frame(frame, stamp(2, seq, sent), t, sent + delay);
-        }
-        assert_eq!(r.keyframe_delay_us.len(), 2);
-        assert!(r.keyframe_delay_us.min() >= 79_000);
-        let video = r.video_delay_us();
-        assert_eq!(video.len(), 10, "the audio frame is not video");
-        let delta = r.delta_frame_delay_us();
-        assert_eq!(delta.len(), 8);
-        assert!((4_990..=5_010).contains(&delta.max()), "{}", delta.max());
-    }
-
-    #[test]
-    fn the_steady_window_counts_only_its_frames() {
-        let mut r = ReceiveStats::default();
-        let t = Duration::ZERO;
-        // Frames 0-4 during the joins (slow, one lost); 5-9 steady (one lost).
-        for seq in [0, 1, 3, 4] {
-            r.on_frame(Frame::audio(0, 120), stamp(0, seq, 0), t, 900_000);
-        }
-        for seq in [5, 6, 8, 9] {
-            let frame = Frame {
-                steady: true,
-                ..Frame::audio(0, 120)
-            };
-            r.on_frame(frame, stamp(0, seq, 0), t, 2_000);
-        }
-        assert_eq!(r.lost_of(Kind::Audio), 2);
-        assert_eq!((r.steady_frames, r.steady_lost), (4, 1));
-        assert_eq!(r.steady_delay_us.len(), 4);
-        assert!(r.steady_delay_us.max() < 2_100, "only the steady delays");
-    }
-
-    #[test]
-    fn delay_is_receive_time_minus_send_time() {
-        let mut r = ReceiveStats::default();
-        r.on_frame(
-            Frame::audio(0, 120),
-            stamp(0, 0, 10_000),
-            Duration::ZERO,
-            12_500,
-        );
-        assert_eq!(r.delay_us.len(), 1);
-        assert!((2_490..=2_510).contains(&r.delay_us.value_at_quantile(0.5)));
-        r.on_frame(Frame::audio(0, 120), None, Duration::ZERO, 0);
-        assert_eq!(r.unstamped, 1);
-    }
-
-    #[test]
-    fn a_frame_completed_after_a_newer_one_is_not_lost() {
-        let mut r = ReceiveStats::default();
-        let t = Duration::ZERO;
-        for seq in [0, 1, 3, 2, 4] {
-            r.on_frame(Frame::video(1, 100, false), stamp(1, seq, 0), t, 1000);
-        }
-        assert_eq!(r.lost_of(Kind::Video), 0);
-        assert_eq!(r.frames_of(Kind::Video), 5);
-        // Older than the first frame counted: it was never counted lost.
-        r.on_frame(Frame::video(2, 100, false), stamp(1, 10, 0), t, 1000);
-        r.on_frame(Frame::video(2, 100, false), stamp(1, 9, 0), t, 1000);
-        assert_eq!(r.lost_of(Kind::Video), 0);
-    }
-
-    #[test]
-    fn the_first_keyframe_is_timed_per_video_line_from_its_offer() {
-        let mut r = ReceiveStats::default();
-        r.video_line_offered(1, Duration::ZERO);
-        r.video_line_offered(3, Duration::from_millis(500));
-        r.video_line_offered(4, Duration::from_millis(600));
-        let at = |ms| Duration::from_millis(ms);
-        // Line 1: delta frames first, its keyframe at 120 ms.
-        r.on_frame(Frame::video(1, 100, false), stamp(2, 0, 0), at(80), 0);
-        r.on_frame(Frame::video(1, 100, true), stamp(2, 1, 0), at(120), 0);
-        r.on_frame(Frame::video(1, 100, true), stamp(2, 2, 0), at(3120), 0);
-        // Line 3: offered at 500 ms, keyframe (unstamped) at 700 ms.
-        r.on_frame(Frame::video(3, 100, true), None, at(700), 0);
-        assert_eq!(r.first_keyframe.get(&1), Some(&at(120)));
-        assert_eq!(r.first_keyframe.get(&3), Some(&at(200)));
-        // Line 4 never got one; line 1 began with a delta frame.
-        assert_eq!(r.video_lines_without_keyframe(), 1);
-        assert_eq!(r.lines_started_on_delta(), 1);
-    }
-
-    #[test]
-    fn packets_make_frames_and_count_their_losses() {
-        use crate::packetize::{vp8, Vp8Numbering, MAX_PAYLOAD};
-        use crate::stamp::{video_frame, VideoCodec};
-        let mut r = ReceiveStats::default();
-        let meta = StreamMeta {
-            kind: Kind::Video,
-            stream: 1,
-            format: PayloadFormat::Vp8,
-        };
-        let mut n = Vp8Numbering::seeded(1);
-        let mut seq = 0u16;
-        let mut frames = vec![];
-        // Three frames of three packets; the second frame's middle packet is lost.
-        for f in 0..3u64 {
-            let s = Stamp {
-                layer: 0,
-                seq: f,
-                sent_us: f * 33_000,
-            };
-            let data = video_frame(VideoCodec::Vp8, f == 0, 320, 180, 3000, s);
-            let payloads = vp8(&data, &mut n, MAX_PAYLOAD);
-            let last = payloads.len() - 1;
-            for (i, p) in payloads.iter().enumerate() {
-                seq += 1;
-                if f == 1 && i == 1 {
-                    continue;
-                }
-                let packet = PacketIn {
-                    seq,
-                    rtp_time: f as u32 * 3000,
-                    marker: i == last,
-                    payload: p,
-                };
-                frames.extend(r.on_packet(7, || Some(meta), &packet, s.sent_us + 4_000));
-            }
-        }
-        assert_eq!(frames.len(), 2);
-        for (frame, stamp) in frames {
-            r.on_frame(
-                frame,
-                stamp,
-                Duration::ZERO,
-                stamp.map_or(0, |s| s.sent_us + 4_000),
-            );
-        }
-        assert_eq!((r.frames_of(Kind::Video), r.lost_of(Kind::Video)), (2, 1));
-        assert_eq!(
-            (r.packets_of(Kind::Video), r.packets_lost_of(Kind::Video)),
-            (8, 1)
-        );
-        assert_eq!(r.packets_of(Kind::Audio), 0);
-        assert_eq!(r.keyframe_delay_us.len(), 1);
-        // A stream nobody can name is not counted.
-        let p = PacketIn {
-            seq: 1,
-            rtp_time: 0,
-            marker: true,
-            payload: &[0x10, 0],
-        };
-        assert!(r.on_packet(8, || None, &p, 0).is_none());
-        assert_eq!(r.packets_of(Kind::Video), 8);
-    }
-}
+#[path = "receive_tests.rs"]
+mod tests;

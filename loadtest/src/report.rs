@@ -157,8 +157,12 @@ pub struct Report {
     /// Worst video delay over all receivers in each second of the run (ms):
     /// shows whether delay is a start-up transient or steady.
     pub video_delay_max_ms_by_second: Vec<f64>,
-    /// Receivers per video layer they ended on (0 = lowest).
+    /// Receivers per video layer they ended on (0 = lowest; a scalable
+    /// stream's: the top spatial layer of the newest picture).
     pub layer_distribution: BTreeMap<String, u64>,
+    /// Video frames received per layer, all receivers (a scalable
+    /// stream's: per spatial layer).
+    pub video_frames_by_layer: [u64; 4],
     pub unstamped_frames: u64,
     /// Room members' largest offer sent and answer received (SDP bytes;
     /// None: no room members).
@@ -217,6 +221,7 @@ pub fn merge(
     // Packets: audio received, lost; video received, lost.
     let mut packets = [0u64; 4];
     let mut layers = BTreeMap::new();
+    let mut by_layer = [0u64; 4];
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut connected = 0;
     for r in receivers {
@@ -267,6 +272,9 @@ pub fn merge(
         if let Some(l) = s.current_layer {
             *layers.entry(l.to_string()).or_default() += 1;
         }
+        for (all, mine) in by_layer.iter_mut().zip(s.layer_frames) {
+            *all += mine;
+        }
     }
     let received_mbps = bytes as f64 * 8.0 / window_secs.max(1e-9) / 1e6;
     Report {
@@ -304,6 +312,7 @@ pub fn merge(
         steady_delay_ms: Quantiles::of_us(&steady_delay),
         video_delay_max_ms_by_second: by_second.iter().map(|us| *us as f64 / 1000.0).collect(),
         layer_distribution: layers,
+        video_frames_by_layer: by_layer,
         unstamped_frames: unstamped,
         largest_offer_bytes: None,
         largest_answer_bytes: None,
@@ -467,6 +476,18 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" "),
         ));
+        let used = self.video_frames_by_layer.iter().rposition(|n| *n > 0);
+        if let Some(top) = used {
+            rows.push((
+                "video frames received per layer".into(),
+                self.video_frames_by_layer[..=top]
+                    .iter()
+                    .enumerate()
+                    .map(|(l, n)| format!("L{l}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ));
+        }
         rows.push((
             "CPU s (% of a core): server / generator".into(),
             format!(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::broadcast::{ramp_viewers, start_publisher};
+use crate::broadcast::{ramp_viewers, start_publisher, Camera};
 use crate::churn::{is_abrupt, wait_until_empty};
 use crate::meeting::ramp_cameras;
 use crate::peer::{Ending, Media};
@@ -196,14 +196,18 @@ pub async fn soak(common: &Common, args: &SoakArgs) -> Result<SoakReport, String
     let conference_room = format!("{}-conference", common.room);
     let broadcast_room = format!("{}-broadcast", common.room);
     let mut run = Run::start(common, args.participants + args.viewers + 1).await;
-    let publisher =
-        start_publisher(&mut run, &broadcast_room, VideoCodec::Vp8, args.layers).await?;
+    let publisher = start_publisher(
+        &mut run,
+        &broadcast_room,
+        &Camera::simulcast(VideoCodec::Vp8, args.layers),
+    )
+    .await?;
     let everything = SubscribePolicy::all(true, true);
     let members = ramp_cameras(
         &run,
         &conference_room,
         args.participants,
-        args.layers,
+        &Camera::simulcast(VideoCodec::Vp8, args.layers),
         None,
         everything,
         &[],

@@ -1,13 +1,19 @@
 //! A synthetic publisher's media schedule (sans-IO: time is passed in).
 //! Video per simulcast layer at its frame rate and bitrate, keyframes at
-//! start, every few seconds and on request; Opus audio every 20 ms, or, for
-//! a silent member, Opus DTX (a small frame every 400 ms, as a WebRTC
-//! client with DTX on sends while nobody speaks: livekit-client's default).
-//! It says what to send when; the peer writes it to str0m.
+//! start, every few seconds and on request; or scalable VP9 (`SvcMode`):
+//! per picture one frame per spatial layer, all with the picture's media
+//! time, in temporal layers 0, 2, 1, 2, key pictures when keyframes would
+//! be. Opus audio every 20 ms, or, for a silent member, Opus DTX (a small
+//! frame every 400 ms, as a WebRTC client with DTX on sends while nobody
+//! speaks: livekit-client's default). It says what to send when; the peer
+//! writes it to str0m.
 
 use std::time::{Duration, Instant};
 
 use crate::stamp::{audio_frame, video_frame, Stamp, VideoCodec};
+use crate::vp9::{
+    group_len, temporal_of, temporal_weight, Structure, SvcMode, Vp9Layer, MAX_LAYERS,
+};
 
 /// One simulcast layer as libwebrtc sends it by default.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -47,6 +53,27 @@ pub fn default_layers(count: usize) -> Vec<LayerSpec> {
     all[..count.clamp(1, 3)].to_vec()
 }
 
+/// The spatial layers of a scalable stream, lowest first: 180p, 360p and
+/// 720p at 150, 400 and 1050 kbit/s each (1.6 Mbit/s in all), 20 pictures a
+/// second, as Chromium's L3T3_KEY sent a 720p camera here. `kbps` replaces
+/// the rates (lowest first; missing ones keep theirs).
+pub fn svc_layers(mode: SvcMode, kbps: &[u32]) -> Vec<LayerSpec> {
+    let sizes = [(320, 180, 150), (640, 360, 400), (1280, 720, 1050)];
+    // The top spatial layer is the camera's size.
+    let skip = sizes.len() - usize::from(mode.spatial.clamp(1, MAX_LAYERS));
+    sizes[skip..]
+        .iter()
+        .enumerate()
+        .map(|(i, (width, height, rate))| LayerSpec {
+            rid: "",
+            width: *width,
+            height: *height,
+            kbps: kbps.get(i).copied().unwrap_or(*rate),
+            fps: 20,
+        })
+        .collect()
+}
+
 /// A keyframe is this many times the size of a delta frame.
 const KEYFRAME_FACTOR: usize = 5;
 /// Periodic keyframe interval (a typical encoder GOP for RTC).
@@ -69,12 +96,15 @@ pub struct DueFrame {
     /// Media time in the stream's clock (90 kHz video, 48 kHz audio).
     pub rtp_time: u64,
     pub data: Vec<u8>,
+    /// VP9: the frame's layers (for its payload descriptor).
+    pub vp9: Option<Vp9Layer>,
 }
 
 struct LayerState {
     spec: LayerSpec,
     index: u8,
-    seq: u64,
+    /// Next frame number, per temporal layer.
+    seq: [u64; MAX_LAYERS as usize],
     next: Instant,
     last_key: Option<Instant>,
     key_wanted: bool,
@@ -97,6 +127,10 @@ pub struct MediaSource {
     codec: VideoCodec,
     layers: Vec<LayerState>,
     simulcast: bool,
+    /// Scalable: `layers` are the spatial layers of one stream.
+    svc: Option<SvcMode>,
+    /// Position of the next picture in its temporal group.
+    group_pos: usize,
     audio: Option<AudioState>,
     origin: Instant,
     started: Instant,
@@ -120,13 +154,15 @@ impl MediaSource {
                 .map(|(i, spec)| LayerState {
                     spec,
                     index: i as u8,
-                    seq: 0,
+                    seq: [0; MAX_LAYERS as usize],
                     next: now,
                     last_key: None,
                     key_wanted: true,
                 })
                 .collect(),
             simulcast,
+            svc: None,
+            group_pos: 0,
             audio: audio.then_some(AudioState {
                 seq: 0,
                 next: now,
@@ -136,6 +172,21 @@ impl MediaSource {
             origin,
             started: now,
         }
+    }
+
+    /// Scalable VP9 in `mode`: `layers` are its spatial layers, lowest
+    /// first (see [`svc_layers`]), sent in one stream without rids.
+    pub fn scalable(
+        mode: SvcMode,
+        layers: Vec<LayerSpec>,
+        audio: bool,
+        origin: Instant,
+        now: Instant,
+    ) -> MediaSource {
+        let mut src = MediaSource::new(VideoCodec::Vp9, layers, audio, origin, now);
+        src.simulcast = false;
+        src.svc = Some(mode);
+        src
     }
 
     /// Opus only (a speaker, a room member without a camera).
@@ -161,6 +212,11 @@ impl MediaSource {
 
     pub fn is_simulcast(&self) -> bool {
         self.simulcast
+    }
+
+    /// The scalability mode of a scalable stream.
+    pub fn svc(&self) -> Option<SvcMode> {
+        self.svc
     }
 
     /// The video layers, lowest first (empty: audio only).
@@ -217,6 +273,7 @@ impl MediaSource {
                     keyframe: false,
                     rtp_time,
                     data: audio_frame(bytes, stamp),
+                    vp9: None,
                 });
                 // Keep the cadence; skip ahead rather than burst after a stall.
                 self.audio = Some(AudioState {
@@ -226,6 +283,10 @@ impl MediaSource {
                     ..a
                 });
             }
+        }
+        if let Some(mode) = self.svc {
+            self.poll_pictures(mode, now, &mut out);
+            return out;
         }
         for i in 0..self.layers.len() {
             let l = &self.layers[i];
@@ -246,7 +307,7 @@ impl MediaSource {
             let interval = Duration::from_secs(1) / l.spec.fps.max(1);
             let elapsed = now.saturating_duration_since(self.started);
             let rtp_time = (elapsed.as_micros() as u64 * 9 / 100) + 90_000;
-            let stamp = self.stamp(l.index, l.seq, now);
+            let stamp = self.stamp(l.index, l.seq[0], now);
             let data = video_frame(
                 self.codec,
                 keyframe,
@@ -256,14 +317,17 @@ impl MediaSource {
                 stamp,
             );
             let rid = Some(if self.simulcast { l.spec.rid } else { "" });
+            let vp9 = (self.codec == VideoCodec::Vp9)
+                .then(|| Vp9Layer::single(l.spec.width, l.spec.height));
             out.push(DueFrame {
                 rid,
                 keyframe,
                 rtp_time,
                 data,
+                vp9,
             });
             let l = &mut self.layers[i];
-            l.seq += 1;
+            l.seq[0] += 1;
             l.next = (l.next + interval).max(now);
             if keyframe {
                 l.key_wanted = false;
@@ -271,6 +335,82 @@ impl MediaSource {
             }
         }
         out
+    }
+
+    /// A scalable stream's picture, when due: one frame per spatial layer,
+    /// lowest first, with the same media time and send time; a key picture
+    /// when one was asked for or the interval is over.
+    fn poll_pictures(&mut self, mode: SvcMode, now: Instant, out: &mut Vec<DueFrame>) {
+        let Some(base) = self.layers.first() else {
+            return;
+        };
+        if now < base.next {
+            return;
+        }
+        let periodic = base
+            .last_key
+            .is_none_or(|t| now.duration_since(t) >= KEYFRAME_INTERVAL);
+        // One schedule for the picture: the base layer's rate.
+        let next = (base.next + Duration::from_secs(1) / base.spec.fps.max(1)).max(now);
+        let key = periodic || self.layers.iter().any(|l| l.key_wanted);
+        if key {
+            self.group_pos = 0;
+        }
+        let (tid, switch_up) = temporal_of(mode.temporal, self.group_pos);
+        self.group_pos = (self.group_pos + 1) % group_len(mode.temporal);
+        let mut sizes = [(0u16, 0u16); MAX_LAYERS as usize];
+        for (size, l) in sizes.iter_mut().zip(&self.layers) {
+            *size = (
+                l.spec.width.min(0xffff) as u16,
+                l.spec.height.min(0xffff) as u16,
+            );
+        }
+        let structure = Structure {
+            spatial_layers: self.layers.len().min(usize::from(MAX_LAYERS)) as u8,
+            temporal_layers: mode.temporal,
+            sizes,
+        };
+        let elapsed = now.saturating_duration_since(self.started);
+        let rtp_time = (elapsed.as_micros() as u64 * 9 / 100) + 90_000;
+        let weight = temporal_weight(mode.temporal, tid);
+        let t = usize::from(tid.min(MAX_LAYERS - 1));
+        for i in 0..usize::from(structure.spatial_layers) {
+            let l = &self.layers[i];
+            let average = l.spec.kbps as f64 * 1000.0 / 8.0 / f64::from(l.spec.fps.max(1));
+            // A key picture's frames: the factor times the layer's average
+            // frame (a base-layer frame's share of the group aside).
+            let len = if key {
+                average as usize * KEYFRAME_FACTOR
+            } else {
+                (average * weight) as usize
+            }
+            .max(40);
+            let stamp = self.stamp(l.index, l.seq[t], now);
+            // Only the base layer of a key picture is a VP9 keyframe; the
+            // layers above predict from it (inter-layer).
+            let (w, h) = (l.spec.width, l.spec.height);
+            let data = video_frame(VideoCodec::Vp9, key && i == 0, w, h, len, stamp);
+            out.push(DueFrame {
+                rid: Some(""),
+                keyframe: key,
+                rtp_time,
+                data,
+                vp9: Some(Vp9Layer {
+                    spatial: i as u8,
+                    temporal: tid,
+                    switch_up,
+                    structure,
+                }),
+            });
+            self.layers[i].seq[t] += 1;
+        }
+        for l in &mut self.layers {
+            l.next = next;
+            if key {
+                l.key_wanted = false;
+                l.last_key = Some(now);
+            }
+        }
     }
 }
 
@@ -352,6 +492,55 @@ mod tests {
             .map(|s| (s.layer, s.seq))
             .collect();
         assert_eq!(seqs, vec![(0, 1), (1, 1)]);
+    }
+
+    #[test]
+    fn a_scalable_stream_sends_every_spatial_layer_of_each_picture_together() {
+        let t0 = Instant::now();
+        let mode: SvcMode = "L3T3".parse().expect("mode");
+        let mut src = MediaSource::scalable(mode, svc_layers(mode, &[]), true, t0, t0);
+        assert!(!src.is_simulcast() && src.svc() == Some(mode));
+        let mut bytes = [0usize; 3];
+        // (spatial, temporal, key) of each frame, by media time.
+        let mut by_time = std::collections::BTreeMap::<u64, Vec<_>>::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(9) {
+            for f in src.poll(now).into_iter().filter(|f| f.rid.is_some()) {
+                assert_eq!(f.rid, Some(""), "one stream, no rids");
+                let l = f.vp9.expect("layers");
+                bytes[usize::from(l.spatial)] += f.data.len();
+                let frames = by_time.entry(f.rtp_time).or_default();
+                frames.push((l.spatial, l.temporal, f.keyframe));
+            }
+            now += Duration::from_millis(1);
+        }
+        let pictures: Vec<Vec<(u8, u8, bool)>> = by_time.into_values().collect();
+        assert!((179..=181).contains(&pictures.len()), "20 pictures/s");
+        for p in &pictures {
+            let layers: Vec<u8> = p.iter().map(|x| x.0).collect();
+            assert_eq!(layers, vec![0, 1, 2], "every layer, lowest first");
+            assert!(p.iter().all(|x| x.1 == p[0].1 && x.2 == p[0].2));
+        }
+        // Key pictures at 0, 3 and 6 s; the temporal group restarts there.
+        let keys: Vec<usize> = (0..pictures.len()).filter(|i| pictures[*i][0].2).collect();
+        assert_eq!(keys, vec![0, 60, 120]);
+        let tids: Vec<u8> = pictures[..6].iter().map(|p| p[0].1).collect();
+        assert_eq!(tids, vec![0, 2, 1, 2, 0, 2]);
+        for (i, spec) in svc_layers(mode, &[]).iter().enumerate() {
+            let kbps = bytes[i] as f64 * 8.0 / 9.0 / 1000.0;
+            assert!(
+                kbps > spec.kbps as f64 * 0.95 && kbps < spec.kbps as f64 * 1.3,
+                "layer {i}: {kbps} kbit/s"
+            );
+        }
+        // A keyframe request makes the next picture a key picture.
+        src.request_keyframe(None);
+        let next = src.poll(now + Duration::from_millis(50));
+        assert!(next.iter().filter(|f| f.rid.is_some()).all(|f| f.keyframe));
+        // Fewer layers: the top one is the camera's size; rates replaced.
+        let two = svc_layers("L2T1".parse().expect("mode"), &[300]);
+        let sizes: Vec<_> = two.iter().map(|l| (l.width, l.kbps)).collect();
+        assert_eq!(sizes, vec![(640, 300), (1280, 1050)]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The measurement stamp every synthetic frame carries, and the frames
-//! that carry it: VP8 and H.264 bitstreams with real keyframe structure
-//! (a VP8 keyframe header with its picture size; H.264 SPS/PPS/IDR) and an
+//! that carry it: VP8, VP9 and H.264 bitstreams with real keyframe
+//! structure (a VP8 keyframe header with its picture size; the start of a
+//! VP9 uncompressed header: a keyframe's with sync code, color config and
+//! frame size, a delta frame's first bytes; H.264 SPS/PPS/IDR) and an
 //! Opus-sized audio payload. The stamp (stream layer, sequence number,
 //! send time) lets the receiver measure one-way delay through the server
 //! and count lost frames exactly. It is written with the high bit of every
@@ -9,9 +11,11 @@
 /// What a receiver learns from one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
-    /// Index of the simulcast layer (0 = lowest); 0 for audio.
+    /// Index of the simulcast layer, or the spatial layer of a scalable
+    /// stream (0 = lowest); 0 for audio.
     pub layer: u8,
-    /// Frame number within (stream, layer), from 0.
+    /// Frame number within (stream, layer), from 0; in a stream with
+    /// temporal layers, within (stream, layer, temporal layer).
     pub seq: u64,
     /// Send time in microseconds since the generator's clock origin.
     pub sent_us: u64,
@@ -63,6 +67,7 @@ impl Stamp {
 pub enum VideoCodec {
     Vp8,
     H264,
+    Vp9,
 }
 
 const VP8_KEY_HEADER: usize = 10;
@@ -74,6 +79,27 @@ const H264_KEY_PREFIX: &[u8] = &[
     0, 0, 0, 1, 0x65, 0x88, 0x84, // IDR slice
 ];
 const H264_DELTA_PREFIX: &[u8] = &[0, 0, 0, 1, 0x41, 0x9a, 0x02];
+/// A VP9 keyframe's uncompressed header up to its frame size (profile 0).
+const VP9_KEY_HEADER: usize = 9;
+/// A VP9 delta frame's first bytes: 86 = frame_marker 2, profile 0,
+/// show_existing_frame 0, frame_type NON_KEY, show_frame 1 (the rest as a
+/// libvpx frame's).
+const VP9_DELTA_HEADER: &[u8] = &[0x86, 0x00, 0x40];
+
+/// The start of a VP9 keyframe's `uncompressed_header()` (VP9 bitstream
+/// 6.2): 82 = frame_marker 2, profile 0, show_existing_frame 0, frame_type
+/// KEY, show_frame 1, error_resilient_mode 0; the sync code 49 83 42; then
+/// 40 bits: color_space 0 and color_range 0 (4), frame_width_minus_1 and
+/// frame_height_minus_1 (16 each), render_and_frame_size_different 0, and
+/// three bits of what follows.
+fn vp9_key_header(width: u32, height: u32) -> [u8; VP9_KEY_HEADER] {
+    let w = u64::from(width.clamp(1, 1 << 16) - 1);
+    let h = u64::from(height.clamp(1, 1 << 16) - 1);
+    let size = ((w << 20) | (h << 4)).to_be_bytes();
+    let mut out = [0x82, 0x49, 0x83, 0x42, 0, 0, 0, 0, 0];
+    out[4..].copy_from_slice(&size[3..8]);
+    out
+}
 
 /// A video frame of about `len` bytes carrying `stamp`.
 pub fn video_frame(
@@ -95,6 +121,8 @@ pub fn video_frame(
         VideoCodec::Vp8 => f.extend_from_slice(&[0x11, 0x02, 0x00]),
         VideoCodec::H264 if keyframe => f.extend_from_slice(H264_KEY_PREFIX),
         VideoCodec::H264 => f.extend_from_slice(H264_DELTA_PREFIX),
+        VideoCodec::Vp9 if keyframe => f.extend_from_slice(&vp9_key_header(width, height)),
+        VideoCodec::Vp9 => f.extend_from_slice(VP9_DELTA_HEADER),
     }
     stamp.encode(&mut f);
     // Filler with the high bit set: no start-code emulation in H.264.
@@ -119,6 +147,15 @@ pub fn video_stamp(codec: VideoCodec, frame: &[u8]) -> Option<Stamp> {
         }
         // Depacketizers may rewrite start codes (3 or 4 bytes): find the magic.
         VideoCodec::H264 => find_stamp(frame),
+        VideoCodec::Vp9 => {
+            // frame_type (profile 0, show_existing_frame 0): 0 is KEY.
+            let at = if frame.first()? & 0x04 == 0 {
+                VP9_KEY_HEADER
+            } else {
+                VP9_DELTA_HEADER.len()
+            };
+            Stamp::decode_at(frame, at)
+        }
     }
 }
 
@@ -163,7 +200,7 @@ mod tests {
 
     #[test]
     fn stamp_round_trips_in_every_frame_kind() {
-        for codec in [VideoCodec::Vp8, VideoCodec::H264] {
+        for codec in [VideoCodec::Vp8, VideoCodec::H264, VideoCodec::Vp9] {
             for key in [true, false] {
                 let f = video_frame(codec, key, 1280, 720, 1000, S);
                 assert_eq!(f.len(), 1000);
@@ -179,6 +216,23 @@ mod tests {
         assert_eq!(vp8_width(&f), Some(640));
         let d = video_frame(VideoCodec::Vp8, false, 640, 360, 500, S);
         assert_eq!(vp8_width(&d), None);
+    }
+
+    #[test]
+    fn vp9_keyframes_start_with_a_real_uncompressed_header() {
+        // The first bytes of libvpx-vp9 keyframes (FFmpeg, profile 0), as
+        // the server's parser tests have them: up to frame_height_minus_1
+        // and render_and_frame_size_different.
+        let key_720p = [0x82, 0x49, 0x83, 0x42, 0x00, 0x4f, 0xf0, 0x2c, 0xf6];
+        let key_360p = [0x82, 0x49, 0x83, 0x42, 0x00, 0x27, 0xf0, 0x16, 0x76];
+        for (w, h, real) in [(1280, 720, key_720p), (640, 360, key_360p)] {
+            let f = video_frame(VideoCodec::Vp9, true, w, h, 300, S);
+            assert_eq!(f[..8], real[..8], "{w}x{h}");
+            // The next bit (render size the same) is 0 in both.
+            assert_eq!(f[8] & 0xf8, real[8] & 0xf8, "{w}x{h}");
+        }
+        let d = video_frame(VideoCodec::Vp9, false, 640, 360, 300, S);
+        assert_eq!(d[0], 0x86);
     }
 
     #[test]
