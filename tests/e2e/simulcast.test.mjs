@@ -27,6 +27,7 @@ import assert from 'node:assert/strict';
 import {
   startServer, launchBrowser, openPage, rtpStats, waitFor, reportMetric, sleep, createPeerHost, signToken,
 } from './lib/harness.mjs';
+import { sampleDecisions as sampleWith } from './lib/playback.mjs';
 
 const KEY = 'e2e';
 const SECRET = 'e2e-simulcast-secret';
@@ -108,22 +109,11 @@ async function watchAdaptation(page, topWidth, stableMs, timeoutMs) {
 
 // What the server decides for one subscriber, sampled every second: [ms since
 // start, downlink estimate, target rid, width flowing, paused, available
-// width:bitrate]. `stop()` ends the sampling and returns the samples.
-function sampleDecisions(base, room, identity, auth) {
-  const decisions = [];
-  const start = Date.now();
-  const timer = setInterval(async () => {
-    try {
-      const r = await fetch(`${base}/api/rooms/${room}/participants/${identity}/subscriptions`,
-        { headers: { authorization: auth } });
-      const v = await r.json();
-      const video = (v.subscriptions || []).find((x) => x.kind === 'video');
-      decisions.push([Date.now() - start, v.downlinkEstimateBps, video?.target, video?.layer?.width,
-        video?.paused, video?.available?.map((l) => `${l.width}:${l.bitrateBps}`).join(' ')]);
-    } catch (e) { decisions.push({ t: Date.now() - start, error: String(e) }); }
-  }, 1000);
-  return { stop: () => { clearInterval(timer); return decisions; } };
-}
+// width:bitrate].
+const sampleDecisions = (base, room, identity, auth) => sampleWith(base, room, identity, auth, {
+  row: (video) => [video?.target, video?.layer?.width, video?.paused,
+    video?.available?.map((l) => `${l.width}:${l.bitrateBps}`).join(' ')],
+});
 
 test('simulcast: per-player layers by wish and by capped downlink, loss repaired', async (t) => {
   const peer = createPeerHost(t, 'sim');

@@ -65,7 +65,7 @@ import assert from 'node:assert/strict';
 import {
   startServer, launchBrowser, openPage, waitFor, reportMetric, sleep, createPeerHost, signToken, sh,
 } from './lib/harness.mjs';
-import { startSampler, readSamples, measureWindow, widthChanges, stalls } from './lib/playback.mjs';
+import { startSampler, readSamples, measureWindow, widthChanges, stalls, sampleDecisions } from './lib/playback.mjs';
 
 const KEY = 'e2e';
 const SECRET = 'e2e-svc-secret';
@@ -167,30 +167,13 @@ function ratesByWidth(rows, from = 0, to = Infinity) {
 /**
  * The server's choice for one player, from the admin API every second:
  * [ms since start, downlink estimate, target, targetSpatial, spatial
- * flowing, width flowing, paused, switches up, down]; `available` keeps the
- * last list of the publisher's layers the server reported.
+ * flowing, width flowing, paused, switches up, down]; last() is the latest
+ * report (its `available`: the publisher's layers).
  */
-function sampleSvcDecisions(base, room, identity, auth) {
-  const rows = [];
-  const state = { available: null };
-  const start = Date.now();
-  const timer = setInterval(async () => {
-    try {
-      const r = await fetch(`${base}/api/rooms/${room}/participants/${identity}/subscriptions`,
-        { headers: { authorization: auth }, signal: AbortSignal.timeout(2000) });
-      const v = await r.json();
-      const video = (v.subscriptions || []).find((x) => x.kind === 'video');
-      if (video?.available) state.available = video.available;
-      rows.push([Date.now() - start, v.downlinkEstimateBps, video?.target, video?.targetSpatial, video?.layer?.spatial,
-        video?.layer?.width, video?.paused, video?.switchesUp, video?.switchesDown]);
-    } catch (e) { rows.push([Date.now() - start, `error: ${e.message}`]); }
-  }, 1000);
-  let stopped = false;
-  return {
-    state,
-    stop: () => { if (!stopped) { stopped = true; clearInterval(timer); } return rows; },
-  };
-}
+const sampleSvcDecisions = (base, room, identity, auth) => sampleDecisions(base, room, identity, auth, {
+  row: (video) => [video?.target, video?.targetSpatial, video?.layer?.spatial, video?.layer?.width, video?.paused,
+    video?.switchesUp, video?.switchesDown],
+});
 
 const byteRows = (page) => page.evaluate(() => window.svcBytes || []);
 
@@ -286,7 +269,7 @@ test('a VP9 SVC publisher: a capped viewer gets a lower spatial layer, an uncapp
   const cappedData = await readSamples(capped);
   const freeBytes = await byteRows(free);
   const cappedBytes = await byteRows(capped);
-  console.log('server\'s layers of the publisher (last seen)', JSON.stringify(freeDecisions.state.available));
+  console.log('server\'s layers of the publisher (last seen)', JSON.stringify(freeDecisions.last()?.available));
   console.log('server decisions, free [ms, estimate, target, targetSpatial, spatial, width, paused, up, down]',
     JSON.stringify(freeDecisions.stop()));
   console.log('server decisions, capped [ms, estimate, target, targetSpatial, spatial, width, paused, up, down]',
@@ -297,7 +280,7 @@ test('a VP9 SVC publisher: a capped viewer gets a lower spatial layer, an uncapp
     + `play ${playFrom - t0}..${playTo - t0}, lift ${liftAt - t0}, back ${backAt && backAt - t0}, end ${end - t0}`);
 
   // The publisher.
-  const avail = freeDecisions.state.available;
+  const avail = freeDecisions.last()?.available;
   if (avail) reportMetric('server_publisher_layers', avail.map((l) => `S${l.spatial}:${l.width}x${l.height}@${Math.round(l.bitrateBps / 1000)}k`).join(','));
   reportMetric('publisher_sent_kbit', Math.round(((pubSentTo[1] - pubSentFrom[1]) * 8) / (pubSentTo[0] - pubSentFrom[0])), 'kbit/s');
 

@@ -138,11 +138,14 @@ export function widthChanges({ samples }, from = 0, to = Infinity) {
 
 /**
  * What the server decides for one subscriber, sampled every second from the
- * admin API: [ms since start, downlink estimate, target rid, width flowing,
- * paused, switches up, switches down]. stop() ends it and returns them.
+ * admin API: [ms since start, downlink estimate, ...row(video line)], by
+ * default row = [target rid, width flowing, paused, switches up, switches
+ * down]. stop() ends it and returns them; last() is the latest video line.
  */
-export function sampleDecisions(base, room, identity, auth, everyMs = 1000) {
+const DECISION_ROW = (video) => [video?.target, video?.layer?.width, video?.paused, video?.switchesUp, video?.switchesDown];
+export function sampleDecisions(base, room, identity, auth, { everyMs = 1000, row = DECISION_ROW } = {}) {
   const decisions = [];
+  let latest = null;
   const start = Date.now();
   const timer = setInterval(async () => {
     try {
@@ -150,12 +153,15 @@ export function sampleDecisions(base, room, identity, auth, everyMs = 1000) {
         { headers: { authorization: auth }, signal: AbortSignal.timeout(2000) });
       const v = await r.json();
       const video = (v.subscriptions || []).find((x) => x.kind === 'video');
-      decisions.push([Date.now() - start, v.downlinkEstimateBps, video?.target, video?.layer?.width, video?.paused,
-        video?.switchesUp, video?.switchesDown]);
+      if (video) latest = video;
+      decisions.push([Date.now() - start, v.downlinkEstimateBps, ...row(video)]);
     } catch (e) { decisions.push([Date.now() - start, `error: ${e.message}`]); }
   }, everyMs);
   let stopped = false;
-  return { stop: () => { if (!stopped) { stopped = true; clearInterval(timer); } return decisions; } };
+  return {
+    stop: () => { if (!stopped) { stopped = true; clearInterval(timer); } return decisions; },
+    last: () => latest,
+  };
 }
 
 /** Stretches of at least `minMs` without a newly decoded frame in [from, to]: [{ at, ms }]. */

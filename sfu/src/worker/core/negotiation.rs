@@ -416,17 +416,23 @@ impl WorkerCore {
             .ok_or(BackendError::NotFound)
     }
 
+    /// [`Self::session_id`]'s participant itself.
+    pub(super) fn session_mut(
+        &mut self,
+        resource_id: &str,
+    ) -> Result<&mut Participant, BackendError> {
+        let id = self.session_id(resource_id)?;
+        self.participants.get_mut(&id).ok_or(BackendError::NotFound)
+    }
+
     pub(super) fn patch(
         &mut self,
         resource_id: &str,
         if_match: Option<String>,
         frag: SdpFrag,
     ) -> Result<PatchOutcome, BackendError> {
-        let id = self.session_id(resource_id)?;
-        let p = self
-            .participants
-            .get_mut(&id)
-            .ok_or(BackendError::NotFound)?;
+        let p = self.session_mut(resource_id)?;
+        let id = p.id;
         if let Some(tag) = &if_match {
             if tag != "*" && *tag != p.negotiation.etag {
                 return Err(BackendError::PreconditionFailed);

@@ -115,11 +115,8 @@ impl WorkerCore {
         candidate: Option<SocketAddr>,
         upstream_active: bool,
     ) -> Result<(), BackendError> {
-        let id = self.session_id(resource_id)?;
-        let p = self
-            .participants
-            .get_mut(&id)
-            .ok_or(BackendError::NotFound)?;
+        let p = self.session_mut(resource_id)?;
+        let id = p.id;
         let answer = SdpAnswer::from_sdp_string(answer_sdp)
             .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
         p.accept_answer(answer).map_err(BackendError::UnusableSdp)?;

@@ -76,11 +76,7 @@ impl WorkerCore {
         resource_id: &str,
         kinds: EventKinds,
     ) -> Result<String, BackendError> {
-        let id = self.session_id(resource_id)?;
-        let p = self
-            .participants
-            .get_mut(&id)
-            .ok_or(BackendError::NotFound)?;
+        let p = self.session_mut(resource_id)?;
         p.events.register(kinds).ok_or_else(too_many_streams)
     }
 
@@ -109,11 +105,7 @@ impl WorkerCore {
         resource_id: &str,
         stream: &str,
     ) -> Result<(), BackendError> {
-        let id = self.session_id(resource_id)?;
-        let p = self
-            .participants
-            .get_mut(&id)
-            .ok_or(BackendError::NotFound)?;
+        let p = self.session_mut(resource_id)?;
         if p.events.close(stream) {
             Ok(())
         } else {
