@@ -1,6 +1,6 @@
 //! Feeds arbitrary bytes, as UTF-8 text, to the SFU's own SDP inspection in
 //! `sfu::room::offer`: `media_sections`, `check_offer` (WHIP, WHEP, room),
-//! `check_room_offer`, `remb_only_video_mids` and `check_answer`. These run
+//! `check_room_offer`, `remb_only_video_mids`, `check_answer` and `one_media_stream`. These run
 //! on the offer SDP of a WHIP/WHEP POST or a room `offer` message before
 //! str0m sees it. The first input byte picks the room offer's grant and
 //! track limit; the rest is the SDP.
@@ -8,7 +8,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use sfu::room::offer::{
-    check_answer, check_offer, check_room_offer, media_sections, remb_only_video_mids,
+    check_answer, check_offer, check_room_offer, media_sections, one_media_stream,
+    remb_only_video_mids,
 };
 use signaling::SessionKind;
 
@@ -34,5 +35,6 @@ fuzz_target!(|data: &[u8]| {
     for mid in &mids {
         assert!(sections.iter().any(|s| s.mid.as_ref() == Some(mid)));
     }
-    let _ = check_answer(sdp);
+    let _ = check_answer(sdp, &["opus".to_string(), "VP8".to_string()]);
+    let _ = one_media_stream(sdp);
 });
