@@ -15,6 +15,29 @@ pub struct ProbeRequest {
     /// The padding floor: the estimator pads up to this rate (never above
     /// its own estimate) when media alone sends less.
     pub floor_bps: u64,
+    /// How many times the probe for `target_bps` has been asked for again
+    /// (see [`REPROBE_EVERY`]); the rate handed to the estimator is the
+    /// target plus this many bits per second.
+    pub round: u32,
+}
+
+/// A subscriber whose estimate stays below the rate it wants is probed
+/// again this often. str0m 0.25's probe controller probes for an
+/// allocation only when the wanted rate rises, and its delay-based
+/// estimate grows to at most 1.5x what was acknowledged: after a cap was
+/// lifted, a viewer on its lowest layer (~160 kbit/s) took 8 s to climb
+/// from 400 kbit/s to the 690 its next layer needed, with one probe sent
+/// while the cap still held. Each round raises the wanted rate by 1 bit/s,
+/// which the controller takes as a new allocation to probe for.
+pub const REPROBE_EVERY: Duration = Duration::from_secs(2);
+
+impl ProbeRequest {
+    /// The rate handed to the bandwidth estimator as the one wanted (the
+    /// target, raised by the round so each round probes again).
+    pub fn desired_bps(&self) -> u64 {
+        self.target_bps
+            .map_or(0, |t| t.saturating_add(u64::from(self.round)))
+    }
 }
 
 /// Padding kept up while nothing is being probed for (keeps RTX state and
@@ -68,6 +91,7 @@ impl ProbeRequest {
         Self {
             target_bps,
             floor_bps,
+            round: 0,
         }
     }
 }

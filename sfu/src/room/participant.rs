@@ -513,7 +513,7 @@ impl Participant {
         }
         self.probe_target = request;
         tracing::trace!(target_bps = ?request.target_bps, floor_bps = request.floor_bps, "probe target");
-        let desired = Bitrate::bps(request.target_bps.unwrap_or(0));
+        let desired = Bitrate::bps(request.desired_bps());
         self.rtc
             .bwe()
             .set_bitrate(Bitrate::bps(request.floor_bps), desired);

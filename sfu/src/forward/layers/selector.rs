@@ -134,6 +134,8 @@ pub struct LayerSelector {
     best_available: bool,
     /// The estimate when the target last changed.
     chosen_at_estimate: Option<u64>,
+    /// When the first target was chosen.
+    first_chosen_at: Option<Instant>,
     pub switches_up: u64,
     pub switches_down: u64,
 }
@@ -167,6 +169,7 @@ impl Default for LayerSelector {
             current_temporal: u8::MAX,
             best_available: false,
             chosen_at_estimate: None,
+            first_chosen_at: None,
             switches_up: 0,
             switches_down: 0,
         }
@@ -200,6 +203,12 @@ impl LayerSelector {
 
     pub fn is_paused(&self) -> bool {
         self.paused
+    }
+
+    /// The first layer was chosen less than `d` ago.
+    pub fn first_chosen_within(&self, now: Instant, d: Duration) -> bool {
+        self.first_chosen_at
+            .is_some_and(|t| now.saturating_duration_since(t) < d)
     }
 
     /// A layer (or the pause) was chosen: after the first choice.
@@ -247,6 +256,9 @@ impl LayerSelector {
         let changed = self.choose_spatial(now, layers, estimate_bps);
         if changed {
             self.chosen_at_estimate = estimate_bps;
+            if self.target.is_some() {
+                self.first_chosen_at.get_or_insert(now);
+            }
         }
         let allowed_top = self.allowed(layers).last().map(LayerView::choice);
         self.best_available = self.target.is_some() && self.target == allowed_top;

@@ -24,13 +24,25 @@ impl Router {
 
     /// A subscriber's downlink estimate changed.
     pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) {
-        let e = self
-            .estimates
-            .entry(subscriber)
-            .or_insert(Estimate { bps, since: now });
+        let e = self.estimates.entry(subscriber).or_insert(Estimate {
+            bps,
+            since: now,
+            fell_at: None,
+            reprobe_round: 0,
+            reprobed_at: None,
+        });
         if e.bps != bps {
-            *e = Estimate { bps, since: now };
+            if bps < e.bps {
+                e.fell_at = Some(now);
+            }
+            e.bps = bps;
+            e.since = now;
         }
+    }
+
+    /// A subscriber asked for retransmissions.
+    pub fn note_nacks(&mut self, subscriber: ParticipantId, now: Instant) {
+        self.nacked_at.insert(subscriber, now);
     }
 
     /// A subscriber's receiver reports said this fraction of our packets was lost.
@@ -93,8 +105,14 @@ impl Router {
                     // packets on the way down leaves holes in the lower
                     // layers too, which its decoder may wait seconds on:
                     // a key picture starts it clean.
+                    let nacked = self
+                        .nacked_at
+                        .get(&down.subscriber)
+                        .is_some_and(|t| now.saturating_duration_since(*t) < RECENT_NACKS);
                     let lossy = self.losses.get(&down.subscriber).copied().unwrap_or(0.0)
-                        >= LOSSY_DOWN_SWITCH;
+                        >= LOSSY_DOWN_SWITCH
+                        || nacked
+                        || dt.selector.first_chosen_within(now, BEFORE_REPORTS);
                     if let (Some(b), Some(a), true) =
                         (target_before, dt.selector.target().copied(), lossy)
                     {
@@ -126,13 +144,20 @@ impl Router {
             wanted
                 .into_iter()
                 .map(|(subscriber, (total, any, sustain))| {
-                    let estimate = self.estimates.get(&subscriber);
-                    let frozen = estimate.is_some_and(|e| {
+                    let estimate = self.estimates.get_mut(&subscriber);
+                    let frozen = estimate.as_ref().is_some_and(|e| {
                         now.saturating_duration_since(e.since) >= FROZEN_ESTIMATE_AFTER
                     });
-                    let estimate = estimate.map(|e| e.bps);
-                    let request =
-                        ProbeRequest::new(any.then_some(total), sustain, estimate, frozen);
+                    let target = any.then_some(total);
+                    let mut request = ProbeRequest::new(
+                        target,
+                        sustain,
+                        estimate.as_ref().map(|e| e.bps),
+                        frozen,
+                    );
+                    if let Some(e) = estimate {
+                        request.round = reprobe_round(e, target, now);
+                    }
                     (subscriber, request)
                 }),
         );
@@ -264,4 +289,24 @@ pub(super) fn share_of(
         .get(&subscriber)
         .map_or(INITIAL_ESTIMATE_BPS, |e| e.bps);
     estimate / shares.get(&subscriber).copied().unwrap_or(1).max(1)
+}
+
+/// The probe round for a subscriber that wants `target` bits per second:
+/// a new round every [`REPROBE_EVERY`] while its estimate stays below it
+/// without falling (a falling estimate is a link that is full: probing it
+/// again only adds to its queue); the first probe for a target is the
+/// estimator's own (round unchanged).
+fn reprobe_round(e: &mut Estimate, target: Option<u64>, now: Instant) -> u32 {
+    match target {
+        Some(target) if e.bps < target => {
+            let since = *e.reprobed_at.get_or_insert(now);
+            let since = e.fell_at.map_or(since, |fell| fell.max(since));
+            if now.saturating_duration_since(since) >= REPROBE_EVERY {
+                e.reprobe_round = e.reprobe_round.wrapping_add(1);
+                e.reprobed_at = Some(now);
+            }
+        }
+        _ => e.reprobed_at = None,
+    }
+    e.reprobe_round
 }

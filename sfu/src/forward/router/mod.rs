@@ -50,7 +50,7 @@ use crate::forward::layers::{
     PublishedLayers, INITIAL_ESTIMATE_BPS,
 };
 pub use crate::forward::probe::ProbeRequest;
-use crate::forward::probe::{FROZEN_ESTIMATE_AFTER, SUSTAIN_WINDOW};
+use crate::forward::probe::{FROZEN_ESTIMATE_AFTER, REPROBE_EVERY, SUSTAIN_WINDOW};
 use crate::forward::relay_gate::{RelayGate, RelayVerdict};
 use crate::forward::ParticipantId;
 
@@ -60,6 +60,15 @@ const LOSS_AFTER_SWITCH: Duration = Duration::from_secs(3);
 /// Reported loss from which a switch down within a scalable stream asks the
 /// publisher for a key picture (the lower layers may have holes too).
 const LOSSY_DOWN_SWITCH: f32 = 0.05;
+
+/// NACKs a subscriber sent this recently also make a switch down within a
+/// scalable stream ask for a key picture; so does a switch this soon after
+/// the down-track's first choice (no receiver report can say yet what was
+/// lost: a viewer joining behind a 400 kbit/s cap, started on a 515 kbit/s
+/// layer and moved down within a second, sat 3.1 s on holes in 3 of 9
+/// Chromium runs until its own PLI).
+const RECENT_NACKS: Duration = Duration::from_secs(2);
+const BEFORE_REPORTS: Duration = Duration::from_secs(3);
 
 /// One published media line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,7 +95,8 @@ pub enum KeyframeCause {
     PublisherGap,
     /// A deferred, throttled request became due.
     Deferred,
-    /// A subscriber losing packets went down within a scalable stream.
+    /// A subscriber losing packets (or just started) went down within a
+    /// scalable stream.
     LossyDownSwitch,
 }
 
@@ -189,6 +199,12 @@ pub struct SubscriptionView {
 struct Estimate {
     bps: u64,
     since: Instant,
+    /// When the estimate last went down.
+    fell_at: Option<Instant>,
+    /// Probe rounds asked for while the estimate stayed below the wanted
+    /// rate, and when the last began (see [`REPROBE_EVERY`]).
+    reprobe_round: u32,
+    reprobed_at: Option<Instant>,
 }
 
 /// The routing table of one room.
@@ -204,6 +220,8 @@ pub struct Router {
     video_shares: HashMap<ParticipantId, u64>,
     /// Subscribers' reported loss of what we send them (0..1).
     losses: HashMap<ParticipantId, f32>,
+    /// When each subscriber last sent NACKs.
+    nacked_at: HashMap<ParticipantId, Instant>,
     /// Layer switches (up, down) since the last [`Router::take_switch_counts`].
     switches: (u64, u64),
     /// Publisher streams whose sequence numbers jumped, since the last
@@ -442,6 +460,7 @@ impl Router {
         self.estimates.remove(&id);
         self.ready.remove(&id);
         self.losses.remove(&id);
+        self.nacked_at.remove(&id);
         let mut actions = vec![];
         let own_downs: Vec<DownTrackKey> = self
             .down_tracks

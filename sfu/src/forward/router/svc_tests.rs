@@ -280,3 +280,58 @@ fn a_lossy_switch_down_asks_for_a_key_picture_a_clean_one_does_not() {
         }]
     );
 }
+
+/// Key-picture requests for switches down within the stream since `at`.
+fn down_switch_requests(r: &mut Router, at: Instant) -> usize {
+    let mut actions = vec![];
+    r.poll_keyframes(at, &mut actions);
+    actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                RouterAction::RequestKeyframe {
+                    cause: KeyframeCause::LossyDownSwitch,
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn a_switch_down_before_any_report_or_after_nacks_asks_for_a_key_picture() {
+    let t0 = Instant::now();
+    let mut r = router_with_two_viewers(t0);
+    let mut seq = 1;
+    // 2 joined and is moved down within its first seconds: no receiver
+    // report can have said what it lost yet.
+    let now = run(&mut r, &[(2, 4_000_000), (3, 4_000_000)], t0, 1, &mut seq);
+    let now = run(&mut r, &[(2, 700_000), (3, 4_000_000)], now, 1, &mut seq);
+    assert_eq!(
+        r.selector(down(2))
+            .and_then(|s| s.current())
+            .map(|c| c.spatial),
+        Some(1)
+    );
+    assert_eq!(down_switch_requests(&mut r, now), 1);
+    // Later, 3 goes down cleanly: no request; after NACKs it does ask.
+    let now = run(&mut r, &[(2, 700_000), (3, 4_000_000)], now, 4, &mut seq);
+    let now = run(&mut r, &[(2, 700_000), (3, 700_000)], now, 1, &mut seq);
+    assert_eq!(
+        r.selector(down(3))
+            .and_then(|s| s.current())
+            .map(|c| c.spatial),
+        Some(1)
+    );
+    assert_eq!(down_switch_requests(&mut r, now), 0);
+    r.note_nacks(3, now);
+    let now = run(&mut r, &[(2, 700_000), (3, 400_000)], now, 1, &mut seq);
+    assert_eq!(
+        r.selector(down(3))
+            .and_then(|s| s.current())
+            .map(|c| c.spatial),
+        Some(0)
+    );
+    assert_eq!(down_switch_requests(&mut r, now), 1);
+}

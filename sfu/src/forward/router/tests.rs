@@ -1,7 +1,7 @@
 //! Unit tests of the room router (simulated time, no sockets).
 
 use super::*;
-use crate::forward::probe::MIN_PADDING_BPS;
+use crate::forward::probe::{MIN_PADDING_BPS, REPROBE_EVERY};
 use std::time::Duration;
 
 fn mid(s: &str) -> Mid {
@@ -525,4 +525,48 @@ fn an_estimate_that_stops_changing_is_frozen() {
     probes.clear();
     r.poll_layers(now, &mut probes);
     assert_eq!(probes[0].1.floor_bps, MIN_PADDING_BPS);
+}
+
+#[test]
+fn an_estimate_below_the_wanted_rate_is_probed_again_unless_it_falls() {
+    let t0 = Instant::now();
+    let mut r = Router::default();
+    r.subscriber_connected(2, t0);
+    let a = track(1, "1");
+    r.add_track(a, MediaKind::Video, 3, t0);
+    r.subscribe(down(2, "5"), a, None, t0);
+    let now = run_simulcast(&mut r, &[a], &[(2, 700_000)], t0, 20);
+    let round_at = |r: &mut Router, at| {
+        let mut probes = vec![];
+        r.poll_layers(at, &mut probes);
+        let request = probes[0].1;
+        assert!(
+            request.target_bps.is_some_and(|t| t > 700_000),
+            "{request:?}"
+        );
+        assert_eq!(
+            request.desired_bps(),
+            request.target_bps.unwrap_or(0) + u64::from(request.round)
+        );
+        request.round
+    };
+    // 700 k wants 1280: a new round every REPROBE_EVERY (2 s), one bit/s
+    // more each.
+    assert_eq!(REPROBE_EVERY, Duration::from_secs(2));
+    let first = round_at(&mut r, now);
+    let now = run_simulcast(&mut r, &[a], &[(2, 700_000)], now, 4);
+    let second = round_at(&mut r, now);
+    assert!(
+        (first + 1..=first + 2).contains(&second),
+        "{first} -> {second}"
+    );
+    // A falling estimate is a full link: no round while it keeps falling.
+    let mut now = now;
+    for bps in [690_000, 680_000, 670_000, 660_000] {
+        now = run_simulcast(&mut r, &[a], &[(2, bps)], now, 1);
+    }
+    assert_eq!(round_at(&mut r, now), second);
+    // Once it holds for REPROBE_EVERY, rounds go on.
+    let now = run_simulcast(&mut r, &[a], &[(2, 660_000)], now, 3);
+    assert!(round_at(&mut r, now) > second);
 }

@@ -601,6 +601,11 @@ impl WorkerCore {
                 }
             }
             ParticipantEvent::EgressFeedback { nacks, plis, firs } => {
+                if nacks > 0 {
+                    if let Some(room) = self.rooms.get_mut(&room_name) {
+                        room.router.note_nacks(id, now);
+                    }
+                }
                 let m = &self.ctx.metrics;
                 m.nacks_received.inc_by(nacks);
                 m.plis_received.inc_by(plis);
