@@ -86,6 +86,7 @@
 
 pub(crate) mod av1;
 pub(crate) mod bits;
+pub mod dependency_descriptor;
 pub(crate) mod h264;
 pub(crate) mod h265;
 pub(crate) mod vp8;
