@@ -47,7 +47,7 @@ if ! wait "$fuzz_build"; then
     exit 1
 fi
 rm -f "$fuzz_log"
-./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+./scripts/fuzz.sh "${FUZZ_SECONDS:-8}"
 
 stage "Helm chart: lint, render every option, Kubernetes schemas, the server starts with it"
 SFU_BIN="$PWD/target/release/sfu" ./tests/helm/run.sh

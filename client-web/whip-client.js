@@ -72,6 +72,20 @@ function waitForIceGathering(pc, timeoutMs) {
   });
 }
 
+const DEPENDENCY_DESCRIPTOR = 'https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension';
+
+/** `sdp` with the dependency descriptor extension on every video section
+ *  that lacks it, at an id no section uses (unchanged when none is free). */
+function withDependencyDescriptor(sdp) {
+  if (sdp.includes(DEPENDENCY_DESCRIPTOR)) return sdp;
+  const used = new Set([...sdp.matchAll(/^a=extmap:(\d+)/gm)].map((m) => Number(m[1])));
+  const id = [...Array(14).keys()].map((i) => i + 1).find((i) => !used.has(i));
+  if (!id) return sdp;
+  return sdp.split(/(?=^m=)/m).map((section) => (section.startsWith('m=video')
+    ? section.replace(/(^a=mid:.*\r?\n)/m, `$1a=extmap:${id} ${DEPENDENCY_DESCRIPTOR}\r\n`)
+    : section)).join('');
+}
+
 /** Put `mimeType` first among the video codecs `transceiver` offers (its
  *  retransmission format stays listed); unchanged where the browser lacks it. */
 function preferCodec(transceiver, mimeType) {
@@ -115,7 +129,12 @@ export class Session {
     pc.addEventListener('connectionstatechange', () => { if (this.pc === pc) this.onState(pc.connectionState); });
     try {
       this.addTransceivers(pc, stream);
-      await pc.setLocalDescription(await pc.createOffer());
+      const offer = await pc.createOffer();
+      // Chromium offers the AV1 dependency descriptor on sending video
+      // lines only, but its receiver needs it to decode scalable AV1 (it
+      // tells where each layer's frame ends, which layers were dropped).
+      if (this.kind === 'whep') offer.sdp = withDependencyDescriptor(offer.sdp);
+      await pc.setLocalDescription(offer);
       await waitForIceGathering(pc, 2000);
       const url = new URL(`/${this.kind}/${encodeURIComponent(this.room)}`, location.href);
       if (this.maxWidth) url.searchParams.set('maxWidth', String(this.maxWidth));

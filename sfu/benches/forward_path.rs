@@ -327,6 +327,7 @@ impl Pair {
             send: true,
             fresh: false,
             ends_picture: false,
+            layers: None,
         };
         for p in packets {
             let outcome = self.out.write(&mut self.server, (mid, None), &delivery, p);
@@ -406,6 +407,7 @@ fn forwarded(
         },
         params,
         red: None,
+        descriptor: None,
         marker: marker || !video,
         vp8: if video {
             Vp8Descriptor::parse(&payload).ok()

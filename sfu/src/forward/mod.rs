@@ -8,6 +8,7 @@
 
 pub mod bitstream;
 pub mod codec;
+pub mod descriptor_rewriter;
 pub mod freshness;
 pub mod gaps;
 pub mod keyframe;

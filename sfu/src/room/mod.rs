@@ -3,6 +3,7 @@
 //! `Rtc` ([`participant::Participant`]).
 
 pub mod data_packets;
+pub mod dd_extension;
 pub mod member;
 pub mod offer;
 pub mod out_streams;

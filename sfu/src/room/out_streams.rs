@@ -22,11 +22,13 @@ use str0m::media::{Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
 use str0m::Rtc;
 
+use crate::forward::descriptor_rewriter::{DescriptorRewriter, ReadDescriptor};
 use crate::forward::payload_map;
 use crate::forward::red::RedLayout;
 use crate::forward::rewriter::{Incoming, StreamRewriter};
 use crate::forward::router::Delivery;
 use crate::forward::ParticipantId;
+use crate::room::dd_extension::DescriptorBytes;
 
 /// Video packets kept per outgoing stream for NACK resends, and for how
 /// long: 3 s of a 2.5 Mbit/s layer (~300 B of header per entry; the payload
@@ -55,6 +57,8 @@ pub struct Forwarded {
     pub video: bool,
     /// The payload is RED (RFC 2198) around `params`' codec.
     pub red: Option<RedPayload>,
+    /// The AV1 dependency descriptor, read (each stream writes its own).
+    pub descriptor: Option<ReadDescriptor>,
 }
 
 /// A RED payload as subscribers' streams write it.
@@ -85,6 +89,8 @@ pub enum WriteOutcome {
 struct OutStream {
     ssrc: Ssrc,
     rewriter: StreamRewriter,
+    /// Frame numbers and active decode targets of AV1 dependency descriptors.
+    descriptors: DescriptorRewriter,
     /// Payload types per (publisher, publisher's payload type).
     pts: Vec<(ParticipantId, Pt, Option<SubscriberPts>)>,
 }
@@ -144,6 +150,13 @@ impl OutStreams {
         let Some(out) = stream.rewriter.forward(&packet.incoming, delivery.fresh) else {
             return WriteOutcome::Late;
         };
+        let mut ext = packet.ext.clone();
+        if let Some(dd) = &packet.descriptor {
+            let bytes = stream
+                .descriptors
+                .rewrite(dd, delivery.layers, delivery.fresh);
+            ext.user_values.set(DescriptorBytes(bytes));
+        }
         let mut write = RtpWrite::new(
             pt,
             SeqNo::from(out.seq),
@@ -152,7 +165,7 @@ impl OutStreams {
             payload,
         )
         .marker(packet.marker || delivery.ends_picture)
-        .ext_vals(packet.ext.clone())
+        .ext_vals(ext)
         .nackable(packet.video);
         // Patched only where the ids change (not for a stream that still
         // carries its first source unchanged).
@@ -212,6 +225,7 @@ impl OutStreams {
                 let stream = OutStream {
                     ssrc: tx.ssrc(),
                     rewriter: StreamRewriter::default(),
+                    descriptors: DescriptorRewriter::default(),
                     pts: Vec::new(),
                 };
                 self.streams.push(((mid, rid), stream));

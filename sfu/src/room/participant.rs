@@ -19,6 +19,7 @@ use str0m::net::Transmit;
 use str0m::rtp::{RtpPacket, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::forward::codec::dependency_descriptor::Structure;
 use crate::forward::freshness::Freshness;
 use crate::forward::reorder::FrameOrderMonitor;
 use crate::forward::router::{Delivery, ProbeRequest};
@@ -124,6 +125,9 @@ pub struct Participant {
     pub frame_order: HashMap<(Mid, Option<Rid>), FrameOrderMonitor>,
     /// How late each of its audio lines reaches the forwarding core.
     pub audio_freshness: HashMap<Mid, Freshness>,
+    /// The latest AV1 dependency descriptor structure of each stream it
+    /// publishes (a descriptor is read with its stream's structure).
+    pub descriptor_structures: HashMap<(Mid, Option<Rid>), Arc<Structure>>,
     egress_totals: HashMap<(Mid, Option<Rid>), (u64, u64, u64)>,
     /// Log span of this session (room, identity, resource, kind).
     pub span: tracing::Span,
@@ -202,6 +206,7 @@ impl Participant {
             pending_offer: None,
             frame_order: HashMap::new(),
             audio_freshness: HashMap::new(),
+            descriptor_structures: HashMap::new(),
             egress_totals: HashMap::new(),
             events: EventStreams::default(),
             probe_target: ProbeRequest::default(),

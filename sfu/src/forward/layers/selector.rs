@@ -242,6 +242,11 @@ impl LayerSelector {
         spatial_changed || temporal_changed
     }
 
+    /// Highest temporal layer flowing to this down-track now.
+    pub fn current_temporal(&self) -> u8 {
+        self.current_temporal
+    }
+
     /// Highest temporal layer this down-track should get.
     pub fn target_temporal(&self) -> u8 {
         self.target_temporal

@@ -70,6 +70,9 @@ pub struct Delivery {
     /// Set the RTP marker: the subscriber's picture ends with this packet
     /// (the packet's own marker is kept in any case).
     pub ends_picture: bool,
+    /// The highest spatial and temporal layers the subscriber receives of
+    /// the packet's stream (None: all of them, as a relay).
+    pub layers: Option<(u8, u8)>,
 }
 
 impl Delivery {
@@ -80,6 +83,7 @@ impl Delivery {
             send: true,
             fresh,
             ends_picture: false,
+            layers: None,
         }
     }
 
@@ -214,8 +218,13 @@ impl Router {
                     .selector
                     .current()
                     .is_some_and(|c| c.spatial == packet.spatial);
+            let layers = dt
+                .selector
+                .current()
+                .map(|c| (c.spatial, dt.selector.current_temporal()));
             deliveries.push(Delivery {
                 ends_picture,
+                layers,
                 ..Delivery::send(*down, None, fresh)
             });
         }

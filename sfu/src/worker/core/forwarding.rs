@@ -6,14 +6,18 @@
 
 use super::*;
 use crate::forward::codec;
+use crate::forward::codec::dependency_descriptor::{self, DescriptorError};
+use crate::forward::descriptor_rewriter::ReadDescriptor;
 use crate::forward::freshness::Admit;
 use crate::forward::red;
 use crate::forward::rewriter::{Incoming, SenderClock, SourceKey};
 use crate::forward::router::{Delivery, PacketInfo};
 use crate::metrics::MediaCounters;
+use crate::room::dd_extension;
 use crate::room::out_streams::{Forwarded, RedPayload, WriteOutcome};
 use crate::room::participant::Received;
-use str0m::media::Mid;
+use str0m::format::Codec;
+use str0m::media::{Mid, Rid};
 use str0m::rtp::{ExtensionValues, Vp8Descriptor};
 
 /// How often simulcast layer choices are re-evaluated.
@@ -106,7 +110,7 @@ impl WorkerCore {
                 }
             }
         }
-        let parsed = if video && !absorbed {
+        let mut parsed = if video && !absorbed {
             match codec::parse(spec.codec, &packet.payload) {
                 Ok(parsed) => parsed,
                 Err(e) => {
@@ -118,6 +122,24 @@ impl WorkerCore {
             }
         } else {
             codec::PacketInfo::default()
+        };
+        // AV1's layers are in its dependency descriptor, read with the
+        // structure its stream sent last.
+        let descriptor = match dd_extension::received(&packet.header.ext_vals) {
+            Some(raw) if spec.codec == Codec::Av1 && !absorbed => {
+                match self.read_descriptor(publisher, (mid, rid), raw) {
+                    Ok(dd) => {
+                        apply_descriptor(&mut parsed, &dd);
+                        Some(dd)
+                    }
+                    Err(e) => {
+                        self.malformed("av1_dd", publisher, e);
+                        absorbed = true;
+                        None
+                    }
+                }
+            }
+            _ => None,
         };
         if video && parsed.starts_frame {
             self.watch_frame_order(publisher, room_name, mid, rid, seq, packet.time.numer());
@@ -147,6 +169,7 @@ impl WorkerCore {
         if !deliveries.is_empty() {
             let mut forwarded = forwarded_packet(track, rid, params, packet, parsed.vp8, video);
             forwarded.red = red;
+            forwarded.descriptor = descriptor;
             let written = self.deliver(&deliveries, &forwarded, absorbed);
             if written > 0 {
                 self.media_counters.forwarded[MediaCounters::index(video)].inc_by(written);
@@ -157,6 +180,30 @@ impl WorkerCore {
         if let Some(action) = action {
             self.execute(action);
         }
+    }
+
+    /// A publisher packet's AV1 dependency descriptor, read with the
+    /// structure of its stream (kept when the packet attaches a new one).
+    fn read_descriptor(
+        &mut self,
+        publisher: ParticipantId,
+        stream: (Mid, Option<Rid>),
+        raw: Arc<[u8]>,
+    ) -> Result<ReadDescriptor, DescriptorError> {
+        let p = self
+            .participants
+            .get_mut(&publisher)
+            .ok_or(DescriptorError::UnknownStructure)?;
+        let known = p.descriptor_structures.get(&stream);
+        let descriptor = dependency_descriptor::read(&raw, known)?;
+        let structure = descriptor
+            .structure_or(known)
+            .cloned()
+            .ok_or(DescriptorError::UnknownStructure)?;
+        if let Some(new) = &descriptor.structure {
+            p.descriptor_structures.insert(stream, new.clone());
+        }
+        ReadDescriptor::new(descriptor, structure, raw).ok_or(DescriptorError::UnknownTemplate)
     }
 
     /// Write (or skip) one packet on each delivery's stream; returns how
@@ -389,5 +436,25 @@ fn forwarded_packet(
         video,
         payload: packet.payload,
         red: None,
+        descriptor: None,
+    }
+}
+
+/// What a packet's dependency descriptor says of its layers, over what
+/// the AV1 payload alone gave: spatial and temporal ids, switching point,
+/// where the layer's frame starts and ends, and the layers' sizes.
+fn apply_descriptor(parsed: &mut codec::PacketInfo, dd: &ReadDescriptor) {
+    parsed.spatial = dd.spatial;
+    parsed.temporal = dd.temporal;
+    parsed.sync = dd.is_switch_point();
+    parsed.starts_frame = dd.descriptor.start_of_frame || parsed.starts_keyframe;
+    parsed.ends_frame = dd.descriptor.end_of_frame;
+    if let Some(dims) = dd.spatial_dims() {
+        parsed.spatial_dims = dims;
+    }
+    // A sequence header gives the stream's largest frame size, not this
+    // layer's: with several spatial layers, sizes come from the structure.
+    if dd.structure.spatial_layers() > 1 {
+        parsed.dims = None;
     }
 }

@@ -69,6 +69,7 @@ pub fn rtc_config(creds: IceCreds, kind: SessionKind, downlink: Downlink) -> Rtc
         .enable_h264(true)
         .enable_av1(true)
         .set_stats_interval(Some(Duration::from_secs(1)));
+    config = crate::room::dd_extension::enable(config);
     // Next to str0m's defaults (baseline, constrained baseline, main, high):
     // constrained high, and High 4:4:4 Predictive, the only profile above main
     // that some Chromium builds offer to receive (their decoder takes High).
