@@ -218,16 +218,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn garbage_never_panics() {
-        // A cheap deterministic generator: xorshift.
+    /// A cheap deterministic generator of test input: xorshift.
+    pub(crate) fn xorshift() -> impl FnMut() -> u32 {
         let mut x: u32 = 0x1234_5678;
-        let mut next = move || {
+        move || {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             x
-        };
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut next = xorshift();
         for _ in 0..20_000 {
             let len = (next() % 64) as usize;
             let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();

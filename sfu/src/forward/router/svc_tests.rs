@@ -233,55 +233,7 @@ fn a_packet_beyond_the_announced_layers_is_dropped_and_counted() {
     assert_eq!(r.subscription_views(2, now)[0].available.len(), 3);
 }
 
-#[test]
-fn a_lossy_switch_down_asks_for_a_key_picture_a_clean_one_does_not() {
-    let t0 = Instant::now();
-    let mut r = router_with_two_viewers(t0);
-    let mut seq = 1;
-    let now = run(&mut r, &[(2, 4_000_000), (3, 4_000_000)], t0, 4, &mut seq);
-    let lossy_requests = |r: &mut Router, at| {
-        let mut actions = vec![];
-        r.poll_keyframes(at, &mut actions);
-        actions.retain(|a| {
-            matches!(
-                a,
-                RouterAction::RequestKeyframe {
-                    cause: KeyframeCause::LossyDownSwitch,
-                    ..
-                }
-            )
-        });
-        actions
-    };
-    // 2's link shrinks without loss: down at the next picture, no request.
-    let now = run(&mut r, &[(2, 700_000), (3, 4_000_000)], now, 1, &mut seq);
-    assert_eq!(
-        r.selector(down(2))
-            .and_then(|s| s.current())
-            .map(|c| c.spatial),
-        Some(1)
-    );
-    assert_eq!(lossy_requests(&mut r, now), vec![]);
-    // 3's shrinks while it reports 20 % loss: a key picture is asked for.
-    r.set_loss(3, 0.2);
-    let now = run(&mut r, &[(2, 700_000), (3, 400_000)], now, 1, &mut seq);
-    assert_eq!(
-        r.selector(down(3))
-            .and_then(|s| s.current())
-            .map(|c| c.spatial),
-        Some(0)
-    );
-    assert_eq!(
-        lossy_requests(&mut r, now),
-        vec![RouterAction::RequestKeyframe {
-            track: track(),
-            layer: None,
-            cause: KeyframeCause::LossyDownSwitch,
-        }]
-    );
-}
-
-/// Key-picture requests for switches down within the stream since `at`.
+/// Key-picture requests for switches down within the stream, polled at `at`.
 fn down_switch_requests(r: &mut Router, at: Instant) -> usize {
     let mut actions = vec![];
     r.poll_keyframes(at, &mut actions);
@@ -299,6 +251,28 @@ fn down_switch_requests(r: &mut Router, at: Instant) -> usize {
         .count()
 }
 
+/// The top spatial layer flowing to `d`.
+fn spatial_of(r: &Router, d: DownTrackKey) -> Option<u8> {
+    r.selector(d).and_then(|s| s.current()).map(|c| c.spatial)
+}
+
+#[test]
+fn a_lossy_switch_down_asks_for_a_key_picture_a_clean_one_does_not() {
+    let t0 = Instant::now();
+    let mut r = router_with_two_viewers(t0);
+    let mut seq = 1;
+    let now = run(&mut r, &[(2, 4_000_000), (3, 4_000_000)], t0, 4, &mut seq);
+    // 2's link shrinks without loss: down at the next picture, no request.
+    let now = run(&mut r, &[(2, 700_000), (3, 4_000_000)], now, 1, &mut seq);
+    assert_eq!(spatial_of(&r, down(2)), Some(1));
+    assert_eq!(down_switch_requests(&mut r, now), 0);
+    // 3's shrinks while it reports 20 % loss: a key picture is asked for.
+    r.set_loss(3, 0.2);
+    let now = run(&mut r, &[(2, 700_000), (3, 400_000)], now, 1, &mut seq);
+    assert_eq!(spatial_of(&r, down(3)), Some(0));
+    assert_eq!(down_switch_requests(&mut r, now), 1);
+}
+
 #[test]
 fn a_switch_down_before_any_report_or_after_nacks_asks_for_a_key_picture() {
     let t0 = Instant::now();
@@ -308,30 +282,15 @@ fn a_switch_down_before_any_report_or_after_nacks_asks_for_a_key_picture() {
     // report can have said what it lost yet.
     let now = run(&mut r, &[(2, 4_000_000), (3, 4_000_000)], t0, 1, &mut seq);
     let now = run(&mut r, &[(2, 700_000), (3, 4_000_000)], now, 1, &mut seq);
-    assert_eq!(
-        r.selector(down(2))
-            .and_then(|s| s.current())
-            .map(|c| c.spatial),
-        Some(1)
-    );
+    assert_eq!(spatial_of(&r, down(2)), Some(1));
     assert_eq!(down_switch_requests(&mut r, now), 1);
     // Later, 3 goes down cleanly: no request; after NACKs it does ask.
     let now = run(&mut r, &[(2, 700_000), (3, 4_000_000)], now, 4, &mut seq);
     let now = run(&mut r, &[(2, 700_000), (3, 700_000)], now, 1, &mut seq);
-    assert_eq!(
-        r.selector(down(3))
-            .and_then(|s| s.current())
-            .map(|c| c.spatial),
-        Some(1)
-    );
+    assert_eq!(spatial_of(&r, down(3)), Some(1));
     assert_eq!(down_switch_requests(&mut r, now), 0);
     r.note_nacks(3, now);
     let now = run(&mut r, &[(2, 700_000), (3, 400_000)], now, 1, &mut seq);
-    assert_eq!(
-        r.selector(down(3))
-            .and_then(|s| s.current())
-            .map(|c| c.spatial),
-        Some(0)
-    );
+    assert_eq!(spatial_of(&r, down(3)), Some(0));
     assert_eq!(down_switch_requests(&mut r, now), 1);
 }

@@ -491,14 +491,20 @@ fn one_probe_target_per_subscriber_sums_its_tracks() {
     assert!(target > 2 * 2_500_000 && target < 2 * 4_000_000, "{target}");
 }
 
-#[test]
-fn a_new_viewer_without_an_estimate_starts_from_the_initial_guess_not_the_top() {
-    let t0 = Instant::now();
+/// Subscriber 2 receiving one three-layer track (returned) on line "5".
+fn one_viewer_of_a_simulcast_track(t0: Instant) -> (Router, TrackKey) {
     let mut r = Router::default();
     r.subscriber_connected(2, t0);
     let a = track(1, "1");
     r.add_track(a, MediaKind::Video, 3, t0);
     r.subscribe(down(2, "5"), a, None, t0);
+    (r, a)
+}
+
+#[test]
+fn a_new_viewer_without_an_estimate_starts_from_the_initial_guess_not_the_top() {
+    let t0 = Instant::now();
+    let (mut r, a) = one_viewer_of_a_simulcast_track(t0);
     // No estimate yet: 1 Mbit/s is assumed, which carries 640 but not 1280.
     let now = run_simulcast(&mut r, &[a], &[], t0, 2);
     assert_eq!(r.layer_rank(down(2, "5"), now), Some((1, 3)));
@@ -507,11 +513,7 @@ fn a_new_viewer_without_an_estimate_starts_from_the_initial_guess_not_the_top() 
 #[test]
 fn an_estimate_that_stops_changing_is_frozen() {
     let t0 = Instant::now();
-    let mut r = Router::default();
-    r.subscriber_connected(2, t0);
-    let a = track(1, "1");
-    r.add_track(a, MediaKind::Video, 3, t0);
-    r.subscribe(down(2, "5"), a, None, t0);
+    let (mut r, a) = one_viewer_of_a_simulcast_track(t0);
     // 700 k: enough for 640, not for 1280; the estimate repeats one value.
     let now = run_simulcast(&mut r, &[a], &[(2, 700_000)], t0, 20);
     assert_eq!(r.layer_rank(down(2, "5"), now), Some((1, 3)));
@@ -530,11 +532,7 @@ fn an_estimate_that_stops_changing_is_frozen() {
 #[test]
 fn an_estimate_below_the_wanted_rate_is_probed_again_unless_it_falls() {
     let t0 = Instant::now();
-    let mut r = Router::default();
-    r.subscriber_connected(2, t0);
-    let a = track(1, "1");
-    r.add_track(a, MediaKind::Video, 3, t0);
-    r.subscribe(down(2, "5"), a, None, t0);
+    let (mut r, a) = one_viewer_of_a_simulcast_track(t0);
     let now = run_simulcast(&mut r, &[a], &[(2, 700_000)], t0, 20);
     let round_at = |r: &mut Router, at| {
         let mut probes = vec![];

@@ -470,13 +470,7 @@ fn flipped_bytes_never_panic() {
 
 #[test]
 fn garbage_never_panics() {
-    let mut x: u32 = 0x1234_5678;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        x
-    };
+    let mut next = crate::forward::codec::tests::xorshift();
     let l3 = Arc::new(l3t3());
     let l1 = Arc::new(l1t3());
     let seed = Descriptor {
@@ -489,7 +483,7 @@ fn garbage_never_panics() {
         let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         // Half of the inputs: a structure-carrying descriptor with a few bits
         // flipped, so the structure reader is exercised too.
-        if next() % 2 == 0 {
+        if next().is_multiple_of(2) {
             data = seed.clone();
             for _ in 0..1 + next() % 4 {
                 let bit = next() as usize % (data.len() * 8);
