@@ -100,9 +100,11 @@ export class Session {
   /**
    * @param {{kind: 'whip'|'whep', room: string, token: string, onState?: (s: string) => void,
    *          simulcast?: boolean, maxWidth?: number, scalabilityMode?: string,
-   *          videoCodec?: string}} opts
+   *          videoCodec?: string, dependencyDescriptor?: boolean}} opts
    *  scalabilityMode: send one scalable video stream (e.g. 'L3T3_KEY');
    *  videoCodec: the codec to prefer for video (a mimeType, 'video/VP9').
+   *  dependencyDescriptor (WHEP, default true): add the AV1 dependency
+   *  descriptor to the offer when the browser leaves it out.
    *  onState receives pc.connectionState values, and 'closed' after stop().
    */
   constructor(opts) {
@@ -111,6 +113,7 @@ export class Session {
     this.maxWidth = opts.maxWidth || null;
     this.scalabilityMode = opts.scalabilityMode || null;
     this.videoCodec = opts.videoCodec || null;
+    this.dependencyDescriptor = opts.dependencyDescriptor !== false;
     this.room = opts.room;
     this.token = opts.token;
     this.onState = opts.onState || (() => {});
@@ -133,7 +136,7 @@ export class Session {
       // Chromium offers the AV1 dependency descriptor on sending video
       // lines only, but its receiver needs it to decode scalable AV1 (it
       // tells where each layer's frame ends, which layers were dropped).
-      if (this.kind === 'whep') offer.sdp = withDependencyDescriptor(offer.sdp);
+      if (this.kind === 'whep' && this.dependencyDescriptor) offer.sdp = withDependencyDescriptor(offer.sdp);
       await pc.setLocalDescription(offer);
       await waitForIceGathering(pc, 2000);
       const url = new URL(`/${this.kind}/${encodeURIComponent(this.room)}`, location.href);

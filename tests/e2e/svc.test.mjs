@@ -56,6 +56,19 @@
 //                    first run after the first fix alone: 3.1 s]
 //   lift to 1280     8.7, 6.5, 4.8 s
 //
+// 2026-12-07 evening (re-probing every 2 s while a viewer's estimate is
+// below what it wants; a switch down within the stream also asks for a
+// key picture after NACKs and in a viewer's first 3 s), VP9:
+//   start stall      no stall of 1 s or more in 7 runs (3.1 s in 2 of 3
+//                    runs with a busy loop beside, before the second rule)
+//   lift to 1280     9.9, 6.9, 7.0 s unloaded; 9.6 s and a miss (> 25 s:
+//                    the estimate swung 0.85-2.3 Mbit/s) with a busy loop
+//                    beside; 16.7 s once with an 8 s play window. Before
+//                    the change, same day: 5.7 s unloaded, 10.5 s loaded,
+//                    10.9 s in CI. The climb after the lift is str0m's
+//                    estimate recovering from the capped link's loss; this
+//                    bound stays the test's least reliable.
+//
 // AV1 (libaom L3T3_KEY, same machine, 2026-12-07 20:00; the play page adds
 // the dependency descriptor to its offer: Chromium offers it on sending lines
 // only, and without it its receiver decoded no frame of the scalable stream
@@ -249,6 +262,13 @@ async function svcTrial(t, codec) {
   assert.equal(freeTop.codec?.toLowerCase(), `video/${codec}`.toLowerCase(), `the uncapped player receives ${codec} (${freeTop.codec})`);
   const pubSentFrom = [Date.now(), (await publisherStats(publisher)).video.bytesSent];
 
+  // 3b. AV1: a player that offers as Chromium does, without the dependency
+  // descriptor (as other WHEP players do): the server gives it the base
+  // spatial layer, the one it can decode without the descriptor.
+  const plain = codec === 'AV1'
+    ? await openPage(local, `${server.base}/play?room=${room}&autostart=1&descriptor=0&token=${tok('plain', { subscribe: true })}`, 'plain')
+    : null;
+
   // 4. A player capped at 400 kbit/s from before it joins (the peer namespace).
   peer.capDownlink(CAP_KBIT);
   reportMetric('downlink_cap_kbit', CAP_KBIT, 'kbit/s');
@@ -350,6 +370,8 @@ async function svcTrial(t, codec) {
   for (const st of stalls(cappedData, cappedJoin, end, 300)) {
     console.log(`capped stall of ${st.ms} ms at ${st.at - cappedJoin} ms after join`);
   }
+  const plainVideo = plain && await playerVideo(plain);
+  if (plain) reportMetric('plain_player_video', JSON.stringify(plainVideo));
   reportMetric('test_duration_ms', Date.now() - started, 'ms');
 
   await t.test('the uncapped player is on the top layer at the end', () => {
@@ -368,6 +390,12 @@ async function svcTrial(t, codec) {
     assert.ok(backAt, `back at ${TOP} wide after the lift (not within ${LIFT_WAIT_MS} ms)`);
     assert.ok(backAt - liftAt <= LIFT_BOUND_MS, `back at ${TOP} within ${LIFT_BOUND_MS} ms of the lift (${backAt - liftAt} ms)`);
   });
+  if (plain) {
+    await t.test('a player without the dependency descriptor decodes the base layer', () => {
+      assert.ok(plainVideo?.framesDecoded > 100, `frames decoded (${JSON.stringify(plainVideo)})`);
+      assert.equal(plainVideo.frameWidth, 320, `the base layer's width (${JSON.stringify(plainVideo)})`);
+    });
+  }
 }
 
 // CODECS=VP9 or CODECS=AV1 runs one of them.

@@ -22,6 +22,7 @@ use str0m::media::{Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Descriptor};
 use str0m::Rtc;
 
+use crate::forward::codec::dependency_descriptor;
 use crate::forward::descriptor_rewriter::{DescriptorRewriter, ReadDescriptor};
 use crate::forward::payload_map;
 use crate::forward::red::RedLayout;
@@ -91,6 +92,8 @@ struct OutStream {
     rewriter: StreamRewriter,
     /// Frame numbers and active decode targets of AV1 dependency descriptors.
     descriptors: DescriptorRewriter,
+    /// The subscriber negotiated the dependency descriptor on the line.
+    takes_descriptor: bool,
     /// Payload types per (publisher, publisher's payload type).
     pts: Vec<(ParticipantId, Pt, Option<SubscriberPts>)>,
 }
@@ -196,6 +199,13 @@ impl OutStreams {
         }
     }
 
+    /// Whether the subscriber negotiated the AV1 dependency descriptor on
+    /// `mid` (false also for a line without a stream yet).
+    pub fn takes_descriptor(&mut self, rtc: &mut Rtc, mid: Mid, rid: Option<Rid>) -> bool {
+        self.stream(rtc, mid, rid, true)
+            .is_some_and(|s| s.takes_descriptor)
+    }
+
     /// A packet of the stream's flowing source dropped on purpose: the
     /// stream's numbering skips it.
     pub fn skip(&mut self, mid: Mid, rid: Option<Rid>, packet: &Forwarded) {
@@ -216,6 +226,11 @@ impl OutStreams {
         let index = match found {
             Some(i) => i,
             None => {
+                let takes_descriptor = rtc.media(mid).is_some_and(|m| {
+                    m.remote_extmap()
+                        .iter_video()
+                        .any(|(_, e)| e.as_uri() == dependency_descriptor::URI)
+                });
                 let mut api = rtc.direct_api();
                 let tx = api.stream_tx_by_mid(mid, rid)?;
                 tx.set_unpaced(true);
@@ -223,6 +238,7 @@ impl OutStreams {
                     tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
                 }
                 let stream = OutStream {
+                    takes_descriptor,
                     ssrc: tx.ssrc(),
                     rewriter: StreamRewriter::default(),
                     descriptors: DescriptorRewriter::default(),

@@ -463,6 +463,11 @@ impl Participant {
         self.out.write(&mut self.rtc, (mid, rid), delivery, packet)
     }
 
+    /// Whether this subscriber negotiated the AV1 dependency descriptor on `mid`.
+    pub fn takes_descriptor(&mut self, mid: Mid, rid: Option<Rid>) -> bool {
+        self.out.takes_descriptor(&mut self.rtc, mid, rid)
+    }
+
     /// A packet of the source flowing on `mid` was dropped on purpose.
     pub fn skip_packet(&mut self, mid: Mid, rid: Option<Rid>, packet: &Forwarded) {
         self.out.skip(mid, rid, packet);

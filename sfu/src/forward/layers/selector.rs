@@ -113,6 +113,9 @@ pub struct LayerSelector {
     pub max_width: Option<u32>,
     /// A player's explicit wish (the WHEP layer extension).
     pub wish: LayerWish,
+    /// The highest spatial layer the subscriber can decode of a scalable
+    /// stream (an AV1 viewer without the dependency descriptor: the base).
+    pub max_spatial: Option<u8>,
     /// The layer whose frames flow now (`None`: nothing flows yet).
     current: Option<LayerChoice>,
     /// The layer wanted (`None`: video paused for bandwidth).
@@ -156,6 +159,7 @@ impl Default for LayerSelector {
         LayerSelector {
             max_width: None,
             wish: LayerWish::default(),
+            max_spatial: None,
             current: None,
             target: None,
             paused: false,
@@ -183,7 +187,15 @@ fn position(layers: &[LayerView], choice: &LayerChoice) -> Option<usize> {
 impl LayerSelector {
     /// The layers this subscriber may be given (its width limit and wish).
     fn allowed(&self, layers: &[LayerView]) -> Vec<LayerView> {
-        self.wish.allowed(layers, self.max_width)
+        let mut allowed = self.wish.allowed(layers, self.max_width);
+        if let Some(max) = self.max_spatial {
+            let lowest = allowed.first().copied();
+            allowed.retain(|l| l.spatial <= max);
+            if allowed.is_empty() {
+                allowed.extend(lowest);
+            }
+        }
+        allowed
     }
 
     pub fn with_max_width(max_width: Option<u32>) -> Self {

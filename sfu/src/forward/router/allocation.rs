@@ -14,6 +14,14 @@ impl Router {
         }
     }
 
+    /// The highest spatial layer a down-track's subscriber can decode
+    /// (None: any).
+    pub fn set_max_spatial(&mut self, down: DownTrackKey, max: Option<u8>) {
+        if let Some(dt) = self.down_tracks.get_mut(&down) {
+            dt.selector.max_spatial = max;
+        }
+    }
+
     /// A player's explicit layer wish for a down-track (held until the
     /// next, also across a change of publisher).
     pub fn set_layer_wish(&mut self, down: DownTrackKey, wish: LayerWish) {

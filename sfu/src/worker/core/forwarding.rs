@@ -170,6 +170,13 @@ impl WorkerCore {
             let mut forwarded = forwarded_packet(track, rid, params, packet, parsed.vp8, video);
             forwarded.red = red;
             forwarded.descriptor = descriptor;
+            if forwarded
+                .descriptor
+                .as_ref()
+                .is_some_and(|dd| dd.structure.spatial_layers() > 1)
+            {
+                self.base_layer_without_descriptor(room_name, &deliveries);
+            }
             let written = self.deliver(&deliveries, &forwarded, absorbed);
             if written > 0 {
                 self.media_counters.forwarded[MediaCounters::index(video)].inc_by(written);
@@ -179,6 +186,24 @@ impl WorkerCore {
         self.deliveries = deliveries;
         if let Some(action) = action {
             self.execute(action);
+        }
+    }
+
+    /// Subscribers of a scalable AV1 stream that did not negotiate its
+    /// dependency descriptor get its base spatial layer only: without the
+    /// descriptor a receiver cannot tell where a layer's frame ends
+    /// (Chromium decoded no frame of the whole stream so).
+    fn base_layer_without_descriptor(&mut self, room_name: &Arc<str>, deliveries: &[Delivery]) {
+        for d in deliveries.iter().filter(|d| d.slot.is_none()) {
+            let base_only = match self.participants.get_mut(&d.down.subscriber) {
+                Some(sub) => !sub.takes_descriptor(d.down.mid, None),
+                None => continue,
+            };
+            if base_only && d.layers.is_some_and(|(spatial, _)| spatial > 0) {
+                if let Some(room) = self.rooms.get_mut(room_name) {
+                    room.router.set_max_spatial(d.down, Some(0));
+                }
+            }
         }
     }
 
