@@ -45,9 +45,10 @@ const KEY = 'e2e';
 const SECRET = 'e2e-capped-viewer-secret';
 const TOP = 1280;
 const CAP_KBIT = Number(process.env.CAP_KBIT || 600);
-// 20 s in the suite (settled within 2-4 s, then at least 10 s steady); the
-// figures above are from 30 s runs (PLAY_MS=30000).
-const PLAY_MS = Number(process.env.PLAY_MS || 20000);
+// 15 s in the suite (settled within 2-4 s, then at least 10 s steady; was
+// 20 s, cut for the AV1 SVC trial's time); the figures above are from 30 s
+// runs (PLAY_MS=30000).
+const PLAY_MS = Number(process.env.PLAY_MS || 15000);
 
 test('a tbf-capped viewer settles below the top layer with little loss', async (t) => {
   const started = Date.now();

@@ -299,7 +299,7 @@ async function svcTrial(t, codec) {
   try {
     await waitFor('the capped player back at 1280 after the lift', async () => (await width(capped)) === TOP, LIFT_WAIT_MS, 100);
     backAt = Date.now();
-    await sleep(3000); // the rate at the top layer
+    await sleep(2000); // the rate at the top layer
   } catch (e) { console.log(`after the lift: ${e.message}`); }
   const end = Date.now();
 
