@@ -56,12 +56,13 @@
 //                    first run after the first fix alone: 3.1 s]
 //   lift to 1280     8.7, 6.5, 4.8 s
 //
-// 2026-12-07 evening (re-probing every 2 s while a viewer's estimate is
+// 2026-12-07 evening (re-probing every 1-2 s while a viewer's estimate is
 // below what it wants; a switch down within the stream also asks for a
 // key picture after NACKs and in a viewer's first 3 s), VP9:
 //   start stall      no stall of 1 s or more in 7 runs (3.1 s in 2 of 3
 //                    runs with a busy loop beside, before the second rule)
-//   lift to 1280     9.9, 6.9, 7.0 s unloaded; 9.6 s and a miss (> 25 s:
+//   lift to 1280     re-probing every 1 s: 6.9, 5.3, 7.6 s; every 2 s:
+//                    9.9, 6.9, 7.0 s unloaded; 9.6 s and a miss (> 25 s:
 //                    the estimate swung 0.85-2.3 Mbit/s) with a busy loop
 //                    beside; 16.7 s once with an 8 s play window. Before
 //                    the change, same day: 5.7 s unloaded, 10.5 s loaded,
