@@ -125,14 +125,7 @@ pub async fn select_layer<B: MediaBackend>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    validate_room(&room)?;
-    let grant = authorize(&state, &headers, &room, SessionKind::Whep)?;
-    let selection: LayerSelection = json_body(&body, "the layer selection (a JSON object)")?;
-    state
-        .backend
-        .select_layer(&room, &id, &grant.identity, selection)
-        .await?;
-    Ok(StatusCode::OK.into_response())
+    apply_layer_selection(&state, &room, &id, &headers, Some(&body)).await
 }
 
 /// `DELETE /whep/{room}/{id}/layer`: back to the server's own choice.
@@ -141,11 +134,27 @@ pub async fn automatic_layer<B: MediaBackend>(
     Path((room, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    validate_room(&room)?;
-    let grant = authorize(&state, &headers, &room, SessionKind::Whep)?;
+    apply_layer_selection(&state, &room, &id, &headers, None).await
+}
+
+/// A viewer's layer selection from `body` (None: the server's choice), for
+/// the holder of a token for the room (checked before the body is read).
+async fn apply_layer_selection<B: MediaBackend>(
+    state: &AppState<B>,
+    room: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: Option<&Bytes>,
+) -> Result<Response, ApiError> {
+    validate_room(room)?;
+    let grant = authorize(state, headers, room, SessionKind::Whep)?;
+    let selection: LayerSelection = match body {
+        Some(body) => json_body(body, "the layer selection (a JSON object)")?,
+        None => LayerSelection::default(),
+    };
     state
         .backend
-        .select_layer(&room, &id, &grant.identity, LayerSelection::default())
+        .select_layer(room, id, &grant.identity, selection)
         .await?;
     Ok(StatusCode::OK.into_response())
 }
