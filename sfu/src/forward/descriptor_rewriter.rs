@@ -50,10 +50,9 @@ impl ReadDescriptor {
         let Some(dtis) = self.descriptor.dtis(&self.structure) else {
             return false;
         };
-        let layers = self.structure.decode_target_layers();
-        dtis.iter()
-            .zip(layers)
-            .any(|(dti, (s, t))| *dti == Dti::Switch && s == self.spatial && t == self.temporal)
+        dtis.iter().enumerate().any(|(dt, dti)| {
+            *dti == Dti::Switch && self.structure.layers_of(dt) == (self.spatial, self.temporal)
+        })
     }
 
     /// The spatial layers' sizes, when this packet attaches a structure

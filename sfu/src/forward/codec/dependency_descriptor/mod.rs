@@ -171,7 +171,9 @@ impl Structure {
             .fold(0u32, |mask, dt| mask | 1u32 << dt)
     }
 
-    fn layers_of(&self, dt: usize) -> (u8, u8) {
+    /// (spatial, temporal) decode target `dt` stands for (see
+    /// [`Structure::decode_target_layers`]), without collecting them all.
+    pub fn layers_of(&self, dt: usize) -> (u8, u8) {
         self.templates
             .iter()
             .filter(|t| t.dtis.get(dt).is_some_and(|&d| d != Dti::NotPresent))
