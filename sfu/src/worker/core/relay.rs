@@ -47,7 +47,10 @@ impl WorkerCore {
         req: OpenRelay,
     ) -> Result<String, BackendError> {
         let creds = IceCreds::new();
-        let mut rtc = rtc_config(creds.clone(), SessionKind::Whip, Downlink::Estimated)
+        // It carries scalable AV1 as it came: with its dependency descriptors
+        // (without, viewers on this worker decoded none of it).
+        let config = rtc_config(creds.clone(), SessionKind::Whip, Downlink::Estimated);
+        let mut rtc = crate::room::dd_extension::enable(config)
             .set_ice_lite(false)
             .build(now);
         let candidate = Candidate::host(req.local, "udp")
