@@ -194,12 +194,15 @@ impl WorkerCore {
     /// descriptor a receiver cannot tell where a layer's frame ends
     /// (Chromium decoded no frame of the whole stream so).
     fn base_layer_without_descriptor(&mut self, room_name: &Arc<str>, deliveries: &[Delivery]) {
-        for d in deliveries.iter().filter(|d| d.slot.is_none()) {
+        // Only a viewer above the base layer is looked up: once capped, its
+        // packets cost nothing here.
+        let above_base = |d: &&Delivery| d.slot.is_none() && d.layers.is_some_and(|(s, _)| s > 0);
+        for d in deliveries.iter().filter(above_base) {
             let base_only = match self.participants.get_mut(&d.down.subscriber) {
                 Some(sub) => !sub.takes_descriptor(d.down.mid, None),
                 None => continue,
             };
-            if base_only && d.layers.is_some_and(|(spatial, _)| spatial > 0) {
+            if base_only {
                 if let Some(room) = self.rooms.get_mut(room_name) {
                     room.router.set_max_spatial(d.down, Some(0));
                 }
