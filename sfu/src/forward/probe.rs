@@ -15,9 +15,13 @@ pub struct ProbeRequest {
     /// The padding floor: the estimator pads up to this rate (never above
     /// its own estimate) when media alone sends less.
     pub floor_bps: u64,
+    /// The rate it would receive with the top layers it may have, once an
+    /// upgrade's padding proved the next ones (else `target_bps`): the rate
+    /// probed for.
+    pub top_bps: Option<u64>,
     /// How many times the probe for `target_bps` has been asked for again
     /// (see [`REPROBE_EVERY`]); the rate handed to the estimator is the
-    /// target plus this many bits per second.
+    /// top (else the target) plus this many bits per second.
     pub round: u32,
 }
 
@@ -31,14 +35,18 @@ pub struct ProbeRequest {
 /// which the controller takes as a new allocation to probe for. (The
 /// Chromium SVC trial's lift back to the top layer: 6.9, 9.9, 7.0 s with
 /// rounds every 2 s, 6.9, 5.3, 7.6 s every 1 s, same loss under the cap;
-/// str0m does not probe while its estimate is loss-limited.)
+/// str0m does not probe while its estimate is loss-limited, nor for a
+/// wanted rate below its estimate: see `top_bps`, which brought it to
+/// 2.6-3.2 s.)
 pub const REPROBE_EVERY: Duration = Duration::from_secs(1);
 
 impl ProbeRequest {
     /// The rate handed to the bandwidth estimator as the one wanted (the
-    /// target, raised by the round so each round probes again).
+    /// top, else the target, raised by the round so each round probes
+    /// again; str0m probes at most twice its estimate whatever is wanted).
     pub fn desired_bps(&self) -> u64 {
-        self.target_bps
+        self.top_bps
+            .max(self.target_bps)
             .map_or(0, |t| t.saturating_add(u64::from(self.round)))
     }
 }
@@ -94,6 +102,7 @@ impl ProbeRequest {
         Self {
             target_bps,
             floor_bps,
+            top_bps: target_bps,
             round: 0,
         }
     }

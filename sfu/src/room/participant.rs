@@ -395,6 +395,7 @@ impl Participant {
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                tracing::trace!(bps = estimate.as_u64(), "egress estimate");
                 events.push((id, ParticipantEvent::BandwidthEstimate(estimate.as_u64())));
             }
             Event::Closed => {
@@ -522,7 +523,7 @@ impl Participant {
             return;
         }
         self.probe_target = request;
-        tracing::trace!(target_bps = ?request.target_bps, floor_bps = request.floor_bps, "probe target");
+        tracing::trace!(target_bps = ?request.target_bps, top_bps = ?request.top_bps, floor_bps = request.floor_bps, "probe target");
         let desired = Bitrate::bps(request.desired_bps());
         self.rtc
             .bwe()

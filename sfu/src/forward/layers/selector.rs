@@ -493,6 +493,20 @@ impl LayerSelector {
     /// The bitrate worth probing for: the next layer up (None at the top,
     /// and for [`PROBE_SETTLE`] after a downgrade).
     pub fn probe_target_bps(&self, now: Instant, layers: &[LayerView]) -> Option<u64> {
+        self.probe_rates(now, layers).map(|(next, _)| next)
+    }
+
+    /// The estimates wanted for the next layer up and for the top layer
+    /// this subscriber may have (None: nothing to probe for, see
+    /// [`Self::probe_target_bps`]).
+    ///
+    /// Probing for the top at once overshoots on a shaped link (seen in the
+    /// Chromium scenario: an upgrade to the top layer under a 400 kbit/s
+    /// cap): the next layer's rate is what is padded for during an upgrade's
+    /// hold. The top's is worth probing for once that padding went through
+    /// (the router's choice): the hold then ends on the highest layer the
+    /// estimate allows instead of one step, each step costing another hold.
+    pub fn probe_rates(&self, now: Instant, layers: &[LayerView]) -> Option<(u64, u64)> {
         if !self.downgraded_before(now, PROBE_SETTLE) {
             return None;
         }
@@ -502,13 +516,9 @@ impl LayerSelector {
             Some(t) => position(layers, t)? + 1,
             None => 0,
         };
-        // The next layer only: probing for the top at once overshoots on a
-        // shaped link (seen in the Chromium scenario: an upgrade to the top
-        // layer under a 400 kbit/s cap).
-        (next <= allowed_top)
-            .then(|| layers.get(next))
-            .flatten()
-            .map(|l| estimate_for((l.bitrate_bps as f64 * UPGRADE_MARGIN) as u64))
+        let need = |l: &LayerView| estimate_for((l.bitrate_bps as f64 * UPGRADE_MARGIN) as u64);
+        let next = layers.get(next).filter(|_| next <= allowed_top).map(need)?;
+        Some((next, layers.get(allowed_top).map_or(next, need).max(next)))
     }
 
     /// Decide about one packet of stream `id`, spatial layer `spatial` in

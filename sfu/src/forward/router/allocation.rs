@@ -71,9 +71,10 @@ impl Router {
                 *video_tracks.entry(down.subscriber).or_default() += 1;
             }
         }
-        // Per subscriber: (what it would receive with the probes, any probe
-        // wanted, any upgrade in its sustained-padding window).
-        let mut wanted: HashMap<ParticipantId, (u64, bool, bool)> = HashMap::new();
+        // Per subscriber: what it would receive with the next layers, any
+        // probe wanted, any upgrade in its sustained-padding window, and
+        // what it would receive with the top layers.
+        let mut wanted: HashMap<ParticipantId, Wanted> = HashMap::new();
         for (key, t) in self
             .tracks
             .iter_mut()
@@ -131,15 +132,19 @@ impl Router {
                 }
                 self.switches.0 += dt.selector.switches_up - before.0;
                 self.switches.1 += dt.selector.switches_down - before.1;
-                let probe = dt.selector.probe_target_bps(now, &ranked);
+                let probe = dt.selector.probe_rates(now, &ranked);
+                let pending = dt.selector.upgrade_pending_for(now);
                 let w = wanted.entry(down.subscriber).or_default();
-                w.0 += probe.unwrap_or(sending);
-                w.1 |= probe.is_some();
-                w.2 |= probe.is_some()
-                    && dt
-                        .selector
-                        .upgrade_pending_for(now)
-                        .is_some_and(|d| d < SUSTAIN_WINDOW);
+                w.next_bps += probe.map_or(sending, |(next, _)| next);
+                w.any |= probe.is_some();
+                w.sustain |= probe.is_some() && pending.is_some_and(|d| d < SUSTAIN_WINDOW);
+                // The top is probed for while an upgrade waits out its hold
+                // (see `LayerSelector::probe_rates`).
+                w.top_bps += match probe {
+                    Some((_, top)) if pending.is_some() => top,
+                    Some((next, _)) => next,
+                    None => sending,
+                };
             }
             clean_starts.dedup();
             for rid in clean_starts {
@@ -148,27 +153,20 @@ impl Router {
                     .extend(t.request_keyframe(*key, rid, cause, now));
             }
         }
-        probes.extend(
-            wanted
-                .into_iter()
-                .map(|(subscriber, (total, any, sustain))| {
-                    let estimate = self.estimates.get_mut(&subscriber);
-                    let frozen = estimate.as_ref().is_some_and(|e| {
-                        now.saturating_duration_since(e.since) >= FROZEN_ESTIMATE_AFTER
-                    });
-                    let target = any.then_some(total);
-                    let mut request = ProbeRequest::new(
-                        target,
-                        sustain,
-                        estimate.as_ref().map(|e| e.bps),
-                        frozen,
-                    );
-                    if let Some(e) = estimate {
-                        request.round = reprobe_round(e, target, now);
-                    }
-                    (subscriber, request)
-                }),
-        );
+        probes.extend(wanted.into_iter().map(|(subscriber, w)| {
+            let estimate = self.estimates.get_mut(&subscriber);
+            let frozen = estimate
+                .as_ref()
+                .is_some_and(|e| now.saturating_duration_since(e.since) >= FROZEN_ESTIMATE_AFTER);
+            let target = w.any.then_some(w.next_bps);
+            let mut request =
+                ProbeRequest::new(target, w.sustain, estimate.as_ref().map(|e| e.bps), frozen);
+            request.top_bps = w.any.then_some(w.top_bps);
+            if let Some(e) = estimate {
+                request.round = reprobe_round(e, request.top_bps, now);
+            }
+            (subscriber, request)
+        }));
         self.video_shares = video_tracks;
     }
 
@@ -304,6 +302,16 @@ pub(super) fn share_of(
 /// without falling (a falling estimate is a link that is full: probing it
 /// again only adds to its queue); the first probe for a target is the
 /// estimator's own (round unchanged).
+/// What one subscriber's video down-tracks add up to want (see
+/// [`Router::poll_layers`]).
+#[derive(Default)]
+struct Wanted {
+    next_bps: u64,
+    top_bps: u64,
+    any: bool,
+    sustain: bool,
+}
+
 fn reprobe_round(e: &mut Estimate, target: Option<u64>, now: Instant) -> u32 {
     match target {
         Some(target) if e.bps < target => {

@@ -568,3 +568,40 @@ fn an_estimate_below_the_wanted_rate_is_probed_again_unless_it_falls() {
     let now = run_simulcast(&mut r, &[a], &[(2, 660_000)], now, 3);
     assert!(round_at(&mut r, now) > second);
 }
+
+#[test]
+fn the_top_layer_is_probed_for_while_an_upgrade_waits_out_its_hold() {
+    let t0 = Instant::now();
+    let (mut r, a) = one_viewer_of_a_simulcast_track(t0);
+    // 300 k: the lowest layer; the next one does not fit, so only it is
+    // probed for (a probe for the top overshoots a shaped link).
+    let now = run_simulcast(&mut r, &[a], &[(2, 300_000)], t0, 20);
+    assert_eq!(r.layer_rank(down(2, "5"), now), Some((0, 3)));
+    let mut probes = vec![];
+    r.poll_layers(now, &mut probes);
+    let low = probes[0].1;
+    let next = low.target_bps.expect("wants more");
+    assert_eq!(low.top_bps, Some(next), "{low:?}");
+    assert_eq!(low.desired_bps(), next + u64::from(low.round));
+    // 900 k: the middle layer fits and its hold starts; now the top is
+    // probed for, so the estimate can show the top fits before the hold
+    // ends (one hold instead of one per step).
+    let now = now + Duration::from_millis(100);
+    r.set_estimate(2, 900_000, now);
+    probes.clear();
+    r.poll_layers(now, &mut probes);
+    let pending = probes[0].1;
+    assert_eq!(r.layer_rank(down(2, "5"), now), Some((0, 3)), "held");
+    let top = pending.top_bps.expect("wants more");
+    assert!(top > 2_500_000, "the top layer's rate: {pending:?}");
+    assert!(
+        pending.target_bps.is_some_and(|t| t < 900_000),
+        "{pending:?}"
+    );
+    assert_eq!(
+        pending.floor_bps,
+        pending.target_bps.unwrap_or(0),
+        "padding for the next layer only"
+    );
+    assert_eq!(pending.desired_bps(), top + u64::from(pending.round));
+}
