@@ -183,7 +183,7 @@ PY
   head -1 "$out/cluster.txt"
 }
 
-all=(relay broadcast-100 broadcast-100-svc broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 conference-25-grid conference-50 audio-500 audio-1000 audio-2000 audio-2000-1speaker relay-audio-2000 cluster meeting-nodes)
+all=(relay broadcast-100 broadcast-100-svc broadcast-100-svc-av1 broadcast-250 broadcast-250-1layer broadcast-400 broadcast-500-1layer conference-10 conference-25 conference-25-grid conference-50 audio-500 audio-1000 audio-2000 audio-2000-1speaker relay-audio-2000 cluster meeting-nodes)
 names=("${@:-${all[@]}}")
 for n in "${names[@]}"; do
   case $n in
@@ -191,6 +191,8 @@ for n in "${names[@]}"; do
     broadcast-100) run "$n" broadcast --viewers 100 --layers 3 --ramp 5 --duration 20 --room b100 ;;
     # Scalable VP9 (L3T3_KEY) at broadcast-100's total rate (150+500+2500 kbit/s).
     broadcast-100-svc) run "$n" broadcast --viewers 100 --svc L3T3 --svc-kbps 300,800,2050 --ramp 5 --duration 20 --room b100svc ;;
+    # The same as AV1 with the dependency descriptor (libaom's L3T3_KEY shape).
+    broadcast-100-svc-av1) run "$n" broadcast --viewers 100 --svc L3T3 --svc-codec av1 --svc-kbps 300,800,2050 --ramp 5 --duration 20 --room b100av1 ;;
     broadcast-250) run "$n" broadcast --viewers 250 --layers 3 --ramp 10 --duration 20 --room b250 ;;
     broadcast-250-1layer) run "$n" broadcast --viewers 250 --layers 1 --ramp 10 --duration 20 --room b250s ;;
     broadcast-400) run "$n" broadcast --viewers 400 --layers 3 --ramp 5 --duration 20 --room b400 ;;

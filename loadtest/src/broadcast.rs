@@ -1,6 +1,6 @@
 //! Scenario `broadcast`: one WHIP publisher (audio + video in 1-3
-//! simulcast layers, or one scalable VP9 stream with `--svc`) and N WHEP
-//! viewers of its room.
+//! simulcast layers, or one scalable VP9 or AV1 stream with `--svc`) and N
+//! WHEP viewers of its room.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -14,7 +14,7 @@ use crate::report::Report;
 use crate::run::{Common, Run};
 use crate::session::{run_session, SessionPlan, SessionResult};
 use crate::signal::Target;
-use crate::source::{default_layers, svc_layers, MediaSource};
+use crate::source::{default_layers, svc_layers, MediaSource, SvcCodec};
 use crate::stamp::VideoCodec;
 use crate::vp9::SvcMode;
 
@@ -31,17 +31,43 @@ pub struct BroadcastArgs {
     /// Viewers ask for at most this width (`?maxWidth=` on WHEP).
     #[arg(long)]
     pub max_width: Option<u32>,
-    /// Send scalable video instead of simulcast: one VP9 stream (one SSRC,
-    /// no rids) in scalability mode MODE = LxTy, x spatial and y temporal
-    /// layers (1-3 each; e.g. L3T3: 320x180, 640x360 and 1280x720 at
-    /// 150 / 400 / 1050 kbit/s, temporal layers 0,2,1,2, 20 pictures/s, as
-    /// Chromium's L3T3_KEY). Implies VP9; --layers and --codec are ignored.
+    /// Send scalable video instead of simulcast: one VP9 or AV1 stream (one
+    /// SSRC, no rids; see --svc-codec) in scalability mode MODE = LxTy, x
+    /// spatial and y temporal layers (1-3 each; e.g. L3T3: 320x180,
+    /// 640x360 and 1280x720 at 150 / 400 / 1050 kbit/s, temporal layers
+    /// 0,2,1,2, 20 pictures/s, as Chromium's L3T3_KEY); --layers and
+    /// --codec are ignored.
     #[arg(long, value_name = "MODE")]
     pub svc: Option<SvcMode>,
     /// With --svc: each spatial layer's own kbit/s, lowest first
     /// (comma-separated; e.g. 235,625,1640 for 2.5 Mbit/s in all).
     #[arg(long, value_delimiter = ',', requires = "svc")]
     pub svc_kbps: Vec<u32>,
+    /// With --svc: VP9 (layers in its payload descriptor) or AV1 (layers
+    /// in the dependency descriptor header extension, as libaom's
+    /// L3T3_KEY in Chromium).
+    #[arg(long, value_enum, default_value_t = SvcCodec::Vp9, requires = "svc")]
+    pub svc_codec: SvcCodec,
+}
+
+/// A scalable camera: mode, codec and each spatial layer's kbit/s (lowest
+/// first; empty: the defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Svc {
+    pub mode: SvcMode,
+    pub codec: SvcCodec,
+    pub kbps: Vec<u32>,
+}
+
+impl Svc {
+    /// The camera of `--svc`, `--svc-codec` and `--svc-kbps`.
+    pub fn of(mode: Option<SvcMode>, codec: SvcCodec, kbps: &[u32]) -> Option<Svc> {
+        mode.map(|mode| Svc {
+            mode,
+            codec,
+            kbps: kbps.to_vec(),
+        })
+    }
 }
 
 /// What a publisher's camera sends.
@@ -50,9 +76,8 @@ pub struct Camera {
     pub codec: VideoCodec,
     /// Simulcast layers (1-3).
     pub layers: u8,
-    /// Scalable VP9 instead, with these spatial layer rates (kbit/s,
-    /// lowest first; empty: the defaults).
-    pub svc: Option<(SvcMode, Vec<u32>)>,
+    /// Scalable video instead.
+    pub svc: Option<Svc>,
 }
 
 impl Camera {
@@ -67,15 +92,16 @@ impl Camera {
     /// The broadcast's camera.
     pub fn of(args: &BroadcastArgs) -> Camera {
         Camera {
-            svc: args.svc.map(|m| (m, args.svc_kbps.clone())),
+            svc: Svc::of(args.svc, args.svc_codec, &args.svc_kbps),
             ..Camera::simulcast(args.codec, args.layers)
         }
     }
 
     pub fn source(&self, origin: Instant, now: Instant) -> MediaSource {
         match &self.svc {
-            Some((mode, kbps)) => {
-                MediaSource::scalable(*mode, svc_layers(*mode, kbps), true, origin, now)
+            Some(svc) => {
+                let layers = svc_layers(svc.mode, &svc.kbps);
+                MediaSource::scalable(svc.codec, svc.mode, layers, true, origin, now)
             }
             None => MediaSource::new(
                 self.codec,
@@ -191,7 +217,7 @@ pub async fn broadcast(common: &Common, args: &BroadcastArgs) -> Result<Report, 
     match args.svc {
         Some(mode) => {
             settings.insert("svc".into(), mode.to_string());
-            settings.insert("codec".into(), "vp9".into());
+            settings.insert("codec".into(), args.svc_codec.name().into());
             let kbps: Vec<String> = svc_layers(mode, &args.svc_kbps)
                 .iter()
                 .map(|l| l.kbps.to_string())

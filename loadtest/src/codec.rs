@@ -14,10 +14,16 @@
 //!   marker ends the picture); P clear makes a key picture, whose base
 //!   layer opens with a keyframe header, and the stamp follows the frame
 //!   header (`stamp`).
+//! - AV1 (the AV1 RTP payload specification): the aggregation header and
+//!   the OBUs that begin in the packet say whether it can start a frame (Z
+//!   clear) and a key picture (N, or a sequence header then a KEY_FRAME
+//!   frame header); the stamp follows the frame OBU's header (`av1`). The
+//!   frame's layers and its first and last packet are in the dependency
+//!   descriptor header extension, which `packets` reads (`dd`).
 //! - Opus: every packet is a frame; the stamp follows the TOC byte.
 
 use crate::stamp::{audio_stamp, find_stamp, video_stamp, Stamp, VideoCodec};
-use crate::vp9;
+use crate::{av1, vp9};
 
 /// The payload formats the generator sends and measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +32,7 @@ pub enum PayloadFormat {
     Vp8,
     H264,
     Vp9,
+    Av1,
 }
 
 impl From<VideoCodec> for PayloadFormat {
@@ -34,6 +41,7 @@ impl From<VideoCodec> for PayloadFormat {
             VideoCodec::Vp8 => PayloadFormat::Vp8,
             VideoCodec::H264 => PayloadFormat::H264,
             VideoCodec::Vp9 => PayloadFormat::Vp9,
+            VideoCodec::Av1 => PayloadFormat::Av1,
         }
     }
 }
@@ -44,13 +52,14 @@ pub struct PacketView {
     /// The first packet of a frame (every audio packet).
     pub frame_start: bool,
     /// Part of a keyframe's start (VP8: its first packet; H.264: SPS or
-    /// IDR; VP9: the first packet of a key picture's layer frame).
+    /// IDR; VP9: the first packet of a key picture's layer frame; AV1, from
+    /// the payload alone: the first packet of a key picture).
     pub keyframe: bool,
     pub stamp: Option<Stamp>,
-    /// VP9: the last packet of its layer frame (E). Other formats' frames
-    /// end at the RTP marker.
+    /// VP9: the last packet of its layer frame (E); AV1: the descriptor's
+    /// end of frame. Other formats' frames end at the RTP marker.
     pub frame_end: bool,
-    /// VP9: the packet's spatial and temporal layer.
+    /// VP9 and AV1: the packet's spatial and temporal layer.
     pub layer: Option<(u8, u8)>,
 }
 
@@ -66,6 +75,20 @@ pub fn inspect(format: PayloadFormat, payload: &[u8]) -> PacketView {
         PayloadFormat::Vp8 => vp8(payload),
         PayloadFormat::H264 => h264(payload),
         PayloadFormat::Vp9 => vp9(payload),
+        PayloadFormat::Av1 => av1(payload),
+    }
+}
+
+/// An AV1 payload alone: no layers, no frame end (see the module doc).
+fn av1(p: &[u8]) -> PacketView {
+    let Some(v) = av1::read_payload(p) else {
+        return PacketView::default();
+    };
+    PacketView {
+        frame_start: v.starts_frame,
+        keyframe: v.keyframe,
+        stamp: v.stamp,
+        ..PacketView::default()
     }
 }
 

@@ -7,7 +7,8 @@
 //!
 //! Layout: `stamp` and `source` make the media, `packetize` cuts it into
 //! RTP payloads (`vp9`: VP9's payload descriptor, written and read, and
-//! the scalability modes); `codec` reads payloads, `packets` accounts
+//! the scalability modes; `av1`: AV1's OBUs and payloads, `dd`: its
+//! dependency descriptor); `codec` reads payloads, `packets` accounts
 //! packets and frames, `receive` measures (all sans-IO); `peer` is the
 //! str0m shell in RTP mode, `publish` its sending side; `signal` and
 //! `session` the WHIP/WHEP signaling, `livekit_signal` and `room` a room
@@ -15,11 +16,13 @@
 //! takes; `run` and the scenario modules drive a whole test; `report` and
 //! `process` turn it into figures.
 
+pub mod av1;
 pub mod broadcast;
 pub mod capacity;
 pub mod churn;
 pub mod cluster;
 pub mod codec;
+pub mod dd;
 pub mod livekit_signal;
 pub mod meeting;
 pub mod packetize;

@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::broadcast::Camera;
+use crate::broadcast::{Camera, Svc};
 use crate::peer::Ending;
 use crate::report::Report;
 use crate::room::{run_room_session, RoomPlan};
 use crate::run::{Common, Run};
 use crate::session::SessionResult;
 use crate::signal::Target;
-use crate::source::MediaSource;
+use crate::source::{MediaSource, SvcCodec};
 use crate::stamp::VideoCodec;
 use crate::subscribe::SubscribePolicy;
 use crate::vp9::SvcMode;
@@ -38,7 +38,9 @@ pub struct ConferenceArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub layers: u8,
     /// Each camera sends scalable VP9 instead of simulcast, in
-    /// scalability mode MODE = LxTy (as `broadcast --svc`).
+    /// scalability mode MODE = LxTy (as `broadcast --svc`; not AV1: the
+    /// server negotiates its dependency descriptor with WHIP and WHEP
+    /// sessions only).
     #[arg(long, value_name = "MODE")]
     pub svc: Option<SvcMode>,
     /// With --svc: each spatial layer's own kbit/s, lowest first.
@@ -143,7 +145,7 @@ pub async fn conference(common: &Common, args: &ConferenceArgs) -> Result<Report
         &common.room,
         args.participants,
         &Camera {
-            svc: args.svc.map(|m| (m, args.svc_kbps.clone())),
+            svc: Svc::of(args.svc, SvcCodec::Vp9, &args.svc_kbps),
             ..Camera::simulcast(VideoCodec::Vp8, args.layers)
         },
         args.talking,

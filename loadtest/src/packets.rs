@@ -8,9 +8,12 @@
 //! gives the one-way delay to its completion and the frame losses, as a
 //! frame-mode receiver measured them. In a VP9 stream each spatial layer's
 //! frame is a frame of its own: the packets of its layer and RTP time from
-//! its first (B) to its last (E).
+//! its first (B) to its last (E); in an AV1 stream likewise, with layers,
+//! first and last packet from the dependency descriptor (read with the
+//! latest structure of the stream: `dd`).
 
-use crate::codec::{inspect, PayloadFormat};
+use crate::codec::{inspect, PacketView, PayloadFormat};
+use crate::dd::DdReader;
 use crate::stamp::Stamp;
 
 /// Sequence numbers remembered behind the highest one: a packet this late
@@ -78,14 +81,14 @@ impl SeqCounter {
 #[derive(Debug, Clone)]
 struct Pending {
     rtp_time: u32,
-    /// VP9: spatial layer (0 otherwise).
+    /// VP9, AV1: spatial layer (0 otherwise).
     spatial: u8,
-    /// VP9: temporal layer.
+    /// VP9, AV1: temporal layer.
     temporal: Option<u8>,
     /// A packet of it carried the RTP marker.
     marker: bool,
     /// Extended sequence numbers of its first and its last packet (the
-    /// marker's; VP9: E's).
+    /// marker's; VP9: E's; AV1: the descriptor's end of frame).
     first: Option<u64>,
     last: Option<u64>,
     /// Extended sequence number and payload bytes of each packet.
@@ -140,10 +143,10 @@ pub struct CompleteFrame {
     /// Payload bytes of its packets.
     pub bytes: usize,
     pub stamp: Option<Stamp>,
-    /// VP9: the frame's temporal layer.
+    /// VP9, AV1: the frame's temporal layer.
     pub temporal: Option<u8>,
-    /// Its last packet carried the RTP marker: for a VP9 layer frame, the
-    /// top layer of the picture as the receiver gets it.
+    /// Its last packet carried the RTP marker: for a VP9 or AV1 layer
+    /// frame, the top layer of the picture as the receiver gets it.
     pub marker: bool,
 }
 
@@ -166,19 +169,22 @@ pub struct PacketIn<'a> {
     pub rtp_time: u32,
     pub marker: bool,
     pub payload: &'a [u8],
+    /// The AV1 dependency descriptor's bytes, when the packet has one.
+    pub dd: Option<&'a [u8]>,
 }
 
 impl FrameAssembler {
-    /// Add a packet (`seq` extended) that arrived at `now_us`; the frame
-    /// it completes, if any.
+    /// Add a packet (`seq` extended) that arrived at `now_us`, as `view`
+    /// reads it (`layered`: a VP9 or AV1 stream, whose layer frames end at
+    /// `view.frame_end`); the frame it completes, if any.
     pub fn on_packet(
         &mut self,
         seq: u64,
         p: &PacketIn,
-        format: PayloadFormat,
+        view: PacketView,
+        layered: bool,
         now_us: u64,
     ) -> Option<CompleteFrame> {
-        let view = inspect(format, p.payload);
         self.pending
             .retain(|f| now_us.saturating_sub(f.since_us) < PENDING_US);
         let spatial = view.layer.map_or(0, |(s, _)| s);
@@ -210,10 +216,10 @@ impl FrameAssembler {
             f.first = Some(seq);
         }
         f.temporal = f.temporal.or(view.layer.map(|(_, t)| t));
-        // A VP9 layer frame ends at E (the marker ends the picture).
-        let ends = match format {
-            PayloadFormat::Vp9 => view.frame_end,
-            _ => p.marker,
+        // A layer frame ends at E (the marker ends the picture).
+        let ends = match layered {
+            true => view.frame_end,
+            false => p.marker,
         };
         if ends {
             f.last = Some(seq);
@@ -231,6 +237,8 @@ pub struct InStream {
     pub format: PayloadFormat,
     pub seq: SeqCounter,
     frames: FrameAssembler,
+    /// AV1: the stream's dependency descriptors.
+    pub dd: DdReader,
 }
 
 impl InStream {
@@ -239,6 +247,28 @@ impl InStream {
             format,
             seq: SeqCounter::default(),
             frames: FrameAssembler::default(),
+            dd: DdReader::default(),
+        }
+    }
+
+    /// What a video packet says about its frame: its payload, and for AV1
+    /// its dependency descriptor (without a readable one the packet belongs
+    /// to no frame).
+    fn view(&mut self, p: &PacketIn) -> PacketView {
+        let view = inspect(self.format, p.payload);
+        if self.format != PayloadFormat::Av1 {
+            return view;
+        }
+        let Some(d) = p.dd.and_then(|b| self.dd.read(b)) else {
+            return PacketView::default();
+        };
+        PacketView {
+            frame_start: d.start,
+            // A key picture's frame; its base layer's payload says KEY_FRAME.
+            keyframe: d.start && d.key_picture && (d.spatial > 0 || view.keyframe),
+            stamp: view.stamp.filter(|_| d.start),
+            frame_end: d.end,
+            layer: Some((d.spatial, d.temporal)),
         }
     }
 
@@ -261,7 +291,11 @@ impl InStream {
                     marker: p.marker,
                 })
             }
-            _ => self.frames.on_packet(seq, p, self.format, now_us),
+            format => {
+                let view = self.view(p);
+                let layered = matches!(format, PayloadFormat::Vp9 | PayloadFormat::Av1);
+                self.frames.on_packet(seq, p, view, layered, now_us)
+            }
         }
     }
 }
@@ -362,6 +396,7 @@ mod tests {
                     rtp_time: ts,
                     marker: *marker,
                     payload,
+                    dd: None,
                 };
                 s.on_packet(&p, 10_000)
             })
@@ -481,6 +516,7 @@ mod tests {
                 rtp_time: 3_000,
                 marker: i == 2,
                 payload: p,
+                dd: None,
             };
             done.extend(s.on_packet(&packet, 0));
         }
@@ -504,6 +540,7 @@ mod tests {
                 rtp_time: 6_000,
                 marker: i == 5,
                 payload: p,
+                dd: None,
             };
             done.extend(s.on_packet(&packet, 0));
         }
@@ -521,6 +558,7 @@ mod tests {
             rtp_time: 960,
             marker: false,
             payload: &audio,
+            dd: None,
         };
         let done = s.on_packet(&p, 0).expect("a frame");
         assert_eq!((done.stamp, done.bytes), (Some(S), 120));

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sfu::room::dd_extension::{self, DescriptorBytes};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec, CodecConfig};
 use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
@@ -150,7 +151,9 @@ pub async fn offer_with(
     let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).await?;
     let local = socket.local_addr()?;
     let started = Instant::now();
-    let mut config = RtcConfig::new().set_rtp_mode(true);
+    // Every peer can send and receive the AV1 dependency descriptor (the
+    // server's own str0m glue: its bytes as a user extension value).
+    let mut config = dd_extension::enable(RtcConfig::new().set_rtp_mode(true));
     if let Media::Publish(src) = media {
         if src.has_video() {
             prefer(&mut config, crate::publish::codec_of(src.codec()));
@@ -505,6 +508,7 @@ impl Peer {
                 Codec::Vp8 => (Kind::Video, PayloadFormat::Vp8),
                 Codec::H264 => (Kind::Video, PayloadFormat::H264),
                 Codec::Vp9 => (Kind::Video, PayloadFormat::Vp9),
+                Codec::Av1 => (Kind::Video, PayloadFormat::Av1),
                 _ => return None,
             };
             Some(StreamMeta {
@@ -518,6 +522,12 @@ impl Peer {
             rtp_time: p.header.timestamp,
             marker: p.header.marker,
             payload: &p.payload,
+            dd: p
+                .header
+                .ext_vals
+                .user_values
+                .get::<DescriptorBytes>()
+                .map(|DescriptorBytes(b)| &b[..]),
         };
         let Some((frame, stamp)) = stats.on_packet(*ssrc, meta, &packet, now_us) else {
             return;

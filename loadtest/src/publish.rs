@@ -2,17 +2,23 @@
 //! frame of its `MediaSource` is cut into payloads (`packetize`) and
 //! written on the send stream of its media line and simulcast layer, one
 //! SSRC per layer (str0m adds the mid and rid header extensions); a
-//! scalable VP9 stream's spatial layers go on one stream, the marker on
-//! the last packet of the picture's top layer. Each stream keeps its own
-//! sequence numbers and, for VP8 and VP9, picture ids.
+//! scalable VP9 or AV1 stream's spatial layers go on one stream, the
+//! marker on the last packet of the picture's top layer; an AV1 packet's
+//! dependency descriptor goes in its header extension (a user value for
+//! the server's serializer, `sfu::room::dd_extension`). Each stream keeps
+//! its own sequence numbers and, for VP8 and VP9, picture ids, for AV1
+//! frame numbers.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use sfu::room::dd_extension::DescriptorBytes;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{ExtensionValues, RtpWrite};
 use str0m::Rtc;
 
+use crate::av1::{self, Av1Numbering};
 use crate::packetize::{h264, vp8, Vp8Numbering, MAX_PAYLOAD};
 use crate::source::DueFrame;
 use crate::stamp::VideoCodec;
@@ -29,6 +35,7 @@ struct TxStream {
     seq: u64,
     vp8: Vp8Numbering,
     vp9: Vp9Numbering,
+    av1: Av1Numbering,
 }
 
 /// The send streams of one publishing peer.
@@ -43,6 +50,7 @@ pub fn codec_of(codec: VideoCodec) -> Codec {
         VideoCodec::Vp8 => Codec::Vp8,
         VideoCodec::H264 => Codec::H264,
         VideoCodec::Vp9 => Codec::Vp9,
+        VideoCodec::Av1 => Codec::Av1,
     }
 }
 
@@ -99,19 +107,35 @@ impl RtpPublisher {
                     seq: u64::from(seed & 0x7fff),
                     vp8: Vp8Numbering::seeded(seed.rotate_left(7)),
                     vp9: Vp9Numbering::seeded(seed.rotate_left(7)),
+                    av1: Av1Numbering::seeded(seed.rotate_left(7)),
                 });
                 self.streams.len() - 1
             }
         };
         let s = &mut self.streams[i];
-        let payloads = match kind {
-            MediaKind::Audio => vec![frame.data],
+        // (payload, AV1 dependency descriptor)
+        type Payloads = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+        let plain = |payloads: Vec<Vec<u8>>| -> Payloads {
+            payloads.into_iter().map(|p| (p, None)).collect()
+        };
+        let layer = frame.svc.unwrap_or(Vp9Layer::single(0, 0));
+        let payloads: Payloads = match kind {
+            MediaKind::Audio => plain(vec![frame.data]),
             MediaKind::Video => match codec {
-                VideoCodec::Vp8 => vp8(&frame.data, &mut s.vp8, MAX_PAYLOAD),
-                VideoCodec::H264 => h264(&frame.data, MAX_PAYLOAD),
-                VideoCodec::Vp9 => {
-                    let layer = frame.vp9.unwrap_or(Vp9Layer::single(0, 0));
-                    vp9::packetize(&frame.data, &layer, frame.keyframe, &mut s.vp9, MAX_PAYLOAD)
+                VideoCodec::Vp8 => plain(vp8(&frame.data, &mut s.vp8, MAX_PAYLOAD)),
+                VideoCodec::H264 => plain(h264(&frame.data, MAX_PAYLOAD)),
+                VideoCodec::Vp9 => plain(vp9::packetize(
+                    &frame.data,
+                    &layer,
+                    frame.keyframe,
+                    &mut s.vp9,
+                    MAX_PAYLOAD,
+                )),
+                VideoCodec::Av1 => {
+                    av1::packetize(&frame.data, &layer, frame.keyframe, &mut s.av1, MAX_PAYLOAD)
+                        .into_iter()
+                        .map(|p| (p.payload, Some(p.descriptor)))
+                        .collect()
                 }
             },
         };
@@ -122,10 +146,15 @@ impl RtpPublisher {
         let last = payloads.len().saturating_sub(1);
         let video = kind == MediaKind::Video;
         // A scalable picture ends with its top spatial layer's frame.
-        let ends_picture = frame.vp9.is_none_or(|l| l.ends_picture());
-        for (n, payload) in payloads.into_iter().enumerate() {
+        let ends_picture = frame.svc.is_none_or(|l| l.ends_picture());
+        for (n, (payload, descriptor)) in payloads.into_iter().enumerate() {
+            let mut ext_vals = ExtensionValues::default();
+            if let Some(d) = descriptor {
+                ext_vals.user_values.set(DescriptorBytes(Arc::from(d)));
+            }
             let write = RtpWrite::new(s.pt, s.seq.into(), frame.rtp_time as u32, now, payload)
                 .marker(video && n == last && ends_picture)
+                .ext_vals(ext_vals)
                 // Video answers NACKs from str0m's send history.
                 .nackable(video);
             tx.write_rtp(write);

@@ -1,9 +1,10 @@
 //! What one virtual receiver measured (sans-IO): RTP packets received and
 //! lost per stream (`packets`), one-way delay of every stamped frame,
 //! frames lost (gaps in a layer's sequence), bitrate, the layer it is on,
-//! the time to each video line's first keyframe; for a scalable (VP9)
-//! stream, frames per spatial layer and the top layer of the newest
-//! picture. Each peer owns its own;
+//! the time to each video line's first keyframe; for a scalable stream
+//! (VP9 from its payload descriptor, AV1 from its dependency descriptor
+//! read with the stream's latest structure), frames per spatial layer and
+//! the top layer of the newest picture. Each peer owns its own;
 //! the scenario merges them at the end, so nothing is shared on the packet
 //! path.
 
@@ -68,7 +69,7 @@ impl StreamCounter {
     }
 
     /// A frame of one (spatial, temporal) layer of a stream the server
-    /// thins on purpose (VP9). A gap counts as lost only when the stream's
+    /// thins on purpose (VP9, AV1). A gap counts as lost only when the stream's
     /// RTP sequence lost packets meanwhile (`packets_lost`, the stream's
     /// count now): frames the server skipped on purpose leave no hole in
     /// the sequence it sends.
@@ -116,7 +117,7 @@ pub struct Frame {
     pub len: usize,
     /// Sent in the run's steady window (after the joins settled).
     pub steady: bool,
-    /// A frame of a layered stream (VP9), whose layers the server may
+    /// A frame of a layered stream (VP9, AV1), whose layers the server may
     /// drop for this receiver.
     pub layered: Option<Layered>,
 }

@@ -216,6 +216,7 @@ fn packets_make_frames_and_count_their_losses() {
                 rtp_time: f as u32 * 3000,
                 marker: i == last,
                 payload: p,
+                dd: None,
             };
             frames.extend(r.on_packet(7, || Some(meta), &packet, s.sent_us + 4_000));
         }
@@ -242,6 +243,7 @@ fn packets_make_frames_and_count_their_losses() {
         rtp_time: 0,
         marker: true,
         payload: &[0x10, 0],
+        dd: None,
     };
     assert!(r.on_packet(8, || None, &p, 0).is_none());
     assert_eq!(r.packets_of(Kind::Video), 8);

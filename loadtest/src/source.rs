@@ -1,15 +1,16 @@
 //! A synthetic publisher's media schedule (sans-IO: time is passed in).
 //! Video per simulcast layer at its frame rate and bitrate, keyframes at
-//! start, every few seconds and on request; or scalable VP9 (`SvcMode`):
-//! per picture one frame per spatial layer, all with the picture's media
-//! time, in temporal layers 0, 2, 1, 2, key pictures when keyframes would
-//! be. Opus audio every 20 ms, or, for a silent member, Opus DTX (a small
+//! start, every few seconds and on request; or scalable VP9 or AV1
+//! (`SvcMode`, `SvcCodec`): per picture one frame per spatial layer, all
+//! with the picture's media time, in temporal layers 0, 2, 1, 2, key
+//! pictures when keyframes would be. Opus audio every 20 ms, or, for a silent member, Opus DTX (a small
 //! frame every 400 ms, as a WebRTC client with DTX on sends while nobody
 //! speaks: livekit-client's default). It says what to send when; the peer
 //! writes it to str0m.
 
 use std::time::{Duration, Instant};
 
+use crate::av1;
 use crate::stamp::{audio_frame, video_frame, Stamp, VideoCodec};
 use crate::vp9::{
     group_len, temporal_of, temporal_weight, Structure, SvcMode, Vp9Layer, MAX_LAYERS,
@@ -51,6 +52,33 @@ pub fn default_layers(count: usize) -> Vec<LayerSpec> {
         },
     ];
     all[..count.clamp(1, 3)].to_vec()
+}
+
+/// The codec of a scalable stream: VP9 with its payload descriptor, or AV1
+/// with the dependency descriptor header extension (Chromium's libaom
+/// `L3T3_KEY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SvcCodec {
+    #[default]
+    Vp9,
+    Av1,
+}
+
+impl SvcCodec {
+    pub fn video_codec(self) -> VideoCodec {
+        match self {
+            SvcCodec::Vp9 => VideoCodec::Vp9,
+            SvcCodec::Av1 => VideoCodec::Av1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SvcCodec::Vp9 => "vp9",
+            SvcCodec::Av1 => "av1",
+        }
+    }
 }
 
 /// The spatial layers of a scalable stream, lowest first: 180p, 360p and
@@ -96,8 +124,9 @@ pub struct DueFrame {
     /// Media time in the stream's clock (90 kHz video, 48 kHz audio).
     pub rtp_time: u64,
     pub data: Vec<u8>,
-    /// VP9: the frame's layers (for its payload descriptor).
-    pub vp9: Option<Vp9Layer>,
+    /// VP9 and AV1: the frame's layers (for its payload descriptor or
+    /// dependency descriptor).
+    pub svc: Option<Vp9Layer>,
 }
 
 struct LayerState {
@@ -174,16 +203,17 @@ impl MediaSource {
         }
     }
 
-    /// Scalable VP9 in `mode`: `layers` are its spatial layers, lowest
+    /// Scalable `codec` in `mode`: `layers` are its spatial layers, lowest
     /// first (see [`svc_layers`]), sent in one stream without rids.
     pub fn scalable(
+        codec: SvcCodec,
         mode: SvcMode,
         layers: Vec<LayerSpec>,
         audio: bool,
         origin: Instant,
         now: Instant,
     ) -> MediaSource {
-        let mut src = MediaSource::new(VideoCodec::Vp9, layers, audio, origin, now);
+        let mut src = MediaSource::new(codec.video_codec(), layers, audio, origin, now);
         src.simulcast = false;
         src.svc = Some(mode);
         src
@@ -273,7 +303,7 @@ impl MediaSource {
                     keyframe: false,
                     rtp_time,
                     data: audio_frame(bytes, stamp),
-                    vp9: None,
+                    svc: None,
                 });
                 // Keep the cadence; skip ahead rather than burst after a stall.
                 self.audio = Some(AudioState {
@@ -317,14 +347,14 @@ impl MediaSource {
                 stamp,
             );
             let rid = Some(if self.simulcast { l.spec.rid } else { "" });
-            let vp9 = (self.codec == VideoCodec::Vp9)
+            let svc = matches!(self.codec, VideoCodec::Vp9 | VideoCodec::Av1)
                 .then(|| Vp9Layer::single(l.spec.width, l.spec.height));
             out.push(DueFrame {
                 rid,
                 keyframe,
                 rtp_time,
                 data,
-                vp9,
+                svc,
             });
             let l = &mut self.layers[i];
             l.seq[0] += 1;
@@ -386,21 +416,25 @@ impl MediaSource {
             }
             .max(40);
             let stamp = self.stamp(l.index, l.seq[t], now);
-            // Only the base layer of a key picture is a VP9 keyframe; the
+            let layer = Vp9Layer {
+                spatial: i as u8,
+                temporal: tid,
+                switch_up,
+                structure,
+            };
+            // Only the base layer of a key picture is a keyframe; the
             // layers above predict from it (inter-layer).
             let (w, h) = (l.spec.width, l.spec.height);
-            let data = video_frame(VideoCodec::Vp9, key && i == 0, w, h, len, stamp);
+            let data = match self.codec {
+                VideoCodec::Av1 => av1::frame(&layer, key, len, stamp),
+                _ => video_frame(VideoCodec::Vp9, key && i == 0, w, h, len, stamp),
+            };
             out.push(DueFrame {
                 rid: Some(""),
                 keyframe: key,
                 rtp_time,
                 data,
-                vp9: Some(Vp9Layer {
-                    spatial: i as u8,
-                    temporal: tid,
-                    switch_up,
-                    structure,
-                }),
+                svc: Some(layer),
             });
             self.layers[i].seq[t] += 1;
         }
@@ -498,7 +532,8 @@ mod tests {
     fn a_scalable_stream_sends_every_spatial_layer_of_each_picture_together() {
         let t0 = Instant::now();
         let mode: SvcMode = "L3T3".parse().expect("mode");
-        let mut src = MediaSource::scalable(mode, svc_layers(mode, &[]), true, t0, t0);
+        let mut src =
+            MediaSource::scalable(SvcCodec::Vp9, mode, svc_layers(mode, &[]), true, t0, t0);
         assert!(!src.is_simulcast() && src.svc() == Some(mode));
         let mut bytes = [0usize; 3];
         // (spatial, temporal, key) of each frame, by media time.
@@ -507,7 +542,7 @@ mod tests {
         while now < t0 + Duration::from_secs(9) {
             for f in src.poll(now).into_iter().filter(|f| f.rid.is_some()) {
                 assert_eq!(f.rid, Some(""), "one stream, no rids");
-                let l = f.vp9.expect("layers");
+                let l = f.svc.expect("layers");
                 bytes[usize::from(l.spatial)] += f.data.len();
                 let frames = by_time.entry(f.rtp_time).or_default();
                 frames.push((l.spatial, l.temporal, f.keyframe));

@@ -1,9 +1,9 @@
 //! The measurement stamp every synthetic frame carries, and the frames
-//! that carry it: VP8, VP9 and H.264 bitstreams with real keyframe
+//! that carry it: VP8, VP9, H.264 and AV1 bitstreams with real keyframe
 //! structure (a VP8 keyframe header with its picture size; the start of a
 //! VP9 uncompressed header: a keyframe's with sync code, color config and
-//! frame size, a delta frame's first bytes; H.264 SPS/PPS/IDR) and an
-//! Opus-sized audio payload. The stamp (stream layer, sequence number,
+//! frame size, a delta frame's first bytes; H.264 SPS/PPS/IDR; AV1 OBUs,
+//! see `av1`) and an Opus-sized audio payload. The stamp (stream layer, sequence number,
 //! send time) lets the receiver measure one-way delay through the server
 //! and count lost frames exactly. It is written with the high bit of every
 //! byte set, so it never forms an H.264 start code.
@@ -68,6 +68,10 @@ pub enum VideoCodec {
     Vp8,
     H264,
     Vp9,
+    /// Scalable streams only (`--svc-codec av1`): every AV1 stream carries
+    /// the dependency descriptor.
+    #[value(skip)]
+    Av1,
 }
 
 const VP8_KEY_HEADER: usize = 10;
@@ -123,6 +127,10 @@ pub fn video_frame(
         VideoCodec::H264 => f.extend_from_slice(H264_DELTA_PREFIX),
         VideoCodec::Vp9 if keyframe => f.extend_from_slice(&vp9_key_header(width, height)),
         VideoCodec::Vp9 => f.extend_from_slice(VP9_DELTA_HEADER),
+        VideoCodec::Av1 => {
+            let layer = crate::vp9::Vp9Layer::single(width, height);
+            return crate::av1::frame(&layer, keyframe, len, stamp);
+        }
     }
     stamp.encode(&mut f);
     // Filler with the high bit set: no start-code emulation in H.264.
@@ -156,6 +164,7 @@ pub fn video_stamp(codec: VideoCodec, frame: &[u8]) -> Option<Stamp> {
             };
             Stamp::decode_at(frame, at)
         }
+        VideoCodec::Av1 => crate::av1::frame_stamp(frame),
     }
 }
 
@@ -200,10 +209,16 @@ mod tests {
 
     #[test]
     fn stamp_round_trips_in_every_frame_kind() {
-        for codec in [VideoCodec::Vp8, VideoCodec::H264, VideoCodec::Vp9] {
+        let all = [
+            VideoCodec::Vp8,
+            VideoCodec::H264,
+            VideoCodec::Vp9,
+            VideoCodec::Av1,
+        ];
+        for codec in all {
             for key in [true, false] {
                 let f = video_frame(codec, key, 1280, 720, 1000, S);
-                assert_eq!(f.len(), 1000);
+                assert_eq!(f.len(), 1000, "{codec:?}");
                 assert_eq!(video_stamp(codec, &f), Some(S), "{codec:?} key={key}");
             }
         }

@@ -109,7 +109,8 @@ pub struct Structure {
     pub sizes: [(u16, u16); MAX_LAYERS as usize],
 }
 
-/// Where one frame sits in its stream.
+/// Where one frame sits in its stream (a VP9 stream's, or an AV1 stream's:
+/// `av1` and `dd` use the same layers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vp9Layer {
     pub spatial: u8,

@@ -5,7 +5,7 @@
 use super::*;
 use crate::codec::{inspect, PayloadFormat};
 use crate::packetize::MAX_PAYLOAD;
-use crate::source::{svc_layers, MediaSource};
+use crate::source::{svc_layers, MediaSource, SvcCodec};
 use crate::stamp::{video_frame, Stamp, VideoCodec};
 use std::time::{Duration, Instant};
 use str0m::format::Codec;
@@ -164,7 +164,8 @@ fn stream(pictures: usize, key_every: Option<usize>) -> Vec<(Vec<u8>, bool, u64)
         spatial: 3,
         temporal: 3,
     };
-    let mut src = MediaSource::scalable(mode, svc_layers(mode, &[]), false, t0, t0);
+    let layers = svc_layers(mode, &[]);
+    let mut src = MediaSource::scalable(SvcCodec::Vp9, mode, layers, false, t0, t0);
     let mut n = Vp9Numbering::seeded(9);
     let mut out = vec![];
     for i in 0..pictures {
@@ -173,7 +174,7 @@ fn stream(pictures: usize, key_every: Option<usize>) -> Vec<(Vec<u8>, bool, u64)
             src.request_keyframe(None);
         }
         for f in src.poll(now) {
-            let l = f.vp9.expect("a VP9 layer");
+            let l = f.svc.expect("a VP9 layer");
             let payloads = packetize(&f.data, &l, f.keyframe, &mut n, MAX_PAYLOAD);
             let last = payloads.len() - 1;
             for (j, p) in payloads.into_iter().enumerate() {

@@ -80,6 +80,7 @@ fn parse(d: &[u8]) -> Option<(u32, PacketIn<'_>)> {
             rtp_time,
             marker,
             payload,
+            dd: None,
         },
     ))
 }

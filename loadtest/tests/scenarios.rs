@@ -14,6 +14,7 @@ use loadtest::report::Thresholds;
 use loadtest::run::Common;
 use loadtest::signal::Target;
 use loadtest::soak::{soak, SoakArgs};
+use loadtest::source::SvcCodec;
 use loadtest::stamp::VideoCodec;
 use sfu::config::{Config, ConfigArgs};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +74,7 @@ async fn a_small_broadcast_reaches_every_viewer_and_is_measured() {
         max_width: None,
         svc: None,
         svc_kbps: vec![],
+        svc_codec: SvcCodec::Vp9,
     };
     let report = broadcast(&common(&base, "lt"), &args).await.expect("runs");
     assert_eq!(report.streams_connected, 3, "{}", report.table());
@@ -138,6 +140,7 @@ async fn viewers_asking_for_640_wide_get_the_middle_layer() {
         max_width: Some(640),
         svc: None,
         svc_kbps: vec![],
+        svc_codec: SvcCodec::Vp9,
     };
     // Long enough for a viewer that started below (its first choice is made
     // on a 1 Mbit/s guess and rates swollen by the first keyframes) to move
@@ -158,8 +161,12 @@ async fn viewers_asking_for_640_wide_get_the_middle_layer() {
     shutdown.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scalable_vp9_reaches_viewers_in_the_spatial_layers_they_take() {
+/// A scalable L3T3 broadcast in `codec` to two viewers taking every layer,
+/// then to two asking for 640 wide (rooms `room` and `room`-640).
+async fn scalable_broadcast_reaches_viewers_in_the_spatial_layers_they_take(
+    codec: SvcCodec,
+    room: &str,
+) {
     let (base, shutdown) = start_server().await;
     let svc = |max_width| BroadcastArgs {
         viewers: 2,
@@ -168,11 +175,12 @@ async fn scalable_vp9_reaches_viewers_in_the_spatial_layers_they_take() {
         max_width,
         svc: Some("L3T3".parse().expect("mode")),
         svc_kbps: vec![],
+        svc_codec: codec,
     };
     // Every layer (1.6 Mbit/s): long enough for the estimates to grow.
     let common = Common {
         duration: Duration::from_secs(6),
-        ..common(&base, "ltsvc")
+        ..common(&base, room)
     };
     let report = broadcast(&common, &svc(None)).await.expect("runs");
     assert_eq!(report.streams_connected, 2, "{}", report.table());
@@ -191,7 +199,7 @@ async fn scalable_vp9_reaches_viewers_in_the_spatial_layers_they_take() {
     );
     // Viewers asking for 640 wide: spatial layers 0 and 1 only.
     let common = Common {
-        room: "ltsvc640".into(),
+        room: format!("{room}-640"),
         ..common
     };
     let report = broadcast(&common, &svc(Some(640))).await.expect("runs");
@@ -208,6 +216,20 @@ async fn scalable_vp9_reaches_viewers_in_the_spatial_layers_they_take() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scalable_vp9_reaches_viewers_in_the_spatial_layers_they_take() {
+    scalable_broadcast_reaches_viewers_in_the_spatial_layers_they_take(SvcCodec::Vp9, "ltsvc")
+        .await;
+}
+
+/// AV1 with the dependency descriptor: the server reads the layers from the
+/// descriptor and the viewers from the descriptor it forwards them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scalable_av1_reaches_viewers_in_the_spatial_layers_they_take() {
+    scalable_broadcast_reaches_viewers_in_the_spatial_layers_they_take(SvcCodec::Av1, "ltav1")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_frames_arrive_stamped_and_whole() {
     let (base, shutdown) = start_server().await;
     let args = BroadcastArgs {
@@ -217,6 +239,7 @@ async fn h264_frames_arrive_stamped_and_whole() {
         max_width: None,
         svc: None,
         svc_kbps: vec![],
+        svc_codec: SvcCodec::Vp9,
     };
     let report = broadcast(&common(&base, "lt264"), &args)
         .await
@@ -244,6 +267,7 @@ async fn a_refused_publisher_is_an_error_not_a_hang() {
         max_width: None,
         svc: None,
         svc_kbps: vec![],
+        svc_codec: SvcCodec::Vp9,
     };
     let err = broadcast(&c, &args)
         .await
