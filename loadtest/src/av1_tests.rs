@@ -41,22 +41,7 @@ fn layer(spatial: u8, temporal: u8) -> Vp9Layer {
 
 /// A template from a DTI string as libwebrtc's tables write them.
 fn tpl(spatial: u8, temporal: u8, dtis: &str, fdiffs: &[u8], chains: &[u8]) -> FrameTemplate {
-    let dtis = dtis
-        .chars()
-        .map(|c| match c {
-            'D' => Dti::Discardable,
-            'S' => Dti::Switch,
-            'R' => Dti::Required,
-            _ => Dti::NotPresent,
-        })
-        .collect();
-    FrameTemplate {
-        spatial,
-        temporal,
-        dtis,
-        fdiffs: fdiffs.to_vec(),
-        chain_fdiffs: chains.to_vec(),
-    }
+    FrameTemplate::from_table(spatial, temporal, dtis, fdiffs, chains)
 }
 
 #[test]

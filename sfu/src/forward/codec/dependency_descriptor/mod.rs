@@ -106,6 +106,36 @@ pub struct FrameTemplate {
     pub chain_fdiffs: Vec<u8>,
 }
 
+impl FrameTemplate {
+    /// A template written as the specification's and libwebrtc's tables
+    /// write them: one character per decode target in `dtis` ('S' switch,
+    /// 'R' required, 'D' discardable, anything else not present).
+    pub fn from_table(
+        spatial: u8,
+        temporal: u8,
+        dtis: &str,
+        fdiffs: &[u8],
+        chain_fdiffs: &[u8],
+    ) -> FrameTemplate {
+        let dtis = dtis
+            .chars()
+            .map(|c| match c {
+                'D' => Dti::Discardable,
+                'S' => Dti::Switch,
+                'R' => Dti::Required,
+                _ => Dti::NotPresent,
+            })
+            .collect();
+        FrameTemplate {
+            spatial,
+            temporal,
+            dtis,
+            fdiffs: fdiffs.to_vec(),
+            chain_fdiffs: chain_fdiffs.to_vec(),
+        }
+    }
+}
+
 /// A `template_dependency_structure()` (A.8.2). Templates are ordered by
 /// (spatial, temporal) as the wire format requires; see
 /// [`Structure::validate`] for the invariants [`read`] guarantees.

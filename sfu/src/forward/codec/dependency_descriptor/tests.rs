@@ -10,22 +10,7 @@ use DescriptorError::{Malformed, Truncated, UnknownStructure, UnknownTemplate};
 /// A template from a DTI string as the spec's tables write them ('-', 'D',
 /// 'S', 'R', one per decode target).
 fn tpl(spatial: u8, temporal: u8, dtis: &str, fdiffs: &[u8], chains: &[u8]) -> FrameTemplate {
-    let dtis = dtis
-        .chars()
-        .map(|c| match c {
-            'D' => Dti::Discardable,
-            'S' => Dti::Switch,
-            'R' => Dti::Required,
-            _ => Dti::NotPresent,
-        })
-        .collect();
-    FrameTemplate {
-        spatial,
-        temporal,
-        dtis,
-        fdiffs: fdiffs.to_vec(),
-        chain_fdiffs: chains.to_vec(),
-    }
+    FrameTemplate::from_table(spatial, temporal, dtis, fdiffs, chains)
 }
 
 /// L3T3 full SVC (not KEY) as libwebrtc's ScalabilityStructureL3T3
