@@ -8,6 +8,8 @@
 #   scripts/bench.sh [name ...]     (default: all; names below)
 #   SERVER_ARGS="--spread-viewers-at 0" scripts/bench.sh broadcast-500-1layer
 #                                   (extra flags for the server: an A/B)
+#   SFU_BIN=/path/to/older/sfu scripts/bench.sh broadcast-100
+#                                   (another build of the server: a before/after)
 #
 # `cluster` runs redis-server and three nodes sharing it (a publisher on the
 # first, viewers round-robin over all three: direct vs relayed viewers and
@@ -23,10 +25,11 @@ out=target/bench
 mkdir -p "$out"
 port=18180
 lt=target/release/sfu-loadtest
+sfu=${SFU_BIN:-target/release/sfu}
 
 run() { # name, loadtest args...
   local name=$1; shift
-  target/release/sfu serve --http-addr 127.0.0.1:$port --log warn \
+  "$sfu" serve --http-addr 127.0.0.1:$port --log warn \
     --max-participants-per-room 5000 --http-rate-limit 0 ${SERVER_ARGS:-} >"$out/$name-server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/healthz >/dev/null && break; sleep 0.1; done
@@ -54,7 +57,7 @@ PY
 }
 
 soak() { # the 10-minute soak: table output (it has a time series)
-  target/release/sfu serve --http-addr 127.0.0.1:$port --log warn --session-timeout-secs 10 \
+  "$sfu" serve --http-addr 127.0.0.1:$port --log warn --session-timeout-secs 10 \
     --http-rate-limit 0 >"$out/soak-server.log" 2>&1 &
   local pid=$!
   for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/healthz >/dev/null && break; sleep 0.1; done
@@ -104,7 +107,7 @@ start_cluster() { # name, n: redis-server + nodes n1..n<n> (CLUSTER_ARGS added);
   urls=() pids=()
   for i in $(seq "$2"); do
     local p=$((port + i))
-    target/release/sfu serve --http-addr 127.0.0.1:$p --node-id n$i --redis-url redis://127.0.0.1:$rport \
+    "$sfu" serve --http-addr 127.0.0.1:$p --node-id n$i --redis-url redis://127.0.0.1:$rport \
       --workers 1 --http-rate-limit 0 --max-participants-per-room 5000 --drain-grace-secs 2 --log warn \
       ${CLUSTER_ARGS:-} >"$out/$1-n$i.log" 2>&1 &
     started+=($!); pids+=($!); urls+=("http://127.0.0.1:$p")
