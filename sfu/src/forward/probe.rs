@@ -15,9 +15,8 @@ pub struct ProbeRequest {
     /// The padding floor: the estimator pads up to this rate (never above
     /// its own estimate) when media alone sends less.
     pub floor_bps: u64,
-    /// The rate it would receive with the top layers it may have, once an
-    /// upgrade's padding proved the next ones (else `target_bps`): the rate
-    /// probed for.
+    /// The rate it would receive with the top layers it may have while an
+    /// upgrade waits out its hold (else `target_bps`): the rate probed for.
     pub top_bps: Option<u64>,
     /// How many times the probe for `target_bps` has been asked for again
     /// (see [`REPROBE_EVERY`]); the rate handed to the estimator is the

@@ -490,21 +490,15 @@ impl LayerSelector {
             .map(|since| now.saturating_duration_since(since))
     }
 
-    /// The bitrate worth probing for: the next layer up (None at the top,
-    /// and for [`PROBE_SETTLE`] after a downgrade).
-    pub fn probe_target_bps(&self, now: Instant, layers: &[LayerView]) -> Option<u64> {
-        self.probe_rates(now, layers).map(|(next, _)| next)
-    }
-
     /// The estimates wanted for the next layer up and for the top layer
-    /// this subscriber may have (None: nothing to probe for, see
-    /// [`Self::probe_target_bps`]).
+    /// this subscriber may have (None at the top, and for [`PROBE_SETTLE`]
+    /// after a downgrade: nothing to probe for).
     ///
     /// Probing for the top at once overshoots on a shaped link (seen in the
     /// Chromium scenario: an upgrade to the top layer under a 400 kbit/s
     /// cap): the next layer's rate is what is padded for during an upgrade's
-    /// hold. The top's is worth probing for once that padding went through
-    /// (the router's choice): the hold then ends on the highest layer the
+    /// hold. The top's is worth probing for while that hold lasts (the
+    /// router's choice): the hold then ends on the highest layer the
     /// estimate allows instead of one step, each step costing another hold.
     pub fn probe_rates(&self, now: Instant, layers: &[LayerView]) -> Option<(u64, u64)> {
         if !self.downgraded_before(now, PROBE_SETTLE) {

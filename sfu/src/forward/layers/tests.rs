@@ -405,9 +405,9 @@ fn a_lifted_cap_upgrades_quickly_even_after_oscillation() {
     p.update(t0 + Duration::from_millis(100), &layers, Some(700_000));
     let soon = t0 + Duration::from_millis(100) + PROBE_SETTLE;
     assert!(p
-        .probe_target_bps(soon - Duration::from_millis(200), &layers)
+        .probe_rates(soon - Duration::from_millis(200), &layers)
         .is_none());
-    assert!(p.probe_target_bps(soon, &layers).is_some());
+    assert!(p.probe_rates(soon, &layers).is_some());
 }
 
 #[test]
@@ -507,7 +507,7 @@ fn probes_toward_the_next_layer() {
     let layers = chrome_layers();
     let mut s = LayerSelector::default();
     s.update(t0, &layers, Some(700_000));
-    let probe = s.probe_target_bps(t0, &layers);
+    let probe = s.probe_rates(t0, &layers).map(|(next, _)| next);
     assert!(probe.is_some_and(|b| b > 2_500_000), "{probe:?}");
     // Reaching the probe target is enough for the upgrade it probes for.
     let before = s.target().copied();
@@ -523,7 +523,7 @@ fn probes_toward_the_next_layer() {
     let mut capped = LayerSelector::with_max_width(Some(640));
     capped.update(t0, &layers, Some(700_000));
     assert_eq!(
-        capped.probe_target_bps(t0, &layers),
+        capped.probe_rates(t0, &layers),
         None,
         "no probing beyond the wish"
     );

@@ -297,21 +297,25 @@ pub(super) fn share_of(
     estimate / shares.get(&subscriber).copied().unwrap_or(1).max(1)
 }
 
+/// What one subscriber's video down-tracks add up to want (see
+/// [`Router::poll_layers`]).
+#[derive(Default)]
+struct Wanted {
+    /// With every track that wants to go up on its next layer.
+    next_bps: u64,
+    /// With the top layers for the tracks waiting out an upgrade's hold.
+    top_bps: u64,
+    /// Any track wants to go up.
+    any: bool,
+    /// Any upgrade is in its sustained-padding window.
+    sustain: bool,
+}
+
 /// The probe round for a subscriber that wants `target` bits per second:
 /// a new round every [`REPROBE_EVERY`] while its estimate stays below it
 /// without falling (a falling estimate is a link that is full: probing it
 /// again only adds to its queue); the first probe for a target is the
 /// estimator's own (round unchanged).
-/// What one subscriber's video down-tracks add up to want (see
-/// [`Router::poll_layers`]).
-#[derive(Default)]
-struct Wanted {
-    next_bps: u64,
-    top_bps: u64,
-    any: bool,
-    sustain: bool,
-}
-
 fn reprobe_round(e: &mut Estimate, target: Option<u64>, now: Instant) -> u32 {
     match target {
         Some(target) if e.bps < target => {
