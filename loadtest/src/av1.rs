@@ -396,6 +396,20 @@ impl Building {
         }
         p
     }
+
+    /// The payload built so far, closed with `goes_on` (its last OBU
+    /// continues in the next packet); the next one starts empty,
+    /// continuing an OBU when `goes_on`.
+    fn close(&mut self, goes_on: bool) -> Vec<u8> {
+        let full = std::mem::replace(
+            self,
+            Building {
+                continues: goes_on,
+                elements: vec![],
+            },
+        );
+        full.finish(goes_on)
+    }
 }
 
 /// Most OBU elements per packet: W counts up to three (each but the last
@@ -425,14 +439,7 @@ fn aggregate(frame: &[u8], first_max: usize, max: usize) -> Vec<Vec<u8>> {
         while !rest.is_empty() {
             let room = cap(&out).saturating_sub(cur.size_with_next());
             if cur.elements.len() == MAX_ELEMENTS || room == 0 {
-                let full = std::mem::replace(
-                    &mut cur,
-                    Building {
-                        continues: false,
-                        elements: vec![],
-                    },
-                );
-                out.push(full.finish(false));
+                out.push(cur.close(false));
                 continue;
             }
             let (take, tail) = rest.split_at(rest.len().min(room));
@@ -440,14 +447,7 @@ fn aggregate(frame: &[u8], first_max: usize, max: usize) -> Vec<Vec<u8>> {
             rest = tail;
             if !rest.is_empty() {
                 // The OBU goes on in the next packet.
-                let full = std::mem::replace(
-                    &mut cur,
-                    Building {
-                        continues: true,
-                        elements: vec![],
-                    },
-                );
-                out.push(full.finish(true));
+                out.push(cur.close(true));
             }
         }
     }
