@@ -82,6 +82,17 @@
 //                    the hold's 700 ms of padding: 5.4, 6.0, 10.2 s)
 //   capped player    loss under the cap 3.6-4.5 %, freezes 0-1 (unchanged)
 //   AV1              lift to 1280 2.6 s (320 -> 1280)
+// 2026-12-08 (the fresh-clone suite then failed the capped-viewer test: a
+// 600 kbit/s viewer's estimate, probed for the top, read 1.2 Mbit/s through
+// the token bucket's burst and the hold ended on 1280; CI saw 2 freezes in
+// this trial under the cap). A hold now ends one step up, on the layer its
+// padding proved; the top is still probed for, so the next hold starts at
+// once:
+//   lift to 1280     4.96, 4.87, 8.22 s unloaded; 4.47, 5.47, 4.59 s with a
+//                    busy loop beside (320 -> 640 -> 1280, ~2.3 s apart)
+//   capped player    loss under the cap 0.7-4.1 % (16 % in one run that
+//                    started on 1280), freezes 0-1
+//   AV1              lift to 1280 4.9 s
 //
 // AV1 (libaom L3T3_KEY, same machine, 2026-12-07 20:00; the play page adds
 // the dependency descriptor to its offer: Chromium offers it on sending lines

@@ -36,7 +36,7 @@ pub struct ProbeRequest {
 /// rounds every 2 s, 6.9, 5.3, 7.6 s every 1 s, same loss under the cap;
 /// str0m does not probe while its estimate is loss-limited, nor for a
 /// wanted rate below its estimate: see `top_bps`, which brought it to
-/// 2.6-3.2 s.)
+/// 4.5-5.5 s, two steps of one hold each.)
 pub const REPROBE_EVERY: Duration = Duration::from_secs(1);
 
 impl ProbeRequest {

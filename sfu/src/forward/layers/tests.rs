@@ -364,6 +364,31 @@ fn downgrades_at_once_upgrades_after_hold() {
 }
 
 #[test]
+fn an_upgrade_goes_one_step_even_when_the_estimate_allows_the_top() {
+    // A viewer on 320 whose estimate (read high from a probe that passed a
+    // token bucket's burst) allows 1280: the hold proved only 640, by its
+    // padding, so 640 it is; 1280 waits for a hold of its own.
+    let t0 = Instant::now();
+    let layers = chrome_layers();
+    let mut s = LayerSelector::default();
+    s.update(t0, &layers, Some(300_000));
+    assert_eq!(s.target(), Some(&at("q")));
+    let mut t = t0;
+    while t < t0 + MIN_UPGRADE_HOLD + Duration::from_millis(100) {
+        t += Duration::from_millis(100);
+        s.update(t, &layers, Some(4_000_000));
+    }
+    assert_eq!(s.target(), Some(&at("h")), "one step");
+    let stepped = t;
+    while s.target() != Some(&at("f")) && t < stepped + MIN_UPGRADE_HOLD * 2 {
+        t += Duration::from_millis(100);
+        s.update(t, &layers, Some(4_000_000));
+    }
+    assert_eq!(s.target(), Some(&at("f")));
+    assert!(t - stepped >= MIN_UPGRADE_HOLD, "after a hold of its own");
+}
+
+#[test]
 fn a_lifted_cap_upgrades_quickly_even_after_oscillation() {
     let t0 = Instant::now();
     let layers = chrome_layers();
