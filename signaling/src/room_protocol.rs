@@ -43,6 +43,11 @@ pub struct PublishInfo {
     /// client announced them (LiveKit clients' `add_track`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerSize>,
+    /// The codec the client asked to publish it with (a mime type such as
+    /// `video/av1`, LiveKit clients' `add_track`): put first in its line
+    /// of the offer, so the answer makes the client send with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
 }
 
 /// A video layer's announced picture size.

@@ -2,9 +2,10 @@
 // this server with LiveKit's signalling in both of its modes: four Chromium
 // pages, ann and ben with two peer connections (/rtc: they offer to
 // publish, the server offers what they receive), cat and dan with one
-// (/rtc/v1), publish camera (simulcast) and microphone; each
-// decodes the other three's video and receives their audio; a viewer that
-// asks for LOW quality gets a narrower picture and HIGH a wider one back;
+// (/rtc/v1), publish camera (simulcast; dan scalable AV1) and microphone;
+// each decodes the other three's video and receives their audio; a viewer
+// that asks for LOW quality gets a narrower picture and HIGH a wider one
+// back, of simulcast VP8 and of AV1's spatial layers;
 // a hidden (disabled) video stops and comes back; a mute shows at the
 // others; active speakers are reported; data packets arrive with their
 // sender (to everyone, to one identity, lossy, and from the admin API); a
@@ -27,6 +28,10 @@ const here = dirname(fileURLToPath(import.meta.url));
 const KEY = 'e2e-key';
 const SECRET = 'e2e-secret-for-livekit-clients';
 const ROOM = 'lk-standup';
+
+// Room options of a publisher of scalable AV1 (livekit-client's default
+// mode for AV1 is L3T3_KEY), without a VP8 backup track.
+const AV1_SVC = { publishDefaults: { videoCodec: 'av1', backupCodec: false } };
 
 const token = (room, identity) => signToken(KEY, SECRET, room, identity, { publish: true, subscribe: true });
 
@@ -67,7 +72,7 @@ test('four livekit-client pages meet in both signalling modes: media both ways, 
   // decoded remote frame (polled while it joins and publishes).
   const dan = await openLiveKitPage(browser, server.base, 'dan');
   const joinedAt = Date.now();
-  const joining = joinRoom(dan, ws, token(ROOM, 'dan'));
+  const joining = joinRoom(dan, ws, token(ROOM, 'dan'), { room: AV1_SVC });
   await poll('dan decodes a first remote frame', async () => {
     const r = await received(dan).catch(() => ({}));
     return Object.entries(r).some(([k, v]) => k.endsWith('/video') && v.framesDecoded > 0);
@@ -98,6 +103,31 @@ test('four livekit-client pages meet in both signalling modes: media both ways, 
     return w > low ? w : null;
   }, 15000, 250);
   console.log(`# ann sees ben at ${full} px, ${low} px at LOW, ${high} px again at HIGH`);
+
+  // Dan publishes scalable AV1 (L3T3_KEY; the server's answer puts the
+  // codec his add_track named first): ann (two connections: the server
+  // offers her receiving one) gets his spatial layers by quality too; cat
+  // (one connection: livekit-client asks for the dependency descriptor on
+  // its receiving lines) decodes them as well.
+  const danAt = async (page) => (await received(page))['dan/video'];
+  const danFull = await poll('ann gets dan above his lowest layer', async () => {
+    const r = await danAt(pages[0]);
+    return r.frameWidth > 320 ? r : null;
+  }, 20000, 250);
+  assert.equal(danFull.codec, 'video/AV1', 'dan publishes AV1');
+  await pages[0].evaluate(() => window.lkSetQuality('dan', 'LOW'));
+  const danLow = await poll('ann gets a narrower layer of dan', async () => {
+    const w = (await danAt(pages[0])).frameWidth;
+    return w > 0 && w < danFull.frameWidth ? w : null;
+  }, 15000, 250);
+  await pages[0].evaluate(() => window.lkSetQuality('dan', 'HIGH'));
+  const danHigh = await poll('ann gets dan wider again', async () => {
+    const w = (await danAt(pages[0])).frameWidth;
+    return w > danLow ? w : null;
+  }, 15000, 250);
+  const atCat = await danAt(pages[2]);
+  console.log(`# ann sees dan (AV1 SVC) at ${danFull.frameWidth} px, ${danLow} px at LOW, ${danHigh} px again at HIGH; cat at ${atCat.frameWidth} px`);
+  assert.equal(atCat.codec, 'video/AV1', `cat decodes dan's AV1 (${JSON.stringify(atCat)})`);
 
   // Ann hides ben's tile (the track disabled): his frames stop reaching
   // her; shown again, they come back.

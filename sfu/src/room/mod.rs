@@ -2,6 +2,7 @@
 //! they publish and receive (the room's [`Router`]), and each participant's
 //! `Rtc` ([`participant::Participant`]).
 
+pub mod codec_order;
 pub mod data_packets;
 pub mod dd_extension;
 pub mod member;

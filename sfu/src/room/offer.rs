@@ -24,8 +24,9 @@ pub struct MediaSection {
     pub twcc: bool,
     /// REMB feedback (`goog-remb`) is negotiable.
     pub remb: bool,
-    /// The media codecs of its `a=rtpmap` lines in order (repair formats:
-    /// rtx, red, ulpfec, flexfec, left out).
+    /// The media codecs of its `a=rtpmap` lines in the order of its `m=`
+    /// line, the offerer's preference (repair formats: rtx, red, ulpfec,
+    /// flexfec, left out).
     pub codecs: Vec<String>,
 }
 
@@ -44,12 +45,17 @@ impl MediaSection {
 /// Split an SDP into its media sections (direction defaults to sendrecv).
 pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
     let mut sections: Vec<MediaSection> = vec![];
+    // Per section: the formats of its m= line, and (format, codec) pairs
+    // of its rtpmap lines; `codecs` is put in the m= line's order at the end.
+    type Formats<'a> = (Vec<&'a str>, Vec<(&'a str, String)>);
+    let mut formats: Vec<Formats> = vec![];
     let mut session_direction = "sendrecv".to_string();
     for line in sdp.lines().map(str::trim) {
         if let Some(m) = line.strip_prefix("m=") {
             let mut parts = m.split_ascii_whitespace();
             let kind = parts.next().unwrap_or("").to_string();
             let rejected = parts.next() == Some("0");
+            formats.push((parts.skip(1).collect(), vec![]));
             sections.push(MediaSection {
                 kind,
                 rejected,
@@ -67,15 +73,15 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
                 s.twcc |= attr.ends_with(" transport-cc") || attr.contains("transport-wide-cc");
                 s.remb |= attr.ends_with(" goog-remb");
             }
-            if let (Some(s), Some(map)) = (sections.last_mut(), attr.strip_prefix("rtpmap:")) {
-                let name = map.split_ascii_whitespace().nth(1).unwrap_or("");
-                let name = name.split('/').next().unwrap_or("").to_string();
+            if let (Some((_, mapped)), Some(map)) =
+                (formats.last_mut(), attr.strip_prefix("rtpmap:"))
+            {
+                let mut parts = map.split_ascii_whitespace();
+                let pt = parts.next().unwrap_or("");
+                let name = parts.next().unwrap_or("").split('/').next().unwrap_or("");
                 let repair = ["rtx", "red", "ulpfec", "flexfec-03"];
-                if !name.is_empty()
-                    && !repair.iter().any(|r| r.eq_ignore_ascii_case(&name))
-                    && !s.codecs.contains(&name)
-                {
-                    s.codecs.push(name);
+                if !name.is_empty() && !repair.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+                    mapped.push((pt, name.to_string()));
                 }
             }
             if let Some(mid) = attr.strip_prefix("mid:") {
@@ -91,6 +97,15 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
                     Some(s) => s.direction = attr.to_string(),
                     None => session_direction = attr.to_string(),
                 }
+            }
+        }
+    }
+    for (s, (order, mut mapped)) in sections.iter_mut().zip(formats) {
+        // Unlisted formats (a malformed m= line) after the listed ones.
+        mapped.sort_by_key(|(pt, _)| order.iter().position(|o| o == pt).unwrap_or(usize::MAX));
+        for (_, name) in mapped {
+            if !s.codecs.contains(&name) {
+                s.codecs.push(name);
             }
         }
     }
@@ -438,6 +453,10 @@ mod tests {
             a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=rtpmap:98 H264/90000\r\n\
             a=rtpmap:99 H264/90000\r\na=rtpmap:100 red/90000\r\na=rtpmap:bogus\r\n";
         assert_eq!(media_sections(sdp)[0].codecs, vec!["VP8", "H264"]);
+        // In the m= line's order (the offerer's preference), whatever the
+        // order of the rtpmap lines.
+        let av1_first = sdp.replace("SAVPF 96 97 98", "SAVPF 98 96 97");
+        assert_eq!(media_sections(&av1_first)[0].codecs, vec!["H264", "VP8"]);
     }
 
     #[test]

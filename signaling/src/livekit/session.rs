@@ -393,6 +393,7 @@ impl Session {
                     sid: Some(track.sid.clone()),
                     participant: None,
                     layers: convert::layer_sizes(track),
+                    codec: track.codecs.first().map(|c| c.mime_type.clone()),
                 },
             );
         }

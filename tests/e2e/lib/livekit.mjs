@@ -50,11 +50,12 @@ window.lkReceived = async () => {
   const out = {};
   for (const s of Object.values(window.lk.subscribed)) {
     const report = await s.track.getRTCStatsReport();
-    const e = { framesDecoded: 0, frameWidth: 0, samples: 0 };
+    const e = { framesDecoded: 0, frameWidth: 0, samples: 0, codec: null };
     report?.forEach((r) => {
       if (r.type !== 'inbound-rtp') return;
       e.framesDecoded = r.framesDecoded ?? 0; e.frameWidth = r.frameWidth ?? 0;
       e.samples = r.totalSamplesReceived ?? 0;
+      e.codec = report.get(r.codecId)?.mimeType ?? null;
     });
     out[s.identity + '/' + s.kind] = e;
   }

@@ -45,6 +45,7 @@ use crate::forward::router::{DownTrackKey, ProbeRequest, RouterAction, TrackKey}
 use crate::forward::ParticipantId;
 use crate::metrics::{Metrics, PacketCounts};
 use crate::registry::{Registry, ResourceEntry};
+use crate::room::dd_extension::unread_descriptors_dropped;
 use crate::room::offer::{check_answer, check_offer};
 use crate::room::participant::{Negotiation, NewParticipant, Participant, ParticipantEvent};
 use crate::room::Room;

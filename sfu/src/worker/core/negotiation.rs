@@ -123,27 +123,6 @@ pub fn prefer_offered_order(config: &mut RtcConfig, offer_sdp: &str) {
     *config.codec_config() = CodecConfig::new_from_payload_params(params);
 }
 
-/// Whether a session negotiates the AV1 dependency descriptor: viewers
-/// (WHEP) always, so they can be given scalable AV1's layers; a WHIP
-/// publisher when its offer puts AV1 first, so it sends the layers'
-/// descriptors. Not others: Chromium then sends the descriptor with VP8 too,
-/// and a meeting of four livekit-client pages whose members negotiated it
-/// stalled a remote video at 320 wide in 2 of 3 runs (0 of 3 without it;
-/// not understood yet).
-pub fn wants_dependency_descriptor(kind: SessionKind, offer_sdp: Option<&str>) -> bool {
-    match kind {
-        SessionKind::Whep => true,
-        SessionKind::Whip => offer_sdp.is_some_and(|sdp| {
-            media_sections(sdp)
-                .iter()
-                .find(|s| s.kind == "video" && !s.rejected)
-                .and_then(|s| s.codecs.first())
-                .is_some_and(|c| c.eq_ignore_ascii_case("AV1"))
-        }),
-        SessionKind::Room => false,
-    }
-}
-
 pub(super) fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
     sdp.lines()
         .filter_map(|l| l.trim().strip_prefix("a="))
@@ -171,9 +150,9 @@ impl WorkerCore {
         if let Some(offer) = offer_sdp {
             prefer_offered_order(&mut config, offer);
         }
-        if wants_dependency_descriptor(kind, offer_sdp) {
-            config = crate::room::dd_extension::enable(config);
-        }
+        // Answered only on the lines where it is read or written
+        // (`dd_extension::unread_descriptors_dropped`, applied to each offer).
+        config = crate::room::dd_extension::enable(config);
         let mut rtc: Rtc = config.build(now);
         let candidate = Candidate::host(self.ctx.advertised_addr, "udp")
             .map_err(|e| BackendError::Internal(format!("host candidate: {e}")))?;
@@ -233,9 +212,10 @@ impl WorkerCore {
         req: CreateRequest,
     ) -> Result<SessionCreated, BackendError> {
         tracing::debug!(room = %req.room, offer = %req.offer_sdp, "offer");
-        let offer = SdpOffer::from_sdp_string(&req.offer_sdp).map_err(|e| {
-            BackendError::MalformedSdp(parse_failure(&req.offer_sdp, &e.to_string()))
-        })?;
+        let offer = SdpOffer::from_sdp_string(&unread_descriptors_dropped(&req.offer_sdp))
+            .map_err(|e| {
+                BackendError::MalformedSdp(parse_failure(&req.offer_sdp, &e.to_string()))
+            })?;
         check_offer(req.kind, &req.offer_sdp).map_err(BackendError::UnusableSdp)?;
         self.check_room_capacity(&req.room)?;
         self.check_identity_sessions(&req.room, &req.identity)?;
@@ -494,7 +474,7 @@ impl WorkerCore {
             ));
         };
         let offer_text = restart_offer(&p.negotiation.remote_offer, ufrag, pwd, &frag.candidates);
-        let offer = SdpOffer::from_sdp_string(&offer_text)
+        let offer = SdpOffer::from_sdp_string(&unread_descriptors_dropped(&offer_text))
             .map_err(|e| BackendError::MalformedSdp(e.to_string()))?;
         let answer = p
             .rtc_mut()
@@ -558,35 +538,4 @@ fn restart_offer(offer: &str, ufrag: &str, pwd: &str, candidates: &[String]) -> 
         }
     }
     out
-}
-
-#[cfg(test)]
-mod dependency_descriptor_tests {
-    use super::*;
-
-    fn offer(first_video_codec: &str) -> String {
-        format!(
-            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
-             m=video 9 UDP/TLS/RTP/SAVPF 45 96\r\na=rtpmap:45 {first_video_codec}/90000\r\n\
-             a=rtpmap:96 VP8/90000\r\n"
-        )
-    }
-
-    #[test]
-    fn viewers_and_av1_publishers_negotiate_the_dependency_descriptor() {
-        assert!(wants_dependency_descriptor(SessionKind::Whep, None));
-        assert!(wants_dependency_descriptor(
-            SessionKind::Whip,
-            Some(&offer("AV1"))
-        ));
-        assert!(!wants_dependency_descriptor(
-            SessionKind::Whip,
-            Some(&offer("VP9"))
-        ));
-        assert!(!wants_dependency_descriptor(SessionKind::Whip, None));
-        assert!(!wants_dependency_descriptor(
-            SessionKind::Room,
-            Some(&offer("AV1"))
-        ));
-    }
 }

@@ -373,6 +373,7 @@ impl WorkerCore {
                     sid: Some(sid.clone()),
                     participant: Some(owner),
                     layers: info.layers.clone(),
+                    codec: None,
                 },
             );
             offered.push(OfferedLine::Send { mid, sid, streams });
@@ -473,6 +474,7 @@ impl WorkerCore {
                                 sid: Some(sid),
                                 participant: Some(owner),
                                 layers: info.layers.clone(),
+                                codec: None,
                             },
                         );
                     }

@@ -23,11 +23,15 @@ impl WorkerCore {
             return;
         };
         let max_tracks = if m.bridge { usize::MAX } else { max_tracks };
+        let sdp = crate::room::codec_order::preferred_codecs_first(&sdp, |mid| {
+            publish.get(mid).and_then(|info| info.codec.as_deref())
+        })
+        .into_owned();
         if let Err((code, message)) = check_room_offer(&sdp, m.can_publish, max_tracks) {
             self.reply_error(id, code, message, now);
             return;
         }
-        let offer = match SdpOffer::from_sdp_string(&sdp) {
+        let offer = match SdpOffer::from_sdp_string(&unread_descriptors_dropped(&sdp)) {
             Ok(o) => o,
             Err(e) => {
                 self.reply_error(
@@ -43,7 +47,7 @@ impl WorkerCore {
             }
         };
         let answer = match p.rtc_mut().sdp_api().accept_offer(offer) {
-            Ok(a) => a.to_sdp_string(),
+            Ok(a) => crate::room::codec_order::answer_in_offered_order(&a.to_sdp_string(), &sdp),
             Err(e) => {
                 self.reply_error(
                     id,
