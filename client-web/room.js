@@ -18,12 +18,14 @@
 //   iceServers   the ICE servers the server announced at the join
 //   lk           the livekit-client Room
 //   sendChat(text, to?)  setMic(on)  setCamera(on)  leave()
-//   stats()      Promise<{ [sid]: { identity, framesDecoded, frameWidth, audioSamples, audioBytes } }>
+//   stats()      Promise<{ [sid]: { identity, framesDecoded, frameWidth, videoCodec, audioSamples, audioBytes } }>
 //   candidateType()  Promise<local candidate type of the selected pair: 'host' | 'srflx' | 'relay' | null>
 //   candidateProtocol()  Promise<transport of the selected pair: 'udp' | 'tcp' | null>
 // Query parameters: ?token= (else a development token), ?autojoin=1&name=,
 // ?resolution=WxH, ?simulcast=0, ?audio=0, ?video=0, ?adaptive=0 (every
-// tile gets full layers whatever its size), ?relay=1 (TURN only).
+// tile gets full layers whatever its size), ?relay=1 (TURN only),
+// ?codec=vp8|vp9|av1|h264 (the camera's codec; VP9 and AV1 with spatial
+// layers, L3T3_KEY, instead of simulcast).
 
 const L = window.LivekitClient;
 const E = L.RoomEvent;
@@ -83,7 +85,10 @@ async function join(name) {
     dynacast: true,
     videoCaptureDefaults: { resolution: { width, height }, deviceId: $('camera').value || undefined },
     audioCaptureDefaults: { deviceId: $('mic').value || undefined },
-    publishDefaults: { simulcast: params.get('simulcast') !== '0' },
+    publishDefaults: {
+      simulcast: params.get('simulcast') !== '0',
+      ...(params.get('codec') ? { videoCodec: params.get('codec'), backupCodec: false } : {}),
+    },
   });
   wire(lk);
   try {
@@ -289,12 +294,15 @@ async function leave() {
 async function stats() {
   const out = {};
   for (const p of room.lk?.remoteParticipants.values() ?? []) {
-    const entry = out[p.sid] = { identity: p.identity, framesDecoded: 0, frameWidth: 0, audioSamples: 0, audioBytes: 0 };
+    const entry = out[p.sid] = { identity: p.identity, framesDecoded: 0, frameWidth: 0, videoCodec: null, audioSamples: 0, audioBytes: 0 };
     for (const pub of p.trackPublications.values()) {
       const report = await pub.track?.getRTCStatsReport?.();
       report?.forEach((r) => {
         if (r.type !== 'inbound-rtp') return;
-        if (r.kind === 'video') { entry.framesDecoded += r.framesDecoded || 0; entry.frameWidth = Math.max(entry.frameWidth, r.frameWidth || 0); }
+        if (r.kind === 'video') {
+          entry.framesDecoded += r.framesDecoded || 0; entry.frameWidth = Math.max(entry.frameWidth, r.frameWidth || 0);
+          entry.videoCodec = report.get(r.codecId)?.mimeType ?? entry.videoCodec;
+        }
         if (r.kind === 'audio') { entry.audioSamples += r.totalSamplesReceived || 0; entry.audioBytes += r.bytesReceived || 0; }
       });
     }

@@ -5,7 +5,8 @@
 //   and decodes the top layer;
 // - a meeting over two nodes, hosted by a third: each participant's node
 //   holds a satellite of the room bridged to it; both see and decode each
-//   other; the hosting node is killed (SIGKILL), the room moves to one of
+//   other (one publishes scalable AV1, which crosses the bridges with its
+//   dependency descriptor); the hosting node is killed (SIGKILL), the room moves to one of
 //   the participants' nodes, and both see each other again, in the same
 //   session.
 
@@ -98,13 +99,18 @@ test('cluster: a relayed browser player, and a meeting over nodes that outlives 
   }
   assert.ok(room, 'a meeting placed away from both pages\' nodes');
   const meetingHost = await hostOf(nodes[front].base, room);
-  const bob = await openPage(browser, meetingUrl(nodes[host].base, room, 'bob', KEY, SECRET), 'bob');
+  // Bob publishes scalable AV1 (L3T3_KEY): it crosses two bridges (his
+  // node's satellite to the host, the host to ann's node) with its
+  // dependency descriptor, without which Chromium decodes no frame of it.
+  const bob = await openPage(browser, `${meetingUrl(nodes[host].base, room, 'bob', KEY, SECRET)}&codec=av1`, 'bob');
   const pages = [ann, bob];
   for (const p of pages) {
     await waitFor('joined with the other', () => p.evaluate(() => window.room.state === 'joined'
       && Object.keys(window.room.participants).length === 1), 20000, 200);
     await waitFor('decodes the other', async () => (await framesDecodedInMeeting(p)) > 10, 20000, 200);
   }
+  const bobAtAnn = Object.values(await ann.evaluate(() => window.room.stats()))[0];
+  assert.equal(bobAtAnn?.videoCodec, 'video/AV1', `ann decodes bob's AV1 over the bridges (${JSON.stringify(bobAtAnn)})`);
   for (const id of [front, host]) {
     const m = await (await fetch(`${nodes[id].base}/metrics`)).text();
     assert.match(m, /sfu_cluster_bridges(\{[^}]*\})? 1/, `node ${id} bridges its participant to the meeting`);

@@ -31,7 +31,13 @@ impl WorkerCore {
             self.reply_error(id, code, message, now);
             return;
         }
-        let offer = match SdpOffer::from_sdp_string(&unread_descriptors_dropped(&sdp)) {
+        // A bridge (another node's link) keeps the descriptor on every line:
+        // it carries scalable AV1 on to members of its own node.
+        let offered = match m.bridge {
+            true => std::borrow::Cow::Borrowed(sdp.as_str()),
+            false => unread_descriptors_dropped(&sdp),
+        };
+        let offer = match SdpOffer::from_sdp_string(&offered) {
             Ok(o) => o,
             Err(e) => {
                 self.reply_error(
