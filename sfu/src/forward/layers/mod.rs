@@ -181,7 +181,7 @@ impl PublishedLayers {
     /// True once an initial layer choice is meaningful: every announced
     /// layer has been seen with its picture size, or enough time passed.
     pub fn settled(&self, now: Instant) -> bool {
-        let all_known = self.layers.len() >= self.announced()
+        let all_known = self.none_missing()
             && (self.layers.len() == 1 || self.layers.iter().all(|l| l.width > 0));
         all_known
             || self
@@ -203,11 +203,25 @@ impl PublishedLayers {
             return self.settled(now);
         };
         let fits = self.layers.iter().any(|l| l.width > 0 && l.width <= max);
-        let missing = self.layers.len() < self.announced();
+        let missing = !self.none_missing();
         let waited = self
             .first_frame
             .is_some_and(|t| now.saturating_duration_since(t) >= FIT_WAIT);
         self.settled(now) && (fits || !missing || waited)
+    }
+
+    /// No announced layer is still to come: every layer the SDP and the
+    /// scalability structures announced was seen, or a stream with several
+    /// spatial layers announced them all. Such a stream describes itself
+    /// whole: it is what a relay (from another worker or node), which asks
+    /// for three simulcast streams whatever the publisher sends, gets from a
+    /// scalable publisher in the first of them, and the other two never come.
+    fn none_missing(&self) -> bool {
+        let scalable = self
+            .spatial_dims
+            .iter()
+            .any(|(_, dims)| dims.iter().flatten().count() > 1);
+        scalable || self.layers.len() >= self.announced()
     }
 
     /// Layers expected: the simulcast streams announced, each scalable one

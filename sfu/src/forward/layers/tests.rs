@@ -290,6 +290,24 @@ fn settles_when_all_announced_layers_were_seen() {
 }
 
 #[test]
+fn a_scalable_stream_in_one_of_three_announced_streams_settles_at_once() {
+    // A relay asks for r0, r1 and r2; a scalable publisher fills r0 only,
+    // its key picture announcing three spatial layers.
+    let t0 = Instant::now();
+    let mut p = PublishedLayers::new(3);
+    let dims = [Some((320, 180)), Some((640, 360)), Some((1280, 720)), None];
+    p.announce_spatial(rid("r0"), dims, t0);
+    p.observe(rid("r0"), 0, 900, Some((1280, 720)), 0, t0);
+    assert!(p.settled(t0), "nothing else is waited for");
+    assert!(p.settled_for(t0, Some(320)), "a width-limited one neither");
+    // Simulcast with one spatial layer per stream still waits for the others.
+    let mut simulcast = PublishedLayers::new(3);
+    simulcast.announce_spatial(rid("r0"), [Some((320, 180)), None, None, None], t0);
+    simulcast.observe(rid("r0"), 0, 500, Some((320, 180)), 0, t0);
+    assert!(!simulcast.settled(t0));
+}
+
+#[test]
 fn a_width_limited_subscriber_waits_longer_for_a_layer_that_fits() {
     let t0 = Instant::now();
     let settle = t0 + LAYERS_SETTLE;
