@@ -5,12 +5,17 @@
 #   docker build -t ghcr.io/sfu-project/sfu:0.1.0 .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# npm installs the meeting page's SDK (client-web/package-lock.json) at build time.
-RUN apt-get update && apt-get install -y --no-install-recommends npm && rm -rf /var/lib/apt/lists/*
+# npm installs the meeting page's SDK (client-web/package-lock.json) at build
+# time; the DTLS links the system OpenSSL (libssl-dev, found by pkg-config).
+RUN apt-get update && apt-get install -y --no-install-recommends npm libssl-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked -p sfu
 
 FROM debian:bookworm-slim
+# libssl3: the server's DTLS (OpenSSL 3.0, Debian's security updates).
+RUN apt-get update && apt-get install -y --no-install-recommends libssl3 \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sfu
 COPY --from=build /src/target/release/sfu /usr/local/bin/sfu
 USER 10001

