@@ -1,7 +1,7 @@
-//! The OpenSSL DTLS 1.2 context every session's handshake starts from.
+//! The OpenSSL DTLS 1.2 context every session's handshake starts from,
+//! one for the process, and each session's own certificate and key.
 //!
-//! What it settles: our certificate and key (str0m's `DtlsCert`: DER
-//! certificate, PKCS#8 key; ECDSA P-256 as generated), the DTLS-SRTP
+//! What the context settles: the DTLS-SRTP
 //! profiles offered and their preference, the ECDHE cipher suites (ECDSA
 //! for our own certificate, RSA too for a peer that is the DTLS server with
 //! an RSA certificate), and the peer certificate policy: one is required
@@ -9,14 +9,20 @@
 //! signature algorithms, RSA included, which is what GStreamer's webrtcbin
 //! needs) and any certificate is accepted, because WebRTC authenticates the
 //! peer by the fingerprint in its SDP, which str0m checks on the DER the
-//! instance hands it.
+//! instance hands it. Each session presents its own certificate (str0m's
+//! `DtlsCert`: DER certificate, PKCS#8 key; ECDSA P-256 as generated),
+//! set on its `Ssl`: a context per session cost ~100 KB a session more
+//! than dimpl did (500 listeners: 382-388 MB peak against 332-335).
+//! Idle sessions give their record buffers back (`RELEASE_BUFFERS`).
 
 use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
-    SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslVerifyMode, SslVersion,
+    SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509;
+use std::sync::OnceLock;
 use str0m_proto::crypto::dtls::{DtlsCert, SrtpProfile};
 
 /// DTLS-SRTP profiles in our order of preference, dimpl's (str0m's default
@@ -46,33 +52,46 @@ pub(super) fn srtp_profile(id: openssl::srtp::SrtpProfileId) -> Option<SrtpProfi
     }
 }
 
-/// Our certificate's private key: PKCS#8 DER, or any DER OpenSSL reads.
-fn private_key(der: &[u8]) -> Result<PKey<Private>, ErrorStack> {
-    PKey::private_key_from_pkcs8(der).or_else(|_| PKey::private_key_from_der(der))
+/// A session's certificate and private key, parsed.
+pub(super) struct Identity {
+    pub cert: X509,
+    pub key: PKey<Private>,
 }
 
-/// A DTLS 1.2 context presenting `cert`.
-pub(super) fn context(cert: &DtlsCert) -> Result<SslContext, ErrorStack> {
-    Ok(builder(cert)?.build())
+/// `cert` parsed: the key as PKCS#8 DER, or any DER OpenSSL reads.
+pub(super) fn identity(cert: &DtlsCert) -> Result<Identity, ErrorStack> {
+    let der = &cert.private_key;
+    Ok(Identity {
+        cert: X509::from_der(&cert.certificate)?,
+        key: PKey::private_key_from_pkcs8(der).or_else(|_| PKey::private_key_from_der(der))?,
+    })
 }
 
-/// [`context`] before it is built (tests change what it offers).
-pub(super) fn builder(cert: &DtlsCert) -> Result<SslContextBuilder, ErrorStack> {
+/// The process's DTLS 1.2 context (built at its first use; a clone is a
+/// reference to it).
+pub(super) fn shared() -> Result<SslContext, String> {
+    static SHARED: OnceLock<Result<SslContext, String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| builder().map(|b| b.build()).map_err(|e| e.to_string()))
+        .clone()
+}
+
+/// The shared context's settings, before it is built (tests change what
+/// it offers).
+pub(super) fn builder() -> Result<SslContextBuilder, ErrorStack> {
     let mut ctx = SslContext::builder(SslMethod::dtls())?;
     ctx.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
-    let x509 = X509::from_der(&cert.certificate)?;
-    let key = private_key(&cert.private_key)?;
-    ctx.set_certificate(&x509)?;
-    ctx.set_private_key(&key)?;
-    ctx.check_private_key()?;
     ctx.set_cipher_list(CIPHERS)?;
     ctx.set_groups_list(GROUPS)?;
     ctx.set_tlsext_use_srtp(SRTP_PROFILES)?;
     // The MTU is the one str0m passes (SSL_set_mtu per session): our BIO is
     // a queue, there is no socket to ask.
     ctx.set_options(SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET);
-    // Retried writes may move (the caller's buffer is not pinned).
-    ctx.set_mode(SslMode::ACCEPT_MOVING_WRITE_BUFFER);
+    // WebRTC never resumes a DTLS session: nothing to cache.
+    ctx.set_session_cache_mode(SslSessionCacheMode::OFF);
+    // Retried writes may move (the caller's buffer is not pinned); buffers
+    // of an idle session are freed.
+    ctx.set_mode(SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::RELEASE_BUFFERS);
     // Ask for the peer's certificate and accept whichever it is: its
     // fingerprint is checked against the SDP's a=fingerprint by str0m.
     ctx.set_verify_callback(

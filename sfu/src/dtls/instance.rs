@@ -26,7 +26,7 @@ use str0m_proto::crypto::dtls::SrtpProfile;
 use str0m_proto::crypto::dtls::{DtlsCryptoError, DtlsCryptoOperation, DtlsImplError};
 use str0m_proto::crypto::dtls::{DtlsInstance, DtlsOutput, KeyingMaterial, ProtocolVersion};
 
-use super::context::srtp_profile;
+use super::context::{srtp_profile, Identity};
 use super::datagrams::Datagrams;
 use super::timer::{self, Fired};
 
@@ -65,6 +65,8 @@ enum Phase {
 /// A DTLS 1.2 session on OpenSSL.
 pub(super) struct OpensslDtls {
     ctx: SslContext,
+    /// Our certificate and key, until the session's `Ssl` takes them.
+    identity: Option<Identity>,
     mtu: u32,
     active: Option<bool>,
     stream: Option<SslStream<Datagrams>>,
@@ -99,9 +101,10 @@ fn wants_io(e: &openssl::ssl::Error) -> bool {
 }
 
 impl OpensslDtls {
-    pub(super) fn new(ctx: SslContext, mtu: u32, now: Instant) -> Self {
+    pub(super) fn new(ctx: SslContext, identity: Identity, mtu: u32, now: Instant) -> Self {
         OpensslDtls {
             ctx,
+            identity: Some(identity),
             mtu,
             active: None,
             stream: None,
@@ -115,6 +118,10 @@ impl OpensslDtls {
 
     fn start(&mut self, active: bool) -> Result<(), openssl::error::ErrorStack> {
         let mut ssl = Ssl::new(&self.ctx)?;
+        if let Some(id) = self.identity.take() {
+            ssl.set_certificate(&id.cert)?;
+            ssl.set_private_key(&id.key)?;
+        }
         ssl.set_mtu(self.mtu)?;
         timer::start_sooner(&mut ssl);
         if active {

@@ -70,11 +70,15 @@ impl DtlsProvider for OpensslDtlsProvider {
             }
         }
         let ctx =
-            context::context(cert).map_err(|e| CryptoError::Other(format!("DTLS context: {e}")))?;
+            context::shared().map_err(|e| CryptoError::Other(format!("DTLS context: {e}")))?;
+        let identity = context::identity(cert)
+            .map_err(|e| CryptoError::Other(format!("DTLS certificate: {e}")))?;
         let mtu = mtu
             .and_then(|m| u32::try_from(m).ok())
             .unwrap_or(DEFAULT_MTU);
-        Ok(Box::new(instance::OpensslDtls::new(ctx, mtu, now)))
+        Ok(Box::new(instance::OpensslDtls::new(
+            ctx, identity, mtu, now,
+        )))
     }
 }
 

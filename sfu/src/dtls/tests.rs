@@ -214,10 +214,11 @@ fn client_accepts_rsa_p224_p384_servers() {
 fn gstreamer_like_client_gets_aes_cm() {
     let now = Instant::now();
     let (cc, sc) = (rsa_cert(), generated());
-    let mut b = context::builder(&cc).expect("builder");
+    let mut b = context::builder().expect("builder");
     b.set_tlsext_use_srtp("SRTP_AES128_CM_SHA1_80:SRTP_AES128_CM_SHA1_32")
         .expect("srtp");
-    let mut client = instance::OpensslDtls::new(b.build(), 1150, now);
+    let id = context::identity(&cc).expect("identity");
+    let mut client = instance::OpensslDtls::new(b.build(), id, 1150, now);
     let mut server = ours(&sc, now);
     let (c, s) = handshake(&mut client, server.as_mut());
     assert_agreed(&c, &s, &cc, &sc);
