@@ -1,5 +1,6 @@
 // GStreamer's webrtcbin (gstreamer_whip.py, PyGObject) publishes VP8 + Opus
-// over WHIP and a second webrtcbin plays it over WHEP, decoding both. The
+// over WHIP; a Chromium player (an independent stack) decodes it at the
+// size sent, and a second webrtcbin plays it over WHEP, decoding both. The
 // point is DTLS: webrtcbin signs with an RSA-2048 certificate, which the
 // server's DTLS (OpenSSL, sfu/src/dtls/) asks for and accepts; the server
 // logs each handshake's peer key, checked here. Debian's PyGObject lives in
@@ -11,10 +12,10 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer, metricTotal } from './lib/server.mjs';
+import { launchBrowser, openPage, closePage, waitFor, inboundVideoStats, inboundAudioStats } from './lib/browser.mjs';
 
 const script = join(dirname(fileURLToPath(import.meta.url)), 'gstreamer_whip.py');
 const PYTHON = process.env.PYTHON_GI || '/usr/bin/python3';
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Run gstreamer_whip.py MODE; resolves { code, output, last, firstVideoAt }
@@ -40,7 +41,7 @@ function run(t, mode, url, token, seconds) {
   });
 }
 
-test('GStreamer webrtcbin (RSA-2048 DTLS certificate) publishes over WHIP, webrtcbin plays over WHEP', async (t) => {
+test('GStreamer webrtcbin (RSA-2048 DTLS certificate) publishes over WHIP, Chromium and webrtcbin play it over WHEP', async (t) => {
   // The server's default session timeout (30 s), not the suite's 5 s: a
   // receive-only webrtcbin sends only RTCP (GStreamer's rtpsession: every
   // 2.5-7.5 s) and libnice's keepalives (25 s), and a 5 s timeout dropped it.
@@ -52,12 +53,24 @@ test('GStreamer webrtcbin (RSA-2048 DTLS certificate) publishes over WHIP, webrt
   const subToken = await server.mintToken(room, 'viewer', { subscribe: true });
 
   const startedAt = Date.now();
-  const publisher = run(t, 'publish', `${server.base}/whip/${room}`, pubToken, 16);
+  const publisher = run(t, 'publish', `${server.base}/whip/${room}`, pubToken, 20);
   const rsa = await server.waitForLog(/DTLS connected peer_key=RSA 2048[^\n]*/, 15000);
   assert.ok(rsa, `no RSA-2048 DTLS handshake in the server log:\n${server.logTail()}`);
   console.log(`publisher: ${rsa} after ${Date.now() - startedAt} ms`);
 
-  await sleep(1000);
+  // Chromium plays webrtcbin's stream (320x240 VP8 + Opus).
+  const browser = await launchBrowser(t);
+  const page = await openPage(browser, `${server.base}/play?room=${room}&autostart=1&token=${subToken}`, 'chromium');
+  t.after(() => closePage(page));
+  const seen = await waitFor(page, async (p) => {
+    const v = await inboundVideoStats(p);
+    return v?.framesDecoded > 30 ? v : false;
+  }, 20000, { what: 'Chromium decodes webrtcbin\'s video' });
+  assert.equal(`${seen.frameWidth}x${seen.frameHeight}`, '320x240', 'Chromium decodes the size webrtcbin sends');
+  const audio = await inboundAudioStats(page);
+  assert.ok(audio?.totalSamplesReceived > 0, `Chromium plays webrtcbin's audio: ${JSON.stringify(audio)}`);
+  console.log(`chromium: ${JSON.stringify(seen)}`);
+
   const player = await run(t, 'play', `${server.base}/whep/${room}`, subToken, 10);
   console.log(`player: ${JSON.stringify(player.last)}, video from t=${player.firstVideoAt} s`);
   assert.equal(player.code, 0, `webrtcbin player failed:\n${player.output.slice(-2000)}`);
@@ -68,7 +81,7 @@ test('GStreamer webrtcbin (RSA-2048 DTLS certificate) publishes over WHIP, webrt
 
   const m = await server.metrics();
   assert.equal(metricTotal(m, 'sfu_sessions_created_total{kind="whip"}'), 1);
-  assert.equal(metricTotal(m, 'sfu_sessions_created_total{kind="whep"}'), 1);
+  assert.equal(metricTotal(m, 'sfu_sessions_created_total{kind="whep"}'), 2);
   assert.ok(metricTotal(m, 'sfu_media_packets_forwarded_total{kind="video"}') > 150);
 
   const pub = await publisher;
