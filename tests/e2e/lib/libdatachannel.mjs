@@ -64,12 +64,30 @@ async function endSession(pc, resource, token) {
   return del;
 }
 
-async function postSdp(url, token, sdp) {
+/**
+ * `pc`'s offer POSTed to `url` (WHIP or WHEP, `protocol` names it), the
+ * answer applied, connected: { offer, answer, resource }. A refused POST
+ * closes `pc` and rejects with its status and body.
+ */
+async function negotiate(pc, url, token, protocol, what) {
+  pc.setLocalDescription();
+  const offer = pc.localDescription().sdp;
   const resp = await fetch(url, {
-    method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` }, body: sdp,
+    method: 'POST', headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` }, body: offer,
     signal: AbortSignal.timeout(10000),
   });
-  return { status: resp.status, body: await resp.text(), location: resp.headers.get('location') };
+  const answer = await resp.text();
+  if (resp.status !== 201) {
+    pc.close();
+    const e = new Error(`${protocol} POST ${resp.status}: ${answer}`);
+    e.status = resp.status;
+    e.body = answer;
+    throw e;
+  }
+  const resource = new URL(resp.headers.get('location'), url).href;
+  pc.setRemoteDescription(answer, 'answer');
+  await connected(pc, 10000, what);
+  return { offer, answer, resource };
 }
 
 /**
@@ -99,19 +117,7 @@ export async function obsPublish(whipUrl, token, codec, layerFiles) {
   }
   CODEC_CALLS[codec](video);
   const videoTrack = pc.addTrack(video);
-  pc.setLocalDescription();
-  const offer = pc.localDescription().sdp;
-  const posted = await postSdp(whipUrl, token, offer);
-  if (posted.status !== 201) {
-    pc.close();
-    const e = new Error(`WHIP POST ${posted.status}: ${posted.body}`);
-    e.status = posted.status;
-    e.body = posted.body;
-    throw e;
-  }
-  const resource = new URL(posted.location, whipUrl).href;
-  pc.setRemoteDescription(posted.body, 'answer');
-  await connected(pc, 10000, 'libdatachannel publisher');
+  const { offer, answer, resource } = await negotiate(pc, whipUrl, token, 'WHIP', 'libdatachannel publisher');
 
   const counts = { pictures: 0, packets: 0, audio: 0 };
   const seqs = layers.map(() => Math.floor(Math.random() * 65536));
@@ -148,7 +154,7 @@ export async function obsPublish(whipUrl, token, codec, layerFiles) {
     clearInterval(audioTimer);
     return endSession(pc, resource, token);
   });
-  return { offer, answer: posted.body, resource, sent: () => ({ ...counts }), stop };
+  return { offer, answer, resource, sent: () => ({ ...counts }), stop };
 }
 
 /**
@@ -163,22 +169,11 @@ export async function whepView(whepUrl, token, codec, onRtp) {
   if (codec === 'vp8') video.addVP8Codec(96); else CODEC_CALLS[codec](video);
   const track = pc.addTrack(video);
   track.onMessage((msg) => onRtp(msg));
-  pc.setLocalDescription();
-  const posted = await postSdp(whepUrl, token, pc.localDescription().sdp);
-  if (posted.status !== 201) {
-    pc.close();
-    const e = new Error(`WHEP POST ${posted.status}: ${posted.body}`);
-    e.status = posted.status;
-    e.body = posted.body;
-    throw e;
-  }
-  const resource = new URL(posted.location, whepUrl).href;
-  pc.setRemoteDescription(posted.body, 'answer');
-  await connected(pc, 10000, 'libdatachannel viewer');
+  const { answer, resource } = await negotiate(pc, whepUrl, token, 'WHEP', 'libdatachannel viewer');
   // The track is held here: a track object the garbage collector takes
   // calls no onMessage again (packets then arrive and go nowhere).
   const stop = once(() => { track.close(); return endSession(pc, resource, token); });
-  return { answer: posted.body, resource, track, stop };
+  return { answer, resource, track, stop };
 }
 
 /** Release libdatachannel's threads so the process can exit. */
